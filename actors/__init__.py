@@ -1,0 +1,22 @@
+"""Generic Trio actor primitives: mailboxes, actors with refs, and supervisors.
+
+This package knows nothing of lanes; ``lanes`` builds on it.
+"""
+
+from ._actor import Actor, ActorRef, run_actor, spawn
+from ._groups import single_leaf
+from ._mailbox import Mailbox
+from ._supervision import RestartIntensityExceeded, Strategy, Supervisor, open_supervisor
+
+__all__ = [
+    "Actor",
+    "ActorRef",
+    "Mailbox",
+    "RestartIntensityExceeded",
+    "Strategy",
+    "Supervisor",
+    "open_supervisor",
+    "run_actor",
+    "single_leaf",
+    "spawn",
+]

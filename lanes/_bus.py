@@ -1,0 +1,78 @@
+"""Event fan-out to subscribers; a slow subscriber never blocks scheduling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from ._errors import LaneConfigError
+from .events import Event
+
+__all__ = ["EventBus"]
+
+
+class _Subscriber:
+    __slots__ = ("dropped", "send", "types")
+
+    def __init__(self, types: tuple[type[Event], ...], send: trio.MemorySendChannel[Event]):
+        self.types = types
+        self.send = send
+        self.dropped = 0
+
+
+class EventBus:
+    """Delivers each event to the subscribers that asked for its type.
+
+    Each subscriber has a bounded buffer; past it, new events are dropped for that subscriber
+    and counted (``dropped``), so emitting never waits.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: list[_Subscriber] = []
+        self.dropped = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether anybody listens (callers skip building events when nobody does)."""
+        return bool(self._subscribers)
+
+    def emit(self, event: Event) -> None:
+        for subscriber in self._subscribers:
+            if subscriber.types and not isinstance(event, subscriber.types):
+                continue
+            try:
+                subscriber.send.send_nowait(event)
+            except trio.WouldBlock:
+                subscriber.dropped += 1
+                self.dropped += 1
+            except trio.BrokenResourceError:
+                pass  # the subscriber closed its receive side; it leaves on exit
+
+    @asynccontextmanager
+    async def subscribe(
+        self, types: tuple[type[Event], ...], buffer: int
+    ) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
+        for event_type in types:
+            if not (isinstance(event_type, type) and issubclass(event_type, Event)):
+                msg = (f"subscribe(): {event_type!r} is not an event type; pass classes from "
+                       "lanes.events, such as lanes.events.Completed")
+                raise LaneConfigError(msg)
+        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
+            msg = f"subscribe(): buffer={buffer!r} is invalid; expected an integer >= 1"
+            raise LaneConfigError(msg)
+        send, receive = trio.open_memory_channel[Event](buffer)
+        subscriber = _Subscriber(types, send)
+        self._subscribers.append(subscriber)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            self._subscribers.remove(subscriber)
+            send.close()
+
+    def close(self) -> None:
+        """End every subscription's stream (``async for`` loops finish)."""
+        for subscriber in self._subscribers:
+            subscriber.send.close()

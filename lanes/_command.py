@@ -1,0 +1,200 @@
+"""Commands: the envelope the system schedules, the handle users hold, ``@lanes.command``."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import attrs
+import trio
+
+from ._errors import CommandCancelled, CommandFailed, CommandTimeout, LaneConfigError
+from ._policy import Job
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["CommandHandle", "CommandStatus", "command", "command_name", "is_command"]
+
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
+_NAME_ATTR = "__lanes_command__"
+
+
+class CommandStatus(enum.StrEnum):
+    """Where a command is in its life. Compares equal to its string value."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({CommandStatus.DONE, CommandStatus.FAILED, CommandStatus.CANCELLED})
+
+
+class Reason(enum.Enum):
+    """Why the system cancelled a command's scope (None on the command means a timeout)."""
+
+    CANCEL = "cancelled"
+    PREEMPT = "preempted"
+    SHUTDOWN = "shut down"
+
+
+class Command(Job):
+    """The system's record of one accepted command (a policy ``Job`` with a payload)."""
+
+    __slots__ = ("args", "attempts", "cancel_reason", "core", "done", "error", "fn", "handle",
+                 "holds_room", "id", "key", "outcome_kind", "scope", "started_at", "status", "timeout",
+                 "type_name", "value")
+
+    def __init__(
+        self, core: Core, command_id: str, lane: str, fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...], type_name: str, key: str | None, timeout: float | None,
+    ) -> None:
+        super().__init__(lane)
+        self.core = core
+        self.id = command_id
+        self.fn = fn
+        self.args = args
+        self.type_name = type_name
+        self.key = key
+        self.timeout = timeout
+        self.attempts = 0
+        self.holds_room = False
+        self.status = CommandStatus.PENDING
+        self.cancel_reason: Reason | None = None
+        self.scope: trio.CancelScope | None = None
+        self.started_at = 0.0
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.outcome_kind: type[Exception] | None = None
+        self.handle: CommandHandle[Any] = CommandHandle(self)
+
+
+class CommandHandle(Generic[T]):
+    """A handle on a submitted command. Returned by ``submit``; no public constructor.
+
+    Dropping the handle does not cancel the command; ``cancel()`` does.
+    """
+
+    __slots__ = ("_command",)
+
+    def __init__(self, command: Command) -> None:
+        self._command = command
+
+    def __repr__(self) -> str:
+        c = self._command
+        return f"<CommandHandle {c.id} lane={c.lane!r} {c.type_name} {c.status.value}>"
+
+    @property
+    def id(self) -> str:
+        """The command's unique id."""
+        return self._command.id
+
+    @property
+    def lane(self) -> str:
+        """The name of the command's lane."""
+        return self._command.lane
+
+    @property
+    def status(self) -> CommandStatus:
+        """pending, running, retrying, done, failed or cancelled."""
+        return self._command.status
+
+    @property
+    def attempts(self) -> int:
+        """How many attempts have started in this run (a preempted attempt is not counted)."""
+        return self._command.attempts
+
+    def done(self) -> bool:
+        """Whether the command reached a terminal state (done, failed or cancelled)."""
+        return self._command.done.is_set()
+
+    async def result(self) -> T:
+        """Wait for the command to finish and return its value.
+
+        Cancelling this wait leaves the command running: the handle still owns it.
+
+        Raises:
+            CommandTimeout: its last attempt exceeded the timeout.
+            CommandFailed: it failed for good; ``__cause__`` is the last error.
+            CommandCancelled: it was cancelled.
+        """
+        c = self._command
+        await c.done.wait()
+        if c.outcome_kind is None:
+            return c.value  # type: ignore[no-any-return]
+        raise _outcome_error(c)
+
+    def cancel(self) -> None:
+        """Cancel the command (synchronous, like ``CancelScope.cancel``).
+
+        A pending command is resolved as cancelled at once; a running one is cancelled at its
+        next checkpoint and resolves when its attempt exits. No-op once it finished.
+        """
+        self._command.core.cancel(self._command, Reason.CANCEL)
+
+
+def _outcome_error(c: Command) -> Exception:
+    kind = c.outcome_kind
+    if kind is CommandCancelled:
+        reason = c.cancel_reason.value if c.cancel_reason else "cancelled"
+        return CommandCancelled(f"command {c.id} ({c.type_name}) in lane {c.lane!r} was {reason}")
+    if kind is CommandTimeout:
+        error: Exception = CommandTimeout(
+            f"command {c.id} ({c.type_name}) in lane {c.lane!r} timed out after {c.timeout} s "
+            f"on attempt {c.attempts}")
+    else:
+        error = CommandFailed(
+            f"command {c.id} ({c.type_name}) in lane {c.lane!r} failed after {c.attempts} "
+            f"attempt(s): {c.error!r}")
+    error.__cause__ = c.error
+    return error
+
+
+@overload
+def command(cls: C, /) -> C: ...
+@overload
+def command(*, name: str | None = None) -> Callable[[C], C]: ...
+def command(cls: C | None = None, /, *, name: str | None = None) -> C | Callable[[C], C]:
+    """Mark an attrs class with ``async def execute(self)`` as a lane command type.
+
+    Use as ``@lanes.command`` or ``@lanes.command(name="send-email")``; the default name is
+    the class's qualified name. Instances are submitted like callables:
+    ``await lanes.submit("query", SendEmail(to=...))``.
+
+    Raises:
+        LaneConfigError: the class is not an attrs class, has no ``async def execute``, or
+            the name is empty.
+    """
+    def mark(target: C) -> C:
+        if not (isinstance(target, type) and attrs.has(target)):
+            msg = f"@lanes.command needs an attrs class (@attrs.define), got {target!r}"
+            raise LaneConfigError(msg)
+        if not inspect.iscoroutinefunction(getattr(target, "execute", None)):
+            msg = f"@lanes.command class {target.__qualname__} needs an `async def execute(self)`"
+            raise LaneConfigError(msg)
+        label = target.__qualname__ if name is None else name
+        if not isinstance(label, str) or not label.strip():
+            msg = f"@lanes.command(name={name!r}) is invalid; expected a non-empty string"
+            raise LaneConfigError(msg)
+        setattr(target, _NAME_ATTR, label)
+        return target
+
+    return mark if cls is None else mark(cls)
+
+
+def is_command(obj: object) -> bool:
+    """Whether ``obj`` is an instance of a ``@lanes.command`` class."""
+    return not isinstance(obj, type) and hasattr(type(obj), _NAME_ATTR)
+
+
+def command_name(obj: object) -> str:
+    """The registered name of a ``@lanes.command`` instance."""
+    return getattr(type(obj), _NAME_ATTR)  # type: ignore[no-any-return]

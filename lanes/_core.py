@@ -1,0 +1,269 @@
+"""The state of one lane system and the life cycle of its commands.
+
+Everything here is synchronous: it runs between checkpoints, so the policy, the counters, the
+dead-letter queue and the events always agree when a handle resolves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from . import events as ev
+from ._bus import EventBus
+from ._command import TERMINAL, Command, CommandStatus, Reason
+from ._config import LaneConfig
+from ._dlq import DeadLetter, DeadLetterQueue, Resubmit
+from ._errors import CommandCancelled, CommandFailed, CommandTimeout, Permanent
+from ._policy import JobState, Policy
+from ._room import Room
+from ._stats import LaneCounters
+
+__all__ = ["Core"]
+
+
+class Core:
+    """Policy, counters, events, dead letters and the command life cycle of one system."""
+
+    def __init__(
+        self, configs: tuple[LaneConfig, ...], cap: int | None, dead_letter_limit: int,
+        resubmit: Resubmit, rng: random.Random | None = None,
+    ) -> None:
+        self.configs = {c.name: c for c in configs}
+        self.policy = Policy(configs, cap)
+        self.counters = {c.name: LaneCounters() for c in configs}
+        self.rooms = {c.name: Room(c.inbox_size) for c in configs}
+        self.bus = EventBus()
+        self.dlq = DeadLetterQueue(dead_letter_limit, resubmit)
+        self.keys: dict[str, Command] = {}
+        self.live: dict[Command, None] = {}  # accepted, not yet terminal
+        self.accepting = True
+        self.random = rng or random.Random()
+        self.wake: Callable[[], None] = _nothing
+        self._idle: trio.Event | None = None
+        self._prefix = secrets.token_hex(4)
+        self._ids = itertools.count(1)
+
+    # -- acceptance --------------------------------------------------------------------------
+
+    def new_command(
+        self, lane: str, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
+        type_name: str, key: str | None, timeout: float | None,
+    ) -> Command:
+        if timeout is None:
+            timeout = self.configs[lane].timeout
+        command_id = f"{self._prefix}-{next(self._ids)}"
+        return Command(self, command_id, lane, fn, args, type_name, key, timeout)
+
+    def accept(self, cmd: Command, delay: float | None) -> None:
+        """Make ``cmd`` pending (its inbox place is already taken)."""
+        now = trio.current_time()
+        self.policy.add(cmd, now, ready_at=None if not delay else now + delay)
+        cmd.holds_room = True
+        self.live[cmd] = None
+        if cmd.key is not None:
+            self.keys[cmd.key] = cmd
+        self.counters[cmd.lane].submitted += 1
+        if self.bus.active:
+            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now, cmd.type_name))
+        self.wake()
+
+    # -- attempts ------------------------------------------------------------------------------
+
+    def begin(self, cmd: Command) -> bool:
+        """A granted command is about to run: count the attempt and arm its cancel scope.
+
+        Returns False when it was cancelled or preempted between grant and start (then it
+        has been dealt with).
+        """
+        if cmd.cancel_reason is Reason.PREEMPT:
+            self._requeue_preempted(cmd)
+            return False
+        if cmd.cancel_reason is not None:
+            self.policy.finish(cmd)
+            self._cancelled(cmd)
+            return False
+        now = trio.current_time()
+        self._release_room(cmd)
+        cmd.attempts += 1
+        cmd.status = CommandStatus.RUNNING
+        cmd.started_at = now
+        deadline = now + cmd.timeout if cmd.timeout is not None else float("inf")
+        cmd.scope = trio.CancelScope(deadline=deadline)
+        if self.bus.active:
+            waited = now - cmd.pending_since
+            self.bus.emit(ev.Started(cmd.lane, cmd.id, now, cmd.attempts, waited))
+        return True
+
+    def completed(self, cmd: Command, value: Any) -> None:
+        self.policy.finish(cmd)
+        cmd.value = value
+        self.counters[cmd.lane].completed += 1
+        if self.bus.active:
+            now = trio.current_time()
+            self.bus.emit(ev.Completed(cmd.lane, cmd.id, now, cmd.attempts, now - cmd.started_at))
+        self._resolve(cmd, CommandStatus.DONE, None)
+
+    def scope_cancelled(self, cmd: Command) -> None:
+        """The command's own scope caught a cancellation: timeout, preemption or cancel."""
+        reason = cmd.cancel_reason
+        if reason is None:
+            self.attempt_failed(cmd, trio.TooSlowError(f"attempt timed out after {cmd.timeout} s"),
+                                timed_out=True)
+        elif reason is Reason.PREEMPT:
+            self._requeue_preempted(cmd)
+        else:
+            self.policy.finish(cmd)
+            self._cancelled(cmd)
+
+    def interrupted(self, cmd: Command) -> None:
+        """An outer cancellation (system exit) ended the attempt."""
+        if cmd.state is JobState.ACTIVE:
+            self.policy.finish(cmd)
+        cmd.cancel_reason = cmd.cancel_reason or Reason.SHUTDOWN
+        self._cancelled(cmd)
+
+    def attempt_failed(self, cmd: Command, error: BaseException, *, timed_out: bool = False) -> None:
+        now = trio.current_time()
+        lane = cmd.lane
+        counters = self.counters[lane]
+        if timed_out:
+            counters.timed_out += 1
+            if self.bus.active:
+                self.bus.emit(ev.TimedOut(lane, cmd.id, now, cmd.attempts, cmd.timeout or 0.0))
+        permanent = isinstance(error, Permanent)
+        if permanent and isinstance(error.error, BaseException):  # type: ignore[attr-defined]
+            error = error.error  # type: ignore[attr-defined]
+        retry = self.configs[lane].retry
+        if permanent or cmd.attempts > retry.max_retries:
+            self.policy.finish(cmd)
+            self._failed(cmd, error, timed_out, now)
+            return
+        delay = retry.delay(cmd.attempts, self.random.random())
+        counters.retried += 1
+        cmd.status = CommandStatus.RETRYING
+        cmd.scope = None
+        self.policy.retry(cmd, now, now + delay)
+        if self.bus.active:
+            self.bus.emit(ev.Retrying(lane, cmd.id, now, cmd.attempts, delay, repr(error)))
+        self.wake()
+
+    def _failed(self, cmd: Command, error: BaseException, timed_out: bool, now: float) -> None:
+        lane = cmd.lane
+        cmd.error = error
+        counters = self.counters[lane]
+        counters.failed += 1
+        counters.dead_lettered += 1
+        text = repr(error)
+        self.dlq.add(DeadLetter(cmd.id, lane, cmd.type_name, text, cmd.attempts, now,
+                                cmd.fn, cmd.args, cmd.timeout, cmd.key))
+        if self.bus.active:
+            self.bus.emit(ev.Failed(lane, cmd.id, now, cmd.attempts, text))
+            self.bus.emit(ev.DeadLettered(lane, cmd.id, now, cmd.attempts, text))
+        self._resolve(cmd, CommandStatus.FAILED, CommandTimeout if timed_out else CommandFailed)
+
+    def _requeue_preempted(self, cmd: Command) -> None:
+        now = trio.current_time()
+        if cmd.status is CommandStatus.RUNNING:
+            cmd.attempts -= 1  # a preemption is not an attempt
+            cmd.status = CommandStatus.PENDING if cmd.attempts == 0 else CommandStatus.RETRYING
+        cmd.cancel_reason = None
+        cmd.scope = None
+        self.policy.requeue_front(cmd, now)
+        self.counters[cmd.lane].preempted += 1
+        if self.bus.active:
+            self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now, cmd.attempts + 1))
+        self.wake()
+
+    # -- cancellation --------------------------------------------------------------------------
+
+    def cancel(self, cmd: Command, reason: Reason) -> None:
+        """Cancel ``cmd`` wherever it is; no-op once it is terminal."""
+        if cmd.status in TERMINAL:
+            return
+        if self.policy.remove(cmd):  # it was pending: resolve now
+            self._release_room(cmd)
+            cmd.cancel_reason = reason
+            self._cancelled(cmd)
+            return
+        cmd.cancel_reason = reason  # active: its task resolves it
+        if cmd.scope is not None:
+            cmd.scope.cancel()
+
+    def cancel_lane(self, lane: str, reason: Reason) -> list[Command]:
+        """Cancel every pending and running command of ``lane``; return the running ones."""
+        for job in self.policy.remove_lane(lane):
+            assert isinstance(job, Command)
+            self._release_room(job)
+            job.cancel_reason = reason
+            self._cancelled(job)
+        running = [job for job in self.policy.lanes[lane].running if isinstance(job, Command)]
+        for cmd in running:
+            self.cancel(cmd, reason)
+        return running
+
+    def cancel_all(self, reason: Reason) -> None:
+        """Cancel every command not yet terminal (drain timeout)."""
+        for lane in self.configs:
+            self.cancel_lane(lane, reason)
+        for cmd in list(self.live):  # delayed ones of lanes emptied above are gone already
+            self.cancel(cmd, reason)
+
+    def abandon_all(self) -> None:
+        """The system is gone: resolve whatever is left as cancelled (never run again)."""
+        for cmd in list(self.live):
+            if cmd.state is JobState.ACTIVE:
+                self.interrupted(cmd)
+            else:
+                self.cancel(cmd, Reason.SHUTDOWN)
+
+    def preempt(self, cmd: Command) -> None:
+        """Take the slot of a running command back (the supervisor's decision)."""
+        if cmd.cancel_reason is not None:
+            return  # already being cancelled; that frees the slot too
+        cmd.cancel_reason = Reason.PREEMPT
+        if cmd.scope is not None:
+            cmd.scope.cancel()
+
+    def _cancelled(self, cmd: Command) -> None:
+        self.counters[cmd.lane].cancelled += 1
+        if self.bus.active:
+            self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time()))
+        self._resolve(cmd, CommandStatus.CANCELLED, CommandCancelled)
+
+    def _release_room(self, cmd: Command) -> None:
+        """A command leaves the pending queue for the first time: free its inbox place."""
+        if cmd.holds_room:
+            cmd.holds_room = False
+            self.rooms[cmd.lane].give()
+
+    # -- resolution ------------------------------------------------------------------------------
+
+    def _resolve(self, cmd: Command, status: CommandStatus, kind: type[Exception] | None) -> None:
+        cmd.status = status
+        cmd.outcome_kind = kind
+        cmd.scope = None
+        if cmd.key is not None and self.keys.get(cmd.key) is cmd:
+            del self.keys[cmd.key]
+        del self.live[cmd]
+        cmd.done.set()
+        if not self.live and self._idle is not None:
+            self._idle.set()
+        self.wake()
+
+    async def wait_idle(self) -> None:
+        """Wait until no accepted command is left unresolved."""
+        while self.live:
+            if self._idle is None or self._idle.is_set():
+                self._idle = trio.Event()
+            await self._idle.wait()
+        await trio.lowlevel.checkpoint()
+
+
+def _nothing() -> None:
+    return None

@@ -1,0 +1,108 @@
+"""The dead-letter queue: commands that failed for good."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+
+from ._errors import LaneError
+
+__all__ = ["DeadLetter", "DeadLetterQueue", "DeadLetterNotFound"]
+
+
+class DeadLetterNotFound(LaneError, KeyError):
+    """``requeue`` was given an id that is not in the dead-letter queue."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@attrs.frozen
+class DeadLetter:
+    """A command that failed for good.
+
+    Attributes:
+        id: the command's id.
+        lane: its lane.
+        command_type: the callable's qualified name or the ``@lanes.command`` name.
+        error: ``repr()`` of the last error.
+        attempts: attempts made in the failed run.
+        failed_at: Trio clock time of the failure.
+    """
+
+    id: str
+    lane: str
+    command_type: str
+    error: str
+    attempts: int
+    failed_at: float
+    fn: Callable[..., Awaitable[Any]] = attrs.field(repr=False, eq=False)
+    args: tuple[Any, ...] = attrs.field(repr=False, eq=False)
+    timeout: float | None = attrs.field(repr=False, eq=False, default=None)
+    key: str | None = attrs.field(repr=False, eq=False, default=None)
+
+
+Resubmit = Callable[[DeadLetter], Awaitable[Any]]
+
+
+class DeadLetterQueue:
+    """Bounded, oldest first. When full, the oldest letter is evicted and counted.
+
+    ``list()`` and ``len()`` are synchronous snapshots; ``pop``, ``requeue`` and ``clear``
+    are async because durable systems also update storage.
+    """
+
+    def __init__(self, limit: int, resubmit: Resubmit) -> None:
+        self.limit = limit
+        self.evicted = 0
+        self._letters: OrderedDict[str, DeadLetter] = OrderedDict()
+        self._resubmit = resubmit
+
+    def add(self, letter: DeadLetter) -> None:
+        self._letters[letter.id] = letter
+        while len(self._letters) > self.limit:
+            self._letters.popitem(last=False)
+            self.evicted += 1
+
+    def list(self) -> list[DeadLetter]:
+        """The letters, oldest first."""
+        return list(self._letters.values())
+
+    def __len__(self) -> int:
+        return len(self._letters)
+
+    def __contains__(self, command_id: object) -> bool:
+        return command_id in self._letters
+
+    async def pop(self) -> DeadLetter | None:
+        """Remove and return the oldest letter (None when the queue is empty)."""
+        if not self._letters:
+            return None
+        return self._letters.popitem(last=False)[1]
+
+    async def requeue(self, command_id: str) -> Any:
+        """Remove the letter and submit its command again with a fresh attempt count.
+
+        Returns the new ``CommandHandle``. If the submit fails (for example the system is
+        shutting down), the letter stays in the queue.
+
+        Raises:
+            DeadLetterNotFound: no letter has that id.
+        """
+        letter = self._letters.get(command_id)
+        if letter is None:
+            known = ", ".join(list(self._letters)[:5]) or "none"
+            msg = f"no dead letter with id {command_id!r} (first ids: {known})"
+            raise DeadLetterNotFound(msg)
+        handle = await self._resubmit(letter)
+        self._letters.pop(command_id, None)
+        return handle
+
+    async def clear(self) -> int:
+        """Remove every letter; return how many were removed."""
+        count = len(self._letters)
+        self._letters.clear()
+        return count

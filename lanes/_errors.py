@@ -1,0 +1,88 @@
+"""The ``LaneError`` exception family.
+
+Every error trio-lanes raises on purpose derives from :class:`LaneError`; errors that refine a
+builtin meaning also derive from that builtin (``UnknownLaneError`` is a ``KeyError``,
+``LaneConfigError`` a ``ValueError``), so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CommandCancelled",
+    "CommandFailed",
+    "CommandTimeout",
+    "DrainTimeout",
+    "LaneConfigError",
+    "LaneError",
+    "LaneFull",
+    "LaneUsageError",
+    "NotDurableError",
+    "Permanent",
+    "ShutdownInProgress",
+    "StorageError",
+    "UnknownLaneError",
+]
+
+
+class LaneError(Exception):
+    """Base class of every error raised by trio-lanes."""
+
+
+class LaneConfigError(LaneError, ValueError):
+    """A configuration value is invalid; the message names the field, the value and a fix."""
+
+
+class UnknownLaneError(LaneError, KeyError):
+    """A lane name that the system does not have; the message lists the known lanes."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message; show it as written.
+        return str(self.args[0]) if self.args else ""
+
+
+class LaneUsageError(LaneError, TypeError):
+    """The API was used the wrong way (for example ``with`` instead of ``async with``)."""
+
+
+class LaneFull(LaneError):
+    """``submit_nowait`` found the lane's inbox full; use ``await submit(...)`` to wait."""
+
+
+class ShutdownInProgress(LaneError):
+    """The lane system stopped accepting commands (``shutdown()`` was called or it closed)."""
+
+
+class DrainTimeout(LaneError):
+    """``drain()`` reached its timeout; the commands left were cancelled."""
+
+
+class NotDurableError(LaneError):
+    """A command that cannot be stored durably was submitted to a durable system."""
+
+
+class StorageError(LaneError):
+    """The storage backend failed or holds data that this version cannot use."""
+
+
+class CommandTimeout(LaneError):
+    """The command's last attempt exceeded its timeout (the attempt was cancelled)."""
+
+
+class CommandFailed(LaneError):
+    """The command failed for good; ``__cause__`` is the last attempt's exception."""
+
+
+class CommandCancelled(LaneError):
+    """The command was cancelled before it finished (by its handle, its lane or shutdown)."""
+
+
+class Permanent(Exception):  # noqa: N818 - the name reads as ``raise Permanent(exc)``
+    """Raise ``Permanent(exc)`` from a command to fail at once, skipping any retries.
+
+    Args:
+        error: the underlying error (an exception, or a message).
+    """
+
+    def __init__(self, error: BaseException | str) -> None:
+        super().__init__(error)
+        self.error = error

@@ -1,0 +1,416 @@
+"""The pure, synchronous scheduling core.
+
+Nothing here awaits or reads a clock: every method that depends on time takes ``now``. The
+async shell (``_supervisor``) calls :meth:`Policy.schedule` after each state change and on the
+timer that :meth:`Policy.next_wakeup` asks for, then performs the decisions it returns. This
+keeps every scheduling rule in one place that a plain Hypothesis state machine can check.
+
+Rules implemented (DESIGN.md section 2):
+
+1. A command of lane L may start only if L is not paused, ``active(L) < max(L)``, L's rate
+   limit has a token, and the global cap allows it: ``active_total < cap`` and
+   (``active(L) < min(L)`` or ``active_total + unmet reservations of the other lanes < cap``).
+2. The command started is the startable lane head with the smallest effective priority, ties
+   to the earliest submission; FIFO within a lane.
+3. Preemption: a lane head blocked only by the global cap makes the most recently started
+   command of a less urgent, preemptible lane give its slot back (it is requeued at the head
+   of its lane, and its attempt is not counted).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator
+from enum import IntEnum
+
+import attrs
+
+from ._config import LaneConfig, RateLimit
+
+__all__ = ["Decision", "Job", "JobState", "Policy"]
+
+_EPSILON = 1e-9
+_MIN_WAIT = 1e-6
+
+
+class JobState(IntEnum):
+    """Where a job is, as far as the policy knows."""
+
+    NEW = 0
+    QUEUED = 1  # in its lane's FIFO
+    DELAYED = 2  # waiting for its ready time (delay= or retry backoff)
+    ACTIVE = 3  # granted a slot (starting or running)
+    GONE = 4  # removed: finished or cancelled
+
+
+class Job:
+    """What the policy knows of one command. The async shell subclasses it."""
+
+    __slots__ = ("lane", "pending_since", "preempting", "ready_at", "seq", "start_seq", "state")
+
+    def __init__(self, lane: str) -> None:
+        self.lane = lane
+        self.seq = 0
+        self.start_seq = 0
+        self.pending_since = 0.0
+        self.ready_at = 0.0
+        self.state = JobState.NEW
+        self.preempting = False
+
+    def __lt__(self, other: Job) -> bool:  # heap tie-breaker
+        return self.seq < other.seq
+
+
+@attrs.frozen
+class Decision:
+    """What :meth:`Policy.schedule` decided: jobs to start now, and jobs to preempt."""
+
+    start: list[Job]
+    preempt: list[Job]
+
+
+class _TokenBucket:
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.rate = limit.rate
+        self.burst = float(limit.burst)
+        self.tokens = self.burst
+        self.stamp: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self.stamp is not None and now > self.stamp:
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        if self.stamp is None or now > self.stamp:
+            self.stamp = now
+
+    def ready(self, now: float) -> bool:
+        self._refill(now)
+        return self.tokens >= 1.0 - _EPSILON
+
+    def take(self, now: float) -> None:
+        self._refill(now)
+        self.tokens -= 1.0
+
+    def ready_at(self, now: float) -> float:
+        self._refill(now)
+        return now + max((1.0 - self.tokens) / self.rate, _MIN_WAIT)
+
+
+class _SlidingWindow:
+    __slots__ = ("limit", "starts", "window")
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit.limit
+        self.window = limit.window
+        self.starts: deque[float] = deque()
+
+    def _expire(self, now: float) -> None:
+        while self.starts and self.starts[0] <= now - self.window:
+            self.starts.popleft()
+
+    def ready(self, now: float) -> bool:
+        self._expire(now)
+        return len(self.starts) < self.limit
+
+    def take(self, now: float) -> None:
+        self.starts.append(now)
+
+    def ready_at(self, now: float) -> float:
+        self._expire(now)
+        return max(self.starts[0] + self.window, now + _MIN_WAIT)
+
+
+_Limiter = _TokenBucket | _SlidingWindow
+
+
+def _make_limiter(limit: RateLimit | None) -> _Limiter | None:
+    if limit is None:
+        return None
+    return _TokenBucket(limit) if limit.kind == "token_bucket" else _SlidingWindow(limit)
+
+
+class LaneState:
+    """The policy's view of one lane."""
+
+    __slots__ = ("active", "boost", "config", "limiter", "name", "paused", "pending", "queue",
+                 "running")
+
+    def __init__(self, config: LaneConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.boost = config.boost
+        self.limiter = _make_limiter(config.rate_limit)
+        self.queue: deque[Job] = deque()
+        self.pending = 0  # queued + delayed jobs, cancelled ones excluded
+        self.active = 0
+        self.running: dict[Job, None] = {}  # insertion order = start order
+        self.paused = False
+
+    def head(self) -> Job | None:
+        """The first live queued job (cancelled jobs are dropped lazily)."""
+        queue = self.queue
+        while queue:
+            job = queue[0]
+            if job.state is JobState.QUEUED:
+                return job
+            queue.popleft()
+        return None
+
+    def effective_priority(self, job: Job | None, now: float) -> int:
+        priority = self.config.priority
+        if job is None or self.boost is None:
+            return priority
+        return max(0, priority - self.boost.levels(now - job.pending_since))
+
+    def unmet(self) -> int:
+        return max(0, self.config.min_concurrency - self.active)
+
+
+class Policy:
+    """Scheduling state of one lane system; see the module docstring for the rules."""
+
+    def __init__(self, configs: Iterable[LaneConfig], max_concurrency: int | None) -> None:
+        self.lanes: dict[str, LaneState] = {c.name: LaneState(c) for c in configs}
+        self.cap = max_concurrency
+        self.active_total = 0
+        self.preempting = 0
+        self._reserving = [s for s in self.lanes.values() if s.config.min_concurrency > 0]
+        self._delayed: list[tuple[float, Job]] = []
+        self._seq = 0
+        self._start_seq = 0
+
+    # -- state changes ------------------------------------------------------------------
+
+    def add(self, job: Job, now: float, *, ready_at: float | None = None) -> None:
+        """Accept a new job: queue it (or hold it until ``ready_at``)."""
+        self._seq += 1
+        job.seq = self._seq
+        self.lanes[job.lane].pending += 1
+        self._enqueue(job, now, ready_at)
+
+    def _enqueue(self, job: Job, now: float, ready_at: float | None) -> None:
+        if ready_at is not None and ready_at > now:
+            job.state = JobState.DELAYED
+            job.ready_at = ready_at
+            heapq.heappush(self._delayed, (ready_at, job))
+        else:
+            job.state = JobState.QUEUED
+            job.pending_since = now
+            self.lanes[job.lane].queue.append(job)
+
+    def remove(self, job: Job) -> bool:
+        """Withdraw a queued or delayed job (cancellation). False if it is not pending."""
+        if job.state not in (JobState.QUEUED, JobState.DELAYED):
+            return False
+        job.state = JobState.GONE  # dropped lazily from the queue / heap
+        self.lanes[job.lane].pending -= 1
+        return True
+
+    def remove_lane(self, lane: str) -> list[Job]:
+        """Withdraw every queued and delayed job of ``lane``; return them in order."""
+        state = self.lanes[lane]
+        removed = [job for job in state.queue if self.remove(job)]
+        state.queue.clear()
+        removed.extend(job for _, job in sorted(self._delayed) if job.lane == lane
+                       and self.remove(job))
+        return removed
+
+    def finish(self, job: Job) -> None:
+        """Release the slot of an active job (it completed, failed, or was cancelled)."""
+        if job.state is not JobState.ACTIVE:
+            msg = f"finish() of a job that is not active (state {job.state.name})"
+            raise RuntimeError(msg)
+        state = self.lanes[job.lane]
+        state.active -= 1
+        self.active_total -= 1
+        del state.running[job]
+        if job.preempting:
+            job.preempting = False
+            self.preempting -= 1
+        job.state = JobState.GONE
+
+    def retry(self, job: Job, now: float, ready_at: float) -> None:
+        """Release an active job's slot and queue it again once ``ready_at`` is reached."""
+        self.finish(job)
+        self.lanes[job.lane].pending += 1
+        self._seq += 1
+        job.seq = self._seq
+        self._enqueue(job, now, ready_at)
+
+    def requeue_front(self, job: Job, now: float) -> None:
+        """Release a preempted job's slot and put it back at the head of its lane."""
+        self.finish(job)
+        state = self.lanes[job.lane]
+        state.pending += 1
+        job.state = JobState.QUEUED
+        state.queue.appendleft(job)
+
+    def pause(self, lane: str) -> None:
+        self.lanes[lane].paused = True
+
+    def resume(self, lane: str) -> None:
+        self.lanes[lane].paused = False
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def schedule(self, now: float) -> Decision:
+        """Decide what starts now (rules 1-2) and what is preempted (rule 3).
+
+        Jobs in ``start`` are ACTIVE on return: their slots and rate-limit tokens are taken.
+        Jobs in ``preempt`` stay ACTIVE until the shell reports them with
+        :meth:`requeue_front` (or :meth:`finish`, if they ended first).
+        """
+        self._release_due(now)
+        started: list[Job] = []
+        while (job := self._best_startable(now)) is not None:
+            self._start(job, now)
+            started.append(job)
+        preempt = self._choose_preemptions(now) if self.cap is not None else []
+        return Decision(started, preempt)
+
+    def _release_due(self, now: float) -> None:
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            ready_at, job = heapq.heappop(delayed)
+            if job.state is JobState.DELAYED:
+                job.state = JobState.QUEUED
+                job.pending_since = ready_at
+                self.lanes[job.lane].queue.append(job)
+
+    def _unmet_total(self) -> int:
+        return sum(state.unmet() for state in self._reserving)
+
+    def cap_allows(self, state: LaneState) -> bool:
+        """The global-cap part of rule 1 for a command of ``state``'s lane."""
+        cap = self.cap
+        if cap is None:
+            return True
+        if self.active_total >= cap:
+            return False
+        if state.active < state.config.min_concurrency:
+            return True
+        return self.active_total + self._unmet_total() < cap
+
+    def _lane_ready(self, state: LaneState, now: float) -> bool:
+        """Rule 1 without the global cap."""
+        if state.paused or state.active >= state.config.max_concurrency:
+            return False
+        return state.limiter is None or state.limiter.ready(now)
+
+    def _best_startable(self, now: float) -> Job | None:
+        best: Job | None = None
+        best_key = (math.inf, math.inf)
+        for state in self.lanes.values():
+            if not state.pending:
+                continue
+            job = state.head()
+            if job is None or not self._lane_ready(state, now) or not self.cap_allows(state):
+                continue
+            key = (state.effective_priority(job, now), job.seq)
+            if key < best_key:
+                best, best_key = job, key
+        return best
+
+    def _start(self, job: Job, now: float) -> None:
+        state = self.lanes[job.lane]
+        state.queue.popleft()
+        state.pending -= 1
+        state.active += 1
+        self.active_total += 1
+        if state.limiter is not None:
+            state.limiter.take(now)
+        self._start_seq += 1
+        job.start_seq = self._start_seq
+        job.state = JobState.ACTIVE
+        state.running[job] = None
+
+    def _blocked_by_cap(self, now: float) -> list[tuple[int, int, LaneState]]:
+        blocked = []
+        for state in self.lanes.values():
+            job = state.head() if state.pending else None
+            if job is not None and self._lane_ready(state, now) and not self.cap_allows(state):
+                blocked.append((state.effective_priority(job, now), job.seq, state))
+        blocked.sort(key=lambda item: item[:2])
+        return blocked
+
+    def _choose_preemptions(self, now: float) -> list[Job]:
+        chosen: list[Job] = []
+        for rank, (priority, _, state) in enumerate(self._blocked_by_cap(now), start=1):
+            if self.preempting >= rank:
+                continue  # slots already being freed cover this command
+            victim = self._victim(priority, state)
+            if victim is None:
+                continue
+            victim.preempting = True
+            self.preempting += 1
+            chosen.append(victim)
+        return chosen
+
+    def _victim(self, priority: int, waiting: LaneState) -> Job | None:
+        """The most recently started preemptible job that would free a slot for ``waiting``."""
+        best: Job | None = None
+        for state in self.lanes.values():
+            config = state.config
+            if (not config.preemptible or state is waiting or config.priority <= priority
+                    or state.active <= config.min_concurrency):
+                continue
+            for job in reversed(state.running):
+                if not job.preempting:
+                    if best is None or job.start_seq > best.start_seq:
+                        best = job
+                    break
+        if best is None or not self._would_fit(waiting):
+            return None
+        return best
+
+    def _would_fit(self, waiting: LaneState) -> bool:
+        """Would ``waiting`` pass the cap with one slot (above a victim's minimum) freed?"""
+        assert self.cap is not None
+        if waiting.active < waiting.config.min_concurrency:
+            return True
+        return self.active_total - 1 + self._unmet_total() < self.cap
+
+    def next_wakeup(self, now: float) -> float | None:
+        """When a decision could change without any state change (None: never).
+
+        That is the next delayed job becoming due, the next rate-limit token of a lane that
+        waits only for one, and (when preemption may be possible) the next boost point.
+        """
+        times: list[float] = []
+        if self._delayed:
+            times.append(self._delayed[0][0])
+        for state in self.lanes.values():
+            if not state.pending or state.head() is None:
+                continue
+            if (state.limiter is not None and not state.paused
+                    and state.active < state.config.max_concurrency
+                    and not state.limiter.ready(now) and self.cap_allows(state)):
+                times.append(state.limiter.ready_at(now))
+        if self.cap is not None and any(s.config.preemptible and s.active for s in
+                                        self.lanes.values()):
+            times.extend(self._next_boosts(now))
+        return min(times) if times else None
+
+    def _next_boosts(self, now: float) -> Iterator[float]:
+        for state in self.lanes.values():
+            job = state.head() if state.pending else None
+            if job is None or state.boost is None:
+                continue
+            age = now - job.pending_since
+            for point in state.boost.at:
+                if point > age:
+                    yield job.pending_since + point
+                    break
+
+    # -- views -----------------------------------------------------------------------------
+
+    def effective_priority(self, lane: str, now: float) -> int:
+        """The lane's effective priority: that of its head command, or its base priority."""
+        state = self.lanes[lane]
+        return state.effective_priority(state.head() if state.pending else None, now)
+
+    def pending_total(self) -> int:
+        return sum(state.pending for state in self.lanes.values())

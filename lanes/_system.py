@@ -1,0 +1,400 @@
+"""``open_lane_system()`` and the ``LaneSystem`` handle."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import TracebackType
+from typing import Any, TypeVar
+
+import trio
+
+from actors import ActorRef, single_leaf, spawn
+
+from ._command import Command, CommandHandle, Reason, command_name, is_command
+from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
+from ._core import Core
+from ._dlq import DeadLetter, DeadLetterQueue
+from ._errors import (
+    DrainTimeout,
+    LaneConfigError,
+    LaneFull,
+    LaneUsageError,
+    ShutdownInProgress,
+    UnknownLaneError,
+)
+from ._lane import LaneActor
+from ._stats import LaneStatistics, SystemStatistics
+from ._supervisor import Supervisor
+from .events import Event
+
+__all__ = ["LaneSystem", "open_lane_system"]
+
+T = TypeVar("T")
+
+
+def _check_seconds(where: str, field: str, value: object, *, zero_ok: bool) -> float | None:
+    if value is None:
+        return None
+    bad = isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
+    if bad or value < 0 or (value == 0 and not zero_ok):
+        expected = "a number of seconds >= 0" if zero_ok else "a number of seconds > 0"
+        msg = f"{where}: {field}={value!r} is invalid; expected {expected} or None"
+        raise LaneConfigError(msg)
+    return float(value)  # type: ignore[arg-type]
+
+
+class LaneSystem:
+    """A running lane system. Made by ``open_lane_system()``; it has no public constructor.
+
+    Synchronous methods never block; async ones always checkpoint.
+    """
+
+    def __init__(self, core: Core, drain_timeout: float | None) -> None:
+        self._core = core
+        self._drain_timeout = drain_timeout
+        self.supervisor: Supervisor | None = None
+
+    @property
+    def lanes(self) -> tuple[LaneConfig, ...]:
+        """The lanes' configurations, in the order given."""
+        return tuple(self._core.configs.values())
+
+    @property
+    def dead_letters(self) -> DeadLetterQueue:
+        """The dead-letter queue (``list()``, ``len()``, ``await pop/requeue/clear``)."""
+        return self._core.dlq
+
+    # -- submitting ----------------------------------------------------------------------------
+
+    async def submit(
+        self, lane: str, fn: Callable[..., Awaitable[T]] | Any, *args: Any,
+        key: str | None = None, delay: float | None = None, timeout: float | None = None,
+    ) -> CommandHandle[T]:
+        """Submit a command to ``lane``; return its handle once it is accepted.
+
+        Waits while the lane already has ``inbox_size`` commands pending (backpressure).
+        Cancellation while waiting leaves nothing behind: the command was not accepted.
+
+        Args:
+            lane: the lane's name.
+            fn: an async callable (called with ``args``) or a ``@lanes.command`` instance.
+            key: idempotency key: while a command with this key is pending or running, the
+                existing handle is returned instead.
+            delay: seconds before the command becomes pending.
+            timeout: hard timeout of each attempt (default: the lane's).
+
+        Raises:
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments.
+            ShutdownInProgress: the system no longer accepts commands.
+        """
+        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout)
+        if isinstance(cmd_or_handle, CommandHandle):
+            await trio.lowlevel.checkpoint()
+            return cmd_or_handle
+        room = self._core.rooms[lane]
+        await room.take()
+        if room.closed or not self._core.accepting:
+            raise self._shutdown_error()
+        existing = self._existing(key)
+        if existing is not None:  # a twin with the same key was accepted while we waited
+            room.give()
+            return existing
+        self._core.accept(cmd_or_handle, delay)
+        return cmd_or_handle.handle
+
+    def submit_nowait(
+        self, lane: str, fn: Callable[..., Awaitable[T]] | Any, *args: Any,
+        key: str | None = None, delay: float | None = None, timeout: float | None = None,
+    ) -> CommandHandle[T]:
+        """Like :meth:`submit`, but raise :class:`LaneFull` instead of waiting for room."""
+        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout)
+        if isinstance(cmd_or_handle, CommandHandle):
+            return cmd_or_handle
+        if not self._core.rooms[lane].take_nowait():
+            size = self._core.configs[lane].inbox_size
+            msg = (f"lane {lane!r} is full: {size} commands pending (its inbox_size); "
+                   "use `await submit()` to wait for room, or raise inbox_size")
+            raise LaneFull(msg)
+        self._core.accept(cmd_or_handle, delay)
+        return cmd_or_handle.handle
+
+    async def run(
+        self, lane: str, fn: Callable[..., Awaitable[T]] | Any, *args: Any,
+        key: str | None = None, delay: float | None = None, timeout: float | None = None,
+    ) -> T:
+        """Submit and wait for the result, like calling ``fn`` in the lane.
+
+        Cancelling ``run`` cancels the command too (unless another caller shares it by key).
+        """
+        handle: CommandHandle[T] = await self.submit(
+            lane, fn, *args, key=key, delay=delay, timeout=timeout)
+        try:
+            return await handle.result()
+        except trio.Cancelled:
+            if key is None:
+                handle.cancel()
+            raise
+
+    def _prepare(
+        self, lane: str, fn: Any, args: tuple[Any, ...], key: str | None,
+        delay: float | None, timeout: float | None,
+    ) -> Command | CommandHandle[Any]:
+        core = self._core
+        if not core.accepting:
+            raise self._shutdown_error()
+        self._check_lane(lane, "submit")
+        call, type_name = _callable_of(fn, args)
+        _check_seconds("submit", "delay", delay, zero_ok=True)
+        _check_seconds("submit", "timeout", timeout, zero_ok=False)
+        if key is not None and not isinstance(key, str):
+            msg = f"submit: key={key!r} is invalid; expected a string (or None)"
+            raise LaneConfigError(msg)
+        existing = self._existing(key)
+        if existing is not None:
+            return existing
+        return core.new_command(lane, call, () if is_command(fn) else args, type_name, key,
+                                timeout)
+
+    def _existing(self, key: str | None) -> CommandHandle[Any] | None:
+        if key is None:
+            return None
+        cmd = self._core.keys.get(key)
+        return None if cmd is None else cmd.handle
+
+    def _shutdown_error(self) -> ShutdownInProgress:
+        return ShutdownInProgress(
+            "the lane system is shutting down (or closed) and accepts no new commands")
+
+    def _check_lane(self, lane: object, where: str) -> None:
+        if not isinstance(lane, str) or lane not in self._core.configs:
+            known = ", ".join(self._core.configs)
+            msg = f"{where}: unknown lane {lane!r}; known lanes: {known}"
+            raise UnknownLaneError(msg)
+
+    # -- control -----------------------------------------------------------------------------------
+
+    def pause(self, lane: str) -> None:
+        """Stop starting commands of ``lane`` (running ones continue; submits still queue)."""
+        self._check_lane(lane, "pause")
+        self._core.policy.pause(lane)
+
+    def resume(self, lane: str) -> None:
+        """Start dispatching ``lane`` again."""
+        self._check_lane(lane, "resume")
+        self._core.policy.resume(lane)
+        self._core.wake()
+
+    async def cancel_lane(self, lane: str) -> int:
+        """Cancel every pending and running command of ``lane``; return how many.
+
+        Returns once the running ones have exited (their slots are free). If this call is
+        cancelled while waiting, the commands stay cancelled.
+        """
+        self._check_lane(lane, "cancel_lane")
+        pending_before = len(self._core.live)
+        running = self._core.cancel_lane(lane, Reason.CANCEL)
+        count = pending_before - len(self._core.live) + len(running)
+        for cmd in running:
+            await cmd.done.wait()
+        await trio.lowlevel.checkpoint()
+        return count
+
+    # -- observing -----------------------------------------------------------------------------------
+
+    def statistics(self) -> SystemStatistics:
+        """A frozen snapshot of every lane and of the system."""
+        core = self._core
+        policy = core.policy
+        now = trio.current_time()
+        lanes = {}
+        for name, state in policy.lanes.items():
+            config = state.config
+            lanes[name] = LaneStatistics(
+                name=name, priority=config.priority,
+                effective_priority=policy.effective_priority(name, now), paused=state.paused,
+                pending=state.pending, active=state.active,
+                max_concurrency=config.max_concurrency, **core.counters[name].as_dict())
+        return SystemStatistics(
+            lanes=lanes, pending=policy.pending_total(), active=policy.active_total,
+            max_concurrency=policy.cap, accepting=core.accepting,
+            dead_letters=len(core.dlq), dead_letters_evicted=core.dlq.evicted,
+            events_dropped=core.bus.dropped)
+
+    def subscribe(
+        self, *event_types: type[Event], buffer: int = 1000
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Event]]:
+        """Receive events of the given types (all types if none are given).
+
+        Use as ``async with system.subscribe(lanes.events.Completed) as events:``. Past
+        ``buffer`` unread events, new ones are dropped for this subscriber and counted in
+        ``statistics().events_dropped``; scheduling never waits for a subscriber.
+        """
+        return self._core.bus.subscribe(tuple(event_types), buffer)
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop accepting commands: ``submit`` raises :class:`ShutdownInProgress` from now on.
+
+        Commands already accepted keep running; use :meth:`drain` to wait for them.
+        """
+        self._stop_accepting()
+        await trio.lowlevel.checkpoint()
+
+    def _stop_accepting(self) -> None:
+        self._core.accepting = False
+        for room in self._core.rooms.values():
+            room.close()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until no command is pending or running (retries and delays included).
+
+        Args:
+            timeout: seconds to wait; None waits as long as it takes.
+
+        Raises:
+            DrainTimeout: the timeout passed; every command left has been cancelled (and
+                the running ones have exited) before this is raised.
+        """
+        _check_seconds("drain", "timeout", timeout, zero_ok=True)
+        with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            await self._core.wait_idle()
+        if not scope.cancelled_caught:
+            return
+        left = len(self._core.live)
+        self._core.cancel_all(Reason.SHUTDOWN)
+        await self._core.wait_idle()
+        msg = f"drain timed out after {timeout} s; cancelled {left} unfinished command(s)"
+        raise DrainTimeout(msg)
+
+    async def _close_gracefully(self) -> None:
+        self._stop_accepting()
+        try:
+            await self.drain(self._drain_timeout)
+        except DrainTimeout:
+            pass  # what was left is cancelled; the handles say so
+
+    def _finalize(self) -> None:
+        self._stop_accepting()
+        self._core.abandon_all()
+        self._core.bus.close()
+
+    async def _requeue_letter(self, letter: DeadLetter) -> CommandHandle[Any]:
+        return await self.submit(letter.lane, letter.fn, *letter.args, key=letter.key,
+                                 timeout=letter.timeout)
+
+
+def _callable_of(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable[Any]], str]:
+    if is_command(fn):
+        if args:
+            msg = (f"submit: a @lanes.command object ({command_name(fn)}) takes no extra "
+                   "arguments; put them in its fields")
+            raise LaneUsageError(msg)
+        return fn.execute, command_name(fn)
+    if not callable(fn):
+        msg = f"submit: {fn!r} is not an async callable or a @lanes.command object"
+        raise LaneUsageError(msg)
+    if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
+        msg = (f"submit: {fn.__qualname__} is a synchronous function; pass an async function "
+               "(run blocking code with trio.to_thread.run_sync inside it)")
+        raise LaneUsageError(msg)
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return fn, name
+
+
+class _LaneSystemContext:
+    """What ``open_lane_system()`` returns: use it with ``async with``."""
+
+    def __init__(self, factory: Callable[[], AbstractAsyncContextManager[LaneSystem]]) -> None:
+        self._factory = factory
+        self._cm: AbstractAsyncContextManager[LaneSystem] | None = None
+
+    def __enter__(self) -> None:
+        msg = "use `async with open_lane_system()`, not `with open_lane_system()`"
+        raise LaneUsageError(msg)
+
+    def __exit__(self, *exc: object) -> None:  # pragma: no cover - __enter__ always raises
+        return None
+
+    async def __aenter__(self) -> LaneSystem:
+        if self._cm is not None:
+            msg = "this open_lane_system() context is already in use; call it again"
+            raise LaneUsageError(msg)
+        self._cm = self._factory()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._cm is not None
+        return await self._cm.__aexit__(exc_type, exc, tb)
+
+
+def open_lane_system(
+    lanes: Iterable[LaneConfig] = DEFAULT_LANES,
+    *,
+    max_concurrency: int | None = None,
+    dead_letter_limit: int = 1000,
+    drain_timeout: float | None = 30.0,
+) -> _LaneSystemContext:
+    """Open a lane system: ``async with open_lane_system() as lanes: ...``.
+
+    Args:
+        lanes: the lane configurations (default: :data:`DEFAULT_LANES`).
+        max_concurrency: global cap on running commands across lanes (None: no cap).
+        dead_letter_limit: how many dead letters are kept (the oldest is evicted beyond).
+        drain_timeout: on normal exit, how long to wait for accepted commands before
+            cancelling what is left (None: wait as long as it takes).
+
+    Leaving the block normally stops accepting commands and drains; leaving it by an
+    exception (or cancellation) cancels every command at once. Either way every handle is
+    resolved and no task is left behind.
+
+    Raises:
+        LaneConfigError: invalid lanes or parameters (before anything starts).
+    """
+    configs, cap = validate_lanes(lanes, max_concurrency)
+    if isinstance(dead_letter_limit, bool) or not isinstance(dead_letter_limit, int) \
+            or dead_letter_limit < 1:
+        msg = f"open_lane_system: dead_letter_limit={dead_letter_limit!r} is invalid; " \
+              "expected an integer >= 1"
+        raise LaneConfigError(msg)
+    drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
+    return _LaneSystemContext(lambda: _serve(configs, cap, dead_letter_limit, drain))
+
+
+@asynccontextmanager
+async def _serve(
+    configs: tuple[LaneConfig, ...], cap: int | None, dead_letter_limit: int,
+    drain_timeout: float | None,
+) -> AsyncIterator[LaneSystem]:
+    system: LaneSystem
+    core = Core(configs, cap, dead_letter_limit, lambda letter: system._requeue_letter(letter))
+    system = LaneSystem(core, drain_timeout)
+    try:
+        async with trio.open_nursery() as nursery:
+            refs: dict[str, ActorRef[Command]] = {}
+            for config in configs:
+                actor = LaneActor(core, config.name)
+                refs[config.name] = await spawn(
+                    nursery, actor, inbox_size=config.max_concurrency, name=f"lane:{config.name}")
+            system.supervisor = Supervisor(core, refs)
+            await nursery.start(system.supervisor.run)
+            try:
+                yield system
+            except BaseException:
+                nursery.cancel_scope.cancel()
+                raise
+            await system._close_gracefully()
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        leaf = single_leaf(group)
+        if leaf is None:
+            raise
+        raise leaf from leaf.__cause__
+    finally:
+        system._finalize()

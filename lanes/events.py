@@ -1,0 +1,113 @@
+"""Typed events of a lane system, delivered by ``LaneSystem.subscribe``.
+
+Every event is a frozen attrs class with ``key`` (like ``"lane.command.completed"``), the
+``lane``, the ``command_id`` and a ``timestamp`` read from the Trio clock
+(``trio.current_time()``, so it is virtual under a mock clock).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import attrs
+
+__all__ = [
+    "Cancelled",
+    "Completed",
+    "DeadLettered",
+    "Event",
+    "Failed",
+    "Preempted",
+    "Retrying",
+    "Started",
+    "Submitted",
+    "TimedOut",
+]
+
+
+@attrs.frozen
+class Event:
+    """Base class of all lane events."""
+
+    key: ClassVar[str] = "lane.event"
+    lane: str
+    command_id: str
+    timestamp: float
+
+
+@attrs.frozen
+class Submitted(Event):
+    """A command was accepted (and is pending from now on)."""
+
+    key: ClassVar[str] = "lane.command.submitted"
+    command_type: str = ""
+
+
+@attrs.frozen
+class Started(Event):
+    """An attempt started; ``attempt`` counts from 1; ``waited`` is seconds spent pending."""
+
+    key: ClassVar[str] = "lane.command.started"
+    attempt: int = 1
+    waited: float = 0.0
+
+
+@attrs.frozen
+class Completed(Event):
+    """The command returned; ``duration`` is the last attempt's run time in seconds."""
+
+    key: ClassVar[str] = "lane.command.completed"
+    attempt: int = 1
+    duration: float = 0.0
+
+
+@attrs.frozen
+class Retrying(Event):
+    """An attempt failed and another follows after ``delay`` seconds."""
+
+    key: ClassVar[str] = "lane.command.retrying"
+    attempt: int = 1
+    delay: float = 0.0
+    error: str = ""
+
+
+@attrs.frozen
+class TimedOut(Event):
+    """An attempt exceeded its ``timeout`` and was cancelled (it may be retried)."""
+
+    key: ClassVar[str] = "lane.command.timed_out"
+    attempt: int = 1
+    timeout: float = 0.0
+
+
+@attrs.frozen
+class Failed(Event):
+    """The command failed for good (retries exhausted, ``Permanent``, or a last timeout)."""
+
+    key: ClassVar[str] = "lane.command.failed"
+    attempts: int = 1
+    error: str = ""
+
+
+@attrs.frozen
+class DeadLettered(Event):
+    """A failed command was recorded in the dead-letter queue."""
+
+    key: ClassVar[str] = "lane.command.dead_lettered"
+    attempts: int = 1
+    error: str = ""
+
+
+@attrs.frozen
+class Preempted(Event):
+    """A running command gave its slot to a more urgent one; it is pending again."""
+
+    key: ClassVar[str] = "lane.command.preempted"
+    attempt: int = 1
+
+
+@attrs.frozen
+class Cancelled(Event):
+    """The command was cancelled (by its handle, ``cancel_lane``, drain or shutdown)."""
+
+    key: ClassVar[str] = "lane.command.cancelled"
