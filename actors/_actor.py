@@ -176,7 +176,9 @@ async def spawn(
 
 
 async def _run_named(
-    actor: Actor[M], mailbox: Mailbox[Any], name: str,
+    actor: Actor[M],
+    mailbox: Mailbox[Any],
+    name: str,
     task_status: trio.TaskStatus[ActorRef[M]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     await run_actor(actor, mailbox, name=name, task_status=task_status)

@@ -34,7 +34,7 @@ Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 _STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
 
-class RestartIntensityExceeded(Exception):  # noqa: N818 - Erlang's name for it
+class RestartIntensityExceeded(Exception):
     """Children crashed more often than the supervisor's restart intensity allows."""
 
 
@@ -97,8 +97,13 @@ class Supervisor:
             child.restart = False
             try:
                 with child.scope:
-                    await run_actor(child.factory(), child.mailbox, name=child.name,
-                                    fail_pending=False, task_status=status)
+                    await run_actor(
+                        child.factory(),
+                        child.mailbox,
+                        name=child.name,
+                        fail_pending=False,
+                        task_status=status,
+                    )
                 if not child.restart:
                     return  # the mailbox was closed: a normal stop
             except Exception as exc:
@@ -113,8 +118,10 @@ class Supervisor:
         while self._restarts and self._restarts[0] <= now - self.within:
             self._restarts.popleft()
         if len(self._restarts) > self.max_restarts:
-            msg = (f"actor {child.name!r} crashed: more than {self.max_restarts} restarts in "
-                   f"{self.within} s; giving up")
+            msg = (
+                f"actor {child.name!r} crashed: more than {self.max_restarts} restarts in "
+                f"{self.within} s; giving up"
+            )
             raise RestartIntensityExceeded(msg) from error
         self.restart_count += 1
         for sibling in self._siblings_to_restart(child):

@@ -56,8 +56,10 @@ class EventBus:
     ) -> AsyncIterator[trio.MemoryReceiveChannel[Event]]:
         for event_type in types:
             if not (isinstance(event_type, type) and issubclass(event_type, Event)):
-                msg = (f"subscribe(): {event_type!r} is not an event type; pass classes from "
-                       "lanes.events, such as lanes.events.Completed")
+                msg = (
+                    f"subscribe(): {event_type!r} is not an event type; pass classes from "
+                    "lanes.events, such as lanes.events.Completed"
+                )
                 raise LaneConfigError(msg)
         if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
             msg = f"subscribe(): buffer={buffer!r} is invalid; expected an integer >= 1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 import attrs
 import trio
@@ -48,13 +48,37 @@ class Reason(enum.Enum):
 class Command(Job):
     """The system's record of one accepted command (a policy ``Job`` with a payload)."""
 
-    __slots__ = ("args", "attempts", "cancel_reason", "core", "done", "error", "fn", "handle",
-                 "holds_room", "id", "key", "outcome_kind", "scope", "started_at", "status", "timeout",
-                 "type_name", "value")
+    __slots__ = (
+        "args",
+        "attempts",
+        "cancel_reason",
+        "core",
+        "done",
+        "error",
+        "fn",
+        "handle",
+        "holds_room",
+        "id",
+        "key",
+        "outcome_kind",
+        "scope",
+        "started_at",
+        "status",
+        "timeout",
+        "type_name",
+        "value",
+    )
 
     def __init__(
-        self, core: Core, command_id: str, lane: str, fn: Callable[..., Awaitable[Any]],
-        args: tuple[Any, ...], type_name: str, key: str | None, timeout: float | None,
+        self,
+        core: Core,
+        command_id: str,
+        lane: str,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        type_name: str,
+        key: str | None,
+        timeout: float | None,
     ) -> None:
         super().__init__(lane)
         self.core = core
@@ -149,11 +173,13 @@ def _outcome_error(c: Command) -> Exception:
     if kind is CommandTimeout:
         error: Exception = CommandTimeout(
             f"command {c.id} ({c.type_name}) in lane {c.lane!r} timed out after {c.timeout} s "
-            f"on attempt {c.attempts}")
+            f"on attempt {c.attempts}"
+        )
     else:
         error = CommandFailed(
             f"command {c.id} ({c.type_name}) in lane {c.lane!r} failed after {c.attempts} "
-            f"attempt(s): {c.error!r}")
+            f"attempt(s): {c.error!r}"
+        )
     error.__cause__ = c.error
     return error
 
@@ -173,6 +199,7 @@ def command(cls: C | None = None, /, *, name: str | None = None) -> C | Callable
         LaneConfigError: the class is not an attrs class, has no ``async def execute``, or
             the name is empty.
     """
+
     def mark(target: C) -> C:
         if not (isinstance(target, type) and attrs.has(target)):
             msg = f"@lanes.command needs an attrs class (@attrs.define), got {target!r}"
@@ -185,7 +212,7 @@ def command(cls: C | None = None, /, *, name: str | None = None) -> C | Callable
             msg = f"@lanes.command(name={name!r}) is invalid; expected a non-empty string"
             raise LaneConfigError(msg)
         setattr(target, _NAME_ATTR, label)
-        return target
+        return cast(C, target)
 
     return mark if cls is None else mark(cls)
 

@@ -70,7 +70,9 @@ class RetryPolicy:
         _check_non_negative("RetryPolicy", "max_delay", self.max_delay)
         if self.max_delay < self.initial_delay:
             raise _fail(
-                "RetryPolicy", "max_delay", self.max_delay,
+                "RetryPolicy",
+                "max_delay",
+                self.max_delay,
                 f"expected max_delay >= initial_delay ({self.initial_delay!r})",
             )
         jitter = _check_number("RetryPolicy", "jitter", self.jitter)
@@ -139,7 +141,9 @@ class RateLimit:
             _check_int("RateLimit", "limit", self.limit, 1)
             _check_positive("RateLimit", "window", self.window)
         else:
-            raise _fail("RateLimit", "kind", self.kind, "use RateLimit.token_bucket/.sliding_window")
+            raise _fail(
+                "RateLimit", "kind", self.kind, "use RateLimit.token_bucket/.sliding_window"
+            )
 
     @classmethod
     def token_bucket(cls, rate: float, burst: int) -> RateLimit:
@@ -178,6 +182,10 @@ _BOOST_SHAPES = {
 }
 
 
+def _as_points(points: Iterable[float]) -> tuple[float, ...]:
+    return tuple(points)
+
+
 @attrs.frozen
 class PriorityBoost:
     """Raise the effective priority of commands that wait long.
@@ -187,7 +195,7 @@ class PriorityBoost:
     """
 
     deadline: float
-    at: tuple[float, ...] = attrs.field(converter=tuple)
+    at: tuple[float, ...] = attrs.field(converter=_as_points)
 
     def __attrs_post_init__(self) -> None:
         _check_positive("PriorityBoost", "deadline", self.deadline)
@@ -197,7 +205,9 @@ class PriorityBoost:
             value = _check_number("PriorityBoost", "at", point)
             if not 0 < value <= self.deadline:
                 raise _fail(
-                    "PriorityBoost", "at", point,
+                    "PriorityBoost",
+                    "at",
+                    point,
                     f"each boost point must lie in (0, deadline={self.deadline!r}]",
                 )
         if list(self.at) != sorted(self.at):
@@ -216,12 +226,14 @@ class PriorityBoost:
     @classmethod
     def custom(cls, deadline: float, at: Iterable[float]) -> PriorityBoost:
         """Boost points at the given times (seconds), each in (0, deadline]."""
-        return cls(deadline, tuple(at))
+        points: tuple[float, ...] = tuple(at)
+        return cls(deadline, points)
 
     @classmethod
     def _shape(cls, deadline: float, shape: str) -> PriorityBoost:
         _check_positive(f"PriorityBoost.{shape}", "deadline", deadline)
-        return cls(deadline, tuple(deadline * f for f in _BOOST_SHAPES[shape]))
+        points: tuple[float, ...] = tuple(deadline * f for f in _BOOST_SHAPES[shape])
+        return cls(deadline, points)
 
     def levels(self, age: float) -> int:
         """How many boost points a command pending for ``age`` seconds has passed."""
@@ -270,7 +282,9 @@ class LaneConfig:
         _check_int(owner, "min_concurrency", self.min_concurrency, 0)
         if self.min_concurrency > self.max_concurrency:
             raise _fail(
-                owner, "min_concurrency", self.min_concurrency,
+                owner,
+                "min_concurrency",
+                self.min_concurrency,
                 f"expected min_concurrency <= max_concurrency ({self.max_concurrency})",
             )
         if self.timeout is not None:
@@ -282,14 +296,18 @@ class LaneConfig:
         _check_int(owner, "inbox_size", self.inbox_size, 1)
 
 
-def _check_type(owner: str, field: str, value: object, cls: type, *, optional: bool = False) -> None:
+def _check_type(
+    owner: str, field: str, value: object, cls: type, *, optional: bool = False
+) -> None:
     if (value is None and optional) or isinstance(value, cls):
         return
     expected = f"expected a {cls.__name__}" + (" or None" if optional else "")
     raise _fail(owner, field, value, expected)
 
 
-def validate_lanes(lanes: object, max_concurrency: object) -> tuple[tuple[LaneConfig, ...], int | None]:
+def validate_lanes(
+    lanes: object, max_concurrency: object
+) -> tuple[tuple[LaneConfig, ...], int | None]:
     """Check a whole lane set and the global cap; return them normalised.
 
     Raises:
@@ -313,7 +331,9 @@ def validate_lanes(lanes: object, max_concurrency: object) -> tuple[tuple[LaneCo
     reserved = sum(c.min_concurrency for c in configs)
     if reserved > cap:
         raise _fail(
-            "open_lane_system", "max_concurrency", cap,
+            "open_lane_system",
+            "max_concurrency",
+            cap,
             f"the lanes reserve {reserved} slots (sum of min_concurrency); raise the cap",
         )
     return configs, cap

@@ -31,8 +31,12 @@ class Core:
     """Policy, counters, events, dead letters and the command life cycle of one system."""
 
     def __init__(
-        self, configs: tuple[LaneConfig, ...], cap: int | None, dead_letter_limit: int,
-        resubmit: Resubmit, rng: random.Random | None = None,
+        self,
+        configs: tuple[LaneConfig, ...],
+        cap: int | None,
+        dead_letter_limit: int,
+        resubmit: Resubmit,
+        rng: random.Random | None = None,
     ) -> None:
         self.configs = {c.name: c for c in configs}
         self.policy = Policy(configs, cap)
@@ -52,8 +56,13 @@ class Core:
     # -- acceptance --------------------------------------------------------------------------
 
     def new_command(
-        self, lane: str, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-        type_name: str, key: str | None, timeout: float | None,
+        self,
+        lane: str,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        type_name: str,
+        key: str | None,
+        timeout: float | None,
     ) -> Command:
         if timeout is None:
             timeout = self.configs[lane].timeout
@@ -113,8 +122,9 @@ class Core:
         """The command's own scope caught a cancellation: timeout, preemption or cancel."""
         reason = cmd.cancel_reason
         if reason is None:
-            self.attempt_failed(cmd, trio.TooSlowError(f"attempt timed out after {cmd.timeout} s"),
-                                timed_out=True)
+            self.attempt_failed(
+                cmd, trio.TooSlowError(f"attempt timed out after {cmd.timeout} s"), timed_out=True
+            )
         elif reason is Reason.PREEMPT:
             self._requeue_preempted(cmd)
         else:
@@ -128,7 +138,9 @@ class Core:
         cmd.cancel_reason = cmd.cancel_reason or Reason.SHUTDOWN
         self._cancelled(cmd)
 
-    def attempt_failed(self, cmd: Command, error: BaseException, *, timed_out: bool = False) -> None:
+    def attempt_failed(
+        self, cmd: Command, error: BaseException, *, timed_out: bool = False
+    ) -> None:
         now = trio.current_time()
         lane = cmd.lane
         counters = self.counters[lane]
@@ -160,8 +172,20 @@ class Core:
         counters.failed += 1
         counters.dead_lettered += 1
         text = repr(error)
-        self.dlq.add(DeadLetter(cmd.id, lane, cmd.type_name, text, cmd.attempts, now,
-                                cmd.fn, cmd.args, cmd.timeout, cmd.key))
+        self.dlq.add(
+            DeadLetter(
+                cmd.id,
+                lane,
+                cmd.type_name,
+                text,
+                cmd.attempts,
+                now,
+                cmd.fn,
+                cmd.args,
+                cmd.timeout,
+                cmd.key,
+            )
+        )
         if self.bus.active:
             self.bus.emit(ev.Failed(lane, cmd.id, now, cmd.attempts, text))
             self.bus.emit(ev.DeadLettered(lane, cmd.id, now, cmd.attempts, text))

@@ -10,7 +10,7 @@ import attrs
 
 from ._errors import LaneError
 
-__all__ = ["DeadLetter", "DeadLetterQueue", "DeadLetterNotFound"]
+__all__ = ["DeadLetter", "DeadLetterNotFound", "DeadLetterQueue"]
 
 
 class DeadLetterNotFound(LaneError, KeyError):

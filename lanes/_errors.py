@@ -76,7 +76,7 @@ class CommandCancelled(LaneError):
     """The command was cancelled before it finished (by its handle, its lane or shutdown)."""
 
 
-class Permanent(Exception):  # noqa: N818 - the name reads as ``raise Permanent(exc)``
+class Permanent(Exception):
     """Raise ``Permanent(exc)`` from a command to fail at once, skipping any retries.
 
     Args:

@@ -135,8 +135,17 @@ def _make_limiter(limit: RateLimit | None) -> _Limiter | None:
 class LaneState:
     """The policy's view of one lane."""
 
-    __slots__ = ("active", "boost", "config", "limiter", "name", "paused", "pending", "queue",
-                 "running")
+    __slots__ = (
+        "active",
+        "boost",
+        "config",
+        "limiter",
+        "name",
+        "paused",
+        "pending",
+        "queue",
+        "running",
+    )
 
     def __init__(self, config: LaneConfig) -> None:
         self.config = config
@@ -214,8 +223,9 @@ class Policy:
         state = self.lanes[lane]
         removed = [job for job in state.queue if self.remove(job)]
         state.queue.clear()
-        removed.extend(job for _, job in sorted(self._delayed) if job.lane == lane
-                       and self.remove(job))
+        removed.extend(
+            job for _, job in sorted(self._delayed) if job.lane == lane and self.remove(job)
+        )
         return removed
 
     def finish(self, job: Job) -> None:
@@ -354,8 +364,12 @@ class Policy:
         best: Job | None = None
         for state in self.lanes.values():
             config = state.config
-            if (not config.preemptible or state is waiting or config.priority <= priority
-                    or state.active <= config.min_concurrency):
+            if (
+                not config.preemptible
+                or state is waiting
+                or config.priority <= priority
+                or state.active <= config.min_concurrency
+            ):
                 continue
             for job in reversed(state.running):
                 if not job.preempting:
@@ -385,12 +399,17 @@ class Policy:
         for state in self.lanes.values():
             if not state.pending or state.head() is None:
                 continue
-            if (state.limiter is not None and not state.paused
-                    and state.active < state.config.max_concurrency
-                    and not state.limiter.ready(now) and self.cap_allows(state)):
+            if (
+                state.limiter is not None
+                and not state.paused
+                and state.active < state.config.max_concurrency
+                and not state.limiter.ready(now)
+                and self.cap_allows(state)
+            ):
                 times.append(state.limiter.ready_at(now))
-        if self.cap is not None and any(s.config.preemptible and s.active for s in
-                                        self.lanes.values()):
+        if self.cap is not None and any(
+            s.config.preemptible and s.active for s in self.lanes.values()
+        ):
             times.extend(self._next_boosts(now))
         return min(times) if times else None
 

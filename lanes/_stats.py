@@ -8,8 +8,16 @@ import attrs
 
 __all__ = ["COUNTERS", "LaneCounters", "LaneStatistics", "SystemStatistics"]
 
-COUNTERS = ("submitted", "completed", "failed", "timed_out", "retried", "dead_lettered",
-            "cancelled", "preempted")
+COUNTERS = (
+    "submitted",
+    "completed",
+    "failed",
+    "timed_out",
+    "retried",
+    "dead_lettered",
+    "cancelled",
+    "preempted",
+)
 
 
 class LaneCounters:
@@ -18,8 +26,14 @@ class LaneCounters:
     __slots__ = COUNTERS
 
     def __init__(self) -> None:
-        for name in COUNTERS:
-            setattr(self, name, 0)
+        self.submitted = 0
+        self.completed = 0
+        self.failed = 0
+        self.timed_out = 0
+        self.retried = 0
+        self.dead_lettered = 0
+        self.cancelled = 0
+        self.preempted = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in COUNTERS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -38,12 +39,14 @@ T = TypeVar("T")
 def _check_seconds(where: str, field: str, value: object, *, zero_ok: bool) -> float | None:
     if value is None:
         return None
-    bad = isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value)
-    if bad or value < 0 or (value == 0 and not zero_ok):
+    number = -1.0  # anything that is not a number is reported as invalid
+    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
+        number = float(value)
+    if number < 0 or (number == 0 and not zero_ok):
         expected = "a number of seconds >= 0" if zero_ok else "a number of seconds > 0"
         msg = f"{where}: {field}={value!r} is invalid; expected {expected} or None"
         raise LaneConfigError(msg)
-    return float(value)  # type: ignore[arg-type]
+    return number
 
 
 class LaneSystem:
@@ -67,11 +70,16 @@ class LaneSystem:
         """The dead-letter queue (``list()``, ``len()``, ``await pop/requeue/clear``)."""
         return self._core.dlq
 
-    # -- submitting ----------------------------------------------------------------------------
+    # -- submitting --------------------------------------------------------------------------------
 
     async def submit(
-        self, lane: str, fn: Callable[..., Awaitable[T]] | Any, *args: Any,
-        key: str | None = None, delay: float | None = None, timeout: float | None = None,
+        self,
+        lane: str,
+        fn: Callable[..., Awaitable[T]] | Any,
+        *args: Any,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
     ) -> CommandHandle[T]:
         """Submit a command to ``lane``; return its handle once it is accepted.
 
@@ -106,8 +114,13 @@ class LaneSystem:
         return cmd_or_handle.handle
 
     def submit_nowait(
-        self, lane: str, fn: Callable[..., Awaitable[T]] | Any, *args: Any,
-        key: str | None = None, delay: float | None = None, timeout: float | None = None,
+        self,
+        lane: str,
+        fn: Callable[..., Awaitable[T]] | Any,
+        *args: Any,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
     ) -> CommandHandle[T]:
         """Like :meth:`submit`, but raise :class:`LaneFull` instead of waiting for room."""
         cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout)
@@ -115,22 +128,30 @@ class LaneSystem:
             return cmd_or_handle
         if not self._core.rooms[lane].take_nowait():
             size = self._core.configs[lane].inbox_size
-            msg = (f"lane {lane!r} is full: {size} commands pending (its inbox_size); "
-                   "use `await submit()` to wait for room, or raise inbox_size")
+            msg = (
+                f"lane {lane!r} is full: {size} commands pending (its inbox_size); "
+                "use `await submit()` to wait for room, or raise inbox_size"
+            )
             raise LaneFull(msg)
         self._core.accept(cmd_or_handle, delay)
         return cmd_or_handle.handle
 
     async def run(
-        self, lane: str, fn: Callable[..., Awaitable[T]] | Any, *args: Any,
-        key: str | None = None, delay: float | None = None, timeout: float | None = None,
+        self,
+        lane: str,
+        fn: Callable[..., Awaitable[T]] | Any,
+        *args: Any,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
     ) -> T:
         """Submit and wait for the result, like calling ``fn`` in the lane.
 
         Cancelling ``run`` cancels the command too (unless another caller shares it by key).
         """
         handle: CommandHandle[T] = await self.submit(
-            lane, fn, *args, key=key, delay=delay, timeout=timeout)
+            lane, fn, *args, key=key, delay=delay, timeout=timeout
+        )
         try:
             return await handle.result()
         except trio.Cancelled:
@@ -139,8 +160,13 @@ class LaneSystem:
             raise
 
     def _prepare(
-        self, lane: str, fn: Any, args: tuple[Any, ...], key: str | None,
-        delay: float | None, timeout: float | None,
+        self,
+        lane: str,
+        fn: Any,
+        args: tuple[Any, ...],
+        key: str | None,
+        delay: float | None,
+        timeout: float | None,
     ) -> Command | CommandHandle[Any]:
         core = self._core
         if not core.accepting:
@@ -155,8 +181,7 @@ class LaneSystem:
         existing = self._existing(key)
         if existing is not None:
             return existing
-        return core.new_command(lane, call, () if is_command(fn) else args, type_name, key,
-                                timeout)
+        return core.new_command(lane, call, () if is_command(fn) else args, type_name, key, timeout)
 
     def _existing(self, key: str | None) -> CommandHandle[Any] | None:
         if key is None:
@@ -166,7 +191,8 @@ class LaneSystem:
 
     def _shutdown_error(self) -> ShutdownInProgress:
         return ShutdownInProgress(
-            "the lane system is shutting down (or closed) and accepts no new commands")
+            "the lane system is shutting down (or closed) and accepts no new commands"
+        )
 
     def _check_lane(self, lane: object, where: str) -> None:
         if not isinstance(lane, str) or lane not in self._core.configs:
@@ -202,7 +228,7 @@ class LaneSystem:
         await trio.lowlevel.checkpoint()
         return count
 
-    # -- observing -----------------------------------------------------------------------------------
+    # -- observing ---------------------------------------------------------------------------------
 
     def statistics(self) -> SystemStatistics:
         """A frozen snapshot of every lane and of the system."""
@@ -213,15 +239,25 @@ class LaneSystem:
         for name, state in policy.lanes.items():
             config = state.config
             lanes[name] = LaneStatistics(
-                name=name, priority=config.priority,
-                effective_priority=policy.effective_priority(name, now), paused=state.paused,
-                pending=state.pending, active=state.active,
-                max_concurrency=config.max_concurrency, **core.counters[name].as_dict())
+                name=name,
+                priority=config.priority,
+                effective_priority=policy.effective_priority(name, now),
+                paused=state.paused,
+                pending=state.pending,
+                active=state.active,
+                max_concurrency=config.max_concurrency,
+                **core.counters[name].as_dict(),
+            )
         return SystemStatistics(
-            lanes=lanes, pending=policy.pending_total(), active=policy.active_total,
-            max_concurrency=policy.cap, accepting=core.accepting,
-            dead_letters=len(core.dlq), dead_letters_evicted=core.dlq.evicted,
-            events_dropped=core.bus.dropped)
+            lanes=lanes,
+            pending=policy.pending_total(),
+            active=policy.active_total,
+            max_concurrency=policy.cap,
+            accepting=core.accepting,
+            dead_letters=len(core.dlq),
+            dead_letters_evicted=core.dlq.evicted,
+            events_dropped=core.bus.dropped,
+        )
 
     def subscribe(
         self, *event_types: type[Event], buffer: int = 1000
@@ -234,7 +270,7 @@ class LaneSystem:
         """
         return self._core.bus.subscribe(tuple(event_types), buffer)
 
-    # -- stopping -------------------------------------------------------------------------------
+    # -- stopping ----------------------------------------------------------------------------------
 
     async def shutdown(self) -> None:
         """Stop accepting commands: ``submit`` raises :class:`ShutdownInProgress` from now on.
@@ -272,10 +308,8 @@ class LaneSystem:
 
     async def _close_gracefully(self) -> None:
         self._stop_accepting()
-        try:
+        with contextlib.suppress(DrainTimeout):  # what was left is cancelled; handles say so
             await self.drain(self._drain_timeout)
-        except DrainTimeout:
-            pass  # what was left is cancelled; the handles say so
 
     def _finalize(self) -> None:
         self._stop_accepting()
@@ -283,23 +317,28 @@ class LaneSystem:
         self._core.bus.close()
 
     async def _requeue_letter(self, letter: DeadLetter) -> CommandHandle[Any]:
-        return await self.submit(letter.lane, letter.fn, *letter.args, key=letter.key,
-                                 timeout=letter.timeout)
+        return await self.submit(
+            letter.lane, letter.fn, *letter.args, key=letter.key, timeout=letter.timeout
+        )
 
 
 def _callable_of(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable[Any]], str]:
     if is_command(fn):
         if args:
-            msg = (f"submit: a @lanes.command object ({command_name(fn)}) takes no extra "
-                   "arguments; put them in its fields")
+            msg = (
+                f"submit: a @lanes.command object ({command_name(fn)}) takes no extra "
+                "arguments; put them in its fields"
+            )
             raise LaneUsageError(msg)
         return fn.execute, command_name(fn)
     if not callable(fn):
         msg = f"submit: {fn!r} is not an async callable or a @lanes.command object"
         raise LaneUsageError(msg)
     if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
-        msg = (f"submit: {fn.__qualname__} is a synchronous function; pass an async function "
-               "(run blocking code with trio.to_thread.run_sync inside it)")
+        msg = (
+            f"submit: {fn.__qualname__} is a synchronous function; pass an async function "
+            "(run blocking code with trio.to_thread.run_sync inside it)"
+        )
         raise LaneUsageError(msg)
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return fn, name
@@ -327,7 +366,9 @@ class _LaneSystemContext:
         return await self._cm.__aenter__()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
         assert self._cm is not None
@@ -358,10 +399,15 @@ def open_lane_system(
         LaneConfigError: invalid lanes or parameters (before anything starts).
     """
     configs, cap = validate_lanes(lanes, max_concurrency)
-    if isinstance(dead_letter_limit, bool) or not isinstance(dead_letter_limit, int) \
-            or dead_letter_limit < 1:
-        msg = f"open_lane_system: dead_letter_limit={dead_letter_limit!r} is invalid; " \
-              "expected an integer >= 1"
+    if (
+        isinstance(dead_letter_limit, bool)
+        or not isinstance(dead_letter_limit, int)
+        or dead_letter_limit < 1
+    ):
+        msg = (
+            f"open_lane_system: dead_letter_limit={dead_letter_limit!r} is invalid; "
+            "expected an integer >= 1"
+        )
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
     return _LaneSystemContext(lambda: _serve(configs, cap, dead_letter_limit, drain))
@@ -369,7 +415,9 @@ def open_lane_system(
 
 @asynccontextmanager
 async def _serve(
-    configs: tuple[LaneConfig, ...], cap: int | None, dead_letter_limit: int,
+    configs: tuple[LaneConfig, ...],
+    cap: int | None,
+    dead_letter_limit: int,
     drain_timeout: float | None,
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
@@ -381,7 +429,8 @@ async def _serve(
             for config in configs:
                 actor = LaneActor(core, config.name)
                 refs[config.name] = await spawn(
-                    nursery, actor, inbox_size=config.max_concurrency, name=f"lane:{config.name}")
+                    nursery, actor, inbox_size=config.max_concurrency, name=f"lane:{config.name}"
+                )
             system.supervisor = Supervisor(core, refs)
             await nursery.start(system.supervisor.run)
             try:

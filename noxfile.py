@@ -1,0 +1,53 @@
+"""Developer tasks: ``nox -s lint typecheck tests`` is what CI runs."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PY = "3.11"
+
+
+@nox.session(python=PY)
+def tests(session: nox.Session) -> None:
+    """The whole test suite (fast Hypothesis profile)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PY)
+def thorough(session: nox.Session) -> None:
+    """The property tests with the thorough Hypothesis profile."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "--hypothesis-profile=thorough", "-m", "property", *session.posargs)
+
+
+@nox.session(python=PY)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PY)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on lanes/ and actors/."""
+    session.install("-e", ".[test]", "mypy>=1.10")
+    session.run("mypy")
+
+
+@nox.session(python=PY)
+def demo(session: nox.Session) -> None:
+    """The agent-session demo on the default lanes."""
+    session.install("-e", ".")
+    session.run("python", "-m", "lanes", "demo", *session.posargs)
+
+
+@nox.session(python=PY)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: figures next to baselines measured in the same run (not tests)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "bench", *session.posargs)
