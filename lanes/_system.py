@@ -8,7 +8,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, TypeVarTuple
 
 import trio
 
@@ -34,6 +34,17 @@ from .events import Event
 __all__ = ["LaneSystem", "open_lane_system"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+PosArgs = TypeVarTuple("PosArgs")
+
+
+class SupportsExecute(Protocol[T_co]):
+    """A ``@lanes.command`` object: it has ``async def execute(self)``."""
+
+    def execute(self) -> Awaitable[T_co]: ...
+
+
+Submittable = Callable[[*PosArgs], Awaitable[T]] | SupportsExecute[T]
 
 
 def _check_seconds(where: str, field: str, value: object, *, zero_ok: bool) -> float | None:
@@ -75,8 +86,8 @@ class LaneSystem:
     async def submit(
         self,
         lane: str,
-        fn: Callable[..., Awaitable[T]] | Any,
-        *args: Any,
+        fn: Submittable[*PosArgs, T],
+        *args: *PosArgs,
         key: str | None = None,
         delay: float | None = None,
         timeout: float | None = None,
@@ -116,8 +127,8 @@ class LaneSystem:
     def submit_nowait(
         self,
         lane: str,
-        fn: Callable[..., Awaitable[T]] | Any,
-        *args: Any,
+        fn: Submittable[*PosArgs, T],
+        *args: *PosArgs,
         key: str | None = None,
         delay: float | None = None,
         timeout: float | None = None,
@@ -139,8 +150,8 @@ class LaneSystem:
     async def run(
         self,
         lane: str,
-        fn: Callable[..., Awaitable[T]] | Any,
-        *args: Any,
+        fn: Submittable[*PosArgs, T],
+        *args: *PosArgs,
         key: str | None = None,
         delay: float | None = None,
         timeout: float | None = None,

@@ -1,0 +1,56 @@
+"""Every example and the demo run (under the mock clock, so they are quick)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+from types import ModuleType
+
+import pytest
+import trio
+import trio.testing
+
+from lanes import __main__ as cli
+from lanes._demo import run_demo
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_example(name: str) -> None:
+    module = load(name)
+    trio.run(module.main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_basic_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("basic_usage")
+    out = capsys.readouterr().out
+    assert "query: <html>https://example.org</html>" in out
+    assert "was cancelled" in out
+    assert "timed out after 0.5 s" in out
+    assert "session while paused: pending" in out
+    assert "query    completed=2" in out
+
+
+def test_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = trio.run(run_demo, 1, clock=trio.testing.MockClock(autojump_threshold=0))
+    text = "\n".join(lines)
+    assert "control cancelled 6 prompt commands" in text
+    assert "all 30 queries answered" in text
+    assert any(line.startswith("prompt") and " 6 " in line for line in lines)
+
+
+def test_cli_rejects_unknown_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["nope"])
+    assert info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
