@@ -54,3 +54,23 @@ def test_cli_rejects_unknown_commands(capsys: pytest.CaptureFixture[str]) -> Non
         cli.main(["nope"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_reliability(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("reliability")
+    out = capsys.readouterr().out
+    assert "flaky: 200 OK" in out
+    assert "failed: 400 Bad Request" in out
+    assert "timed out after 2.0 s on attempt 4" in out
+    assert "api: completed=1 failed=2 retried=5 timed_out=4 dead_lettered=2" in out
+    assert "requeued bad_request failed again; letters: 2" in out
+
+
+def test_scheduling(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("scheduling")
+    out = capsys.readouterr().out
+    assert "started at 0.0, 0.0, 0.0, 0.0, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0" in out
+    assert "finished 0.2 s after it was submitted" in out
+    assert "LLM calls preempted: 1" in out
+    assert "['done', 'done', 'done']" in out
+    assert "effective priority after 6 s: 3" in out
