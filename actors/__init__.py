@@ -1,4 +1,4 @@
-"""Generic Trio actor primitives: mailboxes, actors with refs, and supervisors.
+"""Generic Trio actor primitives: mailboxes, actors with refs, supervisors, worker pools.
 
 This package knows nothing of lanes; ``lanes`` builds on it.
 """
@@ -6,6 +6,7 @@ This package knows nothing of lanes; ``lanes`` builds on it.
 from ._actor import Actor, ActorRef, run_actor, spawn
 from ._groups import single_leaf
 from ._mailbox import Mailbox
+from ._pool import WorkerPool
 from ._supervision import RestartIntensityExceeded, Strategy, Supervisor, open_supervisor
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "RestartIntensityExceeded",
     "Strategy",
     "Supervisor",
+    "WorkerPool",
     "open_supervisor",
     "run_actor",
     "single_leaf",

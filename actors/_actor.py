@@ -116,9 +116,10 @@ async def run_actor(
 
     An exception from ``handle`` for a ``tell`` ends the actor (supervisors restart it); for an
     ``ask`` it goes to the asker and the actor carries on. With ``fail_pending`` (the default),
-    asks still in the mailbox when the actor stops are answered with
+    the mailbox is closed when the actor stops (later sends raise
+    :class:`trio.ClosedResourceError`), asks still in it are answered with
     :class:`trio.BrokenResourceError` and other messages are dropped; a supervisor that will
-    restart the actor on the same mailbox passes False to keep them.
+    restart the actor on the same mailbox passes False to keep it open and keep them.
     """
     ref: ActorRef[M] = ActorRef(mailbox, name or type(actor).__name__)
     try:
@@ -131,6 +132,7 @@ async def run_actor(
                     await actor.handle(message)
     finally:
         if fail_pending:
+            mailbox.close()
             fail_pending_asks(mailbox)
 
 
@@ -146,7 +148,10 @@ async def _answer(actor: Actor[Any], request: _Ask[Any]) -> None:
 
 
 def fail_pending_asks(mailbox: Mailbox[Any]) -> None:
-    """Empty ``mailbox``, answering its asks with :class:`trio.BrokenResourceError`."""
+    """Empty ``mailbox``, answering its asks with :class:`trio.BrokenResourceError`.
+
+    Close the mailbox first, or an ask sent afterwards waits forever.
+    """
     while True:
         try:
             message = mailbox.receive_nowait()

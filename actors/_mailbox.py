@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
@@ -20,12 +21,13 @@ class Mailbox(Generic[M]):
     receiver finish the messages already in it, then ends its ``async for`` loop.
 
     Args:
-        size: how many messages may wait in the mailbox (>= 1, or ``math.inf``).
+        size: how many messages may wait in the mailbox (an integer >= 1, or ``math.inf``).
     """
 
     def __init__(self, size: int | float) -> None:
-        if not (isinstance(size, int | float) and not isinstance(size, bool) and size >= 1):
-            msg = f"Mailbox size={size!r} is invalid; expected a number >= 1 (or math.inf)"
+        valid_int = isinstance(size, int) and not isinstance(size, bool) and size >= 1
+        if not (valid_int or size == math.inf):
+            msg = f"Mailbox size={size!r} is invalid; expected an integer >= 1 (or math.inf)"
             raise ValueError(msg)
         self._send, self._receive = trio.open_memory_channel[M](size)
         self.size = size

@@ -49,6 +49,21 @@ class _Child:
         self.restart = False  # set by a sibling's crash (one_for_all / rest_for_one)
 
 
+class _StartedOnce:
+    """Passes the first ``started`` on to ``status``; later ones (restarts) are ignored."""
+
+    __slots__ = ("called", "status")
+
+    def __init__(self, status: trio.TaskStatus[Any]) -> None:
+        self.status = status
+        self.called = False
+
+    def started(self, value: Any = None) -> None:
+        if not self.called:
+            self.called = True
+            self.status.started(value)
+
+
 class Supervisor:
     """Restarts crashed children. Made by :func:`open_supervisor`; no public constructor."""
 
@@ -88,10 +103,11 @@ class Supervisor:
         try:
             await self._run_child(child, task_status)
         finally:
+            child.mailbox.close()
             fail_pending_asks(child.mailbox)
 
     async def _run_child(self, child: _Child, task_status: trio.TaskStatus[Any]) -> None:
-        status: trio.TaskStatus[Any] = task_status
+        status = _StartedOnce(task_status)
         while True:
             child.scope = trio.CancelScope()
             child.restart = False
@@ -107,10 +123,9 @@ class Supervisor:
                 if not child.restart:
                     return  # the mailbox was closed: a normal stop
             except Exception as exc:
-                if status is not trio.TASK_STATUS_IGNORED:
+                if not status.called:
                     raise  # the first start failed: the spawner gets the error
                 self._crashed(child, exc)
-            status = trio.TASK_STATUS_IGNORED
 
     def _crashed(self, child: _Child, error: Exception) -> None:
         now = trio.current_time()
@@ -166,7 +181,7 @@ async def open_supervisor(
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
         msg = f"max_restarts={max_restarts!r} is invalid; expected an integer >= 0"
         raise ValueError(msg)
-    if not isinstance(within, int | float) or not within > 0:
+    if isinstance(within, bool) or not isinstance(within, int | float) or not within > 0:
         msg = f"within={within!r} is invalid; expected a number of seconds > 0"
         raise ValueError(msg)
     try:

@@ -90,12 +90,10 @@ class Core:
         Returns False when it was cancelled or preempted between grant and start (then it
         has been dealt with).
         """
+        if cmd.status in TERMINAL:
+            return False  # cancelled after its grant, before it started
         if cmd.cancel_reason is Reason.PREEMPT:
             self._requeue_preempted(cmd)
-            return False
-        if cmd.cancel_reason is not None:
-            self.policy.finish(cmd)
-            self._cancelled(cmd)
             return False
         now = trio.current_time()
         self._release_room(cmd)
@@ -109,9 +107,19 @@ class Core:
             self.bus.emit(ev.Started(cmd.lane, cmd.id, now, cmd.attempts, waited))
         return True
 
-    def completed(self, cmd: Command, value: Any) -> None:
+    def settle(self, cmd: Command, attempt: int) -> None:
+        """Account for an attempt that ended (``attempt`` is an ``Attempt`` code)."""
+        if attempt == 1:  # returned
+            self.completed(cmd)
+        elif attempt == 2:  # raised
+            error, cmd.error = cmd.error, None
+            assert error is not None
+            self.attempt_failed(cmd, error)
+        elif attempt == 3:  # its scope caught a cancellation
+            self.scope_cancelled(cmd)
+
+    def completed(self, cmd: Command) -> None:
         self.policy.finish(cmd)
-        cmd.value = value
         self.counters[cmd.lane].completed += 1
         if self.bus.active:
             now = trio.current_time()
@@ -215,9 +223,12 @@ class Core:
             cmd.cancel_reason = reason
             self._cancelled(cmd)
             return
-        cmd.cancel_reason = reason  # active: its task resolves it
+        cmd.cancel_reason = reason
         if cmd.scope is not None:
-            cmd.scope.cancel()
+            cmd.scope.cancel()  # running: its attempt resolves it when it exits
+        else:  # granted, not started yet: free the slot and resolve now
+            self.policy.finish(cmd)
+            self._cancelled(cmd)
 
     def cancel_lane(self, lane: str, reason: Reason) -> list[Command]:
         """Cancel every pending and running command of ``lane``; return the running ones."""

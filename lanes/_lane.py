@@ -1,64 +1,52 @@
-"""The lane actor: runs the commands the supervisor granted, each under its own cancel scope."""
+"""A lane's attempts: each command runs in the lane's worker pool under its own cancel scope."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import trio
-
-from actors import Actor
+from actors import WorkerPool
 
 from ._command import Command
 from ._core import Core
 
-__all__ = ["LaneActor"]
+__all__ = ["Attempt", "new_lane_pool", "run_attempt"]
 
 
-class LaneActor(Actor[Command]):
-    """One lane: a nursery of its own in which each granted command runs as a task.
+class Attempt:
+    """How an attempt ended (the value or error is kept on the command)."""
 
-    Its mailbox carries grants: the supervisor has already taken the command's slot, so the
-    mailbox never holds more than the lane's ``max_concurrency`` messages.
-    """
-
-    def __init__(self, core: Core, name: str) -> None:
-        self.core = core
-        self.name = name
-        self._nursery: trio.Nursery | None = None
-
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            yield
-
-    async def handle(self, message: Command) -> None:
-        assert self._nursery is not None
-        self._nursery.start_soon(run_command, self.core, message)
+    SKIPPED = 0  # cancelled or preempted between grant and start: already dealt with
+    RETURNED = 1
+    RAISED = 2
+    SCOPE_CANCELLED = 3  # timeout, handle.cancel(), cancel_lane or preemption
 
 
-async def run_command(core: Core, cmd: Command) -> None:
-    """Run one attempt of ``cmd`` and report its outcome to ``core``.
+async def run_attempt(core: Core, cmd: Command) -> int:
+    """Run one attempt of ``cmd``; return an :class:`Attempt` code for ``Core.settle``.
 
-    A timeout, a ``handle.cancel()`` or a preemption cancels the attempt through its own cancel
-    scope; an outer cancellation (the system closing) resolves the command as cancelled and
-    propagates.
+    An outer cancellation (the system closing) resolves the command as cancelled and
+    propagates; nothing is left pending.
     """
     if not core.begin(cmd):
-        return
+        return Attempt.SKIPPED
     scope = cmd.scope
     assert scope is not None
     try:
         with scope:
-            value = await cmd.fn(*cmd.args)
+            cmd.value = await cmd.fn(*cmd.args)
     except Exception as exc:
-        core.attempt_failed(cmd, exc)
-        return
+        cmd.error = exc
+        return Attempt.RAISED
     except BaseException:
         core.interrupted(cmd)
         raise
     if scope.cancelled_caught:
-        core.scope_cancelled(cmd)
-    else:
-        core.completed(cmd, value)
+        return Attempt.SCOPE_CANCELLED
+    return Attempt.RETURNED
+
+
+def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
+    """The lane actor: a worker pool in the lane's own nursery, settling through ``core``."""
+
+    async def run(cmd: Command) -> int:
+        return await run_attempt(core, cmd)
+
+    return WorkerPool(run, core.settle, name=f"lane:{lane}")

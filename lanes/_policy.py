@@ -140,9 +140,11 @@ class LaneState:
         "boost",
         "config",
         "limiter",
+        "max",
         "name",
         "paused",
         "pending",
+        "priority",
         "queue",
         "running",
     )
@@ -150,6 +152,8 @@ class LaneState:
     def __init__(self, config: LaneConfig) -> None:
         self.config = config
         self.name = config.name
+        self.priority = config.priority
+        self.max = config.max_concurrency
         self.boost = config.boost
         self.limiter = _make_limiter(config.rate_limit)
         self.queue: deque[Job] = deque()
@@ -187,6 +191,14 @@ class Policy:
         self.active_total = 0
         self.preempting = 0
         self._reserving = [s for s in self.lanes.values() if s.config.min_concurrency > 0]
+        self._by_priority = sorted(self.lanes.values(), key=lambda s: s.priority)
+        self._no_boosts = all(s.boost is None for s in self.lanes.values())
+        self._limited = [s for s in self.lanes.values() if s.limiter is not None]
+        self._boost_timers = (
+            max_concurrency is not None
+            and not self._no_boosts
+            and any(s.config.preemptible for s in self.lanes.values())
+        )
         self._delayed: list[tuple[float, Job]] = []
         self._seq = 0
         self._start_seq = 0
@@ -312,16 +324,24 @@ class Policy:
 
     def _best_startable(self, now: float) -> Job | None:
         best: Job | None = None
-        best_key = (math.inf, math.inf)
-        for state in self.lanes.values():
-            if not state.pending:
+        best_priority = math.inf
+        best_seq = math.inf
+        capped = self.cap is not None
+        for state in self._by_priority:
+            if self._no_boosts and state.priority > best_priority:
+                break  # lanes are sorted: nothing further can be more urgent
+            if not state.pending or state.paused or state.active >= state.max:
                 continue
             job = state.head()
-            if job is None or not self._lane_ready(state, now) or not self.cap_allows(state):
+            if job is None:
                 continue
-            key = (state.effective_priority(job, now), job.seq)
-            if key < best_key:
-                best, best_key = job, key
+            if state.limiter is not None and not state.limiter.ready(now):
+                continue
+            if capped and not self.cap_allows(state):
+                continue
+            priority = state.effective_priority(job, now)
+            if priority < best_priority or (priority == best_priority and job.seq < best_seq):
+                best, best_priority, best_seq = job, priority, job.seq
         return best
 
     def _start(self, job: Job, now: float) -> None:
@@ -393,21 +413,24 @@ class Policy:
         That is the next delayed job becoming due, the next rate-limit token of a lane that
         waits only for one, and (when preemption may be possible) the next boost point.
         """
+        if not (self._delayed or self._limited or self._boost_timers):
+            return None  # the common case: nothing here is time-driven
         times: list[float] = []
         if self._delayed:
             times.append(self._delayed[0][0])
-        for state in self.lanes.values():
-            if not state.pending or state.head() is None:
-                continue
+        for state in self._limited:
+            # Also when the cap is full: with the token, the lane may preempt (rule 3).
+            limiter = state.limiter
+            assert limiter is not None
             if (
-                state.limiter is not None
+                state.pending
                 and not state.paused
-                and state.active < state.config.max_concurrency
-                and not state.limiter.ready(now)
-                and self.cap_allows(state)
+                and state.active < state.max
+                and state.head() is not None
+                and not limiter.ready(now)
             ):
-                times.append(state.limiter.ready_at(now))
-        if self.cap is not None and any(
+                times.append(limiter.ready_at(now))
+        if self._boost_timers and any(
             s.config.preemptible and s.active for s in self.lanes.values()
         ):
             times.extend(self._next_boosts(now))

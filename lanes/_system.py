@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple
 
 import trio
 
-from actors import ActorRef, single_leaf, spawn
+from actors import WorkerPool, single_leaf
 
 from ._command import Command, CommandHandle, Reason, command_name, is_command
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
@@ -26,7 +26,7 @@ from ._errors import (
     ShutdownInProgress,
     UnknownLaneError,
 )
-from ._lane import LaneActor
+from ._lane import new_lane_pool
 from ._stats import LaneStatistics, SystemStatistics
 from ._supervisor import Supervisor
 from .events import Event
@@ -322,8 +322,13 @@ class LaneSystem:
         with contextlib.suppress(DrainTimeout):  # what was left is cancelled; handles say so
             await self.drain(self._drain_timeout)
 
-    def _finalize(self) -> None:
+    def _halt(self) -> None:
+        """Stop accepting and stop starting commands: the system is closing."""
         self._stop_accepting()
+        self._core.wake = _no_decision
+
+    def _finalize(self) -> None:
+        self._halt()
         self._core.abandon_all()
         self._core.bus.close()
 
@@ -331,6 +336,10 @@ class LaneSystem:
         return await self.submit(
             letter.lane, letter.fn, *letter.args, key=letter.key, timeout=letter.timeout
         )
+
+
+def _no_decision() -> None:
+    """What waking the supervisor does once the system is closing: nothing starts."""
 
 
 def _callable_of(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable[Any]], str]:
@@ -436,20 +445,20 @@ async def _serve(
     system = LaneSystem(core, drain_timeout)
     try:
         async with trio.open_nursery() as nursery:
-            refs: dict[str, ActorRef[Command]] = {}
+            pools: dict[str, WorkerPool[Command, int]] = {}
             for config in configs:
-                actor = LaneActor(core, config.name)
-                refs[config.name] = await spawn(
-                    nursery, actor, inbox_size=config.max_concurrency, name=f"lane:{config.name}"
-                )
-            system.supervisor = Supervisor(core, refs)
+                pools[config.name] = pool = new_lane_pool(core, config.name)
+                await nursery.start(pool.serve, name=pool.name)
+            system.supervisor = Supervisor(core, pools)
             await nursery.start(system.supervisor.run)
             try:
                 yield system
             except BaseException:
+                system._halt()
                 nursery.cancel_scope.cancel()
                 raise
             await system._close_gracefully()
+            system._halt()
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         leaf = single_leaf(group)

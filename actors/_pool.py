@@ -1,0 +1,85 @@
+"""A pool of worker tasks that run jobs back to back, in a nursery the pool owns."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+import trio
+
+__all__ = ["WorkerPool"]
+
+J = TypeVar("J")
+R = TypeVar("R")
+
+
+class WorkerPool(Generic[J, R]):
+    """Runs each job given to :meth:`deliver` in a worker task of the pool's own nursery.
+
+    A job runs in two steps: ``run(job)`` (async: the work itself) and then
+    ``settle(job, result)`` (synchronous: the bookkeeping). If ``settle`` delivers another
+    job to the same pool, the worker that just finished runs it next, back to back, instead
+    of a new task being spawned; otherwise the worker exits. So an idle pool holds no worker
+    tasks, and a busy one pays for a task spawn only when its concurrency grows.
+
+    The pool does not limit concurrency itself: the caller delivers a job only when it has a
+    slot for it (each delivered job gets a worker at once).
+
+    Run the pool with ``await nursery.start(pool.serve)``; cancelling that task cancels every
+    running job.
+    """
+
+    def __init__(
+        self, run: Callable[[J], Awaitable[R]], settle: Callable[[J, R], None], name: str = ""
+    ) -> None:
+        self._run = run
+        self._settle = settle
+        self.name = name or "pool"
+        self.workers = 0
+        self._nursery: trio.Nursery | None = None
+        self._returning = False
+        self._handoff: J | None = None
+        self._has_handoff = False
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the pool's nursery until cancelled. Ready (``started``) once jobs can run."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._nursery = None
+
+    def deliver(self, job: J) -> None:
+        """Run ``job`` now: hand it to the worker that is settling, or spawn a worker.
+
+        Raises:
+            RuntimeError: the pool is not serving.
+        """
+        if self._returning and not self._has_handoff:
+            self._handoff = job
+            self._has_handoff = True
+            return
+        if self._nursery is None:
+            msg = f"worker pool {self.name!r} is not serving; start it with nursery.start(serve)"
+            raise RuntimeError(msg)
+        self.workers += 1
+        self._nursery.start_soon(self._worker, job)
+
+    async def _worker(self, job: J) -> None:
+        try:
+            while True:
+                result = await self._run(job)
+                self._returning = True
+                try:
+                    self._settle(job, result)
+                finally:
+                    self._returning = False
+                if not self._has_handoff:
+                    return
+                job = self._handoff  # type: ignore[assignment]
+                self._handoff = None
+                self._has_handoff = False
+        finally:
+            self.workers -= 1
