@@ -26,6 +26,8 @@ from ._errors import (
     StorageError,
     UnknownLaneError,
 )
+from ._histogram import HistogramSnapshot
+from ._metrics import Metrics, MetricsSnapshot
 from ._stats import LaneStatistics, SystemStatistics
 from ._system import LaneSystem, open_lane_system
 
@@ -42,6 +44,7 @@ __all__ = [
     "DeadLetterNotFound",
     "DeadLetterQueue",
     "DrainTimeout",
+    "HistogramSnapshot",
     "LaneConfig",
     "LaneConfigError",
     "LaneError",
@@ -49,6 +52,8 @@ __all__ = [
     "LaneStatistics",
     "LaneSystem",
     "LaneUsageError",
+    "Metrics",
+    "MetricsSnapshot",
     "NotDurableError",
     "Permanent",
     "PriorityBoost",

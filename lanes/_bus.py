@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import trio
@@ -31,14 +31,34 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
+        self._listeners: list[Callable[[Event], None]] = []
         self.dropped = 0
+        self.active = False  # whether anybody listens: callers skip building events if not
 
-    @property
-    def active(self) -> bool:
-        """Whether anybody listens (callers skip building events when nobody does)."""
-        return bool(self._subscribers)
+    def _update(self) -> None:
+        self.active = bool(self._subscribers or self._listeners)
+
+    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` synchronously for every event; return an unlisten function.
+
+        The callback runs in the task that caused the event (the submitter for ``Submitted``,
+        the lane's worker for ``Started`` and the outcomes), before the command's handle
+        resolves. It must be quick and must not raise: an exception propagates into the lane
+        system's bookkeeping.
+        """
+        self._listeners.append(callback)
+        self._update()
+
+        def unlisten() -> None:
+            if callback in self._listeners:
+                self._listeners.remove(callback)
+                self._update()
+
+        return unlisten
 
     def emit(self, event: Event) -> None:
+        for listener in self._listeners:
+            listener(event)
         for subscriber in self._subscribers:
             if subscriber.types and not isinstance(event, subscriber.types):
                 continue
@@ -67,11 +87,13 @@ class EventBus:
         send, receive = trio.open_memory_channel[Event](buffer)
         subscriber = _Subscriber(types, send)
         self._subscribers.append(subscriber)
+        self._update()
         try:
             async with receive:
                 yield receive
         finally:
             self._subscribers.remove(subscriber)
+            self._update()
             send.close()
 
     def close(self) -> None:

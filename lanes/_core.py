@@ -20,6 +20,7 @@ from ._command import TERMINAL, Command, CommandStatus, Reason
 from ._config import LaneConfig
 from ._dlq import DeadLetter, DeadLetterQueue, Resubmit
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout, Permanent
+from ._metrics import Metrics
 from ._policy import JobState, Policy
 from ._room import Room
 from ._stats import LaneCounters
@@ -44,6 +45,7 @@ class Core:
         self.rooms = {c.name: Room(c.inbox_size) for c in configs}
         self.bus = EventBus()
         self.dlq = DeadLetterQueue(dead_letter_limit, resubmit)
+        self.metrics = Metrics(self)
         self.keys: dict[str, Command] = {}
         self.live: dict[Command, None] = {}  # accepted, not yet terminal
         self.accepting = True
@@ -100,6 +102,7 @@ class Core:
         cmd.attempts += 1
         cmd.status = CommandStatus.RUNNING
         cmd.started_at = now
+        self.metrics.wait[cmd.lane].record(now - cmd.pending_since)
         deadline = now + cmd.timeout if cmd.timeout is not None else float("inf")
         cmd.scope = trio.CancelScope(deadline=deadline)
         if self.bus.active:
@@ -109,6 +112,8 @@ class Core:
 
     def settle(self, cmd: Command, attempt: int) -> None:
         """Account for an attempt that ended (``attempt`` is an ``Attempt`` code)."""
+        if attempt:  # it ran (0 = skipped before it started)
+            self.metrics.run[cmd.lane].record(trio.current_time() - cmd.started_at)
         if attempt == 1:  # returned
             self.completed(cmd)
         elif attempt == 2:  # raised

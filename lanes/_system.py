@@ -27,6 +27,7 @@ from ._errors import (
     UnknownLaneError,
 )
 from ._lane import new_lane_pool
+from ._metrics import Metrics
 from ._stats import LaneStatistics, SystemStatistics
 from ._supervisor import Supervisor
 from .events import Event
@@ -75,6 +76,11 @@ class LaneSystem:
     def lanes(self) -> tuple[LaneConfig, ...]:
         """The lanes' configurations, in the order given."""
         return tuple(self._core.configs.values())
+
+    @property
+    def metrics(self) -> Metrics:
+        """Counters, gauges and latency histograms: ``system.metrics.snapshot()``."""
+        return self._core.metrics
 
     @property
     def dead_letters(self) -> DeadLetterQueue:
@@ -280,6 +286,15 @@ class LaneSystem:
         ``statistics().events_dropped``; scheduling never waits for a subscriber.
         """
         return self._core.bus.subscribe(tuple(event_types), buffer)
+
+    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` synchronously for every event; return an unlisten function.
+
+        For integrations that must run in the task that caused the event (tracing, alerts):
+        the callback runs before the command's handle resolves, must be quick and must not
+        raise. Most code wants :meth:`subscribe` instead.
+        """
+        return self._core.bus.listen(callback)
 
     # -- stopping ----------------------------------------------------------------------------------
 

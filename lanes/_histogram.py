@@ -1,0 +1,154 @@
+"""A small log-linear latency histogram (the bucketing scheme of HdrHistogram).
+
+Recording appends to a list (a few tens of nanoseconds), so it can sit on the hot path of
+every command; samples are folded into the buckets in batches (when 4096 are waiting, or when
+a summary is read). Percentiles come from the cumulative bucket counts. Each bucket
+spans 1/64 of a power of two, so a reported percentile is within 1.6% of the true sample
+value. Only buckets that were hit are stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+__all__ = ["Histogram", "HistogramSnapshot"]
+
+_SUB = 64  # buckets per power of two
+_frexp = math.frexp
+_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
+
+
+@attrs.frozen
+class HistogramSnapshot:
+    """Summary of a histogram: count, sum, min, max and the p50/p90/p95/p99 values."""
+
+    count: int
+    sum: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+
+    def percentile(self, p: float) -> float:
+        """One of the stored percentiles (50, 90, 95 or 99)."""
+        return {50.0: self.p50, 90.0: self.p90, 95.0: self.p95, 99.0: self.p99}[float(p)]
+
+
+class Histogram:
+    """Latency samples in seconds (>= 0), bucketed log-linearly."""
+
+    __slots__ = ("_count", "_max", "_min", "_pending", "_sum", "_zeros", "counts")
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self._pending: list[float] = []
+        self._zeros = 0
+        self._count = 0
+        self._sum = 0.0
+        self._min = math.inf
+        self._max = 0.0
+
+    def record(self, value: float) -> None:
+        """Add one sample (seconds; negative values count as 0)."""
+        pending = self._pending
+        pending.append(value)
+        if len(pending) >= 4096:
+            self._fold()
+
+    def record_many(self, values: Iterable[float]) -> None:
+        self._pending.extend(values)
+        self._fold()
+
+    def _fold(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._count += len(pending)
+        self._min = min(self._min, max(0.0, min(pending)))
+        self._max = max(self._max, max(pending))
+        positive = [value for value in pending if value > 0.0]
+        self._zeros += len(pending) - len(positive)
+        total = math.fsum(positive)
+        # value = m * 2**e with 0.5 <= m < 1; the bucket is e * SUB + the 1/SUB step of m.
+        indexes = Counter(
+            [e * _SUB + int((m - 0.5) * (2 * _SUB)) for m, e in map(_frexp, positive)]
+        )
+        counts = self.counts
+        for index, count in indexes.items():
+            counts[index] = counts.get(index, 0) + count
+        self._sum += total
+        pending.clear()
+
+    @property
+    def count(self) -> int:
+        return self._count + len(self._pending)
+
+    @property
+    def sum(self) -> float:
+        self._fold()
+        return self._sum
+
+    def percentiles(self, ps: Sequence[float] = _PERCENTILES) -> list[float]:
+        """The value at each percentile in ``ps`` (0 when empty). Rising ``ps`` are fastest."""
+        self._fold()
+        if not self._count:
+            return [0.0 for _ in ps]
+        ordered = sorted(self.counts.items())
+        result = []
+        for p in ps:
+            rank = max(1, math.ceil(p / 100.0 * self._count))
+            result.append(self._value_at_rank(rank, ordered))
+        return result
+
+    def _value_at_rank(self, rank: int, ordered: list[tuple[int, int]]) -> float:
+        seen = self._zeros
+        if rank <= seen:
+            return 0.0
+        for index, count in ordered:
+            seen += count
+            if seen >= rank:
+                return min(max(_bucket_middle(index), self._min), self._max)
+        return self._max
+
+    def snapshot(self) -> HistogramSnapshot:
+        p50, p90, p95, p99 = self.percentiles()
+        low = 0.0 if not self._count else self._min
+        return HistogramSnapshot(self._count, self._sum, low, self._max, p50, p90, p95, p99)
+
+    def merge(self, other: Histogram) -> None:
+        """Add ``other``'s samples to this histogram."""
+        self._fold()
+        other._fold()
+        for index, count in other.counts.items():
+            self.counts[index] = self.counts.get(index, 0) + count
+        self._zeros += other._zeros
+        self._count += other._count
+        self._sum += other._sum
+        self._min = min(self._min, other._min)
+        self._max = max(self._max, other._max)
+
+    def buckets(self) -> list[tuple[float, int]]:
+        """(upper bound in seconds, count) of each bucket hit, in rising order (zeros first)."""
+        self._fold()
+        pairs = [(0.0, self._zeros)] if self._zeros else []
+        pairs.extend((_bucket_upper(i), c) for i, c in sorted(self.counts.items()))
+        return pairs
+
+
+def _bucket_lower(index: int) -> float:
+    exponent, sub = divmod(index, _SUB)
+    return math.ldexp(0.5 + sub / (2 * _SUB), exponent)
+
+
+def _bucket_upper(index: int) -> float:
+    return _bucket_lower(index + 1)
+
+
+def _bucket_middle(index: int) -> float:
+    return (_bucket_lower(index) + _bucket_upper(index)) / 2

@@ -1,0 +1,69 @@
+"""Metrics of a lane system: counters, gauges and latency histograms per lane."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from ._histogram import Histogram, HistogramSnapshot
+from ._stats import COUNTERS
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["Metrics", "MetricsSnapshot"]
+
+GAUGES = ("pending", "active", "effective_priority")
+HISTOGRAMS = ("wait_seconds", "run_seconds")
+
+
+@attrs.frozen
+class MetricsSnapshot:
+    """Metrics at one moment; every mapping is keyed by metric name, then lane name.
+
+    Attributes:
+        timestamp: Trio clock time of the snapshot.
+        counters: ``submitted``, ``completed``, ``failed``, ``timed_out``, ``retried``,
+            ``dead_lettered``, ``cancelled``, ``preempted``.
+        gauges: ``pending``, ``active``, ``effective_priority``.
+        histograms: ``wait_seconds`` (pending until an attempt starts) and ``run_seconds``
+            (how long attempts ran), each with count, sum, min, max, p50/p90/p95/p99.
+    """
+
+    timestamp: float
+    counters: Mapping[str, Mapping[str, int]]
+    gauges: Mapping[str, Mapping[str, float]]
+    histograms: Mapping[str, Mapping[str, HistogramSnapshot]]
+
+
+class Metrics:
+    """Records latencies on the hot path (cheaply) and builds snapshots on demand."""
+
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        self.wait = {lane: Histogram() for lane in core.configs}
+        self.run = {lane: Histogram() for lane in core.configs}
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Counters, gauges and histograms of every lane, as of now."""
+        core = self._core
+        policy = core.policy
+        now = trio.current_time()
+        counters = {
+            name: {lane: getattr(c, name) for lane, c in core.counters.items()} for name in COUNTERS
+        }
+        gauges: dict[str, dict[str, float]] = {
+            "pending": {lane: s.pending for lane, s in policy.lanes.items()},
+            "active": {lane: s.active for lane, s in policy.lanes.items()},
+            "effective_priority": {
+                lane: policy.effective_priority(lane, now) for lane in policy.lanes
+            },
+        }
+        histograms = {
+            "wait_seconds": {lane: h.snapshot() for lane, h in self.wait.items()},
+            "run_seconds": {lane: h.snapshot() for lane, h in self.run.items()},
+        }
+        return MetricsSnapshot(now, counters, gauges, histograms)
