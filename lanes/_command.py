@@ -61,9 +61,12 @@ class Command(Job):
         "id",
         "key",
         "outcome_kind",
+        "payload",
         "scope",
         "started_at",
         "status",
+        "stored_seq",
+        "submitted_wall",
         "timeout",
         "type_name",
         "value",
@@ -98,6 +101,9 @@ class Command(Job):
         self.value: Any = None
         self.error: BaseException | None = None
         self.outcome_kind: type[Exception] | None = None
+        self.payload: str | None = None  # JSON of a durable command (None: memory only)
+        self.stored_seq = 0
+        self.submitted_wall = 0.0
         self.handle: CommandHandle[Any] = CommandHandle(self)
 
 

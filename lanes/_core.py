@@ -10,7 +10,7 @@ import itertools
 import random
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -19,6 +19,9 @@ from ._bus import EventBus
 from ._command import TERMINAL, Command, CommandStatus, Reason
 from ._config import LaneConfig
 from ._dlq import DeadLetter, DeadLetterQueue, Resubmit
+
+if TYPE_CHECKING:
+    from ._durable import Durability
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout, Permanent
 from ._metrics import Metrics
 from ._policy import JobState, Policy
@@ -44,7 +47,8 @@ class Core:
         self.counters = {c.name: LaneCounters() for c in configs}
         self.rooms = {c.name: Room(c.inbox_size) for c in configs}
         self.bus = EventBus()
-        self.dlq = DeadLetterQueue(dead_letter_limit, resubmit)
+        self.dlq = DeadLetterQueue(dead_letter_limit, resubmit, self._letter_removed, self.commit)
+        self.durable: Durability | None = None
         self.metrics = Metrics(self)
         self.keys: dict[str, Command] = {}
         self.live: dict[Command, None] = {}  # accepted, not yet terminal
@@ -65,10 +69,12 @@ class Core:
         type_name: str,
         key: str | None,
         timeout: float | None,
+        command_id: str | None = None,
     ) -> Command:
         if timeout is None:
             timeout = self.configs[lane].timeout
-        command_id = f"{self._prefix}-{next(self._ids)}"
+        if command_id is None:
+            command_id = f"{self._prefix}-{next(self._ids)}"
         return Command(self, command_id, lane, fn, args, type_name, key, timeout)
 
     def accept(self, cmd: Command, delay: float | None) -> None:
@@ -103,6 +109,8 @@ class Core:
         cmd.status = CommandStatus.RUNNING
         cmd.started_at = now
         self.metrics.wait[cmd.lane].record(now - cmd.pending_since)
+        if cmd.payload is not None and self.durable is not None:
+            self.durable.started(cmd)
         deadline = now + cmd.timeout if cmd.timeout is not None else float("inf")
         cmd.scope = trio.CancelScope(deadline=deadline)
         if self.bus.active:
@@ -125,6 +133,8 @@ class Core:
 
     def completed(self, cmd: Command) -> None:
         self.policy.finish(cmd)
+        if cmd.payload is not None and self.durable is not None:
+            self.durable.finished(cmd)
         self.counters[cmd.lane].completed += 1
         if self.bus.active:
             now = trio.current_time()
@@ -174,6 +184,8 @@ class Core:
         cmd.status = CommandStatus.RETRYING
         cmd.scope = None
         self.policy.retry(cmd, now, now + delay)
+        if cmd.payload is not None and self.durable is not None:
+            self.durable.requeued(cmd, now + delay)
         if self.bus.active:
             self.bus.emit(ev.Retrying(lane, cmd.id, now, cmd.attempts, delay, repr(error)))
         self.wake()
@@ -185,20 +197,22 @@ class Core:
         counters.failed += 1
         counters.dead_lettered += 1
         text = repr(error)
-        self.dlq.add(
-            DeadLetter(
-                cmd.id,
-                lane,
-                cmd.type_name,
-                text,
-                cmd.attempts,
-                now,
-                cmd.fn,
-                cmd.args,
-                cmd.timeout,
-                cmd.key,
-            )
+        letter = DeadLetter(
+            cmd.id,
+            lane,
+            cmd.type_name,
+            text,
+            cmd.attempts,
+            now,
+            cmd.fn,
+            cmd.args,
+            cmd.timeout,
+            cmd.key,
+            cmd.payload,
         )
+        if cmd.payload is not None and self.durable is not None:
+            self.durable.dead_lettered(cmd, letter)
+        self.dlq.add(letter)
         if self.bus.active:
             self.bus.emit(ev.Failed(lane, cmd.id, now, cmd.attempts, text))
             self.bus.emit(ev.DeadLettered(lane, cmd.id, now, cmd.attempts, text))
@@ -212,6 +226,8 @@ class Core:
         cmd.cancel_reason = None
         cmd.scope = None
         self.policy.requeue_front(cmd, now)
+        if cmd.payload is not None and self.durable is not None:
+            self.durable.requeued(cmd)
         self.counters[cmd.lane].preempted += 1
         if self.bus.active:
             self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now, cmd.attempts + 1))
@@ -271,10 +287,21 @@ class Core:
             cmd.scope.cancel()
 
     def _cancelled(self, cmd: Command) -> None:
+        if cmd.payload is not None and self.durable is not None:
+            self.durable.cancelled(cmd, cmd.cancel_reason)
         self.counters[cmd.lane].cancelled += 1
         if self.bus.active:
             self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time()))
         self._resolve(cmd, CommandStatus.CANCELLED, CommandCancelled)
+
+    def _letter_removed(self, letter_id: str) -> None:
+        if self.durable is not None:
+            self.durable.letter_removed(letter_id)
+
+    async def commit(self) -> None:
+        """Wait until storage holds every change made so far (no-op without storage)."""
+        if self.durable is not None:
+            await self.durable.journal.commit()
 
     def _release_room(self, cmd: Command) -> None:
         """A command leaves the pending queue for the first time: free its inbox place."""

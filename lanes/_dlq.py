@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import trio
 
 from ._errors import LaneError
 
@@ -39,13 +40,22 @@ class DeadLetter:
     error: str
     attempts: int
     failed_at: float
-    fn: Callable[..., Awaitable[Any]] = attrs.field(repr=False, eq=False)
+    fn: Callable[..., Awaitable[Any]] | None = attrs.field(repr=False, eq=False)
     args: tuple[Any, ...] = attrs.field(repr=False, eq=False)
     timeout: float | None = attrs.field(repr=False, eq=False, default=None)
     key: str | None = attrs.field(repr=False, eq=False, default=None)
+    payload: str | None = attrs.field(repr=False, eq=False, default=None)
 
 
 Resubmit = Callable[[DeadLetter], Awaitable[Any]]
+
+
+def _ignore(letter_id: str) -> None:
+    return None
+
+
+async def _checkpoint() -> None:
+    await trio.lowlevel.checkpoint()
 
 
 class DeadLetterQueue:
@@ -55,17 +65,26 @@ class DeadLetterQueue:
     are async because durable systems also update storage.
     """
 
-    def __init__(self, limit: int, resubmit: Resubmit) -> None:
+    def __init__(
+        self,
+        limit: int,
+        resubmit: Resubmit,
+        removed: Callable[[str], None] | None = None,
+        commit: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.limit = limit
         self.evicted = 0
         self._letters: OrderedDict[str, DeadLetter] = OrderedDict()
         self._resubmit = resubmit
+        self._removed = removed or _ignore
+        self.commit: Callable[[], Awaitable[None]] = commit or _checkpoint
 
-    def add(self, letter: DeadLetter) -> None:
+    def add(self, letter: DeadLetter, *, notify: bool = True) -> None:
         self._letters[letter.id] = letter
         while len(self._letters) > self.limit:
-            self._letters.popitem(last=False)
+            evicted, _ = self._letters.popitem(last=False)
             self.evicted += 1
+            self._removed(evicted)
 
     def list(self) -> list[DeadLetter]:
         """The letters, oldest first."""
@@ -80,8 +99,12 @@ class DeadLetterQueue:
     async def pop(self) -> DeadLetter | None:
         """Remove and return the oldest letter (None when the queue is empty)."""
         if not self._letters:
+            await self.commit()
             return None
-        return self._letters.popitem(last=False)[1]
+        letter = self._letters.popitem(last=False)[1]
+        self._removed(letter.id)
+        await self.commit()
+        return letter
 
     async def requeue(self, command_id: str) -> Any:
         """Remove the letter and submit its command again with a fresh attempt count.
@@ -98,11 +121,16 @@ class DeadLetterQueue:
             msg = f"no dead letter with id {command_id!r} (first ids: {known})"
             raise DeadLetterNotFound(msg)
         handle = await self._resubmit(letter)
-        self._letters.pop(command_id, None)
+        if self._letters.pop(command_id, None) is not None:
+            self._removed(command_id)
+            await self.commit()
         return handle
 
     async def clear(self) -> int:
         """Remove every letter; return how many were removed."""
         count = len(self._letters)
+        for letter_id in self._letters:
+            self._removed(letter_id)
         self._letters.clear()
+        await self.commit()
         return count

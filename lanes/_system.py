@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
@@ -14,23 +15,29 @@ import trio
 
 from actors import WorkerPool, single_leaf
 
+from ._codec import CommandRegistry
 from ._command import Command, CommandHandle, Reason, command_name, is_command
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
 from ._dlq import DeadLetter, DeadLetterQueue
+from ._durable import Durability
 from ._errors import (
     DrainTimeout,
     LaneConfigError,
     LaneFull,
     LaneUsageError,
+    NotDurableError,
     ShutdownInProgress,
+    StorageError,
     UnknownLaneError,
 )
 from ._lane import new_lane_pool
 from ._metrics import Metrics
+from ._room import Room
 from ._stats import LaneStatistics, SystemStatistics
 from ._supervisor import Supervisor
 from .events import Event
+from .storage import Storage, as_storage
 
 __all__ = ["LaneSystem", "open_lane_system"]
 
@@ -71,6 +78,8 @@ class LaneSystem:
         self._core = core
         self._drain_timeout = drain_timeout
         self.supervisor: Supervisor | None = None
+        self.recovered: tuple[CommandHandle[Any], ...] = ()
+        """Handles of the commands requeued from storage at start, in order."""
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -97,6 +106,7 @@ class LaneSystem:
         key: str | None = None,
         delay: float | None = None,
         timeout: float | None = None,
+        durable: bool | None = None,
     ) -> CommandHandle[T]:
         """Submit a command to ``lane``; return its handle once it is accepted.
 
@@ -110,12 +120,19 @@ class LaneSystem:
                 existing handle is returned instead.
             delay: seconds before the command becomes pending.
             timeout: hard timeout of each attempt (default: the lane's).
+            durable: with storage, whether to store the command (default: yes; a plain
+                callable needs ``durable=False``).
+
+        With storage, returns only once the command is on disk; once that write started,
+        cancellation waits for it (the command is then accepted and runs).
 
         Raises:
             UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments.
+            NotDurableError: a plain callable (or an unlisted command class) for storage.
+            StorageError: the write failed; the command was not accepted.
             ShutdownInProgress: the system no longer accepts commands.
         """
-        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout)
+        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout, durable)
         if isinstance(cmd_or_handle, CommandHandle):
             await trio.lowlevel.checkpoint()
             return cmd_or_handle
@@ -127,8 +144,21 @@ class LaneSystem:
         if existing is not None:  # a twin with the same key was accepted while we waited
             room.give()
             return existing
+        if cmd_or_handle.payload is not None:
+            await self._store(cmd_or_handle, room, delay)
         self._core.accept(cmd_or_handle, delay)
         return cmd_or_handle.handle
+
+    async def _store(self, cmd: Command, room: Room, delay: float | None) -> None:
+        durable = self._core.durable
+        assert durable is not None
+        ready_at = trio.current_time() + delay if delay else None
+        durable.journal.save(durable.row(cmd, "pending", ready_at))
+        try:
+            await durable.journal.commit()
+        except StorageError:
+            room.give()
+            raise
 
     def submit_nowait(
         self,
@@ -138,11 +168,22 @@ class LaneSystem:
         key: str | None = None,
         delay: float | None = None,
         timeout: float | None = None,
+        durable: bool | None = None,
     ) -> CommandHandle[T]:
-        """Like :meth:`submit`, but raise :class:`LaneFull` instead of waiting for room."""
-        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout)
+        """Like :meth:`submit`, but raise :class:`LaneFull` instead of waiting for room.
+
+        Raises:
+            LaneUsageError: a durable command (it cannot wait for storage; use ``submit``).
+        """
+        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout, durable)
         if isinstance(cmd_or_handle, CommandHandle):
             return cmd_or_handle
+        if cmd_or_handle.payload is not None:
+            msg = (
+                "submit_nowait cannot wait for storage; use `await submit()` for durable "
+                "commands, or pass durable=False"
+            )
+            raise LaneUsageError(msg)
         if not self._core.rooms[lane].take_nowait():
             size = self._core.configs[lane].inbox_size
             msg = (
@@ -161,13 +202,14 @@ class LaneSystem:
         key: str | None = None,
         delay: float | None = None,
         timeout: float | None = None,
+        durable: bool | None = None,
     ) -> T:
         """Submit and wait for the result, like calling ``fn`` in the lane.
 
         Cancelling ``run`` cancels the command too (unless another caller shares it by key).
         """
         handle: CommandHandle[T] = await self.submit(
-            lane, fn, *args, key=key, delay=delay, timeout=timeout
+            lane, fn, *args, key=key, delay=delay, timeout=timeout, durable=durable
         )
         try:
             return await handle.result()
@@ -184,6 +226,7 @@ class LaneSystem:
         key: str | None,
         delay: float | None,
         timeout: float | None,
+        durable: bool | None = None,
     ) -> Command | CommandHandle[Any]:
         core = self._core
         if not core.accepting:
@@ -198,7 +241,35 @@ class LaneSystem:
         existing = self._existing(key)
         if existing is not None:
             return existing
-        return core.new_command(lane, call, () if is_command(fn) else args, type_name, key, timeout)
+        payload = self._payload(fn, durable)
+        cmd = core.new_command(lane, call, () if is_command(fn) else args, type_name, key, timeout)
+        if payload is not None:
+            assert core.durable is not None
+            cmd.payload = payload
+            cmd.stored_seq = core.durable.journal.take_seq()
+            cmd.submitted_wall = core.durable.storage.clock()
+        return cmd
+
+    def _payload(self, fn: Any, durable: bool | None) -> str | None:
+        """The JSON to store for ``fn``, or None when it is not stored."""
+        if durable is not None and not isinstance(durable, bool):
+            msg = f"submit: durable={durable!r} is invalid; expected True, False or None"
+            raise LaneConfigError(msg)
+        store = self._core.durable
+        if store is None:
+            if durable:
+                msg = "submit: durable=True needs a storage: open_lane_system(storage=...)"
+                raise LaneConfigError(msg)
+            return None
+        if durable is False:
+            return None
+        if not is_command(fn):
+            msg = (
+                f"submit: {getattr(fn, '__qualname__', fn)!r} is a plain callable and "
+                "cannot be stored; submit a @lanes.command object, or pass durable=False"
+            )
+            raise NotDurableError(msg)
+        return store.registry.encode(fn)[1]
 
     def _existing(self, key: str | None) -> CommandHandle[Any] | None:
         if key is None:
@@ -348,6 +419,13 @@ class LaneSystem:
         self._core.bus.close()
 
     async def _requeue_letter(self, letter: DeadLetter) -> CommandHandle[Any]:
+        durable = self._core.durable
+        if letter.payload is not None and durable is not None:
+            obj = durable.registry.decode(letter.command_type, letter.payload)
+            return await self.submit(letter.lane, obj, key=letter.key, timeout=letter.timeout)
+        if letter.fn is None:
+            msg = f"dead letter {letter.id} cannot be requeued: its command was not stored"
+            raise StorageError(msg)
         return await self.submit(
             letter.lane, letter.fn, *letter.args, key=letter.key, timeout=letter.timeout
         )
@@ -414,6 +492,8 @@ def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
     *,
     max_concurrency: int | None = None,
+    storage: str | os.PathLike[str] | Storage | None = None,
+    commands: Iterable[type] = (),
     dead_letter_limit: int = 1000,
     drain_timeout: float | None = 30.0,
 ) -> _LaneSystemContext:
@@ -422,6 +502,10 @@ def open_lane_system(
     Args:
         lanes: the lane configurations (default: :data:`DEFAULT_LANES`).
         max_concurrency: global cap on running commands across lanes (None: no cap).
+        storage: a path (embedded SQLite), a ``Storage`` object, or None (memory only).
+            With storage, ``@lanes.command`` objects are written before ``submit``
+            returns, and what is unfinished at exit is requeued at the next start.
+        commands: the ``@lanes.command`` classes that may be stored and rebuilt.
         dead_letter_limit: how many dead letters are kept (the oldest is evicted beyond).
         drain_timeout: on normal exit, how long to wait for accepted commands before
             cancelling what is left (None: wait as long as it takes).
@@ -432,8 +516,15 @@ def open_lane_system(
 
     Raises:
         LaneConfigError: invalid lanes or parameters (before anything starts).
+        StorageError: on entering: the storage cannot be opened (a missing directory, a
+            file that is not a trio-lanes database, a newer schema); nothing has started.
     """
     configs, cap = validate_lanes(lanes, max_concurrency)
+    store = as_storage(storage)
+    if isinstance(commands, str) or not isinstance(commands, Iterable):
+        msg = f"open_lane_system: commands={commands!r} is invalid; expected a list of classes"
+        raise LaneConfigError(msg)
+    registry = CommandRegistry(commands)
     if (
         isinstance(dead_letter_limit, bool)
         or not isinstance(dead_letter_limit, int)
@@ -445,7 +536,9 @@ def open_lane_system(
         )
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
-    return _LaneSystemContext(lambda: _serve(configs, cap, dead_letter_limit, drain))
+    return _LaneSystemContext(
+        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry)
+    )
 
 
 @asynccontextmanager
@@ -454,18 +547,28 @@ async def _serve(
     cap: int | None,
     dead_letter_limit: int,
     drain_timeout: float | None,
+    storage: Storage | None,
+    registry: CommandRegistry,
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
     core = Core(configs, cap, dead_letter_limit, lambda letter: system._requeue_letter(letter))
     system = LaneSystem(core, drain_timeout)
+    if storage is not None:  # opened before any task starts: errors surface as themselves
+        await storage.open()
+        core.durable = Durability(storage, registry)
     try:
         async with trio.open_nursery() as nursery:
+            if core.durable is not None:
+                await nursery.start(core.durable.journal.run)
             pools: dict[str, WorkerPool[Command, int]] = {}
             for config in configs:
                 pools[config.name] = pool = new_lane_pool(core, config.name)
                 await nursery.start(pool.serve, name=pool.name)
             system.supervisor = Supervisor(core, pools)
             await nursery.start(system.supervisor.run)
+            if core.durable is not None:
+                recovered = await core.durable.recover(core)
+                system.recovered = tuple(cmd.handle for cmd in recovered)
             try:
                 yield system
             except BaseException:
@@ -482,3 +585,5 @@ async def _serve(
         raise leaf from leaf.__cause__
     finally:
         system._finalize()
+        if core.durable is not None:
+            await core.durable.journal.close()

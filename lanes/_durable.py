@@ -1,0 +1,173 @@
+"""What a durable lane system writes for each command, and its recovery at start."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._codec import CommandRegistry
+from ._command import Command, Reason
+from ._dlq import DeadLetter
+from ._errors import StorageError
+from ._journal import Journal
+from .storage import Storage, StoredCommand, StoredLetter
+
+if TYPE_CHECKING:
+    from ._core import Core
+
+__all__ = ["Durability"]
+
+
+class Durability:
+    """The storage side of a durable system: the journal, the registry and the row format."""
+
+    def __init__(self, storage: Storage, registry: CommandRegistry) -> None:
+        self.storage = storage
+        self.registry = registry
+        self.journal = Journal(storage)
+
+    def _wall(self, trio_time: float | None) -> float | None:
+        if trio_time is None:
+            return None
+        return self.storage.clock() + (trio_time - trio.current_time())
+
+    def row(self, cmd: Command, status: str, ready_at: float | None = None) -> StoredCommand:
+        assert cmd.payload is not None
+        return StoredCommand(
+            cmd.id,
+            cmd.stored_seq,
+            cmd.lane,
+            cmd.type_name,
+            cmd.payload,
+            cmd.key,
+            status,
+            cmd.attempts,
+            self._wall(ready_at),
+            cmd.timeout,
+            cmd.submitted_wall,
+        )
+
+    # -- life-cycle hooks (synchronous; written by the journal's next batch) ---------------
+
+    def started(self, cmd: Command) -> None:
+        self.journal.save(self.row(cmd, "running"))
+
+    def requeued(self, cmd: Command, ready_at: float | None = None) -> None:
+        self.journal.save(self.row(cmd, "pending", ready_at))
+
+    def finished(self, cmd: Command) -> None:
+        self.journal.delete(cmd.id)
+
+    def cancelled(self, cmd: Command, reason: Reason | None) -> None:
+        if reason is not Reason.SHUTDOWN:  # shut down: kept for the next start
+            self.journal.delete(cmd.id)
+
+    def dead_lettered(self, cmd: Command, letter: DeadLetter) -> None:
+        assert cmd.payload is not None
+        self.journal.delete(cmd.id)
+        self.journal.save_letter(
+            StoredLetter(
+                letter.id,
+                cmd.stored_seq,
+                letter.lane,
+                letter.command_type,
+                cmd.payload,
+                cmd.key,
+                letter.error,
+                letter.attempts,
+                self.storage.clock(),
+                cmd.timeout,
+            )
+        )
+
+    def letter_removed(self, letter_id: str) -> None:
+        self.journal.delete_letter(letter_id)
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    async def recover(self, core: Core) -> list[Command]:
+        """Requeue what the storage holds; return the recovered commands in order.
+
+        Pending commands keep their order; those that were running at a crash run again
+        (at-least-once) with the interrupted attempt counted. A stored command that cannot
+        be rebuilt (unknown type or lane) is moved to the dead-letter queue, never dropped.
+        """
+        recovered = await self.storage.recover()
+        seqs = [row.seq for row in recovered.commands] + [row.seq for row in recovered.letters]
+        self.journal.next_seq = max(seqs, default=0) + 1
+        for stored in recovered.letters:
+            core.dlq.add(self._letter(stored), notify=False)
+        commands = []
+        for row in recovered.commands:
+            cmd = self._rebuild(core, row)
+            if cmd is not None:
+                commands.append(cmd)
+        await self.journal.commit()
+        return commands
+
+    def _letter(self, stored: StoredLetter) -> DeadLetter:
+        return DeadLetter(
+            stored.id,
+            stored.lane,
+            stored.type,
+            stored.error,
+            stored.attempts,
+            trio.current_time() - (self.storage.clock() - stored.failed_at),
+            None,
+            (),
+            stored.timeout,
+            stored.key,
+            stored.payload,
+        )
+
+    def _rebuild(self, core: Core, row: StoredCommand) -> Command | None:
+        try:
+            if row.lane not in core.configs:
+                known = ", ".join(core.configs)
+                msg = f"stored command's lane {row.lane!r} no longer exists (lanes: {known})"
+                raise StorageError(msg)
+            obj = self.registry.decode(row.type, row.payload)
+        except StorageError as exc:
+            letter = DeadLetter(
+                row.id,
+                row.lane,
+                row.type,
+                repr(exc),
+                row.attempts,
+                trio.current_time(),
+                None,
+                (),
+                row.timeout,
+                row.key,
+                row.payload,
+            )
+            self.journal.delete(row.id)
+            self.journal.save_letter(
+                StoredLetter(
+                    row.id,
+                    row.seq,
+                    row.lane,
+                    row.type,
+                    row.payload,
+                    row.key,
+                    letter.error,
+                    row.attempts,
+                    self.storage.clock(),
+                    row.timeout,
+                )
+            )
+            core.dlq.add(letter, notify=False)
+            return None
+        cmd = core.new_command(
+            row.lane, obj.execute, (), row.type, row.key, row.timeout, command_id=row.id
+        )
+        cmd.payload = row.payload
+        cmd.stored_seq = row.seq
+        cmd.submitted_wall = row.submitted_at
+        cmd.attempts = row.attempts
+        delay = None
+        if row.ready_at is not None:
+            delay = max(0.0, row.ready_at - self.storage.clock())
+        core.accept(cmd, delay)
+        return cmd

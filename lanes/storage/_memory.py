@@ -1,0 +1,57 @@
+"""In-memory storage: the durable code path without a disk (tests, simulated restarts)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import trio
+
+from ._protocol import Recovered, StoredCommand, StoredLetter, WriteBatch
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage:
+    """Keeps rows in dicts. Reuse one object across systems to simulate a restart.
+
+    Args:
+        clock: wall clock for delays (default ``time.time``; tests may pass
+            ``trio.current_time``).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.commands: dict[str, StoredCommand] = {}
+        self.letters: dict[str, StoredLetter] = {}
+        self.writes = 0
+        self._clock = clock
+
+    def clock(self) -> float:
+        return self._clock()
+
+    async def open(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def recover(self) -> Recovered:
+        await trio.lowlevel.checkpoint()
+        commands = sorted(self.commands.values(), key=lambda c: c.seq)
+        letters = sorted(self.letters.values(), key=lambda letter: letter.seq)
+        return Recovered(tuple(commands), tuple(letters))
+
+    async def write(self, batch: WriteBatch) -> None:
+        await trio.lowlevel.checkpoint()
+        self.apply(batch)
+
+    def apply(self, batch: WriteBatch) -> None:
+        self.writes += 1
+        for row in batch.save:
+            self.commands[row.id] = row
+        for command_id in batch.delete:
+            self.commands.pop(command_id, None)
+        for letter in batch.save_letters:
+            self.letters[letter.id] = letter
+        for letter_id in batch.delete_letters:
+            self.letters.pop(letter_id, None)
+
+    async def close(self) -> None:
+        await trio.lowlevel.checkpoint()

@@ -1,0 +1,245 @@
+"""Embedded SQLite storage: WAL mode, fsync on commit, driven from a worker thread."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from .._errors import StorageError
+from ._protocol import Recovered, StoredCommand, StoredLetter, WriteBatch
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
+
+T = TypeVar("T")
+APPLICATION_ID = 0x4C414E45  # "LANE": marks a database as ours
+SCHEMA_VERSION = 1
+_HEADER = b"SQLite format 3\x00"
+
+_COMMAND_COLUMNS = (
+    "id, seq, lane, type, payload, key, status, attempts, ready_at, timeout, submitted_at"
+)
+_LETTER_COLUMNS = "id, seq, lane, type, payload, key, error, attempts, failed_at, timeout"
+
+
+def _create_v1(db: sqlite3.Connection) -> None:
+    db.execute(f"CREATE TABLE commands ({_COMMAND_COLUMNS})")
+    db.execute("CREATE INDEX commands_by_seq ON commands(seq)")
+    db.execute(f"CREATE TABLE dead_letters ({_LETTER_COLUMNS})")
+    db.execute("CREATE UNIQUE INDEX commands_id ON commands(id)")
+    db.execute("CREATE UNIQUE INDEX dead_letters_id ON dead_letters(id)")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1}
+"""``MIGRATIONS[v]`` upgrades a database from schema version ``v`` to ``v + 1``."""
+
+
+class SqliteStorage:
+    """Durable storage in one SQLite file (the embedded default).
+
+    Every write is one transaction committed with ``synchronous=FULL`` in WAL mode, so a
+    batch is on disk when :meth:`write` returns. All SQLite calls run in a worker thread
+    (one at a time), never on the Trio thread. The file is created with mode 0600.
+
+    Args:
+        path: the database file. Its directory must exist; an existing file must be a
+            trio-lanes database.
+        clock: wall clock for delays across restarts (default ``time.time``).
+        max_pages: optional SQLite ``max_page_count`` (a size cap; tests use it to
+            simulate a full disk).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        max_pages: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._max_pages = max_pages
+        self._db: sqlite3.Connection | None = None
+        self._limiter = trio.CapacityLimiter(1)
+
+    def __repr__(self) -> str:
+        return f"SqliteStorage({str(self.path)!r})"
+
+    def clock(self) -> float:
+        return self._clock()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def open(self) -> None:
+        """Validate the path, create or upgrade the schema.
+
+        Raises:
+            StorageError: missing directory, a file that is not ours, a newer schema.
+        """
+        await self._call(self._open)
+
+    def _open(self) -> None:
+        path = self.path
+        if not path.parent.is_dir():
+            msg = f"{self!r}: directory {str(path.parent)!r} does not exist; create it first"
+            raise StorageError(msg)
+        if path.exists():
+            self._check_ours(path)
+        else:
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except OSError as exc:
+                raise StorageError(f"{self!r}: cannot create the database: {exc}") from exc
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            if self._max_pages is not None:
+                db.execute(f"PRAGMA max_page_count={int(self._max_pages)}")
+            self._migrate(db)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self!r}: cannot open the database: {exc}") from exc
+        self._db = db
+
+    def _check_ours(self, path: Path) -> None:
+        with path.open("rb") as file:
+            header = file.read(100)
+        if not header:
+            return  # an empty file: a new database
+        if not header.startswith(_HEADER):
+            msg = (
+                f"{self!r}: the file is not a SQLite database; refusing to touch it "
+                "(choose another path)"
+            )
+            raise StorageError(msg)
+        app_id = int.from_bytes(header[68:72], "big")
+        if app_id != APPLICATION_ID:
+            msg = (
+                f"{self!r}: the file is a SQLite database of another application "
+                f"(application_id {app_id:#x}); refusing to touch it (choose another path)"
+            )
+            raise StorageError(msg)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            msg = (
+                f"{self!r}: database schema version {version} is newer than this trio-lanes "
+                f"supports ({SCHEMA_VERSION}); upgrade trio-lanes"
+            )
+            raise StorageError(msg)
+        while version < SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")
+            MIGRATIONS[version](db)
+            version += 1
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version={version}")
+            db.execute("COMMIT")
+
+    async def recover(self) -> Recovered:
+        """Unfinished commands and dead letters, oldest first."""
+        return await self._call(self._recover)
+
+    def _recover(self) -> Recovered:
+        db = self._connection()
+        try:
+            rows = db.execute(f"SELECT {_COMMAND_COLUMNS} FROM commands ORDER BY seq").fetchall()
+            letters = db.execute(
+                f"SELECT {_LETTER_COLUMNS} FROM dead_letters ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self!r}: cannot read the database: {exc}") from exc
+        return Recovered(
+            tuple(StoredCommand(*row) for row in rows), tuple(StoredLetter(*row) for row in letters)
+        )
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Apply ``batch`` in one transaction, on disk when this returns.
+
+        Cancellation waits for the transaction to finish (it is never half applied).
+        """
+        await self._call(self._write, batch)
+
+    def _write(self, batch: WriteBatch) -> None:
+        db = self._connection()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if batch.save:
+                    db.executemany(
+                        f"INSERT OR REPLACE INTO commands ({_COMMAND_COLUMNS}) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        [_command_row(row) for row in batch.save],
+                    )
+                if batch.delete:
+                    db.executemany(
+                        "DELETE FROM commands WHERE id = ?", [(i,) for i in batch.delete]
+                    )
+                if batch.save_letters:
+                    db.executemany(
+                        f"INSERT OR REPLACE INTO dead_letters ({_LETTER_COLUMNS}) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        [_letter_row(letter) for letter in batch.save_letters],
+                    )
+                if batch.delete_letters:
+                    db.executemany(
+                        "DELETE FROM dead_letters WHERE id = ?",
+                        [(i,) for i in batch.delete_letters],
+                    )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self!r}: write failed: {exc}") from exc
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StorageError(f"{self!r} is not open")
+        return self._db
+
+    async def close(self) -> None:
+        """Close the database (a no-op if it is not open)."""
+        await self._call(self._close)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+def _command_row(row: StoredCommand) -> tuple[Any, ...]:
+    return (
+        row.id,
+        row.seq,
+        row.lane,
+        row.type,
+        row.payload,
+        row.key,
+        row.status,
+        row.attempts,
+        row.ready_at,
+        row.timeout,
+        row.submitted_at,
+    )
+
+
+def _letter_row(row: StoredLetter) -> tuple[Any, ...]:
+    return (
+        row.id,
+        row.seq,
+        row.lane,
+        row.type,
+        row.payload,
+        row.key,
+        row.error,
+        row.attempts,
+        row.failed_at,
+        row.timeout,
+    )
