@@ -107,7 +107,8 @@ class Journal:
         error: StorageError | None = None
         if batch:
             try:
-                await self.storage.write(batch)
+                with trio.CancelScope(shield=True):  # a batch taken is always written
+                    await self.storage.write(batch)
                 self.batches += 1
             except StorageError as exc:
                 error = exc
