@@ -98,6 +98,11 @@ class SqliteStorage:
                 raise StorageError(f"{self!r}: cannot create the database: {exc}") from exc
         try:
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            try:
+                self._check_application(db)
+            except StorageError:
+                db.close()
+                raise
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             if self._max_pages is not None:
@@ -109,22 +114,28 @@ class SqliteStorage:
 
     def _check_ours(self, path: Path) -> None:
         with path.open("rb") as file:
-            header = file.read(100)
-        if not header:
-            return  # an empty file: a new database
-        if not header.startswith(_HEADER):
+            header = file.read(len(_HEADER))
+        if header and header != _HEADER:
             msg = (
                 f"{self!r}: the file is not a SQLite database; refusing to touch it "
                 "(choose another path)"
             )
             raise StorageError(msg)
-        app_id = int.from_bytes(header[68:72], "big")
-        if app_id != APPLICATION_ID:
-            msg = (
-                f"{self!r}: the file is a SQLite database of another application "
-                f"(application_id {app_id:#x}); refusing to touch it (choose another path)"
-            )
-            raise StorageError(msg)
+
+    def _check_application(self, db: sqlite3.Connection) -> None:
+        """Ours, or an empty database; read through SQLite (the header may be in the WAL)."""
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        if app_id == APPLICATION_ID:
+            return
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app_id == 0 and tables == 0:
+            return  # an empty database: ours to initialise
+        msg = (
+            f"{self!r}: the file is a SQLite database of another application "
+            f"(application_id {app_id:#x}, {tables} tables); refusing to touch it "
+            "(choose another path)"
+        )
+        raise StorageError(msg)
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
