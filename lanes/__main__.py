@@ -1,8 +1,9 @@
-"""The ``lanes`` command line: ``python -m lanes demo``."""
+"""The ``lanes`` command line: ``demo``, ``top``, ``inspect``, ``dead-letters``."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +17,22 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="an agent session in miniature on the default lanes")
     demo.add_argument("--seed", type=int, default=1, help="random seed of the workload")
+    top = commands.add_parser("top", help="a live view of a running system's lanes")
+    top.add_argument(
+        "url",
+        nargs="?",
+        default="http://127.0.0.1:9464/metrics",
+        help="the system's /metrics URL (lanes.prometheus.serve_metrics)",
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between scrapes")
+    inspect = commands.add_parser("inspect", help="pending commands and dead letters in a db")
+    inspect.add_argument("path", help="the lane system's SQLite database")
+    letters = commands.add_parser("dead-letters", help="list, requeue or clear dead letters")
+    letters.add_argument("path", help="the lane system's SQLite database")
+    action = letters.add_mutually_exclusive_group()
+    action.add_argument("--requeue", metavar="ID", help="move a letter back to its lane")
+    action.add_argument("--clear", action="store_true", help="delete every dead letter")
     return parser
 
 
@@ -24,6 +41,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         trio.run(run_demo, args.seed)
+    elif args.command == "top":
+        return _top(args.url, args.once, args.interval)
+    elif args.command in ("inspect", "dead-letters"):
+        return _storage_command(args)
+    return 0
+
+
+def _storage_command(args: argparse.Namespace) -> int:
+    from ._cli_storage import dead_letters_command, inspect_command
+    from ._errors import StorageError
+
+    try:
+        if args.command == "inspect":
+            print(inspect_command(args.path))
+        else:
+            print(dead_letters_command(args.path, args.requeue, args.clear))
+    except StorageError as error:
+        print(f"lanes {args.command}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _top(url: str, once: bool, interval: float) -> int:
+    from ._errors import LaneConfigError
+    from ._top import ScrapeError, run_top
+
+    try:
+        trio.run(functools.partial(run_top, url, once=once, interval=interval))
+    except (LaneConfigError, ScrapeError) as error:
+        print(f"lanes top: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
     return 0
 
 

@@ -74,3 +74,15 @@ def test_scheduling(capsys: pytest.CaptureFixture[str]) -> None:
     assert "LLM calls preempted: 1" in out
     assert "['done', 'done', 'done']" in out
     assert "effective priority after 6 s: 3" in out
+
+
+def test_durable(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = load("durable")
+    path = str(tmp_path / "demo.db")
+    with pytest.raises(SystemExit):
+        trio.run(module.main, path)
+    assert "submitted 5 emails" in capsys.readouterr().out
+    trio.run(module.main, path)
+    out = capsys.readouterr().out
+    assert "recovered 3 unfinished command(s)" in out
+    assert out.count("sent 'hello'") == 3
