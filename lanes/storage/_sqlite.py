@@ -178,31 +178,21 @@ class SqliteStorage:
         await self._call(self._write, batch)
 
     def _write(self, batch: WriteBatch) -> None:
+        # Few statements, each with many rows: the sqlite3 module releases and retakes the
+        # GIL around every step, and each retake may wait for the busy Trio thread.
         db = self._connection()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                if batch.save:
-                    db.executemany(
-                        f"INSERT OR REPLACE INTO commands ({_COMMAND_COLUMNS}) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                        [_command_row(row) for row in batch.save],
-                    )
-                if batch.delete:
-                    db.executemany(
-                        "DELETE FROM commands WHERE id = ?", [(i,) for i in batch.delete]
-                    )
-                if batch.save_letters:
-                    db.executemany(
-                        f"INSERT OR REPLACE INTO dead_letters ({_LETTER_COLUMNS}) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                        [_letter_row(letter) for letter in batch.save_letters],
-                    )
-                if batch.delete_letters:
-                    db.executemany(
-                        "DELETE FROM dead_letters WHERE id = ?",
-                        [(i,) for i in batch.delete_letters],
-                    )
+                _insert(db, "commands", _COMMAND_COLUMNS, [_command_row(r) for r in batch.save])
+                _delete(db, "commands", batch.delete)
+                _insert(
+                    db,
+                    "dead_letters",
+                    _LETTER_COLUMNS,
+                    [_letter_row(r) for r in batch.save_letters],
+                )
+                _delete(db, "dead_letters", batch.delete_letters)
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -223,6 +213,31 @@ class SqliteStorage:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+_CHUNK_VARIABLES = 30_000  # below SQLite's limit of bound variables per statement
+
+
+def _insert(db: sqlite3.Connection, table: str, columns: str, rows: list[tuple[Any, ...]]) -> None:
+    if not rows:
+        return
+    width = len(rows[0])
+    step = max(1, _CHUNK_VARIABLES // width)
+    one = "(" + ",".join("?" * width) + ")"
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        values = [value for row in chunk for value in row]
+        db.execute(
+            f"INSERT OR REPLACE INTO {table} ({columns}) VALUES " + ",".join([one] * len(chunk)),
+            values,
+        )
+
+
+def _delete(db: sqlite3.Connection, table: str, ids: tuple[str, ...]) -> None:
+    step = _CHUNK_VARIABLES
+    for start in range(0, len(ids), step):
+        chunk = ids[start : start + step]
+        db.execute(f"DELETE FROM {table} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
 
 
 def _command_row(row: StoredCommand) -> tuple[Any, ...]:
