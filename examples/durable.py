@@ -44,4 +44,4 @@ async def main(path: str = "lanes-demo.db") -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, *sys.argv[1:2])
+    trio.run(main, sys.argv[1] if len(sys.argv) > 1 else "lanes-demo.db")

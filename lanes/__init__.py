@@ -8,6 +8,8 @@
 """
 
 from . import events
+from ._alerts import AlertCallback, AlertMonitor, AlertRule, open_alert_monitor
+from ._backends import InMemoryBackend, MetricsBackend, export_metrics
 from ._command import CommandHandle, CommandStatus, command
 from ._config import DEFAULT_LANES, LaneConfig, PriorityBoost, RateLimit, RetryPolicy
 from ._dlq import DeadLetter, DeadLetterNotFound, DeadLetterQueue
@@ -35,6 +37,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LANES",
+    "AlertCallback",
+    "AlertMonitor",
+    "AlertRule",
     "CommandCancelled",
     "CommandFailed",
     "CommandHandle",
@@ -45,6 +50,7 @@ __all__ = [
     "DeadLetterQueue",
     "DrainTimeout",
     "HistogramSnapshot",
+    "InMemoryBackend",
     "LaneConfig",
     "LaneConfigError",
     "LaneError",
@@ -53,6 +59,7 @@ __all__ = [
     "LaneSystem",
     "LaneUsageError",
     "Metrics",
+    "MetricsBackend",
     "MetricsSnapshot",
     "NotDurableError",
     "Permanent",
@@ -65,5 +72,7 @@ __all__ = [
     "UnknownLaneError",
     "command",
     "events",
+    "export_metrics",
+    "open_alert_monitor",
     "open_lane_system",
 ]

@@ -69,7 +69,10 @@ def _top(url: str, once: bool, interval: float) -> int:
 
     try:
         trio.run(functools.partial(run_top, url, once=once, interval=interval))
-    except (LaneConfigError, ScrapeError) as error:
+    except LaneConfigError as error:  # its message names "lanes top" already
+        print(error, file=sys.stderr)
+        return 1
+    except ScrapeError as error:
         print(f"lanes top: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

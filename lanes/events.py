@@ -12,6 +12,8 @@ from typing import ClassVar
 import attrs
 
 __all__ = [
+    "AlertCleared",
+    "AlertRaised",
     "Cancelled",
     "Completed",
     "DeadLettered",
@@ -111,3 +113,29 @@ class Cancelled(Event):
     """The command was cancelled (by its handle, ``cancel_lane``, drain or shutdown)."""
 
     key: ClassVar[str] = "lane.command.cancelled"
+
+
+@attrs.frozen
+class AlertRaised(Event):
+    """A lane's ``metric`` reached ``threshold`` at ``level`` ("warning" or "critical").
+
+    Raised by an alert monitor (``lanes.open_alert_monitor``) once per crossing; it has no
+    command, so ``command_id`` is ``""``.
+    """
+
+    key: ClassVar[str] = "lane.alert.raised"
+    level: str = "warning"
+    metric: str = ""
+    value: float = 0.0
+    threshold: float = 0.0
+
+
+@attrs.frozen
+class AlertCleared(Event):
+    """A raised ``level`` ended: ``value`` fell below ``threshold`` (its clear threshold)."""
+
+    key: ClassVar[str] = "lane.alert.cleared"
+    level: str = "warning"
+    metric: str = ""
+    value: float = 0.0
+    threshold: float = 0.0

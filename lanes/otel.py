@@ -1,0 +1,221 @@
+"""OpenTelemetry tracing of a lane system (``pip install trio-lanes[otel]``).
+
+.. code-block:: python
+
+    async with lanes.open_lane_system() as system:
+        uninstrument = lanes.otel.instrument(system)
+        with tracer.start_as_current_span("request"):
+            await system.run("query", fetch_page, url)  # traced under "request"
+
+Each command gets a ``lanes.command`` span from ``submit`` to its final outcome, a child of
+the span that was current in the submitting task. Each attempt gets a ``lanes.execute``
+span, a child of the command's span, which is the current span while the command runs: spans
+the command makes itself nest under it, in whichever lane worker runs it. Retries, timeouts
+and preemptions appear as span events on the command's span.
+
+Attributes: ``lanes.lane``, ``lanes.priority`` (configured), ``lanes.command.id``,
+``lanes.command.type``; on attempts ``lanes.attempt``, ``lanes.wait_seconds`` (pending
+before this attempt) and ``lanes.execution_seconds``; ``lanes.outcome`` on both (completed,
+retrying, timed_out, preempted, failed or cancelled) and ``lanes.attempts`` on the command.
+Durations are measured on the Trio clock, as the lane system's events are; span start and
+end times are OpenTelemetry's (wall clock).
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import trio
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
+except ImportError as error:  # pragma: no cover - depends on the environment
+    msg = "lanes.otel needs OpenTelemetry: pip install 'trio-lanes[otel]'"
+    raise ImportError(msg) from error
+
+from . import events as ev
+
+if TYPE_CHECKING:
+    from ._system import LaneSystem
+
+__all__ = ["instrument"]
+
+TRACER_NAME = "lanes"
+
+
+def instrument(
+    system: LaneSystem, *, tracer_provider: TracerProvider | None = None
+) -> Callable[[], None]:
+    """Trace every command of ``system`` from now on; return a function that stops it.
+
+    Args:
+        system: the lane system to trace.
+        tracer_provider: where spans go (default: the global tracer provider).
+
+    Stopping (calling the returned function) ends the spans of commands still in flight
+    without an outcome; the commands themselves are not affected.
+    """
+    from . import __version__
+
+    tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider=tracer_provider)
+    tracing = _Tracing(tracer, {config.name: config.priority for config in system.lanes})
+    unlisten = system.listen(tracing.on_event)
+
+    def uninstrument() -> None:
+        unlisten()
+        tracing.close()
+
+    return uninstrument
+
+
+class _Spans:
+    """The open spans of one command; the attempt's context token and its task."""
+
+    __slots__ = ("attempt", "attempts", "command", "started_at", "task", "token")
+
+    def __init__(self, command: Span) -> None:
+        self.command = command
+        self.attempt: Span | None = None
+        self.attempts = 0
+        self.token: contextvars.Token[otel_context.Context] | None = None
+        self.task: trio.lowlevel.Task | None = None
+        self.started_at = 0.0
+
+
+class _Tracing:
+    """The listener: opens and ends spans as the system's events arrive."""
+
+    def __init__(self, tracer: trace.Tracer, priorities: dict[str, int]) -> None:
+        self._tracer = tracer
+        self._priorities = priorities
+        self._open: dict[str, _Spans] = {}
+        self._handlers: dict[type[ev.Event], Callable[[ev.Event], None]] = {
+            ev.Submitted: self._submitted,
+            ev.Started: self._started,
+            ev.Completed: self._completed,
+            ev.Retrying: self._retrying,
+            ev.TimedOut: self._timed_out,
+            ev.Preempted: self._preempted,
+            ev.Failed: self._failed,
+            ev.Cancelled: self._cancelled,
+        }
+
+    def on_event(self, event: ev.Event) -> None:
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _submitted(self, event: ev.Event) -> None:
+        """In the submitter's task: the current context is the command span's parent."""
+        assert isinstance(event, ev.Submitted)
+        span = self._tracer.start_span(
+            "lanes.command",
+            context=otel_context.get_current(),
+            attributes={
+                "lanes.lane": event.lane,
+                "lanes.priority": self._priorities.get(event.lane, -1),
+                "lanes.command.id": event.command_id,
+                "lanes.command.type": event.command_type,
+            },
+        )
+        self._open[event.command_id] = _Spans(span)
+
+    def _started(self, event: ev.Event) -> None:
+        """In the worker's task: open the attempt's span and make it current there."""
+        assert isinstance(event, ev.Started)
+        spans = self._open.get(event.command_id)
+        if spans is None:
+            return  # submitted before tracing started
+        span = self._tracer.start_span(
+            "lanes.execute",
+            context=trace.set_span_in_context(spans.command),
+            attributes={
+                "lanes.lane": event.lane,
+                "lanes.priority": self._priorities.get(event.lane, -1),
+                "lanes.command.id": event.command_id,
+                "lanes.attempt": event.attempt,
+                "lanes.wait_seconds": event.waited,
+            },
+        )
+        spans.attempt, spans.attempts, spans.started_at = span, event.attempt, event.timestamp
+        spans.token = otel_context.attach(trace.set_span_in_context(span))
+        spans.task = trio.lowlevel.current_task()
+
+    def _end_attempt(self, event: ev.Event, outcome: str, error: str = "") -> _Spans | None:
+        spans = self._open.get(event.command_id)
+        if spans is None or spans.attempt is None:
+            return spans
+        span = spans.attempt
+        span.set_attribute("lanes.execution_seconds", event.timestamp - spans.started_at)
+        span.set_attribute("lanes.outcome", outcome)
+        if error:
+            span.set_status(Status(StatusCode.ERROR, error))
+        _detach(spans)
+        span.end()
+        spans.attempt = None
+        return spans
+
+    def _end_command(self, event: ev.Event, outcome: str, attempts: int, error: str = "") -> None:
+        spans = self._open.pop(event.command_id, None)
+        if spans is None:
+            return
+        spans.command.set_attribute("lanes.outcome", outcome)
+        spans.command.set_attribute("lanes.attempts", attempts)
+        if error:
+            spans.command.set_status(Status(StatusCode.ERROR, error))
+        spans.command.end()
+
+    def _completed(self, event: ev.Event) -> None:
+        assert isinstance(event, ev.Completed)
+        self._end_attempt(event, "completed")
+        self._end_command(event, "completed", event.attempt)
+
+    def _retrying(self, event: ev.Event) -> None:
+        assert isinstance(event, ev.Retrying)
+        spans = self._end_attempt(event, "retrying", event.error)
+        if spans is not None:
+            attributes = {"lanes.attempt": event.attempt, "lanes.delay_seconds": event.delay}
+            spans.command.add_event("retrying", {**attributes, "lanes.error": event.error})
+
+    def _timed_out(self, event: ev.Event) -> None:
+        assert isinstance(event, ev.TimedOut)
+        text = f"attempt timed out after {event.timeout} s"
+        spans = self._end_attempt(event, "timed_out", text)
+        if spans is not None:
+            spans.command.add_event("timed_out", {"lanes.attempt": event.attempt})
+
+    def _preempted(self, event: ev.Event) -> None:
+        assert isinstance(event, ev.Preempted)
+        spans = self._end_attempt(event, "preempted")
+        if spans is not None:
+            spans.attempts = event.attempt - 1  # a preemption is not an attempt
+            spans.command.add_event("preempted", {"lanes.attempt": event.attempt})
+
+    def _failed(self, event: ev.Event) -> None:
+        assert isinstance(event, ev.Failed)
+        self._end_attempt(event, "failed", event.error)
+        self._end_command(event, "failed", event.attempts, event.error)
+
+    def _cancelled(self, event: ev.Event) -> None:
+        spans = self._end_attempt(event, "cancelled")
+        self._end_command(event, "cancelled", 0 if spans is None else spans.attempts)
+
+    def close(self) -> None:
+        """End every span still open (tracing stops; the commands go on untraced)."""
+        for spans in self._open.values():
+            if spans.attempt is not None:
+                _detach(spans)
+                spans.attempt.end()
+            spans.command.end()
+        self._open.clear()
+
+
+def _detach(spans: _Spans) -> None:
+    """Restore the worker's context, if we are in the task that attached the span."""
+    if spans.token is not None and spans.task is trio.lowlevel.current_task():
+        otel_context.detach(spans.token)
+    spans.token = spans.task = None
