@@ -199,7 +199,7 @@ def command(cls: C | None = None, /, *, name: str | None = None) -> C | Callable
 
     Use as ``@lanes.command`` or ``@lanes.command(name="send-email")``; the default name is
     the class's qualified name. Instances are submitted like callables:
-    ``await lanes.submit("query", SendEmail(to=...))``.
+    ``await system.submit("query", SendEmail(to=...))``.
 
     Raises:
         LaneConfigError: the class is not an attrs class, has no ``async def execute``, or

@@ -98,18 +98,20 @@ class SqliteStorage:
                 raise StorageError(f"{self!r}: cannot create the database: {exc}") from exc
         try:
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            try:
-                self._check_application(db)
-            except StorageError:
-                db.close()
-                raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self!r}: cannot open the database: {exc}") from exc
+        try:
+            self._check_application(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             if self._max_pages is not None:
                 db.execute(f"PRAGMA max_page_count={int(self._max_pages)}")
             self._migrate(db)
-        except sqlite3.Error as exc:
-            raise StorageError(f"{self!r}: cannot open the database: {exc}") from exc
+        except BaseException as exc:
+            db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"{self!r}: cannot open the database: {exc}") from exc
+            raise
         self._db = db
 
     def _check_ours(self, path: Path) -> None:
