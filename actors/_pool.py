@@ -20,7 +20,8 @@ class WorkerPool(Generic[J, R]):
     ``settle(job, result)`` (synchronous: the bookkeeping). If ``settle`` delivers another
     job to the same pool, the worker that just finished runs it next, back to back, instead
     of a new task being spawned; otherwise the worker exits. So an idle pool holds no worker
-    tasks, and a busy one pays for a task spawn only when its concurrency grows.
+    tasks, and a busy one pays for a task spawn only when its concurrency grows. A worker
+    checkpoints between jobs, so jobs that never checkpoint cannot starve other tasks.
 
     The pool does not limit concurrency itself: the caller delivers a job only when it has a
     slot for it (each delivered job gets a worker at once).
@@ -81,5 +82,8 @@ class WorkerPool(Generic[J, R]):
                 job = self._handoff  # type: ignore[assignment]
                 self._handoff = None
                 self._has_handoff = False
+                # Let other tasks run between jobs: a stream of jobs that never checkpoint
+                # must not hold the event loop.
+                await trio.lowlevel.checkpoint()
         finally:
             self.workers -= 1

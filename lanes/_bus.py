@@ -32,6 +32,7 @@ class EventBus:
     def __init__(self) -> None:
         self._subscribers: list[_Subscriber] = []
         self._listeners: list[Callable[[Event], None]] = []
+        self.entering: list[Callable[[str], None]] = []
         self.dropped = 0
         self.active = False  # whether anybody listens: callers skip building events if not
 
@@ -53,6 +54,21 @@ class EventBus:
             if callback in self._listeners:
                 self._listeners.remove(callback)
                 self._update()
+
+        return unlisten
+
+    def listen_entering(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(command_id)`` in the lane's worker task as an attempt's body starts.
+
+        ``Started`` is emitted when the policy grants the slot (in policy order, from the task
+        whose action led to the decision); this hook runs later, in the task that runs the
+        body and later emits its outcome event. Tracing uses it to make a span current there.
+        """
+        self.entering.append(callback)
+
+        def unlisten() -> None:
+            if callback in self.entering:
+                self.entering.remove(callback)
 
         return unlisten
 

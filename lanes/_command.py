@@ -54,6 +54,7 @@ class Command(Job):
         "cancel_reason",
         "core",
         "done",
+        "entered",
         "error",
         "fn",
         "handle",
@@ -93,6 +94,7 @@ class Command(Job):
         self.timeout = timeout
         self.attempts = 0
         self.holds_room = False
+        self.entered = False  # whether the current attempt's body has started
         self.status = CommandStatus.PENDING
         self.cancel_reason: Reason | None = None
         self.scope: trio.CancelScope | None = None

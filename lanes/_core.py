@@ -92,17 +92,12 @@ class Core:
 
     # -- attempts ------------------------------------------------------------------------------
 
-    def begin(self, cmd: Command) -> bool:
-        """A granted command is about to run: count the attempt and arm its cancel scope.
+    def begin(self, cmd: Command) -> None:
+        """The policy granted ``cmd`` a slot: it starts now (count the attempt, arm its scope).
 
-        Returns False when it was cancelled or preempted between grant and start (then it
-        has been dealt with).
+        Called by the supervisor in policy order, so ``Started`` events and attempt counts
+        follow the policy's decisions exactly; the lane's worker runs the body next.
         """
-        if cmd.status in TERMINAL:
-            return False  # cancelled after its grant, before it started
-        if cmd.cancel_reason is Reason.PREEMPT:
-            self._requeue_preempted(cmd)
-            return False
         now = trio.current_time()
         self._release_room(cmd)
         cmd.attempts += 1
@@ -116,7 +111,6 @@ class Core:
         if self.bus.active:
             waited = now - cmd.pending_since
             self.bus.emit(ev.Started(cmd.lane, cmd.id, now, cmd.attempts, waited))
-        return True
 
     def settle(self, cmd: Command, attempt: int) -> None:
         """Account for an attempt that ended (``attempt`` is an ``Attempt`` code)."""
@@ -183,6 +177,7 @@ class Core:
         counters.retried += 1
         cmd.status = CommandStatus.RETRYING
         cmd.scope = None
+        cmd.entered = False
         self.policy.retry(cmd, now, now + delay)
         if cmd.payload is not None and self.durable is not None:
             self.durable.requeued(cmd, now + delay)
@@ -225,6 +220,7 @@ class Core:
             cmd.status = CommandStatus.PENDING if cmd.attempts == 0 else CommandStatus.RETRYING
         cmd.cancel_reason = None
         cmd.scope = None
+        cmd.entered = False
         self.policy.requeue_front(cmd, now)
         if cmd.payload is not None and self.durable is not None:
             self.durable.requeued(cmd)
@@ -245,9 +241,10 @@ class Core:
             self._cancelled(cmd)
             return
         cmd.cancel_reason = reason
-        if cmd.scope is not None:
-            cmd.scope.cancel()  # running: its attempt resolves it when it exits
-        else:  # granted, not started yet: free the slot and resolve now
+        if cmd.entered:
+            assert cmd.scope is not None
+            cmd.scope.cancel()  # its body runs: the attempt resolves it when it exits
+        else:  # granted, body not entered yet: free the slot and resolve now (never runs)
             self.policy.finish(cmd)
             self._cancelled(cmd)
 
@@ -284,7 +281,7 @@ class Core:
             return  # already being cancelled; that frees the slot too
         cmd.cancel_reason = Reason.PREEMPT
         if cmd.scope is not None:
-            cmd.scope.cancel()
+            cmd.scope.cancel()  # its worker requeues it (before or after entering the body)
 
     def _cancelled(self, cmd: Command) -> None:
         if cmd.payload is not None and self.durable is not None:

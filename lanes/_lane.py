@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from actors import WorkerPool
 
-from ._command import Command
+from ._command import TERMINAL, Command
 from ._core import Core
 
 __all__ = ["Attempt", "new_lane_pool", "run_attempt"]
@@ -13,7 +13,7 @@ __all__ = ["Attempt", "new_lane_pool", "run_attempt"]
 class Attempt:
     """How an attempt ended (the value or error is kept on the command)."""
 
-    SKIPPED = 0  # cancelled or preempted between grant and start: already dealt with
+    SKIPPED = 0  # cancelled between grant and start: already dealt with
     RETURNED = 1
     RAISED = 2
     SCOPE_CANCELLED = 3  # timeout, handle.cancel(), cancel_lane or preemption
@@ -25,10 +25,15 @@ async def run_attempt(core: Core, cmd: Command) -> int:
     An outer cancellation (the system closing) resolves the command as cancelled and
     propagates; nothing is left pending.
     """
-    if not core.begin(cmd):
-        return Attempt.SKIPPED
+    if cmd.status in TERMINAL:
+        return Attempt.SKIPPED  # cancelled after its grant, before its body started
     scope = cmd.scope
     assert scope is not None
+    if cmd.cancel_reason is not None:
+        return Attempt.SCOPE_CANCELLED  # preempted (or shutting down) before it started
+    cmd.entered = True
+    for hook in core.bus.entering:
+        hook(cmd.id)
     try:
         with scope:
             cmd.value = await cmd.fn(*cmd.args)

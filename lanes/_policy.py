@@ -194,6 +194,9 @@ class Policy:
         self._by_priority = sorted(self.lanes.values(), key=lambda s: s.priority)
         self._no_boosts = all(s.boost is None for s in self.lanes.values())
         self._limited = [s for s in self.lanes.values() if s.limiter is not None]
+        self._preemption_possible = max_concurrency is not None and any(
+            s.config.preemptible for s in self.lanes.values()
+        )
         self._boost_timers = (
             max_concurrency is not None
             and not self._no_boosts
@@ -290,7 +293,7 @@ class Policy:
         while (job := self._best_startable(now)) is not None:
             self._start(job, now)
             started.append(job)
-        preempt = self._choose_preemptions(now) if self.cap is not None else []
+        preempt = self._choose_preemptions(now) if self._preemption_possible else []
         return Decision(started, preempt)
 
     def _release_due(self, now: float) -> None:

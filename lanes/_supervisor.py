@@ -65,6 +65,7 @@ class Supervisor:
         decision = policy.schedule(now)
         for job in decision.start:
             assert isinstance(job, Command)
+            self.core.begin(job)
             self.pools[job.lane].deliver(job)
         for job in decision.preempt:
             assert isinstance(job, Command)

@@ -64,9 +64,11 @@ def instrument(
     tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider=tracer_provider)
     tracing = _Tracing(tracer, {config.name: config.priority for config in system.lanes})
     unlisten = system.listen(tracing.on_event)
+    unlisten_entering = system._core.bus.listen_entering(tracing.entering)
 
     def uninstrument() -> None:
         unlisten()
+        unlisten_entering()
         tracing.close()
 
     return uninstrument
@@ -124,8 +126,16 @@ class _Tracing:
         )
         self._open[event.command_id] = _Spans(span)
 
+    def entering(self, command_id: str) -> None:
+        """In the worker's task, as the body starts: make the attempt's span current there."""
+        spans = self._open.get(command_id)
+        if spans is None or spans.attempt is None:
+            return
+        spans.token = otel_context.attach(trace.set_span_in_context(spans.attempt))
+        spans.task = trio.lowlevel.current_task()
+
     def _started(self, event: ev.Event) -> None:
-        """In the worker's task: open the attempt's span and make it current there."""
+        """When the slot is granted: open the attempt's span (made current by ``entering``)."""
         assert isinstance(event, ev.Started)
         spans = self._open.get(event.command_id)
         if spans is None:
@@ -142,8 +152,6 @@ class _Tracing:
             },
         )
         spans.attempt, spans.attempts, spans.started_at = span, event.attempt, event.timestamp
-        spans.token = otel_context.attach(trace.set_span_in_context(span))
-        spans.task = trio.lowlevel.current_task()
 
     def _end_attempt(self, event: ev.Event, outcome: str, error: str = "") -> _Spans | None:
         spans = self._open.get(event.command_id)
