@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -10,6 +11,7 @@ import trio
 __all__ = ["WorkerPool"]
 
 J = TypeVar("J")
+YIELD_EVERY = 0.0005  # seconds a worker may run jobs back to back without a checkpoint
 R = TypeVar("R")
 
 
@@ -20,8 +22,9 @@ class WorkerPool(Generic[J, R]):
     ``settle(job, result)`` (synchronous: the bookkeeping). If ``settle`` delivers another
     job to the same pool, the worker that just finished runs it next, back to back, instead
     of a new task being spawned; otherwise the worker exits. So an idle pool holds no worker
-    tasks, and a busy one pays for a task spawn only when its concurrency grows. A worker
-    checkpoints between jobs, so jobs that never checkpoint cannot starve other tasks.
+    tasks, and a busy one pays for a task spawn only when its concurrency grows. A worker that
+    ran jobs back to back for :data:`YIELD_EVERY` seconds checkpoints before the next one, so
+    jobs that never checkpoint cannot starve other tasks.
 
     The pool does not limit concurrency itself: the caller delivers a job only when it has a
     slot for it (each delivered job gets a worker at once).
@@ -69,6 +72,7 @@ class WorkerPool(Generic[J, R]):
         self._nursery.start_soon(self._worker, job)
 
     async def _worker(self, job: J) -> None:
+        last_yield = time.perf_counter()
         try:
             while True:
                 result = await self._run(job)
@@ -82,8 +86,11 @@ class WorkerPool(Generic[J, R]):
                 job = self._handoff  # type: ignore[assignment]
                 self._handoff = None
                 self._has_handoff = False
-                # Let other tasks run between jobs: a stream of jobs that never checkpoint
-                # must not hold the event loop.
-                await trio.lowlevel.checkpoint()
+                # Let other tasks run: a stream of jobs that never checkpoint must not hold
+                # the event loop for more than about YIELD_EVERY seconds.
+                now = time.perf_counter()
+                if now - last_yield >= YIELD_EVERY:
+                    await trio.lowlevel.checkpoint()
+                    last_yield = time.perf_counter()
         finally:
             self.workers -= 1

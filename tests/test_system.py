@@ -342,3 +342,27 @@ async def test_statistics_snapshot_is_frozen(autojump_clock: trio.abc.Clock) -> 
 async def test_lanes_property_lists_configs() -> None:
     async with lanes.open_lane_system() as system:
         assert system.lanes == lanes.DEFAULT_LANES
+
+
+async def test_commands_that_never_checkpoint_do_not_starve_other_tasks() -> None:
+    # Real clock: lane workers run granted commands back to back, but yield every
+    # YIELD_EVERY seconds, so a queue of 20,000 instant commands cannot hold the event loop.
+    config = LaneConfig("work", 0, max_concurrency=4, inbox_size=100_000)
+    ticks = 0
+    async with lanes.open_lane_system([config]) as system:
+        system.pause("work")
+        handles = [system.submit_nowait("work", noop) for _ in range(20_000)]
+
+        async def watcher() -> None:
+            nonlocal ticks
+            while True:
+                await trio.lowlevel.checkpoint()
+                ticks += 1
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher)
+            system.resume("work")
+            ticks = 0
+            await handles[-1].result()
+            nursery.cancel_scope.cancel()
+    assert ticks >= 2
