@@ -55,6 +55,11 @@ class WorkerPool(Generic[J, R]):
             finally:
                 self._nursery = None
 
+    @property
+    def serving(self) -> bool:
+        """Whether :meth:`serve` runs (jobs can be delivered)."""
+        return self._nursery is not None
+
     def deliver(self, job: J) -> None:
         """Run ``job`` now: hand it to the worker that is settling, or spawn a worker.
 

@@ -114,7 +114,10 @@ class RetryPolicy:
             retry: which retry, counting from 1.
             random: a number in [0, 1) used for the jitter (ignored when jitter is 0).
         """
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
+        try:
+            base = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
+        except OverflowError:
+            base = self.max_delay
         return base * (1.0 - self.jitter * random)
 
 

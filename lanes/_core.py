@@ -77,11 +77,11 @@ class Core:
             command_id = f"{self._prefix}-{next(self._ids)}"
         return Command(self, command_id, lane, fn, args, type_name, key, timeout)
 
-    def accept(self, cmd: Command, delay: float | None) -> None:
-        """Make ``cmd`` pending (its inbox place is already taken)."""
+    def accept(self, cmd: Command, delay: float | None, *, holds_room: bool = True) -> None:
+        """Make ``cmd`` pending; ``holds_room``: it took an inbox place (recovery: it did not)."""
         now = trio.current_time()
         self.policy.add(cmd, now, ready_at=None if not delay else now + delay)
-        cmd.holds_room = True
+        cmd.holds_room = holds_room
         self.live[cmd] = None
         if cmd.key is not None:
             self.keys[cmd.key] = cmd
@@ -152,7 +152,7 @@ class Core:
         """An outer cancellation (system exit) ended the attempt."""
         if cmd.state is JobState.ACTIVE:
             self.policy.finish(cmd)
-        cmd.cancel_reason = cmd.cancel_reason or Reason.SHUTDOWN
+        cmd.cancel_reason = Reason.SHUTDOWN  # whatever was asked before, the system stopped it
         self._cancelled(cmd)
 
     def attempt_failed(
@@ -290,6 +290,19 @@ class Core:
         if self.bus.active:
             self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time()))
         self._resolve(cmd, CommandStatus.CANCELLED, CommandCancelled)
+
+    def abort(self, cmd: Command, error: Exception) -> None:
+        """A command that was never accepted (its storage write failed or came too late).
+
+        Its handle, which a concurrent submit with the same key may hold, fails with
+        ``error``; it never entered the policy.
+        """
+        if cmd.key is not None and self.keys.get(cmd.key) is cmd:
+            del self.keys[cmd.key]
+        cmd.status = CommandStatus.FAILED
+        cmd.outcome_kind = CommandFailed
+        cmd.error = error
+        cmd.done.set()
 
     def _letter_removed(self, letter_id: str) -> None:
         if self.durable is not None:

@@ -120,10 +120,14 @@ class DeadLetterQueue:
             known = ", ".join(list(self._letters)[:5]) or "none"
             msg = f"no dead letter with id {command_id!r} (first ids: {known})"
             raise DeadLetterNotFound(msg)
-        handle = await self._resubmit(letter)
-        if self._letters.pop(command_id, None) is not None:
-            self._removed(command_id)
-            await self.commit()
+        del self._letters[command_id]  # taken first: a concurrent requeue finds nothing
+        try:
+            handle = await self._resubmit(letter)
+        except BaseException:
+            self._letters[command_id] = letter  # not requeued: the letter stays
+            raise
+        self._removed(command_id)
+        await self.commit()
         return handle
 
     async def clear(self) -> int:

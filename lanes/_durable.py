@@ -169,5 +169,5 @@ class Durability:
         delay = None
         if row.ready_at is not None:
             delay = max(0.0, row.ready_at - self.storage.clock())
-        core.accept(cmd, delay)
+        core.accept(cmd, delay, holds_room=False)  # recovered: it took no inbox place
         return cmd

@@ -38,6 +38,8 @@ async def run_attempt(core: Core, cmd: Command) -> int:
         with scope:
             cmd.value = await cmd.fn(*cmd.args)
     except Exception as exc:
+        if scope.cancel_called:  # a timeout, cancel or preemption the body turned into an error
+            return Attempt.SCOPE_CANCELLED
         cmd.error = exc
         return Attempt.RAISED
     except BaseException:

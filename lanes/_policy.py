@@ -446,8 +446,8 @@ class Policy:
                 continue
             age = now - job.pending_since
             for point in state.boost.at:
-                if point > age:
-                    yield job.pending_since + point
+                if point > age:  # float rounding: never ask for a time that is not ahead
+                    yield max(job.pending_since + point, now + _MIN_WAIT)
                     break
 
     # -- views -----------------------------------------------------------------------------

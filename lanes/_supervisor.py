@@ -65,8 +65,11 @@ class Supervisor:
         decision = policy.schedule(now)
         for job in decision.start:
             assert isinstance(job, Command)
+            pool = self.pools[job.lane]
+            if not pool.serving:
+                continue  # the system is being torn down: it is resolved as cancelled
             self.core.begin(job)
-            self.pools[job.lane].deliver(job)
+            pool.deliver(job)
         for job in decision.preempt:
             assert isinstance(job, Command)
             self.core.preempt(job)

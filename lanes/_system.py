@@ -150,15 +150,28 @@ class LaneSystem:
         return cmd_or_handle.handle
 
     async def _store(self, cmd: Command, room: Room, delay: float | None) -> None:
-        durable = self._core.durable
+        """Write a durable command before it is accepted; its key is taken meanwhile."""
+        core = self._core
+        durable = core.durable
         assert durable is not None
         ready_at = trio.current_time() + delay if delay else None
         durable.journal.save(durable.row(cmd, "pending", ready_at))
+        if cmd.key is not None:
+            core.keys[cmd.key] = cmd  # a concurrent submit with this key gets this handle
         try:
             await durable.journal.commit()
-        except StorageError:
+        except StorageError as exc:
             room.give()
+            core.abort(cmd, exc)
             raise
+        if not core.accepting:  # the system began closing while we wrote
+            room.give()
+            error = ShutdownInProgress(
+                "the lane system shut down while the command was being stored; it stays "
+                "stored and runs at the next start"
+            )
+            core.abort(cmd, error)
+            raise error
 
     def submit_nowait(
         self,
@@ -302,19 +315,19 @@ class LaneSystem:
         self._core.wake()
 
     async def cancel_lane(self, lane: str) -> int:
-        """Cancel every pending and running command of ``lane``; return how many.
+        """Cancel every pending and running command of ``lane``; return how many were cancelled.
 
         Returns once the running ones have exited (their slots are free). If this call is
         cancelled while waiting, the commands stay cancelled.
         """
         self._check_lane(lane, "cancel_lane")
-        pending_before = len(self._core.live)
+        counters = self._core.counters[lane]
+        before = counters.cancelled
         running = self._core.cancel_lane(lane, Reason.CANCEL)
-        count = pending_before - len(self._core.live) + len(running)
         for cmd in running:
             await cmd.done.wait()
         await trio.lowlevel.checkpoint()
-        return count
+        return counters.cancelled - before
 
     # -- observing ---------------------------------------------------------------------------------
 
@@ -429,6 +442,22 @@ class LaneSystem:
         return await self.submit(
             letter.lane, letter.fn, *letter.args, key=letter.key, timeout=letter.timeout
         )
+
+
+def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
+    """Whether ``group`` holds ``error``'s exceptions and otherwise only trio.Cancelled.
+
+    Trio's nursery may rebuild an exception group the body raised, so compare leaves.
+    """
+    wanted = {id(leaf) for leaf in _leaves(error)}
+    found = {id(leaf) for leaf in _leaves(group) if not isinstance(leaf, trio.Cancelled)}
+    return wanted == found
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
 
 
 def _no_decision() -> None:
@@ -551,6 +580,7 @@ async def _serve(
     registry: CommandRegistry,
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
+    body_error: BaseException | None = None
     core = Core(configs, cap, dead_letter_limit, lambda letter: system._requeue_letter(letter))
     system = LaneSystem(core, drain_timeout)
     if storage is not None:  # opened before any task starts: errors surface as themselves
@@ -571,14 +601,19 @@ async def _serve(
                 system.recovered = tuple(cmd.handle for cmd in recovered)
             try:
                 yield system
-            except BaseException:
+            except BaseException as exc:
+                body_error = exc
                 system._halt()
                 nursery.cancel_scope.cancel()
                 raise
-            await system._close_gracefully()
-            system._halt()
-            nursery.cancel_scope.cancel()
+            try:
+                await system._close_gracefully()
+            finally:  # also when an outer cancellation arrives during the drain
+                system._halt()
+                nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
+        if body_error is not None and _only(group, body_error):
+            raise body_error from body_error.__cause__  # the body's own error, as it was
         leaf = single_leaf(group)
         if leaf is None:
             raise
