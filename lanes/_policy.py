@@ -387,13 +387,11 @@ class Policy:
         best: Job | None = None
         for state in self.lanes.values():
             config = state.config
-            if (
-                not config.preemptible
-                or state is waiting
-                or config.priority <= priority
-                or state.active <= config.min_concurrency
-            ):
+            if not config.preemptible or state is waiting or config.priority <= priority:
                 continue
+            leaving = sum(1 for job in state.running if job.preempting)
+            if state.active - leaving <= config.min_concurrency:
+                continue  # what is left is the lane's reservation
             for job in reversed(state.running):
                 if not job.preempting:
                     if best is None or job.start_seq > best.start_seq:
