@@ -1,0 +1,150 @@
+"""Record a lane system's events, and open systems that check themselves on exit."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import trio
+import trio.testing
+
+from .._config import DEFAULT_LANES, LaneConfig
+from .._errors import DrainTimeout, LaneUsageError
+from .._system import LaneSystem, open_lane_system
+from ..events import Event
+from ._checker import InvariantViolation, check_invariants
+
+__all__ = ["EventLog", "LaneSystemFactory", "record_events"]
+
+_BUFFER = 1_000_000
+
+
+class EventLog:
+    """Every event of one lane system, in emission order (see :func:`record_events`)."""
+
+    def __init__(self, system: LaneSystem, receive: trio.MemoryReceiveChannel[Event]) -> None:
+        self.lanes: tuple[LaneConfig, ...] = system.lanes
+        self.max_concurrency = system.statistics().max_concurrency
+        self._system = system
+        self._receive = receive
+        self._events: list[Event] = []
+
+    @property
+    def events(self) -> list[Event]:
+        """The events so far (a copy; reading it takes what has arrived since)."""
+        self._collect()
+        return list(self._events)
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                self._events.append(self._receive.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                return
+
+    def check(self, *, paused: Iterable[str] = (), complete: bool = True) -> None:
+        """Run :func:`~lanes.testing.check_invariants` on the log.
+
+        Args:
+            paused: lanes that were paused at some time (pauses are not events).
+            complete: whether every command's whole life is in the log.
+
+        Raises:
+            InvariantViolation: a rule is broken, or events were dropped.
+        """
+        events = self.events
+        dropped = self._system.statistics().events_dropped
+        if dropped:
+            msg = f"{dropped} events were dropped; record with a larger buffer"
+            raise InvariantViolation("event log", msg, [])
+        check_invariants(events, self.lanes, self.max_concurrency, paused=paused, complete=complete)
+
+
+@asynccontextmanager
+async def record_events(system: LaneSystem, *, buffer: int = _BUFFER) -> AsyncIterator[EventLog]:
+    """Record every event of ``system`` while the block runs.
+
+    Use ``async with record_events(system) as log: ...``, then ``log.events`` or
+    ``log.check()``. Enter it before the first submit so the log is complete.
+    """
+    async with system.subscribe(buffer=buffer) as receive:
+        log = EventLog(system, receive)
+        yield log
+        log._collect()
+
+
+class LaneSystemFactory:
+    """Opens lane systems that record their events and check the rules when they close.
+
+    This is what the ``lane_system`` pytest fixture gives (under pytest-trio's
+    ``autojump_clock``)::
+
+        async def test_my_lanes(lane_system, autojump_clock):
+            async with lane_system(MY_LANES, max_concurrency=4) as system:
+                await system.submit("query", fetch, url)
+            # left normally: drained, then lane_system.log.check() ran
+
+    Args:
+        clock: the clock the test must run under (None: any).
+    """
+
+    def __init__(self, clock: trio.abc.Clock | None = None) -> None:
+        self.clock = clock
+        self.logs: list[EventLog] = []
+
+    @property
+    def log(self) -> EventLog:
+        """The event log of the system opened last."""
+        if not self.logs:
+            msg = "no lane system was opened yet: use `async with lane_system(...) as system:`"
+            raise LaneUsageError(msg)
+        return self.logs[-1]
+
+    def __call__(
+        self,
+        lanes: Iterable[LaneConfig] = DEFAULT_LANES,
+        *,
+        max_concurrency: int | None = None,
+        check: bool = True,
+        paused: Iterable[str] = (),
+        **options: Any,
+    ) -> AbstractAsyncContextManager[LaneSystem]:
+        """``open_lane_system(lanes, max_concurrency=..., **options)``, recorded and checked.
+
+        On normal exit the system is drained (up to its ``drain_timeout``, default 30 s; what
+        is left then is cancelled) and, with ``check=True``, its event log is checked with
+        :func:`~lanes.testing.check_invariants` (pass the lanes you paused in ``paused``).
+        """
+        return self._open(tuple(lanes), max_concurrency, check, tuple(paused), options)
+
+    @asynccontextmanager
+    async def _open(
+        self,
+        lanes: tuple[LaneConfig, ...],
+        max_concurrency: int | None,
+        check: bool,
+        paused: tuple[str, ...],
+        options: dict[str, Any],
+    ) -> AsyncIterator[LaneSystem]:
+        self._check_clock()
+        drain_timeout = options.get("drain_timeout", 30.0)
+        opening = open_lane_system(lanes, max_concurrency=max_concurrency, **options)
+        async with opening as system, record_events(system) as log:
+            self.logs.append(log)
+            yield system
+            with contextlib.suppress(DrainTimeout):
+                await system.drain(drain_timeout)
+        if check:
+            log.check(paused=paused)
+
+    def _check_clock(self) -> None:
+        if self.clock is None or trio.lowlevel.current_clock() is self.clock:
+            return
+        msg = (
+            "the lane_system fixture runs under pytest-trio's autojump_clock, but this test "
+            "does not: add `autojump_clock` to the test's parameters (pytest-trio only passes "
+            "a clock to trio.run when the test itself asks for it)"
+        )
+        raise LaneUsageError(msg)

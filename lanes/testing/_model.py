@@ -1,0 +1,438 @@
+"""A plain, slow, obviously-correct model of scheduling rules 1-3 (DESIGN.md section 2).
+
+It is written from the rules, not from ``lanes._policy``: lanes hold explicit lists, rate limits
+replay their start history, and every time is an exact :class:`~fractions.Fraction`, so there
+is no rounding to reason about. The state machine in :mod:`lanes.testing` drives the real policy
+and this model side by side and compares their answers.
+
+Times of the real policy are floats. With the values the strategies of :mod:`lanes.testing`
+draw (multiples of powers of two) float arithmetic is exact, so both agree to the last bit.
+With other values a comparison can land within rounding distance of a threshold (a token that
+arrives at ``0.9999999999999999``); the model then sets :attr:`ReferenceModel.fuzzy` and the
+state machine accepts either answer for that decision instead of reporting a false failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from fractions import Fraction
+
+import attrs
+
+from .._config import LaneConfig, PriorityBoost, RateLimit
+
+__all__ = ["ModelCommand", "ModelLane", "ReferenceModel"]
+
+_FUZZ = Fraction(1, 10**7)  # closer than this to a threshold (but not on it): rounding noise
+_TOKEN_SLACK = Fraction(1, 10**9)  # a token counts when at least 1 - 1e-9 of it has arrived
+
+CommandId = Hashable
+
+
+def exact(value: float | Fraction) -> Fraction:
+    """``value`` as an exact fraction (a float converts without rounding)."""
+    return value if isinstance(value, Fraction) else Fraction(value)
+
+
+@attrs.define(eq=False)
+class ModelCommand:
+    """One command as the model sees it.
+
+    ``order`` is its place in submission order (renewed when a retry queues it again, kept
+    when a preemption puts it back); ``pending_since`` is when it last joined its lane's
+    queue (its boost clock); ``start_number`` orders starts.
+    """
+
+    id: CommandId
+    lane: str
+    order: int
+    state: str = "queued"  # delayed, queued, running, gone
+    due: Fraction = Fraction(0)
+    pending_since: Fraction = Fraction(0)
+    start_number: int = 0
+    preempting: bool = False
+
+
+@attrs.define(eq=False)
+class ModelLane:
+    """One lane: its config, its FIFO of queued commands, its running commands."""
+
+    config: LaneConfig
+    queue: list[ModelCommand] = attrs.Factory(list)
+    running: list[ModelCommand] = attrs.Factory(list)  # in start order
+    starts: list[Fraction] = attrs.Factory(list)  # every start time (rate-limit history)
+    paused: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def active(self) -> int:
+        return len(self.running)
+
+
+class ReferenceModel:
+    """The reference model of one lane system's scheduling state.
+
+    State changes mirror what an async shell reports to a policy: :meth:`submit`,
+    :meth:`start`, :meth:`finish`, :meth:`retry`, :meth:`requeue_front`, :meth:`cancel`,
+    :meth:`cancel_lane`, :meth:`pause`, :meth:`resume`, :meth:`advance`. Questions take the
+    current time: :meth:`startable`, :meth:`next_start`, :meth:`preemptions`,
+    :meth:`next_change`.
+
+    Args:
+        configs: the lanes.
+        max_concurrency: the global cap (None: no cap).
+    """
+
+    def __init__(self, configs: Iterable[LaneConfig], max_concurrency: int | None) -> None:
+        self.lanes: dict[str, ModelLane] = {c.name: ModelLane(c) for c in configs}
+        self.cap = max_concurrency
+        self.commands: dict[CommandId, ModelCommand] = {}
+        self.delayed: list[ModelCommand] = []
+        self.fuzzy = False
+        self._orders = 0
+        self._starts = 0
+
+    # -- state changes ------------------------------------------------------------------------
+
+    def submit(
+        self,
+        command_id: CommandId,
+        lane: str,
+        now: float | Fraction,
+        ready_at: float | Fraction | None = None,
+    ) -> None:
+        """Accept a command; it queues now, or at ``ready_at`` if that is later."""
+        if command_id in self.commands:
+            msg = f"command {command_id!r} was submitted twice"
+            raise ValueError(msg)
+        cmd = ModelCommand(command_id, lane, self._next_order())
+        self.commands[command_id] = cmd
+        self._enqueue(cmd, exact(now), exact(now if ready_at is None else ready_at))
+
+    def advance(self, now: float | Fraction) -> None:
+        """Let time reach ``now``: delayed commands that are due join their queues."""
+        for cmd in self._due(exact(now)):
+            self.delayed.remove(cmd)
+            self._join(cmd, cmd.due)
+
+    def start(self, command_id: CommandId, now: float | Fraction) -> None:
+        """The head of a lane starts (it must be that lane's head)."""
+        cmd = self.commands[command_id]
+        lane = self.lanes[cmd.lane]
+        if not lane.queue or lane.queue[0] is not cmd:
+            msg = f"command {command_id!r} is not the head of lane {cmd.lane!r}"
+            raise ValueError(msg)
+        lane.queue.pop(0)
+        lane.running.append(cmd)
+        lane.starts.append(exact(now))
+        self._starts += 1
+        cmd.start_number = self._starts
+        cmd.state = "running"
+
+    def finish(self, command_id: CommandId) -> None:
+        """A running command ended for good (success, final failure, or cancellation)."""
+        cmd = self._release(command_id)
+        cmd.state = "gone"
+
+    def retry(
+        self, command_id: CommandId, now: float | Fraction, ready_at: float | Fraction
+    ) -> None:
+        """A running command failed and queues again (at the tail) at ``ready_at``."""
+        cmd = self._release(command_id)
+        cmd.order = self._next_order()
+        self._enqueue(cmd, exact(now), exact(ready_at))
+
+    def mark_preempting(self, command_id: CommandId) -> None:
+        """The shell was told to preempt this running command."""
+        self.commands[command_id].preempting = True
+
+    def requeue_front(self, command_id: CommandId) -> None:
+        """A preempted command gave its slot back; it goes to the head of its lane."""
+        cmd = self._release(command_id)
+        cmd.state = "queued"  # keeps its order and its boost clock
+        self.lanes[cmd.lane].queue.insert(0, cmd)
+
+    def cancel(self, command_id: CommandId) -> bool:
+        """Withdraw a pending (queued or delayed) command; False if it is not pending."""
+        cmd = self.commands[command_id]
+        if cmd.state == "queued":
+            self.lanes[cmd.lane].queue.remove(cmd)
+        elif cmd.state == "delayed":
+            self.delayed.remove(cmd)
+        else:
+            return False
+        cmd.state = "gone"
+        return True
+
+    def cancel_lane(self, lane: str) -> list[CommandId]:
+        """Withdraw every pending command of ``lane``: queued ones in order, then delayed."""
+        queued = list(self.lanes[lane].queue)
+        delayed = sorted((c for c in self.delayed if c.lane == lane), key=_due_key)
+        for cmd in queued + delayed:
+            self.cancel(cmd.id)
+        return [cmd.id for cmd in queued + delayed]
+
+    def pause(self, lane: str) -> None:
+        self.lanes[lane].paused = True
+
+    def resume(self, lane: str) -> None:
+        self.lanes[lane].paused = False
+
+    def _next_order(self) -> int:
+        self._orders += 1
+        return self._orders
+
+    def _enqueue(self, cmd: ModelCommand, now: Fraction, ready_at: Fraction) -> None:
+        if ready_at > now:
+            cmd.state = "delayed"
+            cmd.due = ready_at
+            self.delayed.append(cmd)
+        else:
+            self._join(cmd, now)
+
+    def _join(self, cmd: ModelCommand, at: Fraction) -> None:
+        cmd.state = "queued"
+        cmd.pending_since = at
+        self.lanes[cmd.lane].queue.append(cmd)
+
+    def _release(self, command_id: CommandId) -> ModelCommand:
+        cmd = self.commands[command_id]
+        if cmd.state != "running":
+            msg = f"command {command_id!r} is not running (it is {cmd.state})"
+            raise ValueError(msg)
+        self.lanes[cmd.lane].running.remove(cmd)
+        cmd.preempting = False
+        return cmd
+
+    def _due(self, now: Fraction) -> list[ModelCommand]:
+        return sorted((c for c in self.delayed if c.due <= now), key=_due_key)
+
+    # -- counts ---------------------------------------------------------------------------------
+
+    @property
+    def active_total(self) -> int:
+        return sum(lane.active for lane in self.lanes.values())
+
+    def pending(self, lane: str) -> int:
+        """Queued plus delayed commands of ``lane``."""
+        return len(self.lanes[lane].queue) + sum(1 for c in self.delayed if c.lane == lane)
+
+    def unmet(self, lane: str) -> int:
+        """Reserved slots of ``lane`` that it does not use."""
+        state = self.lanes[lane]
+        return max(0, state.config.min_concurrency - state.active)
+
+    # -- rule 1: may a lane start a command now? --------------------------------------------
+
+    def _compare(self, value: Fraction, threshold: Fraction) -> bool:
+        """``value >= threshold``, noting when rounding could have decided otherwise."""
+        if value != threshold and abs(value - threshold) < _FUZZ:
+            self.fuzzy = True
+        return value >= threshold
+
+    def has_token(self, lane: str, now: float | Fraction) -> bool:
+        """Whether ``lane``'s rate limit allows one more start at ``now``."""
+        state = self.lanes[lane]
+        limit = state.config.rate_limit
+        if limit is None:
+            return True
+        if limit.kind == "token_bucket":
+            tokens = _tokens(limit, state.starts, exact(now))
+            if tokens != 1 and abs(tokens - 1) < _FUZZ:
+                self.fuzzy = True
+            return tokens >= 1 - _TOKEN_SLACK
+        window = exact(limit.window)
+        t = exact(now)
+        # a start at s still counts at t while t < s + window
+        live = sum(1 for s in state.starts if not self._compare(t, s + window))
+        return live < limit.limit
+
+    def cap_allows(self, lane: str) -> bool:
+        """The global-cap part of rule 1 for the next command of ``lane``."""
+        if self.cap is None:
+            return True
+        total = self.active_total
+        if total >= self.cap:
+            return False
+        state = self.lanes[lane]
+        if state.active < state.config.min_concurrency:
+            return True  # a reserved slot
+        others = sum(self.unmet(name) for name in self.lanes if name != lane)
+        return total + others < self.cap
+
+    def lane_ready(self, lane: str, now: float | Fraction) -> bool:
+        """Rule 1 except the global cap: a head, not paused, below max, a token."""
+        state = self.lanes[lane]
+        if not state.queue or state.paused:
+            return False
+        if state.active >= state.config.max_concurrency:
+            return False
+        return self.has_token(lane, now)
+
+    def startable(self, now: float | Fraction) -> list[str]:
+        """The lanes whose head may start at ``now`` (rule 1)."""
+        return [name for name in self.lanes if self.lane_ready(name, now) and self.cap_allows(name)]
+
+    # -- rule 2: which command starts next? -----------------------------------------------------
+
+    def effective_priority(self, lane: str, now: float | Fraction) -> int:
+        """The priority of ``lane``'s head with boosting (its base priority when empty)."""
+        state = self.lanes[lane]
+        base = state.config.priority
+        boost = state.config.boost
+        if not state.queue or boost is None:
+            return base
+        age = exact(now) - state.queue[0].pending_since
+        passed = sum(1 for point in boost.at if self._compare(age, exact(point)))
+        return max(0, base - passed)
+
+    def _urgency(self, lane: str, now: float | Fraction) -> tuple[int, int]:
+        return (self.effective_priority(lane, now), self.lanes[lane].queue[0].order)
+
+    def next_start(self, now: float | Fraction) -> CommandId | None:
+        """The command that must start next at ``now`` (None: nothing may start).
+
+        The startable lane head with the smallest effective priority; ties go to the earlier
+        submission.
+        """
+        lanes = self.startable(now)
+        if not lanes:
+            return None
+        best = min(lanes, key=lambda name: self._urgency(name, now))
+        return self.lanes[best].queue[0].id
+
+    # -- rule 3: which running command is preempted? --------------------------------------------
+
+    def blocked_by_cap(self, now: float | Fraction) -> list[str]:
+        """Lanes whose head could start but for the global cap, most urgent first."""
+        blocked = [n for n in self.lanes if self.lane_ready(n, now) and not self.cap_allows(n)]
+        return sorted(blocked, key=lambda name: self._urgency(name, now))
+
+    def preemptions(
+        self, now: float | Fraction, *, reservations_see_leaving: bool = True
+    ) -> list[CommandId]:
+        """The running commands to preempt at ``now``, one per uncovered blocked head.
+
+        Each lane head blocked only by the cap needs one slot. Preemptions already under way
+        cover the most urgent of them; each other one takes the most recently started running
+        command of a preemptible lane less urgent than it (by base priority), other than its
+        own, that keeps that lane at or above its reservation, if one freed slot would let it
+        start.
+
+        Args:
+            now: the time.
+            reservations_see_leaving: whether commands already being preempted (or chosen in
+                this round) count as gone when checking the victim lane's reservation. False
+                gives a laxer rule that may preempt a command only to restart it in its
+                lane's reserved slot.
+        """
+        if self.cap is None:
+            return []
+        in_flight = sum(1 for c in self._running() if c.preempting)
+        chosen: list[ModelCommand] = []
+        for lane in self.blocked_by_cap(now)[in_flight:]:
+            urgency = self.effective_priority(lane, now)
+            victim = self._victim(lane, urgency, chosen, reservations_see_leaving)
+            if victim is not None:
+                chosen.append(victim)
+        return [cmd.id for cmd in chosen]
+
+    def _victim(
+        self, waiting: str, priority: int, chosen: list[ModelCommand], see_leaving: bool
+    ) -> ModelCommand | None:
+        if not self._fits_with_one_more_slot(waiting):
+            return None
+        candidates = [
+            cmd
+            for cmd in self._running()
+            if not cmd.preempting
+            and cmd not in chosen
+            and cmd.lane != waiting
+            and self.lanes[cmd.lane].config.preemptible
+            and self.lanes[cmd.lane].config.priority > priority
+            and self._keeps_reservation(cmd.lane, chosen if see_leaving else None)
+        ]
+        return max(candidates, key=lambda cmd: cmd.start_number, default=None)
+
+    def _keeps_reservation(self, lane: str, chosen: list[ModelCommand] | None) -> bool:
+        """After giving one more slot back, ``lane`` would still fill its reservation.
+
+        ``chosen`` None: do not count the commands already leaving.
+        """
+        state = self.lanes[lane]
+        if chosen is None:
+            return state.active - 1 >= state.config.min_concurrency
+        leaving = sum(1 for cmd in state.running if cmd.preempting or cmd in chosen)
+        return state.active - leaving - 1 >= state.config.min_concurrency
+
+    def _fits_with_one_more_slot(self, lane: str) -> bool:
+        assert self.cap is not None
+        state = self.lanes[lane]
+        if state.active < state.config.min_concurrency:
+            return True
+        others = sum(self.unmet(name) for name in self.lanes if name != lane)
+        return self.active_total - 1 + others < self.cap
+
+    def _running(self) -> list[ModelCommand]:
+        return [cmd for lane in self.lanes.values() for cmd in lane.running]
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def next_change(self, now: float | Fraction) -> Fraction | None:
+        """The first time after ``now`` at which an answer could change with no state change.
+
+        That is: a delayed command falls due, a token arrives, a window start expires, or a
+        lane head passes a boost point.
+        """
+        t = exact(now)
+        times = [cmd.due for cmd in self.delayed if cmd.due > t]
+        for state in self.lanes.values():
+            times.extend(_limit_changes(state.config.rate_limit, state.starts, t))
+            boost = state.config.boost
+            if state.queue and boost is not None:
+                since = state.queue[0].pending_since
+                times.extend(since + exact(p) for p in boost.at if since + exact(p) > t)
+        return min(times, default=None)
+
+
+def _due_key(cmd: ModelCommand) -> tuple[Fraction, int]:
+    return (cmd.due, cmd.order)
+
+
+def _tokens(limit: RateLimit, starts: list[Fraction], now: Fraction) -> Fraction:
+    """Replay a token bucket: full at first, ``rate`` per second, one per start."""
+    rate, burst = exact(limit.rate), Fraction(limit.burst)
+    tokens = burst
+    last: Fraction | None = None
+    for at in starts:
+        if last is not None:
+            tokens = min(burst, tokens + (at - last) * rate)
+        tokens -= 1
+        last = at
+    if last is not None:
+        tokens = min(burst, tokens + (now - last) * rate)
+    return tokens
+
+
+def _limit_changes(
+    limit: RateLimit | None, starts: list[Fraction], now: Fraction
+) -> list[Fraction]:
+    if limit is None or not starts:
+        return []
+    if limit.kind == "sliding_window":
+        window = exact(limit.window)
+        return [s + window for s in starts if s + window > now]
+    tokens = _tokens(limit, starts, now)
+    if tokens >= 1:
+        return []
+    return [now + (1 - tokens) / exact(limit.rate)]
+
+
+def boost_levels(boost: PriorityBoost | None, age: float) -> int:
+    """How many boost points a command pending for ``age`` seconds has passed."""
+    if boost is None:
+        return 0
+    return sum(1 for point in boost.at if exact(point) <= exact(age))

@@ -1,0 +1,347 @@
+"""``lanes.testing``: the checker finds hand-made violations, the strategies draw valid
+configurations, the model answers plainly, the fixture and the example work."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+import sys
+from types import ModuleType
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+import lanes
+from lanes import LaneConfig, PriorityBoost, RateLimit, RetryPolicy
+from lanes import events as ev
+from lanes.testing import (
+    InvariantViolation,
+    LaneSystemFactory,
+    ReferenceModel,
+    check_invariants,
+    lane_configs,
+    lane_systems,
+    priority_boosts,
+    rate_limits,
+    retry_policies,
+    workloads,
+)
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+TWO = (LaneConfig("fast", 0, max_concurrency=1), LaneConfig("slow", 5, max_concurrency=2))
+
+
+def sub(cid: str, t: float, lane: str = "fast") -> ev.Event:
+    return ev.Submitted(lane, cid, t)
+
+
+def start(
+    cid: str, t: float, lane: str = "fast", attempt: int = 1, waited: float = 0.0
+) -> ev.Event:
+    return ev.Started(lane, cid, t, attempt, waited)
+
+
+def done(cid: str, t: float, lane: str = "fast", attempt: int = 1) -> ev.Event:
+    return ev.Completed(lane, cid, t, attempt)
+
+
+def violation(
+    events: list[ev.Event], configs: tuple[LaneConfig, ...] = TWO, **kwargs: object
+) -> InvariantViolation:
+    with pytest.raises(InvariantViolation) as info:
+        check_invariants(events, configs, **kwargs)  # type: ignore[arg-type]
+    return info.value
+
+
+# -- check_invariants ----------------------------------------------------------------------
+
+
+def test_a_valid_log_passes() -> None:
+    check_invariants(
+        [
+            sub("a", 0),
+            start("a", 0),
+            sub("b", 0.5, "slow"),
+            start("b", 1, "slow", waited=0.5),
+            done("a", 2),
+            ev.Preempted("slow", "b", 2, 1),
+            start("b", 3, "slow", waited=2.5),
+            ev.Retrying("slow", "b", 4, 1, 0.5),
+            start("b", 4.5, "slow", 2),
+            ev.TimedOut("slow", "b", 5, 2, 0.5),
+            ev.Failed("slow", "b", 5, 2),
+            ev.DeadLettered("slow", "b", 5, 2),
+            sub("c", 6),
+            ev.Cancelled("fast", "c", 6.5),
+            ev.AlertRaised("fast", "", 7),
+        ],
+        (TWO[0], LaneConfig("slow", 5, preemptible=True, retry=RetryPolicy.fixed(1, 0.5))),
+        max_concurrency=2,
+    )
+
+
+def test_lane_max_exceeded() -> None:
+    found = violation([sub("a", 0), sub("b", 0), start("a", 1), start("b", 1)])
+    assert found.rule == "rule 1: lane max_concurrency"
+    assert [e.command_id for e in found.events] == ["a", "b"]
+    assert "lane 'fast' runs 2 commands" in str(found)
+
+
+def test_global_cap_exceeded() -> None:
+    events = [sub("a", 0), sub("b", 0, "slow"), start("a", 0), start("b", 0, "slow")]
+    assert violation(events, max_concurrency=1).rule == "rule 1: global max_concurrency"
+
+
+def test_reservation_taken() -> None:
+    configs = (LaneConfig("fast", 0, min_concurrency=1), LaneConfig("slow", 5, max_concurrency=2))
+    events = [
+        sub("a", 0, "slow"),
+        sub("b", 0, "slow"),
+        start("a", 0, "slow"),
+        start("b", 0, "slow"),
+    ]
+    assert violation(events, configs, max_concurrency=2).rule == (
+        "rule 1: min_concurrency reservations"
+    )
+
+
+@pytest.mark.parametrize(
+    ("limit", "second_start"),
+    [(RateLimit.per_second(1), 0.5), (RateLimit.sliding_window(1, 2.0), 1.5)],
+)
+def test_rate_limit_broken(limit: RateLimit, second_start: float) -> None:
+    configs = (LaneConfig("fast", 0, rate_limit=limit), TWO[1])
+    events = [sub("a", 0), start("a", 0), done("a", 0.1), sub("b", 0.1)]
+    events += [start("b", second_start, waited=second_start - 0.1)]
+    assert violation(events, configs, complete=False).rule == "rule 1: rate limit"
+    ok = [*events[:-1], start("b", 2.0, waited=1.9), done("b", 2.5)]
+    check_invariants(ok, configs)
+
+
+def test_fifo_broken() -> None:
+    events = [sub("a", 0), sub("b", 1), start("b", 2, waited=1), done("b", 3)]
+    events += [start("a", 3, waited=3), done("a", 4)]
+    found = violation(events)
+    assert found.rule == "rule 2: FIFO within a lane"
+    assert "a was ahead of b" in found.detail
+
+
+def test_a_preempted_command_goes_first() -> None:
+    configs = (TWO[0], LaneConfig("slow", 5, preemptible=True))
+    base = [sub("x", 0, "slow"), start("x", 0, "slow"), sub("y", 0.5, "slow")]
+    base += [ev.Preempted("slow", "x", 1, 1)]
+    ok = [*base, start("x", 2, "slow", waited=2), done("x", 3, "slow")]
+    ok += [start("y", 3, "slow", waited=2.5), done("y", 4, "slow")]
+    check_invariants(ok, configs, max_concurrency=1)
+    bad = [*base, start("y", 2, "slow", waited=1.5)]
+    assert violation(bad, configs, max_concurrency=1, complete=False).rule == (
+        "rule 2: FIFO within a lane"
+    )
+
+
+def test_priority_inversion() -> None:
+    events = [sub("low", 0, "slow"), sub("high", 0), start("low", 1, "slow", waited=1)]
+    events += [start("high", 2, waited=2)]
+    found = violation(events, complete=False)
+    assert found.rule == "rule 2: priority"
+    assert "high waited in lane 'fast'" in found.detail
+
+
+def test_priority_not_judged_when_unsure() -> None:
+    # the urgent lane was paused (pauses are not events), or full, or out of tokens
+    events = [sub("low", 0, "slow"), sub("high", 0), start("low", 1, "slow", waited=1)]
+    events += [start("high", 2, waited=2)]
+    check_invariants(events, TWO, paused=["fast"], complete=False)
+    full = [sub("busy", 0), start("busy", 0), *events[:3]]
+    check_invariants(full, TWO, complete=False)
+    limited = (LaneConfig("fast", 0, rate_limit=RateLimit.per_second(1)), TWO[1])
+    used = [sub("t", 0), start("t", 0.5), done("t", 0.5), *events[:3]]
+    check_invariants(used, limited, complete=False)
+
+
+def test_boosted_command_may_go_before_a_more_urgent_lane() -> None:
+    configs = (TWO[0], LaneConfig("slow", 2, boost=PriorityBoost.custom(4, [1, 2, 3])))
+    events = [sub("low", 0, "slow"), sub("high", 2.5), start("low", 3, "slow", waited=3)]
+    check_invariants(events, configs, complete=False)  # boosted 3 levels: priority 0
+
+
+def test_a_preemption_counted_as_an_attempt() -> None:
+    configs = (TWO[0], LaneConfig("slow", 5, preemptible=True))
+    events = [sub("x", 0, "slow"), start("x", 0, "slow"), ev.Preempted("slow", "x", 1, 2)]
+    found = violation(events, configs, max_concurrency=1, complete=False)
+    assert found.rule == "rule 4: attempts (a preemption is not an attempt)"
+    restarted = [*events[:2], ev.Preempted("slow", "x", 1, 1), start("x", 2, "slow", 2)]
+    found = violation(restarted, configs, max_concurrency=1, complete=False)
+    assert "attempt 2 started, expected attempt 1" in found.detail
+
+
+def test_retried_past_max_retries() -> None:
+    events = [sub("a", 0), start("a", 0), ev.Retrying("fast", "a", 1, 1, 0.0)]
+    assert violation(events, complete=False).rule == (
+        "rule 4: attempts never exceed max_retries + 1"
+    )
+
+
+def test_a_success_retried() -> None:
+    events = [sub("a", 0), start("a", 0), done("a", 1), start("a", 2, attempt=2)]
+    assert violation(events).rule == "rule 4: a success is never retried"
+
+
+def test_two_terminal_states() -> None:
+    events = [sub("a", 0), start("a", 0), done("a", 1), ev.Cancelled("fast", "a", 2)]
+    assert violation(events).rule == "rule 4: exactly one terminal state"
+
+
+def test_every_command_ends() -> None:
+    events = [sub("a", 0), start("a", 0)]
+    assert violation(events).rule == "rule 4: every accepted command ends"
+    check_invariants(events, TWO, complete=False)
+
+
+def test_failure_needs_its_dead_letter() -> None:
+    events = [sub("a", 0), start("a", 0), ev.Failed("fast", "a", 1, 1)]
+    assert violation(events).rule == "rule 4: failed commands are dead-lettered"
+
+
+def test_timeout_then_success_is_not_allowed() -> None:
+    events = [sub("a", 0), start("a", 0), ev.TimedOut("fast", "a", 1, 1, 1.0), done("a", 1)]
+    assert violation(events).rule == "rule 4: a timeout is a failed attempt"
+
+
+def test_only_preemptible_lanes_are_preempted() -> None:
+    events = [sub("x", 0, "slow"), start("x", 0, "slow"), ev.Preempted("slow", "x", 1, 1)]
+    found = violation(events, max_concurrency=1, complete=False)
+    assert found.rule == "rule 3: only preemptible lanes are preempted"
+
+
+def test_the_first_violation_is_reported() -> None:
+    events = [sub("a", 0), sub("b", 0), start("a", 0), start("b", 0), done("a", 1)]
+    events += [start("a", 2, attempt=2)]
+    assert violation(events).rule == "rule 1: lane max_concurrency"
+
+
+def test_events_of_an_unknown_lane() -> None:
+    assert violation([sub("a", 0, "nope")]).rule == "config"
+
+
+# -- strategies ----------------------------------------------------------------------------
+
+
+@given(lane_systems())
+def test_lane_systems_are_valid(system: tuple[tuple[LaneConfig, ...], int | None]) -> None:
+    configs, cap = system
+    lanes.open_lane_system(configs, max_concurrency=cap)  # validates at once
+    assert len({c.name for c in configs}) == len(configs)
+    if cap is not None:
+        assert cap > sum(c.min_concurrency for c in configs) or all(
+            c.min_concurrency for c in configs
+        )
+
+
+@given(retry_policies(), rate_limits(), priority_boosts())
+def test_parts_are_exact_binary_fractions(
+    retry: RetryPolicy, limit: RateLimit, boost: PriorityBoost
+) -> None:
+    for seconds in (retry.delay(1), retry.delay(2), limit.window, boost.deadline, *boost.at):
+        assert (seconds * 2**10).is_integer()
+    assert limit.rate in (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+@given(lane_configs(1, 3).flatmap(lambda cs: st.tuples(st.just(cs), workloads(cs))))
+def test_workloads_use_the_lanes_in_time_order(
+    drawn: tuple[tuple[LaneConfig, ...], list[lanes.testing.WorkItem]],
+) -> None:
+    configs, work = drawn
+    assert {item.lane for item in work} <= {c.name for c in configs}
+    assert [item.at for item in work] == sorted(item.at for item in work)
+
+
+# -- the model -------------------------------------------------------------------------------
+
+
+def test_model_picks_by_priority_then_submission() -> None:
+    configs = (LaneConfig("a", 3), LaneConfig("b", 1), LaneConfig("c", 1))
+    model = ReferenceModel(configs, None)
+    for i, lane in enumerate(["a", "c", "b"]):
+        model.submit(i, lane, 0.0)
+    assert model.next_start(0.0) == 1  # c and b tie on priority; c was submitted first
+    model.start(1, 0.0)
+    assert model.next_start(0.0) == 2
+    model.start(2, 0.0)
+    assert model.next_start(0.0) == 0
+
+
+def test_model_rate_limit_and_wakeups() -> None:
+    model = ReferenceModel(
+        (LaneConfig("a", 0, max_concurrency=3, rate_limit=RateLimit.per_second(1)),), None
+    )
+    for i in range(2):
+        model.submit(i, "a", 0.0)
+    model.start(0, 0.0)
+    assert model.next_start(0.5) is None
+    assert model.next_change(0.5) == 1
+    assert model.next_start(1.0) == 1
+
+
+def test_model_preempts_the_most_recent_start() -> None:
+    configs = (LaneConfig("u", 0), LaneConfig("p", 5, max_concurrency=2, preemptible=True))
+    model = ReferenceModel(configs, 2)
+    for i in range(2):
+        model.submit(i, "p", 0.0)
+        model.start(i, float(i))
+    model.submit(2, "u", 2.0)
+    assert model.blocked_by_cap(2.0) == ["u"]
+    assert model.preemptions(2.0) == [1]
+
+
+# -- the fixture and the example -------------------------------------------------------------
+
+
+async def test_lane_system_fixture_checks_on_exit(
+    lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with lane_system(TWO, max_concurrency=2) as system:
+        await system.submit("slow", trio.sleep, 1)
+        await system.run("fast", trio.sleep, 0.5)
+    kinds = [type(event).__name__ for event in lane_system.log.events]
+    assert kinds.count("Started") == 2 and kinds.count("Completed") == 2
+
+
+async def test_lane_system_fixture_needs_the_autojump_clock(lane_system: LaneSystemFactory) -> None:
+    with pytest.raises(lanes.LaneUsageError, match="autojump_clock"):
+        async with lane_system(TWO):
+            pass
+
+
+def load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_property_testing_example(capsys: pytest.CaptureFixture[str]) -> None:
+    example = load_example("property_testing")
+    example.main()
+    out = capsys.readouterr().out
+    assert "agree with the model" in out
+    assert "kept every scheduling rule" in out
+    assert "['timed_out', 'completed']" in out
+
+
+async def test_property_testing_example_fixture_test(
+    lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    example = load_example("property_testing")
+    await example.test_with_the_fixture(lane_system, autojump_clock)
+
+
+def test_the_docs_show_the_example_as_it_is() -> None:
+    page = (EXAMPLES.parent / "docs" / "testing.md").read_text(encoding="utf-8")
+    code = page.split("<!-- runnable -->\n```python\n", 1)[1].split("\n```\n", 1)[0] + "\n"
+    assert code == (EXAMPLES / "property_testing.py").read_text(encoding="utf-8")
