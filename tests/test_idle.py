@@ -25,8 +25,19 @@ class StepCounter(trio.abc.Instrument):
             self.steps += 1
 
 
-async def test_a_thousand_idle_systems_never_wake(autojump_clock: trio.abc.Clock) -> None:
+async def steps_while_sleeping(seconds: float) -> int:
+    """Task steps of every other task while this one sleeps ``seconds``."""
     counter = StepCounter()
+    counter.ignore.add(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        await trio.sleep(seconds)
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    return counter.steps
+
+
+async def test_a_thousand_idle_systems_never_wake(autojump_clock: trio.abc.Clock) -> None:
     async with contextlib.AsyncExitStack() as stack:
         systems = [await stack.enter_async_context(lanes.open_lane_system()) for _ in range(1000)]
         # Use each once (worker tasks come and go), with a delayed command and a retry timer
@@ -35,24 +46,11 @@ async def test_a_thousand_idle_systems_never_wake(autojump_clock: trio.abc.Clock
             await system.run("query", noop)
             await system.run("query", noop, delay=1)
         await trio.sleep(5)
-        trio.lowlevel.add_instrument(counter)
-        counter.ignore.add(trio.lowlevel.current_task())
-        try:
-            await trio.sleep(10)
-        finally:
-            trio.lowlevel.remove_instrument(counter)
-        assert counter.steps == 0
+        assert await steps_while_sleeping(10) == 0
 
 
 async def test_an_idle_durable_system_never_wakes(autojump_clock: trio.abc.Clock) -> None:
-    counter = StepCounter()
     async with lanes.open_lane_system(storage=MemoryStorage(), commands=[]) as system:
         await system.run("query", noop, durable=False)
         await trio.sleep(1)
-        trio.lowlevel.add_instrument(counter)
-        counter.ignore.add(trio.lowlevel.current_task())
-        try:
-            await trio.sleep(10)
-        finally:
-            trio.lowlevel.remove_instrument(counter)
-    assert counter.steps == 0
+        assert await steps_while_sleeping(10) == 0
