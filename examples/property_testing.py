@@ -84,9 +84,9 @@ async def test_with_the_fixture(
 
 
 def main() -> None:
-    model_check = MyLanesMachine.TestCase("runTest")
-    model_check.settings = settings(max_examples=20, deadline=None)
-    model_check.runTest()
+    test_case = MyLanesMachine.TestCase
+    test_case.settings = settings(max_examples=20, deadline=None)
+    test_case("runTest").runTest()
     print("model check: 20 random runs of the policy on MY_LANES agree with the model")
     test_my_lanes_keep_the_rules()
     print("end to end: 20 random workloads kept every scheduling rule")
