@@ -374,7 +374,7 @@ class Policy:
         for rank, (priority, _, state) in enumerate(self._blocked_by_cap(now), start=1):
             if self.preempting >= rank:
                 continue  # slots already being freed cover this command
-            victim = self._victim(priority, state)
+            victim = self._victim(priority, state, now)
             if victim is None:
                 continue
             victim.preempting = True
@@ -382,8 +382,13 @@ class Policy:
             chosen.append(victim)
         return chosen
 
-    def _victim(self, priority: int, waiting: LaneState) -> Job | None:
-        """The most recently started preemptible job that would free a slot for ``waiting``."""
+    def _victim(self, priority: int, waiting: LaneState, now: float) -> Job | None:
+        """The most recently started preemptible job that would free a slot for ``waiting``.
+
+        A job whose own effective priority (its boost clock keeps running while it runs) is
+        not less urgent than ``priority`` is no victim: requeued at its lane's head it would
+        win the freed slot back at once, and be chosen again: a livelock at one instant.
+        """
         best: Job | None = None
         for state in self.lanes.values():
             config = state.config
@@ -393,7 +398,7 @@ class Policy:
             if state.active - leaving <= config.min_concurrency:
                 continue  # what is left is the lane's reservation
             for job in reversed(state.running):
-                if not job.preempting:
+                if not job.preempting and state.effective_priority(job, now) > priority:
                     if best is None or job.start_seq > best.start_seq:
                         best = job
                     break

@@ -29,7 +29,8 @@ class Record:
 
 
 async def main(db: str, first: int, count: int) -> None:
-    config = [lanes.LaneConfig("work", 0, max_concurrency=8)]
+    # A small inbox bounds the backlog each kill leaves for the final drain.
+    config = [lanes.LaneConfig("work", 0, max_concurrency=8, inbox_size=2000)]
     async with lanes.open_lane_system(
         config, storage=db, commands=[Record], drain_timeout=None
     ) as system:

@@ -40,7 +40,10 @@ def test_sigkill_loses_no_acknowledged_command(tmp_path: pathlib.Path) -> None:
     rng = random.Random(20261122)
     acked: list[str] = []
     for round_ in range(5):
-        acked += run_child(db, log, round_ * 3000, 3000, kill_after=rng.uniform(1.5, 3.0))
+        # More keys than any machine submits before the kill: the child is always killed
+        # mid-stream, never after it ran out of work.
+        first = round_ * 10_000_000
+        acked += run_child(db, log, first, 10_000_000, kill_after=rng.uniform(1.5, 3.0))
     acked += run_child(db, log, 0, 0, kill_after=None)  # recover and drain
     assert len(acked) > 300, "the children acknowledged too little to test anything"
     ran = collections.Counter(log.read_text().split())

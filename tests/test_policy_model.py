@@ -1,9 +1,7 @@
 """Model check of the pure scheduling policy: the real ``Policy`` against ``ReferenceModel``.
 
-The state machine found three policy bugs; the minimal sequences are below. One is fixed (its
-test is a plain regression test now). Until the other two are fixed the machine run here
-tolerates exactly those deviations; when a fix lands its strict xfail test passes, fails as
-XPASS, and the name comes out of ``tolerate``.
+The state machine found four policy bugs, all fixed; their minimal sequences are below as
+regression tests.
 """
 
 from __future__ import annotations
@@ -15,12 +13,7 @@ from lanes import LaneConfig, PriorityBoost, RateLimit
 from lanes._policy import Job, Policy
 from lanes.testing import PolicyStateMachine, ReferenceModel
 
-
-class PolicyMachine(PolicyStateMachine):
-    tolerate = frozenset({"preempt-below-reservation", "wakeup-rounding"})
-
-
-TestPolicy = pytest.mark.property(PolicyMachine.TestCase)
+TestPolicy = pytest.mark.property(PolicyStateMachine.TestCase)
 TestPolicy.settings = settings(TestPolicy.settings, stateful_step_count=40)
 
 
@@ -51,9 +44,9 @@ def test_token_arrival_that_enables_a_preemption_wakes_the_shell() -> None:
 def test_no_preemption_that_only_refills_the_victims_reservation() -> None:
     """Two waiters, one preemptible lane with a reservation: only one victim helps.
 
-    ``_victim`` checks ``active > min_concurrency`` without counting the commands already
-    being preempted, so both running commands of ``batch`` (min 1) are taken. The second
-    one restarts at once in ``batch``'s reserved slot and ``b`` still waits: wasted work.
+    ``_victim`` used to check ``active > min_concurrency`` without counting the commands
+    already being preempted, so both running commands of ``batch`` (min 1) were taken: the
+    second one restarted at once in ``batch``'s reserved slot and ``b`` still waited.
     """
     configs = (
         LaneConfig("a", 0),
@@ -73,13 +66,15 @@ def test_no_preemption_that_only_refills_the_victims_reservation() -> None:
         policy.add(job, 1.0)
         model.submit(i, job.lane, 1.0)
     assert model.preemptions(1.0) == [1]  # y only
-    assert policy.schedule(1.0).preempt == [y]  # the policy takes x too
+    assert policy.schedule(1.0).preempt == [y]
 
 
 def test_boost_wakeup_is_in_the_future() -> None:
-    """``next_wakeup`` returns ``pending_since + point``; at that time ``now - pending_since``
-    can round below ``point``, so the same time comes back: the supervisor wakes at one
-    instant forever (a hang under ``MockClock``; a busy loop until the real clock moves).
+    """A boost wake-up lies in the future even when float rounding says otherwise.
+
+    ``next_wakeup`` used to return ``pending_since + point``; at that time
+    ``now - pending_since`` can round below ``point``, so the same time came back and the
+    supervisor woke at one instant forever (a hang under ``MockClock``).
     """
     configs = (
         LaneConfig("urgent", 0),
@@ -97,3 +92,25 @@ def test_boost_wakeup_is_in_the_future() -> None:
     policy.schedule(wake)
     again = policy.next_wakeup(wake)
     assert again is None or again > wake
+
+
+def test_a_preempted_command_does_not_restart_before_its_waiter() -> None:
+    """A victim must be less urgent than its waiter by its own boosted priority.
+
+    A requeued command keeps its boost clock (``pending_since``), so the 10 s ``v`` ran
+    count as waiting: back at the head of its lane it is boosted to priority 1, more urgent
+    than ``w`` (2). Victims used to be chosen by their lane's base priority (5 > 2), so the
+    freed slot went straight back to ``v``, which was a victim again: preempted, requeued,
+    restarted, forever at one instant (under ``MockClock`` the system hung). Now ``v`` is no
+    victim: it keeps running and ``w`` waits.
+    """
+    boost = PriorityBoost.custom(4, [1, 2, 3, 4])
+    configs = (LaneConfig("w", 2), LaneConfig("v", 5, preemptible=True, boost=boost))
+    policy = Policy(configs, max_concurrency=1)
+    v, w = Job("v"), Job("w")
+    policy.add(v, 0.0)
+    assert policy.schedule(0.0).start == [v]
+    policy.add(w, 10.0)
+    assert policy.schedule(10.0).preempt == []
+    policy.finish(v)
+    assert policy.schedule(10.0).start == [w]

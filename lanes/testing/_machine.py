@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -49,7 +50,6 @@ _MODEL_STATE = {
     JobState.GONE: "gone",
 }
 _MAX_WAKEUPS = 10_000
-_HAIR = 2.0**-20
 _ROUNDING = 1e-5  # the policy may wake up to 1 µs late (its minimum wait) on rounding
 
 _picks = st.integers(min_value=0, max_value=63)
@@ -76,10 +76,6 @@ class PolicyStateMachine(RuleBasedStateMachine):
     * ``max_concurrency(configs)``: a classmethod returning a strategy of global caps for
       those configs (default :func:`lanes.testing.max_concurrencies`).
     * ``max_commands``: how many commands one run may submit (default 30).
-    * ``tolerate``: names of known policy deviations to accept instead of failing:
-      ``"preempt-below-reservation"`` (a victim is taken from a lane whose other commands
-      are already leaving, below its reservation) and ``"wakeup-rounding"``
-      (``next_wakeup`` returns a time not after ``now``).
 
     Commands are plain integers; the machine keeps the attempt count of each, the way the
     async shell does (a start is an attempt, a preemption gives it back).
@@ -89,7 +85,6 @@ class PolicyStateMachine(RuleBasedStateMachine):
         min_lanes=2
     )
     max_commands: ClassVar[int] = 30
-    tolerate: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def max_concurrency(cls, configs: Sequence[LaneConfig]) -> st.SearchStrategy[int | None]:
@@ -109,6 +104,7 @@ class PolicyStateMachine(RuleBasedStateMachine):
         self.outcome: list[str | None] = []  # completed / failed / cancelled, once
         self.ready = False
         self.preemptions_seen = 0
+        self.requeued_at: dict[int, float] = {}  # when a preemption last requeued a command
 
     # -- setup -----------------------------------------------------------------------------------
 
@@ -170,10 +166,13 @@ class PolicyStateMachine(RuleBasedStateMachine):
             command = self.index[job]
             model.fuzzy = False
             expected = model.next_start(now)
-            if not model.fuzzy:
-                assert command == expected, (
-                    f"rule 2: the policy started command {command} (lane {job.lane!r}) but "
-                    f"the model expects {expected}\n{self._describe()}"
+            if not model.fuzzy and command != expected:
+                forbidden = model.why_not(job.lane, now)
+                rule = "rule 1" if forbidden else "rule 2"
+                because = f": {forbidden}" if forbidden else ""
+                raise AssertionError(
+                    f"{rule}: the policy started command {command} (lane {job.lane!r}) but "
+                    f"the model expects {expected}{because}\n{self._describe()}"
                 )
             else:
                 self._check_start_allowed(command)
@@ -199,8 +198,6 @@ class PolicyStateMachine(RuleBasedStateMachine):
         wake = self.policy.next_wakeup(self.now)
         if wake is None or wake > self.now:
             return wake
-        if "wakeup-rounding" in self.tolerate:
-            return self.now + _HAIR  # as a real clock would: a little late
         raise AssertionError(
             f"next_wakeup({self.now!r}) returned {wake!r}: not in the future, so the shell "
             f"would wake again at once, forever\n{self._describe()}"
@@ -219,8 +216,6 @@ class PolicyStateMachine(RuleBasedStateMachine):
         model = self.model
         model.fuzzy = False
         expected = model.preemptions(self.now)
-        if "preempt-below-reservation" in self.tolerate and set(chosen) != set(expected):
-            expected = model.preemptions(self.now, reservations_see_leaving=False)
         if not model.fuzzy:
             assert set(chosen) == set(expected), (
                 f"rule 3: the policy preempts {chosen}, the model expects {expected}\n"
@@ -229,6 +224,11 @@ class PolicyStateMachine(RuleBasedStateMachine):
         self.preemptions_seen += len(chosen)
         for command in chosen:
             assert not model.commands[command].preempting, f"rule 3: {command} preempted twice"
+            assert self.requeued_at.get(command) != self.now, (
+                f"rule 3: command {command} was preempted, requeued and started again at "
+                f"t={self.now}, and is preempted again: a livelock at one instant\n"
+                f"{self._describe()}"
+            )
             model.mark_preempting(command)
 
     def _check_no_missed_wakeup(self, until: float) -> None:
@@ -312,6 +312,7 @@ class PolicyStateMachine(RuleBasedStateMachine):
         self.policy.requeue_front(self.jobs[command], self.now)
         self.model.requeue_front(command)
         self.attempts[command] -= 1
+        self.requeued_at[command] = self.now
         self._then(decide)
 
     @precondition(lambda self: bool(self.jobs))
@@ -441,8 +442,8 @@ class PolicyStateMachine(RuleBasedStateMachine):
         Nothing may wait for a wake-up the policy does not ask for; what can never start
         (say, a lane left no room by the reservations of others) is cancelled at the end.
         """
-        if not self.ready:
-            return
+        if not self.ready or sys.exc_info()[0] is not None:
+            return  # a step failed: report that, not what draining would make of it
         target(float(self.preemptions_seen), label="preemptions")
         for name in self.names:
             self.policy.resume(name)

@@ -272,6 +272,21 @@ class ReferenceModel:
             return False
         return self.has_token(lane, now)
 
+    def why_not(self, lane: str, now: float | Fraction) -> str | None:
+        """Why rule 1 forbids ``lane`` to start its head at ``now`` (None: it may)."""
+        state = self.lanes[lane]
+        if not state.queue:
+            return f"lane {lane!r} has no queued command"
+        if state.paused:
+            return f"lane {lane!r} is paused"
+        if state.active >= state.config.max_concurrency:
+            return f"lane {lane!r} already runs {state.active} (max_concurrency)"
+        if not self.has_token(lane, now):
+            return f"lane {lane!r} has no rate-limit token"
+        if not self.cap_allows(lane):
+            return f"the global cap (and reservations) leave lane {lane!r} no slot"
+        return None
+
     def startable(self, now: float | Fraction) -> list[str]:
         """The lanes whose head may start at ``now`` (rule 1)."""
         return [name for name in self.lanes if self.lane_ready(name, now) and self.cap_allows(name)]
@@ -281,13 +296,18 @@ class ReferenceModel:
     def effective_priority(self, lane: str, now: float | Fraction) -> int:
         """The priority of ``lane``'s head with boosting (its base priority when empty)."""
         state = self.lanes[lane]
-        base = state.config.priority
-        boost = state.config.boost
-        if not state.queue or boost is None:
-            return base
-        age = exact(now) - state.queue[0].pending_since
-        passed = sum(1 for point in boost.at if self._compare(age, exact(point)))
-        return max(0, base - passed)
+        if not state.queue:
+            return state.config.priority
+        return self.command_priority(state.queue[0], now)
+
+    def command_priority(self, cmd: ModelCommand, now: float | Fraction) -> int:
+        """``cmd``'s priority with boosting, by its boost clock (which runs while it runs)."""
+        config = self.lanes[cmd.lane].config
+        if config.boost is None:
+            return config.priority
+        age = exact(now) - cmd.pending_since
+        passed = sum(1 for point in config.boost.at if self._compare(age, exact(point)))
+        return max(0, config.priority - passed)
 
     def _urgency(self, lane: str, now: float | Fraction) -> tuple[int, int]:
         return (self.effective_priority(lane, now), self.lanes[lane].queue[0].order)
@@ -311,37 +331,28 @@ class ReferenceModel:
         blocked = [n for n in self.lanes if self.lane_ready(n, now) and not self.cap_allows(n)]
         return sorted(blocked, key=lambda name: self._urgency(name, now))
 
-    def preemptions(
-        self, now: float | Fraction, *, reservations_see_leaving: bool = True
-    ) -> list[CommandId]:
+    def preemptions(self, now: float | Fraction) -> list[CommandId]:
         """The running commands to preempt at ``now``, one per uncovered blocked head.
 
         Each lane head blocked only by the cap needs one slot. Preemptions already under way
         cover the most urgent of them; each other one takes the most recently started running
-        command of a preemptible lane less urgent than it (by base priority), other than its
+        command of a preemptible lane less urgent than it (by its own boosted priority: a victim
+        that would win the slot back at once is none), other than its
         own, that keeps that lane at or above its reservation, if one freed slot would let it
         start.
-
-        Args:
-            now: the time.
-            reservations_see_leaving: whether commands already being preempted (or chosen in
-                this round) count as gone when checking the victim lane's reservation. False
-                gives a laxer rule that may preempt a command only to restart it in its
-                lane's reserved slot.
         """
         if self.cap is None:
             return []
         in_flight = sum(1 for c in self._running() if c.preempting)
         chosen: list[ModelCommand] = []
         for lane in self.blocked_by_cap(now)[in_flight:]:
-            urgency = self.effective_priority(lane, now)
-            victim = self._victim(lane, urgency, chosen, reservations_see_leaving)
+            victim = self._victim(lane, self.effective_priority(lane, now), chosen, now)
             if victim is not None:
                 chosen.append(victim)
         return [cmd.id for cmd in chosen]
 
     def _victim(
-        self, waiting: str, priority: int, chosen: list[ModelCommand], see_leaving: bool
+        self, waiting: str, priority: int, chosen: list[ModelCommand], now: float | Fraction
     ) -> ModelCommand | None:
         if not self._fits_with_one_more_slot(waiting):
             return None
@@ -352,19 +363,14 @@ class ReferenceModel:
             and cmd not in chosen
             and cmd.lane != waiting
             and self.lanes[cmd.lane].config.preemptible
-            and self.lanes[cmd.lane].config.priority > priority
-            and self._keeps_reservation(cmd.lane, chosen if see_leaving else None)
+            and self.command_priority(cmd, now) > priority
+            and self._keeps_reservation(cmd.lane, chosen)
         ]
         return max(candidates, key=lambda cmd: cmd.start_number, default=None)
 
-    def _keeps_reservation(self, lane: str, chosen: list[ModelCommand] | None) -> bool:
-        """After giving one more slot back, ``lane`` would still fill its reservation.
-
-        ``chosen`` None: do not count the commands already leaving.
-        """
+    def _keeps_reservation(self, lane: str, chosen: list[ModelCommand]) -> bool:
+        """After giving one more slot back, ``lane`` would still fill its reservation."""
         state = self.lanes[lane]
-        if chosen is None:
-            return state.active - 1 >= state.config.min_concurrency
         leaving = sum(1 for cmd in state.running if cmd.preempting or cmd in chosen)
         return state.active - leaving - 1 >= state.config.min_concurrency
 
