@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
 from ._errors import LaneConfigError
+
+if TYPE_CHECKING:
+    from ._shared import SharedLimit
 
 __all__ = ["DEFAULT_LANES", "LaneConfig", "PriorityBoost", "RateLimit", "RetryPolicy"]
 
@@ -264,6 +267,8 @@ class LaneConfig:
         preemptible: whether a more urgent command blocked by the global cap may cancel
             (and requeue) this lane's most recently started command.
         inbox_size: how many commands may be pending in the lane before ``submit`` waits.
+        shared_limit: a :class:`SharedLimit` this lane shares with lanes of other lane
+            systems (an app-wide concurrency and/or rate limit), or None.
     """
 
     name: str
@@ -276,8 +281,11 @@ class LaneConfig:
     boost: PriorityBoost | None = attrs.field(default=None, kw_only=True)
     preemptible: bool = attrs.field(default=False, kw_only=True)
     inbox_size: int = attrs.field(default=10_000, kw_only=True)
+    shared_limit: SharedLimit | None = attrs.field(default=None, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
+        from ._shared import SharedLimit  # here: _shared imports this module
+
         _check_name(self.name)
         owner = f"LaneConfig({self.name!r})"
         _check_int(owner, "priority", self.priority, 0)
@@ -297,6 +305,7 @@ class LaneConfig:
         _check_type(owner, "boost", self.boost, PriorityBoost, optional=True)
         _check_type(owner, "preemptible", self.preemptible, bool)
         _check_int(owner, "inbox_size", self.inbox_size, 1)
+        _check_type(owner, "shared_limit", self.shared_limit, SharedLimit, optional=True)
 
 
 def _check_type(

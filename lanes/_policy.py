@@ -22,17 +22,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 
 import attrs
 
-from ._config import LaneConfig, RateLimit
+from ._config import LaneConfig
+from ._limiters import MIN_WAIT, make_limiter
 
 __all__ = ["Decision", "Job", "JobState", "Policy"]
-
-_EPSILON = 1e-9
-_MIN_WAIT = 1e-6
 
 
 class JobState(IntEnum):
@@ -71,67 +69,6 @@ class Decision:
     preempt: list[Job]
 
 
-class _TokenBucket:
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, limit: RateLimit) -> None:
-        self.rate = limit.rate
-        self.burst = float(limit.burst)
-        self.tokens = self.burst
-        self.stamp: float | None = None
-
-    def _refill(self, now: float) -> None:
-        if self.stamp is not None and now > self.stamp:
-            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        if self.stamp is None or now > self.stamp:
-            self.stamp = now
-
-    def ready(self, now: float) -> bool:
-        self._refill(now)
-        return self.tokens >= 1.0 - _EPSILON
-
-    def take(self, now: float) -> None:
-        self._refill(now)
-        self.tokens -= 1.0
-
-    def ready_at(self, now: float) -> float:
-        self._refill(now)
-        return now + max((1.0 - self.tokens) / self.rate, _MIN_WAIT)
-
-
-class _SlidingWindow:
-    __slots__ = ("limit", "starts", "window")
-
-    def __init__(self, limit: RateLimit) -> None:
-        self.limit = limit.limit
-        self.window = limit.window
-        self.starts: deque[float] = deque()
-
-    def _expire(self, now: float) -> None:
-        while self.starts and self.starts[0] <= now - self.window:
-            self.starts.popleft()
-
-    def ready(self, now: float) -> bool:
-        self._expire(now)
-        return len(self.starts) < self.limit
-
-    def take(self, now: float) -> None:
-        self.starts.append(now)
-
-    def ready_at(self, now: float) -> float:
-        self._expire(now)
-        return max(self.starts[0] + self.window, now + _MIN_WAIT)
-
-
-_Limiter = _TokenBucket | _SlidingWindow
-
-
-def _make_limiter(limit: RateLimit | None) -> _Limiter | None:
-    if limit is None:
-        return None
-    return _TokenBucket(limit) if limit.kind == "token_bucket" else _SlidingWindow(limit)
-
-
 class LaneState:
     """The policy's view of one lane."""
 
@@ -147,6 +84,7 @@ class LaneState:
         "priority",
         "queue",
         "running",
+        "shared",
     )
 
     def __init__(self, config: LaneConfig) -> None:
@@ -155,12 +93,14 @@ class LaneState:
         self.priority = config.priority
         self.max = config.max_concurrency
         self.boost = config.boost
-        self.limiter = _make_limiter(config.rate_limit)
+        self.limiter = make_limiter(config.rate_limit)
         self.queue: deque[Job] = deque()
         self.pending = 0  # queued + delayed jobs, cancelled ones excluded
         self.active = 0
         self.running: dict[Job, None] = {}  # insertion order = start order
         self.paused = False
+        limit = config.shared_limit
+        self.shared = None if limit is None else limit.attach(config.name, config.priority)
 
     def head(self) -> Job | None:
         """The first live queued job (cancelled jobs are dropped lazily)."""
@@ -205,6 +145,19 @@ class Policy:
         self._delayed: list[tuple[float, Job]] = []
         self._seq = 0
         self._start_seq = 0
+        self._shared = [s for s in self.lanes.values() if s.shared is not None]
+
+    def set_waker(self, wake: Callable[[], None]) -> None:
+        """How a :class:`SharedLimit` asks this policy's shell to decide again (a grant)."""
+        for state in self._shared:
+            assert state.shared is not None
+            state.shared.wake = wake
+
+    def detach(self) -> None:
+        """The system is gone: leave every shared limit, giving back all slots held."""
+        for state in self._shared:
+            assert state.shared is not None
+            state.shared.limit.detach(state.shared)
 
     # -- state changes ------------------------------------------------------------------
 
@@ -252,6 +205,8 @@ class Policy:
         state.active -= 1
         self.active_total -= 1
         del state.running[job]
+        if state.shared is not None:
+            state.shared.limit.release(state.shared)
         if job.preempting:
             job.preempting = False
             self.preempting -= 1
@@ -293,8 +248,28 @@ class Policy:
         while (job := self._best_startable(now)) is not None:
             self._start(job, now)
             started.append(job)
+        if self._shared:
+            self._settle_shared(now)
         preempt = self._choose_preemptions(now) if self._preemption_possible else []
         return Decision(started, preempt)
+
+    def _settle_shared(self, now: float) -> None:
+        """After a round: wait only while blocked by the shared limit alone; return unused
+        grants (the lane cannot use them now: its command went away, or it is blocked)."""
+        for state in self._shared:
+            member = state.shared
+            assert member is not None
+            limit = member.limit
+            if member.tickets:
+                limit.give_back(member, now)
+            elif member.waiting and not self._locally_startable(state, now):
+                limit.withdraw(member)
+
+    def _locally_startable(self, state: LaneState, now: float) -> bool:
+        """Rule 1 without the shared limit: the lane has a head that may start."""
+        if not state.pending or state.head() is None or not self._lane_ready(state, now):
+            return False
+        return self.cap_allows(state)
 
     def _release_due(self, now: float) -> None:
         delayed = self._delayed
@@ -342,6 +317,10 @@ class Policy:
                 continue
             if capped and not self.cap_allows(state):
                 continue
+            shared = state.shared
+            if shared is not None and not shared.limit.available(shared, now):
+                shared.limit.wait(shared)
+                continue
             priority = state.effective_priority(job, now)
             if priority < best_priority or (priority == best_priority and job.seq < best_seq):
                 best, best_priority, best_seq = job, priority, job.seq
@@ -355,6 +334,8 @@ class Policy:
         self.active_total += 1
         if state.limiter is not None:
             state.limiter.take(now)
+        if state.shared is not None:
+            state.shared.limit.take(state.shared, now)
         self._start_seq += 1
         job.start_seq = self._start_seq
         job.state = JobState.ACTIVE
@@ -364,7 +345,10 @@ class Policy:
         blocked = []
         for state in self.lanes.values():
             job = state.head() if state.pending else None
-            if job is not None and self._lane_ready(state, now) and not self.cap_allows(state):
+            if job is None or not self._lane_ready(state, now) or self.cap_allows(state):
+                continue
+            shared = state.shared
+            if shared is None or shared.limit.could_take(shared, now):
                 blocked.append((state.effective_priority(job, now), job.seq, state))
         blocked.sort(key=lambda item: item[:2])
         return blocked
@@ -419,9 +403,15 @@ class Policy:
         That is the next delayed job becoming due, the next rate-limit token of a lane that
         waits only for one, and (when preemption may be possible) the next boost point.
         """
-        if not (self._delayed or self._limited or self._boost_timers):
+        if not (self._delayed or self._limited or self._boost_timers or self._shared):
             return None  # the common case: nothing here is time-driven
         times: list[float] = []
+        for shared_state in self._shared:
+            member = shared_state.shared
+            assert member is not None
+            wake = member.limit.next_wakeup(member, now)
+            if wake is not None:
+                times.append(wake)
         if self._delayed:
             times.append(self._delayed[0][0])
         for state in self._limited:
@@ -450,7 +440,7 @@ class Policy:
             age = now - job.pending_since
             for point in state.boost.at:
                 if point > age:  # float rounding: never ask for a time that is not ahead
-                    yield max(job.pending_since + point, now + _MIN_WAIT)
+                    yield max(job.pending_since + point, now + MIN_WAIT)
                     break
 
     # -- views -----------------------------------------------------------------------------

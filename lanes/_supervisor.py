@@ -33,6 +33,15 @@ class Supervisor:
         self._armed = math.inf
         self._rearm = trio.Event()
         core.wake = self.wake
+        core.policy.set_waker(self.poke)
+
+    def poke(self) -> None:
+        """Decide again soon, from the supervisor's own task (a shared limit granted a slot).
+
+        Unlike :meth:`wake` this never decides synchronously: the caller may be another
+        system's supervisor in the middle of its own decision.
+        """
+        self._rearm.set()
 
     def wake(self) -> None:
         """Decide now: start what may start, preempt what must give way.

@@ -429,6 +429,7 @@ class LaneSystem:
     def _finalize(self) -> None:
         self._halt()
         self._core.abandon_all()
+        self._core.policy.detach()
         self._core.bus.close()
 
     async def _requeue_letter(self, letter: DeadLetter) -> CommandHandle[Any]:
@@ -584,7 +585,11 @@ async def _serve(
     core = Core(configs, cap, dead_letter_limit, lambda letter: system._requeue_letter(letter))
     system = LaneSystem(core, drain_timeout)
     if storage is not None:  # opened before any task starts: errors surface as themselves
-        await storage.open()
+        try:
+            await storage.open()
+        except BaseException:
+            core.policy.detach()  # leave the shared limits joined by Core()
+            raise
         core.durable = Durability(storage, registry)
     try:
         async with trio.open_nursery() as nursery:
