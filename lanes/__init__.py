@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._histogram import HistogramSnapshot
 from ._metrics import Metrics, MetricsSnapshot
+from ._scheduler import ScheduleHandle
 from ._stats import LaneStatistics, SystemStatistics
 from ._system import LaneSystem, open_lane_system
 
@@ -66,6 +67,7 @@ __all__ = [
     "PriorityBoost",
     "RateLimit",
     "RetryPolicy",
+    "ScheduleHandle",
     "ShutdownInProgress",
     "StorageError",
     "SystemStatistics",
