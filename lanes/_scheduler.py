@@ -284,8 +284,8 @@ class Scheduler:
         except (StorageError, LaneConfigError) as exc:
             problem = str(exc)
             timing = Timing(row.every, row.cron, row.tz, row.anchor)
-        misfire: Misfire = row.misfire if row.misfire in MISFIRE else "run_once"  # type: ignore[assignment]
-        overlap: Overlap = row.overlap if row.overlap in OVERLAP else "skip"  # type: ignore[assignment]
+        misfire: Misfire = row.misfire if row.misfire in MISFIRE else "run_once"
+        overlap: Overlap = row.overlap if row.overlap in OVERLAP else "skip"
         spec = _Spec(
             row.lane, target, row.type, timing, row.jitter, misfire, row.misfire_limit, overlap
         )
@@ -388,19 +388,27 @@ class Scheduler:
             return
         handle._horizon = decision.handled
         handle.skipped += decision.skipped
-        for slot in decision.fire:
-            await self._fire(handle, slot)
+        for index, slot in enumerate(decision.fire):
+            await self._fire(handle, slot, catching_up=index > 0)
         if handle._recorded != decision.handled:  # slots left out: record them as dealt with
             await self._record(handle, decision.handled)
 
-    async def _fire(self, handle: ScheduleHandle, slot: float) -> None:
+    async def _fire(self, handle: ScheduleHandle, slot: float, *, catching_up: bool) -> None:
+        """Submit one firing, after the previous one if it still runs and overlap says so.
+
+        Missed slots fired together by ``"run_all"`` run one after another (unless overlap
+        is ``"allow"``): ``"skip"`` would drop the very slots run_all asks for.
+        """
         previous = handle._last
+        overlap = handle._spec.overlap
+        if catching_up and overlap == "skip":
+            overlap = "queue"
         if previous is not None and not previous.done():
-            if handle._spec.overlap == "skip":
+            if overlap == "skip":
                 handle.skipped += 1
                 await self._record(handle, slot)
                 return
-            if handle._spec.overlap == "queue":
+            if overlap == "queue":
                 with contextlib.suppress(LaneError):
                     await previous.result()
         if handle._paused or handle._cancelled:
@@ -468,9 +476,9 @@ def _choice(field: str, value: object, allowed: tuple[str, ...]) -> Any:
 
 
 def _seconds(field: str, value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        if value != float("inf"):
-            return float(value)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and 0 <= value < float("inf"):  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
     msg = f"schedule: {field}={value!r} is invalid; expected a number of seconds >= 0"
     raise LaneConfigError(msg)
 

@@ -649,7 +649,7 @@ def _wall_clock(clock: object, store: Storage | None) -> Callable[[], float]:
         raise LaneConfigError(msg)
     if store is not None:
         return store.clock
-    return clock or time.time  # type: ignore[return-value]
+    return clock or time.time
 
 
 @asynccontextmanager

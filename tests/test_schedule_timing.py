@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -88,7 +89,7 @@ def test_hourly_job_runs_every_real_hour_across_fall_back() -> None:
     start = datetime(2026, 10, 25, 0, 0, tzinfo=BERLIN).timestamp()
     timing = make_timing(None, "30 * * * *", "Europe/Berlin", start)
     got = slots(timing, start, 4)
-    assert [b - a for a, b in zip(got, got[1:], strict=False)] == [3600.0] * 3
+    assert [b - a for a, b in itertools.pairwise(got)] == [3600.0] * 3
     assert [local(s, BERLIN) for s in got][2:] == [
         "2026-10-25T02:30:00+02:00",
         "2026-10-25T02:30:00+01:00",  # an hourly job does run in both 02:30s

@@ -257,9 +257,7 @@ def _insert(db: sqlite3.Connection, table: str, columns: str, rows: list[tuple[A
         )
 
 
-def _delete(
-    db: sqlite3.Connection, table: str, ids: tuple[str, ...], column: str = "id"
-) -> None:
+def _delete(db: sqlite3.Connection, table: str, ids: tuple[str, ...], column: str = "id") -> None:
     step = _CHUNK_VARIABLES
     for start in range(0, len(ids), step):
         chunk = ids[start : start + step]
