@@ -203,6 +203,7 @@ class Scheduler:
         if handle is not None and handle._spec.same_as(spec) and handle._problem is None:
             await trio.lowlevel.checkpoint()
             return handle
+        new = handle is None
         if handle is None:
             handle = ScheduleHandle(self, name, spec)
             self.entries[name] = handle
@@ -210,7 +211,12 @@ class Scheduler:
             self._redefine(handle, spec)
         if self._core.durable is not None:
             self._core.durable.journal.save_schedule(self._row(handle))
-            await self._core.commit()  # StorageError: the schedule may not be stored
+            try:
+                await self._core.commit()
+            except StorageError:
+                if new and self.entries.get(name) is handle:
+                    del self.entries[name]  # not stored: it does not exist
+                raise
         self._launch(handle)
         return handle
 
@@ -312,7 +318,7 @@ class Scheduler:
         """Wake the schedule's task to look again; write its new state if ``record``."""
         handle._changed.set()
         handle._changed = trio.Event()
-        if record and self._core.durable is not None:
+        if record and self._core.durable is not None and not handle._cancelled:
             self._core.durable.journal.save_schedule(self._row(handle))
 
     def forget(self, handle: ScheduleHandle) -> None:
@@ -459,7 +465,7 @@ class Scheduler:
     async def _record(self, handle: ScheduleHandle, slot: float) -> None:
         """Write that every slot up to ``slot`` is dealt with (no command fired for it)."""
         handle._recorded = slot
-        if self._core.durable is not None:
+        if self._core.durable is not None and not handle._cancelled:
             self._core.durable.journal.save_schedule(self._row(handle))
             with contextlib.suppress(StorageError):  # counted by the journal; due again later
                 await self._core.commit()
