@@ -369,6 +369,20 @@ async def test_pause_resume_and_cancel(autojump_clock: trio.abc.Clock) -> None:
     assert store.schedules == {}
 
 
+async def test_cancel_while_a_queued_firing_waits(autojump_clock: trio.abc.Clock) -> None:
+    store = memory()
+    async with lanes.open_lane_system(ONE, storage=store, commands=[Tick]) as system:
+        handle = await system.schedule("work", Tick(seconds=25), every=10, key="k", overlap="queue")
+        await trio.sleep(22)  # the slot of 20 waits for the firing of 10 (until 35)
+        first = handle.last
+        handle.cancel()
+        await trio.sleep(30)
+        assert first is not None and first.status == "done"  # the firing itself went on
+        assert times() == [10.0]  # the waiting slot never fired
+        assert "k" not in store.schedules
+    assert store.schedules == {}
+
+
 async def test_paused_schedule_stays_paused_across_a_restart(
     autojump_clock: trio.abc.Clock,
 ) -> None:
