@@ -242,11 +242,7 @@ class Scheduler:
         timing = make_timing(every, cron, tz, self.wall())
         jitter_s = _seconds("jitter", jitter)
         chosen = _choice("misfire", misfire, MISFIRE)
-        if isinstance(misfire_limit, bool) or not isinstance(misfire_limit, int):
-            misfire_limit = 0
-        if misfire_limit < 1:
-            msg = f"schedule: misfire_limit={misfire_limit!r} is invalid; expected an integer >= 1"
-            raise LaneConfigError(msg)
+        limit = _count("misfire_limit", misfire_limit)
         durable = self._core.durable
         if durable is not None and key is None:
             msg = (
@@ -261,10 +257,8 @@ class Scheduler:
                 type_name = command_name(target)
             else:
                 type_name = getattr(target, "__qualname__", None) or type(target).__qualname__
-            return _Spec(lane, target, type_name, timing, jitter_s, chosen, misfire_limit, "skip")
-        return _Spec(
-            lane, payload, command_name(target), timing, jitter_s, chosen, misfire_limit, "skip"
-        )
+            return _Spec(lane, target, type_name, timing, jitter_s, chosen, limit, "skip")
+        return _Spec(lane, payload, command_name(target), timing, jitter_s, chosen, limit, "skip")
 
     def _redefine(self, handle: ScheduleHandle, spec: _Spec) -> None:
         old = handle._spec.timing
@@ -417,8 +411,9 @@ class Scheduler:
             if overlap == "queue":
                 with contextlib.suppress(LaneError):
                     await previous.result()
-        if handle._paused or handle._cancelled:
+        if handle._paused or handle._cancelled:  # while it waited
             handle.skipped += 1
+            await self._record(handle, slot)
             return
         try:
             new = await self._submit(handle, slot)
@@ -479,6 +474,13 @@ def _choice(field: str, value: object, allowed: tuple[str, ...]) -> Any:
         msg = f"schedule: {field}={value!r} is invalid; expected one of {options}"
         raise LaneConfigError(msg)
     return value
+
+
+def _count(field: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    msg = f"schedule: {field}={value!r} is invalid; expected an integer >= 1"
+    raise LaneConfigError(msg)
 
 
 def _seconds(field: str, value: object) -> float:
