@@ -140,6 +140,17 @@ async def test_daily_job_runs_once_per_day_across_dst(
     assert fired == expected
 
 
+async def test_a_sleeping_schedule_never_wakes_in_between(autojump_clock: trio.abc.Clock) -> None:
+    from .test_idle import steps_while_sleeping
+
+    async with lanes.open_lane_system(ONE, clock=wall) as system:
+        for i in range(100):  # many schedules, all due far away
+            await system.schedule("work", recorder(), every=3600 + i)
+        await trio.sleep(1)
+        assert await steps_while_sleeping(3000) == 0  # no polling: no task ran at all
+        assert times() == []
+
+
 # -- lanes apply -----------------------------------------------------------------------------------
 
 
