@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._histogram import HistogramSnapshot
 from ._metrics import Metrics, MetricsSnapshot
-from ._scheduler import ScheduleHandle
+from ._schedule_handle import ScheduleHandle
 from ._stats import LaneStatistics, SystemStatistics
 from ._system import LaneSystem, open_lane_system
 

@@ -36,7 +36,8 @@ from ._lane import new_lane_pool
 from ._metrics import Metrics
 from ._room import Room
 from ._schedule import Misfire, Overlap
-from ._scheduler import ScheduleHandle, Scheduler
+from ._schedule_handle import ScheduleHandle
+from ._scheduler import Scheduler
 from ._stats import LaneStatistics, SystemStatistics
 from ._supervisor import Supervisor
 from .events import Event
