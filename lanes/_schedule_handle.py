@@ -29,6 +29,7 @@ class ScheduleSpec:
     misfire: Misfire
     misfire_limit: int
     overlap: Overlap
+    stored: bool  # written to storage (a durable system, unless durable=False)
 
     def same_as(self, other: ScheduleSpec) -> bool:
         mine = attrs.evolve(self, timing=attrs.evolve(self.timing, anchor=0.0))

@@ -20,6 +20,7 @@ import trio
 
 from ._command import Command, CommandHandle, command_name, is_command
 from ._errors import LaneConfigError, LaneError, ShutdownInProgress, StorageError
+from ._journal import Journal
 from ._schedule import GRACE, MISFIRE, OVERLAP, Misfire, Overlap, Timing, decide, make_timing
 from ._schedule_handle import ScheduleHandle, ScheduleSpec
 from .storage import StoredSchedule
@@ -76,8 +77,11 @@ class Scheduler:
         misfire: object,
         misfire_limit: object,
         overlap: object,
+        durable: object,
     ) -> ScheduleHandle:
-        spec = self._spec(lane, target, every, cron, tz, key, jitter, misfire, misfire_limit)
+        spec = self._spec(
+            lane, target, every, cron, tz, key, jitter, misfire, misfire_limit, durable
+        )
         spec = attrs.evolve(spec, overlap=_choice("overlap", overlap, OVERLAP))
         name = key if isinstance(key, str) else f"schedule-{next(self._names)}"
         handle = self.entries.get(name)
@@ -85,13 +89,18 @@ class Scheduler:
             await trio.lowlevel.checkpoint()
             return handle
         new = handle is None
+        was_stored = handle is not None and handle._spec.stored
         if handle is None:
             handle = ScheduleHandle(self, name, spec)
             self.entries[name] = handle
         else:
             self._redefine(handle, spec)
-        if self._core.durable is not None:
-            self._core.durable.journal.save_schedule(self._row(handle))
+        journal = self._journal(handle)
+        if journal is None and was_stored:
+            assert self._core.durable is not None
+            self._core.durable.journal.delete_schedule(name)  # now a memory-only schedule
+        if journal is not None:
+            journal.save_schedule(self._row(handle))
             try:
                 await self._core.commit()
             except StorageError:
@@ -112,6 +121,7 @@ class Scheduler:
         jitter: object,
         misfire: object,
         misfire_limit: object,
+        durable: object,
     ) -> ScheduleSpec:
         system = self._system
         if not self._core.accepting or self._nursery is None:
@@ -124,24 +134,31 @@ class Scheduler:
         jitter_s = _seconds("jitter", jitter)
         chosen = _choice("misfire", misfire, MISFIRE)
         limit = _count("misfire_limit", misfire_limit)
-        durable = self._core.durable
-        if durable is not None and key is None:
+        if durable not in (None, True, False):
+            msg = f"schedule: durable={durable!r} is invalid; expected True, False or None"
+            raise LaneConfigError(msg)
+        if durable and self._core.durable is None:
+            msg = "schedule: durable=True needs a storage: open_lane_system(storage=...)"
+            raise LaneConfigError(msg)
+        payload = system._payload(target, durable)
+        if payload is not None and key is None:
             msg = (
-                "schedule: a durable system needs key=... for each schedule, so that the next "
-                "start finds it again instead of adding a second one"
+                "schedule: a durable schedule needs key=..., so that the next start finds it "
+                "again instead of adding a second one (or pass durable=False)"
             )
             raise LaneConfigError(msg)
-        payload = system._payload(target, None)  # NotDurableError for a plain callable
         if payload is None:
             system._prepare(lane, target, (), None, None, None, False)  # validates the callable
             if is_command(target):
                 type_name = command_name(target)
             else:
                 type_name = getattr(target, "__qualname__", None) or type(target).__qualname__
-            return ScheduleSpec(lane, target, type_name, timing, jitter_s, chosen, limit, "skip")
-        return ScheduleSpec(
-            lane, payload, command_name(target), timing, jitter_s, chosen, limit, "skip"
-        )
+            stored = False
+            return ScheduleSpec(
+                lane, target, type_name, timing, jitter_s, chosen, limit, "skip", stored
+            )
+        name = command_name(target)
+        return ScheduleSpec(lane, payload, name, timing, jitter_s, chosen, limit, "skip", True)
 
     def _redefine(self, handle: ScheduleHandle, spec: ScheduleSpec) -> None:
         old = handle._spec.timing
@@ -170,7 +187,15 @@ class Scheduler:
         misfire: Misfire = row.misfire if row.misfire in MISFIRE else "run_once"
         overlap: Overlap = row.overlap if row.overlap in OVERLAP else "skip"
         spec = ScheduleSpec(
-            row.lane, target, row.type, timing, row.jitter, misfire, row.misfire_limit, overlap
+            row.lane,
+            target,
+            row.type,
+            timing,
+            row.jitter,
+            misfire,
+            row.misfire_limit,
+            overlap,
+            True,
         )
         handle = ScheduleHandle(self, row.key, spec)
         handle._horizon = row.anchor if row.last_slot is None else row.last_slot
@@ -195,14 +220,21 @@ class Scheduler:
         """Wake the schedule's task to look again; write its new state if ``record``."""
         handle._changed.set()
         handle._changed = trio.Event()
-        if record and self._core.durable is not None and not handle._cancelled:
-            self._core.durable.journal.save_schedule(self._row(handle))
+        journal = self._journal(handle)
+        if record and journal is not None and not handle._cancelled:
+            journal.save_schedule(self._row(handle))
 
     def forget(self, handle: ScheduleHandle) -> None:
         if self.entries.get(handle.key) is handle:
             del self.entries[handle.key]
-            if self._core.durable is not None:
-                self._core.durable.journal.delete_schedule(handle.key)
+            journal = self._journal(handle)
+            if journal is not None:
+                journal.delete_schedule(handle.key)
+
+    def _journal(self, handle: ScheduleHandle) -> Journal | None:
+        """Where the schedule is written: None for a memory-only one."""
+        durable = self._core.durable
+        return durable.journal if durable is not None and handle._spec.stored else None
 
     def _row(self, handle: ScheduleHandle, command_id: str | None = None) -> StoredSchedule:
         spec = handle._spec
@@ -309,9 +341,9 @@ class Scheduler:
     async def _submit(self, handle: ScheduleHandle, slot: float) -> CommandHandle[Any]:
         spec = handle._spec
         durable = self._core.durable
-        if durable is None:
+        if durable is None or not spec.stored:
             handle._recorded = slot
-            return await self._system.submit(spec.lane, spec.target)
+            return await self._system.submit(spec.lane, spec.target, durable=False)
         system = self._system
         core = self._core
         obj = durable.registry.decode(spec.type, spec.target)
@@ -343,8 +375,9 @@ class Scheduler:
     async def _record(self, handle: ScheduleHandle, slot: float) -> None:
         """Write that every slot up to ``slot`` is dealt with (no command fired for it)."""
         handle._recorded = slot
-        if self._core.durable is not None and not handle._cancelled:
-            self._core.durable.journal.save_schedule(self._row(handle))
+        journal = self._journal(handle)
+        if journal is not None and not handle._cancelled:
+            journal.save_schedule(self._row(handle))
             with contextlib.suppress(StorageError):  # counted by the journal; due again later
                 await self._core.commit()
         else:

@@ -321,6 +321,7 @@ class LaneSystem:
         misfire: Misfire = "run_once",
         misfire_limit: int = 100,
         overlap: Overlap = "skip",
+        durable: bool | None = None,
     ) -> ScheduleHandle:
         """Submit ``command`` to ``lane`` at every slot of a recurring schedule.
 
@@ -344,6 +345,8 @@ class LaneSystem:
             misfire_limit: ``"run_all"`` fires at most this many missed slots (the latest).
             overlap: when the previous firing has not finished: ``"skip"`` the slot,
                 ``"queue"`` it (submit once the previous one ends), or ``"allow"`` it.
+            durable: with storage, whether to store the schedule and its firings (default:
+                yes; a plain callable needs ``durable=False``, and is then memory-only).
 
         With storage, returns once the schedule is stored; cancellation while writing waits
         for the write (the schedule is then stored and runs).
@@ -352,12 +355,13 @@ class LaneSystem:
             UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (neither or both
                 of every and cron, a non-positive interval, a bad cron expression, an
                 unknown time zone...).
-            NotDurableError: a plain callable on a system with storage.
+            NotDurableError: a plain callable on a system with storage (without
+                ``durable=False``).
             StorageError: the schedule could not be stored.
             ShutdownInProgress: the system is closing.
         """
         return await self._scheduler.add(
-            lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap
+            lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap, durable
         )
 
     @property

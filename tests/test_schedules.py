@@ -472,6 +472,22 @@ async def test_durable_schedule_needs_a_command_object_and_a_key(
             await system.schedule("work", Tick(), every=10)
 
 
+async def test_durable_false_makes_a_memory_only_schedule(autojump_clock: trio.abc.Clock) -> None:
+    store = memory()
+    async with lanes.open_lane_system(ONE, storage=store, commands=[Tick]) as system:
+        handle = await system.schedule("work", recorder(), every=10, durable=False)
+        await trio.sleep(25)
+        assert times() == [10.0, 20.0]
+        assert store.schedules == {} and store.commands == {}
+        handle.pause()
+        assert store.schedules == {}
+        with pytest.raises(lanes.LaneConfigError, match="durable='yes' is invalid"):
+            await system.schedule("work", noop, every=10, durable="yes")  # type: ignore[arg-type]
+    async with lanes.open_lane_system(ONE, clock=wall) as system:
+        with pytest.raises(lanes.LaneConfigError, match="durable=True needs a storage"):
+            await system.schedule("work", Tick(), every=10, durable=True)
+
+
 def test_a_clock_with_storage_is_refused() -> None:
     with pytest.raises(lanes.LaneConfigError, match="pass it to the storage"):
         lanes.open_lane_system(storage=memory(), clock=wall)
