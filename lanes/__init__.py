@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._histogram import HistogramSnapshot
 from ._metrics import Metrics, MetricsSnapshot
+from ._schedule_handle import ScheduleHandle
 from ._shared import SharedLimit, SharedLimitStatistics
 from ._stats import LaneStatistics, SystemStatistics
 from ._system import LaneSystem, open_lane_system
@@ -67,6 +68,7 @@ __all__ = [
     "PriorityBoost",
     "RateLimit",
     "RetryPolicy",
+    "ScheduleHandle",
     "SharedLimit",
     "SharedLimitStatistics",
     "ShutdownInProgress",

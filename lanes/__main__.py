@@ -1,4 +1,4 @@
-"""The ``lanes`` command line: ``demo``, ``top``, ``inspect``, ``dead-letters``."""
+"""The ``lanes`` command line: ``demo``, ``top``, ``inspect``, ``dead-letters``, ``schedules``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     action = letters.add_mutually_exclusive_group()
     action.add_argument("--requeue", metavar="ID", help="move a letter back to its lane")
     action.add_argument("--clear", action="store_true", help="delete every dead letter")
+    schedules = commands.add_parser("schedules", help="list, pause, resume or cancel schedules")
+    schedules.add_argument("path", help="the lane system's SQLite database")
+    change = schedules.add_mutually_exclusive_group()
+    for verb in ("pause", "resume", "cancel"):
+        change.add_argument(f"--{verb}", metavar="KEY", help=f"{verb} the schedule KEY")
     return parser
 
 
@@ -43,17 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(run_demo, args.seed)
     elif args.command == "top":
         return _top(args.url, args.once, args.interval)
-    elif args.command in ("inspect", "dead-letters"):
+    elif args.command in ("inspect", "dead-letters", "schedules"):
         return _storage_command(args)
     return 0
 
 
 def _storage_command(args: argparse.Namespace) -> int:
+    from ._cli_schedules import schedules_command
     from ._cli_storage import dead_letters_command, inspect_command
     from ._errors import StorageError
 
     try:
-        if args.command == "inspect":
+        if args.command == "schedules":
+            verbs = [v for v in ("pause", "resume", "cancel") if getattr(args, v) is not None]
+            verb = verbs[0] if verbs else None
+            print(schedules_command(args.path, verb, getattr(args, verb) if verb else None))
+        elif args.command == "inspect":
             print(inspect_command(args.path))
         else:
             print(dead_letters_command(args.path, args.requeue, args.clear))

@@ -11,7 +11,7 @@ from ._command import Command, Reason
 from ._dlq import DeadLetter
 from ._errors import StorageError
 from ._journal import Journal
-from .storage import Storage, StoredCommand, StoredLetter
+from .storage import Storage, StoredCommand, StoredLetter, StoredSchedule
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -26,6 +26,8 @@ class Durability:
         self.storage = storage
         self.registry = registry
         self.journal = Journal(storage)
+        self.schedules: tuple[StoredSchedule, ...] = ()
+        """The schedules the storage held at start (read by :meth:`recover`)."""
 
     def _wall(self, trio_time: float | None) -> float | None:
         if trio_time is None:
@@ -94,6 +96,7 @@ class Durability:
         be rebuilt (unknown type or lane) is moved to the dead-letter queue, never dropped.
         """
         recovered = await self.storage.recover()
+        self.schedules = recovered.schedules
         seqs = [row.seq for row in recovered.commands] + [row.seq for row in recovered.letters]
         self.journal.next_seq = max(seqs, default=0) + 1
         for stored in recovered.letters:

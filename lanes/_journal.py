@@ -13,7 +13,7 @@ from __future__ import annotations
 import trio
 
 from ._errors import StorageError
-from .storage import Storage, StoredCommand, StoredLetter, WriteBatch
+from .storage import Storage, StoredCommand, StoredLetter, StoredSchedule, WriteBatch
 
 __all__ = ["Journal"]
 
@@ -36,6 +36,7 @@ class Journal:
         self.failed_writes = 0
         self._rows: dict[str, StoredCommand | None] = {}
         self._letters: dict[str, StoredLetter | None] = {}
+        self._schedules: dict[str, StoredSchedule | None] = {}
         self._waiters: list[_Waiter] = []
         self._work = trio.Event()
         self._closed = False
@@ -61,6 +62,15 @@ class Journal:
 
     def delete_letter(self, letter_id: str) -> None:
         self._letters[letter_id] = None
+        self._work.set()
+
+    def save_schedule(self, schedule: StoredSchedule) -> None:
+        """Saved in the same batch as the command rows saved before the next checkpoint."""
+        self._schedules[schedule.key] = schedule
+        self._work.set()
+
+    def delete_schedule(self, key: str) -> None:
+        self._schedules[key] = None
         self._work.set()
 
     async def commit(self) -> None:
@@ -93,12 +103,15 @@ class Journal:
     def _take(self) -> tuple[WriteBatch, list[_Waiter]]:
         rows, self._rows = self._rows, {}
         letters, self._letters = self._letters, {}
+        schedules, self._schedules = self._schedules, {}
         waiters, self._waiters = self._waiters, []
         batch = WriteBatch(
             save=tuple(row for row in rows.values() if row is not None),
             delete=tuple(key for key, row in rows.items() if row is None),
             save_letters=tuple(letter for letter in letters.values() if letter is not None),
             delete_letters=tuple(key for key, letter in letters.items() if letter is None),
+            save_schedules=tuple(s for s in schedules.values() if s is not None),
+            delete_schedules=tuple(key for key, s in schedules.items() if s is None),
         )
         return batch, waiters
 
@@ -123,7 +136,7 @@ class Journal:
             if not self._closed:
                 self._closed = True
                 try:
-                    while self._rows or self._letters or self._waiters:
+                    while self._rows or self._letters or self._schedules or self._waiters:
                         await self._write_batch()
                 finally:
                     await self.storage.close()

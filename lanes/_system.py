@@ -6,7 +6,8 @@ import contextlib
 import inspect
 import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, TypeVarTuple
@@ -34,6 +35,9 @@ from ._errors import (
 from ._lane import new_lane_pool
 from ._metrics import Metrics
 from ._room import Room
+from ._schedule import Misfire, Overlap
+from ._schedule_handle import ScheduleHandle
+from ._scheduler import Scheduler
 from ._stats import LaneStatistics, SystemStatistics
 from ._supervisor import Supervisor
 from .events import Event
@@ -80,6 +84,7 @@ class LaneSystem:
         self.supervisor: Supervisor | None = None
         self.recovered: tuple[CommandHandle[Any], ...] = ()
         """Handles of the commands requeued from storage at start, in order."""
+        self._scheduler = Scheduler(self)
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -301,6 +306,69 @@ class LaneSystem:
             msg = f"{where}: unknown lane {lane!r}; known lanes: {known}"
             raise UnknownLaneError(msg)
 
+    # -- schedules ---------------------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        lane: str,
+        command: Callable[[], Awaitable[Any]] | SupportsExecute[Any],
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        key: str | None = None,
+        jitter: float = 0.0,
+        misfire: Misfire = "run_once",
+        misfire_limit: int = 100,
+        overlap: Overlap = "skip",
+        durable: bool | None = None,
+    ) -> ScheduleHandle:
+        """Submit ``command`` to ``lane`` at every slot of a recurring schedule.
+
+        Each firing is an ordinary command of the lane (priorities, limits, retries and the
+        dead-letter queue apply). With storage, ``command`` must be a ``@lanes.command``
+        object; the schedule and its last slot are stored, a firing's slot is written in the
+        same transaction as its command, and the schedule runs again at the next start.
+
+        Args:
+            lane: the lane's name.
+            command: an async callable taking no arguments, or a ``@lanes.command`` object.
+            every: an interval in seconds (> 0); slots are ``now + k * every``.
+            cron: a cron expression (``"0 9 * * MON-FRI"``), evaluated in ``tz``.
+            tz: an IANA time zone name for ``cron`` (default UTC); DST as Debian cron does.
+            key: the schedule's name; scheduling the same key again returns the existing
+                schedule, or redefines it if anything differs (its last slot and paused
+                state are kept). Required with storage.
+            jitter: up to this many seconds of random delay for each firing.
+            misfire: for slots missed (the process was down, or more than 1 s late):
+                ``"skip"`` them, ``"run_once"`` (one firing for all), or ``"run_all"``.
+            misfire_limit: ``"run_all"`` fires at most this many missed slots (the latest).
+            overlap: when the previous firing has not finished: ``"skip"`` the slot,
+                ``"queue"`` it (submit once the previous one ends), or ``"allow"`` it.
+            durable: with storage, whether to store the schedule and its firings (default:
+                yes; a plain callable needs ``durable=False``, and is then memory-only).
+
+        With storage, returns once the schedule is stored; cancellation while writing waits
+        for the write (the schedule is then stored and runs).
+
+        Raises:
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (neither or both
+                of every and cron, a non-positive interval, a bad cron expression, an
+                unknown time zone...).
+            NotDurableError: a plain callable on a system with storage (without
+                ``durable=False``).
+            StorageError: the schedule could not be stored.
+            ShutdownInProgress: the system is closing.
+        """
+        return await self._scheduler.add(
+            lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap, durable
+        )
+
+    @property
+    def schedules(self) -> Mapping[str, ScheduleHandle]:
+        """The schedules by key (a read-only live view), those restored from storage included."""
+        return self._scheduler.view
+
     # -- control -----------------------------------------------------------------------------------
 
     def pause(self, lane: str) -> None:
@@ -392,6 +460,7 @@ class LaneSystem:
 
     def _stop_accepting(self) -> None:
         self._core.accepting = False
+        self._scheduler.close()
         for room in self._core.rooms.values():
             room.close()
 
@@ -526,6 +595,7 @@ def open_lane_system(
     commands: Iterable[type] = (),
     dead_letter_limit: int = 1000,
     drain_timeout: float | None = 30.0,
+    clock: Callable[[], float] | None = None,
 ) -> _LaneSystemContext:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
@@ -539,6 +609,9 @@ def open_lane_system(
         dead_letter_limit: how many dead letters are kept (the oldest is evicted beyond).
         drain_timeout: on normal exit, how long to wait for accepted commands before
             cancelling what is left (None: wait as long as it takes).
+        clock: the wall clock (seconds since the epoch) schedules follow; default
+            ``time.time``. With storage, give the storage the clock instead
+            (``SqliteStorage(path, clock=...)``): the system uses the storage's.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
     exception (or cancellation) cancels every command at once. Either way every handle is
@@ -566,9 +639,23 @@ def open_lane_system(
         )
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
+    wall = _wall_clock(clock, store)
     return _LaneSystemContext(
-        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry)
+        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry, wall)
     )
+
+
+def _wall_clock(clock: object, store: Storage | None) -> Callable[[], float]:
+    if clock is not None and (store is not None or not callable(clock)):
+        msg = (
+            f"open_lane_system: clock={clock!r} is invalid; expected a function returning "
+            "seconds since the epoch, and with storage none (pass it to the storage: "
+            "MemoryStorage(clock=...) or SqliteStorage(path, clock=...))"
+        )
+        raise LaneConfigError(msg)
+    if store is not None:
+        return store.clock
+    return clock or time.time
 
 
 @asynccontextmanager
@@ -579,6 +666,7 @@ async def _serve(
     drain_timeout: float | None,
     storage: Storage | None,
     registry: CommandRegistry,
+    wall: Callable[[], float],
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
     body_error: BaseException | None = None
@@ -604,6 +692,7 @@ async def _serve(
             if core.durable is not None:
                 recovered = await core.durable.recover(core)
                 system.recovered = tuple(cmd.handle for cmd in recovered)
+            system._scheduler.start(nursery, wall)
             try:
                 yield system
             except BaseException as exc:

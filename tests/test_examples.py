@@ -86,3 +86,14 @@ def test_durable(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "recovered 3 unfinished command(s)" in out
     assert out.count("sent 'hello'") == 3
+
+
+def test_schedules(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("schedules")
+    out = capsys.readouterr().out
+    assert "heartbeats in the first hour: Fri 27 Mar 08:15 CET, Fri 27 Mar 08:30 CET" in out
+    assert "Sun 29 Mar 03:00 CEST: report 'sales'" in out  # no 02:30 that day: once, at 03:00
+    assert out.count("report 'sales'") == 3
+    assert "heartbeat resumed: 288 slots skipped while paused" in out
+    assert "Mon 30 Mar 16:00 CEST: report 'hourly'" in out
+    assert "missed slots fired once (misfire='run_once'), 4 coalesced" in out

@@ -6,7 +6,14 @@ import os
 
 from .._errors import LaneConfigError
 from ._memory import MemoryStorage
-from ._protocol import Recovered, Storage, StoredCommand, StoredLetter, WriteBatch
+from ._protocol import (
+    Recovered,
+    Storage,
+    StoredCommand,
+    StoredLetter,
+    StoredSchedule,
+    WriteBatch,
+)
 from ._sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStorage
 
 __all__ = [
@@ -18,6 +25,7 @@ __all__ = [
     "Storage",
     "StoredCommand",
     "StoredLetter",
+    "StoredSchedule",
     "WriteBatch",
     "as_storage",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from ._protocol import Recovered, StoredCommand, StoredLetter, WriteBatch
+from ._protocol import Recovered, StoredCommand, StoredLetter, StoredSchedule, WriteBatch
 
 __all__ = ["MemoryStorage"]
 
@@ -23,6 +23,7 @@ class MemoryStorage:
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self.commands: dict[str, StoredCommand] = {}
         self.letters: dict[str, StoredLetter] = {}
+        self.schedules: dict[str, StoredSchedule] = {}
         self.writes = 0
         self._clock = clock
 
@@ -36,7 +37,7 @@ class MemoryStorage:
         await trio.lowlevel.checkpoint()
         commands = sorted(self.commands.values(), key=lambda c: c.seq)
         letters = sorted(self.letters.values(), key=lambda letter: letter.seq)
-        return Recovered(tuple(commands), tuple(letters))
+        return Recovered(tuple(commands), tuple(letters), tuple(self.schedules.values()))
 
     async def write(self, batch: WriteBatch) -> None:
         await trio.lowlevel.checkpoint()
@@ -52,6 +53,10 @@ class MemoryStorage:
             self.letters[letter.id] = letter
         for letter_id in batch.delete_letters:
             self.letters.pop(letter_id, None)
+        for schedule in batch.save_schedules:
+            self.schedules[schedule.key] = schedule
+        for key in batch.delete_schedules:
+            self.schedules.pop(key, None)
 
     async def close(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -6,7 +6,14 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-__all__ = ["Recovered", "Storage", "StoredCommand", "StoredLetter", "WriteBatch"]
+__all__ = [
+    "Recovered",
+    "Storage",
+    "StoredCommand",
+    "StoredLetter",
+    "StoredSchedule",
+    "WriteBatch",
+]
 
 
 @attrs.frozen
@@ -47,6 +54,33 @@ class StoredLetter:
 
 
 @attrs.frozen
+class StoredSchedule:
+    """A recurring schedule and the last slot it dealt with.
+
+    Exactly one of ``every`` (seconds) and ``cron`` (an expression evaluated in ``tz``, an
+    IANA zone name or None for UTC) is set. ``anchor`` is the wall-clock time interval slots
+    count from; ``last_slot`` the latest slot fired or skipped (None: none yet), written in
+    the same batch as the command it fired (``last_command``, that command's id).
+    """
+
+    key: str
+    lane: str
+    type: str
+    payload: str
+    every: float | None
+    cron: str | None
+    tz: str | None
+    jitter: float
+    misfire: str
+    misfire_limit: int
+    overlap: str
+    anchor: float
+    paused: bool
+    last_slot: float | None
+    last_command: str | None
+
+
+@attrs.frozen
 class WriteBatch:
     """Changes written in one transaction: rows to save (insert or replace) and ids to delete."""
 
@@ -54,17 +88,28 @@ class WriteBatch:
     delete: tuple[str, ...] = ()
     save_letters: tuple[StoredLetter, ...] = ()
     delete_letters: tuple[str, ...] = ()
+    save_schedules: tuple[StoredSchedule, ...] = ()
+    delete_schedules: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.save or self.delete or self.save_letters or self.delete_letters)
+        return bool(
+            self.save
+            or self.delete
+            or self.save_letters
+            or self.delete_letters
+            or self.save_schedules
+            or self.delete_schedules
+        )
 
 
 @attrs.frozen
 class Recovered:
-    """What a storage held at start: unfinished commands and dead letters, oldest first."""
+    """What a storage held at start: unfinished commands and dead letters, oldest first,
+    and the schedules."""
 
     commands: tuple[StoredCommand, ...]
     letters: tuple[StoredLetter, ...]
+    schedules: tuple[StoredSchedule, ...] = ()
 
 
 @runtime_checkable

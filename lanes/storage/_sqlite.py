@@ -9,22 +9,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 import trio
 
 from .._errors import StorageError
-from ._protocol import Recovered, StoredCommand, StoredLetter, WriteBatch
+from ._protocol import Recovered, StoredCommand, StoredLetter, StoredSchedule, WriteBatch
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
 T = TypeVar("T")
 APPLICATION_ID = 0x4C414E45  # "LANE": marks a database as ours
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _HEADER = b"SQLite format 3\x00"
 
 _COMMAND_COLUMNS = (
     "id, seq, lane, type, payload, key, status, attempts, ready_at, timeout, submitted_at"
 )
 _LETTER_COLUMNS = "id, seq, lane, type, payload, key, error, attempts, failed_at, timeout"
+_SCHEDULE_COLUMNS = (
+    "key, lane, type, payload, every, cron, tz, jitter, misfire, misfire_limit, overlap, anchor, "
+    "paused, last_slot, last_command"
+)
 
 
 def _create_v1(db: sqlite3.Connection) -> None:
@@ -35,7 +40,12 @@ def _create_v1(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX dead_letters_id ON dead_letters(id)")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1}
+def _add_schedules_v2(db: sqlite3.Connection) -> None:
+    db.execute(f"CREATE TABLE schedules ({_SCHEDULE_COLUMNS})")
+    db.execute("CREATE UNIQUE INDEX schedules_key ON schedules(key)")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _add_schedules_v2}
 """``MIGRATIONS[v]`` upgrades a database from schema version ``v`` to ``v + 1``."""
 
 
@@ -166,10 +176,15 @@ class SqliteStorage:
             letters = db.execute(
                 f"SELECT {_LETTER_COLUMNS} FROM dead_letters ORDER BY seq"
             ).fetchall()
+            schedules = db.execute(
+                f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY key"
+            ).fetchall()
         except sqlite3.Error as exc:
             raise StorageError(f"{self!r}: cannot read the database: {exc}") from exc
         return Recovered(
-            tuple(StoredCommand(*row) for row in rows), tuple(StoredLetter(*row) for row in letters)
+            tuple(StoredCommand(*row) for row in rows),
+            tuple(StoredLetter(*row) for row in letters),
+            tuple(_schedule_of(row) for row in schedules),
         )
 
     async def write(self, batch: WriteBatch) -> None:
@@ -195,6 +210,13 @@ class SqliteStorage:
                     [_letter_row(r) for r in batch.save_letters],
                 )
                 _delete(db, "dead_letters", batch.delete_letters)
+                _insert(
+                    db,
+                    "schedules",
+                    _SCHEDULE_COLUMNS,
+                    [attrs.astuple(r) for r in batch.save_schedules],
+                )
+                _delete(db, "schedules", batch.delete_schedules, column="key")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
@@ -235,11 +257,17 @@ def _insert(db: sqlite3.Connection, table: str, columns: str, rows: list[tuple[A
         )
 
 
-def _delete(db: sqlite3.Connection, table: str, ids: tuple[str, ...]) -> None:
+def _delete(db: sqlite3.Connection, table: str, ids: tuple[str, ...], column: str = "id") -> None:
     step = _CHUNK_VARIABLES
     for start in range(0, len(ids), step):
         chunk = ids[start : start + step]
-        db.execute(f"DELETE FROM {table} WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        db.execute(f"DELETE FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
+
+
+def _schedule_of(row: tuple[Any, ...]) -> StoredSchedule:
+    values = list(row)
+    values[12] = bool(values[12])  # paused: SQLite keeps 0 / 1
+    return StoredSchedule(*values)
 
 
 def _command_row(row: StoredCommand) -> tuple[Any, ...]:

@@ -1,0 +1,412 @@
+"""Recurring schedules: one task per schedule, asleep until its next slot, in the system's nursery.
+
+Each firing is submitted to the schedule's lane like any command (priorities, limits, retries
+and the dead-letter queue apply). With storage, a firing's command and the schedule's new last
+slot are written in the same batch (one transaction), so a crash never fires a slot twice and
+never loses one silently: a slot not recorded is due again at the next start, where the
+schedule's misfire policy decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ._command import Command, CommandHandle, command_name, is_command
+from ._errors import LaneConfigError, LaneError, ShutdownInProgress, StorageError
+from ._journal import Journal
+from ._schedule import GRACE, MISFIRE, OVERLAP, Misfire, Overlap, Timing, decide, make_timing
+from ._schedule_handle import ScheduleHandle, ScheduleSpec
+from .storage import StoredSchedule
+
+if TYPE_CHECKING:
+    from ._system import LaneSystem
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler:
+    """The schedules of one lane system."""
+
+    def __init__(self, system: LaneSystem) -> None:
+        self._system = system
+        self._core = system._core
+        self._nursery: trio.Nursery | None = None
+        self._names = itertools.count(1)
+        self.entries: dict[str, ScheduleHandle] = {}
+        self.wall: Callable[[], float] = _unset_clock
+
+    @property
+    def view(self) -> Mapping[str, ScheduleHandle]:
+        return MappingProxyType(self.entries)
+
+    def start(self, nursery: trio.Nursery, wall: Callable[[], float]) -> None:
+        """Run the stored schedules (read at recovery) in ``nursery`` from now on."""
+        self._nursery = nursery
+        self.wall = wall
+        durable = self._core.durable
+        if durable is None:
+            return
+        live = {cmd.id: cmd for cmd in self._core.live}
+        for row in durable.schedules:
+            self._restore(row, live)
+
+    def close(self) -> None:
+        """Stop every schedule's task (the system is closing); nothing is forgotten."""
+        self._nursery = None
+        for handle in self.entries.values():
+            handle._scope.cancel()
+
+    # -- creating -----------------------------------------------------------------------------
+
+    async def add(
+        self,
+        lane: str,
+        target: Any,
+        every: object,
+        cron: object,
+        tz: object,
+        key: object,
+        jitter: object,
+        misfire: object,
+        misfire_limit: object,
+        overlap: object,
+        durable: object,
+    ) -> ScheduleHandle:
+        spec = self._spec(
+            lane, target, every, cron, tz, key, jitter, misfire, misfire_limit, durable
+        )
+        spec = attrs.evolve(spec, overlap=_choice("overlap", overlap, OVERLAP))
+        name = key if isinstance(key, str) else f"schedule-{next(self._names)}"
+        handle = self.entries.get(name)
+        if handle is not None and handle._spec.same_as(spec) and handle._problem is None:
+            await trio.lowlevel.checkpoint()
+            return handle
+        new = handle is None
+        was_stored = handle is not None and handle._spec.stored
+        if handle is None:
+            handle = ScheduleHandle(self, name, spec)
+            self.entries[name] = handle
+        else:
+            self._redefine(handle, spec)
+        journal = self._journal(handle)
+        if journal is None and was_stored:
+            assert self._core.durable is not None
+            self._core.durable.journal.delete_schedule(name)  # now a memory-only schedule
+        if journal is not None:
+            journal.save_schedule(self._row(handle))
+            try:
+                await self._core.commit()
+            except StorageError:
+                if new and self.entries.get(name) is handle:
+                    del self.entries[name]  # not stored: it does not exist
+                raise
+        self._launch(handle)
+        return handle
+
+    def _spec(
+        self,
+        lane: str,
+        target: Any,
+        every: object,
+        cron: object,
+        tz: object,
+        key: object,
+        jitter: object,
+        misfire: object,
+        misfire_limit: object,
+        durable: object,
+    ) -> ScheduleSpec:
+        system = self._system
+        if not self._core.accepting or self._nursery is None:
+            raise system._shutdown_error()
+        system._check_lane(lane, "schedule")
+        if key is not None and (not isinstance(key, str) or not key):
+            msg = f"schedule: key={key!r} is invalid; expected a non-empty string (or None)"
+            raise LaneConfigError(msg)
+        timing = make_timing(every, cron, tz, self.wall())
+        jitter_s = _seconds("jitter", jitter)
+        chosen = _choice("misfire", misfire, MISFIRE)
+        limit = _count("misfire_limit", misfire_limit)
+        if durable not in (None, True, False):
+            msg = f"schedule: durable={durable!r} is invalid; expected True, False or None"
+            raise LaneConfigError(msg)
+        if durable and self._core.durable is None:
+            msg = "schedule: durable=True needs a storage: open_lane_system(storage=...)"
+            raise LaneConfigError(msg)
+        payload = system._payload(target, durable)
+        if payload is not None and key is None:
+            msg = (
+                "schedule: a durable schedule needs key=..., so that the next start finds it "
+                "again instead of adding a second one (or pass durable=False)"
+            )
+            raise LaneConfigError(msg)
+        if payload is None:
+            system._prepare(lane, target, (), None, None, None, False)  # validates the callable
+            if is_command(target):
+                type_name = command_name(target)
+            else:
+                type_name = getattr(target, "__qualname__", None) or type(target).__qualname__
+            stored = False
+            return ScheduleSpec(
+                lane, target, type_name, timing, jitter_s, chosen, limit, "skip", stored
+            )
+        name = command_name(target)
+        return ScheduleSpec(lane, payload, name, timing, jitter_s, chosen, limit, "skip", True)
+
+    def _redefine(self, handle: ScheduleHandle, spec: ScheduleSpec) -> None:
+        old = handle._spec.timing
+        if spec.timing.every is None or spec.timing.every != old.every:
+            anchor = handle._horizon  # the new rhythm starts after the last slot dealt with
+        else:
+            anchor = old.anchor
+        handle._spec = attrs.evolve(spec, timing=attrs.evolve(spec.timing, anchor=anchor))
+        handle._problem = None
+        handle._target = None
+        self.changed(handle, record=False)
+
+    def _restore(self, row: StoredSchedule, live: dict[str, Command]) -> None:
+        problem = None
+        target: Any = row.payload
+        try:
+            if row.lane not in self._core.configs:
+                msg = f"its lane {row.lane!r} no longer exists"
+                raise StorageError(msg)
+            assert self._core.durable is not None
+            self._core.durable.registry.decode(row.type, row.payload)
+            timing = make_timing(row.every, row.cron, row.tz, row.anchor, f"schedule {row.key!r}")
+        except (StorageError, LaneConfigError) as exc:
+            problem = str(exc)
+            timing = Timing(row.every, row.cron, row.tz, row.anchor)
+        misfire: Misfire = row.misfire if row.misfire in MISFIRE else "run_once"
+        overlap: Overlap = row.overlap if row.overlap in OVERLAP else "skip"
+        spec = ScheduleSpec(
+            row.lane,
+            target,
+            row.type,
+            timing,
+            row.jitter,
+            misfire,
+            row.misfire_limit,
+            overlap,
+            True,
+        )
+        handle = ScheduleHandle(self, row.key, spec)
+        handle._horizon = row.anchor if row.last_slot is None else row.last_slot
+        handle._recorded = row.last_slot
+        handle._paused = row.paused
+        handle._problem = problem
+        handle._last_id = row.last_command
+        previous = live.get(row.last_command or "")
+        handle._last = None if previous is None else previous.handle
+        self.entries[row.key] = handle
+        if problem is None:
+            self._launch(handle)
+
+    def _launch(self, handle: ScheduleHandle) -> None:
+        if self._nursery is not None and not handle._scope.cancel_called and not handle._running:
+            handle._running = True
+            self._nursery.start_soon(self._run, handle, name=f"schedule {handle.key}")
+
+    # -- state changes ------------------------------------------------------------------------
+
+    def changed(self, handle: ScheduleHandle, *, record: bool) -> None:
+        """Wake the schedule's task to look again; write its new state if ``record``."""
+        handle._changed.set()
+        handle._changed = trio.Event()
+        journal = self._journal(handle)
+        if record and journal is not None and not handle._cancelled:
+            journal.save_schedule(self._row(handle))
+
+    def forget(self, handle: ScheduleHandle) -> None:
+        if self.entries.get(handle.key) is handle:
+            del self.entries[handle.key]
+            journal = self._journal(handle)
+            if journal is not None:
+                journal.delete_schedule(handle.key)
+
+    def _journal(self, handle: ScheduleHandle) -> Journal | None:
+        """Where the schedule is written: None for a memory-only one."""
+        durable = self._core.durable
+        return durable.journal if durable is not None and handle._spec.stored else None
+
+    def _row(self, handle: ScheduleHandle, command_id: str | None = None) -> StoredSchedule:
+        spec = handle._spec
+        if command_id is not None:
+            handle._last_id = command_id
+        return StoredSchedule(
+            handle.key,
+            spec.lane,
+            spec.type,
+            spec.target,
+            spec.timing.every,
+            spec.timing.cron,
+            spec.timing.tz,
+            spec.jitter,
+            spec.misfire,
+            spec.misfire_limit,
+            spec.overlap,
+            spec.timing.anchor,
+            handle._paused,
+            handle._recorded,
+            handle._last_id,
+        )
+
+    # -- the task -----------------------------------------------------------------------------
+
+    async def _run(self, handle: ScheduleHandle) -> None:
+        """Sleep until each slot, then fire it; ends when cancelled or the system closes."""
+        with handle._scope, contextlib.suppress(ShutdownInProgress):
+            try:
+                while True:
+                    changed = handle._changed
+                    due = None if handle._paused else self._due(handle)
+                    if due is None:
+                        await changed.wait()
+                    elif await self._sleep_until(due, changed):
+                        await self._wake(handle)
+            finally:
+                handle._running = False
+
+    def _due(self, handle: ScheduleHandle) -> float | None:
+        """The wall-clock time of the next firing (its slot plus jitter), or None."""
+        slot = handle._spec.timing.next_after(handle._horizon)
+        if slot is None:
+            return None
+        if slot != handle._target:
+            handle._target = slot
+            handle._offset = self._core.random.uniform(0.0, handle._spec.jitter)
+        return slot + handle._offset
+
+    async def _sleep_until(self, due: float, changed: trio.Event) -> bool:
+        """Sleep until the wall clock reaches ``due``: True, or False if ``changed`` is set."""
+        while (left := due - self.wall()) > 0:
+            with trio.move_on_after(left):
+                await changed.wait()
+                return False
+        return True
+
+    async def _wake(self, handle: ScheduleHandle) -> None:
+        spec = handle._spec
+        lateness = GRACE + spec.jitter
+        decision = decide(
+            spec.timing, handle._horizon, self.wall(), spec.misfire, spec.misfire_limit, lateness
+        )
+        if decision.handled is None:  # the wall clock went back meanwhile
+            await trio.lowlevel.checkpoint()
+            return
+        handle._horizon = decision.handled
+        handle.skipped += decision.skipped
+        for index, slot in enumerate(decision.fire):
+            await self._fire(handle, slot, catching_up=index > 0)
+        if handle._recorded != decision.handled:  # slots left out: record them as dealt with
+            await self._record(handle, decision.handled)
+
+    async def _fire(self, handle: ScheduleHandle, slot: float, *, catching_up: bool) -> None:
+        """Submit one firing, after the previous one if it still runs and overlap says so.
+
+        Missed slots fired together by ``"run_all"`` run one after another (unless overlap
+        is ``"allow"``): ``"skip"`` would drop the very slots run_all asks for.
+        """
+        previous = handle._last
+        overlap = handle._spec.overlap
+        if catching_up and overlap == "skip":
+            overlap = "queue"
+        if previous is not None and not previous.done():
+            if overlap == "skip":
+                handle.skipped += 1
+                await self._record(handle, slot)
+                return
+            if overlap == "queue":
+                with contextlib.suppress(LaneError):
+                    await previous.result()
+        if handle._paused or handle._cancelled:  # while it waited
+            handle.skipped += 1
+            await self._record(handle, slot)
+            return
+        try:
+            new = await self._submit(handle, slot)
+        except StorageError:
+            handle.skipped += 1  # not recorded: it is due again at the next start
+            return
+        handle._last = new
+        handle.fired += 1
+
+    async def _submit(self, handle: ScheduleHandle, slot: float) -> CommandHandle[Any]:
+        spec = handle._spec
+        durable = self._core.durable
+        if durable is None or not spec.stored:
+            handle._recorded = slot
+            return await self._system.submit(spec.lane, spec.target, durable=False)
+        system = self._system
+        core = self._core
+        obj = durable.registry.decode(spec.type, spec.target)
+        cmd = system._prepare(spec.lane, obj, (), None, None, None, None)
+        assert isinstance(cmd, Command)
+        room = core.rooms[spec.lane]
+        await room.take()
+        if room.closed or not core.accepting:
+            raise system._shutdown_error()
+        previous = handle._recorded
+        handle._recorded = slot
+        # One synchronous step: the command and the slot go into the same batch.
+        durable.journal.save(durable.row(cmd, "pending"))
+        durable.journal.save_schedule(self._row(handle, cmd.id))
+        try:
+            await durable.journal.commit()
+        except StorageError as exc:
+            handle._recorded = previous
+            room.give()
+            core.abort(cmd, exc)
+            raise
+        if not core.accepting:  # stored with its slot: it runs at the next start
+            room.give()
+            core.abort(cmd, system._shutdown_error())
+            raise system._shutdown_error()
+        core.accept(cmd, None)
+        return cmd.handle
+
+    async def _record(self, handle: ScheduleHandle, slot: float) -> None:
+        """Write that every slot up to ``slot`` is dealt with (no command fired for it)."""
+        handle._recorded = slot
+        journal = self._journal(handle)
+        if journal is not None and not handle._cancelled:
+            journal.save_schedule(self._row(handle))
+            with contextlib.suppress(StorageError):  # counted by the journal; due again later
+                await self._core.commit()
+        else:
+            await trio.lowlevel.checkpoint()
+
+
+def _choice(field: str, value: object, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        msg = f"schedule: {field}={value!r} is invalid; expected one of {options}"
+        raise LaneConfigError(msg)
+    return value
+
+
+def _count(field: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    msg = f"schedule: {field}={value!r} is invalid; expected an integer >= 1"
+    raise LaneConfigError(msg)
+
+
+def _seconds(field: str, value: object) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and 0 <= value < float("inf"):  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    msg = f"schedule: {field}={value!r} is invalid; expected a number of seconds >= 0"
+    raise LaneConfigError(msg)
+
+
+def _unset_clock() -> float:
+    msg = "the lane system's schedules are not running (use `async with open_lane_system()`)"
+    raise ShutdownInProgress(msg)
