@@ -97,3 +97,13 @@ def test_schedules(capsys: pytest.CaptureFixture[str]) -> None:
     assert "heartbeat resumed: 288 slots skipped while paused" in out
     assert "Mon 30 Mar 16:00 CEST: report 'hourly'" in out
     assert "missed slots fired once (misfire='run_once'), 4 coalesced" in out
+
+
+def test_agent_sessions(capsys: pytest.CaptureFixture[str]) -> None:
+    module = load("agent_sessions")
+    trio.run(module.main, 150, clock=trio.testing.MockClock(autojump_threshold=0))
+    out = capsys.readouterr().out
+    assert "sessions: 150" in out
+    assert "LLM calls at once: at most 20 (limit 20)" in out
+    assert "cancelled 0)" not in out  # some interrupts cancelled model calls
+    assert "after all sessions left: llm in use 0, members 0" in out
