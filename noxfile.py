@@ -50,7 +50,15 @@ def demo(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site into build/site (mkdocs --strict: warnings fail)."""
     # ruff formats the signatures shown in the API reference.
-    session.install("-e", ".", "mkdocs-material", "mkdocstrings[python]", "ruff>=0.5")
+    session.install(
+        "-e",
+        ".",
+        "mkdocs==1.6.1",
+        "mkdocs-material==9.8.1",
+        "mkdocstrings==1.0.8",
+        "mkdocstrings-python==2.0.11",
+        "ruff>=0.5",
+    )
     session.run(
         "mkdocs",
         "build",
