@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, TypeVarTuple
+from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 import trio
 
@@ -33,6 +33,7 @@ from ._errors import (
 )
 from ._lane import new_lane_pool
 from ._metrics import Metrics
+from ._remote import SystemBackend
 from ._room import Room
 from ._stats import LaneStatistics, SystemStatistics
 from ._supervisor import Supervisor
@@ -42,6 +43,7 @@ from .storage import Storage, as_storage
 __all__ = ["LaneSystem", "open_lane_system"]
 
 T = TypeVar("T")
+S = TypeVar("S")
 T_co = TypeVar("T_co", covariant=True)
 PosArgs = TypeVarTuple("PosArgs")
 
@@ -517,6 +519,28 @@ class _LaneSystemContext:
         return await self._cm.__aexit__(exc_type, exc, tb)
 
 
+@overload
+def open_lane_system(
+    lanes: Iterable[LaneConfig] = ...,
+    *,
+    max_concurrency: int | None = ...,
+    storage: str | os.PathLike[str] | Storage | None = ...,
+    commands: Iterable[type] = ...,
+    dead_letter_limit: int = ...,
+    drain_timeout: float | None = ...,
+    backend: None = ...,
+) -> _LaneSystemContext: ...
+@overload
+def open_lane_system(
+    lanes: Iterable[LaneConfig] = ...,
+    *,
+    max_concurrency: None = ...,
+    storage: None = ...,
+    commands: Iterable[type] = ...,
+    dead_letter_limit: int = ...,
+    drain_timeout: float | None = ...,
+    backend: SystemBackend[S],
+) -> AbstractAsyncContextManager[S]: ...
 def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
     *,
@@ -525,7 +549,8 @@ def open_lane_system(
     commands: Iterable[type] = (),
     dead_letter_limit: int = 1000,
     drain_timeout: float | None = 30.0,
-) -> _LaneSystemContext:
+    backend: SystemBackend[Any] | None = None,
+) -> Any:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
     Args:
@@ -538,6 +563,10 @@ def open_lane_system(
         dead_letter_limit: how many dead letters are kept (the oldest is evicted beyond).
         drain_timeout: on normal exit, how long to wait for accepted commands before
             cancelling what is left (None: wait as long as it takes).
+        backend: lanes hosted outside this process, e.g.
+            ``lanes.distributed.RedisBackend(url)``: the system then submits to them (see
+            ``lanes.distributed``); ``max_concurrency`` and ``storage`` belong to the workers
+            and must stay None.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
     exception (or cancellation) cancels every command at once. Either way every handle is
@@ -565,9 +594,29 @@ def open_lane_system(
         )
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
+    if backend is not None:
+        return _open_remote(backend, configs, cap, store, registry, drain)
     return _LaneSystemContext(
         lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry)
     )
+
+
+def _open_remote(
+    backend: SystemBackend[S],
+    configs: tuple[LaneConfig, ...],
+    cap: int | None,
+    store: Storage | None,
+    registry: CommandRegistry,
+    drain: float | None,
+) -> AbstractAsyncContextManager[S]:
+    for field, value in (("max_concurrency", cap), ("storage", store)):
+        if value is not None:
+            msg = (
+                f"open_lane_system: {field}={value!r} cannot be combined with backend=; "
+                "with a backend, workers run the commands (set limits on the workers)"
+            )
+            raise LaneConfigError(msg)
+    return backend.open_system(configs, registry, drain)
 
 
 @asynccontextmanager
