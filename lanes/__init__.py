@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._histogram import HistogramSnapshot
 from ._metrics import Metrics, MetricsSnapshot
+from ._partitioning import Partitioning
 from ._stats import LaneStatistics, SystemStatistics
 from ._system import LaneSystem, open_lane_system
 
@@ -62,6 +63,7 @@ __all__ = [
     "MetricsBackend",
     "MetricsSnapshot",
     "NotDurableError",
+    "Partitioning",
     "Permanent",
     "PriorityBoost",
     "RateLimit",

@@ -1,4 +1,4 @@
-"""The ``lanes`` command line: ``demo``, ``top``, ``inspect``, ``dead-letters``."""
+"""The ``lanes`` command line: ``demo``, ``top``, ``inspect``, ``dead-letters``, ``worker``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import trio
 
+from ._cli_worker import add_worker_arguments, worker_command
 from ._demo import run_demo
 
 
@@ -33,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     action = letters.add_mutually_exclusive_group()
     action.add_argument("--requeue", metavar="ID", help="move a letter back to its lane")
     action.add_argument("--clear", action="store_true", help="delete every dead letter")
+    worker = commands.add_parser("worker", help="run commands from lanes on Redis")
+    add_worker_arguments(worker)
     return parser
 
 
@@ -45,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _top(args.url, args.once, args.interval)
     elif args.command in ("inspect", "dead-letters"):
         return _storage_command(args)
+    elif args.command == "worker":
+        return worker_command(args)
     return 0
 
 

@@ -21,6 +21,7 @@ except ImportError as _exc:  # pragma: no cover - the extra is installed in test
     raise ImportError(_msg) from _exc
 
 from .._partitioning import Partitioning
+from ._local import LocalRedis, local_redis_server
 from ._redis import RedisBackend
 from ._submitter import RemoteCommandError, RemoteHandle, RemoteLaneSystem
 from ._wire import RemoteDeadLetter
@@ -28,6 +29,7 @@ from ._worker import LaneWorker, WorkerLaneStatistics, WorkerStatistics, open_la
 
 __all__ = [
     "LaneWorker",
+    "LocalRedis",
     "Partitioning",
     "RedisBackend",
     "RemoteCommandError",
@@ -36,5 +38,6 @@ __all__ = [
     "RemoteLaneSystem",
     "WorkerLaneStatistics",
     "WorkerStatistics",
+    "local_redis_server",
     "open_lane_worker",
 ]
