@@ -208,7 +208,9 @@ async def test_priority_order_holds_per_fetch(backend: RedisBackend, log: str) -
 @needs_redis
 async def test_cluster_wide_rate_limit_and_concurrency(redis_server: LocalRedis, log: str) -> None:
     limited = (
-        lanes.LaneConfig("api", 0, max_concurrency=5, rate_limit=lanes.RateLimit.token_bucket(10, 2)),
+        lanes.LaneConfig(
+            "api", 0, max_concurrency=5, rate_limit=lanes.RateLimit.token_bucket(10, 2)
+        ),
     )
     backend = RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=0.6)
     options = {"backend": backend, "commands": [Step], "cluster_concurrency": {"api": 2}}
@@ -303,7 +305,9 @@ async def test_worker_processes_survive_a_sigkill(redis_server: LocalRedis, log:
         async with system_on(backend) as system:
             victim = await system.submit("urgent", Step(log, "victim", seconds=1.0))
             _, _, pid = await wait_for_line(log, "start", "victim")
-            handles = [await system.submit("bulk", Step(log, f"n{i}", seconds=0.05)) for i in range(12)]
+            handles = [
+                await system.submit("bulk", Step(log, f"n{i}", seconds=0.05)) for i in range(12)
+            ]
             handles.append(await system.submit("bulk", Step(log, "poison", fail=True)))
             os.kill(int(pid), signal.SIGKILL)
             with trio.fail_after(15):
@@ -333,7 +337,9 @@ async def test_redis_going_away_and_coming_back(log: str) -> None:
     with local_redis_server(persistent=True) as server:
         backend = RedisBackend(server.url, prefix="restart", lease=0.6)
         async with worker_on(backend) as worker, system_on(backend) as system:  # type: ignore[attr-defined]
-            accepted = [await system.submit("bulk", Step(log, f"r{i}", seconds=0.2)) for i in range(6)]
+            accepted = [
+                await system.submit("bulk", Step(log, f"r{i}", seconds=0.2)) for i in range(6)
+            ]
             await wait_for_line(log, "start", "r0")
             server.stop(signal.SIGKILL)  # a crash: only what was fsynced survives
             with pytest.raises(lanes.StorageError, match=f"Redis at {server.url}"):

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import attrs
 import coredis
 import coredis.exceptions
@@ -147,14 +148,23 @@ class RedisBackend:
         return open_remote_system(self, lanes, registry, drain_timeout)
 
 
+_FAILURES = (
+    coredis.exceptions.RedisError,
+    OSError,
+    TimeoutError,
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+)
+
+
 def translate(backend: RedisBackend, error: BaseException) -> StorageError | None:
     """A :class:`StorageError` naming the URL for a Redis or network failure, else None.
 
     coredis raises its errors as themselves or wrapped in (nested) exception groups.
     """
-    leaves = list(_leaves(error))
-    for leaf in leaves:
-        if isinstance(leaf, coredis.exceptions.RedisError | OSError | TimeoutError):
+    for leaf in _leaves(error):
+        if isinstance(leaf, _FAILURES):
             msg = f"Redis at {backend.safe_url} failed: {type(leaf).__name__}: {leaf}"
             result = StorageError(msg)
             result.__cause__ = leaf

@@ -296,6 +296,8 @@ class LaneWorker:
         lane = fields.get("lane", "")
         if lane not in self._configs:  # only fetched from our own streams: cannot happen
             lane = next(name for name, streams in self._streams.items() if stream in streams)
+        if (stream, message_id) in self._running:  # our own lease expired (an outage)
+            return  # and we took it back: it is still running here
         running = _Running(lane)
         self._running[(stream, message_id)] = running
         self._active[lane] += 1
