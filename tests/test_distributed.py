@@ -112,7 +112,7 @@ def test_backend_rejects_bad_settings() -> None:
 
 async def test_open_lane_system_rejects_local_options_with_a_backend() -> None:
     backend = RedisBackend("redis://127.0.0.1:1")
-    with pytest.raises(lanes.LaneConfigError, match="storage=.* cannot be combined"):
+    with pytest.raises(lanes.LaneConfigError, match=r"storage=.* cannot be combined"):
         lanes.open_lane_system(LANES, backend=backend, storage=":memory:")  # type: ignore[call-overload]
     with pytest.raises(lanes.LaneConfigError, match="max_concurrency=2 cannot be combined"):
         lanes.open_lane_system(LANES, backend=backend, max_concurrency=2)  # type: ignore[call-overload]
@@ -154,7 +154,7 @@ async def test_results_failures_dead_letters_and_requeue(backend: RedisBackend, 
         assert await system.run("urgent", Step(log, "a")) == "a"
         with pytest.raises(lanes.UnknownLaneError, match="known lanes: urgent, bulk"):
             await system.submit("nope", Step(log, "x"))
-        with pytest.raises(lanes.LaneUsageError, match="not a @lanes.command"):
+        with pytest.raises(lanes.LaneUsageError, match=r"not a @lanes\.command"):
             await system.submit("urgent", print)
         handle = await system.submit("bulk", Step(log, "bad", fail=True))
         with pytest.raises(lanes.CommandFailed, match="failed after 3 attempt") as info:
