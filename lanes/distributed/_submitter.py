@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -24,6 +25,7 @@ from .._errors import (
     LaneError,
     LaneUsageError,
     ShutdownInProgress,
+    StorageError,
     UnknownLaneError,
 )
 from . import _scripts
@@ -386,12 +388,21 @@ class RemoteLaneSystem:
         raise DrainTimeout(msg)
 
     async def _create_reply_stream(self) -> None:
+        """Create (or renew) the empty reply stream; workers reply only while it exists."""
         stream = self.reply_stream
+        ttl = int(self._backend.key_ttl * 1000)
+        if await redis_call(self._backend, self._client.pexpire(stream, ttl)):
+            return
         await redis_call(self._backend, self._client.xadd(stream, {"hello": "1"}))
         await redis_call(self._backend, self._client.xtrim(stream, PureToken.MAXLEN, 0))
-        await redis_call(
-            self._backend, self._client.pexpire(stream, int(self._backend.key_ttl * 1000))
-        )
+        await redis_call(self._backend, self._client.pexpire(stream, ttl))
+
+    async def _renew_reply_stream(self) -> None:
+        """Keep the reply stream alive (its TTL only bounds a crashed submitter's)."""
+        while True:
+            await trio.sleep(min(60.0, self._backend.key_ttl / 3))
+            with contextlib.suppress(StorageError):  # the reader reports outages
+                await self._create_reply_stream()
 
     async def _read_replies(self, task_status: trio.TaskStatus[None]) -> None:
         """Resolve handles from the reply stream; reconnect with backoff when Redis is away."""
@@ -490,6 +501,7 @@ async def open_remote_system(
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(system._read_replies)
+                nursery.start_soon(system._renew_reply_stream)
                 try:
                     yield system
                     await system._close(drain_timeout)

@@ -175,8 +175,11 @@ class LaneWorker:
                 await self._slot_freed.wait()
                 continue
             try:
-                entries, wait_ms, last = await self._fetch(plan, budget)
-            except StorageError:
+                # shielded: a fetch the server ran must reach us, or its commands would
+                # wait for a lease to expire; when stopping they still run (drain)
+                with trio.CancelScope(shield=True), trio.fail_after(max(5.0, self._backend.lease)):
+                    entries, wait_ms, last = await self._fetch(plan, budget)
+            except (StorageError, trio.TooSlowError):
                 self.connection_errors += 1
                 await trio.sleep(pause * (0.5 + self._random.random()))
                 pause = min(pause * 2, _BACKOFF[1])
