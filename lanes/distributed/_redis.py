@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ._submitter import RemoteLaneSystem
 
 __all__ = [
+    "Batcher",
     "Client",
     "RedisBackend",
     "connect",
@@ -236,6 +237,86 @@ async def run_script(
     values: list[str | int | float] = [a if isinstance(a, int | float) else str(a) for a in args]
     result: Any = await redis_call(backend, script(keys, values))
     return result
+
+
+class _Call:
+    __slots__ = ("args", "done", "error", "keys", "script", "value")
+
+    def __init__(self, script: Script[str], keys: list[str], args: list[Any]) -> None:
+        self.script = script
+        self.keys = keys
+        self.args: list[str | int | float] = [
+            a if isinstance(a, int | float) else str(a) for a in args
+        ]
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: StorageError | None = None
+
+
+class Batcher:
+    """Sends the script calls of concurrent tasks as one pipeline per round trip.
+
+    A pipelined call costs the client a fraction of a lone one, so many submitters (or many
+    finishing commands) share each round trip. Run :meth:`run` in a nursery.
+    """
+
+    def __init__(self, backend: RedisBackend, client: Client, limit: int = 256) -> None:
+        self._backend = backend
+        self._client = client
+        self._limit = limit
+        self._queue: list[_Call] = []
+        self._wake = trio.Event()
+
+    async def call(self, script: Script[str], keys: list[str], args: list[Any]) -> Any:
+        """Run a script in the next pipeline and return its result.
+
+        Cancelled while waiting, the call may still have run (its result is dropped).
+
+        Raises:
+            StorageError: Redis failed (the message names the URL) or the script did.
+        """
+        call = _Call(script, keys, args)
+        self._queue.append(call)
+        self._wake.set()
+        await call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send queued calls until cancelled."""
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            batch, self._queue = self._queue[: self._limit], self._queue[self._limit :]
+            if self._queue:
+                self._wake.set()
+            await self._send(batch)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
+                requests: list[Any] = [c.script(c.keys, c.args, client=pipe) for c in batch]
+        except Exception as exc:
+            error = self._error(exc)
+            for call in batch:
+                call.error = error
+                call.done.set()
+            return
+        for call, request in zip(batch, requests, strict=True):
+            try:
+                call.value = await request
+            except Exception as exc:
+                call.error = self._error(exc)
+            call.done.set()
+
+    def _error(self, exc: Exception) -> StorageError:
+        error = translate(self._backend, exc)
+        if error is None:
+            error = StorageError(f"Redis at {self._backend.safe_url} failed: {exc!r}")
+            error.__cause__ = exc
+        return error
 
 
 def str_fields(fields: Mapping[Any, Any]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from .._errors import (
 )
 from . import _scripts
 from ._redis import (
+    Batcher,
     Client,
     RedisBackend,
     connect,
@@ -163,6 +164,7 @@ class RemoteLaneSystem:
         self._idle.set()
         self._accepting = True
         self._submit = client.register_script(_scripts.SUBMIT)
+        self._batcher = Batcher(backend, client)
         self._move = client.register_script(_scripts.MOVE_LETTER)
 
     @property
@@ -251,7 +253,7 @@ class RemoteLaneSystem:
             self._backend.key(f"key:{key or ''}"),
             self._backend.key("notify"),
         ]
-        answer = await run_script(self._backend, self._submit, keys, args)
+        answer = await self._batcher.call(self._submit, keys, args)
         command_id = str(answer)
         handle = self._handles.get(command_id)
         if handle is None:
@@ -501,6 +503,7 @@ async def open_remote_system(
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(system._read_replies)
+                await nursery.start(system._batcher.run)
                 nursery.start_soon(system._renew_reply_stream)
                 try:
                     yield system

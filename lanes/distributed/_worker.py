@@ -24,6 +24,7 @@ from .._errors import LaneConfigError, Permanent, StorageError
 from . import _scripts
 from ._redis import (
     GROUP,
+    Batcher,
     Client,
     RedisBackend,
     connect,
@@ -135,6 +136,7 @@ class LaneWorker:
         self.connection_errors = 0
         self._wake_last = self._notify_last = "0-0"
         self._random = random.Random()
+        self._batcher = Batcher(backend, client)
         self._scripts = {
             name: client.register_script(getattr(_scripts, name))
             for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
@@ -432,7 +434,7 @@ class LaneWorker:
         lane = envelope.lane
 
         async def call() -> None:
-            settled = await run_script(self._backend, self._scripts["FINISH"], keys, args)
+            settled = await self._batcher.call(self._scripts["FINISH"], keys, args)
             counts = self._counts[lane]
             if not settled:
                 counts["duplicates"] += 1
@@ -451,7 +453,7 @@ class LaneWorker:
         keys = [stream, self._backend.key("delayed")]
 
         async def call() -> None:
-            settled = await run_script(self._backend, self._scripts["RETRY"], keys, args)
+            settled = await self._batcher.call(self._scripts["RETRY"], keys, args)
             self._counts[envelope.lane]["retried" if settled else "duplicates"] += 1
 
         return call
@@ -672,6 +674,7 @@ async def open_lane_worker(
         await worker._open_wake_stream()
         async with trio.open_nursery() as outer:
             outer.start_soon(worker._heartbeat_loop)
+            outer.start_soon(worker._batcher.run)
             async with trio.open_nursery() as work:
                 worker._commands = work
                 fetching = trio.CancelScope()
