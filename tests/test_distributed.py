@@ -68,9 +68,11 @@ async def wait_for_line(log: str, word: str, tag: str, timeout: float = 10.0) ->
 
 
 @asynccontextmanager
-async def system_on(backend: RedisBackend) -> AsyncIterator[lanes.distributed.RemoteLaneSystem]:
+async def system_on(
+    backend: RedisBackend, drain_timeout: float = 10
+) -> AsyncIterator[lanes.distributed.RemoteLaneSystem]:
     async with lanes.open_lane_system(
-        LANES, backend=backend, commands=[Step], drain_timeout=10
+        LANES, backend=backend, commands=[Step], drain_timeout=drain_timeout
     ) as system:
         yield system
 
@@ -365,3 +367,19 @@ def test_cli_worker_reports_bad_commands(capsys: pytest.CaptureFixture[str]) -> 
     )
     assert status == 1 and time.monotonic() - started < 10
     assert "cannot connect" in capsys.readouterr().err
+
+
+@needs_redis
+async def test_errors_of_the_body_surface_as_themselves(backend: RedisBackend, log: str) -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with worker_on(backend):  # type: ignore[attr-defined]
+            raise KeyError("mine")
+    with pytest.raises(KeyError, match="mine"):
+        async with system_on(backend):
+            raise KeyError("mine")
+    async with system_on(backend, drain_timeout=0.1) as system:
+        pending = await system.submit("urgent", Step(log, "orphan"))
+    with pytest.raises(lanes.ShutdownInProgress, match="accepts no new commands"):
+        await system.submit("urgent", Step(log, "late"))
+    with pytest.raises(lanes.ShutdownInProgress, match="stays queued in Redis"):
+        await pending.result()
