@@ -383,3 +383,27 @@ async def test_errors_of_the_body_surface_as_themselves(backend: RedisBackend, l
         await system.submit("urgent", Step(log, "late"))
     with pytest.raises(lanes.ShutdownInProgress, match="stays queued in Redis"):
         await pending.result()
+
+
+@needs_redis
+async def test_a_command_whose_workers_keep_dying_is_dead_lettered(
+    backend: RedisBackend, log: str
+) -> None:
+    import coredis
+
+    async with system_on(backend) as system:
+        async with worker_on(backend, max_concurrency=1):  # type: ignore[attr-defined]
+            pass  # creates the consumer group
+        handle = await system.submit("urgent", Step(log, "poison"))
+        stream = backend.stream("urgent", 0)
+        ghost = coredis.Redis.from_url(backend.url, decode_responses=True)
+        async with ghost:  # two "workers" take it and die without a trace
+            read = await ghost.xreadgroup("workers", "ghost-1", {stream: ">"}, count=1)
+            assert read is not None
+            [entry] = read[stream]
+            await ghost.xclaim(stream, "workers", "ghost-2", 0, [entry.identifier])
+        async with worker_on(backend, max_deliveries=2) as worker:  # type: ignore[attr-defined]
+            with pytest.raises(lanes.CommandFailed, match="LeaseExpired: delivered 3 times"):
+                await handle.result()
+        assert worker.statistics().lanes["urgent"].reclaimed == 1
+    assert lines(log) == []  # never ran
