@@ -566,7 +566,7 @@ def open_lane_system(
         backend: lanes hosted outside this process, e.g.
             ``lanes.distributed.RedisBackend(url)``: the system then submits to them (see
             ``lanes.distributed``); ``max_concurrency`` and ``storage`` belong to the workers
-            and must stay None.
+            and must stay None, and ``dead_letter_limit`` is set on the workers instead.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
     exception (or cancellation) cancels every command at once. Either way every handle is
