@@ -166,8 +166,6 @@ async def test_results_failures_dead_letters_and_requeue(backend: RedisBackend, 
         assert handle.status == "failed"
         letters = await system.dead_letters()
         assert [(d.lane, d.command_type, d.attempts) for d in letters] == [("bulk", "Step", 3)]
-        stats = worker.statistics().lanes["bulk"]
-        assert (stats.retried, stats.failed, stats.dead_lettered) == (2, 1, 1)
         again = await system.requeue(letters[0].id)
         with pytest.raises(lanes.CommandFailed):
             await again.result()
@@ -177,6 +175,10 @@ async def test_results_failures_dead_letters_and_requeue(backend: RedisBackend, 
         slow = await system.submit("urgent", Step(log, "slow", seconds=5), timeout=0.1)
         with pytest.raises(lanes.CommandTimeout, match="timed out on attempt 1"):
             await slow.result()
+    # counted once Redis took each outcome, before the worker closed (two runs of "bad")
+    bulk, urgent = worker.statistics().lanes["bulk"], worker.statistics().lanes["urgent"]
+    assert (bulk.retried, bulk.failed, bulk.dead_lettered, bulk.completed) == (4, 2, 2, 0)
+    assert (urgent.completed, urgent.failed, urgent.timed_out) == (1, 1, 1)
 
 
 @needs_redis
@@ -407,3 +409,25 @@ async def test_a_command_whose_workers_keep_dying_is_dead_lettered(
                 await handle.result()
         assert worker.statistics().lanes["urgent"].reclaimed == 1
     assert lines(log) == []  # never ran
+
+
+@needs_redis
+async def test_a_worker_that_lost_its_lease_stops_its_attempt(
+    backend: RedisBackend, log: str
+) -> None:
+    import coredis
+
+    async with worker_on(backend) as worker, system_on(backend) as system:  # type: ignore[attr-defined]
+        handle = await system.submit("urgent", Step(log, "taken", seconds=1.0))
+        await wait_for_line(log, "start", "taken")
+        stream = backend.stream("urgent", 0)
+        ghost = coredis.Redis.from_url(backend.url, decode_responses=True)
+        async with ghost:  # another worker takes it over (as if our lease had expired)
+            [entry] = await ghost.xrange(stream)
+            await ghost.xclaim(stream, "workers", "ghost", 0, [entry.identifier])
+        # our heartbeat notices and cancels the attempt; the ghost never finishes, so after
+        # the lease the command is reclaimed and completed
+        assert await handle.result() == "taken"
+    stats = worker.statistics().lanes["urgent"]  # settled before the worker closed
+    assert (stats.lost, stats.reclaimed, stats.completed) == (1, 1, 1)
+    assert [word for word, tag, _ in lines(log) if tag == "taken"] == ["start", "start", "done"]

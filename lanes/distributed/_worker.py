@@ -355,41 +355,45 @@ class LaneWorker:
         except StorageError as exc:
             return self._final(stream, message_id, envelope, "failed", f"StorageError: {exc}")
         timeout = envelope.timeout or config.timeout or math.inf
-        error: str | None = None
-        permanent = timed_out = False
-        value: Any = None
+        outcome = await self._execute(running, command, envelope.attempt, timeout)
+        if outcome is None:
+            return None
+        if outcome.timed_out:
+            self._counts[running.lane]["timed_out"] += 1
+        if outcome.error is None:
+            return self._done(stream, message_id, envelope, outcome.value)
+        retry = config.retry
+        if outcome.permanent or envelope.attempt > retry.max_retries:
+            kind = "timeout" if outcome.timed_out else "failed"
+            return self._final(stream, message_id, envelope, kind, outcome.error)
+        delay = retry.delay(envelope.attempt, self._random.random())
+        return self._retry(stream, message_id, envelope, delay)
+
+    async def _execute(
+        self, running: _Running, command: Any, attempt: int, timeout: float
+    ) -> _Outcome | None:
+        """Run the command under its scope; None when the scope was cancelled (lost lease,
+        shutdown). The value comes back as JSON."""
+        outcome = _Outcome()
         with running.scope:
             try:
                 with trio.fail_after(timeout):
                     value = await command.execute()
             except trio.TooSlowError:
-                timed_out = True
-                error = f"CommandTimeout: attempt {envelope.attempt} exceeded {timeout} s"
+                outcome.timed_out = True
+                outcome.error = f"CommandTimeout: attempt {attempt} exceeded {timeout} s"
             except Permanent as exc:
-                permanent = True
-                error = _describe(exc.error)
+                outcome.permanent = True
+                outcome.error = _describe(exc.error)
             except Exception as exc:
-                if running.scope.cancel_called:
-                    return None
-                error = _describe(exc)
-        if running.scope.cancel_called:
-            return None
-        if timed_out:
-            self._counts[running.lane]["timed_out"] += 1
-        if error is None:
-            try:
-                encoded = json.dumps(self._registry.converter.unstructure(value))
-            except Exception as exc:
-                error = f"ResultNotJSON: {exc!r}"
-                permanent = True
+                outcome.error = _describe(exc)
             else:
-                return self._done(stream, message_id, envelope, encoded)
-        retry = config.retry
-        if permanent or envelope.attempt > retry.max_retries:
-            outcome = "timeout" if timed_out else "failed"
-            return self._final(stream, message_id, envelope, outcome, error)
-        delay = retry.delay(envelope.attempt, self._random.random())
-        return self._retry(stream, message_id, envelope, delay)
+                try:
+                    outcome.value = json.dumps(self._registry.converter.unstructure(value))
+                except Exception as exc:
+                    outcome.permanent = True
+                    outcome.error = f"ResultNotJSON: {exc!r}"
+        return None if running.scope.cancel_called else outcome
 
     def _done(
         self, stream: str, message_id: str, envelope: Envelope, value: str
@@ -540,6 +544,14 @@ class LaneWorker:
                 running.scope.cancel()
 
     _commands: trio.Nursery
+
+
+@attrs.define
+class _Outcome:
+    value: str = "null"  # JSON
+    error: str | None = None  # "Type: message"; None: it succeeded
+    permanent: bool = False
+    timed_out: bool = False
 
 
 @attrs.frozen
