@@ -426,7 +426,8 @@ class RemoteLaneSystem:
             entries = (answer or {}).get(self.reply_stream, ())
             for entry in entries:
                 last = str(entry.identifier)
-                self._deliver(Reply.from_fields(str_fields(entry.field_values)))
+                with contextlib.suppress(StorageError):  # not a reply of ours: skip it
+                    self._deliver(Reply.from_fields(str_fields(entry.field_values)))
             if entries:
                 ids = [str(entry.identifier) for entry in entries]
                 try:
