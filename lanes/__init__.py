@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._histogram import HistogramSnapshot
 from ._metrics import Metrics, MetricsSnapshot
+from ._partitioning import Partitioning
 from ._schedule_handle import ScheduleHandle
 from ._shared import SharedLimit, SharedLimitStatistics
 from ._stats import LaneStatistics, SystemStatistics
@@ -64,6 +65,7 @@ __all__ = [
     "MetricsBackend",
     "MetricsSnapshot",
     "NotDurableError",
+    "Partitioning",
     "Permanent",
     "PriorityBoost",
     "RateLimit",

@@ -1,4 +1,5 @@
-"""The ``lanes`` command line: ``demo``, ``top``, ``inspect``, ``dead-letters``, ``schedules``."""
+"""The ``lanes`` command line: ``demo``, ``top``, ``inspect``, ``dead-letters``, ``schedules``,
+``worker``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 
 import trio
 
+from ._cli_worker import add_worker_arguments, worker_command
 from ._demo import run_demo
 
 
@@ -38,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     change = schedules.add_mutually_exclusive_group()
     for verb in ("pause", "resume", "cancel"):
         change.add_argument(f"--{verb}", metavar="KEY", help=f"{verb} the schedule KEY")
+    worker = commands.add_parser("worker", help="run commands from lanes on Redis")
+    add_worker_arguments(worker)
     return parser
 
 
@@ -50,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _top(args.url, args.once, args.interval)
     elif args.command in ("inspect", "dead-letters", "schedules"):
         return _storage_command(args)
+    elif args.command == "worker":
+        return worker_command(args)
     return 0
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, TypeVar, TypeVarTuple
+from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 import trio
 
@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._lane import new_lane_pool
 from ._metrics import Metrics
+from ._remote import SystemBackend
 from ._room import Room
 from ._schedule import Misfire, Overlap
 from ._schedule_handle import ScheduleHandle
@@ -46,6 +47,7 @@ from .storage import Storage, as_storage
 __all__ = ["LaneSystem", "open_lane_system"]
 
 T = TypeVar("T")
+S = TypeVar("S")
 T_co = TypeVar("T_co", covariant=True)
 PosArgs = TypeVarTuple("PosArgs")
 
@@ -587,6 +589,30 @@ class _LaneSystemContext:
         return await self._cm.__aexit__(exc_type, exc, tb)
 
 
+@overload
+def open_lane_system(
+    lanes: Iterable[LaneConfig] = ...,
+    *,
+    max_concurrency: int | None = ...,
+    storage: str | os.PathLike[str] | Storage | None = ...,
+    commands: Iterable[type] = ...,
+    dead_letter_limit: int = ...,
+    drain_timeout: float | None = ...,
+    clock: Callable[[], float] | None = ...,
+    backend: None = ...,
+) -> _LaneSystemContext: ...
+@overload
+def open_lane_system(
+    lanes: Iterable[LaneConfig] = ...,
+    *,
+    max_concurrency: None = ...,
+    storage: None = ...,
+    commands: Iterable[type] = ...,
+    dead_letter_limit: int = ...,
+    drain_timeout: float | None = ...,
+    clock: None = ...,
+    backend: SystemBackend[S],
+) -> AbstractAsyncContextManager[S]: ...
 def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
     *,
@@ -596,7 +622,8 @@ def open_lane_system(
     dead_letter_limit: int = 1000,
     drain_timeout: float | None = 30.0,
     clock: Callable[[], float] | None = None,
-) -> _LaneSystemContext:
+    backend: SystemBackend[Any] | None = None,
+) -> Any:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
     Args:
@@ -612,6 +639,10 @@ def open_lane_system(
         clock: the wall clock (seconds since the epoch) schedules follow; default
             ``time.time``. With storage, give the storage the clock instead
             (``SqliteStorage(path, clock=...)``): the system uses the storage's.
+        backend: lanes hosted outside this process, e.g.
+            ``lanes.distributed.RedisBackend(url)``: the system then submits to them (see
+            ``lanes.distributed``); ``max_concurrency`` and ``storage`` belong to the workers
+            and must stay None, and ``dead_letter_limit`` is set on the workers instead.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
     exception (or cancellation) cancels every command at once. Either way every handle is
@@ -639,6 +670,14 @@ def open_lane_system(
         )
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
+    if backend is not None:
+        if clock is not None:
+            msg = (
+                f"open_lane_system: clock={clock!r} cannot be combined with backend=; "
+                "schedules run in a local lane system"
+            )
+            raise LaneConfigError(msg)
+        return _open_remote(backend, configs, cap, store, registry, drain)
     wall = _wall_clock(clock, store)
     return _LaneSystemContext(
         lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry, wall)
@@ -656,6 +695,24 @@ def _wall_clock(clock: object, store: Storage | None) -> Callable[[], float]:
     if store is not None:
         return store.clock
     return clock or time.time
+
+
+def _open_remote(
+    backend: SystemBackend[S],
+    configs: tuple[LaneConfig, ...],
+    cap: int | None,
+    store: Storage | None,
+    registry: CommandRegistry,
+    drain: float | None,
+) -> AbstractAsyncContextManager[S]:
+    for field, value in (("max_concurrency", cap), ("storage", store)):
+        if value is not None:
+            msg = (
+                f"open_lane_system: {field}={value!r} cannot be combined with backend=; "
+                "with a backend, workers run the commands (set limits on the workers)"
+            )
+            raise LaneConfigError(msg)
+    return backend.open_system(configs, registry, drain)
 
 
 @asynccontextmanager

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
+import shutil
 import sys
 from types import ModuleType
 
@@ -107,3 +109,19 @@ def test_agent_sessions(capsys: pytest.CaptureFixture[str]) -> None:
     assert "LLM calls at once: at most 20 (limit 20)" in out
     assert "cancelled 0)" not in out  # some interrupts cancelled model calls
     assert "after all sessions left: llm in use 0, members 0" in out
+
+
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None and not os.environ.get("CI"),
+    reason="redis-server is not installed (apt-get install -y redis-server); CI must have it",
+)
+def test_distributed(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["distributed.py"])  # no URL: a private redis-server
+    trio.run(load("distributed").main)  # the real clock: Redis is another process
+    out = capsys.readouterr().out
+    assert "interactive: cat.png@128px" in out
+    assert "same key, same command: True" in out
+    assert "batch: 9 thumbnails" in out
+    assert "failed: ValueError: size 10000 is too large" in out
+    assert "dead letters: [('batch', 2)]" in out
+    assert "batch commands completed by the two workers: 9" in out

@@ -1,0 +1,215 @@
+"""The Lua scripts of the Redis backend: each step that must be atomic is one script.
+
+Times come from the server (``TIME``), so workers on machines whose clocks differ agree on
+leases, delays and rate-limit buckets. Every key lives under the backend's prefix; scripts
+that derive a key from an id (waiters) need a standalone Redis or a prefix with a hash tag.
+"""
+
+from __future__ import annotations
+
+__all__ = ["FETCH", "FINISH", "HEARTBEAT", "MOVE_LETTER", "RETRY", "SUBMIT"]
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: stream, delayed zset, idempotency key, notify stream (wakes idle workers on a delay).
+# ARGV: has_key, command id, prefix, reply stream, key ttl ms, delay ms, fields...
+# Returns the id of the command that will run: the given one, or the one already holding
+# the key (this submitter is then registered to receive its result too).
+SUBMIT = (
+    _NOW
+    + """
+if ARGV[1] == '1' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing then
+    redis.call('SADD', ARGV[3] .. ':waiters:' .. existing, ARGV[4])
+    return existing
+  end
+  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[5])
+end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+local delay = tonumber(ARGV[6])
+if delay > 0 then
+  redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
+  redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 'delayed', '1')
+else
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+return ARGV[2]
+"""
+)
+
+# KEYS: delayed zset, then the streams to fetch from, most urgent lane first.
+# ARGV: group, consumer, budget, reclaim idle ms (0: no reclaim), poll ms, then seven values
+# per stream: lane, lane's free slots, ordered (1/0), cluster cap of the lane (0: none),
+# tokens per ms (0: no rate limit), burst, bucket key. A lane's streams are consecutive.
+# Returns {entries, wait hint ms (-1: none), last ids (only when nothing was fetched)};
+# each entry is {stream, id, flat fields, deliveries}.
+FETCH = (
+    _NOW
+    + """
+local group, consumer = ARGV[1], ARGV[2]
+local budget, reclaim, poll = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 256)
+for _, member in ipairs(due) do
+  local item = cjson.decode(member)
+  redis.call('XADD', item[1], '*', unpack(item[2]))
+  redis.call('ZREM', KEYS[1], member)
+end
+local wait = -1
+local function hint(ms)
+  if wait < 0 or ms < wait then wait = ms end
+end
+local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if head[2] then hint(math.max(1, tonumber(head[2]) - now)) end
+local left, running = {}, {}
+for i = 2, #KEYS do
+  local base = 6 + (i - 2) * 7
+  local lane = ARGV[base]
+  if left[lane] == nil then left[lane] = tonumber(ARGV[base + 1]) end
+  if tonumber(ARGV[base + 3]) > 0 then
+    running[lane] = (running[lane] or 0) + redis.call('XPENDING', KEYS[i], group)[1]
+  end
+end
+local out = {}
+for i = 2, #KEYS do
+  if budget <= 0 then break end
+  local stream = KEYS[i]
+  local base = 6 + (i - 2) * 7
+  local lane = ARGV[base]
+  local n = math.min(budget, left[lane])
+  local ordered, cap = ARGV[base + 2] == '1', tonumber(ARGV[base + 3])
+  local rate, burst, bucket = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]), ARGV[base + 6]
+  local tokens = 0
+  if rate > 0 then
+    local state = redis.call('HMGET', bucket, 'tokens', 'ts')
+    tokens = burst
+    if state[1] then
+      tokens = math.min(burst, tonumber(state[1]) + (now - tonumber(state[2])) * rate)
+    end
+    n = math.min(n, math.floor(tokens))
+  end
+  local got = 0
+  if n > 0 and reclaim > 0 then
+    local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, reclaim, '0-0', 'COUNT', n)
+    for _, entry in ipairs(claimed[2]) do
+      local info = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)
+      local deliveries = 1
+      if info[1] then deliveries = info[1][4] end
+      out[#out + 1] = {stream, entry[1], entry[2], deliveries}
+      got = got + 1
+    end
+  end
+  local fresh = n - got
+  if fresh > 0 and (ordered or cap > 0) then
+    local pending = redis.call('XPENDING', stream, group)[1]
+    if ordered then
+      if pending > 0 then fresh = 0 else fresh = math.min(fresh, 1) end
+    end
+    if cap > 0 then fresh = math.min(fresh, cap - running[lane]) end
+    if fresh <= 0 and redis.call('XLEN', stream) > pending then hint(poll) end
+  end
+  if fresh > 0 then
+    local read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', fresh,
+      'STREAMS', stream, '>')
+    if read then
+      for _, entry in ipairs(read[1][2]) do
+        out[#out + 1] = {stream, entry[1], entry[2], 1}
+        got = got + 1
+        if cap > 0 then running[lane] = running[lane] + 1 end
+      end
+    end
+  end
+  if rate > 0 then
+    tokens = tokens - got
+    redis.call('HSET', bucket, 'tokens', tostring(tokens), 'ts', now)
+    if tokens < 1 and redis.call('XLEN', stream) > redis.call('XPENDING', stream, group)[1] then
+      hint(math.ceil((1 - tokens) / rate))
+    end
+  end
+  left[lane] = left[lane] - got
+  budget = budget - got
+end
+local last = {}
+if #out == 0 then
+  for i = 2, #KEYS do
+    local info = redis.call('XINFO', 'STREAM', KEYS[i])
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then last[#last + 1] = info[j + 1] end
+    end
+  end
+end
+return {out, wait, last}
+"""
+)
+
+# KEYS: stream. ARGV: group, consumer, ids... Renews the lease of the ids this consumer
+# still owns; returns the ids it lost (reclaimed by another worker, or acknowledged).
+HEARTBEAT = """
+local lost = {}
+for i = 3, #ARGV do
+  local info = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if info[1] and info[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
+"""
+
+# KEYS: stream, reply stream, dead-letter stream, idempotency key.
+# ARGV: group, message id, prefix, command id, has_key, dead-letter maxlen, number of reply
+# fields, reply fields..., dead-letter fields... (none: not dead-lettered).
+# Returns 0 when the message was no longer pending (another worker settled it first).
+FINISH = """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+local nreply = tonumber(ARGV[7])
+local reply, dead = {}, {}
+for i = 8, 7 + nreply do reply[#reply + 1] = ARGV[i] end
+for i = 8 + nreply, #ARGV do dead[#dead + 1] = ARGV[i] end
+if #dead > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', unpack(dead))
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('XADD', KEYS[2], '*', unpack(reply)) end
+local waiters = ARGV[3] .. ':waiters:' .. ARGV[4]
+for _, stream in ipairs(redis.call('SMEMBERS', waiters)) do
+  if redis.call('EXISTS', stream) == 1 then redis.call('XADD', stream, '*', unpack(reply)) end
+end
+redis.call('DEL', waiters)
+if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
+return 1
+"""
+
+# KEYS: stream, delayed zset. ARGV: group, message id, delay ms, fields of the next attempt.
+# Acknowledges this attempt and queues the next one (at once, or after the delay).
+RETRY = (
+    _NOW
+    + """
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('XDEL', KEYS[1], ARGV[2])
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+local delay = tonumber(ARGV[3])
+if delay > 0 then
+  redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
+else
+  redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+return 1
+"""
+)
+
+# KEYS: dead-letter stream, lane stream. ARGV: letter id, fields of the new command.
+# Moves a dead letter back to its lane; returns 0 when the letter is gone.
+MOVE_LETTER = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('XADD', KEYS[2], '*', unpack(fields))
+return 1
+"""

@@ -1,0 +1,527 @@
+"""The submitting side: ``open_lane_system(backend=RedisBackend(url))``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any, Generic, TypeVar
+
+import trio
+from coredis.tokens import PureToken
+
+from .._codec import CommandRegistry
+from .._command import CommandStatus, command_name, is_command
+from .._config import LaneConfig
+from .._errors import (
+    CommandFailed,
+    CommandTimeout,
+    DrainTimeout,
+    LaneConfigError,
+    LaneError,
+    LaneUsageError,
+    ShutdownInProgress,
+    StorageError,
+    UnknownLaneError,
+)
+from . import _scripts
+from ._redis import (
+    Batcher,
+    Client,
+    RedisBackend,
+    connect,
+    fields_list,
+    redis_call,
+    run_script,
+    str_fields,
+    translate,
+)
+from ._wire import Envelope, RemoteDeadLetter, Reply
+
+__all__ = ["RemoteCommandError", "RemoteHandle", "RemoteLaneSystem", "open_remote_system"]
+
+T = TypeVar("T")
+_BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
+
+
+class RemoteCommandError(LaneError):
+    """The last error of a command that failed on a worker (``"Type: message"``).
+
+    It is the ``__cause__`` of the :class:`CommandFailed` a remote handle raises; the
+    original exception stayed on the worker (errors are never pickled).
+    """
+
+
+class RemoteHandle(Generic[T]):
+    """A handle on a command submitted to Redis. Returned by ``submit``.
+
+    Its result is the command's return value as JSON data (cattrs-unstructured on the worker,
+    ``json.loads`` here): a dict for an attrs object, a list for a tuple, and so on.
+    """
+
+    __slots__ = ("_done", "_id", "_lane", "_reply", "_system", "_type")
+
+    def __init__(self, system: RemoteLaneSystem, command_id: str, lane: str, type_name: str):
+        self._system = system
+        self._id = command_id
+        self._lane = lane
+        self._type = type_name
+        self._done = trio.Event()
+        self._reply: Reply | ShutdownInProgress | None = None
+
+    def __repr__(self) -> str:
+        return f"<RemoteHandle {self._id} lane={self._lane!r} {self._type} {self.status.value}>"
+
+    @property
+    def id(self) -> str:
+        """The command's unique id (shared by every submit with the same key)."""
+        return self._id
+
+    @property
+    def lane(self) -> str:
+        """The command's lane."""
+        return self._lane
+
+    @property
+    def status(self) -> CommandStatus:
+        """pending (queued or running somewhere), done or failed."""
+        reply = self._reply
+        if reply is None:
+            return CommandStatus.PENDING
+        if isinstance(reply, Reply) and reply.outcome == "done":
+            return CommandStatus.DONE
+        return CommandStatus.FAILED
+
+    def done(self) -> bool:
+        """Whether the outcome arrived."""
+        return self._done.is_set()
+
+    async def result(self) -> T:
+        """Wait for the outcome and return the command's value (as JSON data).
+
+        Cancelling this wait leaves the command queued or running on a worker.
+
+        Raises:
+            CommandTimeout: its last attempt exceeded the timeout.
+            CommandFailed: it failed for good; ``__cause__`` is a :class:`RemoteCommandError`.
+            ShutdownInProgress: the system closed before the outcome arrived (the command
+                stays in Redis and still runs).
+        """
+        await self._done.wait()
+        reply = self._reply
+        if isinstance(reply, ShutdownInProgress):
+            raise reply
+        assert reply is not None
+        if reply.outcome == "done":
+            return json.loads(reply.value)  # type: ignore[no-any-return]
+        cause = RemoteCommandError(reply.error)
+        what = f"command {self._id} ({self._type}) in lane {self._lane!r}"
+        if reply.outcome == "timeout":
+            error: LaneError = CommandTimeout(
+                f"{what} timed out on attempt {reply.attempts}: {reply.error}"
+            )
+        else:
+            error = CommandFailed(f"{what} failed after {reply.attempts} attempt(s): {reply.error}")
+        raise error from cause
+
+    def _resolve(self, reply: Reply | ShutdownInProgress) -> None:
+        if self._reply is None:
+            self._reply = reply
+            self._done.set()
+
+
+class RemoteLaneSystem:
+    """Submits commands to lanes that live in Redis; workers elsewhere run them.
+
+    Made by ``open_lane_system(lanes, backend=RedisBackend(url), commands=[...])``; it has
+    no public constructor. Only ``@lanes.command`` objects can be submitted (they travel as
+    JSON). Compared with the in-process :class:`~lanes.LaneSystem`, priority holds per
+    worker fetch (no global preemption) and delivery is at-least-once.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        blocking: Client,
+        backend: RedisBackend,
+        configs: tuple[LaneConfig, ...],
+        registry: CommandRegistry,
+    ) -> None:
+        self._client = client
+        self._blocking = blocking  # its own pool: cancelling a read drops its connection
+        self._backend = backend
+        self._configs = {config.name: config for config in configs}
+        self._registry = registry
+        self._submitter = uuid.uuid4().hex
+        self.reply_stream = backend.key(f"reply:{self._submitter}")
+        self._handles: dict[str, RemoteHandle[Any]] = {}
+        self._keys: dict[str, RemoteHandle[Any]] = {}
+        self._idle = trio.Event()
+        self._idle.set()
+        self._accepting = True
+        self._submit = client.register_script(_scripts.SUBMIT)
+        self._batcher = Batcher(backend, client)
+        self._move = client.register_script(_scripts.MOVE_LETTER)
+
+    @property
+    def lanes(self) -> tuple[LaneConfig, ...]:
+        """The lanes' configurations, in the order given."""
+        return tuple(self._configs.values())
+
+    @property
+    def backend(self) -> RedisBackend:
+        """The Redis backend."""
+        return self._backend
+
+    async def submit(
+        self,
+        lane: str,
+        command: Any,
+        *,
+        key: str | None = None,
+        partition_key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+    ) -> RemoteHandle[Any]:
+        """Queue a ``@lanes.command`` object in ``lane``; return once Redis has it.
+
+        Args:
+            lane: the lane's name.
+            command: a ``@lanes.command`` instance whose class is listed in ``commands``.
+            key: idempotency key: while a command with this key is queued or running
+                (on any machine), the existing command's handle is returned instead.
+            partition_key: picks the partition of a hash-partitioned lane (commands of one
+                key run in order); ignored by round-robin partitioning.
+            delay: seconds before the command becomes available to workers.
+            timeout: hard timeout of each attempt (default: the lane's, on the worker).
+
+        Cancellation before Redis answered leaves the command possibly queued (Redis may
+        have received it); use ``key=`` to make a resubmission safe.
+
+        Raises:
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments.
+            NotDurableError: the command's class is not listed in ``commands``.
+            StorageError: Redis cannot be reached (the message names the URL); the command
+                was not accepted.
+            ShutdownInProgress: the system is closing.
+        """
+        if not self._accepting:
+            raise ShutdownInProgress("the lane system is closing and accepts no new commands")
+        stream = self._stream(lane, partition_key)
+        type_name, payload = self._encode(command)
+        _check_optional_seconds("delay", delay, zero_ok=True)
+        _check_optional_seconds("timeout", timeout, zero_ok=False)
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                msg = f"submit: key={key!r} is invalid; expected a non-empty string or None"
+                raise LaneConfigError(msg)
+            known = self._keys.get(key)
+            if known is not None and not known.done():
+                await trio.lowlevel.checkpoint()
+                return known
+        envelope = Envelope(
+            id=uuid.uuid4().hex,
+            lane=lane,
+            type=type_name,
+            payload=payload,
+            reply=self.reply_stream,
+            key=key,
+            attempt=1,
+            timeout=timeout,
+            submitted=time.time(),
+        )
+        return await self._send(stream, envelope, delay or 0.0)
+
+    async def _send(self, stream: str, envelope: Envelope, delay: float) -> RemoteHandle[Any]:
+        key = envelope.key
+        args = [
+            "1" if key else "0",
+            envelope.id,
+            self._backend.prefix,
+            self.reply_stream,
+            str(int(self._backend.key_ttl * 1000)),
+            str(math.ceil(delay * 1000)),
+            *fields_list(envelope.fields()),
+        ]
+        keys = [
+            stream,
+            self._backend.key("delayed"),
+            self._backend.key(f"key:{key or ''}"),
+            self._backend.key("notify"),
+        ]
+        answer = await self._batcher.call(self._submit, keys, args)
+        command_id = str(answer)
+        handle = self._handles.get(command_id)
+        if handle is None:
+            handle = RemoteHandle(self, command_id, envelope.lane, envelope.type)
+            self._handles[command_id] = handle
+            self._idle = trio.Event() if self._idle.is_set() else self._idle
+        if key:
+            self._keys[key] = handle
+        return handle
+
+    async def run(
+        self,
+        lane: str,
+        command: Any,
+        *,
+        key: str | None = None,
+        partition_key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Submit and wait for the result (see :meth:`submit` and ``RemoteHandle.result``)."""
+        handle = await self.submit(
+            lane, command, key=key, partition_key=partition_key, delay=delay, timeout=timeout
+        )
+        return await handle.result()
+
+    def _stream(self, lane: object, partition_key: str | None) -> str:
+        if not isinstance(lane, str) or lane not in self._configs:
+            known = ", ".join(self._configs)
+            msg = f"submit: unknown lane {lane!r}; known lanes: {known}"
+            raise UnknownLaneError(msg)
+        part = self._backend.partitioning(lane)
+        return self._backend.stream(lane, part.partition(partition_key) if part else 0)
+
+    def _encode(self, command: Any) -> tuple[str, str]:
+        if not is_command(command):
+            msg = (
+                f"submit: {command!r} is not a @lanes.command object; a Redis backend runs "
+                "commands on other processes, so only @lanes.command objects (sent as JSON) "
+                "can be submitted"
+            )
+            raise LaneUsageError(msg)
+        name, payload = self._registry.encode(command)
+        assert name == command_name(command)
+        return name, payload
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    async def dead_letters(self, count: int = 100) -> list[RemoteDeadLetter]:
+        """The oldest ``count`` dead letters of the whole deployment.
+
+        Raises:
+            StorageError: Redis cannot be reached.
+        """
+        rows = await redis_call(
+            self._backend, self._client.xrange(self._backend.key("dead"), count=count)
+        )
+        return [RemoteDeadLetter.from_entry(str(row[0]), str_fields(row[1])) for row in rows]
+
+    async def requeue(self, letter_id: str) -> RemoteHandle[Any]:
+        """Move a dead letter back to its lane as a new command (fresh attempt count).
+
+        Raises:
+            LaneConfigError: no dead letter has that id (it was requeued or evicted).
+            StorageError: Redis cannot be reached.
+        """
+        rows = await redis_call(
+            self._backend,
+            self._client.xrange(self._backend.key("dead"), letter_id, letter_id, count=1),
+        )
+        if not rows:
+            msg = f"requeue: no dead letter has id {letter_id!r}; list them with dead_letters()"
+            raise LaneConfigError(msg)
+        letter = RemoteDeadLetter.from_entry(letter_id, str_fields(rows[0][1]))
+        envelope = Envelope(
+            id=uuid.uuid4().hex,
+            lane=letter.lane,
+            type=letter.command_type,
+            payload=letter.payload,
+            reply=self.reply_stream,
+            key=None,
+            attempt=1,
+            timeout=letter.timeout,
+            submitted=time.time(),
+        )
+        handle: RemoteHandle[Any] = RemoteHandle(
+            self, envelope.id, letter.lane, letter.command_type
+        )
+        self._handles[envelope.id] = handle
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        moved = await run_script(
+            self._backend,
+            self._move,
+            [self._backend.key("dead"), letter.stream],
+            [letter_id, *fields_list(envelope.fields())],
+        )
+        if not moved:
+            del self._handles[envelope.id]
+            msg = f"requeue: dead letter {letter_id!r} was requeued or evicted meanwhile"
+            raise LaneConfigError(msg)
+        return handle
+
+    async def backlog(self) -> dict[str, int]:
+        """How many commands each lane holds in Redis (queued or running, not delayed).
+
+        Raises:
+            StorageError: Redis cannot be reached.
+        """
+        counts: dict[str, int] = {}
+        for lane in self._configs:
+            total = 0
+            for stream in self._backend.streams(lane):
+                total += await redis_call(self._backend, self._client.xlen(stream))
+            counts[lane] = total
+        return counts
+
+    # -- replies and closing -------------------------------------------------------------------
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until every command this system submitted has its outcome.
+
+        Raises:
+            DrainTimeout: the timeout passed first (the commands stay in Redis and run).
+        """
+        _check_optional_seconds("timeout", timeout, zero_ok=True, where="drain")
+        with trio.move_on_after(math.inf if timeout is None else timeout):
+            while self._handles:
+                await self._idle.wait()
+            return
+        msg = (
+            f"drain timed out after {timeout} s; {len(self._handles)} command(s) still have "
+            "no outcome (they stay queued in Redis)"
+        )
+        raise DrainTimeout(msg)
+
+    async def _create_reply_stream(self) -> None:
+        """Create (or renew) the empty reply stream; workers reply only while it exists."""
+        stream = self.reply_stream
+        ttl = int(self._backend.key_ttl * 1000)
+        if await redis_call(self._backend, self._client.pexpire(stream, ttl)):
+            return
+        await redis_call(self._backend, self._client.xadd(stream, {"hello": "1"}))
+        await redis_call(self._backend, self._client.xtrim(stream, PureToken.MAXLEN, 0))
+        await redis_call(self._backend, self._client.pexpire(stream, ttl))
+
+    async def _renew_reply_stream(self) -> None:
+        """Keep the reply stream alive (its TTL only bounds a crashed submitter's)."""
+        while True:
+            await trio.sleep(min(60.0, self._backend.key_ttl / 3))
+            with contextlib.suppress(StorageError):  # the reader reports outages
+                await self._create_reply_stream()
+
+    async def _read_replies(self, task_status: trio.TaskStatus[None]) -> None:
+        """Resolve handles from the reply stream; reconnect with backoff when Redis is away."""
+        last = "0-0"
+        pause = _BACKOFF[0]
+        task_status.started()
+        while True:
+            try:
+                answer = await self._blocking.xread(
+                    {self.reply_stream: last}, count=500, block=1000
+                )
+            except Exception as exc:
+                if translate(self._backend, exc) is None:
+                    raise
+                await trio.sleep(pause)
+                pause = min(pause * 2, _BACKOFF[1])
+                continue
+            pause = _BACKOFF[0]
+            entries = (answer or {}).get(self.reply_stream, ())
+            for entry in entries:
+                last = str(entry.identifier)
+                with contextlib.suppress(StorageError):  # not a reply of ours: skip it
+                    self._deliver(Reply.from_fields(str_fields(entry.field_values)))
+            if entries:
+                ids = [str(entry.identifier) for entry in entries]
+                try:
+                    await self._client.xdel(self.reply_stream, ids)
+                except Exception as exc:  # replies are read by id: a leftover is harmless
+                    if translate(self._backend, exc) is None:
+                        raise
+
+    def _deliver(self, reply: Reply) -> None:
+        handle = self._handles.pop(reply.id, None)
+        if handle is None:
+            return
+        handle._resolve(reply)
+        if not self._handles:
+            self._idle.set()
+
+    async def _close(self, drain_timeout: float | None) -> None:
+        self._accepting = False
+        with suppress(DrainTimeout):
+            await self.drain(drain_timeout)
+
+    def _abandon(self) -> None:
+        self._accepting = False
+        error = ShutdownInProgress(
+            "the lane system closed before this command's outcome arrived; it stays queued "
+            "in Redis and a worker still runs it"
+        )
+        for handle in self._handles.values():
+            handle._resolve(error)
+        self._handles.clear()
+        self._idle.set()
+
+    async def _delete_reply_stream(self) -> None:
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            try:
+                await self._client.delete([self.reply_stream])
+            except Exception as exc:  # the stream expires by itself
+                if translate(self._backend, exc) is None:
+                    raise
+
+
+def _check_optional_seconds(
+    field: str, value: object, *, zero_ok: bool, where: str = "submit"
+) -> None:
+    if value is None:
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero_ok):  # type: ignore[operator]
+        bound = ">= 0" if zero_ok else "> 0"
+        msg = f"{where}: {field}={value!r} is invalid; expected a number of seconds {bound}"
+        raise LaneConfigError(msg)
+
+
+@asynccontextmanager
+async def open_remote_system(
+    backend: RedisBackend,
+    configs: tuple[LaneConfig, ...],
+    registry: CommandRegistry,
+    drain_timeout: float | None,
+) -> AsyncIterator[RemoteLaneSystem]:
+    """Connect, start reading replies, yield the system; on normal exit wait for outcomes.
+
+    Leaving the block normally waits up to ``drain_timeout`` for the outcomes of this
+    system's commands; leaving it by an exception does not wait. Either way, handles still
+    without an outcome then raise :class:`ShutdownInProgress` (their commands stay in Redis).
+
+    Raises:
+        StorageError: Redis cannot be reached at start (the message names the URL).
+    """
+    async with connect(backend) as client, connect(backend) as blocking:
+        system = RemoteLaneSystem(client, blocking, backend, configs, registry)
+        await system._create_reply_stream()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(system._read_replies)
+                await nursery.start(system._batcher.run)
+                nursery.start_soon(system._renew_reply_stream)
+                try:
+                    yield system
+                    await system._close(drain_timeout)
+                finally:
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            leaves = [e for e in _flat(group) if not isinstance(e, trio.Cancelled)]
+            if len(leaves) == 1:
+                raise leaves[0] from leaves[0].__cause__
+            raise
+        finally:
+            system._abandon()
+            await system._delete_reply_stream()
+
+
+def _flat(error: BaseException) -> list[BaseException]:
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _flat(inner)]
+    return [error]

@@ -1,0 +1,707 @@
+"""The executing side: ``open_lane_worker()`` fetches commands from Redis and runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+from coredis.tokens import PureToken
+
+from .._codec import CommandRegistry
+from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
+from .._errors import LaneConfigError, Permanent, StorageError
+from . import _scripts
+from ._redis import (
+    GROUP,
+    Batcher,
+    Client,
+    RedisBackend,
+    connect,
+    fields_list,
+    redis_call,
+    run_script,
+    translate,
+)
+from ._wire import Envelope, RemoteDeadLetter, Reply
+
+__all__ = ["LaneWorker", "WorkerLaneStatistics", "WorkerStatistics", "open_lane_worker"]
+
+_BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
+_TRIM_1: dict[str, Any] = {"trim_strategy": PureToken.MAXLEN, "threshold": 1}
+
+
+@attrs.frozen
+class WorkerLaneStatistics:
+    """One lane as seen by one worker (counters since the worker started).
+
+    Attributes:
+        active: commands of the lane running on this worker now.
+        completed: attempts that succeeded and were acknowledged by this worker.
+        failed: commands that ended failed here (dead-lettered, their submitter told).
+        timed_out: attempts that exceeded their timeout.
+        retried: failed attempts queued again for another attempt.
+        dead_lettered: commands this worker moved to the dead-letter stream.
+        reclaimed: commands taken over from a worker whose lease expired.
+        lost: attempts cancelled because another worker had reclaimed them meanwhile.
+        duplicates: attempts that finished after another worker settled the same command.
+    """
+
+    name: str
+    active: int
+    completed: int
+    failed: int
+    timed_out: int
+    retried: int
+    dead_lettered: int
+    reclaimed: int
+    lost: int
+    duplicates: int
+
+
+@attrs.frozen
+class WorkerStatistics:
+    """A frozen snapshot of a worker: ``worker.statistics()``."""
+
+    name: str
+    lanes: Mapping[str, WorkerLaneStatistics]
+    active: int
+    max_concurrency: int
+    connection_errors: int
+
+
+_COUNTERS = (
+    "completed",
+    "failed",
+    "timed_out",
+    "retried",
+    "dead_lettered",
+    "reclaimed",
+    "lost",
+    "duplicates",
+)
+
+
+class _Running:
+    __slots__ = ("lane", "release", "scope", "settling")
+
+    def __init__(self, lane: str) -> None:
+        self.lane = lane
+        self.scope = trio.CancelScope()
+        self.settling = False
+        self.release = False
+
+
+class LaneWorker:
+    """A process's share of the work of lanes on Redis. Made by ``open_lane_worker()``.
+
+    Each fetch takes commands from the most urgent lane first, up to the free slots of each
+    lane on this worker (``LaneConfig.max_concurrency``) and of the worker as a whole.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        blocking: Client,
+        backend: RedisBackend,
+        configs: tuple[LaneConfig, ...],
+        registry: CommandRegistry,
+        settings: _Settings,
+    ) -> None:
+        self._client = client
+        self._blocking = blocking  # its own pool: cancelling a read drops its connection
+        self._backend = backend
+        self._configs = {c.name: c for c in configs}
+        self._order = sorted(configs, key=lambda c: c.priority)  # stable: ties keep order
+        self._registry = registry
+        self._settings = settings
+        self.name = settings.name
+        self._streams = {lane: backend.streams(lane) for lane in self._configs}
+        self._active = dict.fromkeys(self._configs, 0)
+        self._counts = {lane: dict.fromkeys(_COUNTERS, 0) for lane in self._configs}
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._slot_freed = trio.Event()
+        self._turn = 0
+        self._next_reclaim = 0.0
+        self.connection_errors = 0
+        self._wake_last = self._notify_last = "0-0"
+        self._random = random.Random()
+        self._batcher = Batcher(backend, client)
+        self._scripts = {
+            name: client.register_script(getattr(_scripts, name))
+            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
+        }
+
+    def statistics(self) -> WorkerStatistics:
+        """A frozen snapshot of this worker's lanes."""
+        lanes = {
+            lane: WorkerLaneStatistics(name=lane, active=self._active[lane], **counts)
+            for lane, counts in self._counts.items()
+        }
+        return WorkerStatistics(
+            name=self.name,
+            lanes=lanes,
+            active=sum(self._active.values()),
+            max_concurrency=self._settings.max_concurrency,
+            connection_errors=self.connection_errors,
+        )
+
+    # -- fetching ------------------------------------------------------------------------------
+
+    async def _ensure_groups(self) -> None:
+        for streams in self._streams.values():
+            for stream in streams:
+                with contextlib.suppress(StorageError):  # BUSYGROUP: it exists already
+                    await redis_call(
+                        self._backend,
+                        self._client.xgroup_create(stream, GROUP, "0", mkstream=True),
+                    )
+
+    async def _fetch_loop(self) -> None:
+        """Fetch and start commands until cancelled; reconnect with backoff on failures."""
+        pause = _BACKOFF[0]
+        while True:
+            self._slot_freed = trio.Event()
+            plan, budget, partial = self._plan()
+            if not plan:
+                await self._slot_freed.wait()
+                continue
+            try:
+                # shielded: a fetch the server ran must reach us, or its commands would
+                # wait for a lease to expire; when stopping they still run (drain)
+                with trio.CancelScope(shield=True), trio.fail_after(max(5.0, self._backend.lease)):
+                    entries, wait_ms, last = await self._fetch(plan, budget)
+            except (StorageError, trio.TooSlowError):
+                self.connection_errors += 1
+                await trio.sleep(pause * (0.5 + self._random.random()))
+                pause = min(pause * 2, _BACKOFF[1])
+                with contextlib.suppress(StorageError):
+                    await self._ensure_groups()  # a server restarted empty lost them
+                continue
+            pause = _BACKOFF[0]
+            for entry in entries:
+                self._start(entry)
+            if not entries:
+                streams = [stream for _, stream, _ in plan]
+                await self._block(dict(zip(streams, last, strict=False)), wait_ms, partial)
+
+    def _plan(self) -> tuple[list[tuple[LaneConfig, str, int]], int, bool]:
+        """(lane, stream, free slots) in priority order, the worker's budget, and whether
+        some lane was left out for lack of a slot."""
+        budget = self._settings.max_concurrency - sum(self._active.values())
+        plan: list[tuple[LaneConfig, str, int]] = []
+        partial = False
+        if budget <= 0:
+            return plan, 0, True
+        self._turn += 1
+        for config in self._order:
+            free = config.max_concurrency - self._active[config.name]
+            if free <= 0:
+                partial = True
+                continue
+            streams = self._streams[config.name]
+            start = self._turn % len(streams)  # rotate partitions between fetches
+            for stream in streams[start:] + streams[:start]:
+                plan.append((config, stream, free))
+        return plan, budget, partial
+
+    async def _fetch(
+        self, plan: list[tuple[LaneConfig, str, int]], budget: int
+    ) -> tuple[list[Any], int, list[str]]:
+        now = trio.current_time()
+        reclaim = 0
+        if now >= self._next_reclaim:
+            reclaim = max(1, int(self._backend.lease * 1000))
+            self._next_reclaim = now + self._backend.lease / 4
+        args: list[Any] = [GROUP, self.name, budget, reclaim, self._settings.poll_ms]
+        for config, _stream, free in plan:
+            part = self._backend.partitioning(config.name)
+            limit = config.rate_limit
+            rate = limit.rate / 1000 if limit is not None else 0
+            args += [
+                config.name,
+                free,
+                "1" if part is not None and part.ordered else "0",
+                self._settings.cluster_concurrency.get(config.name, 0),
+                repr(rate),
+                limit.burst if limit is not None else 0,
+                self._backend.key(f"bucket:{config.name}"),
+            ]
+        keys = [self._backend.key("delayed")] + [stream for _, stream, _ in plan]
+        answer = await run_script(self._backend, self._scripts["FETCH"], keys, args)
+        entries, wait_ms, last = answer
+        return list(entries), int(wait_ms), [str(x) for x in last]
+
+    async def _block(self, streams: dict[str, str], wait_ms: int, partial: bool) -> None:
+        """Wait for a new entry in ``streams``, a hint's time, or (if ``partial``) a slot.
+
+        A freed slot wakes the read by an entry in this worker's wake stream, so the
+        blocking read is never cancelled (that would drop its connection).
+        """
+        timeout = self._settings.block_ms
+        if wait_ms >= 0:
+            timeout = max(1, min(timeout, wait_ms))
+        wake = self._backend.key(f"wake:{self.name}")
+        notify = self._backend.key("notify")
+        streams[wake] = self._wake_last
+        streams[notify] = self._notify_last
+
+        async def read() -> None:
+            try:
+                answer = await self._blocking.xread(streams, count=1, block=timeout)
+            except StorageError:
+                self.connection_errors += 1
+                await trio.sleep(_BACKOFF[0])
+            except Exception as exc:
+                if translate(self._backend, exc) is None:
+                    raise
+                self.connection_errors += 1
+                await trio.sleep(_BACKOFF[0])
+            else:
+                for entry in (answer or {}).get(wake, ()):
+                    self._wake_last = str(entry.identifier)
+                for entry in (answer or {}).get(notify, ()):
+                    self._notify_last = str(entry.identifier)
+            nursery.cancel_scope.cancel()
+
+        async def slot() -> None:
+            await self._slot_freed.wait()
+            with contextlib.suppress(StorageError):
+                await redis_call(self._backend, self._client.xadd(wake, {"w": "1"}, **_TRIM_1))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            if partial:
+                nursery.start_soon(slot)
+
+    async def _open_wake_stream(self) -> None:
+        wake = self._backend.key(f"wake:{self.name}")
+        self._wake_last = str(
+            await redis_call(self._backend, self._client.xadd(wake, {"w": "0"}, **_TRIM_1))
+        )
+        await redis_call(
+            self._backend, self._client.pexpire(wake, int(self._backend.key_ttl * 1000))
+        )
+
+    # -- running -------------------------------------------------------------------------------
+
+    def _start(self, entry: list[Any]) -> None:
+        stream, message_id, flat, deliveries = entry
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        lane = fields.get("lane", "")
+        if lane not in self._configs:  # only fetched from our own streams: cannot happen
+            lane = next(name for name, streams in self._streams.items() if stream in streams)
+        if (stream, message_id) in self._running:  # our own lease expired (an outage)
+            return  # and we took it back: it is still running here
+        running = _Running(lane)
+        self._running[(stream, message_id)] = running
+        self._active[lane] += 1
+        if int(deliveries) > 1:
+            self._counts[lane]["reclaimed"] += 1
+        self._commands.start_soon(self._run, running, stream, message_id, fields, int(deliveries))
+
+    async def _run(
+        self,
+        running: _Running,
+        stream: str,
+        message_id: str,
+        fields: dict[str, str],
+        deliveries: int,
+    ) -> None:
+        try:
+            settle = await self._attempt(running, stream, message_id, fields, deliveries)
+            if settle is not None:
+                running.settling = True
+                await self._settle(running.lane, settle)
+            elif running.release:
+                await self._release(stream, message_id, fields)
+        finally:
+            del self._running[(stream, message_id)]
+            self._active[running.lane] -= 1
+            self._slot_freed.set()
+
+    async def _attempt(
+        self,
+        running: _Running,
+        stream: str,
+        message_id: str,
+        fields: dict[str, str],
+        deliveries: int,
+    ) -> Callable[[], Awaitable[Any]] | None:
+        """Run one attempt; return how to settle it (None: cancelled, leave it to others)."""
+        try:
+            envelope = Envelope.from_fields(fields)
+        except StorageError as exc:
+            return self._drop(stream, message_id, exc)
+        config = self._configs[running.lane]
+        if deliveries > self._settings.max_deliveries:
+            poison = (
+                f"LeaseExpired: delivered {deliveries} times; the workers running it died or "
+                f"stalled past the lease ({self._backend.lease} s)"
+            )
+            return self._final(stream, message_id, envelope, "failed", poison)
+        try:
+            command = self._registry.decode(envelope.type, envelope.payload)
+        except StorageError as exc:
+            return self._final(stream, message_id, envelope, "failed", f"StorageError: {exc}")
+        timeout = envelope.timeout or config.timeout or math.inf
+        outcome = await self._execute(running, command, envelope.attempt, timeout)
+        if outcome is None:
+            return None
+        if outcome.timed_out:
+            self._counts[running.lane]["timed_out"] += 1
+        if outcome.error is None:
+            return self._done(stream, message_id, envelope, outcome.value)
+        retry = config.retry
+        if outcome.permanent or envelope.attempt > retry.max_retries:
+            kind = "timeout" if outcome.timed_out else "failed"
+            return self._final(stream, message_id, envelope, kind, outcome.error)
+        delay = retry.delay(envelope.attempt, self._random.random())
+        return self._retry(stream, message_id, envelope, delay)
+
+    async def _execute(
+        self, running: _Running, command: Any, attempt: int, timeout: float
+    ) -> _Outcome | None:
+        """Run the command under its scope; None when the scope was cancelled (lost lease,
+        shutdown). The value comes back as JSON."""
+        outcome = _Outcome()
+        with running.scope:
+            try:
+                with trio.fail_after(timeout):
+                    value = await command.execute()
+            except trio.TooSlowError:
+                outcome.timed_out = True
+                outcome.error = f"CommandTimeout: attempt {attempt} exceeded {timeout} s"
+            except Permanent as exc:
+                outcome.permanent = True
+                outcome.error = _describe(exc.error)
+            except Exception as exc:
+                outcome.error = _describe(exc)
+            else:
+                try:
+                    outcome.value = json.dumps(self._registry.converter.unstructure(value))
+                except Exception as exc:
+                    outcome.permanent = True
+                    outcome.error = f"ResultNotJSON: {exc!r}"
+        return None if running.scope.cancel_called else outcome
+
+    def _done(
+        self, stream: str, message_id: str, envelope: Envelope, value: str
+    ) -> Callable[[], Awaitable[Any]]:
+        reply = Reply(envelope.id, "done", value, "", envelope.attempt)
+        return self._finish_call(stream, message_id, envelope, reply, None, "completed")
+
+    def _final(
+        self, stream: str, message_id: str, envelope: Envelope, outcome: str, error: str
+    ) -> Callable[[], Awaitable[Any]]:
+        reply = Reply(envelope.id, outcome, "null", error, envelope.attempt)
+        letter = RemoteDeadLetter.build(envelope, stream, error, envelope.attempt, time.time())
+        return self._finish_call(stream, message_id, envelope, reply, letter, "failed")
+
+    def _finish_call(
+        self,
+        stream: str,
+        message_id: str,
+        envelope: Envelope,
+        reply: Reply,
+        letter: dict[str, str] | None,
+        counter: str,
+    ) -> Callable[[], Awaitable[Any]]:
+        reply_fields = fields_list(reply.fields())
+        args = [
+            GROUP,
+            message_id,
+            self._backend.prefix,
+            envelope.id,
+            "1" if envelope.key else "0",
+            self._settings.dead_letter_limit,
+            len(reply_fields),
+            *reply_fields,
+            *(fields_list(letter) if letter else ()),
+        ]
+        keys = [
+            stream,
+            envelope.reply,
+            self._backend.key("dead"),
+            self._backend.key(f"key:{envelope.key or ''}"),
+        ]
+        lane = envelope.lane
+
+        async def call() -> None:
+            settled = await self._batcher.call(self._scripts["FINISH"], keys, args)
+            counts = self._counts[lane]
+            if not settled:
+                counts["duplicates"] += 1
+                return
+            counts[counter] += 1
+            if letter is not None:
+                counts["dead_lettered"] += 1
+
+        return call
+
+    def _retry(
+        self, stream: str, message_id: str, envelope: Envelope, delay: float
+    ) -> Callable[[], Awaitable[Any]]:
+        next_attempt = attrs.evolve(envelope, attempt=envelope.attempt + 1)
+        args = [GROUP, message_id, math.ceil(delay * 1000), *fields_list(next_attempt.fields())]
+        keys = [stream, self._backend.key("delayed")]
+
+        async def call() -> None:
+            settled = await self._batcher.call(self._scripts["RETRY"], keys, args)
+            self._counts[envelope.lane]["retried" if settled else "duplicates"] += 1
+
+        return call
+
+    def _drop(
+        self, stream: str, message_id: str, error: StorageError
+    ) -> Callable[[], Awaitable[Any]]:
+        """Settle an entry that is not a command of ours: acknowledge and delete it."""
+
+        async def call() -> None:
+            await redis_call(self._backend, self._client.xack(stream, GROUP, [message_id]))
+            await redis_call(self._backend, self._client.xdel(stream, [message_id]))
+            raise error
+
+        return call
+
+    async def _settle(self, lane: str, call: Callable[[], Awaitable[Any]]) -> None:
+        """Run a settling call until Redis takes it (reconnecting with backoff).
+
+        If the worker is cancelled first, the command stays pending in Redis and is
+        reclaimed by a worker after the lease: nothing is lost, it may run again.
+        """
+        pause = _BACKOFF[0]
+        while True:
+            try:
+                await call()
+                return
+            except StorageError as exc:
+                if exc.__cause__ is None:  # a malformed entry, already removed
+                    return
+                self.connection_errors += 1
+                await trio.sleep(pause * (0.5 + self._random.random()))
+                pause = min(pause * 2, _BACKOFF[1])
+
+    async def _release(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
+        """Hand a command cancelled by shutdown back to its lane at once (best effort)."""
+        args = [GROUP, message_id, 0, *fields_list(fields)]
+        keys = [stream, self._backend.key("delayed")]
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            with contextlib.suppress(StorageError):
+                await run_script(self._backend, self._scripts["RETRY"], keys, args)
+
+    # -- leases --------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        """Renew the lease of running commands; cancel those another worker took over."""
+        while True:
+            await trio.sleep(self._backend.lease / 3)
+            by_stream: dict[str, list[str]] = {}
+            for (stream, message_id), running in self._running.items():
+                if not running.settling:
+                    by_stream.setdefault(stream, []).append(message_id)
+            for stream, ids in by_stream.items():
+                try:
+                    lost = await run_script(
+                        self._backend,
+                        self._scripts["HEARTBEAT"],
+                        [stream],
+                        [GROUP, self.name, *ids],
+                    )
+                except StorageError:
+                    self.connection_errors += 1
+                    continue
+                for message_id in lost:
+                    owner = self._running.get((stream, str(message_id)))
+                    if owner is not None and not owner.settling:
+                        self._counts[owner.lane]["lost"] += 1
+                        owner.scope.cancel()
+
+    async def _stop(self, drain_timeout: float | None) -> None:
+        """Wait for running commands (up to ``drain_timeout``), then hand the rest back."""
+        with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
+            while self._running:
+                self._slot_freed = trio.Event()
+                await self._slot_freed.wait()
+        self._abort()
+
+    def _abort(self) -> None:
+        """Cancel every running command; each is handed back to its lane (best effort)."""
+        for running in self._running.values():
+            if not running.settling:
+                running.release = True
+                running.scope.cancel()
+
+    _commands: trio.Nursery
+
+
+@attrs.define
+class _Outcome:
+    value: str = "null"  # JSON
+    error: str | None = None  # "Type: message"; None: it succeeded
+    permanent: bool = False
+    timed_out: bool = False
+
+
+@attrs.frozen
+class _Settings:
+    name: str
+    max_concurrency: int
+    cluster_concurrency: Mapping[str, int]
+    max_deliveries: int
+    dead_letter_limit: int
+    block_ms: int
+    poll_ms: int
+
+
+def _describe(error: BaseException | str) -> str:
+    if isinstance(error, str):
+        return error
+    return f"{type(error).__name__}: {error}"
+
+
+def _check_int(field: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        msg = f"open_lane_worker: {field}={value!r} is invalid; expected an integer >= {minimum}"
+        raise LaneConfigError(msg)
+    return value
+
+
+def _settings(
+    configs: tuple[LaneConfig, ...],
+    backend: RedisBackend,
+    name: str | None,
+    max_concurrency: int | None,
+    cluster_concurrency: Mapping[str, int] | None,
+    max_deliveries: int,
+    dead_letter_limit: int,
+) -> _Settings:
+    if name is None:
+        name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    elif not isinstance(name, str) or not name.strip():
+        msg = f"open_lane_worker: name={name!r} is invalid; expected a non-empty string"
+        raise LaneConfigError(msg)
+    total = sum(c.max_concurrency for c in configs)
+    cap = total if max_concurrency is None else _check_int("max_concurrency", max_concurrency, 1)
+    limits = dict(cluster_concurrency or {})
+    known = {c.name for c in configs}
+    for lane, limit in limits.items():
+        if lane not in known:
+            msg = (
+                f"open_lane_worker: cluster_concurrency names unknown lane {lane!r}; "
+                f"known lanes: {', '.join(known)}"
+            )
+            raise LaneConfigError(msg)
+        _check_int(f"cluster_concurrency[{lane!r}]", limit, 1)
+    for config in configs:
+        rate = config.rate_limit
+        if rate is not None and rate.kind != "token_bucket":
+            msg = (
+                f"open_lane_worker: lane {config.name!r} has a sliding-window rate limit; "
+                "lanes on Redis support token buckets only (RateLimit.per_second, "
+                ".per_minute, .per_hour, .token_bucket)"
+            )
+            raise LaneConfigError(msg)
+    block = min(1.0, backend.lease / 2)  # idle workers look for expired leases this often
+    return _Settings(
+        name=name,
+        max_concurrency=cap,
+        cluster_concurrency=limits,
+        max_deliveries=_check_int("max_deliveries", max_deliveries, 1),
+        dead_letter_limit=_check_int("dead_letter_limit", dead_letter_limit, 1),
+        block_ms=max(1, int(block * 1000)),
+        poll_ms=max(1, int(min(block, 0.05) * 1000)),
+    )
+
+
+@asynccontextmanager
+async def open_lane_worker(
+    lanes: Iterable[LaneConfig] = DEFAULT_LANES,
+    *,
+    backend: RedisBackend,
+    commands: Iterable[type] = (),
+    name: str | None = None,
+    max_concurrency: int | None = None,
+    cluster_concurrency: Mapping[str, int] | None = None,
+    max_deliveries: int = 5,
+    dead_letter_limit: int = 1000,
+    drain_timeout: float | None = 30.0,
+) -> AsyncIterator[LaneWorker]:
+    """Run commands from lanes on Redis while the block runs: ``async with ... as worker:``.
+
+    Args:
+        lanes: the lane configurations (the same names as the submitters'); each lane's
+            ``max_concurrency`` holds per worker, its ``timeout`` and ``retry`` apply to
+            each attempt, its token-bucket ``rate_limit`` holds cluster-wide.
+        backend: the :class:`RedisBackend`.
+        commands: the ``@lanes.command`` classes this worker can rebuild and run.
+        name: this worker's consumer name (default: host, pid and a random suffix).
+        max_concurrency: cap on commands running on this worker across lanes (default:
+            the sum of the lanes' ``max_concurrency``).
+        cluster_concurrency: lane name -> how many of its commands may run at once across
+            all workers (counted from Redis' pending entries).
+        max_deliveries: how often one attempt may be handed out after lease expiries
+            (dead workers) before it is dead-lettered as poison.
+        dead_letter_limit: the dead-letter stream keeps this many letters (oldest evicted).
+        drain_timeout: on normal exit, how long running commands may finish; the rest
+            are cancelled and handed back to their lanes for other workers.
+
+    Leaving the block normally stops fetching, waits for running commands (up to
+    ``drain_timeout``) and hands the rest back. Leaving it by an exception or cancellation
+    cancels running commands at once and hands them back when Redis is reachable (else
+    other workers reclaim them when the lease expires).
+
+    Raises:
+        LaneConfigError: invalid arguments (before connecting).
+        StorageError: Redis cannot be reached at start (the message names the URL).
+    """
+    configs, _ = validate_lanes(lanes, None)
+    if not isinstance(backend, RedisBackend):
+        msg = f"open_lane_worker: backend={backend!r} is invalid; expected a RedisBackend"
+        raise LaneConfigError(msg)
+    registry = CommandRegistry(commands)
+    settings = _settings(
+        configs,
+        backend,
+        name,
+        max_concurrency,
+        cluster_concurrency,
+        max_deliveries,
+        dead_letter_limit,
+    )
+    async with connect(backend) as client, connect(backend) as blocking:
+        worker = LaneWorker(client, blocking, backend, configs, registry, settings)
+        await worker._ensure_groups()
+        await worker._open_wake_stream()
+        async with trio.open_nursery() as outer:
+            outer.start_soon(worker._heartbeat_loop)
+            outer.start_soon(worker._batcher.run)
+            async with trio.open_nursery() as work:
+                worker._commands = work
+                fetching = trio.CancelScope()
+
+                async def fetch() -> None:
+                    with fetching:
+                        await worker._fetch_loop()
+
+                work.start_soon(fetch)
+                try:
+                    yield worker
+                except BaseException:
+                    fetching.cancel()
+                    worker._abort()
+                    raise
+                fetching.cancel()
+                await worker._stop(drain_timeout)
+            outer.cancel_scope.cancel()

@@ -1,0 +1,43 @@
+"""Commands and lanes shared by the distributed tests and their worker subprocesses."""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+import trio
+
+import lanes
+
+LANES = (
+    lanes.LaneConfig("urgent", 0, max_concurrency=2),
+    lanes.LaneConfig("bulk", 1, max_concurrency=2, retry=lanes.RetryPolicy.fixed(2, 0.05)),
+)
+
+
+def note(log: str, line: str) -> None:
+    """Append one line to a log file shared by processes (O_APPEND writes are atomic)."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+@lanes.command
+@attrs.define
+class Step:
+    """Logs its start and end (with the worker's pid), sleeps, maybe fails; returns its tag."""
+
+    log: str
+    tag: str
+    seconds: float = 0.0
+    fail: bool = False
+
+    async def execute(self) -> str:
+        note(self.log, f"start {self.tag} {os.getpid()}")
+        await trio.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError(f"{self.tag} failed on purpose")
+        note(self.log, f"done {self.tag} {os.getpid()}")
+        return self.tag

@@ -1,0 +1,433 @@
+"""Lanes on Redis: a real redis-server, the real clock, worker tasks and worker processes."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+import lanes
+from lanes import Partitioning
+from lanes.distributed import (
+    LocalRedis,
+    RedisBackend,
+    RemoteCommandError,
+    local_redis_server,
+    open_lane_worker,
+)
+from tests.distributed_commands import LANES, Step
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+needs_redis = pytest.mark.skipif(
+    shutil.which("redis-server") is None and not os.environ.get("CI"),
+    reason="redis-server is not installed (apt-get install -y redis-server); CI must have it",
+)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[LocalRedis]:
+    """One throwaway server (no persistence) for the module; each test uses its own prefix."""
+    with local_redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def backend(redis_server: LocalRedis) -> RedisBackend:
+    return RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=0.6)
+
+
+@pytest.fixture
+def log(tmp_path: pathlib.Path) -> str:
+    return str(tmp_path / "log.txt")
+
+
+def lines(log: str) -> list[list[str]]:
+    path = pathlib.Path(log)
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def wait_for_line(log: str, word: str, tag: str, timeout: float = 10.0) -> list[str]:
+    """Poll another process's log (cross-process: there is no event to wait on)."""
+    with trio.fail_after(timeout):
+        while True:
+            for line in lines(log):
+                if line[:2] == [word, tag]:
+                    return line
+            await trio.sleep(0.02)
+
+
+@asynccontextmanager
+async def system_on(
+    backend: RedisBackend, drain_timeout: float = 10
+) -> AsyncIterator[lanes.distributed.RemoteLaneSystem]:
+    async with lanes.open_lane_system(
+        LANES, backend=backend, commands=[Step], drain_timeout=drain_timeout
+    ) as system:
+        yield system
+
+
+def worker_on(backend: RedisBackend, **options: object) -> object:
+    return open_lane_worker(LANES, backend=backend, commands=[Step], **options)  # type: ignore[arg-type]
+
+
+# -- partitioning and bad input (no server needed) ---------------------------------------------
+
+
+def test_partitioning() -> None:
+    rr = Partitioning.round_robin(3)
+    assert [rr.partition() for _ in range(5)] == [0, 1, 2, 0, 1]
+    by_key = Partitioning.hash(4)
+    assert by_key.ordered and not rr.ordered
+    assert by_key.partition("user-1") == Partitioning.hash(4).partition("user-1")
+    assert len({by_key.partition(f"user-{i}") for i in range(50)}) == 4
+    assert Partitioning.auto().count == (os.cpu_count() or 1)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(lanes.LaneConfigError, match=r"n=.* is invalid"):
+            Partitioning.round_robin(bad)  # type: ignore[arg-type]
+    with pytest.raises(lanes.LaneConfigError, match="partition_key"):
+        by_key.partition(None)
+
+
+def test_backend_rejects_bad_settings() -> None:
+    with pytest.raises(lanes.LaneConfigError, match=r"url='localhost:6379' is invalid"):
+        RedisBackend("localhost:6379")
+    with pytest.raises(lanes.LaneConfigError, match="lease=0 is invalid"):
+        RedisBackend("redis://127.0.0.1:1", lease=0)
+    with pytest.raises(lanes.LaneConfigError, match="prefix=''"):
+        RedisBackend("redis://127.0.0.1:1", prefix="")
+    with pytest.raises(lanes.LaneConfigError, match="partitions="):
+        RedisBackend("redis://127.0.0.1:1", partitions={"bulk": 3})  # type: ignore[dict-item]
+    url = "redis://user:secret@127.0.0.1:1/0"
+    assert "secret" not in RedisBackend(url).safe_url
+
+
+async def test_open_lane_system_rejects_local_options_with_a_backend() -> None:
+    backend = RedisBackend("redis://127.0.0.1:1")
+    with pytest.raises(lanes.LaneConfigError, match=r"storage=.* cannot be combined"):
+        lanes.open_lane_system(LANES, backend=backend, storage=":memory:")  # type: ignore[call-overload]
+    with pytest.raises(lanes.LaneConfigError, match="max_concurrency=2 cannot be combined"):
+        lanes.open_lane_system(LANES, backend=backend, max_concurrency=2)  # type: ignore[call-overload]
+
+
+async def test_worker_rejects_bad_options() -> None:
+    backend = RedisBackend("redis://127.0.0.1:1")
+    with pytest.raises(lanes.LaneConfigError, match="unknown lane 'nope'"):
+        async with worker_on(backend, cluster_concurrency={"nope": 1}):  # type: ignore[attr-defined]
+            pass
+    sliding = (lanes.LaneConfig("a", 0, rate_limit=lanes.RateLimit.sliding_window(1, 1.0)),)
+    with pytest.raises(lanes.LaneConfigError, match="token buckets only"):
+        async with open_lane_worker(sliding, backend=backend):
+            pass
+
+
+# -- a real server -------------------------------------------------------------------------------
+
+
+def _unused_url() -> str:
+    from lanes.distributed._local import _free_port
+
+    return f"redis://127.0.0.1:{_free_port()}/0"
+
+
+async def test_unreachable_redis_at_start_names_the_url() -> None:
+    url = _unused_url()
+    with pytest.raises(lanes.StorageError, match=f"cannot connect: Redis at {url} failed"):
+        async with lanes.open_lane_system(LANES, backend=RedisBackend(url), commands=[Step]):
+            pytest.fail("must not start")  # pragma: no cover
+    with pytest.raises(lanes.StorageError, match=f"Redis at {url}"):
+        async with worker_on(RedisBackend(url)):  # type: ignore[attr-defined]
+            pytest.fail("must not start")  # pragma: no cover
+
+
+@needs_redis
+async def test_results_failures_dead_letters_and_requeue(backend: RedisBackend, log: str) -> None:
+    async with worker_on(backend) as worker, system_on(backend) as system:  # type: ignore[attr-defined]
+        assert await system.run("urgent", Step(log, "a")) == "a"
+        with pytest.raises(lanes.UnknownLaneError, match="known lanes: urgent, bulk"):
+            await system.submit("nope", Step(log, "x"))
+        with pytest.raises(lanes.LaneUsageError, match=r"not a @lanes\.command"):
+            await system.submit("urgent", print)
+        handle = await system.submit("bulk", Step(log, "bad", fail=True))
+        with pytest.raises(lanes.CommandFailed, match="failed after 3 attempt") as info:
+            await handle.result()
+        assert isinstance(info.value.__cause__, RemoteCommandError)
+        assert "RuntimeError: bad failed on purpose" in str(info.value.__cause__)
+        assert handle.status == "failed"
+        letters = await system.dead_letters()
+        assert [(d.lane, d.command_type, d.attempts) for d in letters] == [("bulk", "Step", 3)]
+        again = await system.requeue(letters[0].id)
+        with pytest.raises(lanes.CommandFailed):
+            await again.result()
+        assert len(await system.dead_letters()) == 1  # a new run, a new letter
+        with pytest.raises(lanes.LaneConfigError, match="no dead letter has id"):
+            await system.requeue(letters[0].id)
+        slow = await system.submit("urgent", Step(log, "slow", seconds=5), timeout=0.1)
+        with pytest.raises(lanes.CommandTimeout, match="timed out on attempt 1"):
+            await slow.result()
+    # counted once Redis took each outcome, before the worker closed (two runs of "bad")
+    bulk, urgent = worker.statistics().lanes["bulk"], worker.statistics().lanes["urgent"]
+    assert (bulk.retried, bulk.failed, bulk.dead_lettered, bulk.completed) == (4, 2, 2, 0)
+    assert (urgent.completed, urgent.failed, urgent.timed_out) == (1, 1, 1)
+
+
+@needs_redis
+async def test_idempotency_key_and_delay(backend: RedisBackend, log: str) -> None:
+    async with system_on(backend) as first, system_on(backend) as second:
+        one = await first.submit("urgent", Step(log, "k", seconds=0.2), key="same")
+        two = await first.submit("urgent", Step(log, "k", seconds=0.2), key="same")
+        other = await second.submit("urgent", Step(log, "k", seconds=0.2), key="same")
+        assert one is two and other.id == one.id
+        start = trio.current_time()
+        later = await first.submit("urgent", Step(log, "later"), delay=0.3)
+        async with worker_on(backend):  # type: ignore[attr-defined]
+            assert await one.result() == await other.result() == "k"
+            assert await later.result() == "later"
+            assert trio.current_time() - start >= 0.3
+    assert [line[1] for line in lines(log) if line[0] == "done"].count("k") == 1
+
+
+@needs_redis
+async def test_priority_order_holds_per_fetch(backend: RedisBackend, log: str) -> None:
+    async with system_on(backend) as system:
+        handles = [await system.submit("bulk", Step(log, f"b{i}")) for i in range(3)]
+        handles += [await system.submit("urgent", Step(log, f"u{i}")) for i in range(3)]
+        async with worker_on(backend, max_concurrency=1):  # type: ignore[attr-defined]
+            for handle in handles:
+                await handle.result()
+    started = [line[1] for line in lines(log) if line[0] == "start"]
+    assert started == ["u0", "u1", "u2", "b0", "b1", "b2"]
+
+
+@needs_redis
+async def test_cluster_wide_rate_limit_and_concurrency(redis_server: LocalRedis, log: str) -> None:
+    limited = (
+        lanes.LaneConfig(
+            "api", 0, max_concurrency=5, rate_limit=lanes.RateLimit.token_bucket(10, 2)
+        ),
+    )
+    backend = RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=0.6)
+    options = {"backend": backend, "commands": [Step], "cluster_concurrency": {"api": 2}}
+    async with (
+        open_lane_worker(limited, **options) as one,  # type: ignore[arg-type]
+        open_lane_worker(limited, **options) as two,  # type: ignore[arg-type]
+        lanes.open_lane_system(limited, backend=backend, commands=[Step]) as system,
+    ):
+        start = trio.current_time()
+        handles = [await system.submit("api", Step(log, f"c{i}", seconds=0.05)) for i in range(6)]
+        for handle in handles:
+            await handle.result()
+        elapsed = trio.current_time() - start
+    # a full bucket of 2, then 10 per second across both workers: 4 more need >= 0.4 s
+    assert elapsed >= 0.38
+    done = one.statistics().lanes["api"].completed + two.statistics().lanes["api"].completed
+    assert done == 6
+    running = 0
+    peak = 0
+    for word, *_ in lines(log):
+        running += 1 if word == "start" else -1
+        peak = max(peak, running)
+    assert peak <= 2
+
+
+@needs_redis
+async def test_hash_partitions_keep_order_per_key(redis_server: LocalRedis, log: str) -> None:
+    backend = RedisBackend(
+        redis_server.url,
+        prefix=f"t{uuid.uuid4().hex[:8]}",
+        lease=0.6,
+        partitions={"bulk": Partitioning.hash(3)},
+    )
+    async with worker_on(backend) as _, worker_on(backend) as _, system_on(backend) as system:  # type: ignore[attr-defined]
+        handles = []
+        for i in range(4):
+            for user in ("ann", "bob"):
+                step = Step(log, f"{user}-{i}", seconds=0.02)
+                handles.append(await system.submit("bulk", step, partition_key=user))
+        for handle in handles:
+            await handle.result()
+        with pytest.raises(lanes.LaneConfigError, match="partition_key"):
+            await system.submit("bulk", Step(log, "x"))
+    for user in ("ann", "bob"):
+        events = [(w, tag) for w, tag, _ in lines(log) if tag.startswith(user)]
+        expected = [(w, f"{user}-{i}") for i in range(4) for w in ("start", "done")]
+        assert events == expected  # one at a time, in order
+
+
+@needs_redis
+async def test_long_command_keeps_its_lease_and_shutdown_hands_back(
+    backend: RedisBackend, log: str
+) -> None:
+    async with system_on(backend) as system:
+        long = await system.submit("urgent", Step(log, "long", seconds=1.5))  # 2.5 leases
+        async with worker_on(backend) as worker:  # type: ignore[attr-defined]
+            assert await long.result() == "long"
+        assert worker.statistics().lanes["urgent"].reclaimed == 0
+        stuck = await system.submit("urgent", Step(log, "stuck", seconds=1.0))
+        async with worker_on(backend, drain_timeout=0):  # type: ignore[attr-defined]
+            await wait_for_line(log, "start", "stuck")
+        assert stuck.status == "pending"
+        async with worker_on(backend) as rescuer:  # type: ignore[attr-defined]
+            assert await stuck.result() == "stuck"
+        # handed back at shutdown, so not reclaimed after a lease: delivered afresh
+        assert rescuer.statistics().lanes["urgent"].reclaimed == 0
+        assert rescuer.statistics().lanes["urgent"].completed == 1
+
+
+@needs_redis
+async def test_cancelling_a_result_wait_leaves_the_command(backend: RedisBackend, log: str) -> None:
+    async with worker_on(backend), system_on(backend) as system:  # type: ignore[attr-defined]
+        handle = await system.submit("urgent", Step(log, "c", seconds=0.2))
+        with trio.move_on_after(0.01):
+            await handle.result()
+        assert await handle.result() == "c"
+
+
+def spawn_worker(url: str, prefix: str, name: str) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "lanes", "worker", "--redis", url, "--prefix", prefix]
+    command += ["--commands", "tests.distributed_commands:Step"]
+    command += ["--lanes", "tests.distributed_commands:LANES", "--lease", "0.6", "--name", name]
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@needs_redis
+async def test_worker_processes_survive_a_sigkill(redis_server: LocalRedis, log: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    backend = RedisBackend(redis_server.url, prefix=prefix, lease=0.6)
+    workers = [spawn_worker(redis_server.url, prefix, f"w{i}") for i in range(3)]
+    try:
+        async with system_on(backend) as system:
+            victim = await system.submit("urgent", Step(log, "victim", seconds=1.0))
+            _, _, pid = await wait_for_line(log, "start", "victim")
+            handles = [
+                await system.submit("bulk", Step(log, f"n{i}", seconds=0.05)) for i in range(12)
+            ]
+            handles.append(await system.submit("bulk", Step(log, "poison", fail=True)))
+            os.kill(int(pid), signal.SIGKILL)
+            with trio.fail_after(15):
+                assert await victim.result() == "victim"
+                results = [await h.result() for h in handles[:-1]]
+                with pytest.raises(lanes.CommandFailed, match="after 3 attempt"):
+                    await handles[-1].result()
+            assert results == [f"n{i}" for i in range(12)]
+            letters = await system.dead_letters()
+            assert [letter.command_id for letter in letters] == [handles[-1].id]
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in workers:
+            process.wait(timeout=10)
+    done = {tag: pid for word, tag, pid in lines(log) if word == "done"}
+    assert set(done) == {"victim"} | {f"n{i}" for i in range(12)}  # all at least once
+    assert done["victim"] != pid  # another worker reclaimed and completed it
+    killed = [p for p in workers if p.returncode == -signal.SIGKILL]
+    assert len(killed) == 1
+    assert all(p.returncode == 0 for p in workers if p not in killed)
+
+
+@needs_redis
+async def test_redis_going_away_and_coming_back(log: str) -> None:
+    with local_redis_server(persistent=True) as server:
+        backend = RedisBackend(server.url, prefix="restart", lease=0.6)
+        async with worker_on(backend) as worker, system_on(backend) as system:  # type: ignore[attr-defined]
+            accepted = [
+                await system.submit("bulk", Step(log, f"r{i}", seconds=0.2)) for i in range(6)
+            ]
+            await wait_for_line(log, "start", "r0")
+            server.stop(signal.SIGKILL)  # a crash: only what was fsynced survives
+            with pytest.raises(lanes.StorageError, match=f"Redis at {server.url}"):
+                await system.submit("bulk", Step(log, "refused"))
+            await trio.sleep(0.5)  # let the worker hit the outage
+            server.start()
+            with trio.fail_after(20):
+                results = [await handle.result() for handle in accepted]
+            assert results == [f"r{i}" for i in range(6)]
+            assert worker.statistics().connection_errors > 0
+    assert {tag for word, tag, _ in lines(log) if word == "done"} == {f"r{i}" for i in range(6)}
+
+
+def test_cli_worker_reports_bad_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from lanes import __main__ as cli
+
+    status = cli.main(["worker", "--redis", "redis://127.0.0.1:1", "--commands", "nope"])
+    assert status == 1
+    assert "expected MODULE:NAME" in capsys.readouterr().err
+    started = time.monotonic()
+    status = cli.main(
+        ["worker", "--redis", _unused_url(), "--commands", "tests.distributed_commands:Step"]
+    )
+    assert status == 1 and time.monotonic() - started < 10
+    assert "cannot connect" in capsys.readouterr().err
+
+
+@needs_redis
+async def test_errors_of_the_body_surface_as_themselves(backend: RedisBackend, log: str) -> None:
+    with pytest.raises(KeyError, match="mine"):
+        async with worker_on(backend):  # type: ignore[attr-defined]
+            raise KeyError("mine")
+    with pytest.raises(KeyError, match="mine"):
+        async with system_on(backend):
+            raise KeyError("mine")
+    async with system_on(backend, drain_timeout=0.1) as system:
+        pending = await system.submit("urgent", Step(log, "orphan"))
+    with pytest.raises(lanes.ShutdownInProgress, match="accepts no new commands"):
+        await system.submit("urgent", Step(log, "late"))
+    with pytest.raises(lanes.ShutdownInProgress, match="stays queued in Redis"):
+        await pending.result()
+
+
+@needs_redis
+async def test_a_command_whose_workers_keep_dying_is_dead_lettered(
+    backend: RedisBackend, log: str
+) -> None:
+    import coredis
+
+    async with system_on(backend) as system:
+        async with worker_on(backend, max_concurrency=1):  # type: ignore[attr-defined]
+            pass  # creates the consumer group
+        handle = await system.submit("urgent", Step(log, "poison"))
+        stream = backend.stream("urgent", 0)
+        ghost = coredis.Redis.from_url(backend.url, decode_responses=True)
+        async with ghost:  # two "workers" take it and die without a trace
+            read = await ghost.xreadgroup("workers", "ghost-1", {stream: ">"}, count=1)
+            assert read is not None
+            [entry] = read[stream]
+            await ghost.xclaim(stream, "workers", "ghost-2", 0, [entry.identifier])
+        async with worker_on(backend, max_deliveries=2) as worker:  # type: ignore[attr-defined]
+            with pytest.raises(lanes.CommandFailed, match="LeaseExpired: delivered 3 times"):
+                await handle.result()
+        assert worker.statistics().lanes["urgent"].reclaimed == 1
+    assert lines(log) == []  # never ran
+
+
+@needs_redis
+async def test_a_worker_that_lost_its_lease_stops_its_attempt(
+    backend: RedisBackend, log: str
+) -> None:
+    import coredis
+
+    async with worker_on(backend) as worker, system_on(backend) as system:  # type: ignore[attr-defined]
+        handle = await system.submit("urgent", Step(log, "taken", seconds=1.0))
+        await wait_for_line(log, "start", "taken")
+        stream = backend.stream("urgent", 0)
+        ghost = coredis.Redis.from_url(backend.url, decode_responses=True)
+        async with ghost:  # another worker takes it over (as if our lease had expired)
+            [entry] = await ghost.xrange(stream)
+            await ghost.xclaim(stream, "workers", "ghost", 0, [entry.identifier])
+        # our heartbeat notices and cancels the attempt; the ghost never finishes, so after
+        # the lease the command is reclaimed and completed
+        assert await handle.result() == "taken"
+    stats = worker.statistics().lanes["urgent"]  # settled before the worker closed
+    assert (stats.lost, stats.reclaimed, stats.completed) == (1, 1, 1)
+    assert [word for word, tag, _ in lines(log) if tag == "taken"] == ["start", "start", "done"]
