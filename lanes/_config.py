@@ -264,6 +264,9 @@ class LaneConfig:
         preemptible: whether a more urgent command blocked by the global cap may cancel
             (and requeue) this lane's most recently started command.
         inbox_size: how many commands may be pending in the lane before ``submit`` waits.
+        executor: ``"async"`` (default): commands are async callables run in the event loop;
+            ``"process"``: commands are synchronous functions run in worker processes (needs
+            ``trio-lanes[process]``; see "Multi-core: process lanes" in the docs).
     """
 
     name: str
@@ -276,6 +279,7 @@ class LaneConfig:
     boost: PriorityBoost | None = attrs.field(default=None, kw_only=True)
     preemptible: bool = attrs.field(default=False, kw_only=True)
     inbox_size: int = attrs.field(default=10_000, kw_only=True)
+    executor: Literal["async", "process"] = attrs.field(default="async", kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _check_name(self.name)
@@ -297,6 +301,12 @@ class LaneConfig:
         _check_type(owner, "boost", self.boost, PriorityBoost, optional=True)
         _check_type(owner, "preemptible", self.preemptible, bool)
         _check_int(owner, "inbox_size", self.inbox_size, 1)
+        if self.executor not in EXECUTORS:
+            raise _fail(owner, "executor", self.executor, "expected 'async' or 'process'")
+
+
+EXECUTORS = ("async", "process")
+"""The values of ``LaneConfig.executor``."""
 
 
 def _check_type(
