@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "memory",
     "metrics_overhead": "metrics_overhead",
     "durable": "durable",
+    "multicore": "multicore",
 }
 
 

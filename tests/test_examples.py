@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import subprocess
 import sys
 from types import ModuleType
 
@@ -86,3 +87,24 @@ def test_durable(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "recovered 3 unfinished command(s)" in out
     assert out.count("sent 'hello'") == 3
+
+
+def test_process_lanes() -> None:
+    """Worker processes run in real time and import the script again: run it as a program.
+
+    This also checks its ``if __name__ == "__main__":`` guard (without one, every spawned
+    worker would start the example again).
+    """
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "process_lanes.py"), "20000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    out = done.stdout
+    assert "primes below 20000: 2262" in out
+    assert "runaway: command" in out
+    assert "timed out after 0.5 s on attempt 1" in out
+    assert "check_positive: ValueError('expected a positive number, got -1')" in out
+    assert "cpu lane: completed=4 failed=2 timed_out=1" in out
