@@ -81,4 +81,4 @@ async def main(limit: int = 200_000) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, *(int(arg) for arg in sys.argv[1:2]))
+    trio.run(main, int(sys.argv[1]) if len(sys.argv) > 1 else 200_000)

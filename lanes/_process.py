@@ -20,7 +20,7 @@ import trio
 
 from ._command import Command, command_name, is_command
 from ._config import LaneConfig
-from ._errors import LaneConfigError, LaneUsageError
+from ._errors import LaneConfigError, LaneUsageError, Permanent
 
 __all__ = ["process_callable", "process_caller", "require_trio_parallel"]
 
@@ -111,6 +111,16 @@ def process_caller(config: LaneConfig) -> Callable[[Command], Awaitable[Any]]:
     run_sync = trio_parallel.run_sync
 
     async def call(cmd: Command) -> Any:
+        if cmd.payload is not None:  # stored by an earlier run, when the lane was async
+            raise Permanent(LaneUsageError(_recovered_message(cmd, config.name)))
         return await run_sync(cmd.fn, *cmd.args, kill_on_cancel=True, limiter=limiter)
 
     return call
+
+
+def _recovered_message(cmd: Command, lane: str) -> str:
+    return (
+        f"durable command {cmd.id} ({cmd.type_name}) was stored for lane {lane!r}, which is "
+        "now a process lane; durable commands run on ordinary lanes: open the system with "
+        "executor='async' for this lane to run it"
+    )

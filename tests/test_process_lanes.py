@@ -10,6 +10,7 @@ import os
 import pathlib
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import attrs
 import pytest
@@ -17,6 +18,7 @@ import trio
 
 import lanes
 from lanes import LaneConfig, RetryPolicy
+from lanes.storage import MemoryStorage
 
 from . import process_work as work
 from .helpers import noop, sleeper
@@ -35,19 +37,44 @@ async def listener() -> AsyncIterator[trio.SocketListener]:
         yield server
 
 
+@pytest.fixture
+async def warm_workers() -> None:
+    """At least two idle workers in trio-parallel's cache, so the next two commands (a
+    first attempt and its retry after a kill) spend no time spawning inside their timeout.
+
+    (pytest-trio runs an async fixture only when a test takes it as an argument.)
+    """
+    async with lanes.open_lane_system([cpu(2)]) as system:
+        handles = [await system.submit("cpu", work.interval, 0.05) for _ in "ab"]
+        for handle in handles:
+            await handle.result()
+
+
 def port_of(server: trio.SocketListener) -> int:
     port: int = server.socket.getsockname()[1]
     return port
 
 
-async def running_pid(server: trio.SocketListener) -> int:
-    """Wait until a worker announces itself (its command's body runs); return its pid."""
+async def running_pid(server: trio.SocketListener, *handles: lanes.CommandHandle[Any]) -> int:
+    """Wait until a worker announces itself (its command's body runs); return its pid.
+
+    If one of ``handles`` resolves first, its error (or an AssertionError) is raised.
+    """
+
+    async def watch(handle: lanes.CommandHandle[Any]) -> None:
+        await handle.result()
+        raise AssertionError(f"{handle} finished before its worker announced itself")
+
     with trio.fail_after(LIMIT):
-        stream = await server.accept()
-        async with stream:
-            data = b""
-            while chunk := await stream.receive_some():
-                data += chunk
+        async with trio.open_nursery() as nursery:
+            for handle in handles:
+                nursery.start_soon(watch, handle)
+            stream = await server.accept()
+            async with stream:
+                data = b""
+                while chunk := await stream.receive_some():
+                    data += chunk
+            nursery.cancel_scope.cancel()
     return int(data)
 
 
@@ -90,11 +117,12 @@ async def test_retry_after_a_worker_failure(tmp_path: pathlib.Path) -> None:
 
 
 async def test_timeout_kills_the_busy_worker_and_frees_the_slot(
+    warm_workers: None,
     listener: trio.SocketListener,
 ) -> None:
     async with lanes.open_lane_system([cpu(1, timeout=0.5)]) as system:
         handle = await system.submit("cpu", work.spin_forever, port_of(listener))
-        pid = await running_pid(listener)
+        pid = await running_pid(listener, handle)
         with pytest.raises(lanes.CommandTimeout, match=r"timed out after 0\.5 s"):
             await handle.result()
         assert is_gone(pid)
@@ -104,12 +132,12 @@ async def test_timeout_kills_the_busy_worker_and_frees_the_slot(
 
 
 async def test_a_timed_out_attempt_is_retried(
-    listener: trio.SocketListener, tmp_path: pathlib.Path
+    warm_workers: None, listener: trio.SocketListener, tmp_path: pathlib.Path
 ) -> None:
     lane = cpu(1, timeout=0.5, retry=RetryPolicy.fixed(1, 0.0))
     async with lanes.open_lane_system([lane]) as system:
         handle = await system.submit("cpu", work.spin_once, port_of(listener), str(tmp_path / "m"))
-        pid = await running_pid(listener)
+        pid = await running_pid(listener, handle)
         assert await handle.result() == "done"
         assert is_gone(pid)
         stats = system.statistics().lanes["cpu"]
@@ -120,7 +148,7 @@ async def test_cancel_running_and_queued_commands(listener: trio.SocketListener)
     async with lanes.open_lane_system([cpu(1)]) as system:
         running = await system.submit("cpu", work.spin_forever, port_of(listener))
         queued = await system.submit("cpu", work.square, 2)
-        pid = await running_pid(listener)
+        pid = await running_pid(listener, running)
         queued.cancel()
         assert queued.status == "cancelled"  # resolved at once: it never reached a worker
         running.cancel()
@@ -134,7 +162,7 @@ async def test_cancel_running_and_queued_commands(listener: trio.SocketListener)
 async def test_cancel_lane_kills_its_workers(listener: trio.SocketListener) -> None:
     async with lanes.open_lane_system([cpu(2)]) as system:
         handles = [await system.submit("cpu", work.spin_forever, port_of(listener)) for _ in "ab"]
-        pids = {await running_pid(listener), await running_pid(listener)}
+        pids = {await running_pid(listener, *handles), await running_pid(listener, *handles)}
         assert await system.cancel_lane("cpu") == 2
         assert all(h.status == "cancelled" for h in handles)
         assert all(is_gone(pid) for pid in pids)
@@ -146,7 +174,7 @@ async def test_preemption_kills_the_worker_and_requeues(
     configs = [LaneConfig("urgent", 0), cpu(1, preemptible=True)]
     async with lanes.open_lane_system(configs, max_concurrency=1) as system:
         victim = await system.submit("cpu", work.spin_once, port_of(listener), str(tmp_path / "m"))
-        pid = await running_pid(listener)
+        pid = await running_pid(listener, victim)
         assert await system.run("urgent", noop) == 1
         assert await victim.result() == "done"  # ran again after the urgent command
         assert is_gone(pid)
@@ -157,7 +185,7 @@ async def test_preemption_kills_the_worker_and_requeues(
 async def test_drain_timeout_at_exit_kills_running_workers(listener: trio.SocketListener) -> None:
     async with lanes.open_lane_system([cpu(1)], drain_timeout=0.2) as system:
         handle = await system.submit("cpu", work.spin_forever, port_of(listener))
-        pid = await running_pid(listener)
+        pid = await running_pid(listener, handle)
     assert handle.status == "cancelled"
     assert is_gone(pid)
 
@@ -208,3 +236,24 @@ def test_missing_trio_parallel_is_a_config_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "trio_parallel", None)  # makes the import fail
     with pytest.raises(lanes.LaneConfigError, match=r"trio-lanes\[process\]"):
         lanes.open_lane_system([cpu()])
+
+
+async def test_a_stored_command_recovered_into_a_process_lane_fails_clearly(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    store = MemoryStorage(clock=trio.current_time)
+    with pytest.raises(KeyError):
+        async with lanes.open_lane_system(
+            [LaneConfig("cpu", 0)], storage=store, commands=[Job]
+        ) as system:
+            await system.submit("cpu", Job(1), delay=10)
+            raise KeyError("crash")  # the command stays stored
+    lane = cpu(retry=RetryPolicy.fixed(2, 0.0))
+    async with lanes.open_lane_system([lane], storage=store, commands=[Job]) as system:
+        (handle,) = system.recovered
+        with pytest.raises(lanes.CommandFailed) as info:
+            await handle.result()
+        assert handle.attempts == 1  # Permanent: no retries
+        assert isinstance(info.value.__cause__, lanes.LaneUsageError)
+        assert "now a process lane" in str(info.value.__cause__)
+        assert len(system.dead_letters) == 1
