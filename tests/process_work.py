@@ -58,3 +58,16 @@ def interval(seconds: float) -> tuple[float, float]:
     start = time.monotonic()
     time.sleep(seconds)
     return start, time.monotonic()
+
+
+SCOPE = ["default"]
+
+
+def mark_scoped() -> bool:
+    """A worker ``init`` for ``trio_parallel.cache_scope``: marks the worker as the scope's."""
+    SCOPE[0] = "scoped"
+    return True
+
+
+def scope_label() -> tuple[str, int]:
+    return SCOPE[0], os.getpid()

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio_parallel
 
 import lanes
 from lanes import LaneConfig, RetryPolicy
@@ -188,6 +189,14 @@ async def test_drain_timeout_at_exit_kills_running_workers(listener: trio.Socket
         pid = await running_pid(listener, handle)
     assert handle.status == "cancelled"
     assert is_gone(pid)
+
+
+async def test_an_enclosing_cache_scope_provides_the_workers() -> None:
+    scope = trio_parallel.cache_scope(init=work.mark_scoped)
+    async with scope, lanes.open_lane_system([cpu()]) as system:
+        label, pid = await system.run("cpu", work.scope_label)
+    assert label == "scoped"
+    assert is_gone(pid)  # the scope shut its workers down when it exited
 
 
 async def test_concurrency_bound_holds() -> None:
