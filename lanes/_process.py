@@ -52,8 +52,9 @@ def process_callable(lane: str, fn: Any) -> tuple[Callable[..., Any], str]:
     Called at submit time, so a command that could never run is refused at once.
 
     Raises:
-        LaneUsageError: ``fn`` is a ``@lanes.command`` object, an async callable, not
-            callable, or cannot be pickled by reference (a lambda or a local function).
+        LaneUsageError: ``fn`` is a ``@lanes.command`` object, an async callable, a
+            generator function, not callable, or cannot be pickled by reference (a lambda or
+            a local function).
     """
     if is_command(fn):
         msg = (
@@ -73,6 +74,12 @@ def process_callable(lane: str, fn: Any) -> tuple[Callable[..., Any], str]:
             "with executor='async'"
         )
         raise LaneUsageError(msg)
+    if inspect.isgeneratorfunction(_call_of(fn)):
+        msg = (
+            f"submit: {_name(fn)} is a generator function; a generator cannot come back from "
+            f"a worker process of lane {lane!r}: return a list instead"
+        )
+        raise LaneUsageError(msg)
     try:
         pickle.dumps(fn)
     except Exception as exc:  # pickle raises several kinds (PicklingError, AttributeError...)
@@ -84,8 +91,13 @@ def process_callable(lane: str, fn: Any) -> tuple[Callable[..., Any], str]:
     return fn, _name(fn)
 
 
+def _call_of(fn: Any) -> Any:
+    """What calling ``fn`` runs: the function itself, or a callable object's ``__call__``."""
+    return fn if inspect.isroutine(fn) else getattr(fn, "__call__", None)  # noqa: B004
+
+
 def _is_async(fn: Any) -> bool:
-    call = fn if inspect.isroutine(fn) else getattr(fn, "__call__", None)  # noqa: B004
+    call = _call_of(fn)
     return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
 
 

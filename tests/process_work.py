@@ -10,6 +10,7 @@ import os
 import pathlib
 import socket
 import time
+from collections.abc import Iterator
 
 
 def square(x: int) -> tuple[int, int]:
@@ -19,6 +20,10 @@ def square(x: int) -> tuple[int, int]:
 
 def fail(message: str) -> None:
     raise ValueError(message)
+
+
+def numbers(n: int) -> Iterator[int]:
+    yield from range(n)
 
 
 def announce(port: int) -> None:

@@ -105,7 +105,12 @@ async def test_worker_exception_is_the_failure_cause() -> None:
         assert str(info.value.__cause__) == "bad input"
         stats = system.statistics().lanes["cpu"]
         assert (stats.retried, stats.failed, stats.dead_lettered) == (3, 1, 1)
-        assert system.dead_letters.list()[0].attempts == 4
+        letter = system.dead_letters.list()[0]
+        assert letter.attempts == 4
+        again = await system.dead_letters.requeue(letter.id)  # submitted again, same function
+        with pytest.raises(lanes.CommandFailed, match="bad input"):
+            await again.result()
+        assert system.statistics().lanes["cpu"].retried == 6
 
 
 async def test_retry_after_a_worker_failure(tmp_path: pathlib.Path) -> None:
@@ -232,6 +237,8 @@ async def test_wrong_kinds_of_callables_are_refused_at_submit() -> None:
             await system.submit("cpu", sleeper, 1.0)
         with pytest.raises(lanes.LaneUsageError, match=r"synchronous function.*'process'"):
             await system.submit("io", work.square, 1)
+        with pytest.raises(lanes.LaneUsageError, match="numbers is a generator function"):
+            await system.submit("cpu", work.numbers, 3)
         with pytest.raises(lanes.LaneUsageError, match="cannot be sent to a worker process"):
             await system.submit("cpu", lambda: 1)
         with pytest.raises(lanes.LaneUsageError, match=r"@lanes.command object .*Job"):
