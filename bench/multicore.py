@@ -6,7 +6,14 @@ N times on:
 - *in-process*: an ordinary lane (``max_concurrency=1``) whose async command calls the loop
   directly, so it holds the event loop: one process, one core;
 - *process xK*: a lane with ``executor="process"`` and ``max_concurrency=K``: each command runs
-  in one of K trio-parallel worker processes.
+  in one of K trio-parallel worker processes;
+- *process x2, own sessions*: the same with 2 workers that each start a session of their own
+  (``os.setsid`` as trio-parallel's worker ``init``, in a ``trio_parallel.cache_scope``).
+  Linux's autogroup scheduling (``/proc/sys/kernel/sched_autogroup_enabled``) shares the CPU
+  fairly between *sessions*, not processes: on a machine busy with other sessions, workers in
+  the benchmark's own session share that one session's part of the CPU, however many there
+  are. This row shows what the workers do when each gets a share of its own, as processes
+  under separate services (or on a machine without other load) do.
 
 All N commands are submitted at once and the clock stops when the last result is in. Workers
 are started (and warmed up) before the clock starts; they are reused between rounds. A second
@@ -27,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
+import trio_parallel
 
 import lanes
 
@@ -78,10 +86,27 @@ def _timed(fn: Callable[[int], object], arg: int) -> float:
     return time.perf_counter() - start
 
 
-def measure(workers: int, n: int, heavy: bool, arg: int) -> tuple[float, float]:
+def new_session() -> bool:
+    """Worker ``init``: leave the benchmark's session (and so its scheduling autogroup)."""
+    os.setsid()
+    return True
+
+
+def measure(
+    workers: int, n: int, heavy: bool, arg: int, own_sessions: bool = False
+) -> tuple[float, float]:
     """Seconds for ``n`` commands on one lane (``workers=0``: the ordinary lane), and the
     CPU seconds the commands got in total."""
-    return trio.run(_measure, workers, n, heavy, arg)
+    return trio.run(_measure_in_scope, workers, n, heavy, arg, own_sessions)
+
+
+async def _measure_in_scope(
+    workers: int, n: int, heavy: bool, arg: int, own_sessions: bool
+) -> tuple[float, float]:
+    if not own_sessions:
+        return await _measure(workers, n, heavy, arg)
+    async with trio_parallel.cache_scope(init=new_session):
+        return await _measure(workers, n, heavy, arg)
 
 
 async def _measure(workers: int, n: int, heavy: bool, arg: int) -> tuple[float, float]:
@@ -103,8 +128,10 @@ async def _measure(workers: int, n: int, heavy: bool, arg: int) -> tuple[float, 
         return time.perf_counter() - start, sum(cpu)
 
 
-def label(workers: int) -> str:
-    return f"process x{workers}" if workers else "in-process"
+def label(workers: int, own_sessions: bool = False) -> str:
+    if not workers:
+        return "in-process"
+    return f"process x{workers}" + (", own sessions" if own_sessions else "")
 
 
 def run(options: Options) -> Result:
@@ -118,19 +145,19 @@ def run(options: Options) -> Result:
         f"({iterations:,} loop iterations), all submitted at once; {len(os.sched_getaffinity(0))} "
         f"CPUs, load average {load_before[0]:.2f} at start"
     )
-    systems = (0, *WORKERS)
+    systems = [(0, False), *((w, False) for w in WORKERS), (max(WORKERS), True)]
     heavy = interleaved(
-        {label(w): functools.partial(measure, w, n, True, iterations) for w in systems},
+        {label(*s): functools.partial(measure, s[0], n, True, iterations, s[1]) for s in systems},
         options.repeat,
     )
     light = interleaved(
-        {label(w): functools.partial(measure, w, trivial_n, False, 1) for w in systems},
+        {label(*s): functools.partial(measure, s[0], trivial_n, False, 1, s[1]) for s in systems},
         options.repeat,
     )
     load_after = os.getloadavg()
     rows = []
-    for w in systems:
-        name = label(w)
+    for w, own in systems:
+        name = label(w, own)
         secs = [wall for wall, _ in heavy[name]]
         trivial_secs = [wall for wall, _ in light[name]]
         cores = median([cpu / wall for wall, cpu in heavy[name]])
@@ -140,6 +167,7 @@ def run(options: Options) -> Result:
             {
                 "system": name,
                 "workers": w,
+                "own_sessions": own,
                 "n": n,
                 "cmd_per_s": n / median(secs),
                 "ms_per_cmd": median(secs) / n * 1000,
@@ -159,7 +187,15 @@ def run(options: Options) -> Result:
     )
     result.note(
         f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, on "
-        f"{len(os.sched_getaffinity(0))} CPUs; a busy machine leaves the second worker less "
-        "than a core"
+        f"{len(os.sched_getaffinity(0))} CPUs; Linux autogroup scheduling: {autogroup()} "
+        "(when on, all workers in this session share one session's part of the CPU)"
     )
     return result
+
+
+def autogroup() -> str:
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as file:
+            return "on" if file.read().strip() == "1" else "off"
+    except OSError:
+        return "unknown"
