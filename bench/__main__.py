@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "metrics_overhead": "metrics_overhead",
     "durable": "durable",
     "distributed": "distributed",
+    "multicore": "multicore",
 }
 
 

@@ -269,6 +269,9 @@ class LaneConfig:
         inbox_size: how many commands may be pending in the lane before ``submit`` waits.
         shared_limit: a :class:`SharedLimit` this lane shares with lanes of other lane
             systems (an app-wide concurrency and/or rate limit), or None.
+        executor: ``"async"`` (default): commands are async callables run in the event loop;
+            ``"process"``: commands are synchronous functions run in worker processes (needs
+            ``trio-lanes[process]``; see "Multi-core: process lanes" in the docs).
     """
 
     name: str
@@ -282,6 +285,7 @@ class LaneConfig:
     preemptible: bool = attrs.field(default=False, kw_only=True)
     inbox_size: int = attrs.field(default=10_000, kw_only=True)
     shared_limit: SharedLimit | None = attrs.field(default=None, kw_only=True)
+    executor: Literal["async", "process"] = attrs.field(default="async", kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         from ._shared import SharedLimit  # here: _shared imports this module
@@ -306,6 +310,12 @@ class LaneConfig:
         _check_type(owner, "preemptible", self.preemptible, bool)
         _check_int(owner, "inbox_size", self.inbox_size, 1)
         _check_type(owner, "shared_limit", self.shared_limit, SharedLimit, optional=True)
+        if self.executor not in EXECUTORS:
+            raise _fail(owner, "executor", self.executor, "expected 'async' or 'process'")
+
+
+EXECUTORS = ("async", "process")
+"""The values of ``LaneConfig.executor``."""
 
 
 def _check_type(

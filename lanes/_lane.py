@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from actors import WorkerPool
 
 from ._command import TERMINAL, Command
 from ._core import Core
+from ._process import process_caller
 
 __all__ = ["Attempt", "new_lane_pool", "run_attempt"]
 
@@ -19,8 +23,13 @@ class Attempt:
     SCOPE_CANCELLED = 3  # timeout, handle.cancel(), cancel_lane or preemption
 
 
-async def run_attempt(core: Core, cmd: Command) -> int:
+async def run_attempt(
+    core: Core, cmd: Command, call: Callable[[Command], Awaitable[Any]] | None = None
+) -> int:
     """Run one attempt of ``cmd``; return an :class:`Attempt` code for ``Core.settle``.
+
+    The body is ``await cmd.fn(*cmd.args)``, or ``await call(cmd)`` when the lane gives a
+    ``call`` (a process lane runs the function in a worker process).
 
     An outer cancellation (the system closing) resolves the command as cancelled and
     propagates; nothing is left pending.
@@ -36,7 +45,10 @@ async def run_attempt(core: Core, cmd: Command) -> int:
         hook(cmd.id)
     try:
         with scope:
-            cmd.value = await cmd.fn(*cmd.args)
+            if call is None:
+                cmd.value = await cmd.fn(*cmd.args)
+            else:
+                cmd.value = await call(cmd)
     except Exception as exc:
         if scope.cancel_called:  # a timeout, cancel or preemption the body turned into an error
             return Attempt.SCOPE_CANCELLED
@@ -53,7 +65,10 @@ async def run_attempt(core: Core, cmd: Command) -> int:
 def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
     """The lane actor: a worker pool in the lane's own nursery, settling through ``core``."""
 
+    config = core.configs[lane]
+    call = process_caller(config) if config.executor == "process" else None
+
     async def run(cmd: Command) -> int:
-        return await run_attempt(core, cmd)
+        return await run_attempt(core, cmd, call)
 
     return WorkerPool(run, core.settle, name=f"lane:{lane}")

@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._lane import new_lane_pool
 from ._metrics import Metrics
+from ._process import process_callable, require_trio_parallel
 from ._remote import SystemBackend
 from ._room import Room
 from ._schedule import Misfire, Overlap
@@ -105,6 +106,7 @@ class LaneSystem:
 
     # -- submitting --------------------------------------------------------------------------------
 
+    @overload
     async def submit(
         self,
         lane: str,
@@ -114,7 +116,28 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
-    ) -> CommandHandle[T]:
+    ) -> CommandHandle[T]: ...
+    @overload
+    async def submit(
+        self,
+        lane: str,
+        fn: Callable[[*PosArgs], T],
+        *args: *PosArgs,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> CommandHandle[T]: ...
+    async def submit(
+        self,
+        lane: str,
+        fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
+        *args: *PosArgs,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> CommandHandle[Any]:
         """Submit a command to ``lane``; return its handle once it is accepted.
 
         Waits while the lane already has ``inbox_size`` commands pending (backpressure).
@@ -122,7 +145,9 @@ class LaneSystem:
 
         Args:
             lane: the lane's name.
-            fn: an async callable (called with ``args``) or a ``@lanes.command`` instance.
+            fn: an async callable (called with ``args``) or a ``@lanes.command`` instance;
+                on a lane with ``executor="process"``, a synchronous function (importable,
+                so it can be pickled) that runs in a worker process.
             key: idempotency key: while a command with this key is pending or running, the
                 existing handle is returned instead.
             delay: seconds before the command becomes pending.
@@ -180,6 +205,7 @@ class LaneSystem:
             core.abort(cmd, error)
             raise error
 
+    @overload
     def submit_nowait(
         self,
         lane: str,
@@ -189,7 +215,28 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
-    ) -> CommandHandle[T]:
+    ) -> CommandHandle[T]: ...
+    @overload
+    def submit_nowait(
+        self,
+        lane: str,
+        fn: Callable[[*PosArgs], T],
+        *args: *PosArgs,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> CommandHandle[T]: ...
+    def submit_nowait(
+        self,
+        lane: str,
+        fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
+        *args: *PosArgs,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> CommandHandle[Any]:
         """Like :meth:`submit`, but raise :class:`LaneFull` instead of waiting for room.
 
         Raises:
@@ -214,6 +261,7 @@ class LaneSystem:
         self._core.accept(cmd_or_handle, delay)
         return cmd_or_handle.handle
 
+    @overload
     async def run(
         self,
         lane: str,
@@ -223,12 +271,33 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
-    ) -> T:
+    ) -> T: ...
+    @overload
+    async def run(
+        self,
+        lane: str,
+        fn: Callable[[*PosArgs], T],
+        *args: *PosArgs,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> T: ...
+    async def run(
+        self,
+        lane: str,
+        fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
+        *args: *PosArgs,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> Any:
         """Submit and wait for the result, like calling ``fn`` in the lane.
 
         Cancelling ``run`` cancels the command too (unless another caller shares it by key).
         """
-        handle: CommandHandle[T] = await self.submit(
+        handle: CommandHandle[Any] = await self.submit(
             lane, fn, *args, key=key, delay=delay, timeout=timeout, durable=durable
         )
         try:
@@ -252,7 +321,10 @@ class LaneSystem:
         if not core.accepting:
             raise self._shutdown_error()
         self._check_lane(lane, "submit")
-        call, type_name = _callable_of(fn, args)
+        if core.configs[lane].executor == "process":
+            call, type_name = process_callable(lane, fn)
+        else:
+            call, type_name = _callable_of(fn, args)
         _check_seconds("submit", "delay", delay, zero_ok=True)
         _check_seconds("submit", "timeout", timeout, zero_ok=False)
         if key is not None and not isinstance(key, str):
@@ -551,7 +623,8 @@ def _callable_of(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitabl
     if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
         msg = (
             f"submit: {fn.__qualname__} is a synchronous function; pass an async function "
-            "(run blocking code with trio.to_thread.run_sync inside it)"
+            "(run blocking code with trio.to_thread.run_sync inside it), or submit it to a "
+            "lane with executor='process' (CPU-bound code)"
         )
         raise LaneUsageError(msg)
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
@@ -654,6 +727,7 @@ def open_lane_system(
             file that is not a trio-lanes database, a newer schema); nothing has started.
     """
     configs, cap = validate_lanes(lanes, max_concurrency)
+    require_trio_parallel(configs)
     store = as_storage(storage)
     if isinstance(commands, str) or not isinstance(commands, Iterable):
         msg = f"open_lane_system: commands={commands!r} is invalid; expected a list of classes"

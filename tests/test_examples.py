@@ -6,6 +6,7 @@ import importlib.util
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 from types import ModuleType
 
@@ -125,3 +126,24 @@ def test_distributed(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mon
     assert "failed: ValueError: size 10000 is too large" in out
     assert "dead letters: [('batch', 2)]" in out
     assert "batch commands completed by the two workers: 9" in out
+
+
+def test_process_lanes() -> None:
+    """Worker processes run in real time and import the script again: run it as a program.
+
+    This also checks its ``if __name__ == "__main__":`` guard (without one, every spawned
+    worker would start the example again).
+    """
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "process_lanes.py"), "20000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    out = done.stdout
+    assert "primes below 20000: 2262" in out
+    assert "runaway: command" in out
+    assert "timed out after 0.5 s on attempt 1" in out
+    assert "check_positive: ValueError('expected a positive number, got -1')" in out
+    assert "cpu lane: completed=4 failed=2 timed_out=1" in out
