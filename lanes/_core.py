@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import random
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -165,9 +165,7 @@ class Core:
             counters.timed_out += 1
             if self.bus.active:
                 self.bus.emit(ev.TimedOut(lane, cmd.id, now, cmd.attempts, cmd.timeout or 0.0))
-        permanent = isinstance(error, Permanent)
-        if permanent and isinstance(error.error, BaseException):  # type: ignore[attr-defined]
-            error = error.error  # type: ignore[attr-defined]
+        permanent, error = _permanent(error)
         retry = self.configs[lane].retry
         if permanent or cmd.attempts > retry.max_retries:
             self.policy.finish(cmd)
@@ -344,3 +342,27 @@ class Core:
 
 def _nothing() -> None:
     return None
+
+
+def _permanent(error: BaseException) -> tuple[bool, BaseException]:
+    """Is ``error`` a :class:`Permanent` (alone, or every leaf of an exception group, as a
+    nursery inside the command raises it)? Returns the flag and the error to report."""
+    if isinstance(error, BaseExceptionGroup):
+        _, rest = error.split(Permanent)
+        if rest is not None:
+            return False, error
+        leaves = list(_leaves(error))
+        if len(leaves) != 1:
+            return True, error
+        error = leaves[0]
+    if not isinstance(error, Permanent):
+        return False, error
+    return True, error.error if isinstance(error.error, BaseException) else error
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc

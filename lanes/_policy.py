@@ -143,6 +143,7 @@ class Policy:
             and any(s.config.preemptible for s in self.lanes.values())
         )
         self._delayed: list[tuple[float, Job]] = []
+        self._gone_delayed = 0  # withdrawn jobs still in the heap (at most about half)
         self._seq = 0
         self._start_seq = 0
         self._shared = [s for s in self.lanes.values() if s.shared is not None]
@@ -182,9 +183,24 @@ class Policy:
         """Withdraw a queued or delayed job (cancellation). False if it is not pending."""
         if job.state not in (JobState.QUEUED, JobState.DELAYED):
             return False
+        delayed = job.state is JobState.DELAYED
         job.state = JobState.GONE  # dropped lazily from the queue / heap
         self.lanes[job.lane].pending -= 1
+        if delayed:
+            self._drop_gone_delayed()
         return True
+
+    def _drop_gone_delayed(self) -> None:
+        """Keep the delay heap mostly live: withdrawn jobs could otherwise stay in it (and
+        set its timer) until their ready time, however far off."""
+        heap = self._delayed
+        while heap and heap[0][1].state is not JobState.DELAYED:
+            heapq.heappop(heap)
+        self._gone_delayed += 1
+        if self._gone_delayed * 2 > len(heap):
+            heap[:] = [item for item in heap if item[1].state is JobState.DELAYED]
+            heapq.heapify(heap)
+            self._gone_delayed = 0
 
     def remove_lane(self, lane: str) -> list[Job]:
         """Withdraw every queued and delayed job of ``lane``; return them in order."""

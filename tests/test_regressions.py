@@ -180,3 +180,56 @@ async def test_recovered_commands_take_no_inbox_place(autojump_clock: trio.abc.C
         with pytest.raises(lanes.LaneFull):
             system.submit_nowait("work", noop, durable=False)
         system.resume("work")
+
+
+async def test_a_permanent_error_raised_inside_a_nursery_skips_retries(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A command whose own nursery raises ``Permanent`` gets it wrapped in an exception group;
+    it still skips the retries, and the cause is the error inside it."""
+    attempts = 0
+
+    async def fan_out() -> None:
+        nonlocal attempts
+        attempts += 1
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep, 1)
+            raise lanes.Permanent(ValueError("bad input"))
+
+    config = [LaneConfig("work", 0, retry=RetryPolicy.fixed(3, 0.5))]
+    async with lanes.open_lane_system(config) as system:
+        handle = await system.submit("work", fan_out)
+        with pytest.raises(lanes.CommandFailed) as info:
+            await handle.result()
+    assert attempts == 1
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+async def test_a_group_with_other_errors_is_retried(autojump_clock: trio.abc.Clock) -> None:
+    attempts = 0
+
+    async def mixed() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ExceptionGroup("two", [lanes.Permanent("no"), KeyError("k")])
+
+    config = [LaneConfig("work", 0, retry=RetryPolicy.fixed(2, 0.5))]
+    async with lanes.open_lane_system(config) as system:
+        with pytest.raises(lanes.CommandFailed):
+            await system.run("work", mixed)
+    assert attempts == 3
+
+
+async def test_cancelled_delayed_commands_leave_the_timer_heap(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from .test_idle import steps_while_sleeping
+
+    async with lanes.open_lane_system() as system:
+        handles = [await system.submit("query", noop, delay=1000 + i) for i in range(1000)]
+        for handle in handles:
+            handle.cancel()
+        assert len(system._core.policy._delayed) <= 1
+        # The supervisor had armed its timer for the first one (t=1000): it wakes once, finds
+        # nothing due and sleeps for good (before, it woke for each of the thousand).
+        assert await steps_while_sleeping(3000) == 1
