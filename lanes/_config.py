@@ -216,8 +216,8 @@ class PriorityBoost:
                     point,
                     f"each boost point must lie in (0, deadline={self.deadline!r}]",
                 )
-        if list(self.at) != sorted(self.at):
-            raise _fail("PriorityBoost", "at", self.at, "expected boost points in rising order")
+        if list(self.at) != sorted(self.at):  # any order is fine; kept sorted
+            object.__setattr__(self, "at", tuple(sorted(self.at)))
 
     @classmethod
     def standard(cls, deadline: float) -> PriorityBoost:

@@ -126,6 +126,7 @@ def test_priority_boosts() -> None:
     assert custom.levels(0.5) == 0
     assert custom.levels(1) == 1
     assert custom.levels(100) == 2
+    assert PriorityBoost.custom(10, [5, 2]).at == (2, 5)  # any order; kept sorted
 
 
 @pytest.mark.parametrize(
@@ -136,7 +137,7 @@ def test_priority_boosts() -> None:
         lambda: PriorityBoost.custom(10, [11]),
         lambda: PriorityBoost.custom(10, [-1]),
         lambda: PriorityBoost.custom(10, []),
-        lambda: PriorityBoost.custom(10, [5, 2]),
+        lambda: PriorityBoost.custom(10, ["5"]),
     ],
 )
 def test_priority_boost_rejects_bad_values(make: object) -> None:
