@@ -57,7 +57,7 @@ class _SpinGuard(trio.abc.Instrument):
     after ``seconds`` of it.
     """
 
-    def __init__(self, seconds: float = 20.0) -> None:
+    def __init__(self, seconds: float = 5.0) -> None:
         self.seconds = seconds
         self.scope = trio.CancelScope()
         self.at = -1.0
