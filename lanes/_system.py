@@ -245,6 +245,7 @@ class LaneSystem:
         if not core.accepting:
             raise self._shutdown_error()
         self._check_lane(lane, "submit")
+        call: Callable[..., Awaitable[Any]]
         if type(fn) is FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
             # An `async def` function, the common case: what _callable_of would find, faster.
             call, type_name = fn, fn.__qualname__ or type(fn).__qualname__
