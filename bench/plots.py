@@ -41,14 +41,19 @@ COLORS = {
 DPI = 110
 
 
-def machine_line(document: Document) -> str:
-    """One line: where and on what code the figures were measured."""
+def machine_line(document: Document, names: Sequence[str] = ()) -> str:
+    """One line: where and on what code the figures of ``names`` (default: all) were measured."""
     info = document.get("machine", {})
     text = (
         f"{info.get('nproc', '?')} CPUs, Python {info.get('python', '?')}, "
         f"trio {info.get('trio', '?')}, git {info.get('git', '?')}"
     )
-    loads = [value for pair in document.get("load", {}).values() for value in pair.values()]
+    loads = [
+        value
+        for name, pair in document.get("load", {}).items()
+        if not names or name in names
+        for value in pair.values()
+    ]
     if loads:
         low = min(load[0] for load in loads)
         high = max(load[0] for load in loads)
@@ -56,13 +61,19 @@ def machine_line(document: Document) -> str:
     options = document.get("options", {})
     if options:
         text += f"; medians of {options.get('repeat', '?')}"
+        large = options.get("repeat_large")
+        if large is not None and large != options.get("repeat") and "throughput" in names:
+            text += f" ({large} at 1M)"
     return text
 
 
-def _figure(document: Document, title: str, panels: int = 2) -> tuple[Figure, list[Axes]]:
+def _figure(
+    document: Document, title: str, names: Sequence[str], panels: int = 2
+) -> tuple[Figure, list[Axes]]:
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2), squeeze=False)
     fig.suptitle(title, fontsize=12, fontweight="bold")
-    fig.text(0.5, 0.01, machine_line(document), ha="center", va="bottom", fontsize=8, color="#555")
+    line = machine_line(document, names)
+    fig.text(0.5, 0.01, line, ha="center", va="bottom", fontsize=8, color="#555")
     return fig, list(axes[0])
 
 
@@ -99,7 +110,9 @@ def _count(n: int) -> str:
 
 
 def throughput(document: Document, rows: Rows, out: Path) -> Path:
-    fig, (left, right) = _figure(document, "throughput: 100 closed-loop clients, trivial commands")
+    fig, (left, right) = _figure(
+        document, "throughput: 100 closed-loop clients, trivial commands", ["throughput"]
+    )
     sizes = sorted({row["n"] for row in rows})
     systems = (("lanes", "trio-lanes"), ("plain trio", "plain trio"), ("asyncio", "asyncio"))
     for key, label in systems:
@@ -145,7 +158,9 @@ def throughput(document: Document, rows: Rows, out: Path) -> Path:
 
 
 def lanes_scaling(document: Document, rows: Rows, out: Path) -> Path:
-    fig, (left, right) = _figure(document, "lanes_scaling: the same workload over 1-256 lanes")
+    fig, (left, right) = _figure(
+        document, "lanes_scaling: the same workload over 1-256 lanes", ["lanes_scaling"]
+    )
     lane_rows = sorted((r for r in rows if r.get("lanes") is not None), key=lambda r: r["lanes"])
     counts = [r["lanes"] for r in lane_rows]
     left.plot(
@@ -201,7 +216,10 @@ def lanes_scaling(document: Document, rows: Rows, out: Path) -> Path:
 
 def control_latency(document: Document, rows: Rows, out: Path) -> Path:
     fig, (ax,) = _figure(
-        document, "control_latency: control submit -> start while prompt is busy", panels=1
+        document,
+        "control_latency: control submit -> start while prompt is busy",
+        ["control_latency"],
+        panels=1,
     )
     fig.set_size_inches(9.5, 4.6)
     names = [r["system"].replace(", ", "\n") for r in rows]
@@ -240,7 +258,12 @@ def overhead_memory(
     document: Document, priority: Rows | None, memory: Rows | None, out: Path
 ) -> Path:
     panels = [rows for rows in (priority, memory) if rows]
-    fig, axes = _figure(document, "priority overhead and memory", panels=len(panels))
+    fig, axes = _figure(
+        document,
+        "priority overhead and memory",
+        ["priority_overhead", "memory"],
+        panels=len(panels),
+    )
     axes_iter = iter(axes)
     if priority:
         ax = next(axes_iter)
