@@ -73,7 +73,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--replot",
         type=Path,
         metavar="PATH",
-        help="run nothing: draw the plots of the JSON file PATH (a --json output) into --plots",
+        help="run nothing: draw the plots of the JSON file PATH (a --json output) into --plots "
+        "(with --only: only those benchmarks' plots)",
     )
     args = parser.parse_args(argv)
     if args.repeat < 1:
@@ -95,7 +96,11 @@ def draw(document: dict[str, Any], where: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.replot is not None:
-        draw(json.loads(args.replot.read_text()), args.plots)
+        document = json.loads(args.replot.read_text())
+        if args.only:  # redraw only these benchmarks' plots
+            for key in ("benchmarks", "load"):
+                document[key] = {k: v for k, v in document.get(key, {}).items() if k in args.only}
+        draw(document, args.plots)
         return 0
     if args.plots is not None:
         import matplotlib  # noqa: F401  (fail now, not after an hour of measuring)
