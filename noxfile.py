@@ -72,6 +72,10 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def bench(session: nox.Session) -> None:
-    """Benchmarks: figures next to baselines measured in the same run (not tests)."""
-    session.install("-e", ".")
+    """Benchmarks: figures next to baselines measured in the same run (not tests).
+
+    ``nox -s bench -- --json results.json --plots docs/img`` also draws the PNGs of
+    docs/benchmarks.md; ``nox -s bench -- --replot results.json`` redraws them only.
+    """
+    session.install("-e", ".[bench]")
     session.run("python", "-m", "bench", *session.posargs)

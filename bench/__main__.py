@@ -1,4 +1,8 @@
-"""``python -m bench [--quick] [--only NAME] [--repeat N] [--json PATH]``."""
+"""``python -m bench [--quick] [--only NAME] [--repeat N] [--json PATH] [--plots DIR]``.
+
+``python -m bench --replot PATH --plots DIR`` draws the plots of a saved run without running
+anything.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -52,16 +57,56 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=5, help="runs per figure; medians are reported (default 5)"
     )
+    parser.add_argument(
+        "--repeat-large",
+        type=int,
+        metavar="N",
+        help="runs per figure for the largest sizes (throughput at 1M commands, about 5 "
+        "minutes a round on a busy 2-core machine; default: --repeat)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="also draw PNG plots into DIR (needs matplotlib: pip install -e '.[bench]')",
+    )
+    parser.add_argument(
+        "--replot",
+        type=Path,
+        metavar="PATH",
+        help="run nothing: draw the plots of the JSON file PATH (a --json output) into --plots "
+        "(with --only: only those benchmarks' plots)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    if args.repeat_large is not None and args.repeat_large < 1:
+        parser.error("--repeat-large must be >= 1")
+    if args.replot is not None and args.plots is None:
+        parser.error("--replot needs --plots DIR (where to draw)")
     return args
+
+
+def draw(document: dict[str, Any], where: Path) -> None:
+    from .plots import plot  # imports matplotlib: only when plots are asked for
+
+    for path in plot(document, where):
+        print(f"plot written to {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    options = Options(quick=args.quick, repeat=args.repeat)
+    if args.replot is not None:
+        document = json.loads(args.replot.read_text())
+        if args.only:  # redraw only these benchmarks' plots
+            for key in ("benchmarks", "load"):
+                document[key] = {k: v for k, v in document.get(key, {}).items() if k in args.only}
+        draw(document, args.plots)
+        return 0
+    if args.plots is not None:
+        import matplotlib  # noqa: F401  (fail now, not after an hour of measuring)
+    options = Options(quick=args.quick, repeat=args.repeat, repeat_large=args.repeat_large)
     info = machine()
     print(
         f"trio-lanes benchmarks ({'quick' if args.quick else 'full'}, repeat={args.repeat}): "
@@ -70,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: dict[str, Result] = {}
     skipped: dict[str, str] = {}
+    loads: dict[str, dict[str, list[float]]] = {}
     started = time.perf_counter()
     for name in args.only or list(BENCHMARKS):
         print(f"\n== {name} ==", flush=True)
@@ -80,8 +126,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  skipped: {skipped[name]}", flush=True)
             continue
         t0 = time.perf_counter()
+        before = list(os.getloadavg())
         results[name] = runner(options)
-        print(f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+        loads[name] = {"before": before, "after": list(os.getloadavg())}
+        print(
+            f"  ({time.perf_counter() - t0:.0f} s; load average {_load(before)} before, "
+            f"{_load(loads[name]['after'])} after)",
+            flush=True,
+        )
     print("\n== targets ==")
     for result in results.values():
         for target in result.targets:
@@ -90,16 +142,28 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in skipped.items():
         print(f"  skipped {name}: {reason}")
     print(f"(total {time.perf_counter() - started:.0f} s)")
+    document = {
+        "machine": info,
+        "options": {
+            "quick": args.quick,
+            "repeat": args.repeat,
+            "repeat_large": options.large_repeat,
+            "argv": sys.argv[1:],
+        },
+        "load": loads,
+        "benchmarks": {name: result.as_json() for name, result in results.items()},
+        "skipped": skipped,
+    }
     if args.json is not None:
-        document = {
-            "machine": info,
-            "options": {"quick": args.quick, "repeat": args.repeat, "argv": sys.argv[1:]},
-            "benchmarks": {name: result.as_json() for name, result in results.items()},
-            "skipped": skipped,
-        }
         args.json.write_text(json.dumps(_strict(document), indent=2, allow_nan=False) + "\n")
         print(f"results written to {args.json}")
+    if args.plots is not None:
+        draw(json.loads(json.dumps(_strict(document))), args.plots)
     return 0
+
+
+def _load(values: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in values)
 
 
 def _strict(value: Any) -> Any:

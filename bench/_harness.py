@@ -23,6 +23,12 @@ class Options:
 
     quick: bool = False
     repeat: int = 5
+    repeat_large: int | None = None  # runs per figure at the largest sizes (None: ``repeat``)
+
+    @property
+    def large_repeat(self) -> int:
+        """Runs per figure for the slowest sizes (throughput at 1M commands)."""
+        return self.repeat if self.repeat_large is None else self.repeat_large
 
 
 @dataclass(frozen=True)

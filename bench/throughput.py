@@ -21,6 +21,7 @@ SIZES = (1_000, 10_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 10_000)
 MIN_RATIO = 0.5
 FLATNESS = 1.25  # "flat": the largest N costs at most 25% more per command than the smallest
+LARGE = 1_000_000  # from this N on, --repeat-large runs per figure
 
 
 def run(options: Options) -> Result:
@@ -37,7 +38,8 @@ def run(options: Options) -> Result:
             "plain trio": functools.partial(trio_run, n),
             "asyncio": functools.partial(asyncio_run, n),
         }
-        samples = interleaved(runners, options.repeat, warmup=n <= 10_000)
+        repeat = options.large_repeat if n >= LARGE else options.repeat
+        samples = interleaved(runners, repeat, warmup=n <= 10_000)
         seconds = {name: [r.seconds for r in runs] for name, runs in samples.items()}
         cpu = {name: [r.cpu_seconds or math.nan for r in runs] for name, runs in samples.items()}
         rows = []
@@ -57,6 +59,7 @@ def run(options: Options) -> Result:
                 "cpu_share": share,
                 "seconds": secs,
                 "cpu_seconds": cpu[name],
+                "repeat": repeat,
             }
             rounds = [r.rounds for r in samples[name] if r.rounds is not None]
             per_round: object = ""
@@ -78,7 +81,7 @@ def run(options: Options) -> Result:
             if name in per_command:
                 per_command[name][n] = mid / n * 1e6
         print_table(
-            f"N = {n:,} (median of {options.repeat}; CPU = process time, share = CPU / wall)",
+            f"N = {n:,} (median of {repeat}; CPU = process time, share = CPU / wall)",
             (
                 "system",
                 "cmd/s",

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import lanes
 from lanes import LaneConfig, MetricsBackend
-from lanes._histogram import Histogram
+from lanes._histogram import Histogram, _bucket_lower, _bucket_upper
 
 from .helpers import boom, sleeper
 
@@ -84,6 +84,24 @@ def test_every_percentile_is_within_the_bucket_error(values: list[float]) -> Non
         histogram.record(value)
     for p, got in zip((50, 90, 95, 99), histogram.percentiles(), strict=True):
         assert got == pytest.approx(exact(values, p), rel=BUCKET_ERROR, abs=1e-300)
+
+
+@given(
+    st.lists(
+        st.floats(min_value=0, max_value=1e300, allow_subnormal=True), min_size=1, max_size=200
+    )
+)
+def test_every_sample_lands_in_the_bucket_that_holds_it(values: list[float]) -> None:
+    # The fold computes bucket indexes from the doubles' bits (with a separate path for
+    # subnormal samples): each bucket must count exactly the samples within its bounds.
+    histogram = Histogram()
+    histogram.record_many(values)
+    positive = [value for value in values if value > 0.0]
+    assert sum(histogram.counts.values()) == len(positive)
+    for index, count in histogram.counts.items():
+        low, high = _bucket_lower(index), _bucket_upper(index)
+        if low < high:  # the tiniest subnormal buckets' bounds round to one value
+            assert count == sum(1 for value in positive if low <= value < high)
 
 
 def test_empty_histogram_and_negative_samples() -> None:
