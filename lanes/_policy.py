@@ -317,10 +317,12 @@ class Policy:
         return state.limiter is None or state.limiter.ready(now)
 
     def _best_startable(self, now: float) -> Job | None:
+        capped = self.cap is not None
+        if capped and self.active_total >= self.cap:  # type: ignore[operator]
+            return None  # the cap is full: no lane can start, whatever its state
         best: Job | None = None
         best_priority = math.inf
         best_seq = math.inf
-        capped = self.cap is not None
         for state in self._by_priority:
             if self._no_boosts and state.priority > best_priority:
                 break  # lanes are sorted: nothing further can be more urgent
