@@ -509,3 +509,20 @@ async def test_a_failed_sqlite_write_fails_only_its_submits(tmp_path: pathlib.Pa
         await system.dead_letters.pop()
     with pytest.raises(lanes.StorageError, match="is closed"):
         await system.dead_letters.pop()  # used to wait forever
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_if_the_writer_thread_dies_trio_writes_instead(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "queue.db"
+    store = RecordingSqlite(path)
+    async with lanes.open_lane_system(
+        ONE, storage=store, commands=[Job], drain_timeout=0
+    ) as system:
+        system.pause("work")
+        store.fail_next = SystemExit()  # ends the thread (threading ignores SystemExit)
+        with pytest.raises(lanes.StorageError, match="interrupted"):
+            await system.submit("work", Job("lost"))
+        kept = await system.submit("work", Job("kept"))  # written by the Trio writer task
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT id FROM commands").fetchall() == [(kept.id,)]
+    db.close()
