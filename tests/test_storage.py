@@ -7,6 +7,7 @@ import os
 import pathlib
 import sqlite3
 import stat
+import threading
 
 import attrs
 import pytest
@@ -335,3 +336,193 @@ async def test_cancelled_submit_with_storage_is_all_or_nothing(
         assert store.commands == {}
         assert system.statistics().lanes["work"].submitted == 0
         system.resume("work")
+
+
+# -- review findings: what a path may be ------------------------------------------------------
+
+
+async def test_a_directory_is_a_storage_error_naming_it(tmp_path: pathlib.Path) -> None:
+    # Was a raw IsADirectoryError: the header check ran outside the error mapping.
+    with pytest.raises(lanes.StorageError, match="is a directory") as caught:
+        async with lanes.open_lane_system(storage=tmp_path):
+            pytest.fail("must not start")
+    message = str(caught.value)
+    assert repr(str(tmp_path)) in message
+    assert repr(str(tmp_path / "lanes.db")) in message  # what to pass instead
+    assert os.listdir(tmp_path) == []  # nothing created in it
+
+
+async def test_an_empty_file_becomes_a_new_database(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "touched.db"
+    path.touch()
+    async with lanes.open_lane_system(storage=path, commands=[Job], drain_timeout=0) as system:
+        system.pause("query")
+        await system.submit("query", Job("kept"))
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA application_id").fetchone() == (0x4C414E45,)
+    assert db.execute("PRAGMA user_version").fetchone() == (lanes.storage.SCHEMA_VERSION,)
+    assert db.execute("SELECT count(*) FROM commands").fetchone() == (1,)
+    db.close()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"SQL", b"not a database at all, just text\n", b"SQLite format 3\x00" + b"\xff" * 200],
+    ids=["short", "text", "sqlite-header-then-garbage"],
+)
+async def test_a_non_empty_file_that_is_not_a_database_is_refused(
+    tmp_path: pathlib.Path, content: bytes
+) -> None:
+    path = tmp_path / "queue.db"
+    path.write_bytes(content)
+    with pytest.raises(lanes.StorageError) as caught:
+        async with lanes.open_lane_system(storage=path):
+            pytest.fail("must not start")
+    assert repr(str(path)) in str(caught.value)
+    assert path.read_bytes() == content  # never touched
+
+
+# -- the SQLite writer thread -----------------------------------------------------------------
+
+
+class RecordingSqlite(SqliteStorage):
+    """Records each batch the journal's writer thread commits; optionally holds it."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        super().__init__(path)
+        self.batches: list[WriteBatch] = []
+        self.written = threading.Event()  # set after every batch
+        self.entered = threading.Event()  # set when a write begins
+        self.gate = threading.Event()  # a write waits for it
+        self.gate.set()
+        self.fail_next: Exception | None = None
+
+    def write_blocking(self, batch: WriteBatch) -> None:
+        self.entered.set()
+        assert self.gate.wait(30)
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        super().write_blocking(batch)
+        self.batches.append(batch)
+        self.written.set()
+
+
+async def wait_for(event: threading.Event) -> None:
+    assert await trio.to_thread.run_sync(event.wait, 30), "the writer thread did not report"
+    event.clear()
+
+
+async def test_sqlite_group_commit_writes_concurrent_submits_together(
+    tmp_path: pathlib.Path,
+) -> None:
+    store = RecordingSqlite(tmp_path / "queue.db")
+    async with lanes.open_lane_system(storage=store, commands=[Job], drain_timeout=0) as system:
+        system.pause("query")
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(system.submit, "query", Job(str(i)))
+        saved = [row for batch in store.batches for row in batch.save]
+        assert len(saved) == 100
+        assert len(store.batches) < 50  # concurrent submits share transactions
+
+
+async def test_background_changes_ride_with_the_next_commit(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes._journal, "BACKGROUND_DELAY", 3600.0)
+    FAST.append(True)
+    store = RecordingSqlite(tmp_path / "queue.db")
+    async with lanes.open_lane_system(
+        ONE, storage=store, commands=[Job], drain_timeout=0
+    ) as system:
+        first = await system.submit("work", Job("a"))
+        assert await first.result() == "a"  # its start and completion are not written yet
+        assert [[row.id for row in batch.save] for batch in store.batches] == [[first.id]]
+        system.pause("work")
+        second = await system.submit("work", Job("b"))
+        assert [row.id for row in store.batches[1].save] == [second.id]
+        assert store.batches[1].delete == (first.id,)  # carried by the commit
+        assert len(store.batches) == 2
+
+
+async def test_background_changes_alone_are_written_after_the_delay(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lanes._journal, "BACKGROUND_DELAY", 0.05)
+    FAST.append(True)
+    store = RecordingSqlite(tmp_path / "queue.db")
+    async with lanes.open_lane_system(
+        ONE, storage=store, commands=[Job], drain_timeout=0
+    ) as system:
+        handle = await system.submit("work", Job("a"))
+        store.written.clear()
+        assert await handle.result() == "a"
+        await wait_for(store.written)  # no commit came: the deletion went alone
+        assert (store.batches[-1].save, store.batches[-1].delete) == ((), (handle.id,))
+        assert len(store.batches) == 2
+
+
+async def test_cancelled_submit_waits_for_its_sqlite_write(tmp_path: pathlib.Path) -> None:
+    store = RecordingSqlite(tmp_path / "queue.db")
+    handles: list[lanes.CommandHandle[str]] = []
+    async with lanes.open_lane_system(
+        ONE, storage=store, commands=[Job], drain_timeout=0
+    ) as system:
+        system.pause("work")
+        store.gate.clear()
+
+        async def submitter(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                handles.append(await system.submit("work", Job("held")))
+                await trio.sleep_forever()
+
+        async with trio.open_nursery() as nursery:
+            scope = await nursery.start(submitter)
+            await wait_for(store.entered)  # the transaction has begun
+            scope.cancel()
+            store.gate.set()
+        # The cancellation waited for the write: the command is stored and accepted.
+        assert len(handles) == 1
+        assert [row.id for row in store.batches[0].save] == [handles[0].id]
+        assert system.statistics().lanes["work"].submitted == 1
+        FAST.append(True)
+        system.resume("work")
+        assert await handles[0].result() == "held"
+
+
+async def test_a_failed_sqlite_write_fails_only_its_submits(tmp_path: pathlib.Path) -> None:
+    store = RecordingSqlite(tmp_path / "queue.db")
+    async with lanes.open_lane_system(
+        ONE, storage=store, commands=[Job], drain_timeout=0
+    ) as system:
+        system.pause("work")
+        store.fail_next = RuntimeError("driver bug")
+        with pytest.raises(lanes.StorageError, match="driver bug") as caught:
+            await system.submit("work", Job("lost"))
+        assert isinstance(caught.value.__cause__, lanes.StorageError)
+        assert isinstance(caught.value.__cause__.__cause__, RuntimeError)
+        assert system.statistics().lanes["work"].submitted == 0
+        kept = await system.submit("work", Job("kept"))  # the writer thread carries on
+        assert [row.id for row in store.batches[-1].save] == [kept.id]
+        await system.dead_letters.pop()
+    with pytest.raises(lanes.StorageError, match="is closed"):
+        await system.dead_letters.pop()  # used to wait forever
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+async def test_if_the_writer_thread_dies_trio_writes_instead(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "queue.db"
+    store = RecordingSqlite(path)
+    async with lanes.open_lane_system(
+        ONE, storage=store, commands=[Job], drain_timeout=0
+    ) as system:
+        system.pause("work")
+        store.fail_next = SystemExit()  # ends the thread (threading ignores SystemExit)
+        with pytest.raises(lanes.StorageError, match="interrupted"):
+            await system.submit("work", Job("lost"))
+        kept = await system.submit("work", Job("kept"))  # written by the Trio writer task
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT id FROM commands").fetchall() == [(kept.id,)]
+    db.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +77,7 @@ class SqliteStorage:
         self._max_pages = max_pages
         self._db: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
+        self._db_lock = threading.Lock()  # one thread at a time on the connection
 
     def __repr__(self) -> str:
         return f"SqliteStorage({str(self.path)!r})"
@@ -84,7 +86,11 @@ class SqliteStorage:
         return self._clock()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await trio.to_thread.run_sync(self._locked, fn, *args, limiter=self._limiter)
+
+    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._db_lock:
+            return fn(*args)
 
     async def open(self) -> None:
         """Validate the path, create or upgrade the schema.
@@ -125,8 +131,23 @@ class SqliteStorage:
         self._db = db
 
     def _check_ours(self, path: Path) -> None:
-        with path.open("rb") as file:
-            header = file.read(len(_HEADER))
+        """Refuse a path that is not a file, or a file that is not (yet) a SQLite database.
+
+        An empty file is accepted: it is initialised as a new database (as from ``touch``
+        or ``mkstemp``). Anything else that lacks SQLite's header is left untouched.
+        """
+        if path.is_dir():
+            msg = (
+                f"{self!r}: {str(path)!r} is a directory; pass the path of a database file, "
+                f"e.g. {str(path / 'lanes.db')!r}"
+            )
+            raise StorageError(msg)
+        try:
+            with path.open("rb") as file:
+                header = file.read(len(_HEADER))
+        except OSError as exc:
+            msg = f"{self!r}: cannot read {str(path)!r}: {exc.strerror or exc}; check the path"
+            raise StorageError(msg) from exc
         if header and header != _HEADER:
             msg = (
                 f"{self!r}: the file is not a SQLite database; refusing to touch it "
@@ -193,6 +214,17 @@ class SqliteStorage:
         Cancellation waits for the transaction to finish (it is never half applied).
         """
         await self._call(self._write, batch)
+
+    def write_blocking(self, batch: WriteBatch) -> None:
+        """:meth:`write` for a thread that is not the Trio thread: blocks until committed.
+
+        A lane system's journal calls this from its own writer thread, so that a batch
+        costs one hand-off to Trio (see ``lanes/_journal.py``).
+
+        Raises:
+            StorageError: the transaction failed and was rolled back.
+        """
+        self._locked(self._write, batch)
 
     def _write(self, batch: WriteBatch) -> None:
         # Few statements, each with many rows: the sqlite3 module releases and retakes the
