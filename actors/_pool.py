@@ -29,8 +29,10 @@ class WorkerPool(Generic[J, R]):
     The pool does not limit concurrency itself: the caller delivers a job only when it has a
     slot for it (each delivered job gets a worker at once).
 
-    Run the pool with ``await nursery.start(pool.serve)``; cancelling that task cancels every
-    running job.
+    Run the pool with ``await nursery.start(pool.serve)``, or let it start itself with its
+    first job: ``pool.attach(nursery)`` (then an idle pool costs no task at all). Either way
+    the pool's jobs run in its own nursery, and cancelling the task that owns it cancels
+    every running job.
     """
 
     def __init__(
@@ -41,6 +43,8 @@ class WorkerPool(Generic[J, R]):
         self.name = name or "pool"
         self.workers = 0
         self._nursery: trio.Nursery | None = None
+        self._parent: trio.Nursery | None = None  # where serve() starts itself (attach)
+        self._backlog: list[J] = []  # jobs delivered before serve() started
         self._returning = False
         self._handoff: J | None = None
         self._has_handoff = False
@@ -49,16 +53,34 @@ class WorkerPool(Generic[J, R]):
         """Own the pool's nursery until cancelled. Ready (``started``) once jobs can run."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            backlog, self._backlog = self._backlog, []
+            for job in backlog:
+                self.workers += 1
+                nursery.start_soon(self._worker, job)
             task_status.started()
             try:
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
+                self._parent = None  # a pool that stopped serving never starts again
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Serve lazily: the first :meth:`deliver` starts :meth:`serve` in ``nursery``.
+
+        Jobs delivered before it runs wait for it (a task switch). Until then the pool holds
+        no task and no nursery of its own.
+        """
+        self._parent = nursery
+
+    def close(self) -> None:
+        """Take no more jobs: a pool attached but not started yet never starts."""
+        if self._nursery is None:
+            self._parent = None
 
     @property
     def serving(self) -> bool:
-        """Whether :meth:`serve` runs (jobs can be delivered)."""
-        return self._nursery is not None
+        """Whether jobs can be delivered: :meth:`serve` runs, or will start on demand."""
+        return self._nursery is not None or self._parent is not None
 
     def deliver(self, job: J) -> None:
         """Run ``job`` now: hand it to the worker that is settling, or spawn a worker.
@@ -71,8 +93,16 @@ class WorkerPool(Generic[J, R]):
             self._has_handoff = True
             return
         if self._nursery is None:
-            msg = f"worker pool {self.name!r} is not serving; start it with nursery.start(serve)"
-            raise RuntimeError(msg)
+            if self._parent is None:
+                msg = (
+                    f"worker pool {self.name!r} is not serving; start it with "
+                    "nursery.start(serve) or attach(nursery)"
+                )
+                raise RuntimeError(msg)
+            self._backlog.append(job)
+            if len(self._backlog) == 1:
+                self._parent.start_soon(self.serve, name=self.name)
+            return
         self.workers += 1
         self._nursery.start_soon(self._worker, job)
 

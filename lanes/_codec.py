@@ -17,7 +17,7 @@ class CommandRegistry:
     """The ``@lanes.command`` classes a system may store and rebuild, by name."""
 
     def __init__(self, classes: Iterable[type]) -> None:
-        self.converter: JsonConverter = make_converter()
+        self._converter: JsonConverter | None = None
         self.classes: dict[str, type] = {}
         for cls in classes:
             name = getattr(cls, "__lanes_command__", None)
@@ -31,6 +31,14 @@ class CommandRegistry:
                 msg = f"open_lane_system: two command classes are named {name!r}; rename one"
                 raise LaneConfigError(msg)
             self.classes[name] = cls
+
+    @property
+    def converter(self) -> JsonConverter:
+        """The cattrs JSON converter, built on first use: most lane systems never store a
+        command, and building one costs more than the rest of a system together."""
+        if self._converter is None:
+            self._converter = make_converter()
+        return self._converter
 
     def encode(self, obj: object) -> tuple[str, str]:
         """(type name, JSON payload) of a command object.

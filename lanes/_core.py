@@ -53,7 +53,7 @@ class Core:
         self.keys: dict[str, Command] = {}
         self.live: dict[Command, None] = {}  # accepted, not yet terminal
         self.accepting = True
-        self.random = rng or random.Random()
+        self._random = rng
         self.wake: Callable[[], None] = _nothing
         self._idle: trio.Event | None = None
         self._prefix = secrets.token_hex(4)
@@ -163,6 +163,13 @@ class Core:
             self.policy.finish(cmd)
         cmd.cancel_reason = Reason.SHUTDOWN  # whatever was asked before, the system stopped it
         self._cancelled(cmd)
+
+    @property
+    def random(self) -> random.Random:
+        """Randomness for retry jitter and schedule jitter, seeded on first use."""
+        if self._random is None:
+            self._random = random.Random()
+        return self._random
 
     def attempt_failed(
         self, cmd: Command, error: BaseException, *, timed_out: bool = False

@@ -576,6 +576,9 @@ class LaneSystem:
         """Stop accepting and stop starting commands: the system is closing."""
         self._stop_accepting()
         self._core.wake = _no_decision
+        if self.supervisor is not None:
+            for pool in self.supervisor.pools.values():
+                pool.close()
 
     def _finalize(self) -> None:
         self._halt()
@@ -828,7 +831,7 @@ async def _serve(
             pools: dict[str, WorkerPool[Command, int]] = {}
             for config in configs:
                 pools[config.name] = pool = new_lane_pool(core, config.name)
-                await nursery.start(pool.serve, name=pool.name)
+                pool.attach(nursery)  # its task and nursery start with its first command
             system.supervisor = Supervisor(core, pools)
             await nursery.start(system.supervisor.run)
             if core.durable is not None:

@@ -37,10 +37,11 @@ async def test_control_beats_saturated_prompt(autojump_clock: trio.abc.Clock) ->
         for i in range(6):
             await system.submit("prompt", rec.job(f"prompt{i}", 30))
         await trio.testing.wait_all_tasks_blocked()
-        assert rec.started == ["prompt0", "prompt1"]
+        # Both started at once; their tasks may enter the bodies in either order.
+        assert sorted(rec.started) == ["prompt0", "prompt1"]
         control = await system.submit("control", rec.job("control", 0.1))
         await control.result()
-        assert rec.started == ["prompt0", "prompt1", "control"]
+        assert rec.started[2:] == ["control"]
         assert trio.current_time() < 1  # it never waited behind the 30 s prompt calls
         system.pause("prompt")
         await system.cancel_lane("prompt")
