@@ -605,7 +605,7 @@ async def _allocations(kind: str, n: int, top: int) -> None:
         await warm.enter_async_context(opener())
         await trio.testing.wait_all_tasks_blocked()
     gc.collect()
-    tracemalloc.start(64)
+    tracemalloc.start(20)
     before = _by_site(tracemalloc.take_snapshot())
     stack = contextlib.AsyncExitStack()
     for _ in range(n):
@@ -652,12 +652,10 @@ def _by_site(snapshot: tracemalloc.Snapshot) -> dict[str, tuple[int, int]]:
 
 
 def _short(filename: str, root: str) -> str:
-    if filename.startswith(root):
-        return filename[len(root) :]
     for marker in ("site-packages" + os.sep, "python3.11" + os.sep):
         if marker in filename:
             return filename.split(marker, 1)[1]
-    return filename
+    return filename.removeprefix(root)
 
 
 def main() -> None:
