@@ -8,7 +8,9 @@ Cost (KIND ``lanes``, ``bare``, ``a3s-lane``): N systems entered one after the o
 ``contextlib.AsyncExitStack`` in one task, then closed by leaving the stack. Reported per
 system: RSS delta (``VmRSS`` of ``/proc/self/status``, after a ``gc.collect()``) / N, open
 time (until every task of every system has started and blocked:
-``trio.testing.wait_all_tasks_blocked()``), close time, and OS threads added (``Threads``).
+``trio.testing.wait_all_tasks_blocked()``), close time, OS threads added (``Threads``), and
+the CPU the process uses while every system is open and idle (process time over a 2 s
+sleep of the measuring task: a share of one CPU).
 
 - ``lanes``: ``lanes.open_lane_system()`` on the default lanes.
 - ``bare``: the least a supervisor and six lane actors can cost: a nursery with seven tasks,
@@ -82,6 +84,7 @@ SHARED_SLOTS = 20
 LONG = 3600.0  # seconds a saturating prompt command sleeps
 ACTORS = 7  # a supervisor and six lane actors
 SEED = 11
+IDLE_WINDOW = 2.0  # seconds of idleness over which the cost children read their CPU time
 
 MEMORY_LIMIT = 1.5
 TIME_LIMIT = 3.0
@@ -182,6 +185,9 @@ async def _cost_child(kind: str, n: int) -> None:
     gc.collect()
     after = status()
     tasks = count_tasks() - tasks_before
+    cpu0 = time.process_time()
+    await trio.sleep(IDLE_WINDOW)  # every system open and idle
+    idle_cpu = (time.process_time() - cpu0) / IDLE_WINDOW
     t0, cpu0 = time.perf_counter(), time.process_time()
     await stack.aclose()
     close_s, close_cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -195,6 +201,7 @@ async def _cost_child(kind: str, n: int) -> None:
             "close_cpu_us": close_cpu / n * 1e6,
             "threads_added": after["Threads"] - before["Threads"],
             "tasks_per_system": tasks / n,
+            "idle_cpu_share": idle_cpu,
         }
     )
 
@@ -222,6 +229,9 @@ def _a3s_child(n: int) -> None:
     open_s, open_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     gc.collect()
     after = status()
+    cpu0 = time.process_time()
+    time.sleep(IDLE_WINDOW)  # every system open and idle
+    idle_cpu = (time.process_time() - cpu0) / IDLE_WINDOW
     rng = random.Random(SEED)
     trips = []
     for _ in range(A3S_ROUND_TRIPS):
@@ -246,6 +256,7 @@ def _a3s_child(n: int) -> None:
             "close_cpu_us": close_cpu / n * 1e6,
             "threads_added": after["Threads"] - before["Threads"],
             "threads_left": status()["Threads"] - before["Threads"],
+            "idle_cpu_share": idle_cpu,
             "round_trip_p50_us": trips[len(trips) // 2] * 1e6,
             "round_trip_max_us": trips[-1] * 1e6,
         }
@@ -439,7 +450,10 @@ def _cost_table(result: Result, runs: dict[str, list[dict[str, Any]]], repeat: i
         got = runs.get(kind)
         if not got:
             continue
-        mid = {key: median([r[key] for r in got]) for key in (*COST_FIELDS, "threads_added")}
+        mid = {
+            key: median([r.get(key, math.nan) for r in got])
+            for key in (*COST_FIELDS, "threads_added", "idle_cpu_share")
+        }
         to_bare = {
             key: paired_ratio([r[key] for r in got], [r[key] for r in bare_runs])
             if kind != "a3s-lane"
@@ -474,6 +488,7 @@ def _cost_table(result: Result, runs: dict[str, list[dict[str, Any]]], repeat: i
                 to_bare["close_us"],
                 mid["threads_added"] / got[0]["n"],
                 row.get("tasks_per_system", "-"),
+                f"{mid['idle_cpu_share']:.1%}",
             )
         )
     print_table(
@@ -490,6 +505,7 @@ def _cost_table(result: Result, runs: dict[str, list[dict[str, Any]]], repeat: i
             "x bare",
             "threads/sys",
             "tasks/sys",
+            "idle CPU",
         ),
         rows,
     )
