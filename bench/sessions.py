@@ -347,8 +347,9 @@ async def _latency_bare_child(n: int, count: int) -> None:
         return await reply_receive.receive()
 
     rng = random.Random(SEED)
-    samples, hits = await sample([rng.randrange(n) for _ in range(count)], one)
-    _emit_latency(n, samples, hits, {"threads": status()["Threads"]})
+    samples, _ = await sample([rng.randrange(n) for _ in range(count)], one)
+    no_saturation = [False] * len(samples)  # bare systems have no prompt lane to saturate
+    _emit_latency(n, samples, no_saturation, {"threads": status()["Threads"]})
     os._exit(0)
 
 
