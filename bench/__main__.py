@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, str] = {
     "durable": "durable",
     "distributed": "distributed",
     "multicore": "multicore",
+    "sessions": "sessions",
 }
 
 
