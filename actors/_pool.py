@@ -54,11 +54,14 @@ class WorkerPool(Generic[J, R]):
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             backlog, self._backlog = self._backlog, []
-            for job in backlog:
+            for job in backlog[1:]:
                 self.workers += 1
                 nursery.start_soon(self._worker, job)
             task_status.started()
             try:
+                if backlog:  # the first job runs in this task: no extra task switch
+                    self.workers += 1
+                    await self._worker(backlog[0])
                 await trio.sleep_forever()
             finally:
                 self._nursery = None
