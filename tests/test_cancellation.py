@@ -305,3 +305,24 @@ async def test_many_cancellations_leave_no_slot_leak(autojump_clock: trio.abc.Cl
             await system.submit("work", rec.job(i, 1))
         await system.drain()
         assert rec.peak == 3
+
+
+async def test_cancelled_before_a_lane_pool_started(autojump_clock: trio.abc.Clock) -> None:
+    """A lane's pool starts with its first command; cancelling the system in that same step
+    (the command granted, its pool not running yet) still resolves it, exactly once: as
+    cancelled at its first checkpoint, as in any Trio task started in a cancelled scope."""
+    ran: list[str] = []
+
+    async def body() -> None:
+        ran.append("entered")
+        await trio.sleep(0)
+        ran.append("past a checkpoint")
+
+    handles: list[lanes.CommandHandle[None]] = []
+    with trio.CancelScope() as scope:
+        async with lanes.open_lane_system() as system:
+            handles.append(system.submit_nowait("query", body))
+            scope.cancel()  # no checkpoint between: the pool's task has not run
+            await trio.sleep(1)
+    assert ran in ([], ["entered"])
+    assert handles[0].status is lanes.CommandStatus.CANCELLED
