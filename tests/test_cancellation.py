@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 import lanes
@@ -315,7 +316,7 @@ async def test_cancelled_before_a_lane_pool_started(autojump_clock: trio.abc.Clo
 
     async def body() -> None:
         ran.append("entered")
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         ran.append("past a checkpoint")
 
     handles: list[lanes.CommandHandle[None]] = []
