@@ -18,13 +18,25 @@ R = TypeVar("R")
 class WorkerPool(Generic[J, R]):
     """Runs each job given to :meth:`deliver` in a worker task of the pool's own nursery.
 
-    A job runs in two steps: ``run(job)`` (async: the work itself) and then
+    A job runs in two steps: ``run(job, scope)`` (async: the work itself) and then
     ``settle(job, result)`` (synchronous: the bookkeeping). If ``settle`` delivers another
     job to the same pool, the worker that just finished runs it next, back to back, instead
     of a new task being spawned; otherwise the worker exits. So an idle pool holds no worker
     tasks, and a busy one pays for a task spawn only when its concurrency grows. A worker that
     ran jobs back to back for :data:`YIELD_EVERY` seconds checkpoints before the next one, so
     jobs that never checkpoint cannot starve other tasks.
+
+    Each worker runs its jobs inside a cancel scope of its own, the ``scope`` that ``run``
+    receives (entering a fresh scope per job would cost more than a trivial job itself).
+    While a job runs, cancelling that scope, or setting its deadline, acts on that job
+    alone: a job whose scope catches a cancellation is settled with the ``cancelled``
+    result, and the worker's next job gets a fresh scope. So ``run`` may keep the scope only
+    until its job is settled, and must set the deadline it needs (``math.inf`` for none)
+    before it awaits anything: the previous job's deadline is still on it.
+
+    If a cancellation from outside the pool (its owner's) ends a running job,
+    ``interrupted(job)`` is called, if given, before the cancellation propagates; a job
+    delivered but not started yet is then left to its owner (the pool never runs it).
 
     The pool does not limit concurrency itself: the caller delivers a job only when it has a
     slot for it (each delivered job gets a worker at once).
@@ -36,10 +48,18 @@ class WorkerPool(Generic[J, R]):
     """
 
     def __init__(
-        self, run: Callable[[J], Awaitable[R]], settle: Callable[[J, R], None], name: str = ""
+        self,
+        run: Callable[[J, trio.CancelScope], Awaitable[R]],
+        settle: Callable[[J, R], None],
+        name: str = "",
+        *,
+        cancelled: R,
+        interrupted: Callable[[J], None] | None = None,
     ) -> None:
         self._run = run
         self._settle = settle
+        self._cancelled = cancelled
+        self._interrupted = interrupted
         self.name = name or "pool"
         self.workers = 0
         self._nursery: trio.Nursery | None = None
@@ -109,26 +129,55 @@ class WorkerPool(Generic[J, R]):
         self.workers += 1
         self._nursery.start_soon(self._worker, job)
 
+    def _settle_and_take(self, job: J, result: R) -> bool:
+        """Settle ``job``; True if that handed this worker its next job (in ``_handoff``)."""
+        self._returning = True
+        try:
+            self._settle(job, result)
+        finally:
+            self._returning = False
+        return self._has_handoff
+
+    def _take(self) -> J:
+        job = self._handoff
+        self._handoff = None
+        self._has_handoff = False
+        return job  # type: ignore[return-value]
+
     async def _worker(self, job: J) -> None:
-        last_yield = time.perf_counter()
+        """Run ``job``, then every job handed over while settling, each in the worker's scope.
+
+        One scope serves the jobs that run back to back; a new one is entered after a job's
+        scope was cancelled, and after each :data:`YIELD_EVERY` checkpoint (taken outside
+        any scope, so no job's deadline or cancellation can fire in it).
+        """
         try:
             while True:
-                result = await self._run(job)
-                self._returning = True
+                scope = trio.CancelScope()
+                until = time.perf_counter() + YIELD_EVERY
+                running = False  # whether `job` has started and is not settled yet
                 try:
-                    self._settle(job, result)
-                finally:
-                    self._returning = False
-                if not self._has_handoff:
-                    return
-                job = self._handoff  # type: ignore[assignment]
-                self._handoff = None
-                self._has_handoff = False
-                # Let other tasks run: a stream of jobs that never checkpoint must not hold
-                # the event loop for more than about YIELD_EVERY seconds.
-                now = time.perf_counter()
-                if now - last_yield >= YIELD_EVERY:
+                    with scope:
+                        while True:
+                            running = True
+                            result = await self._run(job, scope)
+                            running = False
+                            if not self._settle_and_take(job, result):
+                                return
+                            job = self._take()
+                            if scope.cancel_called or time.perf_counter() >= until:
+                                break  # a fresh scope (and maybe a checkpoint) first
+                except BaseException:
+                    if running and self._interrupted is not None:
+                        self._interrupted(job)
+                    raise
+                if running:  # the scope caught a cancellation of `job`
+                    if not self._settle_and_take(job, self._cancelled):
+                        return
+                    job = self._take()
+                elif time.perf_counter() >= until:
+                    # Let other tasks run: a stream of jobs that never checkpoint must not
+                    # hold the event loop for more than about YIELD_EVERY seconds.
                     await trio.lowlevel.checkpoint()
-                    last_yield = time.perf_counter()
         finally:
             self.workers -= 1

@@ -53,6 +53,7 @@ class Command(Job):
         "attempts",
         "cancel_reason",
         "core",
+        "deadline",
         "done",
         "entered",
         "error",
@@ -97,7 +98,8 @@ class Command(Job):
         self.entered = False  # whether the current attempt's body has started
         self.status = CommandStatus.PENDING
         self.cancel_reason: Reason | None = None
-        self.scope: trio.CancelScope | None = None
+        self.scope: trio.CancelScope | None = None  # its worker's, while its body runs
+        self.deadline = 0.0  # of the current attempt (math.inf: no timeout)
         self.started_at = 0.0
         self.done = trio.Event()
         self.value: Any = None

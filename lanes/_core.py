@@ -7,6 +7,7 @@ dead-letter queue and the events always agree when a handle resolves.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
@@ -102,7 +103,7 @@ class Core:
     # -- attempts ------------------------------------------------------------------------------
 
     def begin(self, cmd: Command) -> None:
-        """The policy granted ``cmd`` a slot: it starts now (count the attempt, arm its scope).
+        """The policy granted ``cmd`` a slot: it starts now (count the attempt, set its deadline).
 
         Called by the supervisor in policy order, so ``Started`` events and attempt counts
         follow the policy's decisions exactly; the lane's worker runs the body next.
@@ -115,8 +116,7 @@ class Core:
         self.metrics.wait[cmd.lane].record(now - cmd.pending_since)
         if cmd.payload is not None and self.durable is not None:
             self.durable.started(cmd)
-        deadline = now + cmd.timeout if cmd.timeout is not None else float("inf")
-        cmd.scope = trio.CancelScope(deadline=deadline)
+        cmd.deadline = now + cmd.timeout if cmd.timeout is not None else math.inf
         if self.bus.active:
             waited = now - cmd.pending_since
             self.bus.emit(ev.Started(cmd.lane, cmd.id, now, cmd.attempts, waited))
@@ -294,8 +294,10 @@ class Core:
         if cmd.cancel_reason is not None:
             return  # already being cancelled; that frees the slot too
         cmd.cancel_reason = Reason.PREEMPT
-        if cmd.scope is not None:
-            cmd.scope.cancel()  # its worker requeues it (before or after entering the body)
+        if cmd.entered:
+            assert cmd.scope is not None
+            cmd.scope.cancel()  # its worker requeues it
+        # Not entered yet: its worker finds the reason and requeues it without running it.
 
     def _cancelled(self, cmd: Command) -> None:
         if cmd.payload is not None and self.durable is not None:

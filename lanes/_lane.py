@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import trio
+
 from actors import WorkerPool
 
 from ._command import TERMINAL, Command
@@ -24,41 +26,43 @@ class Attempt:
 
 
 async def run_attempt(
-    core: Core, cmd: Command, call: Callable[[Command], Awaitable[Any]] | None = None
+    core: Core,
+    cmd: Command,
+    scope: trio.CancelScope,
+    call: Callable[[Command], Awaitable[Any]] | None = None,
 ) -> int:
-    """Run one attempt of ``cmd``; return an :class:`Attempt` code for ``Core.settle``.
+    """Run one attempt of ``cmd`` in ``scope`` (its worker's); return an :class:`Attempt` code.
 
     The body is ``await cmd.fn(*cmd.args)``, or ``await call(cmd)`` when the lane gives a
-    ``call`` (a process lane runs the function in a worker process).
+    ``call`` (a process lane runs the function in a worker process). The command's deadline
+    goes on the scope, and the scope on the command (``Core.cancel`` and ``Core.preempt``
+    cancel it) until the attempt is settled.
 
-    An outer cancellation (the system closing) resolves the command as cancelled and
-    propagates; nothing is left pending.
+    A cancellation of ``scope`` propagates out of here: the worker pool catches it and
+    settles the attempt as ``SCOPE_CANCELLED``. An outer cancellation (the system closing)
+    resolves the command as cancelled (the pool's ``interrupted`` hook) and propagates;
+    nothing is left pending.
     """
     if cmd.status in TERMINAL:
         return Attempt.SKIPPED  # cancelled after its grant, before its body started
-    scope = cmd.scope
-    assert scope is not None
     if cmd.cancel_reason is not None:
         return Attempt.SCOPE_CANCELLED  # preempted (or shutting down) before it started
+    if scope.deadline != cmd.deadline:
+        scope.deadline = cmd.deadline
+    cmd.scope = scope
     cmd.entered = True
     for hook in core.bus.entering:
         hook(cmd.id)
     try:
-        with scope:
-            if call is None:
-                cmd.value = await cmd.fn(*cmd.args)
-            else:
-                cmd.value = await call(cmd)
+        if call is None:
+            cmd.value = await cmd.fn(*cmd.args)
+        else:
+            cmd.value = await call(cmd)
     except Exception as exc:
         if scope.cancel_called:  # a timeout, cancel or preemption the body turned into an error
             return Attempt.SCOPE_CANCELLED
         cmd.error = exc
         return Attempt.RAISED
-    except BaseException:
-        core.interrupted(cmd)
-        raise
-    if scope.cancelled_caught:
-        return Attempt.SCOPE_CANCELLED
     return Attempt.RETURNED
 
 
@@ -68,7 +72,13 @@ def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
     config = core.configs[lane]
     call = process_caller(config) if config.executor == "process" else None
 
-    async def run(cmd: Command) -> int:
-        return await run_attempt(core, cmd, call)
+    async def run(cmd: Command, scope: trio.CancelScope) -> int:
+        return await run_attempt(core, cmd, scope, call)
 
-    return WorkerPool(run, core.settle, name=f"lane:{lane}")
+    return WorkerPool(
+        run,
+        core.settle,
+        name=f"lane:{lane}",
+        cancelled=Attempt.SCOPE_CANCELLED,
+        interrupted=core.interrupted,
+    )

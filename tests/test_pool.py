@@ -2,24 +2,46 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 import pytest
 import trio
 import trio.testing
 
 from actors import WorkerPool
 
+CANCELLED = -1
+
 
 class Jobs:
-    """A pool whose jobs sleep, and which records what ran and what was settled."""
+    """A pool whose jobs sleep, and which records what ran and what was settled.
 
-    def __init__(self, *, chain: list[int] | None = None) -> None:
+    A job ``j`` sleeps ``j`` seconds (under a deadline ``deadlines[j]``, default none) and
+    returns ``j * 10``; the pool settles a job its scope cancelled with ``CANCELLED``.
+    """
+
+    def __init__(
+        self, *, chain: list[int] | None = None, deadlines: dict[int, float] | None = None
+    ) -> None:
         self.ran: list[int] = []
         self.settled: list[tuple[int, int]] = []
+        self.interrupted: list[int] = []
+        self.scopes: dict[int, trio.CancelScope] = {}
         self.chain = chain or []
-        self.pool: WorkerPool[int, int] = WorkerPool(self.run, self.settle, name="test")
+        self.deadlines = deadlines or {}
+        self.pool: WorkerPool[int, int] = WorkerPool(
+            self.run,
+            self.settle,
+            name="test",
+            cancelled=CANCELLED,
+            interrupted=self.interrupted.append,
+        )
 
-    async def run(self, job: int) -> int:
+    async def run(self, job: int, scope: trio.CancelScope) -> int:
         self.ran.append(job)
+        self.scopes[job] = scope
+        scope.deadline = self.deadlines.get(job, math.inf)
         await trio.sleep(job)
         return job * 10
 
@@ -81,7 +103,8 @@ async def test_cancelling_the_owner_cancels_running_jobs(autojump_clock: trio.ab
             jobs.pool.attach(nursery)
             jobs.pool.deliver(100)
     assert jobs.ran == [100]
-    assert jobs.settled == []  # cancelled in run(): never settled
+    assert jobs.settled == []  # cancelled in run(): never settled...
+    assert jobs.interrupted == [100]  # ...but reported to the owner
     assert trio.current_time() == pytest.approx(1.0)
 
 
@@ -95,3 +118,91 @@ async def test_a_closed_or_unstarted_pool_refuses_jobs() -> None:
         assert not jobs.pool.serving
         with pytest.raises(RuntimeError, match="attach"):
             jobs.pool.deliver(1)
+
+
+async def test_a_cancelled_job_is_settled_and_the_next_gets_a_fresh_scope(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    jobs = Jobs(chain=[1, 2])
+    async with trio.open_nursery() as nursery:
+        await nursery.start(jobs.pool.serve)
+        jobs.pool.deliver(5)
+        await trio.sleep(1)
+        jobs.scopes[5].cancel()  # cancels job 5 alone
+        await trio.sleep(10)
+        assert jobs.settled == [(5, CANCELLED), (1, 10), (2, 20)]
+        assert jobs.scopes[1] is not jobs.scopes[5]  # renewed after the cancellation
+        assert jobs.scopes[2] is jobs.scopes[1]  # back to back: one scope
+        assert not jobs.scopes[1].cancel_called
+        assert jobs.interrupted == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_deadline_acts_on_its_own_job_only(autojump_clock: trio.abc.Clock) -> None:
+    # Job 3 times out at t=2; job 4, handed to the same worker, sets no deadline and runs
+    # its full 4 s; then job 1 gets a deadline that does not bite.
+    jobs = Jobs(chain=[4, 1], deadlines={3: 2.0, 1: 100.0})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(jobs.pool.serve)
+        jobs.pool.deliver(3)
+        await trio.sleep(10)
+        assert jobs.settled == [(3, CANCELLED), (4, 40), (1, 10)]
+        assert trio.current_time() == pytest.approx(10)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_job_that_raises_through_run_fails_the_worker_only_after_reporting(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    class Boom(Exception):
+        pass
+
+    interrupted: list[int] = []
+
+    async def run(job: int, scope: trio.CancelScope) -> int:
+        await trio.sleep(1)
+        raise Boom(job)
+
+    pool: WorkerPool[int, int] = WorkerPool(
+        run, lambda job, result: None, cancelled=CANCELLED, interrupted=interrupted.append
+    )
+    with pytest.RaisesGroup(Boom, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(pool.serve)
+            pool.deliver(7)
+    assert interrupted == [7]
+    assert pool.workers == 0
+
+
+async def test_jobs_that_never_checkpoint_still_let_other_tasks_run() -> None:
+    # 2,000 jobs back to back that never checkpoint (about 1 us each): the worker
+    # checkpoints every YIELD_EVERY seconds, so a task spinning on checkpoints gets turns.
+    left = [2_000]
+    settled: list[int] = []
+    scopes: set[int] = set()
+
+    async def run(job: int, scope: trio.CancelScope) -> int:
+        scopes.add(id(scope))
+        end = time.perf_counter() + 1e-6
+        while time.perf_counter() < end:
+            pass
+        return job
+
+    def settle(job: int, result: int) -> None:
+        settled.append(result)
+        left[0] -= 1
+        if left[0]:
+            pool.deliver(job + 1)
+
+    pool: WorkerPool[int, int] = WorkerPool(run, settle, cancelled=CANCELLED)
+    turns = 0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.serve)
+        pool.deliver(0)
+        while left[0]:
+            turns += 1
+            await trio.lowlevel.checkpoint()
+        nursery.cancel_scope.cancel()
+    assert settled == list(range(2_000))
+    assert turns >= 2  # the other task ran in between, more than once
+    assert len(scopes) >= 2  # a fresh scope after each yield
