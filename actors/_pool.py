@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
@@ -11,7 +12,7 @@ import trio
 __all__ = ["WorkerPool"]
 
 J = TypeVar("J")
-YIELD_EVERY = 0.0005  # seconds a worker may run jobs back to back without a checkpoint
+YIELD_EVERY = 0.0001  # seconds a worker may run jobs back to back without a checkpoint
 R = TypeVar("R")
 
 
@@ -147,17 +148,17 @@ class WorkerPool(Generic[J, R]):
     async def _worker(self, job: J) -> None:
         """Run ``job``, then every job handed over while settling, each in the worker's scope.
 
-        One scope serves the jobs that run back to back; a new one is entered after a job's
-        scope was cancelled, and after each :data:`YIELD_EVERY` checkpoint (taken outside
-        any scope, so no job's deadline or cancellation can fire in it).
+        One scope serves the jobs that run back to back; a fresh one is entered only after
+        a job's scope was cancelled. The :data:`YIELD_EVERY` checkpoint is taken between
+        jobs with no deadline on the scope, so nothing of a finished job can fire in it.
         """
         try:
             while True:
                 scope = trio.CancelScope()
-                until = time.perf_counter() + YIELD_EVERY
                 running = False  # whether `job` has started and is not settled yet
                 try:
                     with scope:
+                        until = time.perf_counter() + YIELD_EVERY
                         while True:
                             running = True
                             result = await self._run(job, scope)
@@ -165,8 +166,16 @@ class WorkerPool(Generic[J, R]):
                             if not self._settle_and_take(job, result):
                                 return
                             job = self._take()
-                            if scope.cancel_called or time.perf_counter() >= until:
-                                break  # a fresh scope (and maybe a checkpoint) first
+                            if scope.cancel_called:
+                                break  # a fresh scope for the next job
+                            if time.perf_counter() >= until:
+                                # Let other tasks run: a stream of jobs that never
+                                # checkpoint must not hold the event loop for more than
+                                # about YIELD_EVERY seconds.
+                                if scope.deadline != math.inf:
+                                    scope.deadline = math.inf
+                                await trio.lowlevel.checkpoint()
+                                until = time.perf_counter() + YIELD_EVERY
                 except BaseException:
                     if running and self._interrupted is not None:
                         self._interrupted(job)
@@ -175,9 +184,5 @@ class WorkerPool(Generic[J, R]):
                     if not self._settle_and_take(job, self._cancelled):
                         return
                     job = self._take()
-                elif time.perf_counter() >= until:
-                    # Let other tasks run: a stream of jobs that never checkpoint must not
-                    # hold the event loop for more than about YIELD_EVERY seconds.
-                    await trio.lowlevel.checkpoint()
         finally:
             self.workers -= 1

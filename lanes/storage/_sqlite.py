@@ -253,7 +253,9 @@ class SqliteStorage:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ValueError, OverflowError) as exc:
+            # ValueError: text that is not valid Unicode (a lone surrogate); OverflowError:
+            # an integer wider than 64 bits. The transaction was rolled back either way.
             raise StorageError(f"{self!r}: write failed: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
