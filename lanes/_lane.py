@@ -1,4 +1,4 @@
-"""A lane's attempts: each command runs in the lane's worker pool under its own cancel scope."""
+"""A lane's attempts: each command runs in the lane's worker pool, in its worker's cancel scope."""
 
 from __future__ import annotations
 
