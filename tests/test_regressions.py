@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import pytest
 import trio
 import trio.testing
 
+import actors._pool
 import lanes
 from lanes import LaneConfig, PriorityBoost, RetryPolicy
 from lanes.storage import MemoryStorage
@@ -233,3 +236,46 @@ async def test_cancelled_delayed_commands_leave_the_timer_heap(
         # The supervisor had armed its timer for the first one (t=1000): it wakes once, finds
         # nothing due and sleeps for good (before, it woke for each of the thousand).
         assert await steps_while_sleeping(3000) == 1
+
+
+@pytest.mark.parametrize("slice_seconds", [math.inf, 0.0])
+async def test_a_commands_timeout_or_cancel_never_reaches_the_next_one_in_its_worker(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch, slice_seconds: float
+) -> None:
+    # A lane with one slot runs its commands back to back in one worker, inside one cancel
+    # scope: the first command's deadline (t=10) and a late cancel of the first command
+    # must not touch the second, which runs from t=1 to t=21. Both with the worker never
+    # yielding between the two (the next command must clear the deadline itself) and
+    # yielding after every command.
+    monkeypatch.setattr(actors._pool, "YIELD_EVERY", slice_seconds)
+    events: list[tuple[str, float]] = []
+
+    async def quick() -> None:
+        await trio.sleep(1)
+        events.append(("quick", trio.current_time()))
+
+    async def slow() -> None:
+        await trio.sleep(20)
+        events.append(("slow", trio.current_time()))
+
+    async with lanes.open_lane_system([LaneConfig("work", 0, max_concurrency=1)]) as system:
+        first = await system.submit("work", quick, timeout=10)
+        second = await system.submit("work", slow)
+        await first.result()
+        first.cancel()  # finished: a no-op, even though its worker's scope runs `slow` now
+        await second.result()
+    assert events == [("quick", 1.0), ("slow", 21.0)]
+    assert second.status == "done"
+
+
+async def test_a_timed_out_command_leaves_the_next_one_a_fresh_scope(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system([LaneConfig("work", 0, max_concurrency=1)]) as system:
+        stuck = await system.submit("work", sleeper, 100, timeout=2)
+        after = await system.submit("work", sleeper, 5)
+        with pytest.raises(lanes.CommandTimeout):
+            await stuck.result()
+        assert trio.current_time() == pytest.approx(2)
+        await after.result()
+        assert trio.current_time() == pytest.approx(7)
