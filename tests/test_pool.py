@@ -135,6 +135,7 @@ async def test_a_cancelled_job_is_settled_and_the_next_gets_a_fresh_scope(
         assert jobs.scopes[2] is jobs.scopes[1]  # back to back: one scope
         assert not jobs.scopes[1].cancel_called
         assert jobs.interrupted == []
+        assert jobs.pool.workers == 0  # the worker ended with its last job: no task left
         nursery.cancel_scope.cancel()
 
 

@@ -264,6 +264,8 @@ async def test_a_commands_timeout_or_cancel_never_reaches_the_next_one_in_its_wo
         await first.result()
         first.cancel()  # finished: a no-op, even though its worker's scope runs `slow` now
         await second.result()
+        lane = system.statistics().lanes["work"]
+        assert (lane.active, lane.pending, lane.cancelled) == (0, 0, 0)  # no slot left held
     assert events == [("quick", 1.0), ("slow", 21.0)]
     assert second.status == "done"
 
@@ -279,3 +281,5 @@ async def test_a_timed_out_command_leaves_the_next_one_a_fresh_scope(
         assert trio.current_time() == pytest.approx(2)
         await after.result()
         assert trio.current_time() == pytest.approx(7)
+        lane = system.statistics().lanes["work"]
+        assert (lane.active, lane.timed_out, lane.completed) == (0, 1, 1)
