@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import trio
 
@@ -15,17 +15,20 @@ J = TypeVar("J")
 YIELD_EVERY = 0.0001  # seconds a worker may run jobs back to back without a checkpoint
 R = TypeVar("R")
 
+_STOP: Any = object()  # what a parked worker is woken with when it is to exit
+
 
 class WorkerPool(Generic[J, R]):
     """Runs each job given to :meth:`deliver` in a worker task of the pool's own nursery.
 
     A job runs in two steps: ``run(job, scope)`` (async: the work itself) and then
     ``settle(job, result)`` (synchronous: the bookkeeping). If ``settle`` delivers another
-    job to the same pool, the worker that just finished runs it next, back to back, instead
-    of a new task being spawned; otherwise the worker exits. So an idle pool holds no worker
-    tasks, and a busy one pays for a task spawn only when its concurrency grows. A worker that
-    ran jobs back to back for :data:`YIELD_EVERY` seconds checkpoints before the next one, so
-    jobs that never checkpoint cannot starve other tasks.
+    job to the same pool, the worker that just finished runs it next, back to back, without
+    a task switch. A worker with nothing to run parks; the next :meth:`deliver` hands its job
+    to a parked worker (a reschedule, cheaper than a new task) before it spawns one.
+    :meth:`reap` ends the parked workers: the owner calls it when it goes idle, so an idle
+    pool holds no task. A worker that ran jobs back to back for :data:`YIELD_EVERY` seconds
+    checkpoints before the next one, so jobs that never checkpoint cannot starve other tasks.
 
     Each worker runs its jobs inside a cancel scope of its own, the ``scope`` that ``run``
     receives (entering a fresh scope per job would cost more than a trivial job itself).
@@ -42,10 +45,11 @@ class WorkerPool(Generic[J, R]):
     The pool does not limit concurrency itself: the caller delivers a job only when it has a
     slot for it (each delivered job gets a worker at once).
 
-    Run the pool with ``await nursery.start(pool.serve)``, or let it start itself with its
-    first job: ``pool.attach(nursery)`` (then an idle pool costs no task at all). Either way
-    the pool's jobs run in its own nursery, and cancelling the task that owns it cancels
-    every running job.
+    Run the pool with ``await nursery.start(pool.serve)`` (it then serves until cancelled),
+    or let it start itself with its first job: ``pool.attach(nursery)``. An attached pool's
+    task ends once its last worker is reaped, and starts again with the next job, so an idle
+    attached pool costs no task at all. Either way the pool's jobs run in its own nursery,
+    and cancelling the task that owns it cancels every running job.
     """
 
     def __init__(
@@ -64,71 +68,109 @@ class WorkerPool(Generic[J, R]):
         self.name = name or "pool"
         self.workers = 0
         self._nursery: trio.Nursery | None = None
-        self._parent: trio.Nursery | None = None  # where serve() starts itself (attach)
-        self._backlog: list[J] = []  # jobs delivered before serve() started
+        self._parent: trio.Nursery | None = None  # where the pool starts itself (attach)
+        self._backlog: list[J] = []  # jobs delivered before the pool's task started
+        self._parked: list[trio.lowlevel.Task] = []
+        self._given: dict[trio.lowlevel.Task, J] = {}
         self._returning = False
         self._handoff: J | None = None
         self._has_handoff = False
+        self._closed = False
+        self._linger = True  # whether a worker with nothing to run parks (or exits)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the pool's nursery until cancelled. Ready (``started``) once jobs can run."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            backlog, self._backlog = self._backlog, []
-            for job in backlog[1:]:
-                self.workers += 1
-                nursery.start_soon(self._worker, job)
-            task_status.started()
-            try:
-                if backlog:  # the first job runs in this task: no extra task switch
-                    self.workers += 1
-                    await self._worker(backlog[0])
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
                 await trio.sleep_forever()
-            finally:
+        finally:
+            self._nursery = None
+            self._parent = None  # a pool that stopped serving never starts again
+
+    async def _serve_lazily(self) -> None:
+        """The attached pool's task: its nursery lives while it has workers."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                backlog, self._backlog = self._backlog, []
+                for job in backlog[1:]:
+                    self.workers += 1
+                    nursery.start_soon(self._worker, job)
+                self.workers += 1
+                await self._worker(backlog[0])  # the first job runs here: no extra switch
+        except BaseException:
+            self._parent = None  # cancelled or failed: a stopped pool never starts again
+            raise
+        finally:
+            if self._nursery is nursery:
                 self._nursery = None
-                self._parent = None  # a pool that stopped serving never starts again
 
     def attach(self, nursery: trio.Nursery) -> None:
-        """Serve lazily: the first :meth:`deliver` starts :meth:`serve` in ``nursery``.
+        """Serve lazily: the first :meth:`deliver` starts the pool's task in ``nursery``.
 
-        Jobs delivered before it runs wait for it (a task switch). Until then the pool holds
-        no task and no nursery of its own.
+        Jobs delivered before it runs wait for it (a task switch). Until then, and again
+        once its last worker is reaped, the pool holds no task and no nursery of its own.
         """
         self._parent = nursery
 
     def close(self) -> None:
-        """Take no more jobs: a pool attached but not started yet never starts."""
-        if self._nursery is None:
-            self._parent = None
+        """Take no more jobs: parked workers exit, running ones exit after their job."""
+        self._closed = True
+        self._parent = None
+        self.reap()
 
     @property
     def serving(self) -> bool:
-        """Whether jobs can be delivered: :meth:`serve` runs, or will start on demand."""
-        return self._nursery is not None or self._parent is not None
+        """Whether jobs can be delivered: the pool runs, or will start on demand."""
+        return not self._closed and (self._nursery is not None or self._parent is not None)
+
+    @property
+    def parked(self) -> int:
+        """How many workers wait for a job."""
+        return len(self._parked)
 
     def deliver(self, job: J) -> None:
-        """Run ``job`` now: hand it to the worker that is settling, or spawn a worker.
+        """Run ``job`` now: hand it to the worker that is settling, to a parked worker, or
+        to a new worker.
 
         Raises:
             RuntimeError: the pool is not serving.
         """
+        self._linger = True
         if self._returning and not self._has_handoff:
             self._handoff = job
             self._has_handoff = True
             return
+        if self._parked:
+            task = self._parked.pop()
+            self._given[task] = job
+            trio.lowlevel.reschedule(task)
+            return
+        if not self.serving:
+            msg = (
+                f"worker pool {self.name!r} is not serving; start it with "
+                "nursery.start(serve) or attach(nursery)"
+            )
+            raise RuntimeError(msg)
         if self._nursery is None:
-            if self._parent is None:
-                msg = (
-                    f"worker pool {self.name!r} is not serving; start it with "
-                    "nursery.start(serve) or attach(nursery)"
-                )
-                raise RuntimeError(msg)
+            assert self._parent is not None
             self._backlog.append(job)
             if len(self._backlog) == 1:
-                self._parent.start_soon(self.serve, name=self.name)
+                self._parent.start_soon(self._serve_lazily, name=self.name)
             return
         self.workers += 1
         self._nursery.start_soon(self._worker, job)
+
+    def reap(self) -> None:
+        """End every parked worker, and let workers that run out of jobs exit instead of
+        parking, until the next :meth:`deliver`. Running jobs are not affected."""
+        self._linger = False
+        parked, self._parked = self._parked, []
+        for task in parked:
+            self._given[task] = _STOP
+            trio.lowlevel.reschedule(task)
 
     def _settle_and_take(self, job: J, result: R) -> bool:
         """Settle ``job``; True if that handed this worker its next job (in ``_handoff``)."""
@@ -145,12 +187,24 @@ class WorkerPool(Generic[J, R]):
         self._has_handoff = False
         return job  # type: ignore[return-value]
 
+    async def _park(self) -> J:
+        """Wait for a job from :meth:`deliver` (or ``_STOP`` from :meth:`reap`)."""
+        task = trio.lowlevel.current_task()
+        self._parked.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._parked.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        return self._given.pop(task)
+
     async def _worker(self, job: J) -> None:
-        """Run ``job``, then every job handed over while settling, each in the worker's scope.
+        """Run ``job``, then every job handed over, each in the worker's scope; park between.
 
         One scope serves the jobs that run back to back; a fresh one is entered only after
-        a job's scope was cancelled. The :data:`YIELD_EVERY` checkpoint is taken between
-        jobs with no deadline on the scope, so nothing of a finished job can fire in it.
+        a job's scope was cancelled. The :data:`YIELD_EVERY` checkpoint and parking happen
+        with no deadline on the scope, so nothing of a finished job can fire in them.
         """
         try:
             while True:
@@ -163,19 +217,27 @@ class WorkerPool(Generic[J, R]):
                             running = True
                             result = await self._run(job, scope)
                             running = False
-                            if not self._settle_and_take(job, result):
-                                return
-                            job = self._take()
-                            if scope.cancel_called:
-                                break  # a fresh scope for the next job
-                            if time.perf_counter() >= until:
+                            if self._settle_and_take(job, result):
+                                job = self._take()
+                                if scope.cancel_called:
+                                    break  # a fresh scope for the next job
+                                if time.perf_counter() < until:
+                                    continue
                                 # Let other tasks run: a stream of jobs that never
                                 # checkpoint must not hold the event loop for more than
                                 # about YIELD_EVERY seconds.
                                 if scope.deadline != math.inf:
                                     scope.deadline = math.inf
                                 await trio.lowlevel.checkpoint()
-                                until = time.perf_counter() + YIELD_EVERY
+                            else:
+                                if scope.cancel_called or not self._linger or self._closed:
+                                    return
+                                if scope.deadline != math.inf:
+                                    scope.deadline = math.inf
+                                job = await self._park()
+                                if job is _STOP:
+                                    return
+                            until = time.perf_counter() + YIELD_EVERY
                 except BaseException:
                     if running and self._interrupted is not None:
                         self._interrupted(job)
@@ -186,3 +248,6 @@ class WorkerPool(Generic[J, R]):
                     job = self._take()
         finally:
             self.workers -= 1
+            if not self.workers and self._parent is not None:
+                # The attached pool's nursery is about to close: the next job starts anew.
+                self._nursery = None

@@ -11,7 +11,7 @@ import attrs
 import trio
 
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout, LaneConfigError
-from ._policy import Job
+from ._policy import Job, JobState
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -35,6 +35,14 @@ class CommandStatus(enum.StrEnum):
 
 
 TERMINAL = frozenset({CommandStatus.DONE, CommandStatus.FAILED, CommandStatus.CANCELLED})
+
+# A command's public status, from its one state (and, while it waits, its attempts).
+_STATUS = {
+    JobState.ACTIVE: CommandStatus.RUNNING,
+    JobState.DONE: CommandStatus.DONE,
+    JobState.FAILED: CommandStatus.FAILED,
+    JobState.CANCELLED: CommandStatus.CANCELLED,
+}
 
 
 class Reason(enum.Enum):
@@ -66,7 +74,6 @@ class Command(Job):
         "payload",
         "scope",
         "started_at",
-        "status",
         "stored_seq",
         "submitted_wall",
         "timeout",
@@ -96,7 +103,6 @@ class Command(Job):
         self.attempts = 0
         self.holds_room = False
         self.entered = False  # whether the current attempt's body has started
-        self.status = CommandStatus.PENDING
         self.cancel_reason: Reason | None = None
         self.scope: trio.CancelScope | None = None  # its worker's, while its body runs
         self.deadline = 0.0  # of the current attempt (math.inf: no timeout)
@@ -109,6 +115,14 @@ class Command(Job):
         self.stored_seq = 0
         self.submitted_wall = 0.0
         self.handle: CommandHandle[Any] = CommandHandle(self)
+
+    @property
+    def status(self) -> CommandStatus:
+        """The public status, derived from :attr:`state`."""
+        status = _STATUS.get(self.state)
+        if status is not None:
+            return status
+        return CommandStatus.RETRYING if self.attempts else CommandStatus.PENDING
 
 
 class CommandHandle(Generic[T]):

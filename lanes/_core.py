@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from actors import WorkerPool
+
 from . import events as ev
 from ._bus import EventBus
-from ._command import TERMINAL, Command, CommandStatus, Reason
+from ._command import Command, Reason
 from ._config import LaneConfig
 from ._dlq import DeadLetter, DeadLetterQueue, Resubmit
 
@@ -56,6 +58,7 @@ class Core:
         self.accepting = True
         self._random = rng
         self.wake: Callable[[], None] = _nothing
+        self.pools: dict[str, WorkerPool[Command, int]] = {}
         self._idle: trio.Event | None = None
         self._prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
@@ -79,9 +82,12 @@ class Core:
         return Command(self, command_id, lane, fn, args, type_name, key, timeout)
 
     def accept(self, cmd: Command, delay: float | None, *, holds_room: bool = True) -> None:
-        """Make ``cmd`` pending; ``holds_room``: it took an inbox place (recovery: it did not)."""
+        """Make ``cmd`` pending; ``holds_room``: it took an inbox place (recovery: it did not).
+
+        The fast path: a command of a local lane (no global cap, rate limit or shared
+        limit) with a free slot starts here and now, without a decision round.
+        """
         now = trio.current_time()
-        self.policy.add(cmd, now, ready_at=None if not delay else now + delay)
         cmd.holds_room = holds_room
         self.live[cmd] = None
         if cmd.key is not None:
@@ -89,29 +95,32 @@ class Core:
         self.counters[cmd.lane].submitted += 1
         if self.bus.active:
             self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now, cmd.type_name))
-        if delay or self.policy.cap is not None:
-            self.wake()  # a timer to arm, or (global cap) a possible preemption
-            return
-        state = self.policy.lanes[cmd.lane]
-        if not state.paused and state.active < state.max:
-            self.wake()
-        # Otherwise the decision would change nothing: without a global cap a command of a
-        # lane that is paused or at its max_concurrency cannot start, nor make anything give
-        # way; the next completion or resume of that lane decides. (In the closed-loop
-        # throughput benchmark this skips about half of all decision rounds.)
+        policy = self.policy
+        if policy.add(cmd, now, ready_at=now + delay if delay else None):
+            self.grant(cmd, now)
+        elif delay or policy.needs_round(cmd.lane, now):
+            self.wake()  # a timer to arm, a cap to share, or a possible preemption
+        # Otherwise the decision would change nothing: the command's lane is local and
+        # paused or at its max_concurrency; the next completion or resume there decides.
+
+    def grant(self, cmd: Command, now: float) -> None:
+        """The policy started ``cmd``: begin its attempt and hand it to its lane's worker."""
+        pool = self.pools[cmd.lane]
+        if not pool.serving:
+            return  # the system is being torn down: it is resolved as cancelled
+        self.begin(cmd, now)
+        pool.deliver(cmd)
 
     # -- attempts ------------------------------------------------------------------------------
 
-    def begin(self, cmd: Command) -> None:
+    def begin(self, cmd: Command, now: float) -> None:
         """The policy granted ``cmd`` a slot: it starts now (count the attempt, set its deadline).
 
-        Called by the supervisor in policy order, so ``Started`` events and attempt counts
-        follow the policy's decisions exactly; the lane's worker runs the body next.
+        Called in policy order, so ``Started`` events and attempt counts follow the
+        policy's decisions exactly; the lane's worker runs the body next.
         """
-        now = trio.current_time()
         self._release_room(cmd)
         cmd.attempts += 1
-        cmd.status = CommandStatus.RUNNING
         cmd.started_at = now
         self.metrics.wait[cmd.lane].record(now - cmd.pending_since)
         if cmd.payload is not None and self.durable is not None:
@@ -123,10 +132,11 @@ class Core:
 
     def settle(self, cmd: Command, attempt: int) -> None:
         """Account for an attempt that ended (``attempt`` is an ``Attempt`` code)."""
+        now = trio.current_time()
         if attempt:  # it ran (0 = skipped before it started)
-            self.metrics.run[cmd.lane].record(trio.current_time() - cmd.started_at)
+            self.metrics.run[cmd.lane].record(now - cmd.started_at)
         if attempt == 1:  # returned
-            self.completed(cmd)
+            self.completed(cmd, now)
         elif attempt == 2:  # raised
             error, cmd.error = cmd.error, None
             assert error is not None
@@ -134,15 +144,19 @@ class Core:
         elif attempt == 3:  # its scope caught a cancellation
             self.scope_cancelled(cmd)
 
-    def completed(self, cmd: Command) -> None:
-        self.policy.finish(cmd)
+    def completed(self, cmd: Command, now: float) -> None:
+        policy = self.policy
+        following = policy.finish_next(cmd, now)  # the fast path: the lane's next command
         if cmd.payload is not None and self.durable is not None:
             self.durable.finished(cmd)
         self.counters[cmd.lane].completed += 1
         if self.bus.active:
-            now = trio.current_time()
             self.bus.emit(ev.Completed(cmd.lane, cmd.id, now, cmd.attempts, now - cmd.started_at))
-        self._resolve(cmd, CommandStatus.DONE, None)
+        self._resolve(cmd, JobState.DONE, None)
+        if following is not None:
+            self.grant(following, now)  # its worker is this one: it runs next, back to back
+        elif policy.needs_round(cmd.lane, now):
+            self.wake()
 
     def scope_cancelled(self, cmd: Command) -> None:
         """The command's own scope caught a cancellation: timeout, preemption or cancel."""
@@ -189,7 +203,6 @@ class Core:
             return
         delay = retry.delay(cmd.attempts, self.random.random())
         counters.retried += 1
-        cmd.status = CommandStatus.RETRYING
         cmd.scope = None
         cmd.entered = False
         self.policy.retry(cmd, now, now + delay)
@@ -225,13 +238,12 @@ class Core:
         if self.bus.active:
             self.bus.emit(ev.Failed(lane, cmd.id, now, cmd.attempts, text))
             self.bus.emit(ev.DeadLettered(lane, cmd.id, now, cmd.attempts, text))
-        self._resolve(cmd, CommandStatus.FAILED, CommandTimeout if timed_out else CommandFailed)
+        self._resolve(cmd, JobState.FAILED, CommandTimeout if timed_out else CommandFailed)
+        self.wake()
 
     def _requeue_preempted(self, cmd: Command) -> None:
         now = trio.current_time()
-        if cmd.status is CommandStatus.RUNNING:
-            cmd.attempts -= 1  # a preemption is not an attempt
-            cmd.status = CommandStatus.PENDING if cmd.attempts == 0 else CommandStatus.RETRYING
+        cmd.attempts -= 1  # a preemption is not an attempt (it was counted when it began)
         cmd.cancel_reason = None
         cmd.scope = None
         cmd.entered = False
@@ -247,7 +259,7 @@ class Core:
 
     def cancel(self, cmd: Command, reason: Reason) -> None:
         """Cancel ``cmd`` wherever it is; no-op once it is terminal."""
-        if cmd.status in TERMINAL:
+        if cmd.state >= JobState.DONE:
             return
         if self.policy.remove(cmd):  # it was pending: resolve now
             self._release_room(cmd)
@@ -305,7 +317,8 @@ class Core:
         self.counters[cmd.lane].cancelled += 1
         if self.bus.active:
             self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time()))
-        self._resolve(cmd, CommandStatus.CANCELLED, CommandCancelled)
+        self._resolve(cmd, JobState.CANCELLED, CommandCancelled)
+        self.wake()
 
     def abort(self, cmd: Command, error: Exception) -> None:
         """A command that was never accepted (its storage write failed or came too late).
@@ -315,7 +328,7 @@ class Core:
         """
         if cmd.key is not None and self.keys.get(cmd.key) is cmd:
             del self.keys[cmd.key]
-        cmd.status = CommandStatus.FAILED
+        cmd.state = JobState.FAILED
         cmd.outcome_kind = CommandFailed
         cmd.error = error
         cmd.done.set()
@@ -337,17 +350,20 @@ class Core:
 
     # -- resolution ------------------------------------------------------------------------------
 
-    def _resolve(self, cmd: Command, status: CommandStatus, kind: type[Exception] | None) -> None:
-        cmd.status = status
+    def _resolve(self, cmd: Command, state: JobState, kind: type[Exception] | None) -> None:
+        """Terminal ``state``; the caller decides whether a decision round follows."""
+        cmd.state = state
         cmd.outcome_kind = kind
         cmd.scope = None
         if cmd.key is not None and self.keys.get(cmd.key) is cmd:
             del self.keys[cmd.key]
         del self.live[cmd]
         cmd.done.set()
-        if not self.live and self._idle is not None:
-            self._idle.set()
-        self.wake()
+        if not self.live:
+            if self._idle is not None:
+                self._idle.set()
+            for pool in self.pools.values():
+                pool.reap()  # an idle system keeps no parked worker
 
     async def wait_idle(self) -> None:
         """Wait until no accepted command is left unresolved."""

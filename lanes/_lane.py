@@ -9,8 +9,9 @@ import trio
 
 from actors import WorkerPool
 
-from ._command import TERMINAL, Command
+from ._command import Command
 from ._core import Core
+from ._policy import JobState
 from ._process import process_caller
 
 __all__ = ["Attempt", "new_lane_pool", "run_attempt"]
@@ -43,7 +44,7 @@ async def run_attempt(
     resolves the command as cancelled (the pool's ``interrupted`` hook) and propagates;
     nothing is left pending.
     """
-    if cmd.status in TERMINAL:
+    if cmd.state >= JobState.DONE:
         return Attempt.SKIPPED  # cancelled after its grant, before its body started
     if cmd.cancel_reason is not None:
         return Attempt.SCOPE_CANCELLED  # preempted (or shutting down) before it started

@@ -34,13 +34,20 @@ __all__ = ["Decision", "Job", "JobState", "Policy"]
 
 
 class JobState(IntEnum):
-    """Where a job is, as far as the policy knows."""
+    """Where a job is: the one state of a command (its public status derives from it).
+
+    The policy moves jobs between NEW, QUEUED, DELAYED, ACTIVE and GONE; the life cycle
+    (lanes/_core.py) takes a GONE job to its terminal state in the same synchronous step.
+    """
 
     NEW = 0
     QUEUED = 1  # in its lane's FIFO
     DELAYED = 2  # waiting for its ready time (delay= or retry backoff)
     ACTIVE = 3  # granted a slot (starting or running)
-    GONE = 4  # removed: finished or cancelled
+    GONE = 4  # released by the policy: its outcome is being settled
+    DONE = 5  # terminal: returned a value
+    FAILED = 6  # terminal: failed for good
+    CANCELLED = 7  # terminal: cancelled
 
 
 class Job:
@@ -77,6 +84,7 @@ class LaneState:
         "boost",
         "config",
         "limiter",
+        "local",
         "max",
         "name",
         "paused",
@@ -101,6 +109,7 @@ class LaneState:
         self.paused = False
         limit = config.shared_limit
         self.shared = None if limit is None else limit.attach(config.name, config.priority)
+        self.local = False  # set by the policy: whether this lane's starts depend on it alone
 
     def head(self) -> Job | None:
         """The first live queued job (cancelled jobs are dropped lazily)."""
@@ -147,6 +156,13 @@ class Policy:
         self._seq = 0
         self._start_seq = 0
         self._shared = [s for s in self.lanes.values() if s.shared is not None]
+        for state in self.lanes.values():
+            # Without a global cap, a rate limit or a shared limit, a lane's commands compete
+            # only with each other: a start or a freed slot there concerns that lane alone,
+            # so it is decided in O(1) without a round over every lane (the fast path).
+            state.local = max_concurrency is None and state.limiter is None
+            state.local = state.local and state.shared is None
+        self.all_local = all(state.local for state in self.lanes.values())
 
     def set_waker(self, wake: Callable[[], None]) -> None:
         """How a :class:`SharedLimit` asks this policy's shell to decide again (a grant)."""
@@ -162,12 +178,44 @@ class Policy:
 
     # -- state changes ------------------------------------------------------------------
 
-    def add(self, job: Job, now: float, *, ready_at: float | None = None) -> None:
-        """Accept a new job: queue it (or hold it until ``ready_at``)."""
+    def add(self, job: Job, now: float, *, ready_at: float | None = None) -> bool:
+        """Accept a new job: queue it (or hold it until ``ready_at``).
+
+        Returns True if the job started at once (it is ACTIVE): its lane is local (see
+        :attr:`LaneState.local`), not paused and has a free slot. Its queue is then empty:
+        a local lane with room never holds a queued job. Otherwise the job waits for
+        :meth:`schedule` (or :meth:`finish_next`).
+        """
         self._seq += 1
         job.seq = self._seq
-        self.lanes[job.lane].pending += 1
+        state = self.lanes[job.lane]
+        if (
+            ready_at is None
+            and state.local
+            and not state.paused
+            and state.active < state.max
+            and not self.due(now)
+        ):
+            job.pending_since = now
+            self._activate(state, job)
+            return True
+        state.pending += 1
         self._enqueue(job, now, ready_at)
+        return False
+
+    def finish_next(self, job: Job, now: float) -> Job | None:
+        """:meth:`finish` ``job``; if its lane is local, start its next queued job and
+        return it (None: nothing to start there, or the lane is not local and needs a
+        :meth:`schedule` round)."""
+        self.finish(job)
+        state = self.lanes[job.lane]
+        if not state.local or not state.pending or state.paused or self.due(now):
+            return None
+        head = state.head()
+        if head is None:
+            return None
+        self._start(head, now)
+        return head
 
     def _enqueue(self, job: Job, now: float, ready_at: float | None) -> None:
         if ready_at is not None and ready_at > now:
@@ -211,6 +259,15 @@ class Policy:
             job for _, job in sorted(self._delayed) if job.lane == lane and self.remove(job)
         )
         return removed
+
+    def due(self, now: float) -> bool:
+        """Whether a delayed job is due: it must be queued (a round) before others start."""
+        delayed = self._delayed
+        return bool(delayed) and delayed[0][0] <= now
+
+    def needs_round(self, lane: str, now: float) -> bool:
+        """Whether a slot freed in ``lane`` may start something a round must decide."""
+        return not self.lanes[lane].local or self.due(now)
 
     def finish(self, job: Job) -> None:
         """Release the slot of an active job (it completed, failed, or was cancelled)."""
@@ -348,12 +405,15 @@ class Policy:
         state = self.lanes[job.lane]
         state.queue.popleft()
         state.pending -= 1
-        state.active += 1
-        self.active_total += 1
         if state.limiter is not None:
             state.limiter.take(now)
         if state.shared is not None:
             state.shared.limit.take(state.shared, now)
+        self._activate(state, job)
+
+    def _activate(self, state: LaneState, job: Job) -> None:
+        state.active += 1
+        self.active_total += 1
         self._start_seq += 1
         job.start_seq = self._start_seq
         job.state = JobState.ACTIVE

@@ -74,11 +74,7 @@ class Supervisor:
         decision = policy.schedule(now)
         for job in decision.start:
             assert isinstance(job, Command)
-            pool = self.pools[job.lane]
-            if not pool.serving:
-                continue  # the system is being torn down: it is resolved as cancelled
-            self.core.begin(job)
-            pool.deliver(job)
+            self.core.grant(job, now)
         for job in decision.preempt:
             assert isinstance(job, Command)
             self.core.preempt(job)

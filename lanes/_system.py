@@ -832,6 +832,7 @@ async def _serve(
             for config in configs:
                 pools[config.name] = pool = new_lane_pool(core, config.name)
                 pool.attach(nursery)  # its task and nursery start with its first command
+            core.pools = pools
             system.supervisor = Supervisor(core, pools)
             await nursery.start(system.supervisor.run)
             if core.durable is not None:

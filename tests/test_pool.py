@@ -60,7 +60,10 @@ async def test_serve_runs_each_job_and_settles_it(autojump_clock: trio.abc.Clock
         jobs.pool.deliver(1)
         await trio.sleep(3)
         assert sorted(jobs.settled) == [(1, 10), (2, 20)]
-        assert jobs.pool.workers == 0  # an idle pool holds no worker task
+        assert jobs.pool.workers == jobs.pool.parked == 2  # idle workers park...
+        jobs.pool.reap()
+        await trio.testing.wait_all_tasks_blocked()
+        assert jobs.pool.workers == jobs.pool.parked == 0  # ...until reaped: no task left
         nursery.cancel_scope.cancel()
     assert not jobs.pool.serving
 
@@ -76,7 +79,7 @@ async def test_a_job_delivered_while_settling_runs_back_to_back(
         assert jobs.pool.workers == 1
         await trio.sleep(3.5)
         assert [job for job, _ in jobs.settled] == [1, 1, 1]
-        assert jobs.pool.workers == 0
+        assert jobs.pool.workers == jobs.pool.parked == 1  # one worker ran all three
         nursery.cancel_scope.cancel()
 
 
@@ -91,6 +94,14 @@ async def test_an_attached_pool_starts_with_its_first_job(autojump_clock: trio.a
         jobs.pool.deliver(2)  # before serve() ran: both wait for it
         await trio.sleep(2.5)
         assert sorted(jobs.settled) == [(1, 10), (2, 20)]
+        assert [task.name for task in nursery.child_tasks] == ["test"]
+        jobs.pool.reap()  # the workers end, and with the last one the pool's task
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(nursery.child_tasks) == 0
+        assert jobs.pool.serving  # it starts again with its next job
+        jobs.pool.deliver(1)
+        await trio.sleep(1.5)
+        assert jobs.settled[-1] == (1, 10)
         assert [task.name for task in nursery.child_tasks] == ["test"]
         nursery.cancel_scope.cancel()
     assert not jobs.pool.serving
@@ -135,7 +146,7 @@ async def test_a_cancelled_job_is_settled_and_the_next_gets_a_fresh_scope(
         assert jobs.scopes[2] is jobs.scopes[1]  # back to back: one scope
         assert not jobs.scopes[1].cancel_called
         assert jobs.interrupted == []
-        assert jobs.pool.workers == 0  # the worker ended with its last job: no task left
+        assert jobs.pool.workers == jobs.pool.parked == 1  # one worker, parked
         nursery.cancel_scope.cancel()
 
 
@@ -207,3 +218,61 @@ async def test_jobs_that_never_checkpoint_still_let_other_tasks_run() -> None:
     assert settled == list(range(2_000))
     assert turns >= 2  # the other task ran in between, more than once
     assert len(scopes) == 1  # yielding keeps the worker's scope
+
+
+async def test_a_parked_worker_takes_the_next_job_instead_of_a_new_task(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    jobs = Jobs()
+    workers: list[trio.lowlevel.Task] = []
+    run = jobs.run
+
+    async def recording_run(job: int, scope: trio.CancelScope) -> int:
+        workers.append(trio.lowlevel.current_task())
+        return await run(job, scope)
+
+    jobs.pool._run = recording_run  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(jobs.pool.serve)
+        jobs.pool.deliver(1)
+        await trio.sleep(2)
+        assert jobs.pool.parked == 1
+        jobs.pool.deliver(1)
+        await trio.sleep(2)
+        assert jobs.settled == [(1, 10), (1, 10)]
+        assert workers[0] is workers[1]  # the same task ran both
+        assert jobs.pool.workers == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_worker_that_runs_dry_after_reap_exits_instead_of_parking(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    jobs = Jobs()
+    original = jobs.settle
+
+    def settle_and_reap(job: int, result: int) -> None:
+        original(job, result)
+        jobs.pool.reap()  # the owner went idle while this worker settled
+
+    jobs.pool._settle = settle_and_reap  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(jobs.pool.serve)
+        jobs.pool.deliver(1)
+        await trio.sleep(2)
+        assert jobs.pool.workers == jobs.pool.parked == 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_closing_ends_parked_workers(autojump_clock: trio.abc.Clock) -> None:
+    jobs = Jobs()
+    async with trio.open_nursery() as nursery:
+        jobs.pool.attach(nursery)
+        jobs.pool.deliver(1)
+        await trio.sleep(2)
+        assert jobs.pool.parked == 1
+        jobs.pool.close()
+        await trio.testing.wait_all_tasks_blocked()
+        assert jobs.pool.workers == 0
+        assert len(nursery.child_tasks) == 0
+        assert not jobs.pool.serving

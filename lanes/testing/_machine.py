@@ -163,26 +163,7 @@ class PolicyStateMachine(RuleBasedStateMachine):
         model.advance(now)
         decision = self.policy.schedule(now)
         for job in decision.start:
-            command = self.index[job]
-            model.fuzzy = False
-            expected = model.next_start(now)
-            if not model.fuzzy and command != expected:
-                forbidden = model.why_not(job.lane, now)
-                rule = "rule 1" if forbidden else "rule 2"
-                because = f": {forbidden}" if forbidden else ""
-                raise AssertionError(
-                    f"{rule}: the policy started command {command} (lane {job.lane!r}) but "
-                    f"the model expects {expected}{because}\n{self._describe()}"
-                )
-            else:
-                self._check_start_allowed(command)
-            model.start(command, now)
-            self.attempts[command] += 1
-            retry = self.configs[job.lane].retry
-            assert self.attempts[command] <= retry.max_retries + 1, (
-                f"rule 4: command {command} starts attempt {self.attempts[command]} "
-                f"of at most {retry.max_retries + 1}"
-            )
+            self._check_started(job)
         model.fuzzy = False
         left = model.next_start(now)
         assert left is None or model.fuzzy, (
@@ -193,6 +174,30 @@ class PolicyStateMachine(RuleBasedStateMachine):
         self._check_preemptions([self.index[job] for job in decision.preempt], started)
         wake = self._next_wakeup()
         self._check_no_missed_wakeup(math.inf if wake is None else wake)
+
+    def _check_started(self, job: Job) -> None:
+        """The policy started ``job`` now: the model must agree (rules 1, 2 and 4)."""
+        model, now = self.model, self.now
+        command = self.index[job]
+        model.fuzzy = False
+        expected = model.next_start(now)
+        if not model.fuzzy and command != expected:
+            forbidden = model.why_not(job.lane, now)
+            rule = "rule 1" if forbidden else "rule 2"
+            because = f": {forbidden}" if forbidden else ""
+            raise AssertionError(
+                f"{rule}: the policy started command {command} (lane {job.lane!r}) but "
+                f"the model expects {expected}{because}\n{self._describe()}"
+            )
+        else:
+            self._check_start_allowed(command)
+        model.start(command, now)
+        self.attempts[command] += 1
+        retry = self.configs[job.lane].retry
+        assert self.attempts[command] <= retry.max_retries + 1, (
+            f"rule 4: command {command} starts attempt {self.attempts[command]} "
+            f"of at most {retry.max_retries + 1}"
+        )
 
     def _next_wakeup(self) -> float | None:
         """The policy's next wake-up; it must lie in the future."""
@@ -266,8 +271,11 @@ class PolicyStateMachine(RuleBasedStateMachine):
             self.attempts.append(0)
             self.outcome.append(None)
             ready_at = self.now + delay if delay else None
-            self.policy.add(job, self.now, ready_at=ready_at)
+            self.model.advance(self.now)
+            started = self.policy.add(job, self.now, ready_at=ready_at)
             self.model.submit(command, name, self.now, ready_at)
+            if started:  # the fast path: a local lane with room starts it at once
+                self._check_started(job)
         self._then(decide)
 
     def _then(self, decide: bool) -> None:
@@ -287,9 +295,12 @@ class PolicyStateMachine(RuleBasedStateMachine):
         if how == "fail":
             self._fail(command)
         else:
-            self.policy.finish(self.jobs[command])
+            self.model.advance(self.now)
+            following = self.policy.finish_next(self.jobs[command], self.now)
             self.model.finish(command)
             self._end(command, how)
+            if following is not None:  # the fast path: its lane's next command starts
+                self._check_started(following)
         self._then(decide)
 
     def _fail(self, command: int) -> None:
