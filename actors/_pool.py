@@ -199,13 +199,14 @@ class WorkerPool(Generic[J, R]):
         await trio.lowlevel.wait_task_rescheduled(abort)
         return self._given.pop(task)
 
-    async def _worker(self, job: J) -> None:
-        """Run ``job``, then every job handed over, each in the worker's scope; park between.
+    async def _worker(self, first: J) -> None:
+        """Run ``first``, then every job handed over, each in the worker's scope; park between.
 
         One scope serves the jobs that run back to back; a fresh one is entered only after
         a job's scope was cancelled. The :data:`YIELD_EVERY` checkpoint and parking happen
         with no deadline on the scope, so nothing of a finished job can fire in them.
         """
+        job: J | None = first
         try:
             while True:
                 scope = trio.CancelScope()
@@ -214,38 +215,37 @@ class WorkerPool(Generic[J, R]):
                     with scope:
                         until = time.perf_counter() + YIELD_EVERY
                         while True:
-                            running = True
-                            result = await self._run(job, scope)
-                            running = False
-                            if self._settle_and_take(job, result):
-                                job = self._take()
-                                if scope.cancel_called:
-                                    break  # a fresh scope for the next job
-                                if time.perf_counter() < until:
-                                    continue
-                                # Let other tasks run: a stream of jobs that never
-                                # checkpoint must not hold the event loop for more than
-                                # about YIELD_EVERY seconds.
-                                if scope.deadline != math.inf:
-                                    scope.deadline = math.inf
-                                await trio.lowlevel.checkpoint()
-                            else:
-                                if scope.cancel_called or not self._linger or self._closed:
+                            if job is None:
+                                if not self._linger or self._closed:
                                     return
-                                if scope.deadline != math.inf:
-                                    scope.deadline = math.inf
                                 job = await self._park()
                                 if job is _STOP:
                                     return
-                            until = time.perf_counter() + YIELD_EVERY
+                                until = time.perf_counter() + YIELD_EVERY
+                            running = True
+                            result = await self._run(job, scope)
+                            running = False
+                            job = self._take() if self._settle_and_take(job, result) else None
+                            if scope.cancel_called:
+                                break  # a fresh scope for what comes next
+                            if job is not None and time.perf_counter() < until:
+                                continue  # back to back: the next job sets its deadline
+                            if scope.deadline != math.inf:
+                                scope.deadline = math.inf
+                            if job is not None:
+                                # Let other tasks run: a stream of jobs that never
+                                # checkpoint must not hold the event loop for more than
+                                # about YIELD_EVERY seconds.
+                                await trio.lowlevel.checkpoint()
+                                until = time.perf_counter() + YIELD_EVERY
                 except BaseException:
                     if running and self._interrupted is not None:
-                        self._interrupted(job)
+                        self._interrupted(job)  # type: ignore[arg-type]
                     raise
                 if running:  # the scope caught a cancellation of `job`
-                    if not self._settle_and_take(job, self._cancelled):
-                        return
-                    job = self._take()
+                    assert job is not None
+                    settled = self._settle_and_take(job, self._cancelled)
+                    job = self._take() if settled else None
         finally:
             self.workers -= 1
             if not self.workers and self._parent is not None:
