@@ -61,14 +61,15 @@ class Command(Job):
         "attempts",
         "cancel_reason",
         "core",
+        "_id",
+        "_n",
+        "_waiters",
         "deadline",
-        "done",
         "entered",
         "error",
         "fn",
         "handle",
         "holds_room",
-        "id",
         "key",
         "outcome_kind",
         "payload",
@@ -84,7 +85,7 @@ class Command(Job):
     def __init__(
         self,
         core: Core,
-        command_id: str,
+        command_id: str | int,
         lane: str,
         fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
@@ -94,7 +95,10 @@ class Command(Job):
     ) -> None:
         super().__init__(lane)
         self.core = core
-        self.id = command_id
+        # The id is formatted on first use (most commands of a busy system never need it).
+        self._id = command_id if isinstance(command_id, str) else None
+        self._n = command_id if isinstance(command_id, int) else 0
+        self._waiters: list[trio.lowlevel.Task] | None = None
         self.fn = fn
         self.args = args
         self.type_name = type_name
@@ -107,7 +111,6 @@ class Command(Job):
         self.scope: trio.CancelScope | None = None  # its worker's, while its body runs
         self.deadline = 0.0  # of the current attempt (math.inf: no timeout)
         self.started_at = 0.0
-        self.done = trio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
         self.outcome_kind: type[Exception] | None = None
@@ -115,6 +118,42 @@ class Command(Job):
         self.stored_seq = 0
         self.submitted_wall = 0.0
         self.handle: CommandHandle[Any] = CommandHandle(self)
+
+    @property
+    def id(self) -> str:
+        """The command's unique id: ``<system prefix>-<n>``, or the stored id."""
+        if self._id is None:
+            self._id = f"{self.core.prefix}-{self._n}"
+        return self._id
+
+    def is_done(self) -> bool:
+        """Whether the command is in a terminal state."""
+        return self.state >= JobState.DONE
+
+    async def wait_done(self) -> None:
+        """Wait until the command is terminal. Cancellation leaves nothing behind."""
+        if self.state >= JobState.DONE:
+            await trio.lowlevel.checkpoint()
+            return
+        task = trio.lowlevel.current_task()
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = waiters = []
+        waiters.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            waiters.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def wake_waiters(self) -> None:
+        """The command became terminal: wake whoever waits for it (like ``Event.set``)."""
+        waiters = self._waiters
+        if waiters:
+            self._waiters = None
+            for task in waiters:
+                trio.lowlevel.reschedule(task)
 
     @property
     def status(self) -> CommandStatus:
@@ -162,7 +201,7 @@ class CommandHandle(Generic[T]):
 
     def done(self) -> bool:
         """Whether the command reached a terminal state (done, failed or cancelled)."""
-        return self._command.done.is_set()
+        return self._command.state >= JobState.DONE
 
     async def result(self) -> T:
         """Wait for the command to finish and return its value.
@@ -175,7 +214,7 @@ class CommandHandle(Generic[T]):
             CommandCancelled: it was cancelled.
         """
         c = self._command
-        await c.done.wait()
+        await c.wait_done()
         if c.outcome_kind is None:
             return c.value  # type: ignore[no-any-return]
         raise _outcome_error(c)

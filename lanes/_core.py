@@ -11,7 +11,7 @@ import math
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -60,7 +60,7 @@ class Core:
         self.wake: Callable[[], None] = _nothing
         self.pools: dict[str, WorkerPool[Command, int]] = {}
         self._idle: trio.Event | None = None
-        self._prefix = secrets.token_hex(4)
+        self.prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
 
     # -- acceptance --------------------------------------------------------------------------
@@ -78,7 +78,7 @@ class Core:
         if timeout is None:
             timeout = self.configs[lane].timeout
         if command_id is None:
-            command_id = f"{self._prefix}-{next(self._ids)}"
+            return Command(self, next(self._ids), lane, fn, args, type_name, key, timeout)
         return Command(self, command_id, lane, fn, args, type_name, key, timeout)
 
     def accept(self, cmd: Command, delay: float | None, *, holds_room: bool = True) -> None:
@@ -154,7 +154,7 @@ class Core:
             self.bus.emit(ev.Completed(cmd.lane, cmd.id, now, cmd.attempts, now - cmd.started_at))
         self._resolve(cmd, JobState.DONE, None)
         if following is not None:
-            self.grant(following, now)  # its worker is this one: it runs next, back to back
+            self.grant(cast(Command, following), now)  # its worker is this one: it runs next, back to back
         elif policy.needs_round(cmd.lane, now):
             self.wake()
 
@@ -331,7 +331,7 @@ class Core:
         cmd.state = JobState.FAILED
         cmd.outcome_kind = CommandFailed
         cmd.error = error
-        cmd.done.set()
+        cmd.wake_waiters()
 
     def _letter_removed(self, letter_id: str) -> None:
         if self.durable is not None:
@@ -358,7 +358,7 @@ class Core:
         if cmd.key is not None and self.keys.get(cmd.key) is cmd:
             del self.keys[cmd.key]
         del self.live[cmd]
-        cmd.done.set()
+        cmd.wake_waiters()
         if not self.live:
             if self._idle is not None:
                 self._idle.set()

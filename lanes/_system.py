@@ -475,7 +475,7 @@ class LaneSystem:
         before = counters.cancelled
         running = self._core.cancel_lane(lane, Reason.CANCEL)
         for cmd in running:
-            await cmd.done.wait()
+            await cmd.wait_done()
         await trio.lowlevel.checkpoint()
         return counters.cancelled - before
 
