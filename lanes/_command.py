@@ -57,13 +57,13 @@ class Command(Job):
     """The system's record of one accepted command (a policy ``Job`` with a payload)."""
 
     __slots__ = (
+        "_id",
+        "_n",
+        "_waiters",
         "args",
         "attempts",
         "cancel_reason",
         "core",
-        "_id",
-        "_n",
-        "_waiters",
         "deadline",
         "entered",
         "error",

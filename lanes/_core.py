@@ -154,7 +154,9 @@ class Core:
             self.bus.emit(ev.Completed(cmd.lane, cmd.id, now, cmd.attempts, now - cmd.started_at))
         self._resolve(cmd, JobState.DONE, None)
         if following is not None:
-            self.grant(cast(Command, following), now)  # its worker is this one: it runs next, back to back
+            self.grant(
+                cast(Command, following), now
+            )  # its worker is this one: it runs next, back to back
         elif policy.needs_round(cmd.lane, now):
             self.wake()
 
