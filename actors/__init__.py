@@ -4,7 +4,7 @@ This package knows nothing of lanes; ``lanes`` builds on it.
 """
 
 from ._actor import Actor, ActorRef, run_actor, spawn
-from ._groups import single_leaf
+from ._groups import leaves, single_leaf
 from ._mailbox import Mailbox
 from ._pool import WorkerPool
 from ._supervision import RestartIntensityExceeded, Strategy, Supervisor, open_supervisor
@@ -17,6 +17,7 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "WorkerPool",
+    "leaves",
     "open_supervisor",
     "run_actor",
     "single_leaf",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-__all__ = ["single_leaf"]
+__all__ = ["leaves", "single_leaf"]
 
 
 def single_leaf(error: BaseException) -> BaseException | None:
@@ -15,19 +15,26 @@ def single_leaf(error: BaseException) -> BaseException | None:
     Internal nurseries wrap errors in ``BaseExceptionGroup``; an API boundary re-raises the
     single real error as itself so users can ``except`` it.
     """
-    leaves: list[BaseException] = []
-    _collect(error, leaves)
-    real = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    found = leaves(error)
+    real = [leaf for leaf in found if not isinstance(leaf, trio.Cancelled)]
     if len(real) == 1:
         return real[0]
-    if not real and leaves:
-        return leaves[0]
+    if not real and found:
+        return found[0]
     return None
 
 
-def _collect(error: BaseException, leaves: list[BaseException]) -> None:
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside ``error``, exception groups flattened (``[error]`` if it is
+    not a group), in order."""
+    found: list[BaseException] = []
+    _collect(error, found)
+    return found
+
+
+def _collect(error: BaseException, found: list[BaseException]) -> None:
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
-            _collect(inner, leaves)
+            _collect(inner, found)
     else:
-        leaves.append(error)
+        found.append(error)

@@ -10,7 +10,7 @@ import itertools
 import math
 import random
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
@@ -25,8 +25,9 @@ from ._dlq import DeadLetter, DeadLetterQueue, Resubmit
 
 if TYPE_CHECKING:
     from ._durable import Durability
-from ._errors import CommandCancelled, CommandFailed, CommandTimeout, Permanent
+from ._errors import CommandCancelled, CommandFailed, CommandTimeout
 from ._metrics import Metrics
+from ._outcome import Ended, Next, next_step
 from ._policy import JobState, Policy
 from ._room import Room
 from ._stats import LaneCounters
@@ -197,13 +198,20 @@ class Core:
             counters.timed_out += 1
             if self.bus.active:
                 self.bus.emit(ev.TimedOut(lane, cmd.id, now, cmd.attempts, cmd.timeout or 0.0))
-        permanent, error = _permanent(error)
-        retry = self.configs[lane].retry
-        if permanent or cmd.attempts > retry.max_retries:
+        step = next_step(
+            Ended.TIMED_OUT if timed_out else Ended.RAISED,
+            attempt=cmd.attempts,
+            retry=self.configs[lane].retry,
+            error=error,
+            draw=self.random.random,
+        )
+        assert step.error is not None
+        if step.next is Next.DEAD_LETTER:
             self.policy.finish(cmd)
-            self._failed(cmd, error, timed_out, now)
+            self._failed(cmd, step.error, timed_out, now)
             return
-        delay = retry.delay(cmd.attempts, self.random.random())
+        delay = step.delay
+        error = step.error
         counters.retried += 1
         cmd.scope = None
         cmd.entered = False
@@ -378,27 +386,3 @@ class Core:
 
 def _nothing() -> None:
     return None
-
-
-def _permanent(error: BaseException) -> tuple[bool, BaseException]:
-    """Is ``error`` a :class:`Permanent` (alone, or every leaf of an exception group, as a
-    nursery inside the command raises it)? Returns the flag and the error to report."""
-    if isinstance(error, BaseExceptionGroup):
-        _, rest = error.split(Permanent)
-        if rest is not None:
-            return False, error
-        leaves = list(_leaves(error))
-        if len(leaves) != 1:
-            return True, error
-        error = leaves[0]
-    if not isinstance(error, Permanent):
-        return False, error
-    return True, error.error if isinstance(error.error, BaseException) else error
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc

@@ -1,7 +1,7 @@
 """The pure, synchronous scheduling core.
 
 Nothing here awaits or reads a clock: every method that depends on time takes ``now``. The
-async shell (``_supervisor``) calls :meth:`Policy.schedule` after each state change and on the
+async shell (``_dispatcher``) calls :meth:`Policy.schedule` after each state change and on the
 timer that :meth:`Policy.next_wakeup` asks for, then performs the decisions it returns. This
 keeps every scheduling rule in one place that a plain Hypothesis state machine can check.
 

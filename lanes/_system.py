@@ -14,12 +14,13 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 import trio
 
-from actors import WorkerPool, single_leaf
+from actors import WorkerPool, leaves, single_leaf
 
 from ._codec import CommandRegistry
 from ._command import Command, CommandHandle, Reason, command_name, is_command
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
+from ._dispatcher import Dispatcher
 from ._dlq import DeadLetter, DeadLetterQueue
 from ._durable import Durability
 from ._errors import (
@@ -41,7 +42,6 @@ from ._schedule import Misfire, Overlap
 from ._schedule_handle import ScheduleHandle
 from ._scheduler import Scheduler
 from ._stats import LaneStatistics, SystemStatistics
-from ._supervisor import Supervisor
 from .events import Event
 from .storage import Storage, as_storage
 
@@ -84,7 +84,7 @@ class LaneSystem:
     def __init__(self, core: Core, drain_timeout: float | None) -> None:
         self._core = core
         self._drain_timeout = drain_timeout
-        self.supervisor: Supervisor | None = None
+        self.dispatcher: Dispatcher | None = None
         self.recovered: tuple[CommandHandle[Any], ...] = ()
         """Handles of the commands requeued from storage at start, in order."""
         self._scheduler = Scheduler(self)
@@ -576,8 +576,8 @@ class LaneSystem:
         """Stop accepting and stop starting commands: the system is closing."""
         self._stop_accepting()
         self._core.wake = _no_decision
-        if self.supervisor is not None:
-            for pool in self.supervisor.pools.values():
+        if self.dispatcher is not None:
+            for pool in self.dispatcher.pools.values():
                 pool.close()
 
     def _finalize(self) -> None:
@@ -604,19 +604,13 @@ def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> boo
 
     Trio's nursery may rebuild an exception group the body raised, so compare leaves.
     """
-    wanted = {id(leaf) for leaf in _leaves(error)}
-    found = {id(leaf) for leaf in _leaves(group) if not isinstance(leaf, trio.Cancelled)}
+    wanted = {id(leaf) for leaf in leaves(error)}
+    found = {id(leaf) for leaf in leaves(group) if not isinstance(leaf, trio.Cancelled)}
     return wanted == found
 
 
-def _leaves(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
-    return [error]
-
-
 def _no_decision() -> None:
-    """What waking the supervisor does once the system is closing: nothing starts."""
+    """What waking the dispatcher does once the system is closing: nothing starts."""
 
 
 _CO_COROUTINE = inspect.CO_COROUTINE
@@ -833,8 +827,8 @@ async def _serve(
                 pools[config.name] = pool = new_lane_pool(core, config.name)
                 pool.attach(nursery)  # its task and nursery start with its first command
             core.pools = pools
-            system.supervisor = Supervisor(core, pools)
-            await nursery.start(system.supervisor.run)
+            system.dispatcher = Dispatcher(core, pools)
+            await nursery.start(system.dispatcher.run)
             if core.durable is not None:
                 recovered = await core.durable.recover(core)
                 system.recovered = tuple(cmd.handle for cmd in recovered)

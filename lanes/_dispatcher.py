@@ -1,10 +1,15 @@
-"""The supervisor: the async shell around the pure policy.
+"""The dispatcher: the one async shell around the pure policy.
 
-Decisions are synchronous: every state change (a submit, a finished attempt, a resume, a
-cancellation) calls :meth:`Supervisor.wake`, which asks the policy what to do and does it at
-once (grants go to the lanes' worker pools, preemptions cancel scopes). The supervisor's own
-task only sleeps until the next time-driven change the policy asks for (a delayed command falls
-due, a rate-limit token arrives) and is never woken while the system is idle.
+Decisions are synchronous and happen at defined points: a submit, a finished attempt, a
+timer, a configuration change (pause, resume, a cancellation). On a local lane (no global
+cap, rate limit or shared limit) the life cycle decides a submit or a freed slot in O(1)
+through the policy's fast path (``Policy.add`` / ``Policy.finish_next``) and never calls
+here. Everything else calls :meth:`Dispatcher.wake`: one decision round over the lanes
+(``Policy.schedule``), whose starts go to the lanes' worker pools and whose preemptions
+cancel scopes. A round is never re-entered: a state change made while one runs folds into
+one more round. The dispatcher's own task only sleeps until the next time-driven change the
+policy asks for (a delayed command falls due, a rate-limit token arrives, a boost point is
+reached) and is never woken while the system is idle.
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ from actors import WorkerPool
 from ._command import Command
 from ._core import Core
 
-__all__ = ["Supervisor"]
+__all__ = ["Dispatcher"]
 
 
-class Supervisor:
-    """Grants start permits; its task runs the policy's timers."""
+class Dispatcher:
+    """Grants start permits outside the fast path; its task runs the policy's timers."""
 
     def __init__(self, core: Core, pools: dict[str, WorkerPool[Command, int]]) -> None:
         self.core = core
@@ -36,49 +41,50 @@ class Supervisor:
         core.policy.set_waker(self.poke)
 
     def poke(self) -> None:
-        """Decide again soon, from the supervisor's own task (a shared limit granted a slot).
+        """Decide again soon, from the dispatcher's own task (a shared limit granted a slot).
 
         Unlike :meth:`wake` this never decides synchronously: the caller may be another
-        system's supervisor in the middle of its own decision.
+        system's dispatcher in the middle of its own round.
         """
         self._rearm.set()
 
     def wake(self) -> None:
         """Decide now: start what may start, preempt what must give way.
 
-        Called on every state change. If the decision needs a timer earlier than the one the
-        supervisor's task sleeps on, that task is woken to re-arm.
+        If the round needs a timer earlier than the one the dispatcher's task sleeps on,
+        that task is woken to re-arm.
         """
         wake_at = self._decide_all()
         if wake_at is not None and wake_at < self._armed:
             self._rearm.set()
 
     def _decide_all(self) -> float | None:
-        """Decision rounds until nothing changes; re-entrant calls fold into one more round."""
+        """Rounds until nothing changes; a call from inside a round folds into one more."""
         if self._deciding:
             self._again = True
             return None
         self._deciding = True
         try:
-            wake_at = self._decide(trio.current_time())
+            now = trio.current_time()  # one clock read for the whole step
+            wake_at = self._decide(now)
             while self._again:
                 self._again = False
-                wake_at = self._decide(trio.current_time())
+                wake_at = self._decide(now)
         finally:
             self._deciding = False
         return wake_at
 
     def _decide(self, now: float) -> float | None:
         self.rounds += 1
-        policy = self.core.policy
-        decision = policy.schedule(now)
+        core = self.core
+        decision = core.policy.schedule(now)
         for job in decision.start:
             assert isinstance(job, Command)
-            self.core.grant(job, now)
+            core.grant(job, now)
         for job in decision.preempt:
             assert isinstance(job, Command)
-            self.core.preempt(job)
-        return policy.next_wakeup(now)
+            core.preempt(job)
+        return core.policy.next_wakeup(now)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sleep until the policy's next timer, decide, repeat. Idle systems never wake."""
