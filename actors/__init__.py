@@ -4,6 +4,7 @@ This package knows nothing of lanes; ``lanes`` builds on it.
 """
 
 from ._actor import Actor, ActorRef, run_actor, spawn
+from ._context import resume_in_context, run_in_context
 from ._groups import leaves, single_leaf
 from ._mailbox import Mailbox
 from ._pool import WorkerPool
@@ -19,7 +20,9 @@ __all__ = [
     "WorkerPool",
     "leaves",
     "open_supervisor",
+    "resume_in_context",
     "run_actor",
+    "run_in_context",
     "single_leaf",
     "spawn",
 ]

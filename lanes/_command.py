@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import inspect
 from collections.abc import Awaitable, Callable
@@ -63,6 +64,7 @@ class Command(Job):
         "args",
         "attempts",
         "cancel_reason",
+        "context",
         "core",
         "deadline",
         "entered",
@@ -95,6 +97,9 @@ class Command(Job):
     ) -> None:
         super().__init__(lane)
         self.core = core
+        # The submitter's context variables (as nursery.start_soon copies them): its
+        # attempts run in this context, whichever worker runs them.
+        self.context = contextvars.copy_context()
         # The id is formatted on first use (most commands of a busy system never need it).
         self._id = command_id if isinstance(command_id, str) else None
         self._n = command_id if isinstance(command_id, int) else 0

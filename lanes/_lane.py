@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from types import CoroutineType
 from typing import Any
 
 import trio
 
-from actors import WorkerPool
+from actors import WorkerPool, resume_in_context
 
 from ._command import Command
 from ._core import Core
@@ -35,9 +36,11 @@ async def run_attempt(
     """Run one attempt of ``cmd`` in ``scope`` (its worker's); return an :class:`Attempt` code.
 
     The body is ``await cmd.fn(*cmd.args)``, or ``await call(cmd)`` when the lane gives a
-    ``call`` (a process lane runs the function in a worker process). The command's deadline
-    goes on the scope, and the scope on the command (``Core.cancel`` and ``Core.preempt``
-    cancel it) until the attempt is settled.
+    ``call`` (a process lane runs the function in a worker process), run in the copy of the
+    context variables its submitter had at submit (as if it had a task of its own; its
+    attempts run in that context one after the other, like one task that tries again).
+    The command's deadline goes on the scope, and the scope on the command
+    (``Core.cancel`` and ``Core.preempt`` cancel it) until the attempt is settled.
 
     A cancellation of ``scope`` propagates out of here: the worker pool catches it and
     settles the attempt as ``SCOPE_CANCELLED``. An outer cancellation (the system closing)
@@ -52,13 +55,18 @@ async def run_attempt(
         scope.deadline = cmd.deadline
     cmd.scope = scope
     cmd.entered = True
+    context = cmd.context  # the submitter's variables (its attempts share them, in turn)
     for hook in core.bus.entering:
-        hook(cmd.id)
+        context.run(hook, cmd.id)
     try:
-        if call is None:
-            cmd.value = await cmd.fn(*cmd.args)
+        body = cmd.fn(*cmd.args) if call is None else call(cmd)
+        steps = body if type(body) is CoroutineType else body.__await__()
+        try:  # the first step here: a body that never suspends needs no trampoline
+            trap = context.run(steps.send, None)
+        except StopIteration as stop:
+            cmd.value = stop.value
         else:
-            cmd.value = await call(cmd)
+            cmd.value = await resume_in_context(context, steps, trap)
     except Exception as exc:
         if scope.cancel_called:  # a timeout, cancel or preemption the body turned into an error
             return Attempt.SCOPE_CANCELLED

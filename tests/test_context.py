@@ -1,0 +1,159 @@
+"""Context variables: a command runs in its submitter's context, whichever worker runs it."""
+
+from __future__ import annotations
+
+import contextvars
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import lanes
+from actors import run_in_context
+from lanes.storage import MemoryStorage
+
+REQUEST = contextvars.ContextVar[str]("request", default="-")
+ONE = (lanes.LaneConfig("work", 0, max_concurrency=1),)
+
+
+async def request_id() -> str:
+    return REQUEST.get()
+
+
+async def request_id_after_a_sleep() -> str:
+    await trio.sleep(1)
+    return REQUEST.get()
+
+
+async def test_each_command_sees_its_submitters_context_on_a_reused_worker(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    workers: list[trio.lowlevel.Task] = []
+
+    async def which_worker() -> str:
+        workers.append(trio.lowlevel.current_task())
+        return REQUEST.get()
+
+    async with lanes.open_lane_system(ONE) as system:
+
+        async def session(name: str, out: list[str]) -> None:
+            REQUEST.set(name)
+            for _ in range(3):
+                out.append(await system.run("work", which_worker))
+
+        seen: dict[str, list[str]] = {"a": [], "b": []}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session, "a", seen["a"])
+            nursery.start_soon(session, "b", seen["b"])
+    assert seen == {"a": ["a"] * 3, "b": ["b"] * 3}
+    assert len(set(workers)) < len(workers)  # a worker ran several sessions' commands
+
+
+async def test_the_context_holds_across_the_commands_suspensions(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(ONE) as system:
+        REQUEST.set("first")
+        first = await system.submit("work", request_id_after_a_sleep)
+        REQUEST.set("second")
+        second = await system.submit("work", request_id_after_a_sleep)
+        assert [await first.result(), await second.result()] == ["first", "second"]
+
+
+async def test_what_a_command_sets_stays_in_its_context(autojump_clock: trio.abc.Clock) -> None:
+    async def set_it() -> None:
+        REQUEST.set("inside")
+
+    async with lanes.open_lane_system(ONE) as system:
+        REQUEST.set("caller")
+        await system.run("work", set_it)
+        assert REQUEST.get() == "caller"
+        REQUEST.set("next")
+        assert await system.run("work", request_id) == "next"
+
+
+async def test_retries_run_in_the_submitters_context(autojump_clock: trio.abc.Clock) -> None:
+    seen: list[str] = []
+
+    async def flaky() -> str:
+        seen.append(REQUEST.get())
+        if len(seen) < 3:
+            raise OSError("flaky")
+        return "ok"
+
+    lane = lanes.LaneConfig("work", 0, retry=lanes.RetryPolicy.fixed(3, 0.5))
+    async with lanes.open_lane_system((lane,)) as system:
+        REQUEST.set("r1")
+        assert await system.run("work", flaky) == "ok"
+    assert seen == ["r1", "r1", "r1"]
+
+
+async def test_timeouts_and_cancels_reach_a_command_in_its_context(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(ONE) as system:
+        REQUEST.set("t")
+        with pytest.raises(lanes.CommandTimeout):
+            await system.run("work", request_id_after_a_sleep, timeout=0.5)
+        handle = await system.submit("work", request_id_after_a_sleep)
+        await trio.testing.wait_all_tasks_blocked()
+        handle.cancel()
+        with pytest.raises(lanes.CommandCancelled):
+            await handle.result()
+        assert await system.run("work", request_id) == "t"  # the worker is fine afterwards
+
+
+@lanes.command
+@attrs.define
+class WhoAmI:
+    async def execute(self) -> str:
+        return REQUEST.get()
+
+
+async def test_a_recovered_command_sees_the_context_of_the_task_that_opened_the_system(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    storage = MemoryStorage(clock=trio.current_time)
+    with trio.move_on_after(1):  # a crash: the body is cancelled with the command stored
+        async with lanes.open_lane_system(ONE, storage=storage, commands=[WhoAmI]) as system:
+            system.pause("work")
+            REQUEST.set("submitter")
+            await system.submit("work", WhoAmI())
+            await trio.sleep_forever()
+    REQUEST.set("opener")
+    async with lanes.open_lane_system(ONE, storage=storage, commands=[WhoAmI]) as system:
+        (recovered,) = system.recovered
+        assert await recovered.result() == "opener"
+
+
+async def test_run_in_context_passes_values_errors_and_cancellation() -> None:
+    context = contextvars.copy_context()
+    context.run(REQUEST.set, "ctx")
+
+    async def body() -> str:
+        await trio.lowlevel.checkpoint()
+        return REQUEST.get()
+
+    assert await run_in_context(context, body()) == "ctx"
+    assert REQUEST.get() == "-"
+
+    async def fails() -> None:
+        await trio.lowlevel.checkpoint()
+        raise KeyError(REQUEST.get())
+
+    with pytest.raises(KeyError, match="ctx"):
+        await run_in_context(context, fails())
+
+    cleaned: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cleaned.append(REQUEST.get())
+
+    with trio.move_on_after(0.01) as scope:
+        await run_in_context(context, forever())
+    assert scope.cancelled_caught
+    assert cleaned == ["ctx"]  # the cancellation was delivered inside the context
