@@ -16,7 +16,7 @@ import trio
 
 from actors import WorkerPool, single_leaf
 
-from ._codec import CommandRegistry
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
 from ._command import Command, CommandHandle, Reason, command_name, is_command
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
@@ -687,6 +687,7 @@ def open_lane_system(
     drain_timeout: float | None = ...,
     clock: Callable[[], float] | None = ...,
     backend: None = ...,
+    max_payload_bytes: int = ...,
 ) -> _LaneSystemContext: ...
 @overload
 def open_lane_system(
@@ -699,6 +700,7 @@ def open_lane_system(
     drain_timeout: float | None = ...,
     clock: None = ...,
     backend: SystemBackend[S],
+    max_payload_bytes: int = ...,
 ) -> AbstractAsyncContextManager[S]: ...
 def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
@@ -710,6 +712,7 @@ def open_lane_system(
     drain_timeout: float | None = 30.0,
     clock: Callable[[], float] | None = None,
     backend: SystemBackend[Any] | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> Any:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
@@ -730,6 +733,9 @@ def open_lane_system(
             ``lanes.distributed.RedisBackend(url)``: the system then submits to them (see
             ``lanes.distributed``); ``max_concurrency`` and ``storage`` belong to the workers
             and must stay None, and ``dead_letter_limit`` is set on the workers instead.
+        max_payload_bytes: the largest JSON payload a durable command may have (default
+            1 MiB); a bigger one is refused at ``submit`` (``LaneUsageError``) before
+            anything is stored.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
     exception (or cancellation) cancels every command at once. Either way every handle is
@@ -738,7 +744,8 @@ def open_lane_system(
     Raises:
         LaneConfigError: invalid lanes or parameters (before anything starts).
         StorageError: on entering: the storage cannot be opened (a missing directory, a
-            file that is not a trio-lanes database, a newer schema); nothing has started.
+            file that is not a trio-lanes database, a newer schema, a read-only file or
+            folder, a database another lane system holds); nothing has started.
     """
     configs, cap = validate_lanes(lanes, max_concurrency)
     require_trio_parallel(configs)
@@ -746,7 +753,7 @@ def open_lane_system(
     if isinstance(commands, str) or not isinstance(commands, Iterable):
         msg = f"open_lane_system: commands={commands!r} is invalid; expected a list of classes"
         raise LaneConfigError(msg)
-    registry = CommandRegistry(commands)
+    registry = CommandRegistry(commands, max_payload_bytes)
     if (
         isinstance(dead_letter_limit, bool)
         or not isinstance(dead_letter_limit, int)
