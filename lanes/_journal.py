@@ -3,9 +3,11 @@
 Submits wait for their command to be on disk (:meth:`Journal.commit`); starts, completions
 and dead letters are written in the background by the same writer, coalesced per command
 (a start and a completion in one batch write only the deletion). A write that fails fails
-every ``commit`` waiting on it (their submits are not acknowledged); background changes in
-a failed batch are dropped and counted, which at worst makes recovery run a command again
-(at-least-once).
+every ``commit`` waiting on it (their submits are not acknowledged). Background changes of
+a batch that failed as a whole (a full disk, an I/O error) are put back and ride with the
+next batch, so once the fault clears they are written; those of a part that failed alone,
+and any left when the journal closes, are dropped and counted, which at worst makes
+recovery run a command again (at-least-once).
 
 One bad change never fails the others of its batch. Each row is checked when it is saved
 (text must be valid Unicode, integers fit in 64 bits): a row that cannot be stored never
@@ -27,6 +29,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import trio
@@ -280,8 +283,29 @@ class Journal:
         finally:
             if self._taken is round_:
                 self._taken = None
+            if round_.error is not None:
+                self._put_back(changes, round_)
             for task in round_.tasks:
                 trio.lowlevel.reschedule(task)
+
+    def _put_back(self, changes: _Changes, round_: _Round) -> None:
+        """A batch failed as a whole: keep its background changes for the next batch.
+
+        The changes of tasks waiting in :meth:`commit` are not kept (those tasks learn
+        that their changes were not written), nor those a newer change replaced. Not
+        when closing: a storage that keeps failing must not keep the journal open. The
+        writer is not woken: the changes wait for the next batch, so a broken storage is
+        not retried in a loop.
+        """
+        if self._closed or self._stopping:
+            return
+        waiting = set(round_.tasks)
+        mine = {ref for task, refs in round_.owners.items() if task in waiting for ref in refs}
+        with self._lock:
+            for store, kind in ((self._rows, 0), (self._letters, 1), (self._schedules, 2)):
+                for key, value in changes.part(kind).items():
+                    if (kind, key) not in mine:
+                        store.setdefault(key, value)
 
     def _count(self, round_: _Round, error: StorageError | None) -> None:
         """Record how a batch ended (``error``: all of it failed)."""
@@ -384,7 +408,7 @@ class Journal:
                     error = StorageError(f"{self.storage!r}: write interrupted: {exc!r}")
                     raise
                 finally:
-                    _report(token, self._written, round_, bool(batch), error)
+                    _report(token, self._written, round_, bool(batch), error, changes)
         finally:
             with self._lock:
                 self._threaded = False  # from now on (close) the Trio side writes
@@ -419,12 +443,16 @@ class Journal:
                 self._thread_idle = False
         return True
 
-    def _written(self, round_: _Round, wrote: bool, error: StorageError | None) -> None:
+    def _written(
+        self, round_: _Round, wrote: bool, error: StorageError | None, changes: _Changes
+    ) -> None:
         """On the Trio thread: a batch written by the writer thread (or failed)."""
         if self._taken is round_:
             self._taken = None
         if wrote or error is not None:
             self._count(round_, error)
+        if error is not None:
+            self._put_back(changes, round_)
         for task in round_.tasks:
             trio.lowlevel.reschedule(task)
 
@@ -461,6 +489,9 @@ class _Changes:
         self.rows = rows
         self.letters = letters
         self.schedules = schedules
+
+    def part(self, kind: int) -> dict[str, Any]:
+        return (self.rows, self.letters, self.schedules)[kind]
 
     def refs(self) -> list[Ref]:
         return (
