@@ -137,25 +137,32 @@ trio.run(main)
 """
 
 
-async def test_the_lock_names_another_process_and_dies_with_it(tmp_path: pathlib.Path) -> None:
+def test_the_lock_names_another_process_and_dies_with_it(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "queue.db"
+
+    async def second_open() -> None:
+        async with lanes.open_lane_system(storage=path):
+            pytest.fail("must not start while the child holds the database")
+
+    async def after_kill() -> str:
+        async with lanes.open_lane_system(WORK, storage=path, commands=[Note]) as system:
+            return await system.run("work", Note("after kill -9"))
+
     env = {**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parent.parent)}
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(path)], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
         assert child.stdout is not None
-        assert await trio.to_thread.run_sync(child.stdout.readline) == "locked\n"
+        assert child.stdout.readline() == "locked\n"
         with pytest.raises(lanes.StorageError, match=f"pid {child.pid} on host") as caught:
-            async with lanes.open_lane_system(storage=path):
-                pytest.fail("must not start while the child holds the database")
+            trio.run(second_open)
         assert "another lane system" in str(caught.value)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
     assert child.returncode == -signal.SIGKILL
-    async with lanes.open_lane_system(WORK, storage=path, commands=[Note]) as system:
-        assert await system.run("work", Note("after kill -9")) == "after kill -9"
+    assert trio.run(after_kill) == "after kill -9"
 
 
 async def test_one_storage_object_cannot_be_opened_twice(tmp_path: pathlib.Path) -> None:
