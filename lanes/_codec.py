@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
 import attrs
+import trio
 from cattrs.preconf.json import JsonConverter, make_converter
 
 from ._command import command_name
 from ._errors import LaneConfigError, LaneUsageError, NotDurableError, StorageError
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "MAX_NESTING", "CommandRegistry", "PayloadError"]
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "DEFERRED",
+    "MAX_NESTING",
+    "OFF_LOOP_BYTES",
+    "CommandRegistry",
+    "PayloadError",
+]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
 """Largest JSON payload a durable command may have by default (1 MiB)."""
 MAX_NESTING = 100
 """Deepest nesting of lists and dicts a durable command's fields may have."""
+OFF_LOOP_BYTES = 256 * 1024
+"""Commands whose strings add up to more than this are encoded off the event loop."""
+DEFERRED = ""
+"""``submit_payload`` of a big command: encode it with ``encode_off_loop`` (no JSON is
+empty, so this never stands for a real payload)."""
+_SLICE = 256 * 1024  # characters escaped per step of a long string
 
 
 class PayloadError(NotDurableError, LaneUsageError):
@@ -82,6 +97,37 @@ class CommandRegistry:
                 :data:`MAX_NESTING`, is larger than ``max_payload_bytes``, or its JSON does
                 not rebuild the class (a field type cattrs cannot structure, a wrong value).
         """
+        name, cls = self._registered(obj)
+        return name, self._encode(name, cls, self._unstructure(name, obj))
+
+    def submit_payload(self, obj: object) -> str:
+        """The payload for ``submit``: its JSON, or :data:`DEFERRED` for a command whose
+        text is longer than :data:`OFF_LOOP_BYTES`: :meth:`encode_off_loop` encodes it.
+
+        What is cheap is checked now (registration, nesting, a size that is surely above
+        the cap), so most bad commands fail before ``submit`` waits for anything.
+
+        Raises:
+            NotDurableError, PayloadError: as :meth:`encode`.
+        """
+        name, cls = self._registered(obj)
+        data = self._unstructure(name, obj)
+        size = _text_size(name, data)
+        if size > OFF_LOOP_BYTES:
+            self._check_size(name, size, at_least=True)
+            return DEFERRED
+        return self._encode(name, cls, data, size)
+
+    async def encode_off_loop(self, obj: object) -> str:
+        """The payload of a big command, encoded in a worker thread in slices (so the
+        Trio thread gets the GIL between them). Cancellation waits for the encoding.
+
+        Raises:
+            NotDurableError, PayloadError: as :meth:`encode`.
+        """
+        return (await trio.to_thread.run_sync(self.encode, obj))[1]
+
+    def _registered(self, obj: object) -> tuple[str, type]:
         name = command_name(obj)
         cls = type(obj)
         if self.classes.get(name) is not cls:
@@ -92,15 +138,28 @@ class CommandRegistry:
             raise NotDurableError(msg)
         if cls not in self._checked:
             self._check_class(name, cls)
-        text = self._dumps(name, obj)
-        if len(text) > self.max_payload_bytes:  # ASCII JSON: one byte per character
-            msg = (
-                f"command {name!r}: its JSON payload is {len(text):,} bytes, above the cap "
-                f"of {self.max_payload_bytes:,} (open_lane_system(max_payload_bytes=...)); "
-                "store big data elsewhere (a file, a blob store) and pass a reference"
-            )
-            raise PayloadError(msg)
+        return name, cls
+
+    def _unstructure(self, name: str, obj: object) -> Any:
         try:
+            return self.converter.unstructure(obj)
+        except RecursionError:
+            raise PayloadError(_too_deep(name)) from None
+        except Exception as exc:
+            msg = f"command {name!r} cannot be stored as JSON: {_short(exc)}"
+            raise PayloadError(msg) from exc
+
+    def _encode(self, name: str, cls: type, data: Any, size: int | None = None) -> str:
+        """JSON of unstructured ``data``, checked; long strings are escaped in slices.
+        ``size``: :func:`_text_size` of ``data``, if known."""
+        self._check_size(name, _text_size(name, data) if size is None else size, at_least=True)
+        skeleton, long_texts = _skeleton(data)
+        try:
+            text = json.dumps(skeleton)  # ASCII: lone surrogates are escaped, not dropped
+        except Exception as exc:
+            msg = f"command {name!r} cannot be stored as JSON: {_short(exc)}"
+            raise PayloadError(msg) from exc
+        try:  # the long strings are strings in the skeleton too: the same check, cheaper
             self.converter.loads(text, cls)
         except Exception as exc:
             msg = (
@@ -108,20 +167,22 @@ class CommandRegistry:
                 f"would fail): {_short(exc)}; check the field values against their types"
             )
             raise PayloadError(msg) from None
-        return name, text
+        for token, value in long_texts:
+            before, after = text.split(json.dumps(token), 1)
+            text = "".join([before, '"', *_escaped_slices(value), '"', after])
+        self._check_size(name, len(text))
+        return text
 
-    def _dumps(self, name: str, obj: object) -> str:
-        try:
-            data = self.converter.unstructure(obj)
-            _check_depth(name, data)
-            return json.dumps(data)  # ASCII: lone surrogates are escaped, not dropped
-        except PayloadError:
-            raise
-        except RecursionError:
-            raise PayloadError(_too_deep(name)) from None
-        except Exception as exc:
-            msg = f"command {name!r} cannot be stored as JSON: {_short(exc)}"
-            raise PayloadError(msg) from exc
+    def _check_size(self, name: str, size: int, *, at_least: bool = False) -> None:
+        if size <= self.max_payload_bytes:
+            return
+        what = "at least " if at_least else ""
+        msg = (
+            f"command {name!r}: its JSON payload is {what}{size:,} bytes, above the cap of "
+            f"{self.max_payload_bytes:,} (open_lane_system(max_payload_bytes=...)); store "
+            "big data elsewhere (a file, a blob store) and pass a reference"
+        )
+        raise PayloadError(msg)
 
     def _check_class(self, name: str, cls: type) -> None:
         """Every field's type has a structure hook (checked once per class).
@@ -168,13 +229,18 @@ class CommandRegistry:
             raise StorageError(msg) from exc
 
 
-def _check_depth(name: str, data: Any) -> None:
-    """Refuse lists and dicts nested deeper than :data:`MAX_NESTING` (iteratively)."""
+def _text_size(name: str, data: Any) -> int:
+    """The length of the strings in ``data`` (a lower bound of its JSON's); refuses
+    lists and dicts nested deeper than :data:`MAX_NESTING` (walked iteratively)."""
+    size = 0
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()
+        if isinstance(value, str):
+            size += len(value)
+            continue
         if isinstance(value, dict):
-            children: Iterable[Any] = value.values()
+            children: Iterable[Any] = [*value.keys(), *value.values()]
         elif isinstance(value, list | tuple):
             children = value
         else:
@@ -182,6 +248,34 @@ def _check_depth(name: str, data: Any) -> None:
         if depth > MAX_NESTING:
             raise PayloadError(_too_deep(name))
         stack.extend((child, depth + 1) for child in children)
+    return size
+
+
+def _skeleton(data: Any) -> tuple[Any, list[tuple[str, str]]]:
+    """``data`` with each string longer than a slice replaced by a unique token; the
+    tokens and their strings. Nesting is bounded (checked before), so recursion is safe."""
+    long_texts: list[tuple[str, str]] = []
+    prefix = f"lanes-long-text-{uuid.uuid4().hex}-"
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str) and len(value) > _SLICE:
+            token = f"{prefix}{len(long_texts)}"
+            long_texts.append((token, value))
+            return token
+        if isinstance(value, dict):
+            return {key: walk(child) for key, child in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(child) for child in value]
+        return value
+
+    return walk(data), long_texts
+
+
+def _escaped_slices(text: str) -> list[str]:
+    """JSON escapes of ``text`` (without quotes), a slice at a time: each slice is one
+    short C call, so a thread doing this lets others run in between. Slicing by code
+    point is exact: JSON escapes each code point on its own."""
+    return [json.dumps(text[i : i + _SLICE])[1:-1] for i in range(0, len(text), _SLICE)]
 
 
 def _too_deep(name: str) -> str:

@@ -16,7 +16,7 @@ import trio
 
 from actors import WorkerPool, single_leaf
 
-from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, DEFERRED, CommandRegistry
 from ._command import Command, CommandHandle, Reason, command_name, is_command
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
@@ -25,6 +25,7 @@ from ._durable import Durability
 from ._errors import (
     DrainTimeout,
     LaneConfigError,
+    LaneError,
     LaneFull,
     LaneUsageError,
     NotDurableError,
@@ -187,12 +188,14 @@ class LaneSystem:
         durable = core.durable
         assert durable is not None
         ready_at = trio.current_time() + delay if delay else None
-        durable.journal.save(durable.row(cmd, "pending", ready_at))
         if cmd.key is not None:
             core.keys[cmd.key] = cmd  # a concurrent submit with this key gets this handle
         try:
+            if cmd.payload == DEFERRED:  # big: encoded off the event loop
+                cmd.payload = await durable.registry.encode_off_loop(cmd.fn.__self__)  # type: ignore[attr-defined]
+            durable.journal.save(durable.row(cmd, "pending", ready_at))
             await durable.journal.commit()
-        except StorageError as exc:
+        except LaneError as exc:  # StorageError, or PayloadError from the encoding
             room.give()
             core.abort(cmd, exc)
             raise
@@ -341,7 +344,7 @@ class LaneSystem:
         existing = self._existing(key)
         if existing is not None:
             return existing
-        payload = self._payload(fn, durable)
+        payload = self._payload(fn, durable, defer=True)
         cmd = core.new_command(lane, call, args, type_name, key, timeout)
         if payload is not None:
             assert core.durable is not None
@@ -350,8 +353,12 @@ class LaneSystem:
             cmd.submitted_wall = core.durable.storage.clock()
         return cmd
 
-    def _payload(self, fn: Any, durable: bool | None) -> str | None:
-        """The JSON to store for ``fn``, or None when it is not stored."""
+    def _payload(self, fn: Any, durable: bool | None, *, defer: bool = False) -> str | None:
+        """The JSON to store for ``fn``, or None when it is not stored.
+
+        ``defer``: a big command's JSON may be ``DEFERRED``, for ``_store`` to encode it
+        off the event loop.
+        """
         if durable is not None and not isinstance(durable, bool):
             msg = f"submit: durable={durable!r} is invalid; expected True, False or None"
             raise LaneConfigError(msg)
@@ -369,6 +376,8 @@ class LaneSystem:
                 "cannot be stored; submit a @lanes.command object, or pass durable=False"
             )
             raise NotDurableError(msg)
+        if defer:
+            return store.registry.submit_payload(fn)
         return store.registry.encode(fn)[1]
 
     def _existing(self, key: str | None) -> CommandHandle[Any] | None:

@@ -59,9 +59,12 @@ def _incremental_vacuum(db: sqlite3.Connection) -> None:
     open: SQLite needs a VACUUM (outside any transaction) to change the mode. Not a
     schema change: older releases open the file as before.
     """
-    if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2: INCREMENTAL
-        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        db.execute("VACUUM")
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # 2: INCREMENTAL
+        return
+    # SQLite cannot change the mode of a database in WAL mode: leave it for the VACUUM.
+    db.execute("PRAGMA journal_mode=DELETE")
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    db.execute("VACUUM")
 
 
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _add_schedules_v2}
@@ -209,6 +212,8 @@ class SqliteStorage:
             raise StorageError(f"{self!r}: cannot open the database: {exc}") from exc
         try:
             self._check_application(db)
+            self._check_version(db)
+            _incremental_vacuum(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
@@ -273,7 +278,7 @@ class SqliteStorage:
         )
         raise StorageError(msg)
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
+    def _check_version(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             msg = (
@@ -281,7 +286,9 @@ class SqliteStorage:
                 f"supports ({SCHEMA_VERSION}); upgrade trio-lanes"
             )
             raise StorageError(msg)
-        _incremental_vacuum(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         while version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             MIGRATIONS[version](db)
@@ -377,7 +384,8 @@ class SqliteStorage:
         try:
             if db.execute("PRAGMA freelist_count").fetchone()[0] < RECLAIM_PAGES:
                 return
-            db.execute("PRAGMA incremental_vacuum").fetchall()
+            # executescript steps the pragma to its end (execute frees one page per step)
+            db.executescript("PRAGMA incremental_vacuum")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error:
             return
