@@ -97,6 +97,15 @@ def report(fault: str, rounds: int, acked: list[str], ran: list[str]) -> None:
     assert duplicated == 0
 
 
+def files_size(folder: pathlib.Path) -> int:
+    """Bytes of the database and its -wal / -shm files (the lock file left out)."""
+    return sum(
+        f.stat().st_size
+        for f in folder.iterdir()
+        if f.name.startswith("q.db") and f.suffix != ".lock"
+    )
+
+
 def stored_ids(path: pathlib.Path) -> list[str]:
     db = sqlite3.connect(path)
     try:
@@ -605,3 +614,72 @@ def test_the_cli_reads_a_letter_with_an_extreme_timestamp(tmp_path: pathlib.Path
     letter = StoredLetter("l0", 1, "work", "note", "{}", None, "boom", 1, -1e300, None)
     fill(path, WriteBatch(save_letters=(letter,)))
     assert main(["dead-letters", str(path)]) == 0
+
+
+# -- 8. big payloads: off the event loop, and their space given back --------------------------
+
+
+def test_a_long_text_is_encoded_in_slices_exactly() -> None:
+    from lanes._codec import _SLICE, DEFERRED, OFF_LOOP_BYTES, CommandRegistry
+
+    registry = CommandRegistry([Note], max_payload_bytes=1 << 30)
+    # Non-ASCII, a non-BMP character, a lone surrogate, quotes and controls on the cuts.
+    unit = 'aé🚀"\\\n\ud800\x00'
+    text = (unit * (3 * _SLICE // len(unit) + 7))[: 3 * _SLICE + 5]
+    assert len(text) > OFF_LOOP_BYTES
+    assert registry.submit_payload(Note(text)) == DEFERRED
+    payload = registry.encode(Note(text))[1]
+    assert payload == json.dumps({"text": text})
+    assert registry.decode("note", payload) == Note(text)
+    assert registry.submit_payload(Note("short")) == json.dumps({"text": "short"})
+
+
+async def test_a_big_command_is_stored_and_rebuilt_exactly(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "q.db"
+    text = "big é🚀 " * 200_000  # 1.6 M characters: encoded off the event loop
+    options: dict[str, Any] = {"storage": path, "commands": [Note], "max_payload_bytes": 1 << 24}
+    with pytest.raises(KeyError):
+        async with lanes.open_lane_system(WORK, **options) as system:
+            system.pause("work")
+            await system.submit("work", Note(text), key="big")
+            raise KeyError("crash")
+    async with lanes.open_lane_system(WORK, **options) as system:
+        (handle,) = system.recovered
+        assert await handle.result() == text
+
+
+async def test_the_space_of_finished_big_commands_is_given_back(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "q.db"
+    async with lanes.open_lane_system(WORK, storage=path, commands=[Note]) as system:
+        system.pause("work")
+        for i in range(4):
+            await system.submit("work", Note(f"{i}" + "x" * 900_000))
+        system.resume("work")
+    assert len(RAN) == 4
+    assert stored_ids(path) == []
+    size = files_size(tmp_path)
+    print(f"\nfiles after 4 x 0.9 MB commands: {size / 1e6:.2f} MB")
+    assert size < 500_000  # without the reclaim: about 3.6 MB
+
+
+async def test_an_older_database_is_switched_to_incremental_vacuum(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "q.db"
+    options: dict[str, Any] = {"storage": path, "commands": [Note], "drain_timeout": 0}
+    async with lanes.open_lane_system(WORK, **options) as system:
+        system.pause("work")
+        await system.submit("work", Note("kept"))
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=DELETE")
+    db.execute("PRAGMA auto_vacuum=NONE")
+    db.execute("VACUUM")  # as a database written by an older release
+    assert db.execute("PRAGMA auto_vacuum").fetchone() == (0,)
+    db.close()
+    async with lanes.open_lane_system(WORK, storage=path, commands=[Note]) as system:
+        assert len(system.recovered) == 1
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+    assert RAN == ["kept"]
