@@ -62,7 +62,10 @@ class CommandRegistry:
             raise LaneConfigError(msg)
         self.max_payload_bytes = max_payload_bytes
         self._converter: JsonConverter | None = None
-        self._checked: set[type] = set()  # classes whose structure hooks exist
+        # Classes whose structure hooks exist, with their plain fields (name, types) when
+        # every field is a str, int, float or bool (maybe None): their values are checked
+        # by type, cheaper than the round trip (which then only explains a mismatch).
+        self._checked: dict[type, tuple[tuple[str, tuple[type, ...]], ...] | None] = {}
         self.classes: dict[str, type] = {}
         for cls in classes:
             name = getattr(cls, "__lanes_command__", None)
@@ -112,11 +115,12 @@ class CommandRegistry:
         """
         name, cls = self._registered(obj)
         data = self._unstructure(name, obj)
-        size = _text_size(name, data)
-        if size > OFF_LOOP_BYTES:
-            self._check_size(name, size, at_least=True)
+        plain = _plain_values(self._checked.get(cls), data)
+        sizes = _flat_sizes(data) if plain else _text_size(name, data)
+        if sizes[0] > OFF_LOOP_BYTES:
+            self._check_size(name, sizes[0], at_least=True)
             return DEFERRED
-        return self._encode(name, cls, data, size)
+        return self._encode(name, cls, data, sizes, plain=plain)
 
     async def encode_off_loop(self, obj: object) -> str:
         """The payload of a big command, encoded in a worker thread in slices (so the
@@ -149,18 +153,31 @@ class CommandRegistry:
             msg = f"command {name!r} cannot be stored as JSON: {_short(exc)}"
             raise PayloadError(msg) from exc
 
-    def _encode(self, name: str, cls: type, data: Any, size: int | None = None) -> str:
+    def _encode(
+        self,
+        name: str,
+        cls: type,
+        data: Any,
+        sizes: tuple[int, int] | None = None,
+        *,
+        plain: bool | None = None,
+    ) -> str:
         """JSON of unstructured ``data``, checked; long strings are escaped in slices.
-        ``size``: :func:`_text_size` of ``data``, if known."""
-        self._check_size(name, _text_size(name, data) if size is None else size, at_least=True)
-        skeleton, long_texts = _skeleton(data)
+        ``sizes``: :func:`_text_size` of ``data`` and ``plain``: :func:`_plain_values`,
+        if known."""
+        total, longest = _text_size(name, data) if sizes is None else sizes
+        self._check_size(name, total, at_least=True)
+        skeleton, long_texts = _skeleton(data) if longest > _SLICE else (data, [])
         try:
             text = json.dumps(skeleton)  # ASCII: lone surrogates are escaped, not dropped
         except Exception as exc:
             msg = f"command {name!r} cannot be stored as JSON: {_short(exc)}"
             raise PayloadError(msg) from exc
         try:  # the long strings are strings in the skeleton too: the same check, cheaper
-            self.converter.loads(text, cls)
+            if plain is None:
+                plain = _plain_values(self._checked.get(cls), data)
+            if not plain:
+                self.converter.loads(text, cls)
         except Exception as exc:
             msg = (
                 f"command {name!r} can be stored but not rebuilt from its JSON (recovery "
@@ -193,7 +210,7 @@ class CommandRegistry:
         try:
             attrs.resolve_types(cls)
         except Exception:
-            self._checked.add(cls)
+            self._checked[cls] = None
             return
         for field in attrs.fields(cls):
             kind = field.type
@@ -206,7 +223,7 @@ class CommandRegistry:
                     "a list of them, an attrs class...) or register a cattrs hook"
                 )
                 raise PayloadError(msg) from None
-        self._checked.add(cls)
+        self._checked[cls] = _plain_fields(cls)
 
     def decode(self, name: str, payload: str) -> Any:
         """Rebuild a command object.
@@ -229,26 +246,28 @@ class CommandRegistry:
             raise StorageError(msg) from exc
 
 
-def _text_size(name: str, data: Any) -> int:
-    """The length of the strings in ``data`` (a lower bound of its JSON's); refuses
-    lists and dicts nested deeper than :data:`MAX_NESTING` (walked iteratively)."""
-    size = 0
-    stack = [(data, 1)]
+def _text_size(name: str, data: Any) -> tuple[int, int]:
+    """The total and the longest length of the strings in ``data`` (the total is a lower
+    bound of its JSON's); refuses lists and dicts nested deeper than :data:`MAX_NESTING`
+    (walked iteratively: a deep value cannot exhaust the stack)."""
+    if isinstance(data, str):
+        return len(data), len(data)
+    size = longest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, str):
-            size += len(value)
-            continue
-        if isinstance(value, dict):
-            children: Iterable[Any] = [*value.keys(), *value.values()]
-        elif isinstance(value, list | tuple):
-            children = value
-        else:
-            continue
         if depth > MAX_NESTING:
             raise PayloadError(_too_deep(name))
-        stack.extend((child, depth + 1) for child in children)
-    return size
+        children: Iterable[Any] = (
+            [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        )
+        for child in children:
+            if isinstance(child, str):
+                size += len(child)
+                longest = max(longest, len(child))
+            elif isinstance(child, dict | list | tuple):
+                stack.append((child, depth + 1))
+    return size, longest
 
 
 def _skeleton(data: Any) -> tuple[Any, list[tuple[str, str]]]:
@@ -292,3 +311,44 @@ def _short(exc: BaseException) -> str:
     except Exception:
         text = type(exc).__name__
     return text if len(text) <= 300 else text[:300] + "..."
+
+
+_PLAIN: dict[Any, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    float: (float, int),
+    bool: (bool,),
+    str | None: (str, type(None)),
+    int | None: (int, type(None)),
+    float | None: (float, int, type(None)),
+    bool | None: (bool, type(None)),
+}
+
+
+def _plain_fields(cls: type) -> tuple[tuple[str, tuple[type, ...]], ...] | None:
+    """(name, accepted value types) of each field, or None if one is not plain."""
+    plain = []
+    for field in attrs.fields(cls):
+        try:
+            accepted = _PLAIN.get(field.type)
+        except TypeError:  # an unhashable annotation
+            accepted = None
+        if accepted is None:
+            return None
+        plain.append((field.name, accepted))
+    return tuple(plain)
+
+
+def _plain_values(fields: tuple[tuple[str, tuple[type, ...]], ...] | None, data: Any) -> bool:
+    """Whether the unstructured ``data`` of a plain class holds values of exactly the
+    field types (then JSON rebuilds it as it was: no round trip needed)."""
+    if fields is None or not isinstance(data, dict):
+        return False
+    return all(type(data.get(name)) in accepted for name, accepted in fields)
+
+
+def _flat_sizes(data: dict[str, Any]) -> tuple[int, int]:
+    """:func:`_text_size` of a plain class's data (a flat dict of scalars)."""
+    lengths = [len(value) for value in data.values() if isinstance(value, str)]
+    lengths += [len(key) for key in data]
+    return sum(lengths), max(lengths, default=0)

@@ -43,7 +43,7 @@ from .storage import (
     StoredSchedule,
     WriteBatch,
 )
-from .storage._values import row_problem
+from .storage._values import row_problem, storable
 
 Task = trio.lowlevel.Task
 Ref = tuple[int, str]  # (0: command, 1: letter, 2: schedule; its id or key)
@@ -178,8 +178,10 @@ class Journal:
 
     def _refused(self, kind: str, row: StoredCommand | StoredLetter | StoredSchedule) -> bool:
         """Check a row before it joins a batch; remember why the caller's commit fails."""
-        fields = attrs.fields(type(row))
-        problem = row_problem(kind, ((f.name, getattr(row, f.name)) for f in fields))
+        names = _FIELD_NAMES.get(type(row)) or tuple(f.name for f in attrs.fields(type(row)))
+        if storable([getattr(row, name) for name in names]):
+            return False
+        problem = row_problem(kind, ((name, getattr(row, name)) for name in names))
         if problem is None:
             return False
         self.rejected_rows += 1
@@ -517,6 +519,12 @@ class _Changes:
             save_schedules=tuple(s for s in schedules.values() if s is not None),
             delete_schedules=tuple(key for key, s in schedules.items() if s is None),
         )
+
+
+_FIELD_NAMES = {
+    cls: tuple(field.name for field in attrs.fields(cls))
+    for cls in (StoredCommand, StoredLetter, StoredSchedule)
+}
 
 
 def _units(changes: _Changes, round_: _Round) -> list[tuple[list[Task], _Changes]]:

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["row_problem"]
+__all__ = ["row_problem", "storable"]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def storable(values: Iterable[object]) -> bool:
+    """Whether every value can surely be stored (the fast path of :func:`row_problem`:
+    ASCII text, 64-bit integers, floats, booleans, None)."""
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():  # type: ignore[attr-defined]
+                return False
+        elif kind is int:
+            if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
+                return False
+        elif value is not None and kind is not float and kind is not bool:
+            return False
+    return True
 
 
 def row_problem(kind: str, values: Iterable[tuple[str, object]]) -> str | None:
