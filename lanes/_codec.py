@@ -11,7 +11,7 @@ import attrs
 import trio
 from cattrs.preconf.json import JsonConverter, make_converter
 
-from ._command import command_name
+from ._command import command_name, is_command
 from ._errors import LaneConfigError, LaneUsageError, NotDurableError, StorageError
 
 __all__ = [
@@ -129,6 +129,9 @@ class CommandRegistry:
         Raises:
             NotDurableError, PayloadError: as :meth:`encode`.
         """
+        if not is_command(obj):  # defensive: submit found no command object to encode
+            msg = f"cannot encode {type(obj).__qualname__}: not a @lanes.command object"
+            raise NotDurableError(msg)
         return (await trio.to_thread.run_sync(self.encode, obj))[1]
 
     def _registered(self, obj: object) -> tuple[str, type]:

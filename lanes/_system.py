@@ -192,7 +192,9 @@ class LaneSystem:
             core.keys[cmd.key] = cmd  # a concurrent submit with this key gets this handle
         try:
             if cmd.payload == DEFERRED:  # big: encoded off the event loop
-                cmd.payload = await durable.registry.encode_off_loop(cmd.fn.__self__)  # type: ignore[attr-defined]
+                # the bound `execute` of the @lanes.command object (see _callable_of)
+                obj = getattr(cmd.fn, "__self__", None)
+                cmd.payload = await durable.registry.encode_off_loop(obj)
             durable.journal.save(durable.row(cmd, "pending", ready_at))
             await durable.journal.commit()
         except LaneError as exc:  # StorageError, or PayloadError from the encoding
