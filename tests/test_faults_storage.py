@@ -683,3 +683,29 @@ async def test_an_older_database_is_switched_to_incremental_vacuum(
     assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     db.close()
     assert RAN == ["kept"]
+
+
+@lanes.command(name="big-counter")
+@attrs.define
+class BigCounter:
+    text: str
+    n: int
+
+    async def execute(self) -> int:
+        await trio.lowlevel.checkpoint()
+        return self.n
+
+
+async def test_a_big_command_refused_off_the_loop_leaves_nothing_behind(
+    tmp_path: pathlib.Path,
+) -> None:
+    config = [LaneConfig("work", 0, inbox_size=1)]
+    path = tmp_path / "q.db"
+    async with lanes.open_lane_system(config, storage=path, commands=[BigCounter]) as system:
+        big = "x" * 300_000  # above OFF_LOOP_BYTES: encoded in a thread
+        with pytest.raises(PayloadError, match="not rebuilt"):
+            await system.submit("work", BigCounter(big, "three"), key="k")  # type: ignore[arg-type]
+        assert stored_ids(path) == []
+        assert system.statistics().lanes["work"].submitted == 0
+        # The inbox place and the key were given back.
+        assert await system.run("work", BigCounter(big, 3), key="k") == 3
