@@ -265,7 +265,7 @@ def command(cls: C | None = None, /, *, name: str | None = None) -> C | Callable
 
     Raises:
         LaneConfigError: the class is not an attrs class, has no ``async def execute``, or
-            the name is empty.
+            the name is empty or not valid Unicode.
     """
 
     def mark(target: C) -> C:
@@ -276,13 +276,24 @@ def command(cls: C | None = None, /, *, name: str | None = None) -> C | Callable
             msg = f"@lanes.command class {target.__qualname__} needs an `async def execute(self)`"
             raise LaneConfigError(msg)
         label = target.__qualname__ if name is None else name
-        if not isinstance(label, str) or not label.strip():
-            msg = f"@lanes.command(name={name!r}) is invalid; expected a non-empty string"
+        if not isinstance(label, str) or not label.strip() or not _storable(label):
+            msg = (
+                f"@lanes.command(name={name!r}) is invalid; expected a non-empty string of "
+                "valid Unicode (no lone surrogates): the name is stored with each command"
+            )
             raise LaneConfigError(msg)
         setattr(target, _NAME_ATTR, label)
         return cast(C, target)
 
     return mark if cls is None else mark(cls)
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def is_command(obj: object) -> bool:

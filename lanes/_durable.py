@@ -52,11 +52,14 @@ class Durability:
 
     # -- life-cycle hooks (synchronous; written by the journal's next batch) ---------------
 
+    # A started or requeued row differs from its submitted one only in numbers: the text
+    # was checked when the command was submitted (or recovered).
+
     def started(self, cmd: Command) -> None:
-        self.journal.save(self.row(cmd, "running"))
+        self.journal.save(self.row(cmd, "running"), checked=True)
 
     def requeued(self, cmd: Command, ready_at: float | None = None) -> None:
-        self.journal.save(self.row(cmd, "pending", ready_at))
+        self.journal.save(self.row(cmd, "pending", ready_at), checked=True)
 
     def finished(self, cmd: Command) -> None:
         self.journal.delete(cmd.id)

@@ -16,7 +16,7 @@ import trio
 
 from actors import WorkerPool, leaves, single_leaf
 
-from ._codec import CommandRegistry
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, DEFERRED, CommandRegistry
 from ._command import Command, CommandHandle, Reason, command_name, is_command
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
@@ -26,6 +26,7 @@ from ._durable import Durability
 from ._errors import (
     DrainTimeout,
     LaneConfigError,
+    LaneError,
     LaneFull,
     LaneUsageError,
     NotDurableError,
@@ -187,12 +188,16 @@ class LaneSystem:
         durable = core.durable
         assert durable is not None
         ready_at = trio.current_time() + delay if delay else None
-        durable.journal.save(durable.row(cmd, "pending", ready_at))
         if cmd.key is not None:
             core.keys[cmd.key] = cmd  # a concurrent submit with this key gets this handle
         try:
+            if cmd.payload == DEFERRED:  # big: encoded off the event loop
+                # the bound `execute` of the @lanes.command object (see _callable_of)
+                obj = getattr(cmd.fn, "__self__", None)
+                cmd.payload = await durable.registry.encode_off_loop(obj)
+            durable.journal.save(durable.row(cmd, "pending", ready_at))
             await durable.journal.commit()
-        except StorageError as exc:
+        except LaneError as exc:  # StorageError, or PayloadError from the encoding
             room.give()
             core.abort(cmd, exc)
             raise
@@ -341,7 +346,7 @@ class LaneSystem:
         existing = self._existing(key)
         if existing is not None:
             return existing
-        payload = self._payload(fn, durable)
+        payload = self._payload(fn, durable, defer=True)
         cmd = core.new_command(lane, call, args, type_name, key, timeout)
         if payload is not None:
             assert core.durable is not None
@@ -350,8 +355,12 @@ class LaneSystem:
             cmd.submitted_wall = core.durable.storage.clock()
         return cmd
 
-    def _payload(self, fn: Any, durable: bool | None) -> str | None:
-        """The JSON to store for ``fn``, or None when it is not stored."""
+    def _payload(self, fn: Any, durable: bool | None, *, defer: bool = False) -> str | None:
+        """The JSON to store for ``fn``, or None when it is not stored.
+
+        ``defer``: a big command's JSON may be ``DEFERRED``, for ``_store`` to encode it
+        off the event loop.
+        """
         if durable is not None and not isinstance(durable, bool):
             msg = f"submit: durable={durable!r} is invalid; expected True, False or None"
             raise LaneConfigError(msg)
@@ -369,6 +378,8 @@ class LaneSystem:
                 "cannot be stored; submit a @lanes.command object, or pass durable=False"
             )
             raise NotDurableError(msg)
+        if defer:
+            return store.registry.submit_payload(fn)
         return store.registry.encode(fn)[1]
 
     def _existing(self, key: str | None) -> CommandHandle[Any] | None:
@@ -681,6 +692,7 @@ def open_lane_system(
     drain_timeout: float | None = ...,
     clock: Callable[[], float] | None = ...,
     backend: None = ...,
+    max_payload_bytes: int = ...,
 ) -> _LaneSystemContext: ...
 @overload
 def open_lane_system(
@@ -693,6 +705,7 @@ def open_lane_system(
     drain_timeout: float | None = ...,
     clock: None = ...,
     backend: SystemBackend[S],
+    max_payload_bytes: int = ...,
 ) -> AbstractAsyncContextManager[S]: ...
 def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
@@ -704,6 +717,7 @@ def open_lane_system(
     drain_timeout: float | None = 30.0,
     clock: Callable[[], float] | None = None,
     backend: SystemBackend[Any] | None = None,
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
 ) -> Any:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
@@ -724,6 +738,9 @@ def open_lane_system(
             ``lanes.distributed.RedisBackend(url)``: the system then submits to them (see
             ``lanes.distributed``); ``max_concurrency`` and ``storage`` belong to the workers
             and must stay None, and ``dead_letter_limit`` is set on the workers instead.
+        max_payload_bytes: the largest JSON payload a durable command may have (default
+            1 MiB); a bigger one is refused at ``submit`` (``LaneUsageError``) before
+            anything is stored.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
     exception (or cancellation) cancels every command at once. Either way every handle is
@@ -732,7 +749,8 @@ def open_lane_system(
     Raises:
         LaneConfigError: invalid lanes or parameters (before anything starts).
         StorageError: on entering: the storage cannot be opened (a missing directory, a
-            file that is not a trio-lanes database, a newer schema); nothing has started.
+            file that is not a trio-lanes database, a newer schema, a read-only file or
+            folder, a database another lane system holds); nothing has started.
     """
     configs, cap = validate_lanes(lanes, max_concurrency)
     require_trio_parallel(configs)
@@ -740,7 +758,7 @@ def open_lane_system(
     if isinstance(commands, str) or not isinstance(commands, Iterable):
         msg = f"open_lane_system: commands={commands!r} is invalid; expected a list of classes"
         raise LaneConfigError(msg)
-    registry = CommandRegistry(commands)
+    registry = CommandRegistry(commands, max_payload_bytes)
     if (
         isinstance(dead_letter_limit, bool)
         or not isinstance(dead_letter_limit, int)

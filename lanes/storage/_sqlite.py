@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -22,6 +25,9 @@ T = TypeVar("T")
 APPLICATION_ID = 0x4C414E45  # "LANE": marks a database as ours
 SCHEMA_VERSION = 2
 _HEADER = b"SQLite format 3\x00"
+RECLAIM_PAGES = 256
+"""Free pages (of 4 KiB by default) past which a write gives the space back to the disk."""
+_WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is cut back to after a checkpoint
 
 _COMMAND_COLUMNS = (
     "id, seq, lane, type, payload, key, status, attempts, ready_at, timeout, submitted_at"
@@ -46,8 +52,24 @@ def _add_schedules_v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX schedules_key ON schedules(key)")
 
 
+def _incremental_vacuum(db: sqlite3.Connection) -> None:
+    """Let the file shrink after big commands (``auto_vacuum=INCREMENTAL``).
+
+    A new database gets it before its first table. An older one is converted once, at
+    open: SQLite needs a VACUUM (outside any transaction) to change the mode. Not a
+    schema change: older releases open the file as before.
+    """
+    if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:  # 2: INCREMENTAL
+        return
+    # SQLite cannot change the mode of a database in WAL mode: leave it for the VACUUM.
+    db.execute("PRAGMA journal_mode=DELETE")
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    db.execute("VACUUM")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _add_schedules_v2}
 """``MIGRATIONS[v]`` upgrades a database from schema version ``v`` to ``v + 1``."""
+_FULL, _READONLY, _IOERR = sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR
 
 
 class SqliteStorage:
@@ -57,12 +79,19 @@ class SqliteStorage:
     batch is on disk when :meth:`write` returns. All SQLite calls run in a worker thread
     (one at a time), never on the Trio thread. The file is created with mode 0600.
 
+    While open, it holds an exclusive OS lock (``flock``) on ``PATH.lock``, which names the
+    holder: a second open of the same database, from this process or another, raises
+    ``StorageError`` instead of running every command twice. The OS releases the lock when
+    the process ends, even by ``kill -9``. Space freed by finished commands is given back
+    to the disk (incremental vacuum) once more than :data:`RECLAIM_PAGES` pages are free.
+
     Args:
         path: the database file. Its directory must exist; an existing file must be a
             trio-lanes database.
         clock: wall clock for delays across restarts (default ``time.time``).
         max_pages: optional SQLite ``max_page_count`` (a size cap; tests use it to
-            simulate a full disk).
+            simulate a full disk; see :meth:`set_max_pages`).
+        lock: take the lock (default). Only a reader that never writes may pass False.
     """
 
     def __init__(
@@ -71,10 +100,13 @@ class SqliteStorage:
         *,
         clock: Callable[[], float] = time.time,
         max_pages: int | None = None,
+        lock: bool = True,
     ) -> None:
         self.path = Path(path)
         self._clock = clock
         self._max_pages = max_pages
+        self._use_lock = lock
+        self._lock_fd: int | None = None
         self._db: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
         self._db_lock = threading.Lock()  # one thread at a time on the connection
@@ -93,21 +125,83 @@ class SqliteStorage:
             return fn(*args)
 
     async def open(self) -> None:
-        """Validate the path, create or upgrade the schema.
+        """Validate the path, take the lock, create or upgrade the schema.
 
         Raises:
-            StorageError: missing directory, a file that is not ours, a newer schema.
+            StorageError: missing directory, a file that is not ours, a newer schema, a
+                read-only file or folder, or a database another lane system holds.
         """
         await self._call(self._open)
 
     def _open(self) -> None:
+        if self._db is not None:
+            raise StorageError(f"{self!r} is already open")
         path = self.path
         if not path.parent.is_dir():
             msg = f"{self!r}: directory {str(path.parent)!r} does not exist; create it first"
             raise StorageError(msg)
         if path.exists():
             self._check_ours(path)
-        else:
+        self._check_writable(path)
+        if self._use_lock:
+            self._take_lock()
+        try:
+            self._connect(path)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _check_writable(self, path: Path) -> None:
+        """Refuse a read-only file or folder now, not at the first submit.
+
+        ``os.access`` follows the caller's rights (root may write anything chmod forbids;
+        a read-only mount stops root too). SQLite also needs the folder for its ``-wal``
+        and ``-shm`` files.
+        """
+        if path.exists() and not os.access(path, os.W_OK):
+            msg = (
+                f"{self!r}: the database file is read-only; a lane system writes every "
+                "command (make it writable: chmod u+w, or choose another path)"
+            )
+            raise StorageError(msg)
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            msg = (
+                f"{self!r}: the folder {str(path.parent)!r} is read-only; SQLite writes its "
+                "-wal and -shm files next to the database (make it writable, or choose "
+                "another folder)"
+            )
+            raise StorageError(msg)
+
+    def _take_lock(self) -> None:
+        lock_path = f"{self.path}.lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            msg = f"{self!r}: cannot create the lock file {lock_path!r}: {exc.strerror or exc}"
+            raise StorageError(msg) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = _holder(fd)
+            os.close(fd)
+            msg = (
+                f"{self!r}: the database is in use by another lane system ({holder}; lock "
+                f"file {lock_path!r}); two systems on one database would run every command "
+                "twice: stop the other one, or give this one another path"
+            )
+            raise StorageError(msg) from exc
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {stamp}".encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the flock
+
+    def _connect(self, path: Path) -> None:
+        if not path.exists():
             try:
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             except OSError as exc:
@@ -118,17 +212,31 @@ class SqliteStorage:
             raise StorageError(f"{self!r}: cannot open the database: {exc}") from exc
         try:
             self._check_application(db)
+            self._check_version(db)
+            _incremental_vacuum(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
-            if self._max_pages is not None:
-                db.execute(f"PRAGMA max_page_count={int(self._max_pages)}")
+            db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             self._migrate(db)
+            if self._max_pages is not None:  # after the schema: a cap on the data
+                db.execute(f"PRAGMA max_page_count={int(self._max_pages)}")
         except BaseException as exc:
             db.close()
             if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"{self!r}: cannot open the database: {exc}") from exc
+                raise self._error("cannot open the database", exc) from exc
             raise
         self._db = db
+
+    async def set_max_pages(self, pages: int) -> int:
+        """Change SQLite's ``max_page_count`` of the open database; return the value now in
+        force (SQLite never sets it below the pages in use). Tests use it to fill the
+        storage and to give the space back."""
+        return await self._call(self._set_max_pages, pages)
+
+    def _set_max_pages(self, pages: int) -> int:
+        db = self._connection()
+        self._max_pages = int(pages)
+        return int(db.execute(f"PRAGMA max_page_count={int(pages)}").fetchone()[0])
 
     def _check_ours(self, path: Path) -> None:
         """Refuse a path that is not a file, or a file that is not (yet) a SQLite database.
@@ -170,7 +278,7 @@ class SqliteStorage:
         )
         raise StorageError(msg)
 
-    def _migrate(self, db: sqlite3.Connection) -> None:
+    def _check_version(self, db: sqlite3.Connection) -> None:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             msg = (
@@ -178,6 +286,9 @@ class SqliteStorage:
                 f"supports ({SCHEMA_VERSION}); upgrade trio-lanes"
             )
             raise StorageError(msg)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         while version < SCHEMA_VERSION:
             db.execute("BEGIN IMMEDIATE")
             MIGRATIONS[version](db)
@@ -201,7 +312,7 @@ class SqliteStorage:
                 f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY key"
             ).fetchall()
         except sqlite3.Error as exc:
-            raise StorageError(f"{self!r}: cannot read the database: {exc}") from exc
+            raise self._error("cannot read the database", exc) from exc
         return Recovered(
             tuple(StoredCommand(*row) for row in rows),
             tuple(StoredLetter(*row) for row in letters),
@@ -249,14 +360,56 @@ class SqliteStorage:
                     [attrs.astuple(r) for r in batch.save_schedules],
                 )
                 _delete(db, "schedules", batch.delete_schedules, column="key")
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk): rolling
+                # back again would raise "no transaction is active" and hide the cause.
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
         except (sqlite3.Error, ValueError, OverflowError) as exc:
             # ValueError: text that is not valid Unicode (a lone surrogate); OverflowError:
             # an integer wider than 64 bits. The transaction was rolled back either way.
-            raise StorageError(f"{self!r}: write failed: {exc}") from exc
+            raise self._error("write failed", exc) from exc
+        if batch.delete or batch.delete_letters:
+            self._reclaim(db)
+
+    def _reclaim(self, db: sqlite3.Connection) -> None:
+        """Give free pages back to the disk once there are many (big commands finished).
+
+        Best effort: the space is only reused later if this fails (e.g. a reader holds
+        the WAL), never lost.
+        """
+        try:
+            if db.execute("PRAGMA freelist_count").fetchone()[0] < RECLAIM_PAGES:
+                return
+            # executescript steps the pragma to its end (execute frees one page per step)
+            db.executescript("PRAGMA incremental_vacuum")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error:
+            return
+
+    def _error(self, what: str, exc: BaseException) -> StorageError:
+        """A StorageError that says what happened in words a user acts on."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        if primary == _FULL:
+            detail = (
+                "the storage is full (database or disk full); nothing of this write was "
+                "stored and everything accepted before is kept: free disk space (or raise "
+                "max_pages), then submit again"
+            )
+        elif primary == _READONLY:
+            detail = f"the database is read-only ({exc}); make the file and its folder writable"
+        elif primary == _IOERR:
+            detail = (
+                f"disk I/O error ({exc}); nothing of this write was stored: check the disk, "
+                "then submit again"
+            )
+        else:
+            detail = str(exc)
+        return StorageError(f"{self!r}: {what}: {detail}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -268,9 +421,12 @@ class SqliteStorage:
         await self._call(self._close)
 
     def _close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        try:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        finally:
+            self._release_lock()
 
 
 _CHUNK_VARIABLES = 30_000  # below SQLite's limit of bound variables per statement
@@ -296,6 +452,15 @@ def _delete(db: sqlite3.Connection, table: str, ids: tuple[str, ...], column: st
     for start in range(0, len(ids), step):
         chunk = ids[start : start + step]
         db.execute(f"DELETE FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})", chunk)
+
+
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its holder wrote it."""
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return f"held by {text}" if text else "held by another process"
 
 
 def _schedule_of(row: tuple[Any, ...]) -> StoredSchedule:
