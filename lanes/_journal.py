@@ -105,6 +105,13 @@ class Journal:
             self._rows[command_id] = None
             self._changed()
 
+    def save_replacing_letter(self, row: StoredCommand, letter_id: str) -> None:
+        """Save ``row`` and delete dead letter ``letter_id`` in the same batch (a requeue)."""
+        with self._lock:
+            self._rows[row.id] = row
+            self._letters[letter_id] = None
+            self._changed()
+
     def save_letter(self, letter: StoredLetter) -> None:
         with self._lock:
             self._letters[letter.id] = letter
