@@ -11,13 +11,15 @@ import functools
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable
-from types import MethodType
+from types import FunctionType, MethodType
 from typing import Any
 
 from ._command import command_name, is_command
 from ._errors import LaneUsageError
 
 __all__ = ["check_arity", "submittable"]
+
+_CO_COROUTINE = inspect.CO_COROUTINE
 
 
 def submittable(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable[Any]], str]:
@@ -55,8 +57,8 @@ def submittable(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable
 
 
 def _name(fn: Any) -> str:
-    if isinstance(fn, functools.partial):
-        return f"functools.partial({_name(fn.func)}, ...)"
+    if type(fn) is functools.partial:
+        return f"partial({_name(fn.func)})"
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
 
@@ -76,6 +78,8 @@ def _is_async(fn: Any) -> bool:
     """Whether calling ``fn`` runs an ``async def`` (seen through partials and methods)."""
     while isinstance(fn, functools.partial):
         fn = fn.func
+    if type(fn) is FunctionType:
+        return bool(fn.__code__.co_flags & _CO_COROUTINE)
     if inspect.iscoroutinefunction(fn):
         return True
     if inspect.isroutine(fn) or isinstance(fn, type):
@@ -84,13 +88,17 @@ def _is_async(fn: Any) -> bool:
 
 
 class _Shape:
-    """How many positional arguments a callable takes, and its required keyword-only ones."""
+    """How a callable takes arguments: its positional parameters (the first ``least`` of
+    them required), whether it takes ``*args``, and its required keyword-only ones."""
 
-    __slots__ = ("keywords", "least", "most")
+    __slots__ = ("keywords", "least", "names", "varargs")
 
-    def __init__(self, least: int, most: int | None, keywords: tuple[str, ...]) -> None:
+    def __init__(
+        self, names: tuple[str, ...], least: int, varargs: bool, keywords: tuple[str, ...]
+    ) -> None:
+        self.names = names
         self.least = least
-        self.most = most  # None: *args
+        self.varargs = varargs
         self.keywords = keywords
 
 
@@ -98,41 +106,74 @@ _SHAPES: weakref.WeakKeyDictionary[Any, _Shape | None] = weakref.WeakKeyDictiona
 
 
 def check_arity(fn: Any, args: tuple[Any, ...], name: str | None = None) -> None:
-    """Check that ``fn(*args)`` fits ``fn``'s signature (cached per function object).
+    """Check that ``fn(*args)`` fits ``fn``'s signature (read once per function object).
 
     Raises:
-        LaneUsageError: too few or too many positional arguments, or a keyword-only
-            parameter without a default (which ``submit`` cannot fill).
+        LaneUsageError: too few or too many positional arguments, or a required parameter
+            that only a keyword can fill (``submit`` passes positional arguments only).
     """
-    target, skip = (fn.__func__, 1) if isinstance(fn, MethodType) else (fn, 0)
+    target, skip, bound = _unbound(fn)
     shape = _shape_of(target)
     if shape is None:  # no signature to read (some builtins, C extensions): trust it
         return
-    given = len(args) + skip
     label = name or _name(fn)
-    if shape.keywords:
-        needed = ", ".join(f"{k}=..." for k in shape.keywords)
+    least, most, keywords = _fit(shape, skip, bound)
+    if keywords:
+        needed = ", ".join(f"{k}=..." for k in keywords)
         msg = (
-            f"submit: {label} needs the keyword argument(s) {', '.join(shape.keywords)}; "
+            f"submit: {label} needs the keyword argument(s) {', '.join(keywords)}; "
             "submit passes only positional arguments to the command, so bind them first: "
-            f"submit(lane, functools.partial({label}, {needed}), ...)"
+            f"submit(lane, functools.partial({_name(target)}, {needed}), ...)"
         )
         raise LaneUsageError(msg)
-    if given < shape.least or (shape.most is not None and given > shape.most):
+    given = len(args)
+    if given < least or (most is not None and given > most):
+        expected = (
+            f"at least {least}"
+            if most is None
+            else (str(least) if least == most else f"{least} to {most}")
+        )
         msg = (
-            f"submit: {label} takes {_expected(shape, skip)} positional argument(s) but "
-            f"{len(args)} given; pass the arguments its signature expects (keyword "
-            "arguments go through functools.partial)"
+            f"submit: {label} takes {expected} positional argument(s) but {given} given; "
+            "pass the arguments its signature expects (keyword arguments go through "
+            "functools.partial)"
         )
         raise LaneUsageError(msg)
 
 
-def _expected(shape: _Shape, skip: int) -> str:
-    least = shape.least - skip
-    if shape.most is None:
-        return f"at least {least}"
-    most = shape.most - skip
-    return str(least) if least == most else f"{least} to {most}"
+def _unbound(fn: Any) -> tuple[Any, int, frozenset[str]]:
+    """What to read the signature of, how many leading positionals are already bound, and
+    the names bound by keyword.
+
+    Bound methods and partials (which flatten when nested) are read through to their
+    function, whose shape is cached: a partial made for each submit costs no
+    ``inspect.signature``.
+    """
+    skip = 0
+    bound: frozenset[str] = frozenset()
+    if type(fn) is functools.partial:
+        skip, bound, fn = len(fn.args), frozenset(fn.keywords), fn.func
+    if isinstance(fn, MethodType):
+        skip, fn = skip + 1, fn.__func__
+    return fn, skip, bound
+
+
+def _fit(shape: _Shape, skip: int, bound: frozenset[str]) -> tuple[int, int | None, list[str]]:
+    """(least, most or None, keyword-only names still needed) once ``skip`` leading
+    positionals and the ``bound`` keywords are given."""
+    names = shape.names
+    most: int | None = None if shape.varargs else len(names)
+    least = shape.least
+    needed = [k for k in shape.keywords if k not in bound]
+    if bound:
+        for index in range(skip, len(names)):
+            if names[index] in bound:  # from here on, positionals would collide with it
+                most = index
+                needed += [n for n in names[index:least] if n not in bound]
+                least = min(least, index)
+                break
+    least = max(least - skip, 0)
+    return least, None if most is None else most - skip, needed
 
 
 def _shape_of(fn: Any) -> _Shape | None:
@@ -151,16 +192,17 @@ def _read_shape(fn: Any) -> _Shape | None:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):
         return None
-    least = most = 0
+    names: list[str] = []
+    least = 0
     varargs = False
     keywords = []
     for param in signature.parameters.values():
         if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
-            most += 1
+            names.append(param.name)
             if param.default is param.empty:
-                least = most
+                least = len(names)
         elif param.kind is param.VAR_POSITIONAL:
             varargs = True
         elif param.kind is param.KEYWORD_ONLY and param.default is param.empty:
             keywords.append(param.name)
-    return _Shape(least, None if varargs else most, tuple(keywords))
+    return _Shape(tuple(names), least, varargs, tuple(keywords))

@@ -625,8 +625,8 @@ class LaneSystem:
             )
         with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
             await self._core.wait_idle()
-        if not scope.cancelled_caught:
-            return
+        if not scope.cancelled_caught or not self._core.live:
+            return  # idle (a zero timeout may cancel wait_idle's last checkpoint)
         left = len(self._core.live)
         paused = self._paused_with_pending()
         self._core.cancel_all(Reason.SHUTDOWN)

@@ -212,6 +212,7 @@ async def varargs(*items: int) -> int:
         (functools.partial(add, 1, 2), (3,), "0"),
         (Service().method, (), "1"),
         (AsyncCallable(), (1, 2), "1"),
+        (functools.partial(add, b=2), (1, 2), "1"),  # b is bound: a positional would collide
     ],
 )
 async def test_wrong_number_of_arguments_is_refused_at_submit(
@@ -240,6 +241,8 @@ async def test_varargs_and_defaults_are_accepted() -> None:
         assert await system.run("work", varargs, 1, 2, 3) == 3
         assert await system.run("work", add, 1) == 1
         assert await system.run("work", add, 1, 2) == 3
+        assert await system.run("work", functools.partial(add, b=2), 1) == 3
+        assert await system.run("work", functools.partial(add, 1, 2)) == 3
 
 
 # -- dead-letter requeue --------------------------------------------------------------------------
@@ -501,3 +504,12 @@ async def test_commands_without_storage_is_refused() -> None:
     assert "Job" in str(info.value)
     async with lanes.open_lane_system(ONE, commands=()):  # empty: fine
         pass
+
+
+async def test_a_zero_drain_timeout_with_nothing_left_is_no_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="lanes")
+    async with lanes.open_lane_system(ONE, drain_timeout=0) as system:
+        await system.drain(0)  # idle: no DrainTimeout
+    assert [r for r in caplog.records if r.name == "lanes"] == []
