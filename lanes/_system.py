@@ -152,11 +152,15 @@ class LaneSystem:
 
         Args:
             lane: the lane's name.
-            fn: an async callable (called with ``args``) or a ``@lanes.command`` instance;
-                on a lane with ``executor="process"``, a synchronous function (importable,
-                so it can be pickled) that runs in a worker process.
-            key: idempotency key: while a command with this key is pending or running, the
-                existing handle is returned instead.
+            fn: an async callable (called with ``args``, whose number must fit its
+                signature) or a ``@lanes.command`` instance; on a lane with
+                ``executor="process"``, a synchronous function (importable, so it can be
+                pickled) that runs in a worker process. A synchronous callable on an
+                ordinary lane is refused. Keyword arguments for ``fn`` are bound with
+                ``functools.partial(fn, name=value)``: ``submit``'s own keywords are only
+                ``key``, ``delay``, ``timeout`` and ``durable``.
+            key: idempotency key (a non-blank string): while a command with this key is
+                pending or running, the existing handle is returned instead.
             delay: seconds before the command becomes pending.
             timeout: hard timeout of each attempt (default: the lane's).
             durable: with storage, whether to store the command (default: yes; a plain
@@ -166,7 +170,9 @@ class LaneSystem:
         cancellation waits for it (the command is then accepted and runs).
 
         Raises:
-            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments.
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (a synchronous
+                callable, arguments that do not fit its signature, a blank key...).
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
             NotDurableError: a plain callable (or an unlisted command class) for storage.
             StorageError: the write failed; the command was not accepted.
             ShutdownInProgress: the system no longer accepts commands.
