@@ -102,6 +102,7 @@ class _Shape:
         self.keywords = keywords
 
 
+_NOTHING: frozenset[str] = frozenset()
 _SHAPES: weakref.WeakKeyDictionary[Any, _Shape | None] = weakref.WeakKeyDictionary()
 
 
@@ -116,9 +117,9 @@ def check_arity(fn: Any, args: tuple[Any, ...], name: str | None = None) -> None
     shape = _shape_of(target)
     if shape is None:  # no signature to read (some builtins, C extensions): trust it
         return
-    label = name or _name(fn)
     least, most, keywords = _fit(shape, skip, bound)
     if keywords:
+        label = name or _name(fn)
         needed = ", ".join(f"{k}=..." for k in keywords)
         msg = (
             f"submit: {label} needs the keyword argument(s) {', '.join(keywords)}; "
@@ -128,6 +129,7 @@ def check_arity(fn: Any, args: tuple[Any, ...], name: str | None = None) -> None
         raise LaneUsageError(msg)
     given = len(args)
     if given < least or (most is not None and given > most):
+        label = name or _name(fn)
         expected = (
             f"at least {least}"
             if most is None
@@ -150,9 +152,11 @@ def _unbound(fn: Any) -> tuple[Any, int, frozenset[str]]:
     ``inspect.signature``.
     """
     skip = 0
-    bound: frozenset[str] = frozenset()
+    bound = _NOTHING
     if type(fn) is functools.partial:
-        skip, bound, fn = len(fn.args), frozenset(fn.keywords), fn.func
+        skip, fn, keywords = len(fn.args), fn.func, fn.keywords
+        if keywords:
+            bound = frozenset(keywords)
     if isinstance(fn, MethodType):
         skip, fn = skip + 1, fn.__func__
     return fn, skip, bound
@@ -164,6 +168,8 @@ def _fit(shape: _Shape, skip: int, bound: frozenset[str]) -> tuple[int, int | No
     names = shape.names
     most: int | None = None if shape.varargs else len(names)
     least = shape.least
+    if not bound and not shape.keywords:  # the common case
+        return max(least - skip, 0), None if most is None else most - skip, []
     needed = [k for k in shape.keywords if k not in bound]
     if bound:
         for index in range(skip, len(names)):

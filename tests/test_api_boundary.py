@@ -377,6 +377,7 @@ async def test_durable_requeue_under_a_live_key_keeps_the_stored_letter(
 
 async def test_handles_carry_their_key_and_command(autojump_clock: trio.abc.Clock) -> None:
     async with lanes.open_lane_system(ONE) as system:
+        system.pause("work")  # both stay pending until the lookups are done
         job = Job("a")
         plain = await system.submit("work", add, 1, key="k-plain")
         assert plain.key == "k-plain"
@@ -386,6 +387,7 @@ async def test_handles_carry_their_key_and_command(autojump_clock: trio.abc.Cloc
         assert unkeyed.command is job
         assert system.handle_for("k-plain") is plain
         assert system.handle_for("nobody") is None
+        system.resume("work")
         assert await plain.result() == 1
         assert system.handle_for("k-plain") is None  # finished: the key is free
         with pytest.raises(lanes.LaneConfigError):
