@@ -91,7 +91,7 @@ class _Shape:
     """How a callable takes arguments: its positional parameters (the first ``least`` of
     them required), whether it takes ``*args``, and its required keyword-only ones."""
 
-    __slots__ = ("keywords", "least", "names", "varargs")
+    __slots__ = ("keywords", "least", "most", "names", "varargs")
 
     def __init__(
         self, names: tuple[str, ...], least: int, varargs: bool, keywords: tuple[str, ...]
@@ -99,6 +99,7 @@ class _Shape:
         self.names = names
         self.least = least
         self.varargs = varargs
+        self.most = None if varargs else len(names)
         self.keywords = keywords
 
 
@@ -113,28 +114,49 @@ def check_arity(fn: Any, args: tuple[Any, ...], name: str | None = None) -> None
         LaneUsageError: too few or too many positional arguments, or a required parameter
             that only a keyword can fill (``submit`` passes positional arguments only).
     """
-    target, skip, bound = _unbound(fn)
+    if type(fn) is FunctionType:
+        target, skip, bound = fn, 0, _NOTHING
+    else:
+        target, skip, bound = _unbound(fn)
     shape = _shape_of(target)
     if shape is None:  # no signature to read (some builtins, C extensions): trust it
         return
+    given = len(args) + skip
+    if (
+        not bound
+        and not shape.keywords
+        and shape.least <= given
+        and (shape.most is None or given <= shape.most)
+    ):
+        return  # the common case: it fits
+    _refuse_misfit(fn, args, name, shape, skip, bound)
+
+
+def _refuse_misfit(
+    fn: Any,
+    args: tuple[Any, ...],
+    name: str | None,
+    shape: _Shape,
+    skip: int,
+    bound: frozenset[str],
+) -> None:
+    """Raise unless ``args`` fit once partial keywords are taken into account."""
     least, most, keywords = _fit(shape, skip, bound)
+    label = name or _name(fn)
     if keywords:
-        label = name or _name(fn)
         needed = ", ".join(f"{k}=..." for k in keywords)
         msg = (
             f"submit: {label} needs the keyword argument(s) {', '.join(keywords)}; "
             "submit passes only positional arguments to the command, so bind them first: "
-            f"submit(lane, functools.partial({_name(target)}, {needed}), ...)"
+            f"submit(lane, functools.partial({_name(_unbound(fn)[0])}, {needed}), ...)"
         )
         raise LaneUsageError(msg)
     given = len(args)
     if given < least or (most is not None and given > most):
-        label = name or _name(fn)
-        expected = (
-            f"at least {least}"
-            if most is None
-            else (str(least) if least == most else f"{least} to {most}")
-        )
+        if most is None:
+            expected = f"at least {least}"
+        else:
+            expected = str(least) if least == most else f"{least} to {most}"
         msg = (
             f"submit: {label} takes {expected} positional argument(s) but {given} given; "
             "pass the arguments its signature expects (keyword arguments go through "
@@ -166,10 +188,8 @@ def _fit(shape: _Shape, skip: int, bound: frozenset[str]) -> tuple[int, int | No
     """(least, most or None, keyword-only names still needed) once ``skip`` leading
     positionals and the ``bound`` keywords are given."""
     names = shape.names
-    most: int | None = None if shape.varargs else len(names)
+    most = shape.most
     least = shape.least
-    if not bound and not shape.keywords:  # the common case
-        return max(least - skip, 0), None if most is None else most - skip, []
     needed = [k for k in shape.keywords if k not in bound]
     if bound:
         for index in range(skip, len(names)):
