@@ -63,7 +63,7 @@ async def _clients(system: lanes.LaneSystem | distributed.RemoteLaneSystem, n: i
 
 def in_process(n: int) -> Run:
     async def main() -> float:
-        async with lanes.open_lane_system(commands=[Trivial]) as system:
+        async with lanes.open_lane_system() as system:
             return await _clients(system, n)
 
     return Run(trio.run(main))

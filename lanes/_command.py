@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 import attrs
 import trio
 
+from ._boundary import check_run
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout, LaneConfigError
 from ._policy import Job, JobState
 
@@ -195,6 +196,28 @@ class CommandHandle(Generic[T]):
         return self._command.lane
 
     @property
+    def key(self) -> str | None:
+        """The command's idempotency key (None if it was submitted without one).
+
+        Recovered handles (``system.recovered``) carry the key they were stored with, so an
+        application can map recovered work back to its sessions; see also
+        ``LaneSystem.handle_for(key)``.
+        """
+        return self._command.key
+
+    @property
+    def command(self) -> Any:
+        """What was submitted: the ``@lanes.command`` object, or the callable.
+
+        For a recovered durable command, the object rebuilt from storage.
+        """
+        fn = self._command.fn
+        owner = getattr(fn, "__self__", None)
+        if owner is not None and is_command(owner):
+            return owner  # its bound ``execute``: the object is what was submitted
+        return fn
+
+    @property
     def status(self) -> CommandStatus:
         """pending, running, retrying, done, failed or cancelled."""
         return self._command.status
@@ -214,11 +237,13 @@ class CommandHandle(Generic[T]):
         Cancelling this wait leaves the command running: the handle still owns it.
 
         Raises:
-            CommandTimeout: its last attempt exceeded the timeout.
+            CommandTimeout: its last attempt exceeded the timeout (a ``CommandFailed``).
             CommandFailed: it failed for good; ``__cause__`` is the last error.
             CommandCancelled: it was cancelled.
+            LaneUsageError: called outside the ``trio.run`` that owns the lane system.
         """
         c = self._command
+        check_run(c.core.token, "handle.result")
         await c.wait_done()
         if c.outcome_kind is None:
             return c.value  # type: ignore[no-any-return]
@@ -229,8 +254,13 @@ class CommandHandle(Generic[T]):
 
         A pending command is resolved as cancelled at once; a running one is cancelled at its
         next checkpoint and resolves when its attempt exits. No-op once it finished.
+
+        Raises:
+            LaneUsageError: called outside the ``trio.run`` that owns the lane system.
         """
-        self._command.core.cancel(self._command, Reason.CANCEL)
+        core = self._command.core
+        check_run(core.token, "handle.cancel")
+        core.cancel(self._command, Reason.CANCEL)
 
 
 def _outcome_error(c: Command) -> Exception:

@@ -57,6 +57,7 @@ class Core:
         self.keys: dict[str, Command] = {}
         self.live: dict[Command, None] = {}  # accepted, not yet terminal
         self.accepting = True
+        self.token = trio.lowlevel.current_trio_token()  # the owning run's (see _boundary)
         self._random = rng
         self.wake: Callable[[], None] = _nothing
         self.pools: dict[str, WorkerPool[Command, int]] = {}

@@ -12,6 +12,7 @@ __all__ = [
     "CommandFailed",
     "CommandTimeout",
     "DrainTimeout",
+    "KeyInUse",
     "LaneConfigError",
     "LaneError",
     "LaneFull",
@@ -44,6 +45,14 @@ class LaneUsageError(LaneError, TypeError):
     """The API was used the wrong way (for example ``with`` instead of ``async with``)."""
 
 
+class KeyInUse(LaneError):
+    """The idempotency key is held by another command that is pending or running.
+
+    Raised by ``dead_letters.requeue(id)`` when the letter's key is taken: the letter is
+    kept; requeue it once the holder (``system.handle_for(key)``) has finished.
+    """
+
+
 class LaneFull(LaneError):
     """``submit_nowait`` found the lane's inbox full; use ``await submit(...)`` to wait."""
 
@@ -64,12 +73,22 @@ class StorageError(LaneError):
     """The storage backend failed or holds data that this version cannot use."""
 
 
-class CommandTimeout(LaneError):
-    """The command's last attempt exceeded its timeout (the attempt was cancelled)."""
-
-
 class CommandFailed(LaneError):
-    """The command failed for good; ``__cause__`` is the last attempt's exception."""
+    """The command failed for good; ``__cause__`` is the last attempt's exception.
+
+    A command whose last attempt timed out failed too: it raises :class:`CommandTimeout`, a
+    subclass, so ``except CommandFailed`` catches every command that is counted as failed
+    and dead-lettered.
+    """
+
+
+class CommandTimeout(CommandFailed):
+    """The command's last attempt exceeded its timeout (the attempt was cancelled).
+
+    A :class:`CommandFailed`: a timeout on the last attempt is a failure (counted in
+    ``failed`` and dead-lettered). Catch ``CommandTimeout`` before ``CommandFailed`` to
+    tell the two apart.
+    """
 
 
 class CommandCancelled(LaneError):

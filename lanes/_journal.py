@@ -143,6 +143,13 @@ class Journal:
             self._own((0, command_id))
             self._changed()
 
+    def save_replacing_letter(self, row: StoredCommand, letter_id: str) -> None:
+        """Save ``row`` and delete dead letter ``letter_id`` in the same batch (a requeue)."""
+        with self._lock:
+            self._rows[row.id] = row
+            self._letters[letter_id] = None
+            self._changed()
+
     def save_letter(self, letter: StoredLetter) -> None:
         """Save a dead letter; an error text that is not valid Unicode is escaped."""
         if row_problem("dead letter", [("error", letter.error)]) is not None:

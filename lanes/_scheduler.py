@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from ._boundary import check_key
 from ._command import Command, CommandHandle, command_name, is_command
 from ._errors import LaneConfigError, LaneError, ShutdownInProgress, StorageError
 from ._journal import Journal
@@ -127,9 +128,8 @@ class Scheduler:
         if not self._core.accepting or self._nursery is None:
             raise system._shutdown_error()
         system._check_lane(lane, "schedule")
-        if key is not None and (not isinstance(key, str) or not key):
-            msg = f"schedule: key={key!r} is invalid; expected a non-empty string (or None)"
-            raise LaneConfigError(msg)
+        if key is not None:
+            check_key(key, "schedule")
         timing = make_timing(every, cron, tz, self.wall())
         jitter_s = _seconds("jitter", jitter)
         chosen = _choice("misfire", misfire, MISFIRE)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
+import logging
 import math
 import os
 import time
@@ -16,8 +16,10 @@ import trio
 
 from actors import WorkerPool, leaves, single_leaf
 
+from ._boundary import check_key, check_run, foreign_run
+from ._callables import check_arity, submittable
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, DEFERRED, CommandRegistry
-from ._command import Command, CommandHandle, Reason, command_name, is_command
+from ._command import Command, CommandHandle, Reason, is_command
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
 from ._dispatcher import Dispatcher
@@ -25,6 +27,7 @@ from ._dlq import DeadLetter, DeadLetterQueue
 from ._durable import Durability
 from ._errors import (
     DrainTimeout,
+    KeyInUse,
     LaneConfigError,
     LaneError,
     LaneFull,
@@ -47,6 +50,8 @@ from .events import Event
 from .storage import Storage, as_storage
 
 __all__ = ["LaneSystem", "open_lane_system"]
+
+logger = logging.getLogger("lanes")
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -84,6 +89,8 @@ class LaneSystem:
 
     def __init__(self, core: Core, drain_timeout: float | None) -> None:
         self._core = core
+        self._token = core.token  # the owning run's: every entry point checks it
+        self._closed = False  # the ``async with`` block has ended
         self._drain_timeout = drain_timeout
         self.dispatcher: Dispatcher | None = None
         self.recovered: tuple[CommandHandle[Any], ...] = ()
@@ -146,11 +153,15 @@ class LaneSystem:
 
         Args:
             lane: the lane's name.
-            fn: an async callable (called with ``args``) or a ``@lanes.command`` instance;
-                on a lane with ``executor="process"``, a synchronous function (importable,
-                so it can be pickled) that runs in a worker process.
-            key: idempotency key: while a command with this key is pending or running, the
-                existing handle is returned instead.
+            fn: an async callable (called with ``args``, whose number must fit its
+                signature) or a ``@lanes.command`` instance; on a lane with
+                ``executor="process"``, a synchronous function (importable, so it can be
+                pickled) that runs in a worker process. A synchronous callable on an
+                ordinary lane is refused. Keyword arguments for ``fn`` are bound with
+                ``functools.partial(fn, name=value)``: ``submit``'s own keywords are only
+                ``key``, ``delay``, ``timeout`` and ``durable``.
+            key: idempotency key (a non-blank string): while a command with this key is
+                pending or running, the existing handle is returned instead.
             delay: seconds before the command becomes pending.
             timeout: hard timeout of each attempt (default: the lane's).
             durable: with storage, whether to store the command (default: yes; a plain
@@ -160,7 +171,9 @@ class LaneSystem:
         cancellation waits for it (the command is then accepted and runs).
 
         Raises:
-            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments.
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (a synchronous
+                callable, arguments that do not fit its signature, a blank key...).
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
             NotDurableError: a plain callable (or an unlisted command class) for storage.
             StorageError: the write failed; the command was not accepted.
             ShutdownInProgress: the system no longer accepts commands.
@@ -182,8 +195,14 @@ class LaneSystem:
         self._core.accept(cmd_or_handle, delay)
         return cmd_or_handle.handle
 
-    async def _store(self, cmd: Command, room: Room, delay: float | None) -> None:
-        """Write a durable command before it is accepted; its key is taken meanwhile."""
+    async def _store(
+        self, cmd: Command, room: Room, delay: float | None, replaces_letter: str | None = None
+    ) -> None:
+        """Write a durable command before it is accepted; its key is taken meanwhile.
+
+        ``replaces_letter``: the id of the dead letter it requeues, deleted in the same
+        transaction.
+        """
         core = self._core
         durable = core.durable
         assert durable is not None
@@ -195,7 +214,11 @@ class LaneSystem:
                 # the bound `execute` of the @lanes.command object (see _callable_of)
                 obj = getattr(cmd.fn, "__self__", None)
                 cmd.payload = await durable.registry.encode_off_loop(obj)
-            durable.journal.save(durable.row(cmd, "pending", ready_at))
+            row = durable.row(cmd, "pending", ready_at)
+            if replaces_letter is None:
+                durable.journal.save(row)
+            else:
+                durable.journal.save_replacing_letter(row, replaces_letter)
             await durable.journal.commit()
         except LaneError as exc:  # StorageError, or PayloadError from the encoding
             room.give()
@@ -323,26 +346,33 @@ class LaneSystem:
         durable: bool | None = None,
     ) -> Command | CommandHandle[Any]:
         core = self._core
+        try:
+            token = _current_token()
+        except RuntimeError:  # a plain thread
+            token = None
+        if token is not self._token:
+            raise foreign_run("submit")
         if not core.accepting:
             raise self._shutdown_error()
         self._check_lane(lane, "submit")
         call: Callable[..., Any]
         if core.configs[lane].executor == "process":
             call, type_name = process_callable(lane, fn)
-        elif type(fn) is FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
-            # An `async def` function, the common case: what _callable_of would find, faster.
+        elif type(fn) is FunctionType and (code := fn.__code__).co_flags & _CO_COROUTINE:
+            # An `async def` function, the common case: what submittable would find, faster.
+            if len(args) != code.co_argcount or code.co_kwonlyargcount:
+                check_arity(fn, args)  # defaults, *args, keyword-only: read the signature
             call, type_name = fn, fn.__qualname__ or type(fn).__qualname__
         else:
-            call, type_name = _callable_of(fn, args)
+            call, type_name = submittable(fn, args)
             if is_command(fn):
                 args = ()  # the command object carries its arguments
         if delay is not None:
             _check_seconds("submit", "delay", delay, zero_ok=True)
         if timeout is not None:
             _check_seconds("submit", "timeout", timeout, zero_ok=False)
-        if key is not None and not isinstance(key, str):
-            msg = f"submit: key={key!r} is invalid; expected a string (or None)"
-            raise LaneConfigError(msg)
+        if key is not None:
+            check_key(key, "submit")
         existing = self._existing(key)
         if existing is not None:
             return existing
@@ -452,7 +482,9 @@ class LaneSystem:
                 ``durable=False``).
             StorageError: the schedule could not be stored.
             ShutdownInProgress: the system is closing.
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
         """
+        self._check_run("schedule")
         return await self._scheduler.add(
             lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap, durable
         )
@@ -465,12 +497,27 @@ class LaneSystem:
     # -- control -----------------------------------------------------------------------------------
 
     def pause(self, lane: str) -> None:
-        """Stop starting commands of ``lane`` (running ones continue; submits still queue)."""
+        """Stop starting commands of ``lane`` (running ones continue; submits still queue).
+
+        A paused lane's pending commands wait until :meth:`resume`, a drain included: a
+        drain that starts while a paused lane holds commands logs a warning naming it.
+
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
+        """
+        self._check_open("pause")
         self._check_lane(lane, "pause")
         self._core.policy.pause(lane)
 
     def resume(self, lane: str) -> None:
-        """Start dispatching ``lane`` again."""
+        """Start dispatching ``lane`` again (also during a shutdown or drain).
+
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
+        """
+        self._check_open("resume")
         self._check_lane(lane, "resume")
         self._core.policy.resume(lane)
         self._core.wake()
@@ -480,7 +527,12 @@ class LaneSystem:
 
         Returns once the running ones have exited (their slots are free). If this call is
         cancelled while waiting, the commands stay cancelled.
+
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
         """
+        self._check_open("cancel_lane")
         self._check_lane(lane, "cancel_lane")
         counters = self._core.counters[lane]
         before = counters.cancelled
@@ -493,7 +545,8 @@ class LaneSystem:
     # -- observing ---------------------------------------------------------------------------------
 
     def statistics(self) -> SystemStatistics:
-        """A frozen snapshot of every lane and of the system."""
+        """A frozen snapshot of every lane and of the system (also once it is closed)."""
+        self._check_run("statistics")
         core = self._core
         policy = core.policy
         now = trio.current_time()
@@ -530,6 +583,7 @@ class LaneSystem:
         ``buffer`` unread events, new ones are dropped for this subscriber and counted in
         ``statistics().events_dropped``; scheduling never waits for a subscriber.
         """
+        self._check_run("subscribe")
         return self._core.bus.subscribe(tuple(event_types), buffer)
 
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -539,6 +593,7 @@ class LaneSystem:
         the callback runs before the command's handle resolves, must be quick and must not
         raise. Most code wants :meth:`subscribe` instead.
         """
+        self._check_run("listen")
         return self._core.bus.listen(callback)
 
     # -- stopping ----------------------------------------------------------------------------------
@@ -546,8 +601,10 @@ class LaneSystem:
     async def shutdown(self) -> None:
         """Stop accepting commands: ``submit`` raises :class:`ShutdownInProgress` from now on.
 
-        Commands already accepted keep running; use :meth:`drain` to wait for them.
+        Commands already accepted keep running; use :meth:`drain` to wait for them. A no-op
+        once the system is closed.
         """
+        self._check_run("shutdown")
         self._stop_accepting()
         await trio.lowlevel.checkpoint()
 
@@ -560,28 +617,84 @@ class LaneSystem:
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until no command is pending or running (retries and delays included).
 
+        A paused lane's commands cannot start until it is resumed: if a paused lane holds
+        pending commands when the drain starts, a warning naming it is logged (logger
+        ``"lanes"``), and a :class:`DrainTimeout` names the paused lanes still holding
+        commands.
+
         Args:
             timeout: seconds to wait; None waits as long as it takes.
 
         Raises:
             DrainTimeout: the timeout passed; every command left has been cancelled (and
                 the running ones have exited) before this is raised.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
         """
+        self._check_open("drain")
         _check_seconds("drain", "timeout", timeout, zero_ok=True)
+        paused = self._paused_with_pending()
+        if paused:
+            logger.warning(
+                "drain: paused lane(s) %s hold commands that cannot start until resumed "
+                "(system.resume(lane)); the drain waits for them %s",
+                paused,
+                "as long as it takes" if timeout is None else f"up to {timeout} s",
+            )
         with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
             await self._core.wait_idle()
-        if not scope.cancelled_caught:
-            return
+        if not scope.cancelled_caught or not self._core.live:
+            return  # idle (a zero timeout may cancel wait_idle's last checkpoint)
         left = len(self._core.live)
+        paused = self._paused_with_pending()
         self._core.cancel_all(Reason.SHUTDOWN)
         await self._core.wait_idle()
         msg = f"drain timed out after {timeout} s; cancelled {left} unfinished command(s)"
+        if paused:
+            msg += f"; paused lane(s) still holding commands: {paused}"
         raise DrainTimeout(msg)
+
+    def _paused_with_pending(self) -> str:
+        """``"'work' (2 pending), ..."`` for the paused lanes holding commands, or ""."""
+        lanes = self._core.policy.lanes
+        return ", ".join(
+            f"{name!r} ({state.pending} pending)"
+            for name, state in lanes.items()
+            if state.paused and state.pending
+        )
 
     async def _close_gracefully(self) -> None:
         self._stop_accepting()
-        with contextlib.suppress(DrainTimeout):  # what was left is cancelled; handles say so
+        try:
             await self.drain(self._drain_timeout)
+        except DrainTimeout as exc:  # what was left is cancelled; handles say so
+            logger.warning("leaving the lane system: %s", exc)
+
+    def _check_run(self, where: str) -> None:
+        check_run(self._token, where)
+
+    def _check_open(self, where: str) -> None:
+        """The owning run, and a system whose block has not ended."""
+        check_run(self._token, where)
+        if self._closed:
+            msg = (
+                f"{where}: the lane system is closed (its `async with open_lane_system()` "
+                "block has ended); open a new one"
+            )
+            raise ShutdownInProgress(msg)
+
+    def handle_for(self, key: str) -> CommandHandle[Any] | None:
+        """The handle of the pending or running command holding idempotency key ``key``.
+
+        None when no live command holds it (it never existed, or it finished: a finished
+        command frees its key). Recovered commands are found too, so an application can
+        map recovered work back to its sessions by key.
+
+        Raises:
+            LaneConfigError: ``key`` is not a valid key (blank, not a string...).
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("handle_for")
+        return self._existing(check_key(key, "handle_for"))
 
     def _halt(self) -> None:
         """Stop accepting and stop starting commands: the system is closing."""
@@ -592,22 +705,59 @@ class LaneSystem:
                 pool.close()
 
     def _finalize(self) -> None:
+        self._closed = True
         self._halt()
         self._core.abandon_all()
         self._core.policy.detach()
         self._core.bus.close()
 
     async def _requeue_letter(self, letter: DeadLetter) -> CommandHandle[Any]:
+        """Submit a dead letter's command again (``dead_letters.requeue``).
+
+        With storage, the new command row and the letter's removal go into one transaction.
+        A live command holding the letter's key makes it a :class:`KeyInUse` (checked
+        again after waiting for room), never a merge into that command.
+        """
+        fn: Any = letter.fn
         durable = self._core.durable
-        if letter.payload is not None and durable is not None:
-            obj = durable.registry.decode(letter.command_type, letter.payload)
-            return await self.submit(letter.lane, obj, key=letter.key, timeout=letter.timeout)
-        if letter.fn is None:
+        stored = letter.payload is not None and durable is not None
+        if stored:
+            assert durable is not None and letter.payload is not None
+            fn = durable.registry.decode(letter.command_type, letter.payload)
+        elif fn is None:
             msg = f"dead letter {letter.id} cannot be requeued: its command was not stored"
             raise StorageError(msg)
-        return await self.submit(
-            letter.lane, letter.fn, *letter.args, key=letter.key, timeout=letter.timeout
-        )
+        self._refuse_taken_key(letter)
+        args = () if stored else letter.args
+        durable_flag = None if stored else False  # a memory-only letter stays memory-only
+        cmd = self._prepare(letter.lane, fn, args, letter.key, None, letter.timeout, durable_flag)
+        assert isinstance(cmd, Command)  # the key is free: a new command
+        room = self._core.rooms[letter.lane]
+        await room.take()
+        if room.closed or not self._core.accepting:
+            raise self._shutdown_error()
+        try:
+            self._refuse_taken_key(letter)
+        except KeyInUse:
+            room.give()
+            raise
+        if cmd.payload is not None:
+            # If the system closes during this write, the command stays stored (it runs at
+            # the next start) and the letter is gone from storage, though listed until exit.
+            await self._store(cmd, room, None, replaces_letter=letter.id)
+        self._core.accept(cmd, None)
+        return cmd.handle
+
+    def _refuse_taken_key(self, letter: DeadLetter) -> None:
+        holder = self._existing(letter.key)
+        if holder is not None:
+            msg = (
+                f"dead letter {letter.id} cannot be requeued now: its idempotency key "
+                f"{letter.key!r} is held by command {holder.id} ({holder.status.value}) in "
+                f"lane {holder.lane!r}; the letter is kept: requeue it once that command "
+                "has finished (system.handle_for(key) finds it)"
+            )
+            raise KeyInUse(msg)
 
 
 def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
@@ -625,29 +775,7 @@ def _no_decision() -> None:
 
 
 _CO_COROUTINE = inspect.CO_COROUTINE
-
-
-def _callable_of(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable[Any]], str]:
-    if is_command(fn):
-        if args:
-            msg = (
-                f"submit: a @lanes.command object ({command_name(fn)}) takes no extra "
-                "arguments; put them in its fields"
-            )
-            raise LaneUsageError(msg)
-        return fn.execute, command_name(fn)
-    if not callable(fn):
-        msg = f"submit: {fn!r} is not an async callable or a @lanes.command object"
-        raise LaneUsageError(msg)
-    if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
-        msg = (
-            f"submit: {fn.__qualname__} is a synchronous function; pass an async function "
-            "(run blocking code with trio.to_thread.run_sync inside it), or submit it to a "
-            "lane with executor='process' (CPU-bound code)"
-        )
-        raise LaneUsageError(msg)
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return fn, name
+_current_token = trio.lowlevel.current_trio_token
 
 
 class _LaneSystemContext:
@@ -727,7 +855,9 @@ def open_lane_system(
         storage: a path (embedded SQLite), a ``Storage`` object, or None (memory only).
             With storage, ``@lanes.command`` objects are written before ``submit``
             returns, and what is unfinished at exit is requeued at the next start.
-        commands: the ``@lanes.command`` classes that may be stored and rebuilt.
+        commands: the ``@lanes.command`` classes that may be stored and rebuilt; only with
+            ``storage`` or ``backend`` (without either nothing is stored, so a list is
+            refused rather than ignored).
         dead_letter_limit: how many dead letters are kept (the oldest is evicted beyond).
         drain_timeout: on normal exit, how long to wait for accepted commands before
             cancelling what is left (None: wait as long as it takes).
@@ -747,7 +877,8 @@ def open_lane_system(
     resolved and no task is left behind.
 
     Raises:
-        LaneConfigError: invalid lanes or parameters (before anything starts).
+        LaneConfigError: invalid lanes or parameters (before anything starts), or
+            ``commands`` without ``storage`` or ``backend``.
         StorageError: on entering: the storage cannot be opened (a missing directory, a
             file that is not a trio-lanes database, a newer schema, a read-only file or
             folder, a database another lane system holds); nothing has started.
@@ -758,7 +889,17 @@ def open_lane_system(
     if isinstance(commands, str) or not isinstance(commands, Iterable):
         msg = f"open_lane_system: commands={commands!r} is invalid; expected a list of classes"
         raise LaneConfigError(msg)
-    registry = CommandRegistry(commands, max_payload_bytes)
+    commands = tuple(commands)
+    registry = CommandRegistry(commands, max_payload_bytes)  # checks each class first
+    if commands and store is None and backend is None:
+        names = ", ".join(getattr(c, "__qualname__", repr(c)) for c in commands)
+        msg = (
+            f"open_lane_system: commands=[{names}] given without storage=; the list names "
+            "the command types that may be stored and rebuilt, and without storage nothing "
+            "is stored: pass storage=PATH (or a Storage) to make them durable, or leave "
+            "commands= out"
+        )
+        raise LaneConfigError(msg)
     if (
         isinstance(dead_letter_limit, bool)
         or not isinstance(dead_letter_limit, int)
