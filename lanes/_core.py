@@ -10,6 +10,7 @@ import itertools
 import math
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,12 @@ class Core:
         dead_letter_limit: int,
         resubmit: Resubmit,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        # Events and dead letters are stamped in wall time (seconds since the epoch): the
+        # system's wall clock minus the Trio clock, read once (durations stay on Trio's clock).
+        # Rounded to 1/1024 s, so that `trio time + offset` rounds the same way in every run.
+        self.wall_offset = round((wall() - trio.current_time()) * 1024) / 1024
         self.configs = {c.name: c for c in configs}
         self.policy = Policy(configs, cap)
         self.counters = {c.name: LaneCounters() for c in configs}
@@ -88,7 +94,7 @@ class Core:
             self.keys[cmd.key] = cmd
         self.counters[cmd.lane].submitted += 1
         if self.bus.active:
-            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now, cmd.type_name))
+            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now + self.wall_offset, cmd.type_name))
         if delay or self.policy.cap is not None:
             self.wake()  # a timer to arm, or (global cap) a possible preemption
             return
@@ -119,7 +125,9 @@ class Core:
         cmd.deadline = now + cmd.timeout if cmd.timeout is not None else math.inf
         if self.bus.active:
             waited = now - cmd.pending_since
-            self.bus.emit(ev.Started(cmd.lane, cmd.id, now, cmd.attempts, waited))
+            self.bus.emit(
+                ev.Started(cmd.lane, cmd.id, now + self.wall_offset, cmd.attempts, waited)
+            )
 
     def settle(self, cmd: Command, attempt: int) -> None:
         """Account for an attempt that ended (``attempt`` is an ``Attempt`` code)."""
@@ -141,7 +149,11 @@ class Core:
         self.counters[cmd.lane].completed += 1
         if self.bus.active:
             now = trio.current_time()
-            self.bus.emit(ev.Completed(cmd.lane, cmd.id, now, cmd.attempts, now - cmd.started_at))
+            self.bus.emit(
+                ev.Completed(
+                    cmd.lane, cmd.id, now + self.wall_offset, cmd.attempts, now - cmd.started_at
+                )
+            )
         self._resolve(cmd, CommandStatus.DONE, None)
 
     def scope_cancelled(self, cmd: Command) -> None:
@@ -180,7 +192,11 @@ class Core:
         if timed_out:
             counters.timed_out += 1
             if self.bus.active:
-                self.bus.emit(ev.TimedOut(lane, cmd.id, now, cmd.attempts, cmd.timeout or 0.0))
+                self.bus.emit(
+                    ev.TimedOut(
+                        lane, cmd.id, now + self.wall_offset, cmd.attempts, cmd.timeout or 0.0
+                    )
+                )
         permanent, error = _permanent(error)
         retry = self.configs[lane].retry
         if permanent or cmd.attempts > retry.max_retries:
@@ -196,7 +212,9 @@ class Core:
         if cmd.payload is not None and self.durable is not None:
             self.durable.requeued(cmd, now + delay)
         if self.bus.active:
-            self.bus.emit(ev.Retrying(lane, cmd.id, now, cmd.attempts, delay, repr(error)))
+            self.bus.emit(
+                ev.Retrying(lane, cmd.id, now + self.wall_offset, cmd.attempts, delay, repr(error))
+            )
         self.wake()
 
     def _failed(self, cmd: Command, error: BaseException, timed_out: bool, now: float) -> None:
@@ -212,7 +230,7 @@ class Core:
             cmd.type_name,
             text,
             cmd.attempts,
-            now,
+            now + self.wall_offset,
             cmd.fn,
             cmd.args,
             cmd.timeout,
@@ -223,8 +241,8 @@ class Core:
             self.durable.dead_lettered(cmd, letter)
         self.dlq.add(letter)
         if self.bus.active:
-            self.bus.emit(ev.Failed(lane, cmd.id, now, cmd.attempts, text))
-            self.bus.emit(ev.DeadLettered(lane, cmd.id, now, cmd.attempts, text))
+            self.bus.emit(ev.Failed(lane, cmd.id, now + self.wall_offset, cmd.attempts, text))
+            self.bus.emit(ev.DeadLettered(lane, cmd.id, now + self.wall_offset, cmd.attempts, text))
         self._resolve(cmd, CommandStatus.FAILED, CommandTimeout if timed_out else CommandFailed)
 
     def _requeue_preempted(self, cmd: Command) -> None:
@@ -240,7 +258,7 @@ class Core:
             self.durable.requeued(cmd)
         self.counters[cmd.lane].preempted += 1
         if self.bus.active:
-            self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now, cmd.attempts + 1))
+            self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now + self.wall_offset, cmd.attempts + 1))
         self.wake()
 
     # -- cancellation --------------------------------------------------------------------------
@@ -304,7 +322,7 @@ class Core:
             self.durable.cancelled(cmd, cmd.cancel_reason)
         self.counters[cmd.lane].cancelled += 1
         if self.bus.active:
-            self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time()))
+            self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time() + self.wall_offset))
         self._resolve(cmd, CommandStatus.CANCELLED, CommandCancelled)
 
     def abort(self, cmd: Command, error: Exception) -> None:

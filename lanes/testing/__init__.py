@@ -11,7 +11,7 @@
 * The ``lane_system`` pytest fixture (:class:`LaneSystemFactory`), from the plugin
   ``lanes.testing.pytest_plugin``.
 
-The strategies and the state machine need Hypothesis (``pip install trio-lanes[test]``); they
+The strategies and the state machine need Hypothesis (the ``test`` extra); they
 are imported on first use, so the rest works without it.
 """
 
