@@ -13,8 +13,8 @@ from datetime import datetime
 import attrs
 import trio
 
-from ._cli_storage import _table
 from ._errors import LaneConfigError, StorageError
+from ._inspect import table as _table
 from ._schedule import Timing, decide, make_timing
 from .storage import SqliteStorage, StoredSchedule, WriteBatch
 
