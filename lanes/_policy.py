@@ -5,7 +5,7 @@ async shell (``_supervisor``) calls :meth:`Policy.schedule` after each state cha
 timer that :meth:`Policy.next_wakeup` asks for, then performs the decisions it returns. This
 keeps every scheduling rule in one place that a plain Hypothesis state machine can check.
 
-Rules implemented (DESIGN.md section 2):
+Rules implemented (the scheduling contract of docs/architecture.md):
 
 1. A command of lane L may start only if L is not paused, ``active(L) < max(L)``, L's rate
    limit has a token, and the global cap allows it: ``active_total < cap`` and

@@ -43,13 +43,13 @@ def drain(stream: trio.MemoryReceiveChannel[ev.Event]) -> list[ev.Event]:
 
 async def test_timestamps_are_the_systems_wall_clock(autojump_clock: trio.abc.Clock) -> None:
     await trio.sleep(100)  # Trio's clock is far from the wall clock's origin
-    async with lanes.open_lane_system(LANES, clock=FakeWall()) as system:
-        async with system.subscribe() as stream:
-            await trio.sleep(3)
-            handle = await system.submit("work", boom)
-            with pytest.raises(lanes.CommandFailed):
-                await handle.result()
-            seen = drain(stream)
+    opening = lanes.open_lane_system(LANES, clock=FakeWall())
+    async with opening as system, system.subscribe() as stream:
+        await trio.sleep(3)
+        handle = await system.submit("work", boom)
+        with pytest.raises(lanes.CommandFailed):
+            await handle.result()
+        seen = drain(stream)
     stamps = [(type(e).__name__, e.timestamp - WALL) for e in seen]
     assert stamps == [
         ("Submitted", 3.0),
@@ -67,10 +67,9 @@ async def test_timestamps_are_the_systems_wall_clock(autojump_clock: trio.abc.Cl
 
 async def test_the_default_wall_clock_is_time_time() -> None:
     before = time.time()
-    async with lanes.open_lane_system(LANES) as system:
-        async with system.subscribe(ev.Completed) as stream:
-            await system.run("work", trio.sleep, 0)
-            (event,) = drain(stream)
+    async with lanes.open_lane_system(LANES) as system, system.subscribe(ev.Completed) as stream:
+        await system.run("work", trio.sleep, 0)
+        (event,) = drain(stream)
     after = time.time()
     assert before - 0.01 <= event.timestamp <= after + 0.01
 

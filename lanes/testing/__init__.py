@@ -1,6 +1,6 @@
 """Testing tools for trio-lanes: property tests for the scheduler and for your lanes.
 
-* :class:`ReferenceModel`: a plain model of the scheduling rules (DESIGN.md section 2).
+* :class:`ReferenceModel`: a plain model of the scheduling rules (docs/architecture.md).
 * :class:`PolicyStateMachine`: a Hypothesis state machine that drives the real scheduling
   policy against the model; subclass it with your own ``lane_configs``.
 * Strategies: :func:`lane_configs`, :func:`max_concurrencies`, :func:`lane_systems`,
