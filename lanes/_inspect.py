@@ -25,12 +25,15 @@ import attrs
 import trio
 
 from ._errors import StorageError
+from .storage import StoredSchedule
 
 __all__ = [
     "Inspection",
     "StoredLetterRow",
     "UnfinishedCommand",
+    "check_database",
     "inspect_target",
+    "read_schedules",
     "read_sqlite",
     "render_json",
     "render_text",
@@ -157,6 +160,48 @@ def _letter(row: dict[str, Any]) -> StoredLetterRow:
     )
 
 
+def _open_ours(path: pathlib.Path) -> sqlite3.Connection:
+    """A read-only connection to a trio-lanes database (checked before SQLite opens it)."""
+    _check_file(path)
+    db = _connect(path)
+    try:
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+    except sqlite3.Error as exc:
+        db.close()
+        raise StorageError(f"cannot read {str(path)!r}: {exc}") from exc
+    if app_id != _APPLICATION_ID:
+        db.close()
+        msg = (
+            f"{str(path)!r} is a SQLite database of another application "
+            f"(application_id {app_id:#x}), not a trio-lanes database"
+        )
+        raise StorageError(msg)
+    return db
+
+
+def check_database(path: str | pathlib.Path) -> None:
+    """Raise :class:`StorageError` unless ``path`` is a trio-lanes database (read-only)."""
+    _open_ours(pathlib.Path(path)).close()
+
+
+def read_schedules(path: str | pathlib.Path) -> tuple[StoredSchedule, ...]:
+    """The schedules of a database, by key, read without writing to it.
+
+    Raises:
+        StorageError: a missing, empty or foreign file, or one SQLite cannot read.
+    """
+    names = [field.name for field in attrs.fields(StoredSchedule)]
+    db = _open_ours(pathlib.Path(path))
+    try:
+        rows = _select(db, "schedules", names)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot read {str(path)!r}: {exc}") from exc
+    finally:
+        db.close()
+    rows.sort(key=lambda row: str(row["key"]))
+    return tuple(StoredSchedule(**{**row, "paused": bool(row["paused"])}) for row in rows)
+
+
 _COMMAND_FIELDS = ("id", "seq", "lane", "type", "key", "status", "attempts", "ready_at")
 _LETTER_FIELDS = ("id", "seq", "lane", "type", "key", "error", "attempts", "failed_at")
 
@@ -170,16 +215,8 @@ def read_sqlite(path: str | pathlib.Path) -> Inspection:
         StorageError: a missing, empty or foreign file, or one SQLite cannot read.
     """
     path = pathlib.Path(path)
-    _check_file(path)
-    db = _connect(path)
+    db = _open_ours(path)
     try:
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        if app_id != _APPLICATION_ID:
-            msg = (
-                f"{str(path)!r} is a SQLite database of another application "
-                f"(application_id {app_id:#x}), not a trio-lanes database"
-            )
-            raise StorageError(msg)
         commands = [_command(row) for row in _select(db, "commands", _COMMAND_FIELDS)]
         letter_rows = _select(db, "dead_letters", _LETTER_FIELDS)
     except sqlite3.Error as exc:
@@ -297,8 +334,8 @@ def render_text(found: Inspection, now: float | None = None) -> str:
         [lane, str(c["pending"] + c["retrying"]), str(c["running"])]
         for lane, c in sorted(counts.items())
     ]
-    lines += table(["lane", "pending", "running (at last stop)"], summary)
     if found.commands:
+        lines += table(["lane", "pending", "running (at last stop)"], summary)
         rows = [
             [c.id, c.type, c.key or "-", c.lane, c.status, str(c.attempts), _due(c, now)]
             for c in found.commands

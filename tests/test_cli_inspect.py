@@ -240,3 +240,16 @@ def test_redis_rows_are_shown(
     assert "dead_letters" not in data
     assert main(["inspect", url, "--prefix", "app"]) == 0
     assert "r-1" in capsys.readouterr().out
+
+
+def test_schedules_leave_an_empty_file_untouched(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    assert main(["schedules", str(path)]) == 1
+    assert "is empty" in capsys.readouterr().err
+    assert main(["schedules", str(path), "--pause", "x"]) == 1
+    assert path.read_bytes() == b""
+    assert main(["schedules", str(tmp_path / "missing.db")]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
