@@ -67,6 +67,14 @@ def _is_command_class(obj: object) -> bool:
     return isinstance(obj, type) and hasattr(obj, "__lanes_command__")
 
 
+def _describe(obj: object) -> str:
+    """A short description of ``obj`` for an error message (reprs can be long)."""
+    if isinstance(obj, type):
+        return repr(obj)
+    text = repr(obj)
+    return text if len(text) <= 60 else f"a {type(obj).__name__} ({text[:50]}...)"
+
+
 def load_commands(values: list[str]) -> list[type]:
     """The command classes of the ``--commands`` values (repeated, comma lists, or lists).
 
@@ -82,8 +90,8 @@ def load_commands(values: list[str]) -> list[type]:
             for cls in found:
                 if not _is_command_class(cls):
                     msg = (
-                        f"--commands {spec!r} names {cls!r}, which is not a @lanes.command "
-                        "class (nor a list or tuple of them)"
+                        f"--commands {spec!r} names {_describe(cls)}, which is not a "
+                        "@lanes.command class (nor a list or tuple of them)"
                     )
                     raise LaneConfigError(msg)
                 if cls not in classes:
@@ -104,7 +112,9 @@ def load_lanes(spec: str | None) -> tuple[LaneConfig, ...]:
         return DEFAULT_LANES
     obj = _load("--lanes", spec)
     if not isinstance(obj, (list, tuple)) or not all(isinstance(c, LaneConfig) for c in obj):
-        msg = f"--lanes {spec!r} names {obj!r}; expected a list or tuple of lanes.LaneConfig"
+        msg = (
+            f"--lanes {spec!r} names {_describe(obj)}; expected a list or tuple of lanes.LaneConfig"
+        )
         raise LaneConfigError(msg)
     return tuple(obj)
 

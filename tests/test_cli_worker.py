@@ -144,7 +144,7 @@ def test_commands_accept_repeated_flags_comma_lists_and_list_attributes(
         (["myapp.tasks"], "--commands 'myapp.tasks' is invalid; expected MODULE:NAME"),
         (["myapp.tasks:Nope"], "--commands 'myapp.tasks:Nope': module 'myapp.tasks' has no"),
         (["myapp.tasks:NOT_A_COMMAND"], "--commands 'myapp.tasks:NOT_A_COMMAND' names <class"),
-        (["myapp.tasks:LANES"], "which is not a @lanes.command class"),
+        (["myapp.tasks:LANES"], "names a LaneConfig (LaneConfig(name='jobs', priority=0, max_"),
         ([","], "--commands names no command class"),
     ],
 )
