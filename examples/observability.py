@@ -1,6 +1,7 @@
 """Observability: metrics over HTTP, alerts, traces, and a ``lanes top`` frame.
 
-Needs the extras: ``pip install 'trio-lanes[prometheus,otel,top]'``.
+Needs the extras ``prometheus``, ``otel`` and ``top``: ``pip install -e '.[prometheus,otel,top]'``
+in a checkout, ``pip install 'trio-lanes[prometheus,otel,top]'`` otherwise.
 
 Run it with ``python examples/observability.py``; add ``--hold 60`` to keep the system busy
 and its endpoint up for a minute, and watch it with ``lanes top URL`` in another terminal.
@@ -12,15 +13,22 @@ import argparse
 from functools import partial
 
 import trio
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import lanes
-import lanes.otel
 from lanes import events as ev
-from lanes._top import run_top
-from lanes.prometheus import serve_metrics
+
+try:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import lanes.otel
+    from lanes._top import run_top
+    from lanes.prometheus import serve_metrics
+except ModuleNotFoundError as missing:  # one line saying what to install, not a traceback
+    from lanes._extras import exit_missing_extra
+
+    exit_missing_extra(missing, "examples/observability.py", "prometheus,otel,top")
 
 RULES = [
     # An agent whose LLM calls pile up is falling behind the user.

@@ -248,7 +248,7 @@ class AlertMonitor:
         return values
 
     def _crossings(self, rule: AlertRule, value: float) -> list[AlertRaised | AlertCleared]:
-        now = trio.current_time()
+        now = trio.current_time() + self._system._core.wall_offset  # events carry wall time
         events: list[AlertRaised | AlertCleared] = []
         for level, threshold in reversed(rule.thresholds()):  # clear critical before warning
             key = (rule.lane, rule.metric, level)

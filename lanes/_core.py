@@ -10,6 +10,7 @@ import itertools
 import math
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -45,7 +46,12 @@ class Core:
         dead_letter_limit: int,
         resubmit: Resubmit,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        # Events and dead letters are stamped in wall time (seconds since the epoch): the
+        # system's wall clock minus the Trio clock, read once (durations stay on Trio's clock).
+        # Rounded to 1/1024 s, so that `trio time + offset` rounds the same way in every run.
+        self.wall_offset = round((wall() - trio.current_time()) * 1024) / 1024
         self.configs = {c.name: c for c in configs}
         self.policy = Policy(configs, cap)
         self.counters = {c.name: LaneCounters() for c in configs}
@@ -96,7 +102,7 @@ class Core:
             self.keys[cmd.key] = cmd
         self.counters[cmd.lane].submitted += 1
         if self.bus.active:
-            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now, cmd.type_name))
+            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now + self.wall_offset, cmd.type_name))
         policy = self.policy
         if policy.add(cmd, now, ready_at=now + delay if delay else None):
             self.grant(cmd, now)
@@ -130,7 +136,9 @@ class Core:
         cmd.deadline = now + cmd.timeout if cmd.timeout is not None else math.inf
         if self.bus.active:
             waited = now - cmd.pending_since
-            self.bus.emit(ev.Started(cmd.lane, cmd.id, now, cmd.attempts, waited))
+            self.bus.emit(
+                ev.Started(cmd.lane, cmd.id, now + self.wall_offset, cmd.attempts, waited)
+            )
 
     def settle(self, cmd: Command, attempt: int) -> None:
         """Account for an attempt that ended (``attempt`` is an ``Attempt`` code)."""
@@ -153,12 +161,12 @@ class Core:
             self.durable.finished(cmd)
         self.counters[cmd.lane].completed += 1
         if self.bus.active:
-            self.bus.emit(ev.Completed(cmd.lane, cmd.id, now, cmd.attempts, now - cmd.started_at))
+            wall = now + self.wall_offset
+            self.bus.emit(ev.Completed(cmd.lane, cmd.id, wall, cmd.attempts, now - cmd.started_at))
         self._resolve(cmd, JobState.DONE, None)
         if following is not None:
-            self.grant(
-                cast(Command, following), now
-            )  # its worker is this one: it runs next, back to back
+            # Its worker is this one: it runs next, back to back.
+            self.grant(cast(Command, following), now)
         elif policy.needs_round(cmd.lane, now):
             self.wake()
 
@@ -198,7 +206,8 @@ class Core:
         if timed_out:
             counters.timed_out += 1
             if self.bus.active:
-                self.bus.emit(ev.TimedOut(lane, cmd.id, now, cmd.attempts, cmd.timeout or 0.0))
+                wall = now + self.wall_offset
+                self.bus.emit(ev.TimedOut(lane, cmd.id, wall, cmd.attempts, cmd.timeout or 0.0))
         step = next_step(
             Ended.TIMED_OUT if timed_out else Ended.RAISED,
             attempt=cmd.attempts,
@@ -220,7 +229,9 @@ class Core:
         if cmd.payload is not None and self.durable is not None:
             self.durable.requeued(cmd, now + delay)
         if self.bus.active:
-            self.bus.emit(ev.Retrying(lane, cmd.id, now, cmd.attempts, delay, repr(error)))
+            self.bus.emit(
+                ev.Retrying(lane, cmd.id, now + self.wall_offset, cmd.attempts, delay, repr(error))
+            )
         self.wake()
 
     def _failed(self, cmd: Command, error: BaseException, timed_out: bool, now: float) -> None:
@@ -236,7 +247,7 @@ class Core:
             cmd.type_name,
             text,
             cmd.attempts,
-            now,
+            now + self.wall_offset,
             cmd.fn,
             cmd.args,
             cmd.timeout,
@@ -247,8 +258,9 @@ class Core:
             self.durable.dead_lettered(cmd, letter)
         self.dlq.add(letter)
         if self.bus.active:
-            self.bus.emit(ev.Failed(lane, cmd.id, now, cmd.attempts, text))
-            self.bus.emit(ev.DeadLettered(lane, cmd.id, now, cmd.attempts, text))
+            wall = now + self.wall_offset
+            self.bus.emit(ev.Failed(lane, cmd.id, wall, cmd.attempts, text))
+            self.bus.emit(ev.DeadLettered(lane, cmd.id, wall, cmd.attempts, text))
         self._resolve(cmd, JobState.FAILED, CommandTimeout if timed_out else CommandFailed)
         self.wake()
 
@@ -263,7 +275,7 @@ class Core:
             self.durable.requeued(cmd)
         self.counters[cmd.lane].preempted += 1
         if self.bus.active:
-            self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now, cmd.attempts + 1))
+            self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now + self.wall_offset, cmd.attempts + 1))
         self.wake()
 
     # -- cancellation --------------------------------------------------------------------------
@@ -327,7 +339,7 @@ class Core:
             self.durable.cancelled(cmd, cmd.cancel_reason)
         self.counters[cmd.lane].cancelled += 1
         if self.bus.active:
-            self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time()))
+            self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time() + self.wall_offset))
         self._resolve(cmd, JobState.CANCELLED, CommandCancelled)
         self.wake()
 

@@ -32,7 +32,8 @@ class DeadLetter:
         command_type: the callable's qualified name or the ``@lanes.command`` name.
         error: ``repr()`` of the last error.
         attempts: attempts made in the failed run.
-        failed_at: Trio clock time of the failure.
+        failed_at: wall-clock time of the failure, in seconds since the epoch (the system's
+            ``clock``, default ``time.time``), like the events' ``timestamp``.
     """
 
     id: str

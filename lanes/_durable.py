@@ -81,7 +81,7 @@ class Durability:
                 cmd.key,
                 letter.error,
                 letter.attempts,
-                self.storage.clock(),
+                letter.failed_at,
                 cmd.timeout,
             )
         )
@@ -102,7 +102,7 @@ class Durability:
         self.schedules = recovered.schedules
         seqs = [row.seq for row in recovered.commands] + [row.seq for row in recovered.letters]
         self.journal.next_seq = max(seqs, default=0) + 1
-        for stored in recovered.letters:
+        for stored in sorted(recovered.letters, key=_failure_order):  # as they failed
             core.dlq.add(self._letter(stored), notify=False)
         commands = []
         for row in recovered.commands:
@@ -119,7 +119,7 @@ class Durability:
             stored.type,
             stored.error,
             stored.attempts,
-            trio.current_time() - (self.storage.clock() - stored.failed_at),
+            stored.failed_at,  # wall time, as DeadLetter.failed_at
             None,
             (),
             stored.timeout,
@@ -141,7 +141,7 @@ class Durability:
                 row.type,
                 repr(exc),
                 row.attempts,
-                trio.current_time(),
+                self.storage.clock(),
                 None,
                 (),
                 row.timeout,
@@ -177,3 +177,8 @@ class Durability:
             delay = max(0.0, row.ready_at - self.storage.clock())
         core.accept(cmd, delay, holds_room=False)  # recovered: it took no inbox place
         return cmd
+
+
+def _failure_order(letter: StoredLetter) -> tuple[float, int]:
+    """Dead letters in the order they failed (the queue's order), ties by submission."""
+    return (letter.failed_at, letter.seq)

@@ -5,7 +5,7 @@ async shell (``_dispatcher``) calls :meth:`Policy.schedule` after each state cha
 timer that :meth:`Policy.next_wakeup` asks for, then performs the decisions it returns. This
 keeps every scheduling rule in one place that a plain Hypothesis state machine can check.
 
-Rules implemented (DESIGN.md section 2):
+Rules implemented (the scheduling contract of docs/architecture.md):
 
 1. A command of lane L may start only if L is not paused, ``active(L) < max(L)``, L's rate
    limit has a token, and the global cap allows it: ``active_total < cap`` and
@@ -163,6 +163,10 @@ class Policy:
             state.local = max_concurrency is None and state.limiter is None
             state.local = state.local and state.shared is None
         self.all_local = all(state.local for state in self.lanes.values())
+        # Whether a change since the last round may have made a queued job startable (a
+        # resume, a freed slot): then the fast path waits for that round, so a new job never
+        # starts ahead of a startable one submitted earlier (rule 2).
+        self.round_owed = False
 
     def set_waker(self, wake: Callable[[], None]) -> None:
         """How a :class:`SharedLimit` asks this policy's shell to decide again (a grant)."""
@@ -194,6 +198,7 @@ class Policy:
             and state.local
             and not state.paused
             and state.active < state.max
+            and not self.round_owed
             and not self.due(now)
         ):
             job.pending_since = now
@@ -201,15 +206,21 @@ class Policy:
             return True
         state.pending += 1
         self._enqueue(job, now, ready_at)
+        if ready_at is None and state.local and not state.paused and state.active < state.max:
+            self.round_owed = True  # it could start but waits for the round owed first
         return False
 
     def finish_next(self, job: Job, now: float) -> Job | None:
         """:meth:`finish` ``job``; if its lane is local, start its next queued job and
         return it (None: nothing to start there, or the lane is not local and needs a
         :meth:`schedule` round)."""
+        owed = self.round_owed
         self.finish(job)
         state = self.lanes[job.lane]
-        if not state.local or not state.pending or state.paused or self.due(now):
+        if not state.local or owed or self.due(now):
+            return None  # a round decides (finish() owes it)
+        self.round_owed = False  # the freed slot concerns this lane alone
+        if not state.pending or state.paused:
             return None
         head = state.head()
         if head is None:
@@ -266,8 +277,8 @@ class Policy:
         return bool(delayed) and delayed[0][0] <= now
 
     def needs_round(self, lane: str, now: float) -> bool:
-        """Whether a slot freed in ``lane`` may start something a round must decide."""
-        return not self.lanes[lane].local or self.due(now)
+        """Whether a change in ``lane`` may start something that a round must decide."""
+        return self.round_owed or not self.lanes[lane].local or self.due(now)
 
     def finish(self, job: Job) -> None:
         """Release the slot of an active job (it completed, failed, or was cancelled)."""
@@ -284,6 +295,7 @@ class Policy:
             job.preempting = False
             self.preempting -= 1
         job.state = JobState.GONE
+        self.round_owed = True  # the freed slot may start a queued job
 
     def retry(self, job: Job, now: float, ready_at: float) -> None:
         """Release an active job's slot and queue it again once ``ready_at`` is reached."""
@@ -306,6 +318,7 @@ class Policy:
 
     def resume(self, lane: str) -> None:
         self.lanes[lane].paused = False
+        self.round_owed = True
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -324,6 +337,7 @@ class Policy:
         if self._shared:
             self._settle_shared(now)
         preempt = self._choose_preemptions(now) if self._preemption_possible else []
+        self.round_owed = False
         return Decision(started, preempt)
 
     def _settle_shared(self, now: float) -> None:

@@ -968,7 +968,8 @@ async def _serve(
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
     body_error: BaseException | None = None
-    core = Core(configs, cap, dead_letter_limit, lambda letter: system._requeue_letter(letter))
+    requeue = lambda letter: system._requeue_letter(letter)  # noqa: E731
+    core = Core(configs, cap, dead_letter_limit, requeue, wall=wall)
     system = LaneSystem(core, drain_timeout)
     if storage is not None:  # opened before any task starts: errors surface as themselves
         try:

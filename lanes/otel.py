@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing of a lane system (``pip install trio-lanes[otel]``).
+"""OpenTelemetry tracing of a lane system (the ``otel`` extra).
 
 .. code-block:: python
 
@@ -34,8 +34,10 @@ try:
     from opentelemetry import trace
     from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "lanes.otel needs OpenTelemetry: pip install 'trio-lanes[otel]'"
-    raise ImportError(msg) from error
+    from ._extras import missing_extra
+
+    msg = missing_extra("lanes.otel", "OpenTelemetry", "otel")
+    raise ModuleNotFoundError(msg, name=error.name) from error
 
 from . import events as ev
 

@@ -1,6 +1,7 @@
 """Prometheus export: a ``prometheus_client`` collector and an HTTP ``/metrics`` endpoint.
 
-Needs ``pip install trio-lanes[prometheus]``.
+Needs the ``prometheus`` extra (``pip install 'trio-lanes[prometheus]'``, or
+``pip install -e '.[prometheus]'`` in a checkout).
 
 .. code-block:: python
 
@@ -54,8 +55,10 @@ try:
     )
     from prometheus_client.registry import CollectorRegistry
 except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "lanes.prometheus needs prometheus_client: pip install 'trio-lanes[prometheus]'"
-    raise ImportError(msg) from error
+    from ._extras import missing_extra
+
+    msg = missing_extra("lanes.prometheus", "prometheus_client", "prometheus")
+    raise ModuleNotFoundError(msg, name=error.name) from error
 
 from ._config import LaneConfig
 from ._errors import LaneConfigError

@@ -1,6 +1,6 @@
 """Testing tools for trio-lanes: property tests for the scheduler and for your lanes.
 
-* :class:`ReferenceModel`: a plain model of the scheduling rules (DESIGN.md section 2).
+* :class:`ReferenceModel`: a plain model of the scheduling rules (docs/architecture.md).
 * :class:`PolicyStateMachine`: a Hypothesis state machine that drives the real scheduling
   policy against the model; subclass it with your own ``lane_configs``.
 * Strategies: :func:`lane_configs`, :func:`max_concurrencies`, :func:`lane_systems`,
@@ -11,7 +11,7 @@
 * The ``lane_system`` pytest fixture (:class:`LaneSystemFactory`), from the plugin
   ``lanes.testing.pytest_plugin``.
 
-The strategies and the state machine need Hypothesis (``pip install trio-lanes[test]``); they
+The strategies and the state machine need Hypothesis (the ``test`` extra); they
 are imported on first use, so the rest works without it.
 """
 

@@ -3,7 +3,7 @@
 :class:`PolicyStateMachine` plays the async shell: it submits, schedules, completes, fails and
 retries, preempts, cancels, pauses and lets time pass, exactly through the calls the shell
 makes on ``lanes._policy.Policy``, and after every step checks the policy against
-:class:`~lanes.testing.ReferenceModel` and the rules of DESIGN.md section 2.
+:class:`~lanes.testing.ReferenceModel` and the rules of docs/architecture.md.
 
 Subclass it to check your own lanes::
 
@@ -67,7 +67,7 @@ def _pick(items: Sequence[int], index: int) -> int:
 
 
 class PolicyStateMachine(RuleBasedStateMachine):
-    """Model-check ``lanes._policy.Policy`` (DESIGN.md section 2, rules 1-4).
+    """Model-check ``lanes._policy.Policy`` (the rules 1-4 of docs/architecture.md).
 
     Class attributes and hooks a subclass may override:
 
