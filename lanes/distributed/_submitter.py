@@ -7,6 +7,7 @@ import json
 import math
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeVar
@@ -46,6 +47,7 @@ __all__ = ["RemoteCommandError", "RemoteHandle", "RemoteLaneSystem", "open_remot
 
 T = TypeVar("T")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
+_EARLY_REPLIES = 1000  # replies kept for handles not registered yet
 
 
 class RemoteCommandError(LaneError):
@@ -160,6 +162,7 @@ class RemoteLaneSystem:
         self.reply_stream = backend.key(f"reply:{self._submitter}")
         self._handles: dict[str, RemoteHandle[Any]] = {}
         self._keys: dict[str, RemoteHandle[Any]] = {}
+        self._early: OrderedDict[str, Reply] = OrderedDict()
         self._idle = trio.Event()
         self._idle.set()
         self._accepting = True
@@ -245,7 +248,7 @@ class RemoteLaneSystem:
             self.reply_stream,
             str(int(self._backend.key_ttl * 1000)),
             str(math.ceil(delay * 1000)),
-            *fields_list(envelope.fields()),
+            *fields_list(envelope.fields(self._registry.converter)),
         ]
         keys = [
             stream,
@@ -253,16 +256,41 @@ class RemoteLaneSystem:
             self._backend.key(f"key:{key or ''}"),
             self._backend.key("notify"),
         ]
-        answer = await self._batcher.call(self._submit, keys, args)
+        # registered before Redis can run the script: its reply may arrive (and be read)
+        # before this task runs again
+        own = self._register(envelope.id, envelope.lane, envelope.type)
+        try:
+            answer = await self._batcher.call(self._submit, keys, args)
+        except BaseException:
+            self._unregister(own)
+            raise
         command_id = str(answer)
-        handle = self._handles.get(command_id)
-        if handle is None:
-            handle = RemoteHandle(self, command_id, envelope.lane, envelope.type)
-            self._handles[command_id] = handle
-            self._idle = trio.Event() if self._idle.is_set() else self._idle
+        handle = own
+        if command_id != envelope.id:  # another command holds the key: wait for that one
+            self._unregister(own)
+            handle = self._handles.get(command_id) or self._register(
+                command_id, envelope.lane, envelope.type
+            )
         if key:
             self._keys[key] = handle
         return handle
+
+    def _register(self, command_id: str, lane: str, type_name: str) -> RemoteHandle[Any]:
+        """A handle for ``command_id``, resolved at once by a reply that came early."""
+        handle: RemoteHandle[Any] = RemoteHandle(self, command_id, lane, type_name)
+        early = self._early.pop(command_id, None)
+        if early is not None:
+            handle._resolve(early)
+            return handle
+        self._handles[command_id] = handle
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        return handle
+
+    def _unregister(self, handle: RemoteHandle[Any]) -> None:
+        if self._handles.get(handle.id) is handle:
+            del self._handles[handle.id]
+            if not self._handles:
+                self._idle.set()
 
     async def run(
         self,
@@ -339,19 +367,19 @@ class RemoteLaneSystem:
             timeout=letter.timeout,
             submitted=time.time(),
         )
-        handle: RemoteHandle[Any] = RemoteHandle(
-            self, envelope.id, letter.lane, letter.command_type
-        )
-        self._handles[envelope.id] = handle
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        moved = await run_script(
-            self._backend,
-            self._move,
-            [self._backend.key("dead"), letter.stream],
-            [letter_id, *fields_list(envelope.fields())],
-        )
+        handle = self._register(envelope.id, letter.lane, letter.command_type)
+        try:
+            moved = await run_script(
+                self._backend,
+                self._move,
+                [self._backend.key("dead"), letter.stream],
+                [letter_id, *fields_list(envelope.fields(self._registry.converter))],
+            )
+        except BaseException:
+            self._unregister(handle)
+            raise
         if not moved:
-            del self._handles[envelope.id]
+            self._unregister(handle)
             msg = f"requeue: dead letter {letter_id!r} was requeued or evicted meanwhile"
             raise LaneConfigError(msg)
         return handle
@@ -427,7 +455,9 @@ class RemoteLaneSystem:
             for entry in entries:
                 last = str(entry.identifier)
                 with contextlib.suppress(StorageError):  # not a reply of ours: skip it
-                    self._deliver(Reply.from_fields(str_fields(entry.field_values)))
+                    self._deliver(
+                        Reply.from_fields(self._registry.converter, str_fields(entry.field_values))
+                    )
             if entries:
                 ids = [str(entry.identifier) for entry in entries]
                 try:
@@ -439,6 +469,11 @@ class RemoteLaneSystem:
     def _deliver(self, reply: Reply) -> None:
         handle = self._handles.pop(reply.id, None)
         if handle is None:
+            # the reply of a command whose handle is not registered yet (a submit with an
+            # idempotency key that another command holds): kept, a bounded number
+            self._early[reply.id] = reply
+            while len(self._early) > _EARLY_REPLIES:
+                self._early.popitem(last=False)
             return
         handle._resolve(reply)
         if not self._handles:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -33,10 +34,11 @@ from ._redis import (
     run_script,
     translate,
 )
-from ._wire import Envelope, RemoteDeadLetter, Reply
+from ._wire import Envelope, RemoteDeadLetter, Reply, salvage
 
 __all__ = ["LaneWorker", "WorkerLaneStatistics", "WorkerStatistics", "open_lane_worker"]
 
+_log = logging.getLogger("lanes.distributed")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
 _TRIM_1: dict[str, Any] = {"trim_strategy": PureToken.MAXLEN, "threshold": 1}
 
@@ -55,6 +57,8 @@ class WorkerLaneStatistics:
         reclaimed: commands taken over from a worker whose lease expired.
         lost: attempts cancelled because another worker had reclaimed them meanwhile.
         duplicates: attempts that finished after another worker settled the same command.
+        malformed: entries that held no command this version can read (a missing or
+            malformed field): each was dead-lettered once, acknowledged and logged.
     """
 
     name: str
@@ -67,6 +71,7 @@ class WorkerLaneStatistics:
     reclaimed: int
     lost: int
     duplicates: int
+    malformed: int
 
 
 @attrs.frozen
@@ -89,6 +94,7 @@ _COUNTERS = (
     "reclaimed",
     "lost",
     "duplicates",
+    "malformed",
 )
 
 
@@ -127,6 +133,7 @@ class LaneWorker:
         self._settings = settings
         self.name = settings.name
         self._streams = {lane: backend.streams(lane) for lane in self._configs}
+        self._lane_of = {s: lane for lane, streams in self._streams.items() for s in streams}
         self._active = dict.fromkeys(self._configs, 0)
         self._counts = {lane: dict.fromkeys(_COUNTERS, 0) for lane in self._configs}
         self._running: dict[tuple[str, str], _Running] = {}
@@ -298,9 +305,7 @@ class LaneWorker:
     def _start(self, entry: list[Any]) -> None:
         stream, message_id, flat, deliveries = entry
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        lane = fields.get("lane", "")
-        if lane not in self._configs:  # only fetched from our own streams: cannot happen
-            lane = next(name for name, streams in self._streams.items() if stream in streams)
+        lane = self._lane_of[stream]
         if (stream, message_id) in self._running:  # our own lease expired (an outage)
             return  # and we took it back: it is still running here
         running = _Running(lane)
@@ -340,9 +345,9 @@ class LaneWorker:
     ) -> Callable[[], Awaitable[Any]] | None:
         """Run one attempt; return how to settle it (None: cancelled, leave it to others)."""
         try:
-            envelope = Envelope.from_fields(fields)
+            envelope = Envelope.from_fields(self._registry.converter, fields)
         except StorageError as exc:
-            return self._drop(stream, message_id, exc)
+            return self._malformed(running.lane, stream, message_id, fields, exc)
         config = self._configs[running.lane]
         if deliveries > self._settings.max_deliveries:
             poison = (
@@ -417,13 +422,26 @@ class LaneWorker:
         letter: dict[str, str] | None,
         counter: str,
     ) -> Callable[[], Awaitable[Any]]:
-        reply_fields = fields_list(reply.fields())
+        target = _Target(envelope.lane, envelope.id, envelope.reply, envelope.key)
+        return self._finish(stream, message_id, target, reply, letter, counter)
+
+    def _finish(
+        self,
+        stream: str,
+        message_id: str,
+        target: _Target,
+        reply: Reply | None,
+        letter: dict[str, str] | None,
+        counter: str,
+    ) -> Callable[[], Awaitable[Any]]:
+        """The FINISH call: acknowledge, reply (unless None), dead-letter, release the key."""
+        reply_fields = fields_list(reply.fields(self._registry.converter)) if reply else []
         args = [
             GROUP,
             message_id,
             self._backend.prefix,
-            envelope.id,
-            "1" if envelope.key else "0",
+            target.command_id,
+            "1" if target.key else "0",
             self._settings.dead_letter_limit,
             len(reply_fields),
             *reply_fields,
@@ -431,15 +449,14 @@ class LaneWorker:
         ]
         keys = [
             stream,
-            envelope.reply,
+            target.reply or self._backend.key("reply:-"),
             self._backend.key("dead"),
-            self._backend.key(f"key:{envelope.key or ''}"),
+            self._backend.key(f"key:{target.key or ''}"),
         ]
-        lane = envelope.lane
 
         async def call() -> None:
             settled = await self._batcher.call(self._scripts["FINISH"], keys, args)
-            counts = self._counts[lane]
+            counts = self._counts[target.lane]
             if not settled:
                 counts["duplicates"] += 1
                 return
@@ -453,7 +470,8 @@ class LaneWorker:
         self, stream: str, message_id: str, envelope: Envelope, delay: float
     ) -> Callable[[], Awaitable[Any]]:
         next_attempt = attrs.evolve(envelope, attempt=envelope.attempt + 1)
-        args = [GROUP, message_id, math.ceil(delay * 1000), *fields_list(next_attempt.fields())]
+        fields = fields_list(next_attempt.fields(self._registry.converter))
+        args = [GROUP, message_id, math.ceil(delay * 1000), *fields]
         keys = [stream, self._backend.key("delayed")]
 
         async def call() -> None:
@@ -462,17 +480,33 @@ class LaneWorker:
 
         return call
 
-    def _drop(
-        self, stream: str, message_id: str, error: StorageError
+    def _malformed(
+        self,
+        lane: str,
+        stream: str,
+        message_id: str,
+        fields: Mapping[str, str],
+        error: StorageError,
     ) -> Callable[[], Awaitable[Any]]:
-        """Settle an entry that is not a command of ours: acknowledge and delete it."""
-
-        async def call() -> None:
-            await redis_call(self._backend, self._client.xack(stream, GROUP, [message_id]))
-            await redis_call(self._backend, self._client.xdel(stream, [message_id]))
-            raise error
-
-        return call
+        """Settle an entry that is not a command of ours: dead-letter it once, acknowledge
+        and delete it, count and log it, and fail its submitter's handle if it names one."""
+        raw = salvage(fields)
+        text = f"MalformedEntry: {error}"
+        _log.error("lane %r: entry %s of %s dead-lettered: %s", lane, message_id, stream, error)
+        letter = {
+            "command_id": raw.get("id", ""),
+            "lane": lane,
+            "stream": stream,
+            "type": raw.get("type", ""),
+            "payload": raw.get("payload", ""),
+            "timeout": "",
+            "error": text,
+            "attempts": "0",
+            "failed_at": repr(time.time()),
+        }
+        target = _Target(lane, raw.get("id", ""), raw.get("reply", ""), raw.get("key"))
+        reply = Reply(target.command_id, "failed", "null", text, 0) if target.command_id else None
+        return self._finish(stream, message_id, target, reply, letter, "malformed")
 
     async def _settle(self, lane: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Run a settling call until Redis takes it (reconnecting with backoff).
@@ -485,9 +519,7 @@ class LaneWorker:
             try:
                 await call()
                 return
-            except StorageError as exc:
-                if exc.__cause__ is None:  # a malformed entry, already removed
-                    return
+            except StorageError:
                 self.connection_errors += 1
                 await trio.sleep(pause * (0.5 + self._random.random()))
                 pause = min(pause * 2, _BACKOFF[1])
@@ -544,6 +576,16 @@ class LaneWorker:
                 running.scope.cancel()
 
     _commands: trio.Nursery
+
+
+@attrs.frozen
+class _Target:
+    """Whom a FINISH call settles: the lane, command id, reply stream and key."""
+
+    lane: str
+    command_id: str
+    reply: str
+    key: str | None
 
 
 @attrs.define
