@@ -431,3 +431,48 @@ async def test_a_worker_that_lost_its_lease_stops_its_attempt(
     stats = worker.statistics().lanes["urgent"]  # settled before the worker closed
     assert (stats.lost, stats.reclaimed, stats.completed) == (1, 1, 1)
     assert [word for word, tag, _ in lines(log) if tag == "taken"] == ["start", "start", "done"]
+
+
+@needs_redis
+async def test_unfinished_commands_lists_each_state(backend: RedisBackend, log: str) -> None:
+    from lanes.distributed import unfinished_commands
+
+    slow_retry = (
+        lanes.LaneConfig("urgent", 0, max_concurrency=1),
+        lanes.LaneConfig("bulk", 1, retry=lanes.RetryPolicy.fixed(2, 30.0)),
+    )
+    url, prefix = backend.url, backend.prefix
+    assert await unfinished_commands(url, prefix=prefix) == []
+    worker = open_lane_worker(slow_retry, backend=backend, commands=[Step], drain_timeout=0)
+    async with worker, system_on(backend, drain_timeout=0.1) as system:
+        failing = await system.submit("bulk", Step(log, "fail", fail=True))
+        running = await system.submit("urgent", Step(log, "run", seconds=5))
+        await wait_for_line(log, "start", "run")
+        queued = await system.submit("urgent", Step(log, "queued"), key="k1")
+        later = await system.submit("urgent", Step(log, "later"), delay=30)
+        with trio.fail_after(5):
+            while True:
+                rows = {row["id"]: row for row in await unfinished_commands(url, prefix=prefix)}
+                if rows.get(failing.id, {}).get("status") == "retrying":
+                    break
+                await trio.sleep(0.02)  # another process's progress: nothing to wait on
+        now = time.time()
+        assert set(rows) == {failing.id, running.id, queued.id, later.id}
+        assert {k: v for k, v in rows[running.id].items() if k != "id"} == {
+            "type": "Step",
+            "key": None,
+            "lane": "urgent",
+            "status": "running",
+            "attempts": 1,
+            "next_due": None,
+        }
+        assert (rows[queued.id]["status"], rows[queued.id]["key"]) == ("pending", "k1")
+        assert rows[queued.id]["attempts"] == 0 and rows[queued.id]["next_due"] is None
+        assert rows[later.id]["status"] == "delayed" and rows[later.id]["attempts"] == 0
+        assert now + 29 < rows[later.id]["next_due"] < now + 31
+        assert rows[failing.id]["lane"] == "bulk" and rows[failing.id]["attempts"] == 1
+        assert now + 28 < rows[failing.id]["next_due"] < now + 31
+    with pytest.raises(lanes.LaneConfigError, match="url='nope' is invalid"):
+        await unfinished_commands("nope")
+    with pytest.raises(lanes.StorageError, match="cannot connect"):
+        await unfinished_commands(_unused_url())
