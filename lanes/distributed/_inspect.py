@@ -55,13 +55,13 @@ async def _streams(backend: RedisBackend, client: Client) -> list[str]:
 
 async def _in_stream(backend: RedisBackend, client: Client, stream: str) -> list[dict[str, Any]]:
     converter = make_converter()
-    running: set[str] = set()
     try:
-        pending = await redis_call(backend, client.xpending(stream, GROUP, "-", "+", 1_000_000))
+        pending: Any = await redis_call(
+            backend, client.xpending(stream, GROUP, "-", "+", 1_000_000)
+        )
     except StorageError:  # no consumer group yet: no worker ever fetched from it
         pending = ()
-    for info in pending:
-        running.add(str(info.identifier))
+    running = {str(info.identifier) for info in pending}
     found = []
     for entry in await redis_call(backend, client.xrange(stream)):
         try:
@@ -85,12 +85,12 @@ async def _delayed(backend: RedisBackend, client: Client) -> list[dict[str, Any]
     found = []
     for member in members:
         try:
-            _stream, flat = json.loads(str(member.member))  # type: ignore[union-attr]
+            _stream, flat = json.loads(str(member.member))
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             envelope = Envelope.from_fields(converter, fields)
         except (ValueError, TypeError, StorageError):
             continue
-        due = float(member.score) / 1000  # type: ignore[union-attr]
+        due = float(member.score) / 1000
         if envelope.attempt > 1:
             found.append(_row(envelope, "retrying", envelope.attempt - 1, due))
         else:
