@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -300,63 +299,6 @@ def spawn_worker(url: str, prefix: str, name: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@needs_redis
-async def test_worker_processes_survive_a_sigkill(redis_server: LocalRedis, log: str) -> None:
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    backend = RedisBackend(redis_server.url, prefix=prefix, lease=0.6)
-    workers = [spawn_worker(redis_server.url, prefix, f"w{i}") for i in range(3)]
-    try:
-        async with system_on(backend) as system:
-            victim = await system.submit("urgent", Step(log, "victim", seconds=1.0))
-            _, _, pid = await wait_for_line(log, "start", "victim")
-            handles = [
-                await system.submit("bulk", Step(log, f"n{i}", seconds=0.05)) for i in range(12)
-            ]
-            handles.append(await system.submit("bulk", Step(log, "poison", fail=True)))
-            os.kill(int(pid), signal.SIGKILL)
-            with trio.fail_after(15):
-                assert await victim.result() == "victim"
-                results = [await h.result() for h in handles[:-1]]
-                with pytest.raises(lanes.CommandFailed, match="after 3 attempt"):
-                    await handles[-1].result()
-            assert results == [f"n{i}" for i in range(12)]
-            letters = await system.dead_letters()
-            assert [letter.command_id for letter in letters] == [handles[-1].id]
-    finally:
-        for process in workers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in workers:
-            process.wait(timeout=10)
-    done = {tag: pid for word, tag, pid in lines(log) if word == "done"}
-    assert set(done) == {"victim"} | {f"n{i}" for i in range(12)}  # all at least once
-    assert done["victim"] != pid  # another worker reclaimed and completed it
-    killed = [p for p in workers if p.returncode == -signal.SIGKILL]
-    assert len(killed) == 1
-    assert all(p.returncode == 0 for p in workers if p not in killed)
-
-
-@needs_redis
-async def test_redis_going_away_and_coming_back(log: str) -> None:
-    with local_redis_server(persistent=True) as server:
-        backend = RedisBackend(server.url, prefix="restart", lease=0.6)
-        async with worker_on(backend) as worker, system_on(backend) as system:  # type: ignore[attr-defined]
-            accepted = [
-                await system.submit("bulk", Step(log, f"r{i}", seconds=0.2)) for i in range(6)
-            ]
-            await wait_for_line(log, "start", "r0")
-            server.stop(signal.SIGKILL)  # a crash: only what was fsynced survives
-            with pytest.raises(lanes.StorageError, match=f"Redis at {server.url}"):
-                await system.submit("bulk", Step(log, "refused"))
-            await trio.sleep(0.5)  # let the worker hit the outage
-            server.start()
-            with trio.fail_after(20):
-                results = [await handle.result() for handle in accepted]
-            assert results == [f"r{i}" for i in range(6)]
-            assert worker.statistics().connection_errors > 0
-    assert {tag for word, tag, _ in lines(log) if word == "done"} == {f"r{i}" for i in range(6)}
-
-
 def test_cli_worker_reports_bad_commands(capsys: pytest.CaptureFixture[str]) -> None:
     from lanes import __main__ as cli
 
@@ -385,30 +327,6 @@ async def test_errors_of_the_body_surface_as_themselves(backend: RedisBackend, l
         await system.submit("urgent", Step(log, "late"))
     with pytest.raises(lanes.ShutdownInProgress, match="stays queued in Redis"):
         await pending.result()
-
-
-@needs_redis
-async def test_a_command_whose_workers_keep_dying_is_dead_lettered(
-    backend: RedisBackend, log: str
-) -> None:
-    import coredis
-
-    async with system_on(backend) as system:
-        async with worker_on(backend, max_concurrency=1):  # type: ignore[attr-defined]
-            pass  # creates the consumer group
-        handle = await system.submit("urgent", Step(log, "poison"))
-        stream = backend.stream("urgent", 0)
-        ghost = coredis.Redis.from_url(backend.url, decode_responses=True)
-        async with ghost:  # two "workers" take it and die without a trace
-            read = await ghost.xreadgroup("workers", "ghost-1", {stream: ">"}, count=1)
-            assert read is not None
-            [entry] = read[stream]
-            await ghost.xclaim(stream, "workers", "ghost-2", 0, [entry.identifier])
-        async with worker_on(backend, max_deliveries=2) as worker:  # type: ignore[attr-defined]
-            with pytest.raises(lanes.CommandFailed, match="LeaseExpired: delivered 3 times"):
-                await handle.result()
-        assert worker.statistics().lanes["urgent"].reclaimed == 1
-    assert lines(log) == []  # never ran
 
 
 @needs_redis

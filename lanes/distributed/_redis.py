@@ -99,6 +99,9 @@ class RedisBackend:
             whose worker stays silent that long is reclaimed by another worker.
         key_ttl: seconds an idempotency key (and a submitter's reply stream) outlives a
             crashed process at most.
+        max_payload: the longest command JSON (in characters) ``submit`` accepts; a
+            longer one raises ``LaneConfigError`` (Redis itself refuses 512 MB and slows
+            every worker long before that).
     """
 
     url: str = attrs.field(converter=_check_url)
@@ -108,10 +111,15 @@ class RedisBackend:
     )
     lease: float = attrs.field(default=30.0, kw_only=True)
     key_ttl: float = attrs.field(default=86_400.0, kw_only=True)
+    max_payload: int = attrs.field(default=16 * 1024 * 1024, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _check_seconds("lease", self.lease)
         _check_seconds("key_ttl", self.key_ttl)
+        size = self.max_payload
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            msg = f"RedisBackend: max_payload={size!r} is invalid; expected a positive integer"
+            raise LaneConfigError(msg)
 
     @property
     def safe_url(self) -> str:

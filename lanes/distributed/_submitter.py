@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import reprlib
 import time
 import uuid
 from collections import OrderedDict
@@ -25,6 +26,7 @@ from .._errors import (
     LaneConfigError,
     LaneError,
     LaneUsageError,
+    NotDurableError,
     ShutdownInProgress,
     StorageError,
     UnknownLaneError,
@@ -219,9 +221,7 @@ class RemoteLaneSystem:
         _check_optional_seconds("delay", delay, zero_ok=True)
         _check_optional_seconds("timeout", timeout, zero_ok=False)
         if key is not None:
-            if not isinstance(key, str) or not key:
-                msg = f"submit: key={key!r} is invalid; expected a non-empty string or None"
-                raise LaneConfigError(msg)
+            _check_text("key", key)
             known = self._keys.get(key)
             if known is not None and not known.done():
                 await trio.lowlevel.checkpoint()
@@ -313,6 +313,8 @@ class RemoteLaneSystem:
             known = ", ".join(self._configs)
             msg = f"submit: unknown lane {lane!r}; known lanes: {known}"
             raise UnknownLaneError(msg)
+        if partition_key is not None:
+            _check_text("partition_key", partition_key)
         part = self._backend.partitioning(lane)
         return self._backend.stream(lane, part.partition(partition_key) if part else 0)
 
@@ -324,8 +326,30 @@ class RemoteLaneSystem:
                 "can be submitted"
             )
             raise LaneUsageError(msg)
-        name, payload = self._registry.encode(command)
-        assert name == command_name(command)
+        name = command_name(command)
+        if self._registry.classes.get(name) is not type(command):
+            self._registry.encode(command)  # raises NotDurableError: not listed
+        try:  # not the registry's encode: its message repr()s the (maybe hostile) object
+            payload = self._registry.converter.dumps(command)
+        except Exception as exc:
+            msg = (
+                f"submit: {reprlib.repr(command)} cannot be sent as JSON: "
+                f"{type(exc).__name__}: {reprlib.repr(str(exc))}"
+            )
+            raise NotDurableError(msg) from None
+        limit = self._backend.max_payload
+        if len(payload) > limit:
+            msg = (
+                f"submit: {name!r} command is {len(payload):,} characters of JSON, more than "
+                f"RedisBackend(max_payload={limit:,}); pass large data by reference (a path, "
+                "a URL, an object-store key) or raise max_payload"
+            )
+            raise LaneConfigError(msg)
+        try:  # what a worker could not rebuild is refused here, not dead-lettered there
+            self._registry.decode(name, payload)
+        except StorageError as exc:
+            msg = f"submit: {reprlib.repr(command)} does not survive its trip as JSON: {exc}"
+            raise NotDurableError(msg) from exc
         return name, payload
 
     # -- dead letters --------------------------------------------------------------------------
@@ -503,6 +527,22 @@ class RemoteLaneSystem:
             except Exception as exc:  # the stream expires by itself
                 if translate(self._backend, exc) is None:
                     raise
+
+
+def _check_text(field: str, value: object) -> None:
+    """A key must be a non-empty string that Redis can store (UTF-8: no lone surrogates)."""
+    ok = isinstance(value, str) and bool(value)
+    if ok:
+        try:
+            value.encode()  # type: ignore[union-attr]
+        except UnicodeEncodeError:
+            ok = False
+    if not ok:
+        msg = (
+            f"submit: {field}={value!r} is invalid; expected a non-empty string of valid "
+            "Unicode (no lone surrogates), or None"
+        )
+        raise LaneConfigError(msg)
 
 
 def _check_optional_seconds(
