@@ -532,9 +532,9 @@ class RemoteLaneSystem:
 def _check_text(field: str, value: object) -> None:
     """A key must be a non-empty string that Redis can store (UTF-8: no lone surrogates)."""
     ok = isinstance(value, str) and bool(value)
-    if ok:
+    if isinstance(value, str):
         try:
-            value.encode()  # type: ignore[union-attr]
+            value.encode()
         except UnicodeEncodeError:
             ok = False
     if not ok:
