@@ -33,16 +33,19 @@ from .._errors import (
 )
 from . import _scripts
 from ._redis import (
+    _LINK_FAILURES,
     Batcher,
     Client,
+    Lua,
     RedisBackend,
     connect,
     fields_list,
     redis_call,
-    run_script,
     str_fields,
     translate,
+    xread,
 )
+from ._resp import Connection, open_connection
 from ._wire import Envelope, RemoteDeadLetter, Reply
 
 __all__ = ["RemoteCommandError", "RemoteHandle", "RemoteLaneSystem", "open_remote_system"]
@@ -150,13 +153,11 @@ class RemoteLaneSystem:
     def __init__(
         self,
         client: Client,
-        blocking: Client,
         backend: RedisBackend,
         configs: tuple[LaneConfig, ...],
         registry: CommandRegistry,
     ) -> None:
         self._client = client
-        self._blocking = blocking  # its own pool: cancelling a read drops its connection
         self._backend = backend
         self._configs = {config.name: config for config in configs}
         self._registry = registry
@@ -168,9 +169,9 @@ class RemoteLaneSystem:
         self._idle = trio.Event()
         self._idle.set()
         self._accepting = True
-        self._submit = client.register_script(_scripts.SUBMIT)
-        self._batcher = Batcher(backend, client)
-        self._move = client.register_script(_scripts.MOVE_LETTER)
+        self._submit = Lua(_scripts.SUBMIT)
+        self._batcher = Batcher(backend)
+        self._move = Lua(_scripts.MOVE_LETTER)
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -393,8 +394,7 @@ class RemoteLaneSystem:
         )
         handle = self._register(envelope.id, letter.lane, letter.command_type)
         try:
-            moved = await run_script(
-                self._backend,
+            moved = await self._batcher.call(
                 self._move,
                 [self._backend.key("dead"), letter.stream],
                 [letter_id, *fields_list(envelope.fields(self._registry.converter))],
@@ -462,33 +462,35 @@ class RemoteLaneSystem:
         """Resolve handles from the reply stream; reconnect with backoff when Redis is away."""
         last = "0-0"
         pause = _BACKOFF[0]
+        connection: Connection | None = None
         task_status.started()
-        while True:
-            try:
-                answer = await self._blocking.xread(
-                    {self.reply_stream: last}, count=500, block=1000
-                )
-            except Exception as exc:
-                if translate(self._backend, exc) is None:
-                    raise
-                await trio.sleep(pause)
-                pause = min(pause * 2, _BACKOFF[1])
-                continue
-            pause = _BACKOFF[0]
-            entries = (answer or {}).get(self.reply_stream, ())
-            for entry in entries:
-                last = str(entry.identifier)
-                with contextlib.suppress(StorageError):  # not a reply of ours: skip it
-                    self._deliver(
-                        Reply.from_fields(self._registry.converter, str_fields(entry.field_values))
-                    )
-            if entries:
-                ids = [str(entry.identifier) for entry in entries]
+        try:
+            while True:
                 try:
-                    await self._client.xdel(self.reply_stream, ids)
-                except Exception as exc:  # replies are read by id: a leftover is harmless
-                    if translate(self._backend, exc) is None:
-                        raise
+                    if connection is None or connection.broken:
+                        if connection is not None:
+                            await connection.aclose()
+                        connection = None
+                        connection = await open_connection(self._backend.url)
+                    answer = await xread(connection, {self.reply_stream: last}, 500, 1000)
+                except (StorageError, *_LINK_FAILURES):
+                    await trio.sleep(pause)
+                    pause = min(pause * 2, _BACKOFF[1])
+                    continue
+                pause = _BACKOFF[0]
+                entries = answer.get(self.reply_stream, ())
+                for entry_id, fields in entries:
+                    last = entry_id
+                    with contextlib.suppress(StorageError):  # not a reply of ours: skip it
+                        self._deliver(Reply.from_fields(self._registry.converter, fields))
+                if entries:  # replies are read by id: a leftover is harmless
+                    with contextlib.suppress(StorageError):
+                        await self._batcher.command(
+                            "XDEL", self.reply_stream, *(entry_id for entry_id, _ in entries)
+                        )
+        finally:
+            if connection is not None:
+                await connection.aclose()
 
     def _deliver(self, reply: Reply) -> None:
         handle = self._handles.pop(reply.id, None)
@@ -573,8 +575,8 @@ async def open_remote_system(
     Raises:
         StorageError: Redis cannot be reached at start (the message names the URL).
     """
-    async with connect(backend) as client, connect(backend) as blocking:
-        system = RemoteLaneSystem(client, blocking, backend, configs, registry)
+    async with connect(backend) as client:
+        system = RemoteLaneSystem(client, backend, configs, registry)
         await system._create_reply_stream()
         try:
             async with trio.open_nursery() as nursery:

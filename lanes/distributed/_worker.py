@@ -24,16 +24,18 @@ from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from .._errors import LaneConfigError, Permanent, StorageError
 from . import _scripts
 from ._redis import (
+    _LINK_FAILURES,
     GROUP,
     Batcher,
     Client,
+    Lua,
     RedisBackend,
     connect,
     fields_list,
     redis_call,
-    run_script,
-    translate,
+    xread,
 )
+from ._resp import Connection, open_connection
 from ._wire import Envelope, RemoteDeadLetter, Reply, salvage
 
 __all__ = ["LaneWorker", "WorkerLaneStatistics", "WorkerStatistics", "open_lane_worker"]
@@ -118,14 +120,13 @@ class LaneWorker:
     def __init__(
         self,
         client: Client,
-        blocking: Client,
         backend: RedisBackend,
         configs: tuple[LaneConfig, ...],
         registry: CommandRegistry,
         settings: _Settings,
     ) -> None:
         self._client = client
-        self._blocking = blocking  # its own pool: cancelling a read drops its connection
+        self._reader: Connection | None = None  # the blocking reads' own connection
         self._backend = backend
         self._configs = {c.name: c for c in configs}
         self._order = sorted(configs, key=lambda c: c.priority)  # stable: ties keep order
@@ -143,10 +144,9 @@ class LaneWorker:
         self.connection_errors = 0
         self._wake_last = self._notify_last = "0-0"
         self._random = random.Random()
-        self._batcher = Batcher(backend, client)
+        self._batcher = Batcher(backend)
         self._scripts = {
-            name: client.register_script(getattr(_scripts, name))
-            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
+            name: Lua(getattr(_scripts, name)) for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
         }
 
     def statistics(self) -> WorkerStatistics:
@@ -245,7 +245,7 @@ class LaneWorker:
                 self._backend.key(f"bucket:{config.name}"),
             ]
         keys = [self._backend.key("delayed")] + [stream for _, stream, _ in plan]
-        answer = await run_script(self._backend, self._scripts["FETCH"], keys, args)
+        answer = await self._batcher.call(self._scripts["FETCH"], keys, args)
         entries, wait_ms, last = answer
         return list(entries), int(wait_ms), [str(x) for x in last]
 
@@ -265,31 +265,38 @@ class LaneWorker:
 
         async def read() -> None:
             try:
-                answer = await self._blocking.xread(streams, count=1, block=timeout)
-            except StorageError:
-                self.connection_errors += 1
-                await trio.sleep(_BACKOFF[0])
-            except Exception as exc:
-                if translate(self._backend, exc) is None:
-                    raise
+                answer = await self._read(streams, timeout)
+            except (StorageError, *_LINK_FAILURES):
                 self.connection_errors += 1
                 await trio.sleep(_BACKOFF[0])
             else:
-                for entry in (answer or {}).get(wake, ()):
-                    self._wake_last = str(entry.identifier)
-                for entry in (answer or {}).get(notify, ()):
-                    self._notify_last = str(entry.identifier)
+                for entry_id, _ in answer.get(wake, ()):
+                    self._wake_last = entry_id
+                for entry_id, _ in answer.get(notify, ()):
+                    self._notify_last = entry_id
             nursery.cancel_scope.cancel()
 
         async def slot() -> None:
             await self._slot_freed.wait()
             with contextlib.suppress(StorageError):
-                await redis_call(self._backend, self._client.xadd(wake, {"w": "1"}, **_TRIM_1))
+                await self._batcher.command("XADD", wake, "MAXLEN", 1, "*", "w", "1")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
             if partial:
                 nursery.start_soon(slot)
+
+    async def _read(
+        self, streams: dict[str, str], timeout: int
+    ) -> dict[str, list[tuple[str, dict[str, str]]]]:
+        """A blocking XREAD on the worker's reading connection (reopened after a failure
+        or a cancelled read)."""
+        if self._reader is None or self._reader.broken:
+            if self._reader is not None:
+                await self._reader.aclose()
+            self._reader = None
+            self._reader = await open_connection(self._backend.url)
+        return await xread(self._reader, streams, 1, timeout)
 
     async def _open_wake_stream(self) -> None:
         wake = self._backend.key(f"wake:{self.name}")
@@ -531,7 +538,7 @@ class LaneWorker:
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             with contextlib.suppress(StorageError):
-                await run_script(self._backend, self._scripts["RETRY"], keys, args)
+                await self._batcher.call(self._scripts["RETRY"], keys, args)
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -545,8 +552,7 @@ class LaneWorker:
                     by_stream.setdefault(stream, []).append(message_id)
             for stream, ids in by_stream.items():
                 try:
-                    lost = await run_script(
-                        self._backend,
+                    lost = await self._batcher.call(
                         self._scripts["HEARTBEAT"],
                         [stream],
                         [GROUP, self.name, *ids],
@@ -722,28 +728,32 @@ async def open_lane_worker(
         max_deliveries,
         dead_letter_limit,
     )
-    async with connect(backend) as client, connect(backend) as blocking:
-        worker = LaneWorker(client, blocking, backend, configs, registry, settings)
+    async with connect(backend) as client:
+        worker = LaneWorker(client, backend, configs, registry, settings)
         await worker._ensure_groups()
         await worker._open_wake_stream()
-        async with trio.open_nursery() as outer:
-            outer.start_soon(worker._heartbeat_loop)
-            outer.start_soon(worker._batcher.run)
-            async with trio.open_nursery() as work:
-                worker._commands = work
-                fetching = trio.CancelScope()
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(worker._heartbeat_loop)
+                outer.start_soon(worker._batcher.run)
+                async with trio.open_nursery() as work:
+                    worker._commands = work
+                    fetching = trio.CancelScope()
 
-                async def fetch() -> None:
-                    with fetching:
-                        await worker._fetch_loop()
+                    async def fetch() -> None:
+                        with fetching:
+                            await worker._fetch_loop()
 
-                work.start_soon(fetch)
-                try:
-                    yield worker
-                except BaseException:
+                    work.start_soon(fetch)
+                    try:
+                        yield worker
+                    except BaseException:
+                        fetching.cancel()
+                        worker._abort()
+                        raise
                     fetching.cancel()
-                    worker._abort()
-                    raise
-                fetching.cancel()
-                await worker._stop(drain_timeout)
-            outer.cancel_scope.cancel()
+                    await worker._stop(drain_timeout)
+                outer.cancel_scope.cancel()
+        finally:
+            if worker._reader is not None:
+                await worker._reader.aclose()
