@@ -394,3 +394,66 @@ async def test_unfinished_commands_lists_each_state(backend: RedisBackend, log: 
         await unfinished_commands("nope")
     with pytest.raises(lanes.StorageError, match="cannot connect"):
         await unfinished_commands(_unused_url())
+
+
+# -- the RESP client of the hot path -------------------------------------------------------------
+
+
+def test_resp_encoding_and_parsing() -> None:
+    from lanes.distributed._resp import ReplyError, _Incomplete, _parse, encode
+
+    assert encode([["SET", "k", 1, 0.5, b"\x00"]]) == (
+        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$3\r\n0.5\r\n$1\r\n\x00\r\n"
+    )
+    assert encode([["é"]]) == b"*1\r\n$2\r\n\xc3\xa9\r\n"  # length in bytes
+    with pytest.raises(TypeError, match="not None"):
+        encode([["SET", None]])
+    reply = b"*4\r\n+OK\r\n:-3\r\n$-1\r\n*2\r\n$2\r\nab\r\n-ERR bad\r\n"
+    value, end = _parse(bytearray(reply), 0)
+    assert value[:3] == ["OK", -3, None] and value[3][0] == "ab" and end == len(reply)
+    assert isinstance(value[3][1], ReplyError) and str(value[3][1]) == "ERR bad"
+    for cut in range(len(reply)):  # any prefix of a reply asks for more bytes
+        with pytest.raises(_Incomplete):
+            _parse(bytearray(reply[:cut]), 0)
+    with pytest.raises(ReplyError, match="unexpected RESP reply type"):
+        _parse(bytearray(b"!x\r\n"), 0)
+
+
+@needs_redis
+async def test_resp_connection_selects_its_database_and_reloads_scripts(
+    redis_server: LocalRedis,
+) -> None:
+    import coredis
+
+    from lanes.distributed._redis import Batcher, Lua
+    from lanes.distributed._resp import ReplyError, open_connection
+
+    connection = await open_connection(redis_server.url.replace("/0", "/3"))
+    key = f"t{uuid.uuid4().hex[:8]}"
+    ok, error = await connection.execute([["SET", key, "v"], ["INCR", key]])
+    assert ok == "OK"
+    assert isinstance(error, ReplyError)  # a reply, not raised: the pipeline's others stand
+    assert await connection.execute([["GET", key]]) == ["v"]
+    async with coredis.Redis.from_url(redis_server.url.replace("/0", "/3")) as other:
+        assert await other.get(key) == b"v"
+        await other.script_flush()
+    with trio.move_on_after(0.05):  # a read cancelled midway leaves the connection broken
+        await connection.execute([["BLPOP", key + "x", 1]])
+    assert connection.broken
+    await connection.aclose()
+    backend = RedisBackend(redis_server.url, prefix=key)
+    batcher = Batcher(backend)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(batcher.run)
+        script = Lua("return {KEYS[1], ARGV[1], 7}")
+        assert await batcher.call(script, ["a"], ["b"]) == ["a", "b", 7]  # NOSCRIPT, then EVAL
+        assert await batcher.call(script, ["c"], [1]) == ["c", "1", 7]  # now by its SHA1
+        with pytest.raises(lanes.StorageError, match=f"Redis at {backend.url} failed"):
+            await batcher.command("NOSUCHCOMMAND")
+        nursery.cancel_scope.cancel()
+    down = Batcher(RedisBackend(_unused_url()))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(down.run)
+        with pytest.raises(lanes.StorageError, match="failed: OSError"):
+            await down.command("PING")
+        nursery.cancel_scope.cancel()

@@ -32,19 +32,23 @@ class _Incomplete(Exception):
 def encode(commands: Sequence[Sequence[Any]]) -> bytes:
     """Commands as RESP arrays of bulk strings (``str`` is UTF-8, numbers in decimal)."""
     out: list[bytes] = []
+    add = out.append
     for command in commands:
-        out.append(b"*%d\r\n" % len(command))
+        add(b"*%d\r\n" % len(command))
         for arg in command:
-            if isinstance(arg, bytes):
-                data = arg
-            elif isinstance(arg, str):
+            kind = type(arg)
+            if kind is str:
                 data = arg.encode()
-            elif isinstance(arg, int | float) and not isinstance(arg, bool):
+            elif kind is int or kind is float:
                 data = repr(arg).encode()
+            elif kind is bytes:
+                data = arg
             else:
                 msg = f"a Redis argument must be str, bytes, int or float, not {arg!r}"
                 raise TypeError(msg)
-            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            add(b"$%d\r\n" % len(data))
+            add(data)
+            add(_CRLF)
     return b"".join(out)
 
 
