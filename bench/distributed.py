@@ -190,6 +190,44 @@ async def _arq(url: str, n: int) -> float:  # pragma: no cover - run in a child 
     return seconds
 
 
+_SCRIPT = "return ARGV[1]"
+_BATCHES = (1, 10, 100)
+
+
+async def _client_costs(url: str, calls: int = 3_000) -> dict[str, list[float]]:
+    """CPU µs per ``EVALSHA`` (4 keys, 8 arguments) by calls per round trip: coredis
+    pipelines against the RESP client of the hot path, same Redis, same run."""
+    import coredis
+    from coredis.retry import NoRetryPolicy
+
+    from lanes.distributed._redis import Lua
+    from lanes.distributed._resp import open_connection
+
+    keys, args = ["k1", "k2", "k3", "k4"], ["a" * 8] * 8
+    costs: dict[str, list[float]] = {"coredis 6.9": [], "RESP client": []}
+    client = coredis.Redis.from_url(url, decode_responses=True, retry_policy=NoRetryPolicy())
+    async with client:
+        script = client.register_script(_SCRIPT)
+        await script(keys, args)
+        for batch in _BATCHES:
+            start = time.process_time()
+            for _ in range(calls // batch):
+                async with client.pipeline(transaction=False) as pipe:
+                    requests = [script(keys, args, client=pipe) for _ in range(batch)]
+                for request in requests:
+                    await request
+            costs["coredis 6.9"].append((time.process_time() - start) / calls * 1e6)
+    connection = await open_connection(url)
+    command = ["EVALSHA", Lua(_SCRIPT).sha, len(keys), *keys, *args]
+    for batch in _BATCHES:
+        start = time.process_time()
+        for _ in range(calls // batch):
+            await connection.execute([command] * batch)
+        costs["RESP client"].append((time.process_time() - start) / calls * 1e6)
+    await connection.aclose()
+    return costs
+
+
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -219,6 +257,7 @@ def run(options: Options) -> Result:
         else:
             result.note("arq skipped: pip install arq")
         samples = interleaved(runners, options.repeat, warmup=False)
+        costs = trio.run(_client_costs, server.url)
     finally:
         server_cm.__exit__(None, None, None)
     seconds = {name: median([r.seconds for r in runs]) for name, runs in samples.items()}
@@ -231,6 +270,14 @@ def run(options: Options) -> Result:
     print_table(
         "distributed throughput (medians)", ["system", "cmd/s", "µs/cmd", "x raw loop"], rows
     )
+    print_table(
+        "client CPU per EVALSHA (µs) by calls per round trip",
+        ["client", *(str(b) for b in _BATCHES)],
+        [[name, *values] for name, values in costs.items()],
+    )
+    for name, values in costs.items():
+        per_call = dict(zip(map(str, _BATCHES), values, strict=True))
+        result.rows.append({"client": name, "cpu_us_per_call": per_call})
     if base:
         result.target(
             "4 workers / raw redis-py loop", base / seconds[_lanes_row(4)], 0.5, at_most=False
