@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -457,3 +458,37 @@ async def test_resp_connection_selects_its_database_and_reloads_scripts(
         with pytest.raises(lanes.StorageError, match="failed: OSError"):
             await down.command("PING")
         nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def password_server(tmp_path: pathlib.Path) -> Iterator[int]:
+    """A redis-server that wants the password ``s3cret``; yields its port."""
+    from lanes.distributed._local import _free_port
+
+    port = _free_port()
+    command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(tmp_path), "--requirepass", "s3cret"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.01)  # a process starting: there is nothing to wait on
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@needs_redis
+async def test_resp_connection_authenticates_as_the_url_says(password_server: int) -> None:
+    from lanes.distributed._resp import ReplyError, open_connection
+
+    connection = await open_connection(f"redis://:s3cret@127.0.0.1:{password_server}/1")
+    assert await connection.execute([["PING"]]) == ["PONG"]
+    await connection.aclose()
+    with pytest.raises(ReplyError, match="WRONGPASS"):
+        await open_connection(f"redis://default:wrong@127.0.0.1:{password_server}/0")
