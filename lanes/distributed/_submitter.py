@@ -209,8 +209,12 @@ class RemoteLaneSystem:
         have received it); use ``key=`` to make a resubmission safe.
 
         Raises:
-            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments.
-            NotDurableError: the command's class is not listed in ``commands``.
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (keys must be
+                valid Unicode; ``LaneConfigError`` also for a command whose JSON is longer
+                than the backend's ``max_payload``).
+            NotDurableError: the command's class is not listed in ``commands``, or the
+                command cannot be sent as JSON and rebuilt from it (wrong field types,
+                values JSON cannot hold, nesting too deep). Nothing was written.
             StorageError: Redis cannot be reached (the message names the URL); the command
                 was not accepted.
             ShutdownInProgress: the system is closing.
