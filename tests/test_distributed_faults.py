@@ -189,7 +189,7 @@ async def test_hostile_payloads_are_refused_at_submit_and_nothing_is_written(
         deep = [deep]
     hostile: list[tuple[dict[str, object], type[Exception], str]] = [
         ({"command": Echo(deep)}, lanes.NotDurableError, "cannot be sent as JSON"),  # type: ignore[arg-type]
-        ({"command": Echo([1] * 6_000_000)}, lanes.LaneConfigError, "max_payload=16,777,216"),
+        ({"command": Echo([], "x" * (16 << 20))}, lanes.LaneConfigError, "max_payload=16,777,216"),
         ({"command": Echo(["x"])}, lanes.NotDurableError, "does not survive its trip"),  # type: ignore[list-item]
         ({"command": Echo([1], object())}, lanes.NotDurableError, "cannot be sent as JSON"),  # type: ignore[arg-type]
         ({"command": Echo([]), "key": "\ud800"}, lanes.LaneConfigError, "no lone surrogates"),
