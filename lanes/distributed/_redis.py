@@ -270,7 +270,15 @@ class _Call:
         return ["EVAL", self.script.source, *self.command[2:]]
 
 
-_LINK_FAILURES = (OSError, EOFError, trio.BrokenResourceError, trio.ClosedResourceError)
+# what a connection of the RESP client may raise (ReplyError: AUTH or SELECT refused when
+# it reconnects); callers that reconnect treat these as an outage
+_LINK_FAILURES = (
+    OSError,
+    EOFError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ReplyError,
+)
 
 
 class Batcher:
@@ -339,7 +347,7 @@ class Batcher:
                 again = await self._connection.execute([batch[i].loaded() for i in missing])
                 for i, reply in zip(missing, again, strict=True):
                     replies[i] = reply
-        except (*_LINK_FAILURES, ReplyError) as exc:
+        except _LINK_FAILURES as exc:
             error = _failure(self._backend, exc)
             for call in batch:
                 call.error = error
