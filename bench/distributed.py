@@ -1,17 +1,29 @@
 """distributed: throughput of lanes on Redis with 1, 2 and 4 worker processes.
 
 Workload: ``n`` trivial ``@lanes.command`` objects submitted by 100 concurrent clients across
-the six default lanes, each awaiting its result. Systems, measured in the same run: the
-in-process lane system (baseline), and ``open_lane_system(backend=RedisBackend(url))`` with
-1, 2 and 4 ``lanes worker`` processes on a private redis-server (no persistence). Starting
-the workers is not timed. There is no target: on a 2-core machine the workers, the
-submitter and Redis share two cores, so this shows the cost of going through Redis (a few
-round trips per command) more than any scaling.
+the six default lanes, each awaiting its result. Systems, measured in the same run, on one
+private redis-server (no persistence):
+
+- the in-process lane system (for scale);
+- the raw redis-py loop (the baseline of the targets): an asyncio process where 100 clients
+  each ``XADD`` their share of ``n`` entries (awaiting each) while one consumer loops on
+  ``XREADGROUP COUNT 100`` and ``XACK``s each batch; no replies, no scripts: what Redis and
+  a fast client do at the least;
+- ``open_lane_system(backend=RedisBackend(url))`` with 1, 2 and 4 ``lanes worker``
+  processes (starting them is not timed);
+- arq (asyncio, Redis lists and polling) on the same Redis, when it is installed: one
+  worker in the clients' process (``max_jobs=10``, 10 ms polls), each client awaiting its
+  job's result.
+
+Targets: 4 workers reach >= 0.5x the raw loop, and 2 and 4 workers are not slower than 1.
+The raw loop and arq need the ``bench`` extra (``redis``, ``arq``).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -33,6 +45,7 @@ NAME = "distributed"
 COMMANDS = 3_000
 QUICK_COMMANDS = 300
 WORKER_COUNTS = (1, 2, 4)
+RAW = "raw redis-py loop (asyncio, XADD/XREADGROUP/XACK)"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -96,6 +109,129 @@ def on_redis(url: str, workers: int, n: int) -> Run:
             process.wait(timeout=30)
 
 
+def _child(kind: str, url: str, n: int) -> Run:
+    """Run an asyncio baseline in its own process (``python -m bench.distributed KIND``)."""
+    command = [sys.executable, "-m", "bench.distributed", kind, url, str(n)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} baseline failed: {done.stderr.strip()[-500:]}")
+    return Run(float(done.stdout.split()[-1]))
+
+
+async def _raw_loop(url: str, n: int) -> float:  # pragma: no cover - run in a child process
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    stream = f"raw{uuid.uuid4().hex[:8]}"
+    await client.xgroup_create(stream, "g", "0", mkstream=True)
+
+    async def produce(count: int) -> None:
+        for k in range(count):
+            await client.xadd(stream, {"c": json.dumps({"x": k})})
+
+    async def consume() -> None:
+        seen = 0
+        while seen < n:
+            answer = await client.xreadgroup("g", "c", {stream: ">"}, count=100, block=1000)
+            for _, entries in answer or ():
+                ids = [entry_id for entry_id, _ in entries]
+                for _, fields in entries:
+                    json.loads(fields[b"c"])
+                await client.xack(stream, "g", *ids)
+                seen += len(ids)
+
+    start = time.perf_counter()
+    await asyncio.gather(consume(), *(produce(c) for c in shares(n, CLIENTS)))
+    seconds = time.perf_counter() - start
+    await client.delete(stream)
+    await client.aclose()
+    return seconds
+
+
+async def _arq_trivial(ctx: dict[str, object], x: int) -> int:  # pragma: no cover
+    return x
+
+
+async def _arq(url: str, n: int) -> float:  # pragma: no cover - run in a child process
+    import asyncio
+
+    from arq import create_pool
+    from arq.connections import RedisSettings
+    from arq.worker import Worker
+
+    settings = RedisSettings.from_dsn(url)
+    queue = f"arq{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(settings, default_queue_name=queue)
+    worker = Worker(
+        functions=[_arq_trivial],
+        redis_settings=settings,
+        queue_name=queue,
+        max_jobs=10,
+        poll_delay=0.01,
+        handle_signals=False,
+    )
+    serving = asyncio.ensure_future(worker.async_run())
+
+    async def client(count: int) -> None:
+        for k in range(count):
+            job = await pool.enqueue_job("_arq_trivial", k)
+            assert job is not None
+            if await job.result(poll_delay=0.01) != k:
+                raise AssertionError("wrong result")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in shares(n, CLIENTS)))
+    seconds = time.perf_counter() - start
+    serving.cancel()
+    await worker.close()
+    await pool.aclose()
+    return seconds
+
+
+_SCRIPT = "return ARGV[1]"
+_BATCHES = (1, 10, 100)
+
+
+async def _client_costs(url: str, calls: int = 3_000) -> dict[str, list[float]]:
+    """CPU µs per ``EVALSHA`` (4 keys, 8 arguments) by calls per round trip: coredis
+    pipelines against the RESP client of the hot path, same Redis, same run."""
+    import coredis
+    from coredis.retry import NoRetryPolicy
+
+    from lanes.distributed._redis import Lua
+    from lanes.distributed._resp import open_connection
+
+    keys, args = ["k1", "k2", "k3", "k4"], ["a" * 8] * 8
+    costs: dict[str, list[float]] = {"coredis 6.9": [], "RESP client": []}
+    client = coredis.Redis.from_url(url, decode_responses=True, retry_policy=NoRetryPolicy())
+    async with client:
+        script = client.register_script(_SCRIPT)
+        await script(keys, args)
+        for batch in _BATCHES:
+            start = time.process_time()
+            for _ in range(calls // batch):
+                async with client.pipeline(transaction=False) as pipe:
+                    requests = [script(keys, args, client=pipe) for _ in range(batch)]
+                for request in requests:
+                    await request
+            costs["coredis 6.9"].append((time.process_time() - start) / calls * 1e6)
+    connection = await open_connection(url)
+    command = ["EVALSHA", Lua(_SCRIPT).sha, len(keys), *keys, *args]
+    for batch in _BATCHES:
+        start = time.process_time()
+        for _ in range(calls // batch):
+            await connection.execute([command] * batch)
+        costs["RESP client"].append((time.process_time() - start) / calls * 1e6)
+    await connection.aclose()
+    return costs
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def run(options: Options) -> Result:
     result = Result(NAME)
     n = QUICK_COMMANDS if options.quick else COMMANDS
@@ -108,23 +244,58 @@ def run(options: Options) -> Result:
     try:
         print(f"{NAME}: {n:,} commands, {CLIENTS} clients, redis-server at {server.url}")
         runners = {"in-process lane system": functools.partial(in_process, n)}
+        if _installed("redis"):
+            runners[RAW] = functools.partial(_child, "raw", server.url, n)
+        else:
+            result.note("raw redis-py loop skipped: pip install 'trio-lanes[bench]' (redis)")
         for count in WORKER_COUNTS:
-            runners[f"Redis, {count} worker process(es)"] = functools.partial(
-                on_redis, server.url, count, n
+            runners[_lanes_row(count)] = functools.partial(on_redis, server.url, count, n)
+        if _installed("arq"):
+            runners["arq 0.28 (asyncio), 1 worker"] = functools.partial(
+                _child, "arq", server.url, n
             )
+        else:
+            result.note("arq skipped: pip install arq")
         samples = interleaved(runners, options.repeat, warmup=False)
+        costs = trio.run(_client_costs, server.url)
     finally:
         server_cm.__exit__(None, None, None)
-    seconds = {name: [r.seconds for r in runs] for name, runs in samples.items()}
-    base = median(seconds["in-process lane system"])
+    seconds = {name: median([r.seconds for r in runs]) for name, runs in samples.items()}
+    base = seconds.get(RAW)
     rows = []
     for name, secs in seconds.items():
-        rate = n / median(secs)
-        rows.append([name, rate, median(secs) / n * 1e6, base / median(secs)])
-        result.rows.append(
-            {"system": name, "n": n, "cmd_per_s": rate, "ratio_to_in_process": base / median(secs)}
-        )
+        ratio = base / secs if base else float("nan")
+        rows.append([name, n / secs, secs / n * 1e6, ratio])
+        result.rows.append({"system": name, "n": n, "cmd_per_s": n / secs, "ratio_to_raw": ratio})
     print_table(
-        "distributed throughput (medians)", ["system", "cmd/s", "µs/cmd", "x in-process"], rows
+        "distributed throughput (medians)", ["system", "cmd/s", "µs/cmd", "x raw loop"], rows
     )
+    print_table(
+        "client CPU per EVALSHA (µs) by calls per round trip",
+        ["client", *(str(b) for b in _BATCHES)],
+        [[name, *values] for name, values in costs.items()],
+    )
+    for name, values in costs.items():
+        per_call = dict(zip(map(str, _BATCHES), values, strict=True))
+        result.rows.append({"client": name, "cpu_us_per_call": per_call})
+    if base:
+        result.target(
+            "4 workers / raw redis-py loop", base / seconds[_lanes_row(4)], 0.5, at_most=False
+        )
+    one = seconds[_lanes_row(1)]
+    for count in WORKER_COUNTS[1:]:
+        result.target(
+            f"{count} workers / 1 worker", one / seconds[_lanes_row(count)], 0.95, at_most=False
+        )
     return result
+
+
+def _lanes_row(count: int) -> str:
+    return f"trio-lanes, {count} worker process(es)"
+
+
+if __name__ == "__main__":  # pragma: no cover - the asyncio baselines' child processes
+    import asyncio
+
+    _kind, _url, _n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    print(asyncio.run((_raw_loop if _kind == "raw" else _arq)(_url, _n)))

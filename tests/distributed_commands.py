@@ -41,3 +41,15 @@ class Step:
             raise RuntimeError(f"{self.tag} failed on purpose")
         note(self.log, f"done {self.tag} {os.getpid()}")
         return self.tag
+
+
+@lanes.command
+@attrs.define
+class Echo:
+    """Returns its data: for hostile payloads (deep, huge, odd strings, wrong types)."""
+
+    data: list[int]
+    label: str = ""
+
+    async def execute(self) -> list[int]:
+        return self.data

@@ -24,6 +24,7 @@ except ImportError as _exc:  # pragma: no cover - the extra is installed in test
     raise ModuleNotFoundError(_msg, name="coredis") from _exc
 
 from .._partitioning import Partitioning
+from ._inspect import unfinished_commands
 from ._local import LocalRedis, local_redis_server
 from ._redis import RedisBackend
 from ._submitter import RemoteCommandError, RemoteHandle, RemoteLaneSystem
@@ -43,4 +44,5 @@ __all__ = [
     "WorkerStatistics",
     "local_redis_server",
     "open_lane_worker",
+    "unfinished_commands",
 ]

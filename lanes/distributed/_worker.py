@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -23,20 +24,23 @@ from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from .._errors import LaneConfigError, Permanent, StorageError
 from . import _scripts
 from ._redis import (
+    _LINK_FAILURES,
     GROUP,
     Batcher,
     Client,
+    Lua,
     RedisBackend,
     connect,
     fields_list,
     redis_call,
-    run_script,
-    translate,
+    xread,
 )
-from ._wire import Envelope, RemoteDeadLetter, Reply
+from ._resp import Connection, open_connection
+from ._wire import Envelope, RemoteDeadLetter, Reply, salvage
 
 __all__ = ["LaneWorker", "WorkerLaneStatistics", "WorkerStatistics", "open_lane_worker"]
 
+_log = logging.getLogger("lanes.distributed")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
 _TRIM_1: dict[str, Any] = {"trim_strategy": PureToken.MAXLEN, "threshold": 1}
 
@@ -55,6 +59,8 @@ class WorkerLaneStatistics:
         reclaimed: commands taken over from a worker whose lease expired.
         lost: attempts cancelled because another worker had reclaimed them meanwhile.
         duplicates: attempts that finished after another worker settled the same command.
+        malformed: entries that held no command this version can read (a missing or
+            malformed field): each was dead-lettered once, acknowledged and logged.
     """
 
     name: str
@@ -67,6 +73,7 @@ class WorkerLaneStatistics:
     reclaimed: int
     lost: int
     duplicates: int
+    malformed: int
 
 
 @attrs.frozen
@@ -89,6 +96,7 @@ _COUNTERS = (
     "reclaimed",
     "lost",
     "duplicates",
+    "malformed",
 )
 
 
@@ -112,14 +120,13 @@ class LaneWorker:
     def __init__(
         self,
         client: Client,
-        blocking: Client,
         backend: RedisBackend,
         configs: tuple[LaneConfig, ...],
         registry: CommandRegistry,
         settings: _Settings,
     ) -> None:
         self._client = client
-        self._blocking = blocking  # its own pool: cancelling a read drops its connection
+        self._reader: Connection | None = None  # the blocking reads' own connection
         self._backend = backend
         self._configs = {c.name: c for c in configs}
         self._order = sorted(configs, key=lambda c: c.priority)  # stable: ties keep order
@@ -127,6 +134,7 @@ class LaneWorker:
         self._settings = settings
         self.name = settings.name
         self._streams = {lane: backend.streams(lane) for lane in self._configs}
+        self._lane_of = {s: lane for lane, streams in self._streams.items() for s in streams}
         self._active = dict.fromkeys(self._configs, 0)
         self._counts = {lane: dict.fromkeys(_COUNTERS, 0) for lane in self._configs}
         self._running: dict[tuple[str, str], _Running] = {}
@@ -136,10 +144,9 @@ class LaneWorker:
         self.connection_errors = 0
         self._wake_last = self._notify_last = "0-0"
         self._random = random.Random()
-        self._batcher = Batcher(backend, client)
+        self._batcher = Batcher(backend)
         self._scripts = {
-            name: client.register_script(getattr(_scripts, name))
-            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
+            name: Lua(getattr(_scripts, name)) for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
         }
 
     def statistics(self) -> WorkerStatistics:
@@ -238,7 +245,7 @@ class LaneWorker:
                 self._backend.key(f"bucket:{config.name}"),
             ]
         keys = [self._backend.key("delayed")] + [stream for _, stream, _ in plan]
-        answer = await run_script(self._backend, self._scripts["FETCH"], keys, args)
+        answer = await self._batcher.call(self._scripts["FETCH"], keys, args)
         entries, wait_ms, last = answer
         return list(entries), int(wait_ms), [str(x) for x in last]
 
@@ -258,31 +265,38 @@ class LaneWorker:
 
         async def read() -> None:
             try:
-                answer = await self._blocking.xread(streams, count=1, block=timeout)
-            except StorageError:
-                self.connection_errors += 1
-                await trio.sleep(_BACKOFF[0])
-            except Exception as exc:
-                if translate(self._backend, exc) is None:
-                    raise
+                answer = await self._read(streams, timeout)
+            except (StorageError, *_LINK_FAILURES):
                 self.connection_errors += 1
                 await trio.sleep(_BACKOFF[0])
             else:
-                for entry in (answer or {}).get(wake, ()):
-                    self._wake_last = str(entry.identifier)
-                for entry in (answer or {}).get(notify, ()):
-                    self._notify_last = str(entry.identifier)
+                for entry_id, _ in answer.get(wake, ()):
+                    self._wake_last = entry_id
+                for entry_id, _ in answer.get(notify, ()):
+                    self._notify_last = entry_id
             nursery.cancel_scope.cancel()
 
         async def slot() -> None:
             await self._slot_freed.wait()
             with contextlib.suppress(StorageError):
-                await redis_call(self._backend, self._client.xadd(wake, {"w": "1"}, **_TRIM_1))
+                await self._batcher.command("XADD", wake, "MAXLEN", 1, "*", "w", "1")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
             if partial:
                 nursery.start_soon(slot)
+
+    async def _read(
+        self, streams: dict[str, str], timeout: int
+    ) -> dict[str, list[tuple[str, dict[str, str]]]]:
+        """A blocking XREAD on the worker's reading connection (reopened after a failure
+        or a cancelled read)."""
+        if self._reader is None or self._reader.broken:
+            if self._reader is not None:
+                await self._reader.aclose()
+            self._reader = None
+            self._reader = await open_connection(self._backend.url)
+        return await xread(self._reader, streams, 1, timeout)
 
     async def _open_wake_stream(self) -> None:
         wake = self._backend.key(f"wake:{self.name}")
@@ -298,9 +312,7 @@ class LaneWorker:
     def _start(self, entry: list[Any]) -> None:
         stream, message_id, flat, deliveries = entry
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        lane = fields.get("lane", "")
-        if lane not in self._configs:  # only fetched from our own streams: cannot happen
-            lane = next(name for name, streams in self._streams.items() if stream in streams)
+        lane = self._lane_of[stream]
         if (stream, message_id) in self._running:  # our own lease expired (an outage)
             return  # and we took it back: it is still running here
         running = _Running(lane)
@@ -340,9 +352,9 @@ class LaneWorker:
     ) -> Callable[[], Awaitable[Any]] | None:
         """Run one attempt; return how to settle it (None: cancelled, leave it to others)."""
         try:
-            envelope = Envelope.from_fields(fields)
+            envelope = Envelope.from_fields(self._registry.converter, fields)
         except StorageError as exc:
-            return self._drop(stream, message_id, exc)
+            return self._malformed(running.lane, stream, message_id, fields, exc)
         config = self._configs[running.lane]
         if deliveries > self._settings.max_deliveries:
             poison = (
@@ -417,13 +429,26 @@ class LaneWorker:
         letter: dict[str, str] | None,
         counter: str,
     ) -> Callable[[], Awaitable[Any]]:
-        reply_fields = fields_list(reply.fields())
+        target = _Target(envelope.lane, envelope.id, envelope.reply, envelope.key)
+        return self._finish(stream, message_id, target, reply, letter, counter)
+
+    def _finish(
+        self,
+        stream: str,
+        message_id: str,
+        target: _Target,
+        reply: Reply | None,
+        letter: dict[str, str] | None,
+        counter: str,
+    ) -> Callable[[], Awaitable[Any]]:
+        """The FINISH call: acknowledge, reply (unless None), dead-letter, release the key."""
+        reply_fields = fields_list(reply.fields(self._registry.converter)) if reply else []
         args = [
             GROUP,
             message_id,
             self._backend.prefix,
-            envelope.id,
-            "1" if envelope.key else "0",
+            target.command_id,
+            "1" if target.key else "0",
             self._settings.dead_letter_limit,
             len(reply_fields),
             *reply_fields,
@@ -431,15 +456,14 @@ class LaneWorker:
         ]
         keys = [
             stream,
-            envelope.reply,
+            target.reply or self._backend.key("reply:-"),
             self._backend.key("dead"),
-            self._backend.key(f"key:{envelope.key or ''}"),
+            self._backend.key(f"key:{target.key or ''}"),
         ]
-        lane = envelope.lane
 
         async def call() -> None:
             settled = await self._batcher.call(self._scripts["FINISH"], keys, args)
-            counts = self._counts[lane]
+            counts = self._counts[target.lane]
             if not settled:
                 counts["duplicates"] += 1
                 return
@@ -453,7 +477,8 @@ class LaneWorker:
         self, stream: str, message_id: str, envelope: Envelope, delay: float
     ) -> Callable[[], Awaitable[Any]]:
         next_attempt = attrs.evolve(envelope, attempt=envelope.attempt + 1)
-        args = [GROUP, message_id, math.ceil(delay * 1000), *fields_list(next_attempt.fields())]
+        fields = fields_list(next_attempt.fields(self._registry.converter))
+        args = [GROUP, message_id, math.ceil(delay * 1000), *fields]
         keys = [stream, self._backend.key("delayed")]
 
         async def call() -> None:
@@ -462,17 +487,33 @@ class LaneWorker:
 
         return call
 
-    def _drop(
-        self, stream: str, message_id: str, error: StorageError
+    def _malformed(
+        self,
+        lane: str,
+        stream: str,
+        message_id: str,
+        fields: Mapping[str, str],
+        error: StorageError,
     ) -> Callable[[], Awaitable[Any]]:
-        """Settle an entry that is not a command of ours: acknowledge and delete it."""
-
-        async def call() -> None:
-            await redis_call(self._backend, self._client.xack(stream, GROUP, [message_id]))
-            await redis_call(self._backend, self._client.xdel(stream, [message_id]))
-            raise error
-
-        return call
+        """Settle an entry that is not a command of ours: dead-letter it once, acknowledge
+        and delete it, count and log it, and fail its submitter's handle if it names one."""
+        raw = salvage(fields)
+        text = f"MalformedEntry: {error}"
+        _log.error("lane %r: entry %s of %s dead-lettered: %s", lane, message_id, stream, error)
+        letter = {
+            "command_id": raw.get("id", ""),
+            "lane": lane,
+            "stream": stream,
+            "type": raw.get("type", ""),
+            "payload": raw.get("payload", ""),
+            "timeout": "",
+            "error": text,
+            "attempts": "0",
+            "failed_at": repr(time.time()),
+        }
+        target = _Target(lane, raw.get("id", ""), raw.get("reply", ""), raw.get("key"))
+        reply = Reply(target.command_id, "failed", "null", text, 0) if target.command_id else None
+        return self._finish(stream, message_id, target, reply, letter, "malformed")
 
     async def _settle(self, lane: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Run a settling call until Redis takes it (reconnecting with backoff).
@@ -485,9 +526,7 @@ class LaneWorker:
             try:
                 await call()
                 return
-            except StorageError as exc:
-                if exc.__cause__ is None:  # a malformed entry, already removed
-                    return
+            except StorageError:
                 self.connection_errors += 1
                 await trio.sleep(pause * (0.5 + self._random.random()))
                 pause = min(pause * 2, _BACKOFF[1])
@@ -499,7 +538,7 @@ class LaneWorker:
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             with contextlib.suppress(StorageError):
-                await run_script(self._backend, self._scripts["RETRY"], keys, args)
+                await self._batcher.call(self._scripts["RETRY"], keys, args)
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -513,8 +552,7 @@ class LaneWorker:
                     by_stream.setdefault(stream, []).append(message_id)
             for stream, ids in by_stream.items():
                 try:
-                    lost = await run_script(
-                        self._backend,
+                    lost = await self._batcher.call(
                         self._scripts["HEARTBEAT"],
                         [stream],
                         [GROUP, self.name, *ids],
@@ -544,6 +582,16 @@ class LaneWorker:
                 running.scope.cancel()
 
     _commands: trio.Nursery
+
+
+@attrs.frozen
+class _Target:
+    """Whom a FINISH call settles: the lane, command id, reply stream and key."""
+
+    lane: str
+    command_id: str
+    reply: str
+    key: str | None
 
 
 @attrs.define
@@ -680,28 +728,32 @@ async def open_lane_worker(
         max_deliveries,
         dead_letter_limit,
     )
-    async with connect(backend) as client, connect(backend) as blocking:
-        worker = LaneWorker(client, blocking, backend, configs, registry, settings)
+    async with connect(backend) as client:
+        worker = LaneWorker(client, backend, configs, registry, settings)
         await worker._ensure_groups()
         await worker._open_wake_stream()
-        async with trio.open_nursery() as outer:
-            outer.start_soon(worker._heartbeat_loop)
-            outer.start_soon(worker._batcher.run)
-            async with trio.open_nursery() as work:
-                worker._commands = work
-                fetching = trio.CancelScope()
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(worker._heartbeat_loop)
+                outer.start_soon(worker._batcher.run)
+                async with trio.open_nursery() as work:
+                    worker._commands = work
+                    fetching = trio.CancelScope()
 
-                async def fetch() -> None:
-                    with fetching:
-                        await worker._fetch_loop()
+                    async def fetch() -> None:
+                        with fetching:
+                            await worker._fetch_loop()
 
-                work.start_soon(fetch)
-                try:
-                    yield worker
-                except BaseException:
+                    work.start_soon(fetch)
+                    try:
+                        yield worker
+                    except BaseException:
+                        fetching.cancel()
+                        worker._abort()
+                        raise
                     fetching.cancel()
-                    worker._abort()
-                    raise
-                fetching.cancel()
-                await worker._stop(drain_timeout)
-            outer.cancel_scope.cancel()
+                    await worker._stop(drain_timeout)
+                outer.cancel_scope.cancel()
+        finally:
+            if worker._reader is not None:
+                await worker._reader.aclose()
