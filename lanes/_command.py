@@ -6,17 +6,15 @@ import contextvars
 import enum
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 import attrs
 import trio
 
 from ._boundary import check_run
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout, LaneConfigError
+from ._owner import CommandOwner
 from ._policy import Job, JobState
-
-if TYPE_CHECKING:
-    from ._core import Core
 
 __all__ = ["CommandHandle", "CommandStatus", "command", "command_name", "is_command"]
 
@@ -87,7 +85,7 @@ class Command(Job):
 
     def __init__(
         self,
-        core: Core,
+        core: CommandOwner[Command, Reason],
         command_id: str | int,
         lane: str,
         fn: Callable[..., Awaitable[Any]],
