@@ -26,10 +26,14 @@ def thorough(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
+    """ruff check, ruff format --check, and the import contracts of pyproject.toml."""
     session.install("ruff==0.17.6")  # pinned: formatting rules change between releases
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # lint-imports reads the source from the checkout (it needs no install of the project):
+    # actors never imports lanes, and no import cycle anywhere in lanes.
+    session.install("import-linter==2.17")
+    session.run("lint-imports")
 
 
 @nox.session(python=PY)

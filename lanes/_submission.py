@@ -305,13 +305,15 @@ async def _store(core: Core, cmd: Command, delay: float | None, write: Write | N
             # the bound `execute` of the @lanes.command object (see _callables.submittable)
             obj = getattr(cmd.fn, "__self__", None)
             cmd.payload = await durable.registry.encode_off_loop(obj)
+            if not core.accepting:  # closing meanwhile: its writer may be gone, write nothing
+                raise shutdown_error()
         row = durable.row(cmd, "pending", ready_at)
         if write is None:
             durable.journal.save(row)
         else:
             write(durable.journal, row)
         await durable.journal.commit()
-    except LaneError as exc:  # StorageError, or PayloadError from the encoding
+    except LaneError as exc:  # StorageError, PayloadError, ShutdownInProgress
         room.give()
         core.abort(cmd, exc)
         raise

@@ -25,9 +25,9 @@ import pytest
 import trio
 
 import lanes
-from lanes import LaneConfig
+from lanes import LaneConfig, PayloadError
 from lanes.__main__ import main
-from lanes._codec import MAX_NESTING, PayloadError
+from lanes._codec import MAX_NESTING, CommandRegistry
 from lanes._durable import Durability
 from lanes.storage import (
     MemoryStorage,
@@ -342,6 +342,18 @@ async def refused(
     assert store.writes == writes  # nothing was even written
     assert system.statistics().lanes["work"].submitted == 0
     return caught.value
+
+
+def test_payload_error_is_a_public_lane_error() -> None:
+    """``lanes.PayloadError`` is exported, lives with the other errors and is what
+    the registry raises for a value JSON cannot carry back."""
+    assert "PayloadError" in lanes.__all__
+    assert lanes.PayloadError.__module__ == "lanes._errors"
+    assert issubclass(lanes.PayloadError, lanes.NotDurableError)
+    assert issubclass(lanes.PayloadError, lanes.LaneUsageError)
+    registry = CommandRegistry([Nested])
+    with pytest.raises(lanes.PayloadError, match="levels"):
+        registry.encode(Nested(deep(MAX_NESTING + 5)))
 
 
 async def test_a_deeply_nested_payload_names_the_limit(autojump_clock: trio.abc.Clock) -> None:
