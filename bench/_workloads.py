@@ -20,6 +20,8 @@ import trio
 
 import lanes
 
+from ._lean import LeanScheduler, LowLevelScheduler
+
 CLIENTS = 100
 WORKERS = 10  # the plain trio and asyncio baselines' worker tasks
 
@@ -131,6 +133,45 @@ async def _trio_main(n: int, clients: int, workers: int) -> Run:
                 nursery.start_soon(client, count)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         send.close()
+    if done[0] != n:
+        raise AssertionError(f"{done[0]} of {n} commands completed")
+    return Run(seconds, None, cpu)
+
+
+# -- the lean priority scheduler (bench/_lean.py): the limit ---------------------------------------
+
+PRIORITIES = 6  # as many as the default lanes; client c's k-th command gets priority (c+k) mod 6
+
+
+def lean_run(
+    n: int, *, clients: int = CLIENTS, workers: int = WORKERS, lowlevel: bool = False
+) -> Run:
+    """The workload on the lean priority scheduler (``lowlevel``: its trio.lowlevel flavour)."""
+    return trio.run(_lean_main, n, clients, workers, lowlevel)
+
+
+async def _lean_main(n: int, clients: int, workers: int, lowlevel: bool) -> Run:
+    scheduler: LeanScheduler | LowLevelScheduler = (
+        LowLevelScheduler(PRIORITIES) if lowlevel else LeanScheduler(PRIORITIES)
+    )
+    done = [0]
+
+    async def client(offset: int, count: int) -> None:
+        for k in range(count):
+            waiter = scheduler.submit((offset + k) % PRIORITIES, trivial, k)
+            if await waiter.result() != k:
+                raise AssertionError("wrong result")
+        done[0] += count
+
+    async with trio.open_nursery() as outer:
+        for _ in range(workers):
+            outer.start_soon(scheduler.worker)
+        start, cpu = time.perf_counter(), time.process_time()
+        async with trio.open_nursery() as nursery:
+            for c, count in enumerate(shares(n, clients)):
+                nursery.start_soon(client, c, count)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        outer.cancel_scope.cancel()
     if done[0] != n:
         raise AssertionError(f"{done[0]} of {n} commands completed")
     return Run(seconds, None, cpu)
