@@ -58,9 +58,12 @@ def lanes_run(
     *,
     clients: int = CLIENTS,
     max_concurrency: int | None = None,
+    instruments: Sequence[trio.abc.Instrument] = (),
 ) -> Run:
     """The workload on a lane system; client ``c`` sends its ``k``-th command to lane c+k."""
-    return trio.run(_lanes_main, tuple(configs), n, clients, max_concurrency)
+    return trio.run(
+        _lanes_main, tuple(configs), n, clients, max_concurrency, instruments=instruments
+    )
 
 
 async def _lanes_main(
@@ -102,9 +105,15 @@ def _rounds(system: lanes.LaneSystem) -> int | None:
 Request = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], trio.MemorySendChannel[Any]]
 
 
-def trio_run(n: int, *, clients: int = CLIENTS, workers: int = WORKERS) -> Run:
+def trio_run(
+    n: int,
+    *,
+    clients: int = CLIENTS,
+    workers: int = WORKERS,
+    instruments: Sequence[trio.abc.Instrument] = (),
+) -> Run:
     """The workload on plain trio: workers on one memory channel, a one-shot reply channel."""
-    return trio.run(_trio_main, n, clients, workers)
+    return trio.run(_trio_main, n, clients, workers, instruments=instruments)
 
 
 async def _trio_worker(requests: trio.MemoryReceiveChannel[Request]) -> None:
@@ -144,10 +153,15 @@ PRIORITIES = 6  # as many as the default lanes; client c's k-th command gets pri
 
 
 def lean_run(
-    n: int, *, clients: int = CLIENTS, workers: int = WORKERS, lowlevel: bool = False
+    n: int,
+    *,
+    clients: int = CLIENTS,
+    workers: int = WORKERS,
+    lowlevel: bool = False,
+    instruments: Sequence[trio.abc.Instrument] = (),
 ) -> Run:
     """The workload on the lean priority scheduler (``lowlevel``: its trio.lowlevel flavour)."""
-    return trio.run(_lean_main, n, clients, workers, lowlevel)
+    return trio.run(_lean_main, n, clients, workers, lowlevel, instruments=instruments)
 
 
 async def _lean_main(n: int, clients: int, workers: int, lowlevel: bool) -> Run:
