@@ -17,7 +17,8 @@ measured with. Attributes (shell-quoted: ``columns="cmd_per_s:cmd per s"``):
   ``docs/bench/results.json``).
 - ``columns=FIELD[:LABEL],...``: the row fields shown, in order (default: every field whose
   values are numbers or text). Labels default to ``LABELS`` below, else the field name.
-  ``cmd_per_s_range`` is derived: the slowest and fastest run (from ``n`` and ``seconds``).
+  Derived: ``cmd_per_s_range``, the slowest and fastest run (from ``n`` and ``seconds``);
+  ``FIELD_range_us``, the least and greatest ``FIELD`` (seconds) of the rows' ``runs``.
 - ``where=FIELD:VALUE|VALUE``: keep only rows whose field has one of these values
   (repeatable, all must hold).
 - ``group=FIELD``: blank a value of this field that repeats the row above it.
@@ -81,6 +82,12 @@ LABELS: dict[str, str] = {
     "tasks_per_system": "trio tasks / system",
     "idle_cpu_share": "CPU while idle",
     "repeat": "runs",
+    "growth_over_1_lane": "time × 1 lane",
+    "ns_per_extra_lane_per_cmd": "ns per extra lane",
+    "rss_bytes_per_cmd": "RSS B per pending command",
+    "peak_bytes_per_cmd": "peak RSS B per pending command",
+    "ratio_to_plain_trio_channel": "× plain trio channel",
+    "p99_range_us": "p99 µs, lowest-highest run",
 }
 
 
@@ -180,6 +187,9 @@ def derived(row: Mapping[str, Any], key: str) -> Any:
     if key == "cmd_per_s_range" and "n" in row and row.get("seconds"):
         fastest, slowest = min(row["seconds"]), max(row["seconds"])
         return f"{row['n'] / slowest:,.0f}-{row['n'] / fastest:,.0f}"
+    if key.endswith("_range_us") and row.get("runs"):  # e.g. p99_range_us from runs' p99 (s)
+        values = [run[key.removesuffix("_range_us")] * 1e6 for run in row["runs"]]
+        return f"{min(values):,.0f}-{max(values):,.0f}"
     return row.get(key)
 
 
