@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,17 @@ def test_unpaired_markers_are_errors(
     path.write_text(text)
     assert report.main(["--check", str(path)]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--only", "throughput"], ["--json", "x.json"]])
+def test_bench_docs_chooses_its_own_benchmarks_and_files(
+    extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.__main__ import DOCS_RUNS, parse
+
+    with pytest.raises(SystemExit):
+        parse(["--docs", *extra])
+    assert "--docs chooses the benchmarks and files" in capsys.readouterr().err
+    stored = {f"docs/bench/{name}" for name in DOCS_RUNS}
+    named = set(re.findall(r"json=(\S+)", "".join(p.read_text() for p in report.pages([]))))
+    assert stored <= named  # every file --docs measures is shown by some page
