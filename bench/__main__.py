@@ -126,7 +126,7 @@ def docs(args: argparse.Namespace) -> int:
     DOCS_BENCH.mkdir(exist_ok=True)
     for filename, names in DOCS_RUNS.items():
         only = [arg for name in names for arg in ("--only", name)]
-        main([*common, *only, "--json", str(DOCS_BENCH / filename)])
+        main([*common, *only, "--json", os.path.relpath(DOCS_BENCH / filename)])
     return report.main([])
 
 
