@@ -162,7 +162,7 @@ def with_pyinstrument(n: int, top: int) -> None:
     print(f"{n:,} commands in {run.seconds:.2f} s under pyinstrument")
     root = profiler.last_session.root_frame() if profiler.last_session else None
     if root is not None:
-        own: Counter[str] = Counter()
+        own: dict[str, float] = {}
         stack = [root]
         while stack:
             frame = stack.pop()
@@ -170,9 +170,10 @@ def with_pyinstrument(n: int, top: int) -> None:
             stack.extend(c for c in children if not c.is_synthetic)
             if not frame.is_synthetic:
                 mine = frame.time - sum(c.time for c in children if not c.is_synthetic)
-                own[f"{frame.file_path_short}:{frame.line_no} {frame.function}"] += mine
+                where = f"{frame.file_path_short}:{frame.line_no} {frame.function}"
+                own[where] = own.get(where, 0.0) + mine
         print(f"\nTop {top} by own time (pyinstrument samples):")
-        for where, seconds in own.most_common(top):
+        for where, seconds in sorted(own.items(), key=lambda item: -item[1])[:top]:
             print(f"  {seconds / root.time:6.1%}  {where}")
     print(profiler.output_text(unicode=True, color=False, show_all=False))
 
