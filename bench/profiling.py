@@ -1,6 +1,6 @@
 """Profile the lane system under the throughput workload.
 
-``python -m bench.profiling [--n 50000] [--top 25] [--pyinstrument]``
+``python -m bench.profiling [--n 50000] [--top 25] [--pyinstrument [--tree]]``
 
 With cProfile (the default) it prints the functions with the most own time, then the same
 list restricted to ``lanes/`` and ``actors/``, then the lane code by cumulative time, then
@@ -9,7 +9,7 @@ allocations that show on the hot path. A second, unprofiled run with a Trio inst
 task steps (scheduler switches into a task) and task spawns per command, and the
 supervisor's decision rounds per command. With ``--pyinstrument`` (``pip install
 pyinstrument``) it prints the functions with the most own time by pyinstrument's sampling
-(which distorts less than cProfile's per-call hooks), then its call tree.
+(which distorts less than cProfile's per-call hooks), and with ``--tree`` its call tree too.
 Profilers slow Python down several times (cProfile more than pyinstrument): read the shares,
 not the absolute times.
 """
@@ -152,7 +152,7 @@ def with_cprofile(n: int, top: int) -> None:
     counts(n)
 
 
-def with_pyinstrument(n: int, top: int) -> None:
+def with_pyinstrument(n: int, top: int, tree: bool) -> None:
     from pyinstrument import Profiler  # optional dependency
 
     profiler = Profiler(interval=0.0005, async_mode="disabled")
@@ -175,7 +175,8 @@ def with_pyinstrument(n: int, top: int) -> None:
         print(f"\nTop {top} by own time (pyinstrument samples):")
         for where, seconds in sorted(own.items(), key=lambda item: -item[1])[:top]:
             print(f"  {seconds / root.time:6.1%}  {where}")
-    print(profiler.output_text(unicode=True, color=False, show_all=False))
+    if tree:  # slow: minutes and about 1 GB for 100,000 commands
+        print(profiler.output_text(unicode=True, color=False, show_all=False))
 
 
 def main() -> None:
@@ -183,9 +184,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000, help="commands (default 50000)")
     parser.add_argument("--top", type=int, default=25, help="rows per list (default 25)")
     parser.add_argument("--pyinstrument", action="store_true", help="use pyinstrument")
+    parser.add_argument(
+        "--tree", action="store_true", help="with --pyinstrument: also print its call tree (slow)"
+    )
     args = parser.parse_args()
     if args.pyinstrument:
-        with_pyinstrument(args.n, args.top)
+        with_pyinstrument(args.n, args.top, args.tree)
     else:
         with_cprofile(args.n, args.top)
 
