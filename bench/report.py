@@ -122,12 +122,23 @@ def parse_attrs(text: str, where: str) -> dict[str, list[str]]:
 
 
 def regions(lines: Sequence[str], page: str) -> list[Region]:
-    """The marked regions of a page, in order; raises ReportError on unpaired markers."""
+    """The marked regions of a page, in order (none inside fenced code blocks).
+
+    Raises ReportError on unpaired markers.
+    """
     found: list[Region] = []
     current: Region | None = None
+    fence = ""  # the fence of the code block we are in ("" outside): examples are not regions
     for i, line in enumerate(lines):
         where = f"{page}:{i + 1}"
-        if opened := OPEN.match(line):
+        stripped = line.lstrip()
+        if fence and stripped.startswith(fence):
+            fence = ""
+        elif not fence and stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif fence:
+            continue
+        elif opened := OPEN.match(line):
             if current is not None:
                 msg = f"{where}: bench:{opened['name']} opens inside bench:{current.name}"
                 raise ReportError(msg)

@@ -193,3 +193,16 @@ def test_bench_docs_chooses_its_own_benchmarks_and_files(
     stored = {f"docs/bench/{name}" for name in DOCS_RUNS}
     named = set(re.findall(r"json=(\S+)", "".join(p.read_text() for p in report.pages([]))))
     assert stored <= named  # every file --docs measures is shown by some page
+
+
+def test_markers_inside_code_blocks_are_examples(tmp_path: Path, results: Path) -> None:
+    example = (
+        f"```text\n<!-- bench:throughput json={results} -->\nkept\n"
+        "<!-- /bench:throughput -->\n```\n"
+    )
+    path = tmp_path / "page.md"
+    path.write_text(f"# Title\n\n{example}\n<!-- bench:nosuch -->\n")  # unclosed, outside: an error
+    assert report.main(["--check", str(path)]) == 2
+    path.write_text(f"# Title\n\n{example}")
+    assert report.main([str(path)]) == 0
+    assert path.read_text() == f"# Title\n\n{example}"
