@@ -276,6 +276,9 @@ def render_targets(document: dict[str, Any], region: Region) -> list[str]:
     if result is None:
         msg = f"{region.where}: the bench output has no benchmark {name!r}"
         raise ReportError(msg)
+    if not result["targets"]:
+        msg = f"{region.where}: benchmark {name!r} has no targets in this bench output"
+        raise ReportError(msg)
     rows = [
         [t["text"], f"{fmt('x', t['value'])}{t['unit']}", "holds" if t["holds"] else "**missed**"]
         for t in result["targets"]
