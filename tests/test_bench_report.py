@@ -206,3 +206,15 @@ def test_markers_inside_code_blocks_are_examples(tmp_path: Path, results: Path) 
     path.write_text(f"# Title\n\n{example}")
     assert report.main([str(path)]) == 0
     assert path.read_text() == f"# Title\n\n{example}"
+
+
+def test_targets_of_a_benchmark_without_targets_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = document(ROWS)
+    bare["benchmarks"]["throughput"]["targets"] = []
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps(bare))
+    path = page(tmp_path, f"throughput.targets json={results}")
+    assert report.main([str(path)]) == 2
+    assert "benchmark 'throughput' has no targets" in capsys.readouterr().err
