@@ -41,7 +41,7 @@ class Run:
     """One timed run of the workload."""
 
     seconds: float
-    rounds: int | None = None  # supervisor decision rounds, when the system exposes them
+    rounds: int | None = None  # dispatcher decision rounds, when the system exposes them
     cpu_seconds: float | None = None  # process CPU time over the same interval
 
     def cpu_share(self) -> float | None:
@@ -95,8 +95,8 @@ async def _lanes_main(
 
 
 def _rounds(system: lanes.LaneSystem) -> int | None:
-    """The supervisor's decision-round counter (an internal; None if it is gone)."""
-    rounds = getattr(getattr(system, "supervisor", None), "rounds", None)
+    """The dispatcher's decision-round counter (an internal; None if it is gone)."""
+    rounds = getattr(getattr(system, "dispatcher", None), "rounds", None)
     return rounds if isinstance(rounds, int) else None
 
 

@@ -7,7 +7,7 @@ list restricted to ``lanes/`` and ``actors/``, then the lane code by cumulative 
 counts per command: clock reads (by lanes/ and actors/, and by Trio's run loop), and a few
 allocations that show on the hot path. A second, unprofiled run with a Trio instrument counts
 task steps (scheduler switches into a task) and task spawns per command, and the
-supervisor's decision rounds per command. With ``--pyinstrument`` (``pip install
+dispatcher's decision rounds per command. With ``--pyinstrument`` (``pip install
 pyinstrument``) it prints the functions with the most own time by pyinstrument's sampling
 (which distorts less than cProfile's per-call hooks), and with ``--tree`` its call tree too.
 Profilers slow Python down several times (cProfile more than pyinstrument): read the shares,
@@ -114,7 +114,7 @@ def counts(n: int) -> None:
     print(f"  task steps (switches into a task)  {instrument.steps / n:6.2f} per command")
     print(f"  tasks spawned                       {instrument.spawned / n:6.2f} per command")
     if run.rounds is not None:
-        print(f"  supervisor decision rounds          {run.rounds / n:6.2f} per command")
+        print(f"  dispatcher decision rounds          {run.rounds / n:6.2f} per command")
     print("  task steps per command by task function:")
     for name, steps in instrument.by_task.most_common(4):
         print(f"    {steps / n:6.2f}  {name}")
