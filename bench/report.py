@@ -57,7 +57,7 @@ LABELS: dict[str, str] = {
     "cpu_us_per_cmd": "CPU µs/cmd",
     "cpu_ratio_to_plain_trio": "× plain trio (CPU)",
     "cpu_share": "CPU share",
-    "commands_per_round": "cmds/round",
+    "rounds_per_command": "rounds/cmd",
     "time_ratio_to_1_lane": "time × 1 lane",
     "ratio_to_baseline": "× baseline",
     "p50_us": "p50 µs",

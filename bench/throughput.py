@@ -75,7 +75,7 @@ def run(options: Options) -> Result:
             rounds = [r.rounds for r in samples[name] if r.rounds is not None]
             per_round: object = ""
             if rounds:
-                per_round = row["commands_per_round"] = n / median(rounds)
+                per_round = row["rounds_per_command"] = median(rounds) / n
             result.rows.append(row)
             rows.append(
                 (
@@ -103,7 +103,7 @@ def run(options: Options) -> Result:
                 "CPU us/cmd",
                 "CPU x trio",
                 "CPU share",
-                "cmds/round",
+                "rounds/cmd",
             ),
             rows,
         )
