@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,6 +15,8 @@ import coredis
 import coredis.exceptions
 import trio
 from coredis.retry import NoRetryPolicy
+
+from actors import leaves
 
 from .._errors import LaneConfigError, StorageError
 from .._partitioning import Partitioning
@@ -178,21 +180,13 @@ def translate(backend: RedisBackend, error: BaseException) -> StorageError | Non
 
     coredis raises its errors as themselves or wrapped in (nested) exception groups.
     """
-    for leaf in _leaves(error):
+    for leaf in leaves(error):
         if isinstance(leaf, _FAILURES):
             msg = f"Redis at {backend.safe_url} failed: {type(leaf).__name__}: {leaf}"
             result = StorageError(msg)
             result.__cause__ = leaf
             return result
     return None
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 async def redis_call(backend: RedisBackend, call: Awaitable[T]) -> T:
@@ -240,8 +234,8 @@ async def connect(backend: RedisBackend) -> AsyncIterator[Client]:
 
 def _single_leaf(error: BaseException) -> BaseException:
     """The one exception inside ``error`` (other than trio.Cancelled), else ``error``."""
-    leaves = [leaf for leaf in _leaves(error) if not isinstance(leaf, trio.Cancelled)]
-    return leaves[0] if len(leaves) == 1 else error
+    real = [leaf for leaf in leaves(error) if not isinstance(leaf, trio.Cancelled)]
+    return real[0] if len(real) == 1 else error
 
 
 class Lua:
