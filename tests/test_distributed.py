@@ -24,8 +24,9 @@ from lanes.distributed import (
     RemoteCommandError,
     local_redis_server,
     open_lane_worker,
+    unfinished_commands,
 )
-from tests.distributed_commands import LANES, Step
+from tests.distributed_commands import LANES, Grouped, Step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -179,6 +180,47 @@ async def test_results_failures_dead_letters_and_requeue(backend: RedisBackend, 
     bulk, urgent = worker.statistics().lanes["bulk"], worker.statistics().lanes["urgent"]
     assert (bulk.retried, bulk.failed, bulk.dead_lettered, bulk.completed) == (4, 2, 2, 0)
     assert (urgent.completed, urgent.failed, urgent.timed_out) == (1, 1, 1)
+
+
+@needs_redis
+async def test_permanent_inside_an_exception_group_is_dead_lettered_at_once(
+    backend: RedisBackend, log: str
+) -> None:
+    # the same rule as in process (lanes._outcome): Permanent as every leaf of a group is
+    # permanent; a group that also holds another error is retried like any failure
+    async with (
+        open_lane_worker(LANES, backend=backend, commands=[Grouped]) as worker,
+        lanes.open_lane_system(LANES, backend=backend, commands=[Grouped]) as system,
+    ):
+        handle = await system.submit("bulk", Grouped(log, "alone"))
+        with pytest.raises(lanes.CommandFailed, match="failed after 1 attempt") as info:
+            await handle.result()
+        assert str(info.value.__cause__) == "ValueError: alone is wrong for good"
+        mixed = await system.submit("bulk", Grouped(log, "mixed", mixed=True))
+        with pytest.raises(lanes.CommandFailed, match="failed after 3 attempt"):
+            await mixed.result()
+        letters = await system.dead_letters()
+    assert sorted(d.attempts for d in letters) == [1, 3]
+    starts = [line[1] for line in lines(log) if line[0] == "start"]
+    assert (starts.count("alone"), starts.count("mixed")) == (1, 3)
+    bulk = worker.statistics().lanes["bulk"]
+    assert (bulk.retried, bulk.failed, bulk.dead_lettered) == (2, 2, 2)
+
+
+@needs_redis
+async def test_keys_are_checked_by_the_in_process_rule(backend: RedisBackend, log: str) -> None:
+    bad: list[object] = ["", "   ", "\t\n", 7, b"key", "ok\ud800"]
+    async with (
+        system_on(backend) as remote,
+        lanes.open_lane_system(LANES) as local,
+    ):
+        for key in bad:
+            with pytest.raises(lanes.LaneConfigError) as here:
+                await local.submit("urgent", Step(log, "x"), key=key)  # type: ignore[arg-type]
+            with pytest.raises(lanes.LaneConfigError) as there:
+                await remote.submit("urgent", Step(log, "x"), key=key)  # type: ignore[arg-type]
+            assert str(there.value) == str(here.value)
+    assert await unfinished_commands(backend.url, prefix=backend.prefix) == []  # none written
 
 
 @needs_redis

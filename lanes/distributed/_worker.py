@@ -22,6 +22,7 @@ from coredis.tokens import PureToken
 from .._codec import CommandRegistry
 from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from .._errors import LaneConfigError, Permanent, StorageError
+from .._outcome import Ended, Next, next_step
 from . import _scripts
 from ._redis import (
     _LINK_FAILURES,
@@ -361,51 +362,62 @@ class LaneWorker:
                 f"LeaseExpired: delivered {deliveries} times; the workers running it died or "
                 f"stalled past the lease ({self._backend.lease} s)"
             )
-            return self._final(stream, message_id, envelope, "failed", poison)
+            return self._next(stream, message_id, envelope, _Outcome.failed(Permanent(poison)))
         try:
             command = self._registry.decode(envelope.type, envelope.payload)
         except StorageError as exc:
-            return self._final(stream, message_id, envelope, "failed", f"StorageError: {exc}")
+            outcome = _Outcome.failed(Permanent(f"StorageError: {exc}"))
+            return self._next(stream, message_id, envelope, outcome)
         timeout = envelope.timeout or config.timeout or math.inf
         outcome = await self._execute(running, command, envelope.attempt, timeout)
-        if outcome is None:
+        if outcome.ended is Ended.CANCELLED:
             return None
-        if outcome.timed_out:
+        if outcome.ended is Ended.TIMED_OUT:
             self._counts[running.lane]["timed_out"] += 1
-        if outcome.error is None:
+        return self._next(stream, message_id, envelope, outcome)
+
+    def _next(
+        self, stream: str, message_id: str, envelope: Envelope, outcome: _Outcome
+    ) -> Callable[[], Awaitable[Any]]:
+        """How to settle an attempt: the step :func:`lanes._outcome.next_step` decides."""
+        step = next_step(
+            outcome.ended,
+            attempt=envelope.attempt,
+            retry=self._configs[self._lane_of[stream]].retry,
+            error=outcome.error,
+            draw=self._random.random,
+        )
+        if step.next is Next.DONE:
             return self._done(stream, message_id, envelope, outcome.value)
-        retry = config.retry
-        if outcome.permanent or envelope.attempt > retry.max_retries:
-            kind = "timeout" if outcome.timed_out else "failed"
-            return self._final(stream, message_id, envelope, kind, outcome.error)
-        delay = retry.delay(envelope.attempt, self._random.random())
-        return self._retry(stream, message_id, envelope, delay)
+        if step.next is Next.RETRY:
+            return self._retry(stream, message_id, envelope, step.delay)
+        assert step.next is Next.DEAD_LETTER and step.error is not None
+        if outcome.ended is Ended.TIMED_OUT:
+            text = f"CommandTimeout: {step.error}"
+            return self._final(stream, message_id, envelope, "timeout", text)
+        return self._final(stream, message_id, envelope, "failed", _describe(step.error))
 
     async def _execute(
         self, running: _Running, command: Any, attempt: int, timeout: float
-    ) -> _Outcome | None:
-        """Run the command under its scope; None when the scope was cancelled (lost lease,
-        shutdown). The value comes back as JSON."""
-        outcome = _Outcome()
+    ) -> _Outcome:
+        """Run the command under its scope and say how the attempt ended (cancelled: the
+        scope was cancelled, by a lost lease or shutdown). The value comes back as JSON."""
+        outcome = _Outcome(Ended.RETURNED)
         with running.scope:
             try:
                 with trio.fail_after(timeout):
                     value = await command.execute()
             except trio.TooSlowError:
-                outcome.timed_out = True
-                outcome.error = f"CommandTimeout: attempt {attempt} exceeded {timeout} s"
-            except Permanent as exc:
-                outcome.permanent = True
-                outcome.error = _describe(exc.error)
+                error = trio.TooSlowError(f"attempt {attempt} exceeded {timeout} s")
+                outcome = _Outcome(Ended.TIMED_OUT, error=error)
             except Exception as exc:
-                outcome.error = _describe(exc)
+                outcome = _Outcome.failed(exc)
             else:
                 try:
                     outcome.value = json.dumps(self._registry.converter.unstructure(value))
                 except Exception as exc:
-                    outcome.permanent = True
-                    outcome.error = f"ResultNotJSON: {exc!r}"
-        return None if running.scope.cancel_called else outcome
+                    outcome = _Outcome.failed(Permanent(f"ResultNotJSON: {exc!r}"))
+        return _Outcome(Ended.CANCELLED) if running.scope.cancel_called else outcome
 
     def _done(
         self, stream: str, message_id: str, envelope: Envelope, value: str
@@ -596,10 +608,15 @@ class _Target:
 
 @attrs.define
 class _Outcome:
-    value: str = "null"  # JSON
-    error: str | None = None  # "Type: message"; None: it succeeded
-    permanent: bool = False
-    timed_out: bool = False
+    """How an attempt ended, its error (None unless it failed) and its value as JSON."""
+
+    ended: Ended
+    error: BaseException | None = None
+    value: str = "null"
+
+    @classmethod
+    def failed(cls, error: BaseException) -> _Outcome:
+        return cls(Ended.RAISED, error=error)
 
 
 @attrs.frozen
@@ -613,9 +630,10 @@ class _Settings:
     poll_ms: int
 
 
-def _describe(error: BaseException | str) -> str:
-    if isinstance(error, str):
-        return error
+def _describe(error: BaseException) -> str:
+    """``"Type: message"``; a ``Permanent`` that wraps a message is that message."""
+    if isinstance(error, Permanent) and isinstance(error.error, str):
+        return error.error
     return f"{type(error).__name__}: {error}"
 
 
