@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import attrs
@@ -37,6 +38,7 @@ import trio
 
 import lanes
 from lanes import distributed
+from lanes.distributed._resp import open_connection
 
 from ._harness import Options, Result, interleaved, median, paired_ratio, print_table
 from ._workloads import CLIENTS, Run, shares
@@ -88,25 +90,69 @@ def _spawn(url: str, prefix: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE)
 
 
+@dataclass(frozen=True)
+class RedisRun(Run):
+    """A run on Redis, with the CPU time each side spent on it (seconds)."""
+
+    submitter_cpu: float = 0.0
+    workers_cpu: float = 0.0  # all worker processes together
+    redis_cpu: float = 0.0
+
+
+async def _redis_cpu(url: str) -> float:
+    connection = await open_connection(url)
+    try:
+        [info] = await connection.execute([["INFO", "cpu"]])
+    finally:
+        await connection.aclose()
+    fields = dict(line.split(":", 1) for line in str(info).split() if ":" in line)
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+
+def _processes_cpu(pids: list[int]) -> float:
+    """CPU seconds the processes used so far (Linux ``/proc``; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def on_redis(url: str, workers: int, n: int) -> Run:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     processes = [_spawn(url, prefix) for _ in range(workers)]
+    pids = [p.pid for p in processes]
     try:
         for process in processes:  # each prints one line once it serves
             assert process.stdout is not None
             process.stdout.readline()
 
-        async def main() -> float:
+        async def main() -> tuple[float, float, float, float]:
             backend = distributed.RedisBackend(url, prefix=prefix)
             async with lanes.open_lane_system(backend=backend, commands=[Trivial]) as system:
-                return await _clients(system, n)
+                redis, own, others = (
+                    await _redis_cpu(url),
+                    time.process_time(),
+                    _processes_cpu(pids),
+                )
+                seconds = await _clients(system, n)
+                own = time.process_time() - own
+                others = _processes_cpu(pids) - others
+                return seconds, own, others, await _redis_cpu(url) - redis
 
-        return Run(trio.run(main))
+        seconds, submitter_cpu, workers_cpu, redis_cpu = trio.run(main)
     finally:
         for process in processes:
             os.kill(process.pid, signal.SIGTERM)
         for process in processes:
             process.wait(timeout=30)
+    return RedisRun(
+        seconds, submitter_cpu=submitter_cpu, workers_cpu=workers_cpu, redis_cpu=redis_cpu
+    )
 
 
 def _child(kind: str, url: str, n: int) -> Run:
@@ -201,7 +247,6 @@ async def _client_costs(url: str, calls: int = 3_000) -> dict[str, list[float]]:
     from coredis.retry import NoRetryPolicy
 
     from lanes.distributed._redis import Lua
-    from lanes.distributed._resp import open_connection
 
     keys, args = ["k1", "k2", "k3", "k4"], ["a" * 8] * 8
     costs: dict[str, list[float]] = {"coredis 6.9": [], "RESP client": []}
@@ -285,6 +330,20 @@ def run(options: Options) -> Result:
         f"distributed throughput (medians of {options.repeat} interleaved rounds)",
         ["system", "cmd/s", "cmd/s min-max", "x raw loop", "x raw min-max"],
         rows,
+    )
+    cpu_rows = []
+    for count in WORKER_COUNTS:
+        runs = [r for r in samples[_lanes_row(count)] if isinstance(r, RedisRun)]
+        per = [
+            median([getattr(r, side) for r in runs]) / n * 1e6
+            for side in ("submitter_cpu", "workers_cpu", "redis_cpu")
+        ]
+        cpu_rows.append([_lanes_row(count), *per])
+        result.rows.append({"system": _lanes_row(count), "cpu_us_per_cmd": per})
+    print_table(
+        "CPU per command while the clients ran (µs, medians)",
+        ["system", "submitter", "workers (sum)", "redis-server"],
+        cpu_rows,
     )
     print_table(
         "client CPU per EVALSHA (µs) by calls per round trip",
