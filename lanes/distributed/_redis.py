@@ -37,6 +37,7 @@ __all__ = [
     "redis_call",
     "str_fields",
     "xread",
+    "xreadgroup",
 ]
 
 T = TypeVar("T")
@@ -385,6 +386,29 @@ async def xread(
             (entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in entries
         ]
     return found
+
+
+async def xreadgroup(
+    connection: Connection, consumer: str, streams: list[str], count: int, block_ms: int
+) -> list[tuple[str, str, list[str]]]:
+    """``XREADGROUP GROUP workers consumer COUNT count BLOCK block_ms STREAMS ... > ...``:
+    new entries, each handed to this consumer alone, as ``(stream, id, flat fields)``.
+
+    Raises:
+        StorageError: the server refused the read (``NOGROUP``: a stream or its group is
+            missing); the connection's own failures come out as themselves.
+    """
+    args: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK"]
+    args += [block_ms, "STREAMS", *streams, *(">" for _ in streams)]
+    [reply] = await connection.execute([args])
+    if isinstance(reply, ReplyError):
+        raise StorageError(f"XREADGROUP failed: {reply}")
+    return [
+        (stream, entry_id, flat)
+        for stream, entries in reply or ()
+        for entry_id, flat in entries
+        if flat is not None  # deleted before it was read
+    ]
 
 
 def str_fields(fields: Mapping[Any, Any]) -> dict[str, str]:
