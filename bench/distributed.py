@@ -21,6 +21,7 @@ The raw loop and arq need the ``bench`` extra (``redis``, ``arq``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -231,7 +232,8 @@ async def _arq(url: str, n: int) -> float:  # pragma: no cover - run in a child 
     await asyncio.gather(*(client(c) for c in shares(n, CLIENTS)))
     seconds = time.perf_counter() - start
     serving.cancel()
-    await worker.close()
+    with contextlib.suppress(asyncio.CancelledError):  # arq's close may re-raise it
+        await worker.close()
     await pool.aclose()
     return seconds
 
@@ -318,12 +320,13 @@ def run(options: Options) -> Result:
         rows.append([name, n / secs, f"{min(rates):,.0f}-{max(rates):,.0f}", ratio, spread])
         result.rows.append(
             {
+                "table": "throughput",
                 "system": name,
                 "n": n,
+                "seconds": times[name],
                 "cmd_per_s": n / secs,
-                "cmd_per_s_range": [min(rates), max(rates)],
                 "ratio_to_raw": ratio,
-                "ratio_to_raw_per_round": ratios,
+                "ratio_to_raw_range": spread,
             }
         )
     print_table(
@@ -339,7 +342,15 @@ def run(options: Options) -> Result:
             for side in ("submitter_cpu", "workers_cpu", "redis_cpu")
         ]
         cpu_rows.append([_lanes_row(count), *per])
-        result.rows.append({"system": _lanes_row(count), "cpu_us_per_cmd": per})
+        result.rows.append(
+            {
+                "table": "cpu",
+                "system": _lanes_row(count),
+                "submitter_cpu_us": per[0],
+                "workers_cpu_us": per[1],
+                "redis_cpu_us": per[2],
+            }
+        )
     print_table(
         "CPU per command while the clients ran (µs, medians)",
         ["system", "submitter", "workers (sum)", "redis-server"],
@@ -352,7 +363,7 @@ def run(options: Options) -> Result:
     )
     for name, values in costs.items():
         per_call = dict(zip(map(str, _BATCHES), values, strict=True))
-        result.rows.append({"client": name, "cpu_us_per_call": per_call})
+        result.rows.append({"table": "client", "client": name, **per_call})
     if base:
         result.target(
             "4 workers / raw redis-py loop",

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import attrs
 import pytest
 import trio
 
@@ -249,6 +250,55 @@ async def test_priority_order_holds_per_fetch(backend: RedisBackend, log: str) -
                 await handle.result()
     started = [line[1] for line in lines(log) if line[0] == "start"]
     assert started == ["u0", "u1", "u2", "b0", "b1", "b2"]
+
+
+async def blocked_reads(url: str, count: int, timeout: float = 10.0) -> list[str]:
+    """The commands of the clients blocked in Redis, once there are ``count`` of them
+    (polled: the workers' reads are another connection's state)."""
+    from lanes.distributed._resp import open_connection
+
+    connection = await open_connection(url)
+    try:
+        with trio.fail_after(timeout):
+            while True:
+                [listing] = await connection.execute([["CLIENT", "LIST"]])
+                fields = [
+                    dict(f.split("=", 1) for f in line.split()) for line in listing.splitlines()
+                ]
+                blocked = sorted(f["cmd"] for f in fields if "b" in f["flags"])
+                if len(blocked) == count:
+                    return blocked
+                await trio.sleep(0.02)
+    finally:
+        await connection.aclose()
+
+
+@needs_redis
+async def test_an_idle_worker_takes_new_commands_alone_unless_a_lane_is_limited(
+    redis_server: LocalRedis, log: str
+) -> None:
+    # XREADGROUP hands a new entry to one idle worker (XREAD would wake them all);
+    # a rate limit, or slots too few for one entry per stream, keep XREAD (as does the
+    # submitter's reply reader)
+    backend = RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=2.0)
+    limited = (LANES[0], attrs.evolve(LANES[1], rate_limit=lanes.RateLimit.per_second(1000)))
+    async with (
+        worker_on(backend) as free,  # type: ignore[attr-defined]
+        worker_on(backend, max_concurrency=1) as narrow,  # type: ignore[attr-defined]
+        open_lane_worker(limited, backend=backend, commands=[Step]) as rated,
+        system_on(backend) as system,
+    ):
+        assert await blocked_reads(backend.url, 4) == [*["xread"] * 3, "xreadgroup"]
+        handles = [await system.submit(LANES[i % 2].name, Step(log, f"c{i}")) for i in range(20)]
+        handles.append(await system.submit("urgent", Step(log, "later"), delay=0.2))
+        assert [await h.result() for h in handles] == [f"c{i}" for i in range(20)] + ["later"]
+        assert await blocked_reads(backend.url, 4) == [*["xread"] * 3, "xreadgroup"]
+    done = [
+        w.statistics().lanes[lane].completed
+        for w in (free, narrow, rated)
+        for lane in ("urgent", "bulk")
+    ]
+    assert sum(done) == 21
 
 
 @needs_redis
