@@ -44,6 +44,7 @@ DOCS_RUNS: dict[str, tuple[str, ...]] = {
     "results.json": ("throughput", "priority_overhead", "control_latency", "durable"),
     "sessions.json": ("sessions",),
     "scaling.json": ("lanes_scaling", "memory"),
+    "distributed.json": ("distributed",),
 }
 DOCS_BENCH = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
