@@ -258,9 +258,9 @@ class Aggregator:
         self._check_thread()
         now = trio.current_time() if self._live else 0.0
         lanes = {key: kept.copy() for key, kept in self._retired.items()}
-        holders = {}
-        for key, kept_holder in self._retired_holders.items():
-            holders[key] = holder = HolderTotals()
+        holders: dict[tuple[str, str, str], HolderTotals] = {}
+        for hkey, kept_holder in self._retired_holders.items():
+            holders[hkey] = holder = HolderTotals()
             holder.wait.merge(kept_holder.wait)
         rows: dict[tuple[str, str], list[tuple[int, ...]]] = {}
         for entry in self._live.values():
