@@ -230,7 +230,7 @@ class LaneCollector:
     scrape sums the systems' series per lane name: counters and gauges are added up,
     latency sketches merged, ``lanes_effective_priority`` and ``lanes_priority`` are the
     most urgent. Nothing is done per command and nothing runs between scrapes; a scrape
-    reads each open system once (about 50 ms for 10,000 idle systems).
+    reads each open system once, in the Trio thread (tens of microseconds per system).
 
     A system leaves the exposition when it closes (its ``async with`` block ends, however
     it ends); its final counts and latencies stay in the totals of the series it was part

@@ -365,3 +365,23 @@ async def test_idle_systems_stay_idle_with_a_collector(autojump_clock: trio.abc.
         assert trio.lowlevel.current_statistics().seconds_to_next_deadline == float("inf")
         assert trio.current_time() == before  # the autojump clock never had to jump
     assert value(parsed, "lanes_commands_submitted_total", lane="query", system="other") == 190
+
+
+def test_the_observability_example_serves_every_session(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Real sockets, so the real clock (about half a second)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "observability.py"
+    spec = importlib.util.spec_from_file_location("example_observability_sessions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    trio.run(module.main)
+    out = capsys.readouterr().out
+    assert (
+        "exposition: 1 open system(s); completed in all sessions: prompt=11 query=23; "
+        "llm: 0 in use, 3 waits measured"
+    ) in out
