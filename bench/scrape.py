@@ -3,7 +3,8 @@
 Opens ``SYSTEMS`` lane systems (the six default lanes; each ran one command, so its sketches
 are not empty) and adds them all to one ``lanes.prometheus.LaneCollector``. Each figure is
 the median of several scrapes (``generate_latest`` on a registry holding the collector):
-summed series (the default), and with a system label capped at 100 and at ``SYSTEMS``. The
+summed series (the default), and with a system label capped at 100 and at 1,000, each
+rendered by ``serve_metrics``'s text encoder and by ``prometheus_client.generate_latest``. The
 baseline, measured in the same run, is what any exporter of one system at a time pays
 before rendering anything: ``system.metrics.snapshot()`` of every system.
 
@@ -22,7 +23,7 @@ import trio.testing
 from prometheus_client import CollectorRegistry, generate_latest
 
 import lanes
-from lanes.prometheus import LaneCollector
+from lanes.prometheus import LaneCollector, _encode_text
 
 from ._harness import Options, Result, median, print_table
 
@@ -45,10 +46,12 @@ def _timed(repeat: int, fn: Callable[[], object]) -> tuple[float, object]:
     return median(times), out
 
 
-def _scrape(collector: LaneCollector) -> Callable[[], bytes]:
+def _scrape(
+    collector: LaneCollector, encode: Callable[[CollectorRegistry], bytes]
+) -> Callable[[], bytes]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
-    return lambda: generate_latest(registry)
+    return lambda: encode(registry)
 
 
 async def _measure(count: int, repeat: int) -> list[dict[str, object]]:
@@ -66,22 +69,26 @@ async def _measure(count: int, repeat: int) -> list[dict[str, object]]:
             collector = LaneCollector(max_system_labels=cap)
             for index, system in enumerate(opened):
                 collector.add(system, label=f"session-{index}" if cap else None)
-            seconds, body = _timed(repeat, _scrape(collector))
-            assert isinstance(body, bytes)
             label = "summed" if not cap else f"system label, cap {cap}"
-            rows.append(
-                {
-                    "figure": f"scrape of {count} systems, {label}",
-                    "seconds": seconds,
-                    "ratio": seconds / baseline,
-                    "bytes": len(body),
-                }
-            )
+            for encoder, encode in (
+                ("serve_metrics", _encode_text),
+                ("generate_latest", generate_latest),
+            ):
+                seconds, body = _timed(repeat, _scrape(collector, encode))
+                assert isinstance(body, bytes)
+                rows.append(
+                    {
+                        "figure": f"scrape of {count} systems, {label} ({encoder})",
+                        "seconds": seconds,
+                        "ratio": seconds / baseline,
+                        "bytes": len(body),
+                    }
+                )
             for system in opened:
                 collector.remove(system)
         one = LaneCollector()
         one.add(opened[0])
-        seconds, body = _timed(repeat, _scrape(one))
+        seconds, body = _timed(repeat, _scrape(one, _encode_text))
         assert isinstance(body, bytes)
         rows.append(
             {

@@ -61,13 +61,14 @@ import attrs
 import trio
 
 try:
-    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.exposition import choose_encoder, generate_latest
     from prometheus_client.metrics_core import (
         CounterMetricFamily,
         GaugeMetricFamily,
         Metric,
     )
     from prometheus_client.registry import CollectorRegistry
+    from prometheus_client.utils import floatToGoString
 except ImportError as error:  # pragma: no cover - depends on the environment
     from ._extras import missing_extra
 
@@ -512,6 +513,7 @@ async def serve_metrics(
     if not isinstance(host, str) or not host:
         msg = f"serve_metrics: host={host!r} is invalid; expected an address like '127.0.0.1'"
         raise LaneConfigError(msg)
+    own = registry is None  # only lanes collectors in it: the fast text encoder may serve it
     registry = registry if registry is not None else CollectorRegistry(auto_describe=False)
     if isinstance(system, LaneCollector):
         collector = system
@@ -526,7 +528,9 @@ async def serve_metrics(
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()[1]
         task_status.started(MetricsServer(host, bound))
-        await trio.serve_listeners(functools.partial(_handle, registry=registry), listeners)
+        await trio.serve_listeners(
+            functools.partial(_handle, registry=registry, fast=own), listeners
+        )
     finally:
         registry.unregister(collector)
         if alert_collector is not None:
@@ -543,14 +547,14 @@ def _check_port(port: object) -> int:
     return port
 
 
-async def _handle(stream: trio.SocketStream, *, registry: CollectorRegistry) -> None:
+async def _handle(stream: trio.SocketStream, *, registry: CollectorRegistry, fast: bool) -> None:
     """Answer one request on ``stream`` (closed by ``serve_tcp`` afterwards)."""
     try:
         head = b""
         with trio.move_on_after(REQUEST_TIMEOUT):
             head = await _read_head(stream)
         if head:
-            await stream.send_all(_respond(head, registry))
+            await stream.send_all(_respond(head, registry, fast=fast))
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass  # the client went away; nothing to answer
 
@@ -566,7 +570,7 @@ async def _read_head(stream: trio.SocketStream) -> bytes:
     return data.split(b"\r\n\r\n", 1)[0]
 
 
-def _respond(head: bytes, registry: CollectorRegistry) -> bytes:
+def _respond(head: bytes, registry: CollectorRegistry, *, fast: bool = False) -> bytes:
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
@@ -578,11 +582,43 @@ def _respond(head: bytes, registry: CollectorRegistry) -> bytes:
         return _response(404, "Not Found", b"the metrics are at /metrics\n")
     headers = dict(_header(line) for line in lines[1:] if ":" in line)
     encoder, content_type = choose_encoder(headers.get("accept", ""))
+    if fast and encoder is generate_latest:
+        encoder = _encode_text
     try:
         body = encoder(registry)
     except Exception as error:  # a broken collector: say so, keep serving
         return _response(500, "Internal Server Error", f"{error!r}\n".encode())
     return _response(200, "OK", body, content_type=content_type, head_only=method == "HEAD")
+
+
+def _encode_text(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text format (0.0.4) of ``registry``, as ``generate_latest`` writes it.
+
+    For registries holding only the lanes collectors, whose families have valid names, no
+    timestamps and no OpenMetrics-only samples: it skips ``generate_latest``'s per-sample
+    name validation and escaping, which costs most of a large scrape (several times the
+    time of this loop). The output is byte for byte the same (tested).
+    """
+    out: list[str] = []
+    add = out.append
+    for metric in registry.collect():
+        name = f"{metric.name}_total" if metric.type == "counter" else metric.name
+        text = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        add(f"# HELP {name} {text}\n# TYPE {name} {metric.type}\n")
+        for sample in metric.samples:
+            labels = sample.labels
+            if labels:
+                pairs = ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(labels.items()))
+                add(f"{sample.name}{{{pairs}}} {floatToGoString(sample.value)}\n")
+            else:
+                add(f"{sample.name} {floatToGoString(sample.value)}\n")
+    return "".join(out).encode()
+
+
+def _escape_value(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
 
 
 def _header(line: str) -> tuple[str, str]:

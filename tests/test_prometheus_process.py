@@ -385,3 +385,32 @@ def test_the_observability_example_serves_every_session(
         "exposition: 1 open system(s); completed in all sessions: prompt=11 query=23; "
         "llm: 0 in use, 3 waits measured"
     ) in out
+
+
+async def test_the_fast_text_encoder_writes_what_prometheus_client_writes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    from lanes.prometheus import _AlertCollector, _encode_text
+
+    llm = lanes.SharedLimit(1, name="llm")
+    configs = [*CONFIGS, LaneConfig("tools", 3, shared_limit=llm)]
+    collector = LaneCollector(max_system_labels=4)
+    labels = ['quote " in it', "back\\slash", "new\nline", "ünïcode"]
+    async with AsyncExitStack() as stack:
+        for label in labels:
+            system = await stack.enter_async_context(lanes.open_lane_system(configs))
+            collector.add(system, label=label)
+            await system.run("query", sleeper, 0.25)
+            await system.run("tools", noop)
+        system.pause("prompt")
+        await system.submit("prompt", noop)
+        monitor = lanes.AlertMonitor(system, [lanes.AlertRule.queue_depth("prompt", warning=1)])
+        monitor.check()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        registry.register(_AlertCollector(monitor))
+        fast, reference = _encode_text(registry), generate_latest(registry)
+        system.resume("prompt")
+    assert fast == reference
+    assert "ünïcode".encode() in fast
+    assert b'system="quote \\" in it"' in fast and b"NaN" in fast and b"lanes_alert_level" in fast
