@@ -55,7 +55,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import trio
@@ -67,7 +67,7 @@ try:
         GaugeMetricFamily,
         Metric,
     )
-    from prometheus_client.registry import CollectorRegistry
+    from prometheus_client.registry import Collector, CollectorRegistry
     from prometheus_client.utils import floatToGoString
 except ImportError as error:  # pragma: no cover - depends on the environment
     from ._extras import missing_extra
@@ -591,7 +591,7 @@ def _respond(head: bytes, registry: CollectorRegistry, *, fast: bool = False) ->
     return _response(200, "OK", body, content_type=content_type, head_only=method == "HEAD")
 
 
-def _encode_text(registry: CollectorRegistry) -> bytes:
+def _encode_text(registry: Collector) -> bytes:
     """The Prometheus text format (0.0.4) of ``registry``, as ``generate_latest`` writes it.
 
     For registries holding only the lanes collectors, whose families have valid names, no
@@ -609,10 +609,13 @@ def _encode_text(registry: CollectorRegistry) -> bytes:
             labels = sample.labels
             if labels:
                 pairs = ",".join(f'{k}="{_escape_value(v)}"' for k, v in sorted(labels.items()))
-                add(f"{sample.name}{{{pairs}}} {floatToGoString(sample.value)}\n")
+                add(f"{sample.name}{{{pairs}}} {_go_float(sample.value)}\n")
             else:
-                add(f"{sample.name} {floatToGoString(sample.value)}\n")
+                add(f"{sample.name} {_go_float(sample.value)}\n")
     return "".join(out).encode()
+
+
+_go_float = cast("Callable[[float], str]", floatToGoString)  # Go's float format, as the library
 
 
 def _escape_value(value: str) -> str:
