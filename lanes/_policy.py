@@ -162,7 +162,6 @@ class Policy:
             # so it is decided in O(1) without a round over every lane (the fast path).
             state.local = max_concurrency is None and state.limiter is None
             state.local = state.local and state.shared is None
-        self.all_local = all(state.local for state in self.lanes.values())
         # Whether a change since the last round may have made a queued job startable (a
         # resume, a freed slot): then the fast path waits for that round, so a new job never
         # starts ahead of a startable one submitted earlier (rule 2).
