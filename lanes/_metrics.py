@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -14,7 +16,9 @@ from ._stats import COUNTERS
 if TYPE_CHECKING:
     from ._core import Core
 
-__all__ = ["Metrics", "MetricsSnapshot"]
+__all__ = ["RECENT_STARTS", "Metrics", "MetricsSnapshot"]
+
+RECENT_STARTS = 256  # how many of a lane's latest starts its recent wait figures cover
 
 GAUGES = ("pending", "active", "effective_priority")
 HISTOGRAMS = ("wait_seconds", "run_seconds")
@@ -46,6 +50,18 @@ class Metrics:
         self._core = core
         self.wait = {lane: Histogram() for lane in core.configs}
         self.run = {lane: Histogram() for lane in core.configs}
+        # The waits of each lane's latest starts (a ring: one append per start).
+        self.recent: dict[str, deque[float]] = {
+            lane: deque(maxlen=RECENT_STARTS) for lane in core.configs
+        }
+
+    def recent_waits(self, lane: str) -> tuple[float | None, float | None]:
+        """p50 and p99 (nearest rank) of the waits of ``lane``'s latest starts (None: none)."""
+        waits = sorted(self.recent[lane])
+        if not waits:
+            return None, None
+        n = len(waits)
+        return waits[(n - 1) // 2], waits[max(0, math.ceil(n * 0.99) - 1)]
 
     def snapshot(self) -> MetricsSnapshot:
         """Counters, gauges and histograms of every lane, as of now."""
