@@ -21,6 +21,7 @@ The raw loop and arq need the ``bench`` extra (``redis``, ``arq``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import attrs
@@ -37,8 +39,9 @@ import trio
 
 import lanes
 from lanes import distributed
+from lanes.distributed._resp import open_connection
 
-from ._harness import Options, Result, interleaved, median, print_table
+from ._harness import Options, Result, interleaved, median, paired_ratio, print_table
 from ._workloads import CLIENTS, Run, shares
 
 NAME = "distributed"
@@ -88,25 +91,69 @@ def _spawn(url: str, prefix: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE)
 
 
+@dataclass(frozen=True)
+class RedisRun(Run):
+    """A run on Redis, with the CPU time each side spent on it (seconds)."""
+
+    submitter_cpu: float = 0.0
+    workers_cpu: float = 0.0  # all worker processes together
+    redis_cpu: float = 0.0
+
+
+async def _redis_cpu(url: str) -> float:
+    connection = await open_connection(url)
+    try:
+        [info] = await connection.execute([["INFO", "cpu"]])
+    finally:
+        await connection.aclose()
+    fields = dict(line.split(":", 1) for line in str(info).split() if ":" in line)
+    return float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
+
+
+def _processes_cpu(pids: list[int]) -> float:
+    """CPU seconds the processes used so far (Linux ``/proc``; 0 elsewhere)."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def on_redis(url: str, workers: int, n: int) -> Run:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     processes = [_spawn(url, prefix) for _ in range(workers)]
+    pids = [p.pid for p in processes]
     try:
         for process in processes:  # each prints one line once it serves
             assert process.stdout is not None
             process.stdout.readline()
 
-        async def main() -> float:
+        async def main() -> tuple[float, float, float, float]:
             backend = distributed.RedisBackend(url, prefix=prefix)
             async with lanes.open_lane_system(backend=backend, commands=[Trivial]) as system:
-                return await _clients(system, n)
+                redis, own, others = (
+                    await _redis_cpu(url),
+                    time.process_time(),
+                    _processes_cpu(pids),
+                )
+                seconds = await _clients(system, n)
+                own = time.process_time() - own
+                others = _processes_cpu(pids) - others
+                return seconds, own, others, await _redis_cpu(url) - redis
 
-        return Run(trio.run(main))
+        seconds, submitter_cpu, workers_cpu, redis_cpu = trio.run(main)
     finally:
         for process in processes:
             os.kill(process.pid, signal.SIGTERM)
         for process in processes:
             process.wait(timeout=30)
+    return RedisRun(
+        seconds, submitter_cpu=submitter_cpu, workers_cpu=workers_cpu, redis_cpu=redis_cpu
+    )
 
 
 def _child(kind: str, url: str, n: int) -> Run:
@@ -185,7 +232,8 @@ async def _arq(url: str, n: int) -> float:  # pragma: no cover - run in a child 
     await asyncio.gather(*(client(c) for c in shares(n, CLIENTS)))
     seconds = time.perf_counter() - start
     serving.cancel()
-    await worker.close()
+    with contextlib.suppress(asyncio.CancelledError):  # arq's close may re-raise it
+        await worker.close()
     await pool.aclose()
     return seconds
 
@@ -201,7 +249,6 @@ async def _client_costs(url: str, calls: int = 3_000) -> dict[str, list[float]]:
     from coredis.retry import NoRetryPolicy
 
     from lanes.distributed._redis import Lua
-    from lanes.distributed._resp import open_connection
 
     keys, args = ["k1", "k2", "k3", "k4"], ["a" * 8] * 8
     costs: dict[str, list[float]] = {"coredis 6.9": [], "RESP client": []}
@@ -260,15 +307,54 @@ def run(options: Options) -> Result:
         costs = trio.run(_client_costs, server.url)
     finally:
         server_cm.__exit__(None, None, None)
-    seconds = {name: median([r.seconds for r in runs]) for name, runs in samples.items()}
+    times = {name: [r.seconds for r in runs] for name, runs in samples.items()}
+    seconds = {name: median(values) for name, values in times.items()}
     base = seconds.get(RAW)
     rows = []
     for name, secs in seconds.items():
-        ratio = base / secs if base else float("nan")
-        rows.append([name, n / secs, secs / n * 1e6, ratio])
-        result.rows.append({"system": name, "n": n, "cmd_per_s": n / secs, "ratio_to_raw": ratio})
+        rates = [n / t for t in times[name]]
+        # each round ran every system back to back: the ratio of a round is the paired one
+        ratios = [r / t for r, t in zip(times[RAW], times[name], strict=True)] if base else []
+        ratio = paired_ratio(times[RAW], times[name]) if base else float("nan")
+        spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else ""
+        rows.append([name, n / secs, f"{min(rates):,.0f}-{max(rates):,.0f}", ratio, spread])
+        result.rows.append(
+            {
+                "table": "throughput",
+                "system": name,
+                "n": n,
+                "seconds": times[name],
+                "cmd_per_s": n / secs,
+                "ratio_to_raw": ratio,
+                "ratio_to_raw_range": spread,
+            }
+        )
     print_table(
-        "distributed throughput (medians)", ["system", "cmd/s", "µs/cmd", "x raw loop"], rows
+        f"distributed throughput (medians of {options.repeat} interleaved rounds)",
+        ["system", "cmd/s", "cmd/s min-max", "x raw loop", "x raw min-max"],
+        rows,
+    )
+    cpu_rows = []
+    for count in WORKER_COUNTS:
+        runs = [r for r in samples[_lanes_row(count)] if isinstance(r, RedisRun)]
+        per = [
+            median([getattr(r, side) for r in runs]) / n * 1e6
+            for side in ("submitter_cpu", "workers_cpu", "redis_cpu")
+        ]
+        cpu_rows.append([_lanes_row(count), *per])
+        result.rows.append(
+            {
+                "table": "cpu",
+                "system": _lanes_row(count),
+                "submitter_cpu_us": per[0],
+                "workers_cpu_us": per[1],
+                "redis_cpu_us": per[2],
+            }
+        )
+    print_table(
+        "CPU per command while the clients ran (µs, medians)",
+        ["system", "submitter", "workers (sum)", "redis-server"],
+        cpu_rows,
     )
     print_table(
         "client CPU per EVALSHA (µs) by calls per round trip",
@@ -277,15 +363,25 @@ def run(options: Options) -> Result:
     )
     for name, values in costs.items():
         per_call = dict(zip(map(str, _BATCHES), values, strict=True))
-        result.rows.append({"client": name, "cpu_us_per_call": per_call})
+        result.rows.append({"table": "client", "client": name, **per_call})
     if base:
         result.target(
-            "4 workers / raw redis-py loop", base / seconds[_lanes_row(4)], 0.5, at_most=False
+            "4 workers / raw redis-py loop",
+            paired_ratio(times[RAW], times[_lanes_row(4)]),
+            0.5,
+            at_most=False,
         )
-    one = seconds[_lanes_row(1)]
+    one = times[_lanes_row(1)]
     for count in WORKER_COUNTS[1:]:
+        per_round = [a / b for a, b in zip(one, times[_lanes_row(count)], strict=True)]
+        result.note(
+            f"{count} workers / 1 worker per round: " + ", ".join(f"{r:.2f}" for r in per_round)
+        )
         result.target(
-            f"{count} workers / 1 worker", one / seconds[_lanes_row(count)], 0.95, at_most=False
+            f"{count} workers / 1 worker",
+            paired_ratio(one, times[_lanes_row(count)]),
+            0.95,
+            at_most=False,
         )
     return result
 

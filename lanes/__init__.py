@@ -24,6 +24,7 @@ from ._errors import (
     LaneFull,
     LaneUsageError,
     NotDurableError,
+    PayloadError,
     Permanent,
     ShutdownInProgress,
     StorageError,
@@ -34,9 +35,10 @@ from ._metrics import Metrics, MetricsSnapshot
 from ._partitioning import Partitioning
 from ._pause import pause_point
 from ._schedule_handle import ScheduleHandle
+from ._send import send_partial
 from ._shared import SharedLimit, SharedLimitStatistics
 from ._stats import LaneStatistics, SystemStatistics
-from ._stream import Partials, StreamRestarted, send_partial
+from ._stream import Partials, StreamRestarted
 from ._system import LaneSystem, open_lane_system
 from ._unobserved import UnobservedFailure
 
@@ -72,6 +74,7 @@ __all__ = [
     "NotDurableError",
     "Partials",
     "Partitioning",
+    "PayloadError",
     "Permanent",
     "PriorityBoost",
     "RateLimit",

@@ -22,7 +22,8 @@ from trio_util import periodic
 
 from actors import single_leaf
 
-from ._config import _check_positive, _fail
+from ._checks import check_positive as _check_positive
+from ._checks import fail as _fail
 from ._errors import LaneUsageError, UnknownLaneError
 from ._histogram import Histogram
 from .events import AlertCleared, AlertRaised

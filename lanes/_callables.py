@@ -1,6 +1,6 @@
 """What ``submit`` accepts as a command: async callables whose signature fits the arguments.
 
-``LaneSystem._prepare`` handles the common case (an ``async def`` function) inline; the rest
+``_submission.validate`` handles the common case (an ``async def`` function) inline; the rest
 comes here. Signatures are read once per function object (``inspect.signature`` costs
 microseconds) and cached in a weak mapping, so the check never holds a callable alive.
 """
@@ -23,7 +23,7 @@ _CO_COROUTINE = inspect.CO_COROUTINE
 
 
 def submittable(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable[Any]], str]:
-    """The callable to run for ``fn`` and its name, off ``_prepare``'s fast path.
+    """The callable to run for ``fn`` and its name, off ``_submission.validate``'s fast path.
 
     Accepts a ``@lanes.command`` object (no extra arguments), or an async callable: an
     ``async def`` function, a ``functools.partial`` of one, a bound async method, an object

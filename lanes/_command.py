@@ -7,20 +7,31 @@ import enum
 import inspect
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 import attrs
 import trio
 
 from ._boundary import check_run
-from ._errors import CommandCancelled, CommandFailed, CommandTimeout, LaneConfigError
+from ._errors import (
+    CommandCancelled,
+    CommandFailed,
+    CommandTimeout,
+    LaneConfigError,
+    LaneUsageError,
+)
+from ._owner import CommandOwner
 from ._policy import Job, JobState
 from ._running import CURRENT
-from ._stream import Partials, open_partials
+from ._stream import Partials, Stream
 
-if TYPE_CHECKING:
-    from ._core import Core
-    from ._stream import Stream
+
+class _Reporting(Protocol):
+    """What a handle asks its command's owner beyond :class:`CommandOwner` (the core)."""
+
+    def report_unobserved(self, cmd: Command, /) -> None: ...
+    def position(self, cmd: Command, /) -> int | None: ...
+
 
 __all__ = ["CommandHandle", "CommandStatus", "command", "command_name", "is_command"]
 
@@ -94,7 +105,7 @@ class Command(Job):
 
     def __init__(
         self,
-        core: Core,
+        core: CommandOwner[Command, Reason],
         command_id: str | int,
         lane: str,
         fn: Callable[..., Awaitable[Any]],
@@ -219,7 +230,7 @@ class CommandHandle(Generic[T]):
         c = self._command
         if c.state is JobState.FAILED and not c.observed:
             c.observed = True
-            c.core.report_unobserved(c)
+            cast(_Reporting, c.core).report_unobserved(c)
         stream = c.stream
         if stream is not None and not stream.closed:
             stream.abandon()  # nobody can read it any more
@@ -285,7 +296,7 @@ class CommandHandle(Generic[T]):
         thousands of handles of one long lane.
         """
         c = self._command
-        return c.core.policy.position(c)
+        return cast(_Reporting, c.core).position(c)
 
     def partials(self) -> Partials:
         """An async iterator over the command's partial results, as they are sent.
@@ -354,6 +365,39 @@ class CommandHandle(Generic[T]):
         core = self._command.core
         check_run(core.token, "handle.cancel")
         core.cancel(self._command, Reason.CANCEL)
+
+
+def open_partials(handle: CommandHandle[Any], cmd: Command) -> Partials:
+    """``handle.partials()``: the one reader of ``cmd``'s stream."""
+    stream = cmd.stream
+    if stream is None:
+        msg = (
+            f"command {cmd.id} in lane {cmd.lane!r} has no partial results to read; "
+            "submit it with `await system.submit_streaming(lane, fn, ..., buffer=N)`"
+        )
+        raise LaneUsageError(msg)
+    if stream.reading:
+        msg = (
+            f"the partial results of command {cmd.id} are already being read; one iterator "
+            "reads them (keep it and iterate it again)"
+        )
+        raise LaneUsageError(msg)
+    if stream.abandoned:
+        msg = (
+            f"the partial results of command {cmd.id} were dropped: a reader stopped early, "
+            "or result() was awaited with no iterator open (open the iterator first)"
+        )
+        raise LaneUsageError(msg)
+
+    def restarted() -> str:
+        return (
+            f"command {cmd.id} ({cmd.type_name}) in lane {cmd.lane!r}: the attempt whose "
+            "partial results were being read ended and the command runs again (attempt "
+            f"{cmd.attempts + 1}); its partials start over: call handle.partials() again to "
+            "read them from the start"
+        )
+
+    return Partials(handle, stream, restarted)
 
 
 def outcome_error(c: Command) -> Exception:

@@ -7,6 +7,8 @@ builtin meaning also derive from that builtin (``UnknownLaneError`` is a ``KeyEr
 
 from __future__ import annotations
 
+import trio
+
 __all__ = [
     "CommandCancelled",
     "CommandFailed",
@@ -18,6 +20,7 @@ __all__ = [
     "LaneFull",
     "LaneUsageError",
     "NotDurableError",
+    "PayloadError",
     "Permanent",
     "ShutdownInProgress",
     "StorageError",
@@ -53,8 +56,13 @@ class KeyInUse(LaneError):
     """
 
 
-class LaneFull(LaneError):
-    """``submit_nowait`` found the lane's inbox full; use ``await submit(...)`` to wait."""
+class LaneFull(LaneError, trio.WouldBlock):
+    """``submit_nowait`` found the lane's inbox full; use ``await submit(...)`` to wait.
+
+    A :class:`trio.WouldBlock` too, as the errors of Trio's own ``*_nowait`` methods are,
+    so ``except trio.WouldBlock`` around ``submit_nowait`` works like around
+    ``send_nowait``.
+    """
 
 
 class ShutdownInProgress(LaneError):
@@ -67,6 +75,15 @@ class DrainTimeout(LaneError):
 
 class NotDurableError(LaneError):
     """A command that cannot be stored durably was submitted to a durable system."""
+
+
+class PayloadError(NotDurableError, LaneUsageError):
+    """A command's fields cannot be stored and rebuilt (too deep, too big, a type or value
+    JSON cannot carry back). Nothing was stored; the storage is fine: fix the value.
+
+    A :class:`~lanes.LaneUsageError` (the caller's value is wrong, retrying cannot help)
+    and a :class:`~lanes.NotDurableError` (the command cannot be stored).
+    """
 
 
 class StorageError(LaneError):

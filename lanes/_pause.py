@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import trio
 
 from ._running import current_command
+
+if TYPE_CHECKING:
+    from ._core import Core
 
 __all__ = ["pause_point"]
 
@@ -22,7 +27,7 @@ async def pause_point() -> None:
         LaneUsageError: called outside a running command.
     """
     cmd = current_command("pause_point")
-    core = cmd.core
+    core = cast("Core", cmd.core)
     state = core.policy.lanes[cmd.lane]
     if not state.paused:
         await trio.lowlevel.checkpoint()

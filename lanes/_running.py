@@ -9,20 +9,33 @@ started, without being passed a handle.
 from __future__ import annotations
 
 import contextvars
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from ._errors import LaneUsageError
 from ._policy import JobState
+from ._stream import Stream
 
-if TYPE_CHECKING:
-    from ._command import Command
-
-__all__ = ["CURRENT", "current_command"]
-
-CURRENT: contextvars.ContextVar[Command] = contextvars.ContextVar("lanes_current_command")
+__all__ = ["CURRENT", "Running", "current_command"]
 
 
-def current_command(where: str) -> Command:
+class Running(Protocol):
+    """What these functions need of the running command (``lanes._command.Command``)."""
+
+    lane: str
+    state: JobState
+    stream: Stream | None
+    core: Any  # its owner (``lanes._core.Core``)
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> Any: ...
+
+
+CURRENT: contextvars.ContextVar[Running] = contextvars.ContextVar("lanes_current_command")
+
+
+def current_command(where: str) -> Running:
     """The command whose body calls ``where``.
 
     Raises:

@@ -10,17 +10,14 @@ stays bounded). Without a stream, ``send_partial`` only checks for cancellation.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
-from ._errors import LaneConfigError, LaneError, LaneUsageError
-from ._running import current_command
+from ._errors import LaneConfigError, LaneError
 
-if TYPE_CHECKING:
-    from ._command import Command, CommandHandle
-
-__all__ = ["Partials", "Stream", "StreamRestarted", "check_buffer", "send_partial"]
+__all__ = ["Partials", "Stream", "StreamRestarted", "check_buffer"]
 
 
 class StreamRestarted(LaneError):
@@ -115,10 +112,11 @@ class Partials:
     several loops, keep one iterator and iterate it again.
     """
 
-    __slots__ = ("_done", "_handle", "_stream")
+    __slots__ = ("_done", "_handle", "_restarted", "_stream")
 
-    def __init__(self, handle: CommandHandle[Any], stream: Stream) -> None:
+    def __init__(self, handle: object, stream: Stream, restarted: Callable[[], str]) -> None:
         self._handle = handle  # keeps the handle (and so the stream) alive while reading
+        self._restarted = restarted  # the StreamRestarted message
         self._stream = stream
         self._done = False
         stream.reading = True
@@ -136,7 +134,7 @@ class Partials:
             if stream.restarted:
                 stream.restarted = False
                 self._finish()
-                raise StreamRestarted(_restarted_message(self._handle._command))
+                raise StreamRestarted(self._restarted())
             if stream.buffer:
                 item = stream.buffer.popleft()
                 stream.consumed += 1
@@ -164,59 +162,3 @@ class Partials:
 
     def __del__(self) -> None:
         self._close()  # dropped unfinished: nobody will read the rest
-
-
-def _restarted_message(cmd: Command) -> str:
-    return (
-        f"command {cmd.id} ({cmd.type_name}) in lane {cmd.lane!r}: the attempt whose partial "
-        f"results were being read ended and the command runs again (attempt "
-        f"{cmd.attempts + 1}); its partials start over: call handle.partials() again to "
-        "read them from the start"
-    )
-
-
-def open_partials(handle: CommandHandle[Any], cmd: Command) -> Partials:
-    """``handle.partials()``: the one reader of ``cmd``'s stream."""
-    stream = cmd.stream
-    if stream is None:
-        msg = (
-            f"command {cmd.id} in lane {cmd.lane!r} has no partial results to read; "
-            "submit it with `await system.submit_streaming(lane, fn, ..., buffer=N)`"
-        )
-        raise LaneUsageError(msg)
-    if stream.reading:
-        msg = (
-            f"the partial results of command {cmd.id} are already being read; one iterator "
-            "reads them (keep it and iterate it again)"
-        )
-        raise LaneUsageError(msg)
-    if stream.abandoned:
-        msg = (
-            f"the partial results of command {cmd.id} were dropped: a reader stopped early, "
-            "or result() was awaited with no iterator open (open the iterator first)"
-        )
-        raise LaneUsageError(msg)
-    return Partials(handle, stream)
-
-
-async def send_partial(item: Any) -> None:
-    """Send a partial result (an LLM token, a progress report) to the command's caller.
-
-    Call it from inside a command's body (or a task the body started). If the command was
-    submitted with ``submit_streaming(..., buffer=N)``, ``item`` is queued for the reader;
-    while ``N`` items wait unread, this waits for the reader (backpressure). If the caller
-    stopped reading (closed its iterator early, dropped its handle, or awaits only
-    ``result()``), or the command has no stream (plain ``submit``), ``item`` is dropped and
-    this returns at once. Always a cancellation point; when the item is queued, also a
-    schedule point (like a memory channel's ``send``).
-
-    Cancellation while waiting for room leaves ``item`` unsent.
-
-    Raises:
-        LaneUsageError: called outside a running command.
-    """
-    stream = current_command("send_partial").stream
-    if stream is None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        return
-    await stream.send(item)

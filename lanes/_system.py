@@ -2,50 +2,38 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import FunctionType, TracebackType
+from types import TracebackType
 from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 import trio
 
 from actors import WorkerPool, leaves, single_leaf
 
-from ._boundary import check_key, check_run, foreign_run
-from ._callables import check_arity, submittable
-from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, DEFERRED, CommandRegistry
-from ._command import Command, CommandHandle, Reason, is_command
+from . import _submission as submission
+from ._boundary import check_key, check_run
+from ._checks import check_seconds as _check_seconds
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
+from ._command import Command, CommandHandle, Reason
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
 from ._dispatcher import Dispatcher
 from ._dlq import DeadLetter, DeadLetterQueue
 from ._durable import Durability
-from ._errors import (
-    DrainTimeout,
-    KeyInUse,
-    LaneConfigError,
-    LaneError,
-    LaneFull,
-    LaneUsageError,
-    NotDurableError,
-    ShutdownInProgress,
-    StorageError,
-    UnknownLaneError,
-)
+from ._errors import DrainTimeout, LaneConfigError, LaneUsageError, ShutdownInProgress
 from ._lane import new_lane_pool
 from ._metrics import Metrics
 from ._policy import JobState
-from ._process import process_callable, require_trio_parallel
+from ._process import require_trio_parallel
+from ._recurring import Scheduler
 from ._remote import SystemBackend
-from ._room import Room
 from ._schedule import Misfire, Overlap
 from ._schedule_handle import ScheduleHandle
-from ._scheduler import Scheduler
 from ._stats import LaneStatistics, SystemStatistics
 from ._stream import Stream, check_buffer
 from ._unobserved import UnobservedCallback, check_callback
@@ -71,19 +59,6 @@ class SupportsExecute(Protocol[T_co]):
 Submittable = Callable[[*PosArgs], Awaitable[T]] | SupportsExecute[T]
 
 
-def _check_seconds(where: str, field: str, value: object, *, zero_ok: bool) -> float | None:
-    if value is None:
-        return None
-    number = -1.0  # anything that is not a number is reported as invalid
-    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
-        number = float(value)
-    if number < 0 or (number == 0 and not zero_ok):
-        expected = "a number of seconds >= 0" if zero_ok else "a number of seconds > 0"
-        msg = f"{where}: {field}={value!r} is invalid; expected {expected} or None"
-        raise LaneConfigError(msg)
-    return number
-
-
 class LaneSystem:
     """A running lane system. Made by ``open_lane_system()``; it has no public constructor.
 
@@ -99,7 +74,7 @@ class LaneSystem:
         self.dispatcher: Dispatcher | None = None
         self.recovered: tuple[CommandHandle[Any], ...] = ()
         """Handles of the commands requeued from storage at start, in order."""
-        self._scheduler = Scheduler(self)
+        self._scheduler = Scheduler(core)
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -182,60 +157,12 @@ class LaneSystem:
             StorageError: the write failed; the command was not accepted.
             ShutdownInProgress: the system no longer accepts commands.
         """
-        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout, durable)
-        if isinstance(cmd_or_handle, CommandHandle):
-            await trio.lowlevel.checkpoint()
-            return cmd_or_handle
-        room = self._core.rooms[lane]
-        await room.take()
-        if room.closed or not self._core.accepting:
-            raise self._shutdown_error()
-        existing = self._existing(key)
-        if existing is not None:  # a twin with the same key was accepted while we waited
-            room.give()
-            return existing
-        if cmd_or_handle.payload is not None:
-            await self._store(cmd_or_handle, room, delay)
-        self._core.accept(cmd_or_handle, delay)
-        return cmd_or_handle.handle
-
-    async def _store(
-        self, cmd: Command, room: Room, delay: float | None, replaces_letter: str | None = None
-    ) -> None:
-        """Write a durable command before it is accepted; its key is taken meanwhile.
-
-        ``replaces_letter``: the id of the dead letter it requeues, deleted in the same
-        transaction.
-        """
         core = self._core
-        durable = core.durable
-        assert durable is not None
-        ready_at = trio.current_time() + delay if delay else None
-        if cmd.key is not None:
-            core.keys[cmd.key] = cmd  # a concurrent submit with this key gets this handle
-        try:
-            if cmd.payload == DEFERRED:  # big: encoded off the event loop
-                # the bound `execute` of the @lanes.command object (see _callable_of)
-                obj = getattr(cmd.fn, "__self__", None)
-                cmd.payload = await durable.registry.encode_off_loop(obj)
-            row = durable.row(cmd, "pending", ready_at)
-            if replaces_letter is None:
-                durable.journal.save(row)
-            else:
-                durable.journal.save_replacing_letter(row, replaces_letter)
-            await durable.journal.commit()
-        except LaneError as exc:  # StorageError, or PayloadError from the encoding
-            room.give()
-            core.abort(cmd, exc)
-            raise
-        if not core.accepting:  # the system began closing while we wrote
-            room.give()
-            error = ShutdownInProgress(
-                "the lane system shut down while the command was being stored; it stays "
-                "stored and runs at the next start"
-            )
-            core.abort(cmd, error)
-            raise error
+        cmd = submission.prepare(core, lane, fn, args, key, delay, timeout, durable)
+        if isinstance(cmd, CommandHandle):  # the live command holding the key
+            await trio.lowlevel.checkpoint()
+            return cmd
+        return await submission.accept(core, cmd, delay)
 
     @overload
     def submit_nowait(
@@ -274,24 +201,11 @@ class LaneSystem:
         Raises:
             LaneUsageError: a durable command (it cannot wait for storage; use ``submit``).
         """
-        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout, durable)
-        if isinstance(cmd_or_handle, CommandHandle):
-            return cmd_or_handle
-        if cmd_or_handle.payload is not None:
-            msg = (
-                "submit_nowait cannot wait for storage; use `await submit()` for durable "
-                "commands, or pass durable=False"
-            )
-            raise LaneUsageError(msg)
-        if not self._core.rooms[lane].take_nowait():
-            size = self._core.configs[lane].inbox_size
-            msg = (
-                f"lane {lane!r} is full: {size} commands pending (its inbox_size); "
-                "use `await submit()` to wait for room, or raise inbox_size"
-            )
-            raise LaneFull(msg)
-        self._core.accept(cmd_or_handle, delay)
-        return cmd_or_handle.handle
+        core = self._core
+        cmd = submission.prepare(core, lane, fn, args, key, delay, timeout, durable)
+        if isinstance(cmd, CommandHandle):  # the live command holding the key
+            return cmd
+        return submission.accept_nowait(core, cmd, delay)
 
     @overload
     async def run(
@@ -339,99 +253,8 @@ class LaneSystem:
                 handle.cancel()
             raise
 
-    def _prepare(
-        self,
-        lane: str,
-        fn: Any,
-        args: tuple[Any, ...],
-        key: str | None,
-        delay: float | None,
-        timeout: float | None,
-        durable: bool | None = None,
-    ) -> Command | CommandHandle[Any]:
-        core = self._core
-        try:
-            token = _current_token()
-        except RuntimeError:  # a plain thread
-            token = None
-        if token is not self._token:
-            raise foreign_run("submit")
-        if not core.accepting:
-            raise self._shutdown_error()
-        self._check_lane(lane, "submit")
-        call: Callable[..., Any]
-        if core.configs[lane].executor == "process":
-            call, type_name = process_callable(lane, fn)
-        elif type(fn) is FunctionType and (code := fn.__code__).co_flags & _CO_COROUTINE:
-            # An `async def` function, the common case: what submittable would find, faster.
-            if len(args) != code.co_argcount or code.co_kwonlyargcount:
-                check_arity(fn, args)  # defaults, *args, keyword-only: read the signature
-            call, type_name = fn, fn.__qualname__ or type(fn).__qualname__
-        else:
-            call, type_name = submittable(fn, args)
-            if is_command(fn):
-                args = ()  # the command object carries its arguments
-        if delay is not None:
-            _check_seconds("submit", "delay", delay, zero_ok=True)
-        if timeout is not None:
-            _check_seconds("submit", "timeout", timeout, zero_ok=False)
-        if key is not None:
-            check_key(key, "submit")
-        existing = self._existing(key)
-        if existing is not None:
-            return existing
-        payload = self._payload(fn, durable, defer=True)
-        cmd = core.new_command(lane, call, args, type_name, key, timeout)
-        if payload is not None:
-            assert core.durable is not None
-            cmd.payload = payload
-            cmd.stored_seq = core.durable.journal.take_seq()
-            cmd.submitted_wall = core.durable.storage.clock()
-        return cmd
-
-    def _payload(self, fn: Any, durable: bool | None, *, defer: bool = False) -> str | None:
-        """The JSON to store for ``fn``, or None when it is not stored.
-
-        ``defer``: a big command's JSON may be ``DEFERRED``, for ``_store`` to encode it
-        off the event loop.
-        """
-        if durable is not None and not isinstance(durable, bool):
-            msg = f"submit: durable={durable!r} is invalid; expected True, False or None"
-            raise LaneConfigError(msg)
-        store = self._core.durable
-        if store is None:
-            if durable:
-                msg = "submit: durable=True needs a storage: open_lane_system(storage=...)"
-                raise LaneConfigError(msg)
-            return None
-        if durable is False:
-            return None
-        if not is_command(fn):
-            msg = (
-                f"submit: {getattr(fn, '__qualname__', fn)!r} is a plain callable and "
-                "cannot be stored; submit a @lanes.command object, or pass durable=False"
-            )
-            raise NotDurableError(msg)
-        if defer:
-            return store.registry.submit_payload(fn)
-        return store.registry.encode(fn)[1]
-
-    def _existing(self, key: str | None) -> CommandHandle[Any] | None:
-        if key is None:
-            return None
-        cmd = self._core.keys.get(key)
-        return None if cmd is None else cmd.handle
-
-    def _shutdown_error(self) -> ShutdownInProgress:
-        return ShutdownInProgress(
-            "the lane system is shutting down (or closed) and accepts no new commands"
-        )
-
     def _check_lane(self, lane: object, where: str) -> None:
-        if not isinstance(lane, str) or lane not in self._core.configs:
-            known = ", ".join(self._core.configs)
-            msg = f"{where}: unknown lane {lane!r}; known lanes: {known}"
-            raise UnknownLaneError(msg)
+        submission.check_lane(self._core.configs, lane, where)
 
     # -- schedules ---------------------------------------------------------------------------------
 
@@ -792,7 +615,7 @@ class LaneSystem:
             LaneUsageError: called outside the ``trio.run`` that owns the system.
         """
         self._check_run("handle_for")
-        return self._existing(check_key(key, "handle_for"))
+        return submission.existing(self._core, check_key(key, "handle_for"))
 
     def _halt(self) -> None:
         """Stop accepting and stop starting commands: the system is closing."""
@@ -810,52 +633,8 @@ class LaneSystem:
         self._core.bus.close()
 
     async def _requeue_letter(self, letter: DeadLetter) -> CommandHandle[Any]:
-        """Submit a dead letter's command again (``dead_letters.requeue``).
-
-        With storage, the new command row and the letter's removal go into one transaction.
-        A live command holding the letter's key makes it a :class:`KeyInUse` (checked
-        again after waiting for room), never a merge into that command.
-        """
-        fn: Any = letter.fn
-        durable = self._core.durable
-        stored = letter.payload is not None and durable is not None
-        if stored:
-            assert durable is not None and letter.payload is not None
-            fn = durable.registry.decode(letter.command_type, letter.payload)
-        elif fn is None:
-            msg = f"dead letter {letter.id} cannot be requeued: its command was not stored"
-            raise StorageError(msg)
-        self._refuse_taken_key(letter)
-        args = () if stored else letter.args
-        durable_flag = None if stored else False  # a memory-only letter stays memory-only
-        cmd = self._prepare(letter.lane, fn, args, letter.key, None, letter.timeout, durable_flag)
-        assert isinstance(cmd, Command)  # the key is free: a new command
-        room = self._core.rooms[letter.lane]
-        await room.take()
-        if room.closed or not self._core.accepting:
-            raise self._shutdown_error()
-        try:
-            self._refuse_taken_key(letter)
-        except KeyInUse:
-            room.give()
-            raise
-        if cmd.payload is not None:
-            # If the system closes during this write, the command stays stored (it runs at
-            # the next start) and the letter is gone from storage, though listed until exit.
-            await self._store(cmd, room, None, replaces_letter=letter.id)
-        self._core.accept(cmd, None)
-        return cmd.handle
-
-    def _refuse_taken_key(self, letter: DeadLetter) -> None:
-        holder = self._existing(letter.key)
-        if holder is not None:
-            msg = (
-                f"dead letter {letter.id} cannot be requeued now: its idempotency key "
-                f"{letter.key!r} is held by command {holder.id} ({holder.status.value}) in "
-                f"lane {holder.lane!r}; the letter is kept: requeue it once that command "
-                "has finished (system.handle_for(key) finds it)"
-            )
-            raise KeyInUse(msg)
+        """Submit a dead letter's command again (``dead_letters.requeue``)."""
+        return await submission.requeue_letter(self._core, letter)
 
 
 def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
@@ -883,10 +662,6 @@ def _check_parts(where: str, running: object, queued: object) -> None:
 
 def _no_decision() -> None:
     """What waking the dispatcher does once the system is closing: nothing starts."""
-
-
-_CO_COROUTINE = inspect.CO_COROUTINE
-_current_token = trio.lowlevel.current_trio_token
 
 
 class _LaneSystemContext:
@@ -1120,7 +895,7 @@ async def _serve(
             system.dispatcher = Dispatcher(core, pools)
             await nursery.start(system.dispatcher.run)
             if core.durable is not None:
-                recovered = await core.durable.recover(core)
+                recovered = await submission.recover(core)
                 system.recovered = tuple(cmd.handle for cmd in recovered)
             system._scheduler.start(nursery, wall)
             try:

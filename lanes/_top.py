@@ -28,7 +28,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     msg = missing_extra("lanes top", "rich and prometheus_client", "top")
     raise ModuleNotFoundError(msg, name=error.name) from error
 
-from ._config import _check_positive
+from ._checks import check_positive as _check_positive
 from ._errors import LaneConfigError
 
 __all__ = ["Frame", "LaneRow", "ScrapeError", "fetch_metrics", "parse_frame", "render", "run_top"]

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import attrs
 import pytest
 import trio
 
@@ -24,8 +25,9 @@ from lanes.distributed import (
     RemoteCommandError,
     local_redis_server,
     open_lane_worker,
+    unfinished_commands,
 )
-from tests.distributed_commands import LANES, Step
+from tests.distributed_commands import LANES, Grouped, Step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -182,6 +184,47 @@ async def test_results_failures_dead_letters_and_requeue(backend: RedisBackend, 
 
 
 @needs_redis
+async def test_permanent_inside_an_exception_group_is_dead_lettered_at_once(
+    backend: RedisBackend, log: str
+) -> None:
+    # the same rule as in process (lanes._outcome): Permanent as every leaf of a group is
+    # permanent; a group that also holds another error is retried like any failure
+    async with (
+        open_lane_worker(LANES, backend=backend, commands=[Grouped]) as worker,
+        lanes.open_lane_system(LANES, backend=backend, commands=[Grouped]) as system,
+    ):
+        handle = await system.submit("bulk", Grouped(log, "alone"))
+        with pytest.raises(lanes.CommandFailed, match="failed after 1 attempt") as info:
+            await handle.result()
+        assert str(info.value.__cause__) == "ValueError: alone is wrong for good"
+        mixed = await system.submit("bulk", Grouped(log, "mixed", mixed=True))
+        with pytest.raises(lanes.CommandFailed, match="failed after 3 attempt"):
+            await mixed.result()
+        letters = await system.dead_letters()
+    assert sorted(d.attempts for d in letters) == [1, 3]
+    starts = [line[1] for line in lines(log) if line[0] == "start"]
+    assert (starts.count("alone"), starts.count("mixed")) == (1, 3)
+    bulk = worker.statistics().lanes["bulk"]
+    assert (bulk.retried, bulk.failed, bulk.dead_lettered) == (2, 2, 2)
+
+
+@needs_redis
+async def test_keys_are_checked_by_the_in_process_rule(backend: RedisBackend, log: str) -> None:
+    bad: list[object] = ["", "   ", "\t\n", 7, b"key", "ok\ud800"]
+    async with (
+        system_on(backend) as remote,
+        lanes.open_lane_system(LANES) as local,
+    ):
+        for key in bad:
+            with pytest.raises(lanes.LaneConfigError) as here:
+                await local.submit("urgent", Step(log, "x"), key=key)  # type: ignore[arg-type]
+            with pytest.raises(lanes.LaneConfigError) as there:
+                await remote.submit("urgent", Step(log, "x"), key=key)  # type: ignore[arg-type]
+            assert str(there.value) == str(here.value)
+    assert await unfinished_commands(backend.url, prefix=backend.prefix) == []  # none written
+
+
+@needs_redis
 async def test_idempotency_key_and_delay(backend: RedisBackend, log: str) -> None:
     async with system_on(backend) as first, system_on(backend) as second:
         one = await first.submit("urgent", Step(log, "k", seconds=0.2), key="same")
@@ -207,6 +250,55 @@ async def test_priority_order_holds_per_fetch(backend: RedisBackend, log: str) -
                 await handle.result()
     started = [line[1] for line in lines(log) if line[0] == "start"]
     assert started == ["u0", "u1", "u2", "b0", "b1", "b2"]
+
+
+async def blocked_reads(url: str, count: int, timeout: float = 10.0) -> list[str]:
+    """The commands of the clients blocked in Redis, once there are ``count`` of them
+    (polled: the workers' reads are another connection's state)."""
+    from lanes.distributed._resp import open_connection
+
+    connection = await open_connection(url)
+    try:
+        with trio.fail_after(timeout):
+            while True:
+                [listing] = await connection.execute([["CLIENT", "LIST"]])
+                fields = [
+                    dict(f.split("=", 1) for f in line.split()) for line in listing.splitlines()
+                ]
+                blocked = sorted(f["cmd"] for f in fields if "b" in f["flags"])
+                if len(blocked) == count:
+                    return blocked
+                await trio.sleep(0.02)
+    finally:
+        await connection.aclose()
+
+
+@needs_redis
+async def test_an_idle_worker_takes_new_commands_alone_unless_a_lane_is_limited(
+    redis_server: LocalRedis, log: str
+) -> None:
+    # XREADGROUP hands a new entry to one idle worker (XREAD would wake them all);
+    # a rate limit, or slots too few for one entry per stream, keep XREAD (as does the
+    # submitter's reply reader)
+    backend = RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=2.0)
+    limited = (LANES[0], attrs.evolve(LANES[1], rate_limit=lanes.RateLimit.per_second(1000)))
+    async with (
+        worker_on(backend) as free,  # type: ignore[attr-defined]
+        worker_on(backend, max_concurrency=1) as narrow,  # type: ignore[attr-defined]
+        open_lane_worker(limited, backend=backend, commands=[Step]) as rated,
+        system_on(backend) as system,
+    ):
+        assert await blocked_reads(backend.url, 4) == [*["xread"] * 3, "xreadgroup"]
+        handles = [await system.submit(LANES[i % 2].name, Step(log, f"c{i}")) for i in range(20)]
+        handles.append(await system.submit("urgent", Step(log, "later"), delay=0.2))
+        assert [await h.result() for h in handles] == [f"c{i}" for i in range(20)] + ["later"]
+        assert await blocked_reads(backend.url, 4) == [*["xread"] * 3, "xreadgroup"]
+    done = [
+        w.statistics().lanes[lane].completed
+        for w in (free, narrow, rated)
+        for lane in ("urgent", "bulk")
+    ]
+    assert sum(done) == 21
 
 
 @needs_redis

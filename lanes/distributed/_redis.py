@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,6 +15,8 @@ import coredis
 import coredis.exceptions
 import trio
 from coredis.retry import NoRetryPolicy
+
+from actors import leaves
 
 from .._errors import LaneConfigError, StorageError
 from .._partitioning import Partitioning
@@ -35,6 +37,7 @@ __all__ = [
     "redis_call",
     "str_fields",
     "xread",
+    "xreadgroup",
 ]
 
 T = TypeVar("T")
@@ -178,21 +181,13 @@ def translate(backend: RedisBackend, error: BaseException) -> StorageError | Non
 
     coredis raises its errors as themselves or wrapped in (nested) exception groups.
     """
-    for leaf in _leaves(error):
+    for leaf in leaves(error):
         if isinstance(leaf, _FAILURES):
             msg = f"Redis at {backend.safe_url} failed: {type(leaf).__name__}: {leaf}"
             result = StorageError(msg)
             result.__cause__ = leaf
             return result
     return None
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 async def redis_call(backend: RedisBackend, call: Awaitable[T]) -> T:
@@ -240,8 +235,8 @@ async def connect(backend: RedisBackend) -> AsyncIterator[Client]:
 
 def _single_leaf(error: BaseException) -> BaseException:
     """The one exception inside ``error`` (other than trio.Cancelled), else ``error``."""
-    leaves = [leaf for leaf in _leaves(error) if not isinstance(leaf, trio.Cancelled)]
-    return leaves[0] if len(leaves) == 1 else error
+    real = [leaf for leaf in leaves(error) if not isinstance(leaf, trio.Cancelled)]
+    return real[0] if len(real) == 1 else error
 
 
 class Lua:
@@ -391,6 +386,29 @@ async def xread(
             (entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in entries
         ]
     return found
+
+
+async def xreadgroup(
+    connection: Connection, consumer: str, streams: list[str], count: int, block_ms: int
+) -> list[tuple[str, str, list[str]]]:
+    """``XREADGROUP GROUP workers consumer COUNT count BLOCK block_ms STREAMS ... > ...``:
+    new entries, each handed to this consumer alone, as ``(stream, id, flat fields)``.
+
+    Raises:
+        StorageError: the server refused the read (``NOGROUP``: a stream or its group is
+            missing); the connection's own failures come out as themselves.
+    """
+    args: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK"]
+    args += [block_ms, "STREAMS", *streams, *(">" for _ in streams)]
+    [reply] = await connection.execute([args])
+    if isinstance(reply, ReplyError):
+        raise StorageError(f"XREADGROUP failed: {reply}")
+    return [
+        (stream, entry_id, flat)
+        for stream, entries in reply or ()
+        for entry_id, flat in entries
+        if flat is not None  # deleted before it was read
+    ]
 
 
 def str_fields(fields: Mapping[Any, Any]) -> dict[str, str]:

@@ -16,6 +16,9 @@ from typing import Any, Generic, TypeVar
 import trio
 from coredis.tokens import PureToken
 
+from actors import leaves
+
+from .._boundary import check_key
 from .._codec import CommandRegistry
 from .._command import CommandStatus, command_name, is_command
 from .._config import LaneConfig
@@ -209,9 +212,10 @@ class RemoteLaneSystem:
         have received it); use ``key=`` to make a resubmission safe.
 
         Raises:
-            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (keys must be
-                valid Unicode; ``LaneConfigError`` also for a command whose JSON is longer
-                than the backend's ``max_payload``).
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (``key``
+                by the same rule as in process: a non-blank string of valid text;
+                ``LaneConfigError`` also for a command whose JSON is longer than the
+                backend's ``max_payload``).
             NotDurableError: the command's class is not listed in ``commands``, or the
                 command cannot be sent as JSON and rebuilt from it (wrong field types,
                 values JSON cannot hold, nesting too deep). Nothing was written.
@@ -226,7 +230,7 @@ class RemoteLaneSystem:
         _check_optional_seconds("delay", delay, zero_ok=True)
         _check_optional_seconds("timeout", timeout, zero_ok=False)
         if key is not None:
-            _check_text("key", key)
+            check_key(key, "submit")
             known = self._keys.get(key)
             if known is not None and not known.done():
                 await trio.lowlevel.checkpoint()
@@ -319,7 +323,7 @@ class RemoteLaneSystem:
             msg = f"submit: unknown lane {lane!r}; known lanes: {known}"
             raise UnknownLaneError(msg)
         if partition_key is not None:
-            _check_text("partition_key", partition_key)
+            _check_partition_key(partition_key)
         part = self._backend.partitioning(lane)
         return self._backend.stream(lane, part.partition(partition_key) if part else 0)
 
@@ -535,18 +539,18 @@ class RemoteLaneSystem:
                     raise
 
 
-def _check_text(field: str, value: object) -> None:
-    """A key must be a non-empty string that Redis can store (UTF-8: no lone surrogates)."""
+def _check_partition_key(value: object) -> None:
+    """A partition key must be a string that Redis can store (UTF-8: no lone surrogates)."""
     ok = isinstance(value, str) and bool(value)
-    if isinstance(value, str):
+    if ok:
         try:
-            value.encode()
+            str(value).encode()
         except UnicodeEncodeError:
             ok = False
     if not ok:
         msg = (
-            f"submit: {field}={value!r} is invalid; expected a non-empty string of valid "
-            "Unicode (no lone surrogates), or None"
+            f"submit: partition_key={value!r} is invalid; expected a non-empty string of "
+            "valid Unicode (no lone surrogates), or None"
         )
         raise LaneConfigError(msg)
 
@@ -593,16 +597,10 @@ async def open_remote_system(
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            leaves = [e for e in _flat(group) if not isinstance(e, trio.Cancelled)]
-            if len(leaves) == 1:
-                raise leaves[0] from leaves[0].__cause__
+            real = [e for e in leaves(group) if not isinstance(e, trio.Cancelled)]
+            if len(real) == 1:
+                raise real[0] from real[0].__cause__
             raise
         finally:
             system._abandon()
             await system._delete_reply_stream()
-
-
-def _flat(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _flat(inner)]
-    return [error]

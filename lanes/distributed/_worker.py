@@ -22,6 +22,7 @@ from coredis.tokens import PureToken
 from .._codec import CommandRegistry
 from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from .._errors import LaneConfigError, Permanent, StorageError
+from .._outcome import Ended, Next, next_step
 from . import _scripts
 from ._redis import (
     _LINK_FAILURES,
@@ -34,6 +35,7 @@ from ._redis import (
     fields_list,
     redis_call,
     xread,
+    xreadgroup,
 )
 from ._resp import Connection, open_connection
 from ._wire import Envelope, RemoteDeadLetter, Reply, salvage
@@ -166,13 +168,19 @@ class LaneWorker:
     # -- fetching ------------------------------------------------------------------------------
 
     async def _ensure_groups(self) -> None:
-        for streams in self._streams.values():
-            for stream in streams:
-                with contextlib.suppress(StorageError):  # BUSYGROUP: it exists already
-                    await redis_call(
-                        self._backend,
-                        self._client.xgroup_create(stream, GROUP, "0", mkstream=True),
-                    )
+        """Create the consumer groups that are missing: the lanes' streams (from their
+        first entry), this worker's wake stream and the notify stream (from now on)."""
+        starts = [(s, "0") for streams in self._streams.values() for s in streams]
+        starts += [
+            (self._backend.key(f"wake:{self.name}"), "$"),
+            (self._backend.key("notify"), "$"),
+        ]
+        for stream, start in starts:
+            with contextlib.suppress(StorageError):  # BUSYGROUP: it exists already
+                await redis_call(
+                    self._backend,
+                    self._client.xgroup_create(stream, GROUP, start, mkstream=True),
+                )
 
     async def _fetch_loop(self) -> None:
         """Fetch and start commands until cancelled; reconnect with backoff on failures."""
@@ -199,8 +207,7 @@ class LaneWorker:
             for entry in entries:
                 self._start(entry)
             if not entries:
-                streams = [stream for _, stream, _ in plan]
-                await self._block(dict(zip(streams, last, strict=False)), wait_ms, partial)
+                await self._block(plan, budget, last, wait_ms, partial)
 
     def _plan(self) -> tuple[list[tuple[LaneConfig, str, int]], int, bool]:
         """(lane, stream, free slots) in priority order, the worker's budget, and whether
@@ -249,31 +256,43 @@ class LaneWorker:
         entries, wait_ms, last = answer
         return list(entries), int(wait_ms), [str(x) for x in last]
 
-    async def _block(self, streams: dict[str, str], wait_ms: int, partial: bool) -> None:
-        """Wait for a new entry in ``streams``, a hint's time, or (if ``partial``) a slot.
+    async def _block(
+        self,
+        plan: list[tuple[LaneConfig, str, int]],
+        budget: int,
+        last: list[str],
+        wait_ms: int,
+        partial: bool,
+    ) -> None:
+        """Wait for a new entry in the plan's streams, a hint's time, or (if ``partial``)
+        a slot.
 
-        A freed slot wakes the read by an entry in this worker's wake stream, so the
-        blocking read is never cancelled (that would drop its connection).
+        When every lane of the plan is free of cluster-wide limits (see
+        :meth:`_exclusive`), the read is an ``XREADGROUP``: a new entry goes to one idle
+        worker, which starts it; otherwise an ``XREAD`` wakes every idle worker and the
+        next fetch decides. A freed slot wakes the read by an entry in this worker's wake
+        stream, so the blocking read is never cancelled (that would drop its connection).
         """
         timeout = self._settings.block_ms
         if wait_ms >= 0:
             timeout = max(1, min(timeout, wait_ms))
         wake = self._backend.key(f"wake:{self.name}")
         notify = self._backend.key("notify")
-        streams[wake] = self._wake_last
-        streams[notify] = self._notify_last
+        exclusive = self._exclusive(plan, budget)
 
         async def read() -> None:
             try:
-                answer = await self._read(streams, timeout)
-            except (StorageError, *_LINK_FAILURES):
+                if exclusive:
+                    await self._read_group([s for _, s, _ in plan], wake, notify, timeout)
+                else:
+                    streams = dict(zip([s for _, s, _ in plan], last, strict=False))
+                    await self._read_all(streams, wake, notify, timeout)
+            except (StorageError, *_LINK_FAILURES) as exc:
                 self.connection_errors += 1
                 await trio.sleep(_BACKOFF[0])
-            else:
-                for entry_id, _ in answer.get(wake, ()):
-                    self._wake_last = entry_id
-                for entry_id, _ in answer.get(notify, ()):
-                    self._notify_last = entry_id
+                if "NOGROUP" in str(exc):  # a group is gone (a server restarted empty,
+                    with contextlib.suppress(StorageError):  # an expired wake stream)
+                        await self._ensure_groups()
             nursery.cancel_scope.cancel()
 
         async def slot() -> None:
@@ -286,17 +305,70 @@ class LaneWorker:
             if partial:
                 nursery.start_soon(slot)
 
-    async def _read(
-        self, streams: dict[str, str], timeout: int
-    ) -> dict[str, list[tuple[str, dict[str, str]]]]:
-        """A blocking XREAD on the worker's reading connection (reopened after a failure
-        or a cancelled read)."""
+    def _exclusive(self, plan: list[tuple[LaneConfig, str, int]], budget: int) -> bool:
+        """Whether an idle read may take entries itself: no lane of the plan has a rate
+        limit, a cluster cap or ordered partitions (those the fetch script enforces), and
+        one entry from every stream fits the worker's and each lane's free slots."""
+        per_lane: dict[str, int] = {}
+        for config, _stream, free in plan:
+            part = self._backend.partitioning(config.name)
+            if config.rate_limit is not None or (part is not None and part.ordered):
+                return False
+            if config.name in self._settings.cluster_concurrency:
+                return False
+            per_lane[config.name] = per_lane.get(config.name, 0) + 1
+            if per_lane[config.name] > free:
+                return False
+        return len(plan) <= budget
+
+    async def _read_group(self, streams: list[str], wake: str, notify: str, timeout: int) -> None:
+        """Block on ``XREADGROUP``; start the commands it hands to this worker."""
+        reader = await self._reader_connection()
+        try:
+            found = await xreadgroup(reader, self.name, [*streams, wake, notify], 1, timeout)
+        except trio.Cancelled:
+            # close at once: Redis must not hand a later entry to a read nobody awaits
+            # (one it handed over meanwhile is reclaimed by a worker after the lease)
+            await reader.aclose()
+            raise
+        signals: dict[str, list[str]] = {}
+        for stream, entry_id, flat in found:
+            if stream == wake:
+                self._wake_last = entry_id  # for a later XREAD
+                signals.setdefault(stream, []).append(entry_id)
+            elif stream == notify:
+                self._notify_last = entry_id
+                signals.setdefault(stream, []).append(entry_id)
+            else:
+                self._start([stream, entry_id, flat, 1])
+        for stream, ids in signals.items():  # read by the group: acknowledge, in the
+            self._commands.start_soon(self._acknowledge, stream, ids)  # background
+
+    async def _acknowledge(self, stream: str, ids: list[str]) -> None:
+        with contextlib.suppress(StorageError):
+            await self._batcher.command("XACK", stream, GROUP, *ids)
+
+    async def _read_all(
+        self, streams: dict[str, str], wake: str, notify: str, timeout: int
+    ) -> None:
+        """Block on ``XREAD`` (every idle worker wakes); note the wake streams' last ids."""
+        streams[wake] = self._wake_last
+        streams[notify] = self._notify_last
+        answer = await xread(await self._reader_connection(), streams, 1, timeout)
+        for entry_id, _ in answer.get(wake, ()):
+            self._wake_last = entry_id
+        for entry_id, _ in answer.get(notify, ()):
+            self._notify_last = entry_id
+
+    async def _reader_connection(self) -> Connection:
+        """The worker's reading connection (reopened after a failure or a cancelled
+        read)."""
         if self._reader is None or self._reader.broken:
             if self._reader is not None:
                 await self._reader.aclose()
             self._reader = None
             self._reader = await open_connection(self._backend.url)
-        return await xread(self._reader, streams, 1, timeout)
+        return self._reader
 
     async def _open_wake_stream(self) -> None:
         wake = self._backend.key(f"wake:{self.name}")
@@ -361,51 +433,62 @@ class LaneWorker:
                 f"LeaseExpired: delivered {deliveries} times; the workers running it died or "
                 f"stalled past the lease ({self._backend.lease} s)"
             )
-            return self._final(stream, message_id, envelope, "failed", poison)
+            return self._next(stream, message_id, envelope, _Outcome.failed(Permanent(poison)))
         try:
             command = self._registry.decode(envelope.type, envelope.payload)
         except StorageError as exc:
-            return self._final(stream, message_id, envelope, "failed", f"StorageError: {exc}")
+            outcome = _Outcome.failed(Permanent(f"StorageError: {exc}"))
+            return self._next(stream, message_id, envelope, outcome)
         timeout = envelope.timeout or config.timeout or math.inf
         outcome = await self._execute(running, command, envelope.attempt, timeout)
-        if outcome is None:
+        if outcome.ended is Ended.CANCELLED:
             return None
-        if outcome.timed_out:
+        if outcome.ended is Ended.TIMED_OUT:
             self._counts[running.lane]["timed_out"] += 1
-        if outcome.error is None:
+        return self._next(stream, message_id, envelope, outcome)
+
+    def _next(
+        self, stream: str, message_id: str, envelope: Envelope, outcome: _Outcome
+    ) -> Callable[[], Awaitable[Any]]:
+        """How to settle an attempt: the step :func:`lanes._outcome.next_step` decides."""
+        step = next_step(
+            outcome.ended,
+            attempt=envelope.attempt,
+            retry=self._configs[self._lane_of[stream]].retry,
+            error=outcome.error,
+            draw=self._random.random,
+        )
+        if step.next is Next.DONE:
             return self._done(stream, message_id, envelope, outcome.value)
-        retry = config.retry
-        if outcome.permanent or envelope.attempt > retry.max_retries:
-            kind = "timeout" if outcome.timed_out else "failed"
-            return self._final(stream, message_id, envelope, kind, outcome.error)
-        delay = retry.delay(envelope.attempt, self._random.random())
-        return self._retry(stream, message_id, envelope, delay)
+        if step.next is Next.RETRY:
+            return self._retry(stream, message_id, envelope, step.delay)
+        assert step.next is Next.DEAD_LETTER and step.error is not None
+        if outcome.ended is Ended.TIMED_OUT:
+            text = f"CommandTimeout: {step.error}"
+            return self._final(stream, message_id, envelope, "timeout", text)
+        return self._final(stream, message_id, envelope, "failed", _describe(step.error))
 
     async def _execute(
         self, running: _Running, command: Any, attempt: int, timeout: float
-    ) -> _Outcome | None:
-        """Run the command under its scope; None when the scope was cancelled (lost lease,
-        shutdown). The value comes back as JSON."""
-        outcome = _Outcome()
+    ) -> _Outcome:
+        """Run the command under its scope and say how the attempt ended (cancelled: the
+        scope was cancelled, by a lost lease or shutdown). The value comes back as JSON."""
+        outcome = _Outcome(Ended.RETURNED)
         with running.scope:
             try:
                 with trio.fail_after(timeout):
                     value = await command.execute()
             except trio.TooSlowError:
-                outcome.timed_out = True
-                outcome.error = f"CommandTimeout: attempt {attempt} exceeded {timeout} s"
-            except Permanent as exc:
-                outcome.permanent = True
-                outcome.error = _describe(exc.error)
+                error = trio.TooSlowError(f"attempt {attempt} exceeded {timeout} s")
+                outcome = _Outcome(Ended.TIMED_OUT, error=error)
             except Exception as exc:
-                outcome.error = _describe(exc)
+                outcome = _Outcome.failed(exc)
             else:
                 try:
                     outcome.value = json.dumps(self._registry.converter.unstructure(value))
                 except Exception as exc:
-                    outcome.permanent = True
-                    outcome.error = f"ResultNotJSON: {exc!r}"
-        return None if running.scope.cancel_called else outcome
+                    outcome = _Outcome.failed(Permanent(f"ResultNotJSON: {exc!r}"))
+        return _Outcome(Ended.CANCELLED) if running.scope.cancel_called else outcome
 
     def _done(
         self, stream: str, message_id: str, envelope: Envelope, value: str
@@ -596,10 +679,15 @@ class _Target:
 
 @attrs.define
 class _Outcome:
-    value: str = "null"  # JSON
-    error: str | None = None  # "Type: message"; None: it succeeded
-    permanent: bool = False
-    timed_out: bool = False
+    """How an attempt ended, its error (None unless it failed) and its value as JSON."""
+
+    ended: Ended
+    error: BaseException | None = None
+    value: str = "null"
+
+    @classmethod
+    def failed(cls, error: BaseException) -> _Outcome:
+        return cls(Ended.RAISED, error=error)
 
 
 @attrs.frozen
@@ -613,9 +701,10 @@ class _Settings:
     poll_ms: int
 
 
-def _describe(error: BaseException | str) -> str:
-    if isinstance(error, str):
-        return error
+def _describe(error: BaseException) -> str:
+    """``"Type: message"``; a ``Permanent`` that wraps a message is that message."""
+    if isinstance(error, Permanent) and isinstance(error.error, str):
+        return error.error
     return f"{type(error).__name__}: {error}"
 
 
