@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -12,7 +14,9 @@ from ._histogram import Histogram, HistogramSnapshot
 from ._policy import Policy
 from ._stats import COUNTERS, LaneCounters
 
-__all__ = ["Metrics", "MetricsSnapshot", "Observed"]
+__all__ = ["RECENT_STARTS", "Metrics", "MetricsSnapshot", "Observed"]
+
+RECENT_STARTS = 256  # how many of a lane's latest starts its recent wait figures cover
 
 
 class Observed(Protocol):
@@ -61,6 +65,18 @@ class Metrics:
         self._core = core
         self.wait = {lane: Histogram() for lane in core.configs}
         self.run = {lane: Histogram() for lane in core.configs}
+        # The waits of each lane's latest starts (a ring: one append per start).
+        self.recent: dict[str, deque[float]] = {
+            lane: deque(maxlen=RECENT_STARTS) for lane in core.configs
+        }
+
+    def recent_waits(self, lane: str) -> tuple[float | None, float | None]:
+        """p50 and p99 (nearest rank) of the waits of ``lane``'s latest starts (None: none)."""
+        waits = sorted(self.recent[lane])
+        if not waits:
+            return None, None
+        n = len(waits)
+        return waits[(n - 1) // 2], waits[max(0, math.ceil(n * 0.99) - 1)]
 
     def snapshot(self) -> MetricsSnapshot:
         """Counters, gauges and histograms of every lane, as of now."""

@@ -83,6 +83,7 @@ class LaneState:
         "active",
         "boost",
         "config",
+        "delayed",
         "limiter",
         "local",
         "max",
@@ -104,6 +105,7 @@ class LaneState:
         self.limiter = make_limiter(config.rate_limit)
         self.queue: deque[Job] = deque()
         self.pending = 0  # queued + delayed jobs, cancelled ones excluded
+        self.delayed = 0  # of which delayed (in the policy's delay heap)
         self.active = 0
         self.running: dict[Job, None] = {}  # insertion order = start order
         self.paused = False
@@ -231,6 +233,7 @@ class Policy:
         if ready_at is not None and ready_at > now:
             job.state = JobState.DELAYED
             job.ready_at = ready_at
+            self.lanes[job.lane].delayed += 1
             heapq.heappush(self._delayed, (ready_at, job))
         else:
             job.state = JobState.QUEUED
@@ -243,8 +246,10 @@ class Policy:
             return False
         delayed = job.state is JobState.DELAYED
         job.state = JobState.GONE  # dropped lazily from the queue / heap
-        self.lanes[job.lane].pending -= 1
+        state = self.lanes[job.lane]
+        state.pending -= 1
         if delayed:
+            state.delayed -= 1
             self._drop_gone_delayed()
         return True
 
@@ -261,14 +266,40 @@ class Policy:
             self._gone_delayed = 0
 
     def remove_lane(self, lane: str) -> list[Job]:
-        """Withdraw every queued and delayed job of ``lane``; return them in order."""
+        """Withdraw every queued and delayed job of ``lane``; return them in order (the
+        queued ones in FIFO order, then the delayed ones by ready time).
+
+        O(jobs of the lane), plus one pass over the delay heap only when the lane has
+        delayed jobs (only those are sorted): other lanes' delayed jobs cost nothing.
+        """
         state = self.lanes[lane]
         removed = [job for job in state.queue if self.remove(job)]
         state.queue.clear()
-        removed.extend(
-            job for _, job in sorted(self._delayed) if job.lane == lane and self.remove(job)
-        )
+        if state.delayed:
+            mine = [
+                item
+                for item in self._delayed
+                if item[1].lane == lane and item[1].state is JobState.DELAYED
+            ]
+            mine.sort()
+            removed.extend(job for _, job in mine if self.remove(job))
         return removed
+
+    def position(self, job: Job) -> int | None:
+        """How many jobs of ``job``'s lane start before it (None: it is not queued).
+
+        Its lane is FIFO, so that is the live jobs ahead of it in the lane's queue: a scan
+        of those (O(position)). A delayed job has no position until it is due.
+        """
+        if job.state is not JobState.QUEUED:
+            return None
+        ahead = 0
+        for other in self.lanes[job.lane].queue:
+            if other is job:
+                return ahead
+            if other.state is JobState.QUEUED:
+                ahead += 1
+        return None  # pragma: no cover - a queued job is always in its lane's queue
 
     def due(self, now: float) -> bool:
         """Whether a delayed job is due: it must be queued (a round) before others start."""
@@ -362,6 +393,7 @@ class Policy:
         while delayed and delayed[0][0] <= now:
             ready_at, job = heapq.heappop(delayed)
             if job.state is JobState.DELAYED:
+                self.lanes[job.lane].delayed -= 1
                 job.state = JobState.QUEUED
                 job.pending_since = ready_at
                 self.lanes[job.lane].queue.append(job)

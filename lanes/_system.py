@@ -28,12 +28,15 @@ from ._durable import Durability
 from ._errors import DrainTimeout, LaneConfigError, LaneUsageError, ShutdownInProgress
 from ._lane import new_lane_pool
 from ._metrics import Metrics
+from ._policy import JobState
 from ._process import require_trio_parallel
 from ._recurring import Scheduler
 from ._remote import SystemBackend
 from ._schedule import Misfire, Overlap
 from ._schedule_handle import ScheduleHandle
 from ._stats import LaneStatistics, SystemStatistics
+from ._stream import Stream, check_buffer
+from ._unobserved import UnobservedCallback, check_callback
 from .events import Event
 from .storage import Storage, as_storage
 
@@ -66,6 +69,7 @@ class LaneSystem:
         self._core = core
         self._token = core.token  # the owning run's: every entry point checks it
         self._closed = False  # the ``async with`` block has ended
+        self._leave_now = False  # close_now(): leaving the block does not drain
         self._drain_timeout = drain_timeout
         self.dispatcher: Dispatcher | None = None
         self.recovered: tuple[CommandHandle[Any], ...] = ()
@@ -322,6 +326,9 @@ class LaneSystem:
     def pause(self, lane: str) -> None:
         """Stop starting commands of ``lane`` (running ones continue; submits still queue).
 
+        Running commands that call :func:`lanes.pause_point` between steps wait there
+        until :meth:`resume`.
+
         A paused lane's pending commands wait until :meth:`resume`, a drain included: a
         drain that starts while a paused lane holds commands logs a warning naming it.
 
@@ -334,7 +341,8 @@ class LaneSystem:
         self._core.policy.pause(lane)
 
     def resume(self, lane: str) -> None:
-        """Start dispatching ``lane`` again (also during a shutdown or drain).
+        """Start dispatching ``lane`` again (also during a shutdown or drain), and let its
+        running commands waiting in :func:`lanes.pause_point` go on.
 
         Raises:
             UnknownLaneError: no such lane.
@@ -342,28 +350,115 @@ class LaneSystem:
         """
         self._check_open("resume")
         self._check_lane(lane, "resume")
-        self._core.policy.resume(lane)
-        self._core.wake()
+        self._core.resume(lane)  # also wakes its commands waiting in lanes.pause_point()
 
-    async def cancel_lane(self, lane: str) -> int:
-        """Cancel every pending and running command of ``lane``; return how many were cancelled.
+    async def cancel_lane(self, lane: str, *, running: bool = True, queued: bool = True) -> int:
+        """Cancel the running and/or the queued commands of ``lane``; return how many.
 
-        Returns once the running ones have exited (their slots are free). If this call is
-        cancelled while waiting, the commands stay cancelled.
+        - ``cancel_lane(lane)``: both (everything of the lane).
+        - ``cancel_lane(lane, queued=False)``: "stop this turn": the running commands are
+          cancelled, the queued ones stay and start next.
+        - ``cancel_lane(lane, running=False)``: drop the queue, keep what runs.
+
+        "Queued" means pending: queued, delayed (``delay=``) or waiting for a retry's
+        backoff. The running commands' cancel scopes are cancelled first, in
+        O(running) whatever the queue holds; dropping the queued ones costs O(queued) and
+        is done synchronously before this waits. Returns once the running ones cancelled
+        have exited (their slots are free). If this call is cancelled while waiting, the
+        commands stay cancelled.
 
         Raises:
             UnknownLaneError: no such lane.
+            LaneConfigError: ``running`` or ``queued`` is not a bool, or both are False.
             ShutdownInProgress: the system is closed (its ``async with`` block ended).
         """
         self._check_open("cancel_lane")
         self._check_lane(lane, "cancel_lane")
+        _check_parts("cancel_lane", running, queued)
         counters = self._core.counters[lane]
         before = counters.cancelled
-        running = self._core.cancel_lane(lane, Reason.CANCEL)
-        for cmd in running:
+        cancelled = self._core.cancel_lane(lane, Reason.CANCEL, running=running, queued=queued)
+        for cmd in cancelled:
             await cmd.wait_done()
         await trio.lowlevel.checkpoint()
         return counters.cancelled - before
+
+    async def cancel_all(self, *, running: bool = True, queued: bool = True) -> int:
+        """:meth:`cancel_lane` for every lane at once; return how many were cancelled.
+
+        The system keeps accepting commands (to stop that too and leave, see
+        :meth:`close_now`). Returns once the running commands cancelled have exited.
+
+        Raises:
+            LaneConfigError: ``running`` or ``queued`` is not a bool, or both are False.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
+        """
+        self._check_open("cancel_all")
+        _check_parts("cancel_all", running, queued)
+        counters = self._core.counters.values()
+        before = sum(c.cancelled for c in counters)
+        cancelled = self._core.cancel_all(Reason.CANCEL, running=running, queued=queued)
+        for cmd in cancelled:
+            await cmd.wait_done()
+        await trio.lowlevel.checkpoint()
+        return sum(c.cancelled for c in counters) - before
+
+    def close_now(self) -> None:
+        """Leave now: stop accepting commands and cancel everything queued and running.
+
+        Synchronous (like ``CancelScope.cancel``): pending commands resolve as cancelled
+        at once, running ones at their next checkpoint; leaving the ``async with`` block
+        afterwards does not drain (no ``drain_timeout`` wait): it returns as soon as the
+        running commands have exited. ``submit`` raises :class:`ShutdownInProgress` from
+        now on. Durable commands stay stored and run again at the next start, as after an
+        exit by exception. A no-op once the system is closed.
+
+        Raises:
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("close_now")
+        if self._closed:
+            return
+        self._leave_now = True
+        self._stop_accepting()
+        self._core.cancel_all(Reason.SHUTDOWN)
+
+    async def submit_streaming(
+        self,
+        lane: str,
+        fn: Any,
+        *args: Any,
+        buffer: int = 16,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> CommandHandle[Any]:
+        """:meth:`submit` a command whose partial results the caller reads as they come.
+
+        The command's body calls ``await lanes.send_partial(item)``; the caller reads
+        ``async for item in handle`` (or ``handle.partials()``), then
+        ``await handle.result()``. At most ``buffer`` partials wait unread: then
+        ``send_partial`` waits for the reader (a slow reader slows the command). Commands
+        submitted with plain :meth:`submit` have no stream (``send_partial`` is then a
+        no-op). See the streaming guide for timeouts, cancellation and retries.
+
+        A ``key`` shared with a command already pending or running returns that command's
+        handle (a stream only if that command was submitted streaming too).
+
+        Raises:
+            LaneConfigError: ``buffer`` is not an integer >= 1; and whatever
+                :meth:`submit` raises. Nothing is accepted then.
+        """
+        size = check_buffer(buffer)
+        handle: CommandHandle[Any] = await self.submit(
+            lane, fn, *args, key=key, delay=delay, timeout=timeout, durable=durable
+        )
+        # No checkpoint since the command was accepted: its body has not started yet.
+        cmd = handle._command
+        if cmd.stream is None and not cmd.entered and cmd.state < JobState.DONE:
+            cmd.stream = Stream(size)
+        return handle
 
     # -- observing ---------------------------------------------------------------------------------
 
@@ -376,6 +471,7 @@ class LaneSystem:
         lanes = {}
         for name, state in policy.lanes.items():
             config = state.config
+            p50, p99 = core.metrics.recent_waits(name)
             lanes[name] = LaneStatistics(
                 name=name,
                 priority=config.priority,
@@ -385,6 +481,8 @@ class LaneSystem:
                 active=state.active,
                 max_concurrency=config.max_concurrency,
                 **core.counters[name].as_dict(),
+                recent_wait_p50=p50,
+                recent_wait_p99=p99,
             )
         return SystemStatistics(
             lanes=lanes,
@@ -549,6 +647,19 @@ def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> boo
     return wanted == found
 
 
+def _check_parts(where: str, running: object, queued: object) -> None:
+    for name, value in (("running", running), ("queued", queued)):
+        if not isinstance(value, bool):
+            msg = f"{where}: {name}={value!r} is invalid; expected True or False"
+            raise LaneConfigError(msg)
+    if not (running or queued):
+        msg = (
+            f"{where}: running=False and queued=False cancel nothing; pass queued=False "
+            "to cancel only the running commands, or running=False for only the queued ones"
+        )
+        raise LaneConfigError(msg)
+
+
 def _no_decision() -> None:
     """What waking the dispatcher does once the system is closing: nothing starts."""
 
@@ -596,6 +707,7 @@ def open_lane_system(
     clock: Callable[[], float] | None = ...,
     backend: None = ...,
     max_payload_bytes: int = ...,
+    on_unobserved_failure: UnobservedCallback | None = ...,
 ) -> _LaneSystemContext: ...
 @overload
 def open_lane_system(
@@ -609,6 +721,7 @@ def open_lane_system(
     clock: None = ...,
     backend: SystemBackend[S],
     max_payload_bytes: int = ...,
+    on_unobserved_failure: None = ...,
 ) -> AbstractAsyncContextManager[S]: ...
 def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
@@ -621,6 +734,7 @@ def open_lane_system(
     clock: Callable[[], float] | None = None,
     backend: SystemBackend[Any] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    on_unobserved_failure: UnobservedCallback | None = None,
 ) -> Any:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
@@ -646,10 +760,17 @@ def open_lane_system(
         max_payload_bytes: the largest JSON payload a durable command may have (default
             1 MiB); a bigger one is refused at ``submit`` (``LaneUsageError``) before
             anything is stored.
+        on_unobserved_failure: called with a :class:`lanes.UnobservedFailure` for each
+            command that fails for good while nobody retrieves its result (no
+            ``result()`` waits for it, and its handle is dropped unretrieved); default
+            None: such failures are logged at ERROR with their traceback (logger
+            ``"lanes"``). It runs synchronously (possibly when a handle is freed), must
+            be quick, and its exceptions are logged, not raised. Not with ``backend``.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
-    exception (or cancellation) cancels every command at once. Either way every handle is
-    resolved and no task is left behind.
+    exception (or cancellation) cancels every command at once, and so does leaving it after
+    :meth:`LaneSystem.close_now`. Either way every handle is resolved and no task is left
+    behind.
 
     Raises:
         LaneConfigError: invalid lanes or parameters (before anything starts), or
@@ -686,7 +807,14 @@ def open_lane_system(
         )
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
+    on_unobserved = check_callback(on_unobserved_failure)
     if backend is not None:
+        if on_unobserved is not None:
+            msg = (
+                "open_lane_system: on_unobserved_failure= cannot be combined with backend=; "
+                "the workers run the commands (and log unobserved failures there)"
+            )
+            raise LaneConfigError(msg)
         if clock is not None:
             msg = (
                 f"open_lane_system: clock={clock!r} cannot be combined with backend=; "
@@ -696,7 +824,7 @@ def open_lane_system(
         return _open_remote(backend, configs, cap, store, registry, drain)
     wall = _wall_clock(clock, store)
     return _LaneSystemContext(
-        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry, wall)
+        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved)
     )
 
 
@@ -740,11 +868,13 @@ async def _serve(
     storage: Storage | None,
     registry: CommandRegistry,
     wall: Callable[[], float],
+    on_unobserved: UnobservedCallback | None = None,
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
     body_error: BaseException | None = None
     requeue = lambda letter: system._requeue_letter(letter)  # noqa: E731
     core = Core(configs, cap, dead_letter_limit, requeue, wall=wall)
+    core.on_unobserved = on_unobserved
     system = LaneSystem(core, drain_timeout)
     if storage is not None:  # opened before any task starts: errors surface as themselves
         try:
@@ -776,7 +906,8 @@ async def _serve(
                 nursery.cancel_scope.cancel()
                 raise
             try:
-                await system._close_gracefully()
+                if not system._leave_now:
+                    await system._close_gracefully()
             finally:  # also when an outer cancellation arrives during the drain
                 system._halt()
                 nursery.cancel_scope.cancel()
