@@ -341,9 +341,20 @@ class CommandHandle(Generic[T]):
         if stream is not None and not stream.reading:
             stream.abandon()  # only the result is wanted: the command never waits to stream
         if c.state < JobState.DONE:
+            # Command.wait_done, inlined (one coroutine frame fewer on the hot path).
+            task = trio.lowlevel.current_task()
+            waiters = c._waiters
+            if waiters is None:
+                c._waiters = waiters = []
+            waiters.append(task)
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                waiters.remove(task)
+                return trio.lowlevel.Abort.SUCCEEDED
+
             c.observers += 1
             try:
-                await c.wait_done()
+                await trio.lowlevel.wait_task_rescheduled(abort)
             finally:
                 c.observers -= 1
         else:
