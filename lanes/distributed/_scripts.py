@@ -7,7 +7,7 @@ that derive a key from an id (waiters) need a standalone Redis or a prefix with 
 
 from __future__ import annotations
 
-__all__ = ["FETCH", "FINISH", "HEARTBEAT", "MOVE_LETTER", "RETRY", "SUBMIT"]
+__all__ = ["CANCEL", "FETCH", "FINISH", "HEARTBEAT", "MOVE_LETTER", "RETRY", "SUBMIT"]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -16,8 +16,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 # KEYS: stream, delayed zset, idempotency key, notify stream (wakes idle workers on a delay).
 # ARGV: has_key, command id, prefix, reply stream, key ttl ms, delay ms, fields...
-# Returns the id of the command that will run: the given one, or the one already holding
-# the key (this submitter is then registered to receive its result too).
+# Returns {id, entry id}: the id of the command that will run (the given one, or the one
+# already holding the key: this submitter is then registered to receive its result too) and
+# its lane stream entry's id ('' when it is delayed or another command's).
 SUBMIT = (
     _NOW
     + """
@@ -25,7 +26,7 @@ if ARGV[1] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing then
     redis.call('SADD', ARGV[3] .. ':waiters:' .. existing, ARGV[4])
-    return existing
+    return {existing, ''}
   end
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[5])
 end
@@ -35,10 +36,9 @@ local delay = tonumber(ARGV[6])
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
   redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 'delayed', '1')
-else
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
+  return {ARGV[2], ''}
 end
-return ARGV[2]
+return {ARGV[2], redis.call('XADD', KEYS[1], '*', unpack(fields))}
 """
 )
 
@@ -215,3 +215,26 @@ for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 """
+
+# KEYS: lane stream, cancelled zset, control stream, idempotency key.
+# ARGV: group, entry id ('' unknown), command id, marker ttl ms, has_key.
+# A command still queued in its stream (not handed to any worker) is deleted: returns 1, it
+# never starts. Otherwise (running, delayed, or finished) the id is marked cancelled until
+# the ttl passes and announced on the control stream, which every worker reads: returns 2.
+CANCEL = (
+    _NOW
+    + """
+if ARGV[2] ~= '' then
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+  local handed = type(pending) == 'table' and pending.err == nil and pending[1] ~= nil
+  if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
+    if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+    return 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'cancel', ARGV[3])
+return 2
+"""
+)

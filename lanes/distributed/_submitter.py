@@ -23,6 +23,7 @@ from .._codec import CommandRegistry
 from .._command import CommandStatus, command_name, is_command
 from .._config import LaneConfig
 from .._errors import (
+    CommandCancelled,
     CommandFailed,
     CommandTimeout,
     DrainTimeout,
@@ -37,6 +38,7 @@ from .._errors import (
 from . import _scripts
 from ._redis import (
     _LINK_FAILURES,
+    GROUP,
     Batcher,
     Client,
     Lua,
@@ -73,7 +75,18 @@ class RemoteHandle(Generic[T]):
     ``json.loads`` here): a dict for an attrs object, a list for a tuple, and so on.
     """
 
-    __slots__ = ("_done", "_id", "_lane", "_reply", "_system", "_type")
+    __slots__ = (
+        "_cancelling",
+        "_done",
+        "_entry",
+        "_id",
+        "_key",
+        "_lane",
+        "_reply",
+        "_stream",
+        "_system",
+        "_type",
+    )
 
     def __init__(self, system: RemoteLaneSystem, command_id: str, lane: str, type_name: str):
         self._system = system
@@ -82,6 +95,10 @@ class RemoteHandle(Generic[T]):
         self._type = type_name
         self._done = trio.Event()
         self._reply: Reply | ShutdownInProgress | None = None
+        self._stream = ""  # the lane stream and entry id while queued ("": unknown)
+        self._entry = ""
+        self._key: str | None = None
+        self._cancelling = False
 
     def __repr__(self) -> str:
         return f"<RemoteHandle {self._id} lane={self._lane!r} {self._type} {self.status.value}>"
@@ -98,13 +115,32 @@ class RemoteHandle(Generic[T]):
 
     @property
     def status(self) -> CommandStatus:
-        """pending (queued or running somewhere), done or failed."""
+        """pending (queued or running somewhere), done, failed or cancelled."""
         reply = self._reply
         if reply is None:
             return CommandStatus.PENDING
         if isinstance(reply, Reply) and reply.outcome == "done":
             return CommandStatus.DONE
+        if isinstance(reply, Reply) and reply.outcome == "cancelled":
+            return CommandStatus.CANCELLED
         return CommandStatus.FAILED
+
+    def cancel(self) -> None:
+        """Cancel the command (synchronous, like ``CommandHandle.cancel``).
+
+        The request reaches Redis in the background, in one round trip: a command still
+        queued in its lane stream is deleted there and never starts; a running one is
+        cancelled by its worker at once (a control stream every worker reads) and resolves
+        when its attempt exits; a delayed one is marked and settled as cancelled when it
+        comes due. Either way the handle then raises :class:`CommandCancelled`. No-op once
+        the outcome arrived or a cancel was requested. If Redis stays unreachable until the
+        system closes, the command is left as it was (the handle raises
+        ``ShutdownInProgress``). After the system closed it is a no-op too (its handles
+        were resolved then).
+        """
+        if self._done.is_set() or self._cancelling:
+            return
+        self._system._request_cancel(self)
 
     def done(self) -> bool:
         """Whether the outcome arrived."""
@@ -118,6 +154,7 @@ class RemoteHandle(Generic[T]):
         Raises:
             CommandTimeout: its last attempt exceeded the timeout.
             CommandFailed: it failed for good; ``__cause__`` is a :class:`RemoteCommandError`.
+            CommandCancelled: it was cancelled (``cancel()``) before it finished.
             ShutdownInProgress: the system closed before the outcome arrived (the command
                 stays in Redis and still runs).
         """
@@ -128,8 +165,11 @@ class RemoteHandle(Generic[T]):
         assert reply is not None
         if reply.outcome == "done":
             return json.loads(reply.value)  # type: ignore[no-any-return]
-        cause = RemoteCommandError(reply.error)
         what = f"command {self._id} ({self._type}) in lane {self._lane!r}"
+        if reply.outcome == "cancelled":
+            state = "while queued" if reply.attempts == 0 else f"on attempt {reply.attempts}"
+            raise CommandCancelled(f"{what} was cancelled {state}")
+        cause = RemoteCommandError(reply.error)
         if reply.outcome == "timeout":
             error: LaneError = CommandTimeout(
                 f"{what} timed out on attempt {reply.attempts}: {reply.error}"
@@ -175,6 +215,8 @@ class RemoteLaneSystem:
         self._submit = Lua(_scripts.SUBMIT)
         self._batcher = Batcher(backend)
         self._move = Lua(_scripts.MOVE_LETTER)
+        self._cancel = Lua(_scripts.CANCEL)
+        self._nursery: trio.Nursery | None = None
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -273,8 +315,10 @@ class RemoteLaneSystem:
         except BaseException:
             self._unregister(own)
             raise
-        command_id = str(answer)
+        command_id, entry_id = str(answer[0]), str(answer[1])
         handle = own
+        if command_id == envelope.id and entry_id:
+            own._stream, own._entry, own._key = stream, entry_id, key
         if command_id != envelope.id:  # another command holds the key: wait for that one
             self._unregister(own)
             handle = self._handles.get(command_id) or self._register(
@@ -360,6 +404,44 @@ class RemoteLaneSystem:
             msg = f"submit: {reprlib.repr(command)} does not survive its trip as JSON: {exc}"
             raise NotDurableError(msg) from exc
         return name, payload
+
+    # -- cancelling --------------------------------------------------------------------------
+
+    def _request_cancel(self, handle: RemoteHandle[Any]) -> None:
+        if self._nursery is None:  # closed: every handle was resolved then
+            return
+        handle._cancelling = True
+        self._nursery.start_soon(self._send_cancel, handle)
+
+    async def _send_cancel(self, handle: RemoteHandle[Any]) -> None:
+        """Run the CANCEL script until Redis takes it (backoff); resolve a queued one."""
+        keys = [
+            handle._stream or self._backend.stream(handle.lane, 0),
+            self._backend.key("cancelled"),
+            self._backend.key("control"),
+            self._backend.key(f"key:{handle._key or ''}"),
+        ]
+        args = [
+            GROUP,
+            handle._entry,
+            handle.id,
+            str(int(self._backend.key_ttl * 1000)),
+            "1" if handle._key else "0",
+        ]
+        pause = _BACKOFF[0]
+        while not handle.done():
+            try:
+                answer = await self._batcher.call(self._cancel, keys, args)
+            except StorageError:
+                await trio.sleep(pause)
+                pause = min(pause * 2, _BACKOFF[1])
+                continue
+            if int(answer) == 1:  # deleted while queued: it never starts
+                self._handles.pop(handle.id, None)
+                handle._resolve(Reply(handle.id, "cancelled", "null", "", 0))
+                if not self._handles:
+                    self._idle.set()
+            return
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -591,6 +673,7 @@ async def open_remote_system(
                 await nursery.start(system._read_replies)
                 await nursery.start(system._batcher.run)
                 nursery.start_soon(system._renew_reply_stream)
+                system._nursery = nursery
                 try:
                     yield system
                     await system._close(drain_timeout)
@@ -602,5 +685,6 @@ async def open_remote_system(
                 raise real[0] from real[0].__cause__
             raise
         finally:
+            system._nursery = None
             system._abandon()
             await system._delete_reply_stream()
