@@ -74,6 +74,12 @@ async def demo(url: str) -> None:
         held = await distributed.unfinished_commands(url, prefix=backend.prefix)
         print(f"held in Redis: {[(c['lane'], c['status']) for c in held]}")  # (lanes inspect)
         await later.result()
+        dropped = await system.submit("batch", Thumbnail("dropped.png", 64), delay=0.3)
+        dropped.cancel()  # synchronous, as in process; every worker hears of it
+        try:
+            await dropped.result()
+        except lanes.CommandCancelled as error:
+            print(f"cancelled: {error}".replace(dropped.id, "ID"))
     done = sum(w.statistics().lanes["batch"].completed for w in (one, two))
     print(f"batch commands completed by the two workers: {done}")
 
