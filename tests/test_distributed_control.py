@@ -178,3 +178,85 @@ async def test_cancelling_the_wait_for_a_cancel_leaves_the_request(
             await handle.result()
         with trio.fail_after(3), pytest.raises(lanes.CommandCancelled):
             await handle.result()
+
+
+async def paused_in_redis(backend: RedisBackend, lane: str, paused: bool = True) -> None:
+    """Wait until Redis holds the pause (polled: pause() is synchronous)."""
+    from lanes.distributed._resp import open_connection
+
+    connection = await open_connection(backend.url)
+    try:
+        with trio.fail_after(3):
+            while True:
+                [member] = await connection.execute([["SISMEMBER", backend.key("paused"), lane]])
+                if member == int(paused):
+                    return
+                await trio.sleep(0.01)
+    finally:
+        await connection.aclose()
+
+
+async def test_pause_and_resume_hold_for_every_worker(backend: RedisBackend, log: str) -> None:
+    async with worker_on(backend) as first, system_on(backend) as system:
+        system.pause("bulk")
+        await paused_in_redis(backend, "bulk")
+        held = [await system.submit("bulk", Step(log, f"b{i}")) for i in range(3)]
+        async with worker_on(backend) as second:  # started after the pause: it loads it
+            assert await system.run("urgent", Step(log, "u", seconds=0.3)) == "u"
+            assert started(log) == ["u"]  # 0.3 s with free bulk slots on two workers
+            assert await system.backlog() == {"urgent": 0, "bulk": 3}
+            system.resume("bulk")
+            with trio.fail_after(5):
+                assert [await h.result() for h in held] == ["b0", "b1", "b2"]
+    done = [w.statistics().lanes["bulk"].completed for w in (first, second)]
+    assert sum(done) == 3
+
+
+async def test_pause_resume_and_cancel_lane_reject_bad_input(
+    backend: RedisBackend, log: str
+) -> None:
+    async with system_on(backend) as system:
+        with pytest.raises(lanes.UnknownLaneError, match="pause: unknown lane 'nope'"):
+            system.pause("nope")
+        with pytest.raises(lanes.UnknownLaneError, match="resume: unknown lane"):
+            system.resume(3)
+        with pytest.raises(lanes.UnknownLaneError, match="cancel_lane: unknown lane"):
+            await system.cancel_lane("nope")
+        with pytest.raises(lanes.LaneConfigError, match="running='yes' is invalid"):
+            await system.cancel_lane("bulk", running="yes")
+        with pytest.raises(lanes.LaneConfigError, match="cancel nothing"):
+            await system.cancel_lane("bulk", running=False, queued=False)
+    for call in (lambda: system.pause("bulk"), lambda: system.resume("bulk")):
+        with pytest.raises(lanes.ShutdownInProgress, match="closed"):
+            call()
+    with pytest.raises(lanes.ShutdownInProgress, match="closed"):
+        await system.cancel_lane("bulk")
+
+
+async def test_cancel_lane_stops_running_and_drops_queued_commands(
+    backend: RedisBackend, log: str
+) -> None:
+    one, one_started = hold(f"1{backend.prefix}")
+    two, two_started = hold(f"2{backend.prefix}")
+    async with worker_on(backend) as worker, system_on(backend) as system:
+        running = [await system.submit("bulk", one), await system.submit("bulk", two)]
+        with trio.fail_after(3):
+            await one_started.wait()
+            await two_started.wait()
+        queued = [await system.submit("bulk", Step(log, f"q{i}")) for i in range(3)]
+        queued.append(await system.submit("bulk", Step(log, "d"), delay=30))
+        kept = await system.submit("urgent", Step(log, "u"))
+        assert await system.cancel_lane("bulk", running=False) == 4  # the queue only
+        for handle in queued:
+            with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match="queued"):
+                await handle.result()
+        assert not any(h.done() for h in running)
+        assert await system.cancel_lane("bulk") == 2  # now the running ones
+        for handle in running:
+            with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match="attempt 1"):
+                await handle.result()
+        assert await kept.result() == "u"
+        assert await system.backlog() == {"urgent": 0, "bulk": 0}
+        assert await system.dead_letters() == []
+    assert started(log) == ["u"]
+    assert worker.statistics().lanes["bulk"].cancelled == 2

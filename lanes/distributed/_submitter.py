@@ -9,7 +9,7 @@ import reprlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeVar
 
@@ -216,6 +216,8 @@ class RemoteLaneSystem:
         self._batcher = Batcher(backend)
         self._move = Lua(_scripts.MOVE_LETTER)
         self._cancel = Lua(_scripts.CANCEL)
+        self._pause = Lua(_scripts.PAUSE)
+        self._cancel_lane = Lua(_scripts.CANCEL_LANE)
         self._nursery: trio.Nursery | None = None
 
     @property
@@ -442,6 +444,95 @@ class RemoteLaneSystem:
                 if not self._handles:
                     self._idle.set()
             return
+
+    # -- lanes across every worker ---------------------------------------------------------------
+
+    def pause(self, lane: str) -> None:
+        """Stop starting commands of ``lane`` on every worker (running ones continue;
+        submits still queue). Synchronous, as in process; the request reaches Redis in
+        the background, in one round trip, retried with backoff while Redis is away.
+
+        From the moment Redis has it no fetch starts a command of the lane; a worker
+        whose blocking read began before then and takes a new command of the lane hands
+        it back at once (to the end of its lane stream), unless that happens before the
+        worker read the control stream (then it runs).
+
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed.
+        """
+        self._lane_control("pause", lane, True)
+
+    def resume(self, lane: str) -> None:
+        """Start the commands of ``lane`` again on every worker (see :meth:`pause`).
+
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed.
+        """
+        self._lane_control("resume", lane, False)
+
+    def _lane_control(self, what: str, lane: str, paused: bool) -> None:
+        if self._nursery is None:
+            msg = f"{what}: the lane system is closed (its async with block ended)"
+            raise ShutdownInProgress(msg)
+        self._check_lane(lane, what)
+        keys = [self._backend.key(n) for n in ("paused", "control", "notify")]
+        call = self._batcher.call
+        self._nursery.start_soon(
+            self._until_taken, lambda: call(self._pause, keys, [lane, "1" if paused else "0"])
+        )
+
+    async def _until_taken(self, call: Callable[[], Awaitable[Any]]) -> None:
+        pause = _BACKOFF[0]
+        while True:
+            try:
+                await call()
+                return
+            except StorageError:
+                await trio.sleep(pause)
+                pause = min(pause * 2, _BACKOFF[1])
+
+    def _check_lane(self, lane: object, what: str) -> None:
+        if not isinstance(lane, str) or lane not in self._configs:
+            known = ", ".join(self._configs)
+            raise UnknownLaneError(f"{what}: unknown lane {lane!r}; known lanes: {known}")
+
+    async def cancel_lane(self, lane: str, *, running: bool = True, queued: bool = True) -> int:
+        """Cancel the running and/or the queued commands of ``lane`` on every worker;
+        return how many.
+
+        "Queued" means queued in a lane stream (no worker holds it), delayed or waiting
+        for a retry's backoff: those are deleted in one script and their handles (in any
+        submitter) raise :class:`CommandCancelled`. The running ones (held by a worker)
+        are announced on the control stream: each worker cancels its own at once, and
+        their handles raise ``CommandCancelled`` when the attempts exit. Unlike in
+        process this returns when Redis answered, not when the running attempts have
+        exited. Cancelling this call leaves the cancel requested or not (Redis may have
+        run it).
+
+        Raises:
+            UnknownLaneError: no such lane.
+            LaneConfigError: ``running`` or ``queued`` is not a bool, or both are False.
+            ShutdownInProgress: the system is closed.
+            StorageError: Redis cannot be reached; nothing was cancelled.
+        """
+        if self._nursery is None:
+            msg = "cancel_lane: the lane system is closed (its async with block ended)"
+            raise ShutdownInProgress(msg)
+        self._check_lane(lane, "cancel_lane")
+        for name, value in (("running", running), ("queued", queued)):
+            if not isinstance(value, bool):
+                msg = f"cancel_lane: {name}={value!r} is invalid; expected True or False"
+                raise LaneConfigError(msg)
+        if not (running or queued):
+            msg = "cancel_lane: running=False and queued=False cancel nothing; pass one True"
+            raise LaneConfigError(msg)
+        keys = [self._backend.key("delayed"), self._backend.key("control")]
+        keys += self._backend.streams(lane)
+        args = [GROUP, lane, "1" if queued else "0", "1" if running else "0"]
+        answer = await self._batcher.call(self._cancel_lane, keys, [*args, self._backend.prefix])
+        return int(answer[0]) + int(answer[1])
 
     # -- dead letters --------------------------------------------------------------------------
 

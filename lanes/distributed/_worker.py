@@ -150,6 +150,7 @@ class LaneWorker:
         self._running: dict[tuple[str, str], _Running] = {}
         self._by_command: dict[str, _Running] = {}
         self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._paused: set[str] = set()
         self._slot_freed = trio.Event()
         self._turn = 0
         self._next_reclaim = 0.0
@@ -229,6 +230,8 @@ class LaneWorker:
             return plan, 0, True
         self._turn += 1
         for config in self._order:
+            if config.name in self._paused:
+                continue
             free = config.max_concurrency - self._active[config.name]
             if free <= 0:
                 partial = True
@@ -262,6 +265,7 @@ class LaneWorker:
                 self._backend.key(f"bucket:{config.name}"),
             ]
         keys = [self._backend.key("delayed")] + [stream for _, stream, _ in plan]
+        keys.append(self._backend.key("paused"))
         answer = await self._batcher.call(self._scripts["FETCH"], keys, args)
         entries, wait_ms, last = answer
         return list(entries), int(wait_ms), [str(x) for x in last]
@@ -397,6 +401,9 @@ class LaneWorker:
         lane = self._lane_of[stream]
         if (stream, message_id) in self._running:  # our own lease expired (an outage)
             return  # and we took it back: it is still running here
+        if lane in self._paused:  # a blocking read that began before the pause took it
+            self._commands.start_soon(self._release, stream, message_id, fields)
+            return
         running = _Running(lane)
         self._running[(stream, message_id)] = running
         self._active[lane] += 1
@@ -667,6 +674,8 @@ class LaneWorker:
         )
         for command_id in marked:
             self._note_cancelled(str(command_id))
+        paused = await redis_call(self._backend, self._client.smembers(self._backend.key("paused")))
+        self._paused = {str(lane) for lane in paused if str(lane) in self._configs}
         task_status.started()
         connection: Connection | None = None
         pause = _BACKOFF[0]
@@ -687,12 +696,28 @@ class LaneWorker:
                 pause = _BACKOFF[0]
                 for entry_id, fields in answer.get(control, ()):
                     last = entry_id
-                    cancelled = fields.get("cancel")
-                    if cancelled:
-                        self._note_cancelled(cancelled)
+                    self._control(fields)
         finally:
             if connection is not None:
                 await connection.aclose()
+
+    def _control(self, fields: Mapping[str, str]) -> None:
+        """Act on one control entry (entries of unknown kinds or lanes are ignored)."""
+        if "cancel" in fields:
+            self._note_cancelled(fields["cancel"])
+        lane = fields.get("pause")
+        if lane in self._configs:
+            self._paused.add(lane)
+        lane = fields.get("resume")
+        if lane in self._configs:
+            self._paused.discard(lane)
+            self._slot_freed.set()  # plan again, with the lane
+        lane = fields.get("cancel_lane")
+        if lane in self._configs:
+            for running in self._running.values():
+                if running.lane == lane and not running.settling:
+                    running.cancelled = True
+                    running.scope.cancel()
 
     def _note_cancelled(self, command_id: str) -> None:
         """Remember a cancelled id; cancel its attempt if it runs here."""
