@@ -5,7 +5,7 @@ concurrent clients across the six default lanes, each awaiting its result; every
 returns only once the transaction holding its command is fsynced (WAL,
 ``synchronous=FULL``): no loss window. Baseline, measured in the same run: plain sqlite3 in
 the same mode, one transaction per command (the write a durable submit needs, without any
-scheduling). Target (issue 19): at least 4x the baseline.
+scheduling). Targets: at least 3x the baseline (issue 4), 4x (issue 19).
 
 Printed beside them, in the same interleaved rounds, the limits: plain sqlite3 writing 100
 rows per transaction (what the disk allows), the same lane system with ``MemoryStorage``
@@ -33,7 +33,8 @@ from ._workloads import CLIENTS, Run, shares
 NAME = "durable"
 COMMANDS = 20_000
 QUICK_COMMANDS = 3_000
-TARGET = 4.0
+TARGET = 3.0  # issue 4
+ISSUE_19_TARGET = 4.0  # issue 19: durable >= 4x one transaction per command
 GROUP = 100  # rows per transaction of the bare group-commit row (one per client)
 
 OURS = "trio-lanes + SqliteStorage"
@@ -141,9 +142,12 @@ def run(options: Options) -> Result:
     )
     ours = paired_ratio(base, seconds[OURS])
     result.target(
-        f"durable throughput vs one txn per command (>= {TARGET:g}x)",
+        "durable throughput vs one txn per command (>= 3x)", ours, TARGET, at_most=False, unit="x"
+    )
+    result.target(
+        f"durable throughput vs one txn per command (>= {ISSUE_19_TARGET:.0f}x, issue 19)",
         ours,
-        TARGET,
+        ISSUE_19_TARGET,
         at_most=False,
         unit="x",
     )

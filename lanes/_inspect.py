@@ -304,7 +304,10 @@ def local_time(wall: float | None) -> str:
     """A wall-clock time as local ``YYYY-MM-DD HH:MM:SS`` ("-" for None)."""
     if wall is None:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall))
+    except (OverflowError, OSError, ValueError):  # out of the platform's range: the number
+        return f"{wall!r} (not a representable time)"
 
 
 def letter_table(letters: Sequence[StoredLetterRow]) -> list[str]:
