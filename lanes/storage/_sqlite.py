@@ -324,13 +324,10 @@ class SqliteStorage:
 
         Cancellation waits for the transaction to finish (it is never half applied).
         """
-        await self._call(self._write, batch)
+        await trio.to_thread.run_sync(self.write_blocking, batch, limiter=self._limiter)
 
     def write_blocking(self, batch: WriteBatch) -> None:
-        """:meth:`write` for a thread that is not the Trio thread: blocks until committed.
-
-        A lane system's journal calls this from its own writer thread, so that a batch
-        costs one hand-off to Trio (see ``lanes/_journal.py``).
+        """:meth:`write` in the calling thread: blocks until committed (or rolled back).
 
         Raises:
             StorageError: the transaction failed and was rolled back.
