@@ -118,6 +118,20 @@ class Journal:
         self._rows[row.id] = row
         self._own((0, row.id))
 
+    def save_all(self, rows: list[StoredCommand]) -> None:
+        """Save command rows with the next batch, all of them or none.
+
+        Every row is checked before any is saved: if one cannot be stored, none is, and the
+        calling task's next :meth:`commit` raises ``StorageError``. The rows are the calling
+        task's changes, so a batch that fails is never split between them.
+        """
+        for row in rows:
+            if self._refused("command", row):
+                return
+        for row in rows:
+            self._rows[row.id] = row
+            self._own((0, row.id))
+
     def delete(self, command_id: str) -> None:
         self._rows[command_id] = None
         self._own((0, command_id))

@@ -164,6 +164,48 @@ class LaneSystem:
             return cmd
         return await submission.accept(core, cmd, delay)
 
+    async def submit_many(
+        self,
+        lane: str,
+        calls: Iterable[Submittable[T]],
+        *,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> list[CommandHandle[T]]:
+        """Submit several commands to ``lane`` in one call: all are accepted, or none.
+
+        Every item is checked first (a bad one raises, naming its index, and nothing is
+        accepted); then ``submit_many`` waits until the lane's inbox has a place for each,
+        writes the durable ones in one transaction (one fsync for the lot), and makes them
+        all pending at once, in order: FIFO among them as if submitted one by one.
+
+        Cancellation while waiting for room leaves nothing behind; once the write started,
+        it waits for the write (then every command runs).
+
+        Args:
+            lane: the lane's name.
+            calls: zero-argument async callables (bind arguments with
+                ``functools.partial``) or ``@lanes.command`` instances; at most the lane's
+                ``inbox_size`` of them. Items carry no idempotency key: submit keyed
+                commands with :meth:`submit`.
+            delay, timeout, durable: as for :meth:`submit`, for every item.
+
+        Returns:
+            The handles, in the order of ``calls``.
+
+        Raises:
+            LaneUsageError: ``calls`` is not a collection of commands, or holds more than
+                the lane's ``inbox_size``; an item the lane cannot run.
+            UnknownLaneError, LaneConfigError, NotDurableError, PayloadError: as for
+                :meth:`submit`, for the first bad item.
+            StorageError: the write failed; no command was accepted.
+            ShutdownInProgress: the system no longer accepts commands.
+        """
+        core = self._core
+        commands = submission.prepare_many(core, lane, calls, delay, timeout, durable)
+        return await submission.accept_many(core, commands, delay)
+
     @overload
     def submit_nowait(
         self,

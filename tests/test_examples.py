@@ -112,7 +112,7 @@ def test_agent_sessions(capsys: pytest.CaptureFixture[str]) -> None:
     assert "LLM calls at once: at most 20 (limit 20)" in out
     assert "cancelled 0)" not in out  # some interrupts cancelled model calls
     assert "after all sessions left: llm in use 0, members 0" in out
-    assert "simulated time: 3.7 s" in out  # seconds since the start, not since Trio's origin
+    assert "simulated time: 3.2 s" in out  # seconds since the start, not since Trio's origin
 
 
 @pytest.mark.skipif(
