@@ -82,6 +82,26 @@ async def _lanes_main(path: Path, n: int, kind: str | None) -> Run:
     return Run(seconds, None, cpu)
 
 
+def lanes_durable_many(n: int) -> Run:
+    """One client, ``GROUP`` commands per ``submit_many`` to one lane, SqliteStorage."""
+    with tempfile.TemporaryDirectory() as where:
+        return trio.run(_lanes_many_main, Path(where) / "bench.db", n)
+
+
+async def _lanes_many_main(path: Path, n: int) -> Run:
+    storage = lanes.storage.SqliteStorage(path)
+    async with lanes.open_lane_system(storage=storage, commands=[Trivial]) as system:
+        start, cpu = time.perf_counter(), time.process_time()
+        for first in range(0, n, GROUP):
+            batch = [Trivial(k) for k in range(first, min(n, first + GROUP))]
+            handles = await system.submit_many("query", batch)
+            for k, handle in enumerate(handles, first):
+                if await handle.result() != k:
+                    raise AssertionError("wrong result")
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return Run(seconds, None, cpu)
+
+
 def sqlite_rows(n: int, per_transaction: int) -> Run:
     """``n`` rows, ``per_transaction`` per transaction, WAL + synchronous=FULL, no scheduling."""
     with tempfile.TemporaryDirectory() as where:
@@ -109,6 +129,9 @@ def run(options: Options) -> Result:
         BASELINE: functools.partial(sqlite_rows, n, 1),
         f"sqlite3, {GROUP} rows per txn (the disk's limit)": functools.partial(
             sqlite_rows, n, GROUP
+        ),
+        f"trio-lanes + SqliteStorage, submit_many of {GROUP}": functools.partial(
+            lanes_durable_many, n
         ),
         "trio-lanes + MemoryStorage (no disk)": functools.partial(lanes_durable, n, "memory"),
         "trio-lanes, no storage": functools.partial(lanes_durable, n, None),
