@@ -26,7 +26,7 @@ import trio
 
 from ._boundary import check_key, foreign_run
 from ._callables import check_arity, submittable
-from ._checks import check_seconds
+from ._checks import check_priority, check_seconds
 from ._codec import DEFERRED
 from ._command import Command, CommandHandle, is_command
 from ._core import Core
@@ -186,6 +186,8 @@ def prepare(
     timeout: float | None,
     durable: bool | None = None,
     where: str = "submit",
+    *,
+    priority: int = 0,
 ) -> Command | CommandHandle[Any]:
     """A new command for a valid submission, or the handle of the live one holding ``key``.
 
@@ -195,12 +197,15 @@ def prepare(
         as :func:`validate` and :func:`payload`.
     """
     call, type_name, args = validate(core, lane, fn, args, key, delay, timeout, where)
+    if type(priority) is not int or priority:
+        check_priority(priority, where)
     if key is not None and (holder := core.keys.get(key)) is not None:
         return holder.handle
     stored = None
     if core.durable is not None or durable is not None:
         stored = payload(core, fn, durable, defer=True, where=where)
     cmd = core.new_command(lane, call, args, type_name, key, timeout)
+    cmd.priority = priority
     if stored is not None:
         assert core.durable is not None
         cmd.payload = stored
@@ -343,6 +348,7 @@ def prepare_many(
     delay: float | None,
     timeout: float | None,
     durable: bool | None,
+    priority: int = 0,
 ) -> list[Command]:
     """Validate and prepare every command of a ``submit_many``; nothing is accepted yet.
 
@@ -386,7 +392,9 @@ def prepare_many(
     commands = []
     for index, fn in enumerate(items):
         try:
-            cmd = prepare(core, lane, fn, (), None, delay, timeout, durable, "submit_many")
+            cmd = prepare(
+                core, lane, fn, (), None, delay, timeout, durable, "submit_many", priority=priority
+            )
         except LaneError as exc:  # the same error, naming the item
             text = str(exc).removeprefix("submit_many: ").removeprefix("submit: ")
             raise type(exc)(f"submit_many (item {index}): {text}") from None
@@ -540,6 +548,7 @@ async def recover(core: Core) -> list[Command]:
         cmd.stored_seq = row.seq
         cmd.submitted_wall = row.submitted_at
         cmd.attempts = row.attempts
+        cmd.priority = row.priority
         delay = None
         if row.ready_at is not None:
             delay = max(0.0, row.ready_at - durable.storage.clock())

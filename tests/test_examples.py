@@ -77,6 +77,8 @@ def test_scheduling(capsys: pytest.CaptureFixture[str]) -> None:
     assert "LLM calls preempted: 1" in out
     assert "['done', 'done', 'done']" in out
     assert "effective priority after 6 s: 3" in out
+    assert "positions retry 0, search 1, prefetch 2" in out
+    assert "started in the order ['retry', 'search', 'prefetch']" in out
 
 
 def test_durable(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
