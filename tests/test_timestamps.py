@@ -100,7 +100,7 @@ async def test_failed_at_is_stored_and_recovered_unchanged(tmp_path: pathlib.Pat
     assert [letter_id for letter_id, _ in live] == [second.id, first.id]  # as they failed
     # (no upper bound between the two: on a busy machine the second may fail late)
     assert WALL + 0.2 <= live[0][1] <= live[1][1] < WALL + 30
-    assert WALL + 0.4 <= live[1][1]
+    assert live[1][1] >= WALL + 0.4
     await trio.sleep(0.1)
     storage = SqliteStorage(path, clock=wall)
     async with lanes.open_lane_system(configs, storage=storage, commands=[Fail]) as system:
