@@ -49,6 +49,7 @@ SESSION_LANES = [
 
 
 async def llm_call(turn: int) -> str:
+    lanes.report_progress(0, 1, message=f"turn {turn}: asking the model")
     await trio.sleep(0.1)
     return f"answer {turn}"
 
@@ -69,6 +70,12 @@ async def agent_turn(system: lanes.LaneSystem, monitor: lanes.AlertMonitor, url:
     """Eight LLM calls (two run at once, so six queue up) and twenty quick lookups."""
     prompts = [await system.submit("prompt", llm_call, turn) for turn in range(8)]
     monitor.check()  # sample now rather than at the next tick
+    await trio.lowlevel.checkpoint()  # let the first two calls start
+    running = system.commands("prompt", state="running")
+    waiting = system.commands("prompt", state="waiting")
+    print(
+        f"prompt lane: {len(running)} running ({running[0].log[-1]!r}...), {len(waiting)} waiting"
+    )
     await run_top(url, once=True, interval=0)  # what `lanes top URL --once` prints
     async with trio.open_nursery() as nursery:
         for key in range(20):

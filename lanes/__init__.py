@@ -31,6 +31,7 @@ from ._errors import (
     UnknownLaneError,
 )
 from ._histogram import HistogramSnapshot
+from ._listing import CommandInfo, Progress, report_progress
 from ._metrics import Metrics, MetricsSnapshot
 from ._partitioning import Partitioning
 from ._pause import pause_point
@@ -52,6 +53,7 @@ __all__ = [
     "CommandCancelled",
     "CommandFailed",
     "CommandHandle",
+    "CommandInfo",
     "CommandStatus",
     "CommandTimeout",
     "DeadLetter",
@@ -77,6 +79,7 @@ __all__ = [
     "PayloadError",
     "Permanent",
     "PriorityBoost",
+    "Progress",
     "RateLimit",
     "RetryPolicy",
     "ScheduleHandle",
@@ -94,5 +97,6 @@ __all__ = [
     "open_alert_monitor",
     "open_lane_system",
     "pause_point",
+    "report_progress",
     "send_partial",
 ]

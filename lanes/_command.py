@@ -21,6 +21,7 @@ from ._errors import (
     LaneConfigError,
     LaneUsageError,
 )
+from ._listing import Progress, Reports
 from ._owner import CommandOwner
 from ._policy import Job, JobState
 from ._running import CURRENT
@@ -81,6 +82,7 @@ class Command(Job):
         "_id",
         "_n",
         "_waiters",
+        "accepted_at",
         "args",
         "attempts",
         "cancel_reason",
@@ -96,6 +98,7 @@ class Command(Job):
         "observers",
         "outcome_kind",
         "payload",
+        "reports",
         "scope",
         "started_at",
         "stored_seq",
@@ -152,6 +155,8 @@ class Command(Job):
         self._handle_ref: weakref.ref[CommandHandle[Any]] | None = None
         self.observed = False  # its failure was retrieved, is being awaited, or reported
         self.observers = 0  # result() calls waiting for it
+        self.accepted_at = 0.0  # Trio time it was accepted (listings show its age)
+        self.reports: Reports | None = None  # lanes.report_progress(), on first use
 
     @property
     def handle(self) -> CommandHandle[Any]:
@@ -366,6 +371,12 @@ class CommandHandle(Generic[T]):
         if c.outcome_kind is None:
             return c.value  # type: ignore[no-any-return]
         raise outcome_error(c)
+
+    @property
+    def progress(self) -> Progress | None:
+        """What the command last reported with ``lanes.report_progress`` (None: nothing)."""
+        reports = self._command.reports
+        return None if reports is None else reports.progress
 
     @property
     def priority(self) -> int:

@@ -110,6 +110,7 @@ class Core:
         limit) with a free slot starts here and now, without a decision round.
         """
         now = self.now()
+        cmd.accepted_at = now
         cmd.holds_room = holds_room
         self.live[cmd] = None
         if cmd.key is not None:

@@ -27,6 +27,7 @@ from ._dlq import DeadLetter, DeadLetterQueue
 from ._durable import Durability
 from ._errors import DrainTimeout, LaneConfigError, LaneUsageError, ShutdownInProgress
 from ._lane import new_lane_pool
+from ._listing import CommandInfo, check_listing, list_commands
 from ._metrics import Metrics
 from ._policy import JobState
 from ._process import require_trio_parallel
@@ -535,6 +536,44 @@ class LaneSystem:
         return handle
 
     # -- observing ---------------------------------------------------------------------------------
+
+    def commands(
+        self,
+        lane: str | None = None,
+        *,
+        state: str | Iterable[str] | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[CommandInfo]:
+        """List the live commands, in the order they were accepted, a page at a time.
+
+        Args:
+            lane: only this lane's (None: every lane's).
+            state: ``"waiting"``, ``"delayed"`` or ``"running"``, or several of them
+                (None: all three). Finished commands are not listed.
+            offset: how many matching commands to skip (the page's start).
+            limit: the page's size (>= 1).
+
+        Each entry is a frozen :class:`~lanes.CommandInfo` snapshot: id, lane, type,
+        state, priority, attempts, key, age, how long it has been running, and the
+        progress and log lines its body reported with :func:`lanes.report_progress`.
+        A command's place in its lane's queue is ``system.handle_for(key)`` /
+        ``handle.position``. O(live commands) per call: an inspection tool, not a hot
+        path.
+
+        Raises:
+            UnknownLaneError: an unknown lane.
+            LaneConfigError: an unknown state, a negative offset, a limit < 1.
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("commands")
+        if lane is not None:
+            self._check_lane(lane, "commands")
+        states = check_listing("commands", state, offset, limit)
+        core = self._core
+        return list_commands(
+            core.live, core.now(), lane=lane, states=states, offset=offset, limit=limit
+        )
 
     def statistics(self) -> SystemStatistics:
         """A frozen snapshot of every lane and of the system (also once it is closed)."""

@@ -387,6 +387,7 @@ def test_the_observability_example_serves_every_session(
         "exposition: 1 open system(s); completed in all sessions: prompt=11 query=23; "
         "llm: 0 in use, 3 waits measured"
     ) in out
+    assert "prompt lane: 2 running ('turn 0: asking the model'...), 6 waiting" in out
 
 
 async def test_the_fast_text_encoder_writes_what_prometheus_client_writes(

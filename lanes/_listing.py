@@ -1,0 +1,197 @@
+"""Inspection of the live commands: ``system.commands()`` and ``lanes.report_progress()``.
+
+A running command reports how far it got (``done`` of ``total``) and log lines; the
+listing shows them next to each command's lane, status, priority and age. Only live
+commands (pending, delayed, running, retrying) are listed: a finished command leaves the
+listing when it resolves (its handle keeps its result).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import trio
+
+from ._checks import check_int
+from ._errors import LaneConfigError
+from ._policy import JobState
+from ._running import current_command
+
+__all__ = ["LOG_LINES", "CommandInfo", "Progress", "list_commands", "report_progress"]
+
+LOG_LINES = 20
+"""How many of a command's latest log lines (``report_progress(message=)``) are kept."""
+
+# What a command's one state reads as in a listing (DELAYED: waiting for its ready time).
+_STATES = {
+    JobState.QUEUED: "waiting",
+    JobState.DELAYED: "delayed",
+    JobState.ACTIVE: "running",
+}
+LISTED_STATES = frozenset(_STATES.values())
+
+
+@attrs.frozen
+class Progress:
+    """How far a running command got, as it last reported (``lanes.report_progress``).
+
+    ``done`` of ``total`` (``total`` None: unknown); ``fraction`` is ``done / total`` when
+    both are known; ``at``: Trio time of the report.
+    """
+
+    done: float
+    total: float | None
+    at: float
+
+    @property
+    def fraction(self) -> float | None:
+        if self.total is None or self.total == 0:
+            return None
+        return self.done / self.total
+
+
+@attrs.frozen
+class CommandInfo:
+    """A snapshot of one live command (``system.commands()``).
+
+    ``state`` is ``"waiting"`` (queued), ``"delayed"`` (waiting for its ready time: a
+    ``delay=`` or a retry's backoff) or ``"running"``; ``age``: seconds since it was
+    accepted; ``running_for``: seconds since its current attempt started (None unless
+    running); ``log``: its latest log lines, oldest first.
+    """
+
+    id: str
+    lane: str
+    type: str
+    state: str
+    priority: int
+    attempts: int
+    key: str | None
+    age: float
+    running_for: float | None
+    progress: Progress | None
+    log: tuple[str, ...]
+
+
+class Reports:
+    """A command's progress and log lines (created on its first report)."""
+
+    __slots__ = ("lines", "progress")
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.lines: deque[str] = deque(maxlen=LOG_LINES)
+
+
+def report_progress(
+    done: float | None = None, total: float | None = None, *, message: str | None = None
+) -> None:
+    """Report how far the running command got, and/or add a log line, for listings.
+
+    Call it from inside a command's body (or a task it started): synchronous and cheap, so
+    it may be called per item or per token. ``system.commands()`` (and the web console)
+    show the latest ``done`` of ``total`` and the last :data:`LOG_LINES` messages. A retry
+    keeps the last report until its own first one.
+
+    Args:
+        done: the work done so far (items, bytes, tokens: any unit), >= 0.
+        total: the whole work in the same unit (None: unknown), >= 0.
+        message: a log line (a string).
+
+    Raises:
+        LaneUsageError: called outside a running command.
+        LaneConfigError: a negative or non-finite number, ``total`` without ``done``, or
+            a message that is not a string.
+    """
+    cmd: Any = current_command("report_progress")
+    for name, value in (("done", done), ("total", total)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            msg = (
+                f"lanes.report_progress: {name}={value!r} is invalid; expected a finite "
+                "number >= 0 (or None)"
+            )
+            raise LaneConfigError(msg)
+    if total is not None and done is None:
+        msg = "lanes.report_progress: total= given without done=; pass both, or done= alone"
+        raise LaneConfigError(msg)
+    if message is not None and not isinstance(message, str):
+        msg = f"lanes.report_progress: message={message!r} is invalid; expected a string"
+        raise LaneConfigError(msg)
+    reports = cmd.reports
+    if reports is None:
+        reports = cmd.reports = Reports()
+    if done is not None:
+        reports.progress = Progress(float(done), total, trio.current_time())
+    if message is not None:
+        reports.lines.append(message)
+
+
+def list_commands(
+    live: Iterable[Any],
+    now: float,
+    *,
+    lane: str | None,
+    states: frozenset[str] | None,
+    offset: int,
+    limit: int,
+) -> list[CommandInfo]:
+    """The live commands that match, in the order they were accepted, paged."""
+    out: list[CommandInfo] = []
+    skipped = 0
+    for cmd in live:
+        if lane is not None and cmd.lane != lane:
+            continue
+        state = _STATES.get(cmd.state)
+        if state is None or (states is not None and state not in states):
+            continue  # between states (being settled): not listed
+        if skipped < offset:
+            skipped += 1
+            continue
+        reports: Reports | None = cmd.reports
+        out.append(
+            CommandInfo(
+                cmd.id,
+                cmd.lane,
+                cmd.type_name,
+                state,
+                cmd.priority,
+                cmd.attempts,
+                cmd.key,
+                now - cmd.accepted_at,
+                now - cmd.started_at if state == "running" else None,
+                None if reports is None else reports.progress,
+                () if reports is None else tuple(reports.lines),
+            )
+        )
+        if len(out) == limit:
+            break
+    return out
+
+
+def check_listing(
+    where: str, state: str | Iterable[str] | None, offset: int, limit: int
+) -> frozenset[str] | None:
+    """The states asked for (None: all), after checking the arguments of ``where``."""
+    check_int(where, "offset", offset, 0)
+    check_int(where, "limit", limit, 1)
+    if state is None:
+        return None
+    wanted = frozenset([state] if isinstance(state, str) else state)
+    unknown = sorted(s for s in wanted if s not in LISTED_STATES)
+    if unknown or not wanted:
+        known = ", ".join(sorted(LISTED_STATES))
+        msg = (
+            f"{where}: state={state!r} is invalid; expected one of {known} (or a list of "
+            "them; finished commands are not listed)"
+        )
+        raise LaneConfigError(msg)
+    return wanted
