@@ -30,6 +30,7 @@ from ._errors import (
     StorageError,
     UnknownLaneError,
 )
+from ._flow import Flow, open_flow
 from ._histogram import HistogramSnapshot
 from ._listing import CommandInfo, Progress, report_progress
 from ._metrics import Metrics, MetricsSnapshot
@@ -60,6 +61,7 @@ __all__ = [
     "DeadLetterNotFound",
     "DeadLetterQueue",
     "DrainTimeout",
+    "Flow",
     "HistogramSnapshot",
     "InMemoryBackend",
     "KeyInUse",
@@ -95,6 +97,7 @@ __all__ = [
     "events",
     "export_metrics",
     "open_alert_monitor",
+    "open_flow",
     "open_lane_system",
     "pause_point",
     "report_progress",

@@ -104,6 +104,14 @@ def test_schedules(capsys: pytest.CaptureFixture[str]) -> None:
     assert "missed slots fired once (misfire='run_once'), 4 coalesced" in out
 
 
+def test_flows(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("flows")
+    out = capsys.readouterr().out
+    assert "turn 1: [\"results for 'trio'\", \"results for 'lanes'\"] after 2 s" in out
+    assert "turn 2 failed: searches done 3, failed 1, cancelled 1" in out
+    assert "turn 3 stopped: query lane cancelled 3 searches in all" in out
+
+
 def test_agent_sessions(capsys: pytest.CaptureFixture[str]) -> None:
     module = load("agent_sessions")
     clock = trio.testing.MockClock(autojump_threshold=0)
