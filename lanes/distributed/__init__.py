@@ -25,6 +25,7 @@ except ImportError as _exc:  # pragma: no cover - the extra is installed in test
 
 from .._partitioning import Partitioning
 from ._inspect import unfinished_commands
+from ._letters import RemoteDeadLetters
 from ._local import LocalRedis, local_redis_server
 from ._redis import RedisBackend
 from ._submitter import RemoteCommandError, RemoteHandle, RemoteLaneSystem
@@ -38,6 +39,7 @@ __all__ = [
     "RedisBackend",
     "RemoteCommandError",
     "RemoteDeadLetter",
+    "RemoteDeadLetters",
     "RemoteHandle",
     "RemoteLaneSystem",
     "WorkerLaneStatistics",

@@ -24,7 +24,8 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: stream, delayed zset, idempotency key, notify stream (wakes idle workers on a delay).
+# KEYS: stream, delayed zset, idempotency key, notify stream (wakes idle workers on a delay),
+# the lane's counters hash (``submitted`` counts each command accepted, not a key's repeat).
 # ARGV: has_key, command id, prefix, reply stream, key ttl ms, delay ms, fields...
 # Returns {id, entry id}: the id of the command that will run (the given one, or the one
 # already holding the key: this submitter is then registered to receive its result too) and
@@ -40,6 +41,7 @@ if ARGV[1] == '1' then
   end
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[5])
 end
+redis.call('HINCRBY', KEYS[5], 'submitted', 1)
 local fields = {}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 local delay = tonumber(ARGV[6])
@@ -174,19 +176,32 @@ end
 return lost
 """
 
-# KEYS: stream, reply stream, dead-letter stream, idempotency key.
-# ARGV: group, message id, prefix, command id, has_key, dead-letter maxlen, number of reply
-# fields (0: no reply), reply fields..., dead-letter fields... (none: not dead-lettered).
-# Returns 0 when the message was no longer pending (another worker settled it first).
+# KEYS: stream, reply stream, dead-letter stream, idempotency key, the lane's counters hash,
+# the deployment's counters hash, the removed-letters stream.
+# ARGV: group, message id, prefix, command id, has_key, dead-letter maxlen, the lane counters
+# to add 1 to (space-separated), number of reply fields (0: no reply), reply fields...,
+# dead-letter fields... (none: not dead-lettered).
+# Returns 0 when the message was no longer pending (another worker settled it first): then
+# nothing is counted. A letter evicted by the dead-letter limit is counted and announced on
+# the removed-letters stream (submitters mirror the dead-letter stream).
 FINISH = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[2])
-local nreply = tonumber(ARGV[7])
+for name in string.gmatch(ARGV[7], '%S+') do redis.call('HINCRBY', KEYS[5], name, 1) end
+local nreply = tonumber(ARGV[8])
 local reply, dead = {}, {}
-for i = 8, 7 + nreply do reply[#reply + 1] = ARGV[i] end
-for i = 8 + nreply, #ARGV do dead[#dead + 1] = ARGV[i] end
+for i = 9, 8 + nreply do reply[#reply + 1] = ARGV[i] end
+for i = 9 + nreply, #ARGV do dead[#dead + 1] = ARGV[i] end
 if #dead > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', unpack(dead))
+  local limit = tonumber(ARGV[6])
+  local over = redis.call('XLEN', KEYS[3]) - limit + 1
+  if over > 0 then
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', over)) do
+      redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'evicted', entry[1])
+    end
+    redis.call('HINCRBY', KEYS[6], 'dead_letters_evicted', over)
+  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', limit, '*', unpack(dead))
 end
 if #reply > 0 then
   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('XADD', KEYS[2], '*', unpack(reply)) end
@@ -200,15 +215,18 @@ if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL
 return 1
 """
 
-# KEYS: stream, delayed zset. ARGV: group, message id, delay ms, fields of the next attempt.
+# KEYS: stream, delayed zset, the lane's counters hash.
+# ARGV: group, message id, delay ms, lane counters to add 1 to (space-separated; '' for a
+# command handed back), fields of the next attempt.
 # Acknowledges this attempt and queues the next one (at once, or after the delay).
 RETRY = (
     _NOW
     + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[2])
+for name in string.gmatch(ARGV[4], '%S+') do redis.call('HINCRBY', KEYS[3], name, 1) end
 local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
@@ -219,17 +237,20 @@ return 1
 """
 )
 
-# KEYS: dead-letter stream, lane stream. ARGV: letter id, fields of the new command.
-# Moves a dead letter back to its lane; returns 0 when the letter is gone.
+# KEYS: dead-letter stream, lane stream, the lane's counters hash, removed-letters stream.
+# ARGV: letter id, fields of the new command.
+# Moves a dead letter back to its lane (a new submission); returns 0 when the letter is gone.
 MOVE_LETTER = """
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'removed', ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'submitted', 1)
 local fields = {}
 for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 """
 
-# KEYS: lane stream, cancelled zset, control stream, idempotency key.
+# KEYS: lane stream, cancelled zset, control stream, idempotency key, the lane's counters.
 # ARGV: group, entry id ('' unknown), command id, marker ttl ms, has_key.
 # A command still queued in its stream (not handed to any worker) is deleted: returns 1, it
 # never starts. Otherwise (running, delayed, or finished) the id is marked cancelled until
@@ -242,6 +263,7 @@ if ARGV[2] ~= '' then
   local handed = type(pending) == 'table' and pending.err == nil and pending[1] ~= nil
   if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
     if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+    redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
     return 1
   end
 end
@@ -267,7 +289,7 @@ end
 return 1
 """
 
-# KEYS: delayed zset, control stream, then the lane's streams.
+# KEYS: delayed zset, control stream, the lane's counters hash, then the lane's streams.
 # ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix.
 # Queued: deletes the lane's entries no worker holds and its delayed (and retrying)
 # commands, replying 'cancelled' to their submitters and releasing their keys. Running:
@@ -279,6 +301,7 @@ local dropped, running = 0, 0
 local function drop(fields)
   local ok, env = pcall(cjson.decode, fields[2] or '')
   dropped = dropped + 1
+  redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
   if not ok or type(env) ~= 'table' or type(env.id) ~= 'string' then return end
   local reply = cjson.encode({id = env.id, outcome = 'cancelled', value = 'null',
     error = '', attempts = 0})
@@ -300,7 +323,7 @@ local function pending(stream, what)
 end
 if ARGV[3] == '1' then
   local mine = {}
-  for i = 3, #KEYS do
+  for i = 4, #KEYS do
     mine[KEYS[i]] = true
     local held = {}
     for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do held[row[1]] = true end
@@ -320,7 +343,7 @@ if ARGV[3] == '1' then
   end
 end
 if ARGV[4] == '1' then
-  for i = 3, #KEYS do
+  for i = 4, #KEYS do
     local summary = pending(KEYS[i], {})
     if summary then running = running + summary[1] end
   end

@@ -8,6 +8,7 @@ import math
 import reprlib
 import time
 import uuid
+import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -22,6 +23,7 @@ from .._boundary import check_key
 from .._codec import CommandRegistry
 from .._command import CommandStatus, command_name, is_command
 from .._config import LaneConfig
+from .._dlq import DeadLetterNotFound
 from .._errors import (
     CommandCancelled,
     CommandFailed,
@@ -35,7 +37,9 @@ from .._errors import (
     StorageError,
     UnknownLaneError,
 )
+from .._stats import SystemStatistics
 from . import _scripts
+from ._letters import RemoteDeadLetters
 from ._redis import (
     _LINK_FAILURES,
     GROUP,
@@ -46,18 +50,19 @@ from ._redis import (
     connect,
     fields_list,
     redis_call,
-    str_fields,
     translate,
     xread,
 )
 from ._resp import Connection, open_connection
-from ._wire import Envelope, RemoteDeadLetter, Reply
+from ._statistics import StatisticsReader
+from ._wire import Envelope, Reply
 
 __all__ = ["RemoteCommandError", "RemoteHandle", "RemoteLaneSystem", "open_remote_system"]
 
 T = TypeVar("T")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
 _EARLY_REPLIES = 1000  # replies kept for handles not registered yet
+_READ_COUNT = 500  # entries per stream per read of the reply reader
 
 
 class RemoteCommandError(LaneError):
@@ -214,11 +219,12 @@ class RemoteLaneSystem:
         self._accepting = True
         self._submit = Lua(_scripts.SUBMIT)
         self._batcher = Batcher(backend)
-        self._move = Lua(_scripts.MOVE_LETTER)
         self._cancel = Lua(_scripts.CANCEL)
         self._pause = Lua(_scripts.PAUSE)
         self._cancel_lane = Lua(_scripts.CANCEL_LANE)
         self._nursery: trio.Nursery | None = None
+        self._letters = RemoteDeadLetters(self)
+        self._statistics = StatisticsReader(backend, self._configs)
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -308,6 +314,7 @@ class RemoteLaneSystem:
             self._backend.key("delayed"),
             self._backend.key(f"key:{key or ''}"),
             self._backend.key("notify"),
+            self._backend.key(f"stats:{envelope.lane}"),
         ]
         # registered before Redis can run the script: its reply may arrive (and be read)
         # before this task runs again
@@ -422,6 +429,7 @@ class RemoteLaneSystem:
             self._backend.key("cancelled"),
             self._backend.key("control"),
             self._backend.key(f"key:{handle._key or ''}"),
+            self._backend.key(f"stats:{handle.lane}"),
         ]
         args = [
             GROUP,
@@ -528,66 +536,55 @@ class RemoteLaneSystem:
         if not (running or queued):
             msg = "cancel_lane: running=False and queued=False cancel nothing; pass one True"
             raise LaneConfigError(msg)
-        keys = [self._backend.key("delayed"), self._backend.key("control")]
+        keys = [self._backend.key(n) for n in ("delayed", "control", f"stats:{lane}")]
         keys += self._backend.streams(lane)
         args = [GROUP, lane, "1" if queued else "0", "1" if running else "0"]
         answer = await self._batcher.call(self._cancel_lane, keys, [*args, self._backend.prefix])
         return int(answer[0]) + int(answer[1])
 
-    # -- dead letters --------------------------------------------------------------------------
+    # -- dead letters and statistics -----------------------------------------------------------
 
-    async def dead_letters(self, count: int = 100) -> list[RemoteDeadLetter]:
-        """The oldest ``count`` dead letters of the whole deployment.
-
-        Raises:
-            StorageError: Redis cannot be reached.
-        """
-        rows = await redis_call(
-            self._backend, self._client.xrange(self._backend.key("dead"), count=count)
-        )
-        return [RemoteDeadLetter.from_entry(str(row[0]), str_fields(row[1])) for row in rows]
+    @property
+    def dead_letters(self) -> RemoteDeadLetters:
+        """The deployment's dead-letter queue (``list()``, ``len()``, ``await pop()``,
+        ``await requeue(id)``, ``await clear()``), as in process; see
+        :class:`RemoteDeadLetters`."""
+        return self._letters
 
     async def requeue(self, letter_id: str) -> RemoteHandle[Any]:
-        """Move a dead letter back to its lane as a new command (fresh attempt count).
+        """Deprecated: use ``await system.dead_letters.requeue(letter_id)``.
 
         Raises:
             LaneConfigError: no dead letter has that id (it was requeued or evicted).
             StorageError: Redis cannot be reached.
         """
-        rows = await redis_call(
-            self._backend,
-            self._client.xrange(self._backend.key("dead"), letter_id, letter_id, count=1),
+        warnings.warn(
+            "system.requeue(id) is deprecated; use await system.dead_letters.requeue(id)",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        if not rows:
-            msg = f"requeue: no dead letter has id {letter_id!r}; list them with dead_letters()"
-            raise LaneConfigError(msg)
-        letter = RemoteDeadLetter.from_entry(letter_id, str_fields(rows[0][1]))
-        envelope = Envelope(
-            id=uuid.uuid4().hex,
-            lane=letter.lane,
-            type=letter.command_type,
-            payload=letter.payload,
-            reply=self.reply_stream,
-            key=None,
-            attempt=1,
-            timeout=letter.timeout,
-            submitted=time.time(),
-        )
-        handle = self._register(envelope.id, letter.lane, letter.command_type)
         try:
-            moved = await self._batcher.call(
-                self._move,
-                [self._backend.key("dead"), letter.stream],
-                [letter_id, *fields_list(envelope.fields(self._registry.converter))],
-            )
-        except BaseException:
-            self._unregister(handle)
-            raise
-        if not moved:
-            self._unregister(handle)
-            msg = f"requeue: dead letter {letter_id!r} was requeued or evicted meanwhile"
-            raise LaneConfigError(msg)
-        return handle
+            return await self._letters.requeue(letter_id)
+        except DeadLetterNotFound as exc:
+            raise LaneConfigError(str(exc)) from None
+
+    async def statistics(self) -> SystemStatistics:
+        """The whole deployment's statistics, read from Redis in one script call.
+
+        The same frozen :class:`~lanes.SystemStatistics` as in process, but awaited: the
+        counts live in Redis. Counters count events across every submitter and worker
+        since the deployment's keys were created (they survive restarts as far as Redis
+        persists them); once a handle resolved, they include its outcome. ``pending`` is
+        queued plus delayed and retrying commands, ``active`` the commands workers hold
+        (a dead worker's until they are reclaimed), ``max_concurrency`` the slots of the
+        workers alive now (per lane: at most its ``cluster_concurrency``).
+        ``effective_priority`` is the lane's priority (no boost), ``preempted`` is 0 and
+        ``events_dropped`` is 0. Cancelling it leaves nothing behind.
+
+        Raises:
+            StorageError: Redis cannot be reached.
+        """
+        return await self._statistics.read(self._batcher, self._accepting)
 
     async def backlog(self) -> dict[str, int]:
         """How many commands each lane holds in Redis (queued or running, not delayed).
@@ -640,25 +637,38 @@ class RemoteLaneSystem:
                 await self._create_reply_stream()
 
     async def _read_replies(self, task_status: trio.TaskStatus[None]) -> None:
-        """Resolve handles from the reply stream; reconnect with backoff when Redis is away."""
+        """Resolve handles from the reply stream and follow the dead-letter streams;
+        reconnect with backoff when Redis is away."""
         last = "0-0"
         pause = _BACKOFF[0]
         connection: Connection | None = None
+        letters = self._letters
         task_status.started()
         try:
             while True:
+                streams = {
+                    letters.stream: letters.last,
+                    letters.removed_stream: letters.removed_last,
+                    self.reply_stream: last,
+                }
                 try:
                     if connection is None or connection.broken:
                         if connection is not None:
                             await connection.aclose()
                         connection = None
                         connection = await open_connection(self._backend.url)
-                    answer = await xread(connection, {self.reply_stream: last}, 500, 1000)
+                    answer = await xread(connection, streams, _READ_COUNT, 1000)
                 except (StorageError, *_LINK_FAILURES):
                     await trio.sleep(pause)
                     pause = min(pause * 2, _BACKOFF[1])
                     continue
                 pause = _BACKOFF[0]
+                added = answer.get(letters.stream, ())
+                removed = answer.get(letters.removed_stream, ())
+                letters.added(added)  # before the replies: a failed handle resolves
+                letters.removed(removed)  # once its letter is in the snapshot
+                if len(added) == _READ_COUNT or len(removed) == _READ_COUNT:
+                    continue  # more letters to read first; the replies are read again
                 entries = answer.get(self.reply_stream, ())
                 for entry_id, fields in entries:
                     last = entry_id
@@ -761,8 +771,9 @@ async def open_remote_system(
         await system._create_reply_stream()
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(system._read_replies)
                 await nursery.start(system._batcher.run)
+                await system._letters.load()
+                await nursery.start(system._read_replies)
                 nursery.start_soon(system._renew_reply_stream)
                 system._nursery = nursery
                 try:

@@ -24,7 +24,7 @@ from .._codec import CommandRegistry
 from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from .._errors import LaneConfigError, Permanent, StorageError
 from .._outcome import Ended, Next, next_step
-from . import _scripts
+from . import _scripts, _scripts_api
 from ._redis import (
     _LINK_FAILURES,
     GROUP,
@@ -39,6 +39,7 @@ from ._redis import (
     xreadgroup,
 )
 from ._resp import Connection, open_connection
+from ._statistics import registration
 from ._wire import Envelope, RemoteDeadLetter, Reply, salvage
 
 __all__ = ["LaneWorker", "WorkerLaneStatistics", "WorkerStatistics", "open_lane_worker"]
@@ -161,6 +162,11 @@ class LaneWorker:
         self._scripts = {
             name: Lua(getattr(_scripts, name)) for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
         }
+        self._register_script = Lua(_scripts_api.REGISTER)
+        self._registry_keys = [backend.key("workers"), backend.key(f"worker:{self.name}")]
+        self._registry_fields = registration(
+            configs, settings.max_concurrency, settings.cluster_concurrency
+        )
 
     def statistics(self) -> WorkerStatistics:
         """A frozen snapshot of this worker's lanes."""
@@ -485,8 +491,9 @@ class LaneWorker:
         )
         if step.next is Next.DONE:
             return self._done(stream, message_id, envelope, outcome.value)
+        timed_out = outcome.ended is Ended.TIMED_OUT
         if step.next is Next.RETRY:
-            return self._retry(stream, message_id, envelope, step.delay)
+            return self._retry(stream, message_id, envelope, step.delay, timed_out)
         assert step.next is Next.DEAD_LETTER and step.error is not None
         if outcome.ended is Ended.TIMED_OUT:
             text = f"CommandTimeout: {step.error}"
@@ -519,7 +526,8 @@ class LaneWorker:
         self, stream: str, message_id: str, envelope: Envelope, value: str
     ) -> Callable[[], Awaitable[Any]]:
         reply = Reply(envelope.id, "done", value, "", envelope.attempt)
-        return self._finish_call(stream, message_id, envelope, reply, None, "completed")
+        counter = "completed"
+        return self._finish_call(stream, message_id, envelope, reply, None, counter, counter)
 
     def _cancel_call(
         self, stream: str, message_id: str, envelope: Envelope, attempt: int
@@ -527,14 +535,16 @@ class LaneWorker:
         """Settle a command cancelled by its handle: acknowledged, its submitter told, no
         dead letter (``attempt`` 0: it never started)."""
         reply = Reply(envelope.id, "cancelled", "null", "", attempt)
-        return self._finish_call(stream, message_id, envelope, reply, None, "cancelled")
+        counter = "cancelled"
+        return self._finish_call(stream, message_id, envelope, reply, None, counter, counter)
 
     def _final(
         self, stream: str, message_id: str, envelope: Envelope, outcome: str, error: str
     ) -> Callable[[], Awaitable[Any]]:
         reply = Reply(envelope.id, outcome, "null", error, envelope.attempt)
         letter = RemoteDeadLetter.build(envelope, stream, error, envelope.attempt, time.time())
-        return self._finish_call(stream, message_id, envelope, reply, letter, "failed")
+        shared = "failed dead_lettered" + (" timed_out" if outcome == "timeout" else "")
+        return self._finish_call(stream, message_id, envelope, reply, letter, "failed", shared)
 
     def _finish_call(
         self,
@@ -544,9 +554,10 @@ class LaneWorker:
         reply: Reply,
         letter: dict[str, str] | None,
         counter: str,
+        shared: str,
     ) -> Callable[[], Awaitable[Any]]:
         target = _Target(envelope.lane, envelope.id, envelope.reply, envelope.key)
-        return self._finish(stream, message_id, target, reply, letter, counter)
+        return self._finish(stream, message_id, target, reply, letter, counter, shared)
 
     def _finish(
         self,
@@ -556,8 +567,10 @@ class LaneWorker:
         reply: Reply | None,
         letter: dict[str, str] | None,
         counter: str,
+        shared: str,
     ) -> Callable[[], Awaitable[Any]]:
-        """The FINISH call: acknowledge, reply (unless None), dead-letter, release the key."""
+        """The FINISH call: acknowledge, reply (unless None), dead-letter, release the key;
+        ``counter`` is this worker's counter, ``shared`` the deployment's lane counters."""
         reply_fields = fields_list(reply.fields(self._registry.converter)) if reply else []
         args = [
             GROUP,
@@ -566,6 +579,7 @@ class LaneWorker:
             target.command_id,
             "1" if target.key else "0",
             self._settings.dead_letter_limit,
+            shared,
             len(reply_fields),
             *reply_fields,
             *(fields_list(letter) if letter else ()),
@@ -575,6 +589,9 @@ class LaneWorker:
             target.reply or self._backend.key("reply:-"),
             self._backend.key("dead"),
             self._backend.key(f"key:{target.key or ''}"),
+            self._backend.key(f"stats:{target.lane}"),
+            self._backend.key("stats"),
+            self._backend.key("dead:removed"),
         ]
 
         async def call() -> None:
@@ -590,12 +607,13 @@ class LaneWorker:
         return call
 
     def _retry(
-        self, stream: str, message_id: str, envelope: Envelope, delay: float
+        self, stream: str, message_id: str, envelope: Envelope, delay: float, timed_out: bool
     ) -> Callable[[], Awaitable[Any]]:
         next_attempt = attrs.evolve(envelope, attempt=envelope.attempt + 1)
         fields = fields_list(next_attempt.fields(self._registry.converter))
-        args = [GROUP, message_id, math.ceil(delay * 1000), *fields]
-        keys = [stream, self._backend.key("delayed")]
+        shared = "retried timed_out" if timed_out else "retried"
+        args = [GROUP, message_id, math.ceil(delay * 1000), shared, *fields]
+        keys = [stream, self._backend.key("delayed"), self._backend.key(f"stats:{envelope.lane}")]
 
         async def call() -> None:
             settled = await self._batcher.call(self._scripts["RETRY"], keys, args)
@@ -629,7 +647,9 @@ class LaneWorker:
         }
         target = _Target(lane, raw.get("id", ""), raw.get("reply", ""), raw.get("key"))
         reply = Reply(target.command_id, "failed", "null", text, 0) if target.command_id else None
-        return self._finish(stream, message_id, target, reply, letter, "malformed")
+        return self._finish(
+            stream, message_id, target, reply, letter, "malformed", "failed dead_lettered"
+        )
 
     async def _settle(self, lane: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Run a settling call until Redis takes it (reconnecting with backoff).
@@ -649,8 +669,9 @@ class LaneWorker:
 
     async def _release(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
         """Hand a command cancelled by shutdown back to its lane at once (best effort)."""
-        args = [GROUP, message_id, 0, *fields_list(fields)]
-        keys = [stream, self._backend.key("delayed")]
+        args = [GROUP, message_id, 0, "", *fields_list(fields)]
+        lane = self._lane_of[stream]
+        keys = [stream, self._backend.key("delayed"), self._backend.key(f"stats:{lane}")]
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             with contextlib.suppress(StorageError):
@@ -731,10 +752,33 @@ class LaneWorker:
 
     # -- leases --------------------------------------------------------------------------------
 
+    async def _register(self) -> None:
+        """Say in Redis that this worker is alive, with its slots (for ``statistics()``).
+
+        Raises:
+            StorageError: Redis cannot be reached.
+        """
+        ttl = max(1, int(self._backend.lease * 1000))
+        args = [self.name, ttl, *self._registry_fields]
+        await self._batcher.call(self._register_script, self._registry_keys, args)
+
+    async def _unregister(self) -> None:
+        """Leave the registry at once (best effort: else it expires after a lease)."""
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            with contextlib.suppress(StorageError):
+                await self._batcher.call(
+                    Lua(_scripts_api.UNREGISTER), self._registry_keys, [self.name]
+                )
+
     async def _heartbeat_loop(self) -> None:
         """Renew the lease of running commands; cancel those another worker took over."""
         while True:
             await trio.sleep(self._backend.lease / 3)
+            try:
+                await self._register()
+            except StorageError:
+                self.connection_errors += 1
             by_stream: dict[str, list[str]] = {}
             for (stream, message_id), running in self._running.items():
                 if not running.settling:
@@ -930,7 +974,8 @@ async def open_lane_worker(
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(worker._heartbeat_loop)
-                outer.start_soon(worker._batcher.run)
+                await outer.start(worker._batcher.run)
+                await worker._register()
                 await outer.start(worker._control_loop)
                 async with trio.open_nursery() as work:
                     worker._commands = work
@@ -949,6 +994,7 @@ async def open_lane_worker(
                         raise
                     fetching.cancel()
                     await worker._stop(drain_timeout)
+                await worker._unregister()
                 outer.cancel_scope.cancel()
         finally:
             if worker._reader is not None:
