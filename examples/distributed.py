@@ -69,8 +69,14 @@ async def demo(url: str) -> None:
             await system.run("batch", Thumbnail("huge.png", 10_000))
         except lanes.CommandFailed as error:
             print(f"failed: {error.__cause__}")
-        letters = await system.dead_letters()
+        letters = system.dead_letters.list()  # a synchronous snapshot, as in process
         print(f"dead letters: {[(d.lane, d.attempts) for d in letters]}")
+        stats = await system.statistics()  # the whole deployment, read from Redis
+        batch = stats.lanes["batch"]
+        print(
+            f"deployment: {batch.completed} completed, {batch.retried} retried, "
+            f"{batch.dead_lettered} dead-lettered in batch; {stats.max_concurrency} slots"
+        )
         later = await system.submit("interactive", Thumbnail("later.png", 32), delay=0.5)
         held = await distributed.unfinished_commands(url, prefix=backend.prefix)
         print(f"held in Redis: {[(c['lane'], c['status']) for c in held]}")  # (lanes inspect)
