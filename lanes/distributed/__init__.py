@@ -28,6 +28,7 @@ from ._inspect import unfinished_commands
 from ._letters import RemoteDeadLetters
 from ._local import LocalRedis, local_redis_server
 from ._redis import RedisBackend
+from ._schedules import RemoteSchedule
 from ._submitter import RemoteCommandError, RemoteHandle, RemoteLaneSystem
 from ._wire import RemoteDeadLetter
 from ._worker import LaneWorker, WorkerLaneStatistics, WorkerStatistics, open_lane_worker
@@ -42,6 +43,7 @@ __all__ = [
     "RemoteDeadLetters",
     "RemoteHandle",
     "RemoteLaneSystem",
+    "RemoteSchedule",
     "WorkerLaneStatistics",
     "WorkerStatistics",
     "local_redis_server",

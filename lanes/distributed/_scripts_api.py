@@ -1,4 +1,5 @@
-"""The Lua scripts behind statistics, the worker registry and the dead-letter queue on Redis.
+"""The Lua scripts behind statistics, the worker registry, the dead-letter queue and the
+schedules on Redis.
 
 Like :mod:`._scripts`, every step that must be atomic is one script and times come from the
 server's clock (``TIME``).
@@ -6,7 +7,17 @@ server's clock (``TIME``).
 
 from __future__ import annotations
 
-__all__ = ["CLEAR_LETTERS", "DEAD_SNAPSHOT", "POP_LETTER", "REGISTER", "STATS", "UNREGISTER"]
+__all__ = [
+    "CLEAR_LETTERS",
+    "DEAD_SNAPSHOT",
+    "DEFINE_SCHEDULE",
+    "FIRE",
+    "POP_LETTER",
+    "REGISTER",
+    "SCHEDULE_STATE",
+    "STATS",
+    "UNREGISTER",
+]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -124,4 +135,74 @@ local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][1]
 redis.call('XTRIM', KEYS[1], 'MAXLEN', 0)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'cleared', newest)
 return count
+"""
+
+# KEYS: the schedule's hash, the set of schedule keys.
+# ARGV: key, definition JSON, its digest, anchor (seconds), interval ('' for a cron).
+# Defines the schedule once for the deployment: the first definition's anchor and every
+# later slot handled are shared by every replica. A different definition replaces it (the
+# slots handled so far stay handled; a new interval starts after the last one).
+# Returns {anchor, last slot handled, paused ('1'/'0')}.
+DEFINE_SCHEDULE = """
+local digest = redis.call('HGET', KEYS[1], 'digest')
+if not digest then
+  redis.call('HSET', KEYS[1], 'spec', ARGV[2], 'digest', ARGV[3], 'anchor', ARGV[4],
+    'last', ARGV[4], 'every', ARGV[5], 'paused', '0', 'fired', 0, 'skipped', 0)
+  redis.call('SADD', KEYS[2], ARGV[1])
+elseif digest ~= ARGV[3] then
+  if ARGV[5] == '' or redis.call('HGET', KEYS[1], 'every') ~= ARGV[5] then
+    redis.call('HSET', KEYS[1], 'anchor', redis.call('HGET', KEYS[1], 'last'))
+  end
+  redis.call('HSET', KEYS[1], 'spec', ARGV[2], 'digest', ARGV[3], 'every', ARGV[5])
+end
+return redis.call('HMGET', KEYS[1], 'anchor', 'last', 'paused')
+"""
+
+# KEYS: the schedule's hash, the lane stream, the overlap key, the lane's counters hash.
+# ARGV: definition digest, slot (seconds), key ttl ms, overlap key used ('1'/'0'), command
+# id, then the firing's fields (none: only record that every slot up to this one is dealt
+# with). Each slot is dealt with once for the deployment, whichever replica comes first:
+# Returns {code, detail}: 1 fired (detail: the stream entry id); 0 another replica dealt
+# with this slot already (detail: the last slot handled); 2 recorded without firing;
+# 3 skipped, the previous firing still holds the overlap key; 4 skipped, the schedule is
+# paused; -1 the schedule is gone (cancelled); -2 it was redefined by another process.
+FIRE = """
+local digest = redis.call('HGET', KEYS[1], 'digest')
+if not digest then return {-1, ''} end
+if digest ~= ARGV[1] then return {-2, ''} end
+local last = redis.call('HGET', KEYS[1], 'last')
+if tonumber(ARGV[2]) <= tonumber(last) then return {0, last} end
+redis.call('HSET', KEYS[1], 'last', ARGV[2])
+if #ARGV < 6 then return {2, ''} end
+if redis.call('HGET', KEYS[1], 'paused') == '1' then
+  redis.call('HINCRBY', KEYS[1], 'skipped', 1)
+  return {4, ''}
+end
+if ARGV[4] == '1' then
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    redis.call('HINCRBY', KEYS[1], 'skipped', 1)
+    return {3, ''}
+  end
+  redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[3])
+end
+local fields = {}
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HINCRBY', KEYS[4], 'submitted', 1)
+redis.call('HINCRBY', KEYS[1], 'fired', 1)
+return {1, redis.call('XADD', KEYS[2], '*', unpack(fields))}
+"""
+
+# KEYS: the schedule's hash, the set of schedule keys. ARGV: key, 'pause', 'resume' or
+# 'cancel'. Returns 0 when the schedule is gone.
+SCHEDULE_STATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[2] == 'cancel' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[1])
+elseif ARGV[2] == 'pause' then
+  redis.call('HSET', KEYS[1], 'paused', '1')
+else
+  redis.call('HSET', KEYS[1], 'paused', '0')
+end
+return 1
 """

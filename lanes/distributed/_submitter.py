@@ -10,9 +10,9 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import trio
 from coredis.tokens import PureToken
@@ -37,6 +37,7 @@ from .._errors import (
     StorageError,
     UnknownLaneError,
 )
+from .._schedule import Misfire
 from .._stats import SystemStatistics
 from . import _scripts
 from ._letters import RemoteDeadLetters
@@ -54,6 +55,7 @@ from ._redis import (
     xread,
 )
 from ._resp import Connection, open_connection
+from ._schedules import RemoteSchedule, RemoteScheduler
 from ._statistics import StatisticsReader
 from ._wire import Envelope, Reply
 
@@ -225,6 +227,7 @@ class RemoteLaneSystem:
         self._nursery: trio.Nursery | None = None
         self._letters = RemoteDeadLetters(self)
         self._statistics = StatisticsReader(backend, self._configs)
+        self._scheduler = RemoteScheduler(self)
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -541,6 +544,51 @@ class RemoteLaneSystem:
         args = [GROUP, lane, "1" if queued else "0", "1" if running else "0"]
         answer = await self._batcher.call(self._cancel_lane, keys, [*args, self._backend.prefix])
         return int(answer[0]) + int(answer[1])
+
+    # -- schedules -----------------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        lane: str,
+        command: Any,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        key: str | None = None,
+        jitter: float = 0.0,
+        misfire: Misfire = "run_once",
+        misfire_limit: int = 100,
+        overlap: Literal["skip", "allow"] = "skip",
+    ) -> RemoteSchedule:
+        """Submit ``command`` to ``lane`` at every slot of a recurring schedule, once per
+        slot for the whole deployment however many replicas schedule the same ``key``.
+
+        The arguments are those of the in-process ``LaneSystem.schedule``; ``key`` is
+        required (it names the schedule for every replica), ``command`` is a
+        ``@lanes.command`` object and ``overlap`` is ``"skip"`` (no firing while the
+        previous one is queued or running anywhere) or ``"allow"``. The first definition
+        of a key sets the deployment's slots; every replica then sleeps until each slot,
+        and one script records the slot and queues the firing atomically, so the first
+        replica there fires it and the others find it dealt with. Returns once Redis has
+        the definition. Closing the system stops this replica's share (the schedule stays
+        in Redis for the others and the next start); cancelling this call leaves the
+        definition written or not (Redis may have run it).
+
+        Raises:
+            UnknownLaneError, LaneConfigError, LaneUsageError, NotDurableError: bad
+                arguments (as in process, and no key, or ``overlap="queue"``).
+            StorageError: Redis cannot be reached; nothing was defined.
+            ShutdownInProgress: the system is closing.
+        """
+        return await self._scheduler.add(
+            lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap
+        )
+
+    @property
+    def schedules(self) -> Mapping[str, RemoteSchedule]:
+        """The schedules this replica runs, by key (a read-only live view)."""
+        return self._scheduler.view
 
     # -- dead letters and statistics -----------------------------------------------------------
 
