@@ -308,7 +308,15 @@ class RemoteScheduler:
             system.backend.key(f"stats:{spec['lane']}"),
         ]
         try:
-            code, detail = await system._batcher.call(self._fire, keys, args)
+            # shielded: a firing Redis queued is counted and its handle kept, even when the
+            # schedule is cancelled or the system closes meanwhile (a frozen Redis: 5 s)
+            with trio.CancelScope(shield=True), trio.fail_after(5):
+                code, detail = await system._batcher.call(self._fire, keys, args)
+        except trio.TooSlowError:
+            if handle is not None:
+                system._unregister(handle)
+            msg = f"schedule {schedule.key!r}: Redis did not answer the firing in 5 s"
+            raise StorageError(msg) from None
         except BaseException:
             if handle is not None:
                 system._unregister(handle)
