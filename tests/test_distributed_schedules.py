@@ -131,11 +131,11 @@ async def test_pause_and_resume_hold_for_every_replica(backend: RedisBackend, lo
         two = await second.schedule("urgent", Step(log, "p"), every=0.1, key="p")
         one.pause()
         assert one.paused and one.next_run is None
-        await until(lambda: two.paused)  # its next slot was skipped
+        await until(lambda: two.paused)  # learnt at its next slot
         before = runs(log)["p"]
         await trio.sleep(0.5)
         assert runs(log)["p"] <= before + 1  # a firing queued just before the pause
-        assert two.skipped >= 3
+        assert one.skipped + two.skipped >= 3  # by whichever replica came first
         one.resume()
         await until(lambda: runs(log)["p"] >= before + 3)
         assert not two.paused

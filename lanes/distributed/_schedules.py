@@ -311,7 +311,7 @@ class RemoteScheduler:
             # shielded: a firing Redis queued is counted and its handle kept, even when the
             # schedule is cancelled or the system closes meanwhile (a frozen Redis: 5 s)
             with trio.CancelScope(shield=True), trio.fail_after(5):
-                code, detail = await system._batcher.call(self._fire, keys, args)
+                code, detail, paused = await system._batcher.call(self._fire, keys, args)
         except trio.TooSlowError:
             if handle is not None:
                 system._unregister(handle)
@@ -327,6 +327,8 @@ class RemoteScheduler:
         if handle is not None and code == 1:
             handle._stream, handle._entry = stream, str(detail)
             handle._key = overlap if use_key else None
+        if code >= 0:  # what the deployment says, also when another replica was first
+            schedule._paused = paused == "1"
         return self._outcome(schedule, code, str(detail), handle)
 
     def _outcome(
@@ -339,14 +341,12 @@ class RemoteScheduler:
         if code == 1:
             schedule._last = handle
             schedule.fired += 1
-            schedule._paused = False
             return True
         if code == 0:  # another replica was first: follow it
             schedule._horizon = max(schedule._horizon, float(detail))
             return False
         if code in (3, 4):
             schedule.skipped += 1
-            schedule._paused = code == 4
             return True
         if code == -1:
             schedule._cancelled = True

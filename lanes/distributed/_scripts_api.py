@@ -161,27 +161,28 @@ return redis.call('HMGET', KEYS[1], 'anchor', 'last', 'paused')
 # KEYS: the schedule's hash, the lane stream, the overlap key, the lane's counters hash.
 # ARGV: definition digest, slot (seconds), key ttl ms, overlap key used ('1'/'0'), command
 # id, then the firing's fields (none: only record that every slot up to this one is dealt
-# with). Each slot is dealt with once for the deployment, whichever replica comes first:
-# Returns {code, detail}: 1 fired (detail: the stream entry id); 0 another replica dealt
-# with this slot already (detail: the last slot handled); 2 recorded without firing;
+# with). Each slot is dealt with once for the deployment, whichever replica comes first.
+# Returns {code, detail, paused ('1'/'0')}: 1 fired (detail: the stream entry id); 0
+# another replica dealt with this slot already (detail: the last slot handled); 2 recorded;
 # 3 skipped, the previous firing still holds the overlap key; 4 skipped, the schedule is
 # paused; -1 the schedule is gone (cancelled); -2 it was redefined by another process.
 FIRE = """
 local digest = redis.call('HGET', KEYS[1], 'digest')
-if not digest then return {-1, ''} end
-if digest ~= ARGV[1] then return {-2, ''} end
+if not digest then return {-1, '', '0'} end
+if digest ~= ARGV[1] then return {-2, '', '0'} end
 local last = redis.call('HGET', KEYS[1], 'last')
-if tonumber(ARGV[2]) <= tonumber(last) then return {0, last} end
+local paused = redis.call('HGET', KEYS[1], 'paused')
+if tonumber(ARGV[2]) <= tonumber(last) then return {0, last, paused} end
 redis.call('HSET', KEYS[1], 'last', ARGV[2])
-if #ARGV < 6 then return {2, ''} end
-if redis.call('HGET', KEYS[1], 'paused') == '1' then
+if #ARGV < 6 then return {2, '', paused} end
+if paused == '1' then
   redis.call('HINCRBY', KEYS[1], 'skipped', 1)
-  return {4, ''}
+  return {4, '', paused}
 end
 if ARGV[4] == '1' then
   if redis.call('EXISTS', KEYS[3]) == 1 then
     redis.call('HINCRBY', KEYS[1], 'skipped', 1)
-    return {3, ''}
+    return {3, '', paused}
   end
   redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[3])
 end
@@ -189,7 +190,7 @@ local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HINCRBY', KEYS[4], 'submitted', 1)
 redis.call('HINCRBY', KEYS[1], 'fired', 1)
-return {1, redis.call('XADD', KEYS[2], '*', unpack(fields))}
+return {1, redis.call('XADD', KEYS[2], '*', unpack(fields)), paused}
 """
 
 # KEYS: the schedule's hash, the set of schedule keys. ARGV: key, 'pause', 'resume' or
