@@ -317,3 +317,114 @@ async def test_the_old_dead_letter_calls_still_work_with_a_warning(
             pytest.raises(lanes.LaneConfigError, match="no dead letter has id"),
         ):
             await system.requeue(letters[0].id)
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+async def events_length(backend: RedisBackend) -> int:
+    from lanes.distributed._resp import open_connection
+
+    connection = await open_connection(backend.url)
+    try:
+        [length] = await connection.execute([["XLEN", backend.key("events")]])
+    finally:
+        await connection.aclose()
+    return int(length)
+
+
+async def collect(events: Any, until: Callable[[list[Any]], bool]) -> list[Any]:
+    seen: list[Any] = []
+    with trio.fail_after(10):
+        async for event in events:
+            seen.append(event)
+            if until(seen):
+                return seen
+    return seen  # pragma: no cover - the stream ended
+
+
+async def test_events_of_every_process_reach_a_subscriber(backend: RedisBackend, log: str) -> None:
+    from lanes import events as ev
+
+    async with (
+        system_on(backend) as watcher,
+        system_on(backend) as other,
+        watcher.subscribe() as events,
+        worker_on(backend),  # started after: it finds the events on
+    ):
+        ok = await other.submit("urgent", Step(log, "ok"))
+        bad = await other.submit("bulk", Step(log, "bad", fail=True))
+        seen = await collect(
+            events,
+            lambda s: (
+                {(type(e), e.command_id) for e in s}
+                >= {(ev.Completed, ok.id), (ev.DeadLettered, bad.id)}
+            ),
+        )
+        kinds = {cid: [type(e) for e in seen if e.command_id == cid] for cid in (ok.id, bad.id)}
+        assert kinds[ok.id] == [ev.Submitted, ev.Started, ev.Completed]
+        assert kinds[bad.id] == [
+            ev.Submitted,
+            ev.Started,
+            ev.Retrying,
+            ev.Started,
+            ev.Retrying,
+            ev.Started,
+            ev.Failed,
+            ev.DeadLettered,
+        ]
+        first = seen[0]
+        assert (first.lane, first.command_type) == ("urgent", "Step") and first.timestamp > 0
+        done = next(e for e in seen if isinstance(e, ev.Completed))
+        assert done.attempt == 1 and done.duration >= 0
+        failed = next(e for e in seen if isinstance(e, ev.Failed))
+        assert failed.attempts == 3 and "bad failed on purpose" in failed.error
+
+
+async def test_a_running_worker_learns_of_a_subscription(backend: RedisBackend, log: str) -> None:
+    from lanes import events as ev
+
+    async with worker_on(backend) as worker, system_on(backend) as system:
+        await system.run("urgent", Step(log, "before"))
+        assert await events_length(backend) == 0  # nobody subscribed: nothing written
+        async with system.subscribe(ev.Completed, ev.Cancelled) as events:
+            await eventually(lambda: worker._events_until > trio.current_time())
+            ok = await system.submit("urgent", Step(log, "ok"))
+            dropped = await system.submit("bulk", Step(log, "x"), delay=30)
+            assert await system.cancel_lane("bulk") == 1
+            seen = await collect(events, lambda s: len(s) == 2)
+        assert {(type(e), e.command_id) for e in seen} == {
+            (ev.Completed, ok.id),
+            (ev.Cancelled, dropped.id),
+        }
+
+
+async def test_a_slow_subscriber_drops_events_and_they_are_counted(
+    backend: RedisBackend, log: str
+) -> None:
+    async with (
+        worker_on(backend) as worker,
+        system_on(backend) as system,
+        system.subscribe(buffer=1) as events,
+    ):
+        await eventually(lambda: worker._events_until > trio.current_time())
+        for i in range(3):
+            await system.run("urgent", Step(log, f"s{i}"))
+        await eventually(lambda: system._events_dropped >= 5)  # 9 events, 1 kept
+        stats = await system.statistics()
+        assert stats.events_dropped == system._events_dropped
+        assert events.receive_nowait() is not None
+
+
+async def test_subscribe_rejects_bad_input(backend: RedisBackend) -> None:
+    async with system_on(backend) as system:
+        with pytest.raises(lanes.LaneConfigError, match="is not an event type"):
+            async with system.subscribe(int):  # type: ignore[arg-type]
+                pass  # pragma: no cover
+        with pytest.raises(lanes.LaneConfigError, match="buffer=0 is invalid"):
+            async with system.subscribe(buffer=0):
+                pass  # pragma: no cover
+        assert await events_length(backend) == 0
+    with pytest.raises(lanes.ShutdownInProgress, match="subscribe"):
+        async with system.subscribe():
+            pass  # pragma: no cover

@@ -130,6 +130,7 @@ class RemoteDeadLetters:
             letter.stream,
             system.backend.key(f"stats:{letter.lane}"),
             self.removed_stream,
+            *system._events_keys,
         ]
         fields = fields_list(envelope.fields(system._registry.converter))
         try:

@@ -302,6 +302,12 @@ class Batcher:
         """
         return await self._enqueue(_Call(script, ["EVALSHA", script.sha, len(keys), *keys, *args]))
 
+    def call_nowait(self, script: Lua, keys: list[str], args: list[Any]) -> None:
+        """Queue a script call whose outcome nobody waits for (best effort: a failure is
+        dropped). Calls queued by one task keep their order in the pipeline."""
+        self._queue.append(_Call(script, ["EVALSHA", script.sha, len(keys), *keys, *args]))
+        self._wake.set()
+
     async def command(self, *args: Any) -> Any:
         """Run one Redis command in the next pipeline (see :meth:`call`)."""
         return await self._enqueue(_Call(None, list(args)))

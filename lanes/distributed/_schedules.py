@@ -306,6 +306,7 @@ class RemoteScheduler:
             stream,
             system.backend.key(f"key:{overlap}"),
             system.backend.key(f"stats:{spec['lane']}"),
+            *system._events_keys,
         ]
         try:
             # shielded: a firing Redis queued is counted and its handle kept, even when the

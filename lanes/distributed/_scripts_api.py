@@ -7,6 +7,8 @@ server's clock (``TIME``).
 
 from __future__ import annotations
 
+from ._scripts import _EMIT
+
 __all__ = [
     "CLEAR_LETTERS",
     "DEAD_SNAPSHOT",
@@ -158,7 +160,8 @@ end
 return redis.call('HMGET', KEYS[1], 'anchor', 'last', 'paused')
 """
 
-# KEYS: the schedule's hash, the lane stream, the overlap key, the lane's counters hash.
+# KEYS: the schedule's hash, the lane stream, the overlap key, the lane's counters hash, the
+# events stream and its switch.
 # ARGV: definition digest, slot (seconds), key ttl ms, overlap key used ('1'/'0'), command
 # id, then the firing's fields (none: only record that every slot up to this one is dealt
 # with). Each slot is dealt with once for the deployment, whichever replica comes first.
@@ -166,7 +169,9 @@ return redis.call('HMGET', KEYS[1], 'anchor', 'last', 'paused')
 # another replica dealt with this slot already (detail: the last slot handled); 2 recorded;
 # 3 skipped, the previous firing still holds the overlap key; 4 skipped, the schedule is
 # paused; -1 the schedule is gone (cancelled); -2 it was redefined by another process.
-FIRE = """
+FIRE = (
+    _EMIT
+    + """
 local digest = redis.call('HGET', KEYS[1], 'digest')
 if not digest then return {-1, '', '0'} end
 if digest ~= ARGV[1] then return {-2, '', '0'} end
@@ -190,8 +195,10 @@ local fields = {}
 for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HINCRBY', KEYS[4], 'submitted', 1)
 redis.call('HINCRBY', KEYS[1], 'fired', 1)
+submitted(KEYS[5], KEYS[6], ARGV[7])
 return {1, redis.call('XADD', KEYS[2], '*', unpack(fields)), paused}
 """
+)
 
 # KEYS: the schedule's hash, the set of schedule keys. ARGV: key, 'pause', 'resume' or
 # 'cancel'. Returns 0 when the schedule is gone.

@@ -11,9 +11,10 @@ import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import Any, Generic, Literal, TypeVar
 
+import attrs
 import trio
 from coredis.tokens import PureToken
 
@@ -39,7 +40,9 @@ from .._errors import (
 )
 from .._schedule import Misfire
 from .._stats import SystemStatistics
+from ..events import Event
 from . import _scripts
+from ._events import subscription
 from ._letters import RemoteDeadLetters
 from ._redis import (
     _LINK_FAILURES,
@@ -228,6 +231,8 @@ class RemoteLaneSystem:
         self._letters = RemoteDeadLetters(self)
         self._statistics = StatisticsReader(backend, self._configs)
         self._scheduler = RemoteScheduler(self)
+        self._events_keys = [backend.key("events"), backend.key("events:on")]
+        self._events_dropped = 0
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -318,6 +323,7 @@ class RemoteLaneSystem:
             self._backend.key(f"key:{key or ''}"),
             self._backend.key("notify"),
             self._backend.key(f"stats:{envelope.lane}"),
+            *self._events_keys,
         ]
         # registered before Redis can run the script: its reply may arrive (and be read)
         # before this task runs again
@@ -433,6 +439,7 @@ class RemoteLaneSystem:
             self._backend.key("control"),
             self._backend.key(f"key:{handle._key or ''}"),
             self._backend.key(f"stats:{handle.lane}"),
+            *self._events_keys,
         ]
         args = [
             GROUP,
@@ -440,6 +447,7 @@ class RemoteLaneSystem:
             handle.id,
             str(int(self._backend.key_ttl * 1000)),
             "1" if handle._key else "0",
+            handle.lane,
         ]
         pause = _BACKOFF[0]
         while not handle.done():
@@ -540,7 +548,7 @@ class RemoteLaneSystem:
             msg = "cancel_lane: running=False and queued=False cancel nothing; pass one True"
             raise LaneConfigError(msg)
         keys = [self._backend.key(n) for n in ("delayed", "control", f"stats:{lane}")]
-        keys += self._backend.streams(lane)
+        keys += [*self._events_keys, *self._backend.streams(lane)]
         args = [GROUP, lane, "1" if queued else "0", "1" if running else "0"]
         answer = await self._batcher.call(self._cancel_lane, keys, [*args, self._backend.prefix])
         return int(answer[0]) + int(answer[1])
@@ -590,6 +598,38 @@ class RemoteLaneSystem:
         """The schedules this replica runs, by key (a read-only live view)."""
         return self._scheduler.view
 
+    # -- events --------------------------------------------------------------------------------
+
+    def subscribe(
+        self, *event_types: type[Event], buffer: int = 1000
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Event]]:
+        """Receive the events of the whole deployment, of the given types (all if none).
+
+        Use as ``async with system.subscribe(lanes.events.Completed) as events:``. The
+        same event classes as in process, written by the workers (``Started``,
+        ``Completed``, ``Retrying``, ``TimedOut``, ``Failed``, ``DeadLettered``,
+        ``Cancelled``) and by the submitting scripts (``Submitted``, and ``Cancelled`` for
+        a queued command), for every process of the deployment. Nothing is written to
+        Redis while nobody subscribes: entering turns the events on (a key every script
+        checks, and a note on the control stream every worker reads), so the events of
+        workers start once they have read it. Past ``buffer`` unread events, new ones are
+        dropped for this subscriber and counted in ``statistics().events_dropped``.
+        Leaving the block stops reading; the events stay on for up to 10 s after the last
+        subscriber left.
+
+        Raises:
+            LaneConfigError: a type that is not an event class, or a bad buffer.
+            StorageError: Redis cannot be reached (on entering).
+            ShutdownInProgress: the system is closed.
+        """
+        return subscription(self, tuple(event_types), buffer)
+
+    def _open_nursery(self, what: str) -> trio.Nursery:
+        if self._nursery is None:
+            msg = f"{what}: the lane system is closed (its async with block ended)"
+            raise ShutdownInProgress(msg)
+        return self._nursery
+
     # -- dead letters and statistics -----------------------------------------------------------
 
     @property
@@ -626,13 +666,15 @@ class RemoteLaneSystem:
         queued plus delayed and retrying commands, ``active`` the commands workers hold
         (a dead worker's until they are reclaimed), ``max_concurrency`` the slots of the
         workers alive now (per lane: at most its ``cluster_concurrency``).
-        ``effective_priority`` is the lane's priority (no boost), ``preempted`` is 0 and
-        ``events_dropped`` is 0. Cancelling it leaves nothing behind.
+        ``effective_priority`` is the lane's priority (no boost) and ``preempted`` is 0;
+        ``events_dropped`` counts this system's subscribers' drops. Cancelling it leaves
+        nothing behind.
 
         Raises:
             StorageError: Redis cannot be reached.
         """
-        return await self._statistics.read(self._batcher, self._accepting)
+        stats = await self._statistics.read(self._batcher, self._accepting)
+        return attrs.evolve(stats, events_dropped=self._events_dropped)
 
     async def backlog(self) -> dict[str, int]:
         """How many commands each lane holds in Redis (queued or running, not delayed).
