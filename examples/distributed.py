@@ -117,10 +117,14 @@ async def demo(url: str) -> None:
             print(f"cancelled: {error}".replace(dropped.id, "ID"))
         system.pause("batch")  # every worker stops starting batch commands
         system.resume("batch")
-        parked = [
-            await system.submit("batch", Thumbnail(f"p{i}.png", 64), delay=30) for i in range(3)
-        ]
-        print(f"cancel_lane dropped: {await system.cancel_lane('batch', running=False)}")
+        kinds = (lanes.events.Submitted, lanes.events.Cancelled)
+        async with system.subscribe(*kinds) as events:  # events of every process
+            parked = [
+                await system.submit("batch", Thumbnail(f"p{i}.png", 64), delay=30) for i in range(3)
+            ]
+            print(f"cancel_lane dropped: {await system.cancel_lane('batch', running=False)}")
+            seen = [type(await events.receive()).__name__ for _ in range(6)]
+        print(f"events: {seen.count('Submitted')} submitted, {seen.count('Cancelled')} cancelled")
         for handle in parked:
             with contextlib.suppress(lanes.CommandCancelled):
                 await handle.result()
