@@ -428,3 +428,52 @@ async def test_subscribe_rejects_bad_input(backend: RedisBackend) -> None:
     with pytest.raises(lanes.ShutdownInProgress, match="subscribe"):
         async with system.subscribe():
             pass  # pragma: no cover
+
+
+# -- cancel_lane waits for the running commands ---------------------------------------------
+
+
+async def test_cancel_lane_returns_once_the_running_commands_have_stopped(
+    backend: RedisBackend,
+) -> None:
+    tags = [f"c{i}{backend.prefix}" for i in range(3)]
+    for tag in tags:
+        STARTED[tag] = trio.Event()
+    async with (
+        worker_on(backend),
+        worker_on(backend),
+        system_on(backend) as first,
+        system_on(backend) as second,
+    ):
+        mine = [
+            await first.submit("bulk", Hold(tags[0])),
+            await first.submit("bulk", Hold(tags[1])),
+        ]
+        theirs = await second.submit("bulk", Hold(tags[2]))  # another submitter's command
+        with trio.fail_after(5):
+            for tag in tags:
+                await STARTED[tag].wait()
+        assert await first.cancel_lane("bulk") == 3
+        assert all(handle.done() for handle in mine)  # no wait: they have stopped
+        stats = (await first.statistics()).lanes["bulk"]
+        assert (stats.active, stats.cancelled) == (0, 3)  # settled by their workers
+        with trio.fail_after(5), pytest.raises(lanes.CommandCancelled):
+            await theirs.result()
+        assert first._handles == {}  # the wait for the other's command left nothing behind
+        assert await first.cancel_lane("bulk") == 0
+
+
+async def test_cancelling_a_cancel_lane_wait_leaves_the_request(backend: RedisBackend) -> None:
+    tag = f"w{backend.prefix}"
+    STARTED[tag] = trio.Event()
+    async with worker_on(backend), system_on(backend) as first, system_on(backend) as second:
+        theirs = await second.submit("bulk", Hold(tag))
+        with trio.fail_after(5):
+            await STARTED[tag].wait()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await first.cancel_lane("bulk")
+        assert scope.cancelled_caught
+        with trio.fail_after(5), pytest.raises(lanes.CommandCancelled):
+            await theirs.result()  # the request was queued before the cancel: it ran
+        assert first._handles == {}

@@ -336,16 +336,17 @@ return 1
 
 # KEYS: delayed zset, control stream, the lane's counters hash, the events stream and its
 # switch, then the lane's streams.
-# ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix.
+# ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix, the caller's reply stream.
 # Queued: deletes the lane's entries no worker holds and its delayed (and retrying)
 # commands, replying 'cancelled' to their submitters and releasing their keys. Running:
-# tells every worker (control stream) to cancel the lane's running commands.
-# Returns {queued commands deleted, running commands told to stop}.
+# tells every worker (control stream) to cancel the lane's running commands, and adds the
+# caller's reply stream to each one's waiters (it then learns when each has stopped).
+# Returns {queued commands deleted, running commands told to stop, their command ids}.
 CANCEL_LANE = (
     _EMIT
     + """
 local group, lane, prefix = ARGV[1], ARGV[2], ARGV[5]
-local dropped, running = 0, 0
+local dropped, running, ids = 0, 0, {}
 local function drop(fields)
   local ok, env = pcall(cjson.decode, fields[2] or '')
   dropped = dropped + 1
@@ -393,11 +394,18 @@ if ARGV[3] == '1' then
 end
 if ARGV[4] == '1' then
   for i = 6, #KEYS do
-    local summary = pending(KEYS[i], {})
-    if summary then running = running + summary[1] end
+    for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do
+      running = running + 1
+      local entry = redis.call('XRANGE', KEYS[i], row[1], row[1])[1]
+      local ok, env = pcall(cjson.decode, entry and entry[2][2] or '')
+      if ok and type(env) == 'table' and type(env.id) == 'string' then
+        redis.call('SADD', prefix .. ':waiters:' .. env.id, ARGV[6])
+        ids[#ids + 1] = env.id
+      end
+    end
   end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'cancel_lane', lane)
 end
-return {dropped, running}
+return {dropped, running, ids}
 """
 )

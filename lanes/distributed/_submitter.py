@@ -525,10 +525,13 @@ class RemoteLaneSystem:
         for a retry's backoff: those are deleted in one script and their handles (in any
         submitter) raise :class:`CommandCancelled`. The running ones (held by a worker)
         are announced on the control stream: each worker cancels its own at once, and
-        their handles raise ``CommandCancelled`` when the attempts exit. Unlike in
-        process this returns when Redis answered, not when the running attempts have
-        exited. Cancelling this call leaves the cancel requested or not (Redis may have
-        run it).
+        their handles raise ``CommandCancelled`` when the attempts exit. As in process,
+        this returns once those attempts have exited and their workers settled them
+        (this system is told like a submitter of each; one that finished meanwhile
+        counts too). Cancelling this call stops the wait and leaves the cancel requested
+        or not (Redis may have run it).
+
+        Closing the system while it waits makes it return.
 
         Raises:
             UnknownLaneError: no such lane.
@@ -550,8 +553,28 @@ class RemoteLaneSystem:
         keys = [self._backend.key(n) for n in ("delayed", "control", f"stats:{lane}")]
         keys += [*self._events_keys, *self._backend.streams(lane)]
         args = [GROUP, lane, "1" if queued else "0", "1" if running else "0"]
-        answer = await self._batcher.call(self._cancel_lane, keys, [*args, self._backend.prefix])
-        return int(answer[0]) + int(answer[1])
+        args += [self._backend.prefix, self.reply_stream]
+        dropped, stopping, ids = await self._batcher.call(self._cancel_lane, keys, args)
+        await self._wait_for(lane, [str(command_id) for command_id in ids])
+        return int(dropped) + int(stopping)
+
+    async def _wait_for(self, lane: str, command_ids: list[str]) -> None:
+        """Wait for the outcomes of ``command_ids`` (this system is among their waiters);
+        handles made for other submitters' commands are dropped afterwards."""
+        made = []
+        waiting = []
+        for command_id in command_ids:
+            handle = self._handles.get(command_id)
+            if handle is None:
+                handle = self._register(command_id, lane, "")
+                made.append(handle)
+            waiting.append(handle)
+        try:
+            for handle in waiting:
+                await handle._done.wait()
+        finally:
+            for handle in made:
+                self._unregister(handle)
 
     # -- schedules -----------------------------------------------------------------------------
 
