@@ -26,6 +26,7 @@ except ImportError as _exc:  # pragma: no cover - the extra is installed in test
 from .._partitioning import Partitioning
 from ._inspect import unfinished_commands
 from ._letters import RemoteDeadLetters
+from ._limit import RedisSharedLimit, open_shared_limit
 from ._local import LocalRedis, local_redis_server
 from ._redis import RedisBackend
 from ._schedules import RemoteSchedule
@@ -38,6 +39,7 @@ __all__ = [
     "LocalRedis",
     "Partitioning",
     "RedisBackend",
+    "RedisSharedLimit",
     "RemoteCommandError",
     "RemoteDeadLetter",
     "RemoteDeadLetters",
@@ -48,5 +50,6 @@ __all__ = [
     "WorkerStatistics",
     "local_redis_server",
     "open_lane_worker",
+    "open_shared_limit",
     "unfinished_commands",
 ]
