@@ -78,6 +78,28 @@ async def schedule_on_two_replicas(backend: distributed.RedisBackend) -> None:
     print(f"fired once per slot: {fired == len(TICKS) and fired <= 11}")
 
 
+async def share_a_limit(backend: distributed.RedisBackend) -> None:
+    """Two processes' handles on one limit in Redis: 2 slots for everybody, fair per session."""
+    running, most = 0, 0
+
+    async def call_llm(limit: distributed.RedisSharedLimit, session: str) -> None:
+        nonlocal running, most
+        async with limit.slot(session=session):  # a lease in Redis, renewed while held
+            running += 1
+            most = max(most, running)
+            await trio.sleep(0.05)
+            running -= 1
+
+    async with (
+        distributed.open_shared_limit(backend, "llm", 2) as here,
+        distributed.open_shared_limit(backend, "llm", 2) as there,  # another replica's
+        trio.open_nursery() as nursery,
+    ):
+        for i in range(6):
+            nursery.start_soon(call_llm, here if i % 2 else there, f"user{i % 3}")
+    print(f"shared limit: at most {most} of 6 calls at once across both handles")
+
+
 async def demo(url: str) -> None:
     backend = distributed.RedisBackend(url, prefix=f"example-{uuid.uuid4().hex[:6]}", lease=5)
     async with (
@@ -130,6 +152,7 @@ async def demo(url: str) -> None:
                 await handle.result()
         print(f"parked: {[h.status.value for h in parked]}")
         await schedule_on_two_replicas(backend)
+        await share_a_limit(backend)
     done = sum(w.statistics().lanes["batch"].completed for w in (one, two))
     print(f"batch commands completed by the two workers: {done}")
 
