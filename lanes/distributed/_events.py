@@ -24,7 +24,7 @@ from ._redis import _LINK_FAILURES, xread
 from ._resp import Connection, open_connection
 
 if TYPE_CHECKING:
-    from ._submitter import RemoteLaneSystem
+    from ._protocol import Submitting
 
 __all__ = ["EVENTS_TTL", "decode", "encode", "subscription"]
 
@@ -80,7 +80,7 @@ def _check(types: tuple[type[ev.Event], ...], buffer: object) -> None:
 
 @asynccontextmanager
 async def subscription(
-    system: RemoteLaneSystem, types: tuple[type[ev.Event], ...], buffer: int
+    system: Submitting, types: tuple[type[ev.Event], ...], buffer: int
 ) -> AsyncIterator[trio.MemoryReceiveChannel[ev.Event]]:
     """Turn the deployment's events on, then deliver those of ``types`` until the block ends.
 
@@ -113,7 +113,7 @@ async def subscription(
         send.close()
 
 
-async def _announce(system: RemoteLaneSystem) -> None:
+async def _announce(system: Submitting) -> None:
     ttl = int(EVENTS_TTL * 1000)
     backend = system.backend
     await system._batcher.command("SET", backend.key("events:on"), "1", "PX", ttl)
@@ -122,7 +122,7 @@ async def _announce(system: RemoteLaneSystem) -> None:
     )
 
 
-async def _renew(system: RemoteLaneSystem) -> None:
+async def _renew(system: Submitting) -> None:
     while True:
         await trio.sleep(EVENTS_TTL / 3)
         try:
@@ -132,7 +132,7 @@ async def _renew(system: RemoteLaneSystem) -> None:
 
 
 async def _read(
-    system: RemoteLaneSystem,
+    system: Submitting,
     stream: str,
     last: str,
     types: tuple[type[ev.Event], ...],
@@ -163,7 +163,7 @@ async def _read(
 
 
 def _deliver(
-    system: RemoteLaneSystem,
+    system: Submitting,
     event: ev.Event | None,
     types: tuple[type[ev.Event], ...],
     send: trio.MemorySendChannel[ev.Event],

@@ -24,7 +24,8 @@ from ._redis import Lua, fields_list
 from ._wire import Envelope, RemoteDeadLetter
 
 if TYPE_CHECKING:
-    from ._submitter import RemoteHandle, RemoteLaneSystem
+    from ._handle import RemoteHandle
+    from ._protocol import Submitting
 
 __all__ = ["RemoteDeadLetters"]
 
@@ -48,7 +49,7 @@ class RemoteDeadLetters:
     stream entry id; ``command_id`` is the failed command's.
     """
 
-    def __init__(self, system: RemoteLaneSystem) -> None:
+    def __init__(self, system: Submitting) -> None:
         self._system = system
         backend = system.backend
         self.stream = backend.key("dead")

@@ -30,7 +30,8 @@ from ._redis import Lua, fields_list
 from ._wire import Envelope
 
 if TYPE_CHECKING:
-    from ._submitter import RemoteHandle, RemoteLaneSystem
+    from ._handle import RemoteHandle
+    from ._protocol import Submitting
 
 __all__ = ["RemoteSchedule", "RemoteScheduler"]
 
@@ -130,7 +131,7 @@ class RemoteSchedule:
 class RemoteScheduler:
     """The schedules one submitting system runs (its replica's share)."""
 
-    def __init__(self, system: RemoteLaneSystem) -> None:
+    def __init__(self, system: Submitting) -> None:
         self._system = system
         self.entries: dict[str, RemoteSchedule] = {}
         self._define = Lua(_scripts_api.DEFINE_SCHEDULE)
