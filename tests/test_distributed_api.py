@@ -477,3 +477,21 @@ async def test_cancelling_a_cancel_lane_wait_leaves_the_request(backend: RedisBa
         with trio.fail_after(5), pytest.raises(lanes.CommandCancelled):
             await theirs.result()  # the request was queued before the cancel: it ran
         assert first._handles == {}
+
+
+async def test_after_close_the_deployment_calls_raise_shutdown_in_progress(
+    backend: RedisBackend,
+) -> None:
+    async with system_on(backend) as system:
+        pass
+    calls: list[Callable[[], Awaitable[Any]]] = [
+        system.statistics,
+        system.dead_letters.pop,
+        system.dead_letters.clear,
+        lambda: system.dead_letters.requeue("0-1"),
+        lambda: system.cancel_lane("urgent"),
+    ]
+    for call in calls:
+        with trio.fail_after(2), pytest.raises(lanes.ShutdownInProgress, match="closed"):
+            await call()
+    assert system.dead_letters.list() == []  # the snapshot stays readable

@@ -99,10 +99,13 @@ async def subscription(
     scope = trio.CancelScope()
 
     async def follow() -> None:
-        with scope:
-            async with trio.open_nursery() as inner:
-                inner.start_soon(_renew, system)
-                await _read(system, stream, start, types, send)
+        try:
+            with scope:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(_renew, system)
+                    await _read(system, stream, start, types, send)
+        finally:
+            send.close()  # the system closed (or the block ended): the stream ends
 
     nursery.start_soon(follow)
     try:

@@ -85,7 +85,9 @@ class RemoteDeadLetters:
 
         Raises:
             StorageError: Redis cannot be reached; nothing was removed.
+            ShutdownInProgress: the system is closed.
         """
+        self._system._open_nursery("dead_letters.pop")
         answer = await self._system._batcher.call(self._pop, [self.stream, self.removed_stream], [])
         if not answer:
             return None
@@ -103,8 +105,10 @@ class RemoteDeadLetters:
             DeadLetterNotFound: no letter has that id (it was requeued, popped, cleared or
                 evicted, possibly by another process).
             StorageError: Redis cannot be reached; the letter stays.
+            ShutdownInProgress: the system is closed.
         """
         system = self._system
+        system._open_nursery("dead_letters.requeue")
         rows = []
         if isinstance(letter_id, str) and _order_ok(letter_id):
             rows = await system._batcher.command("XRANGE", self.stream, letter_id, letter_id)
@@ -151,7 +155,9 @@ class RemoteDeadLetters:
 
         Raises:
             StorageError: Redis cannot be reached; nothing was removed.
+            ShutdownInProgress: the system is closed.
         """
+        self._system._open_nursery("dead_letters.clear")
         count = await self._system._batcher.call(
             self._clear, [self.stream, self.removed_stream], []
         )

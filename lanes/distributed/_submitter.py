@@ -567,7 +567,9 @@ class RemoteLaneSystem:
 
         Raises:
             StorageError: Redis cannot be reached.
+            ShutdownInProgress: the system is closed.
         """
+        self._open_nursery("statistics")
         stats = await self._statistics.read(self._batcher, self._accepting)
         return attrs.evolve(stats, events_dropped=self._events_dropped)
 
