@@ -166,14 +166,14 @@ async def test_results_failures_dead_letters_and_requeue(backend: RedisBackend, 
         assert isinstance(info.value.__cause__, RemoteCommandError)
         assert "RuntimeError: bad failed on purpose" in str(info.value.__cause__)
         assert handle.status == "failed"
-        letters = await system.dead_letters()
+        letters = system.dead_letters.list()
         assert [(d.lane, d.command_type, d.attempts) for d in letters] == [("bulk", "Step", 3)]
-        again = await system.requeue(letters[0].id)
+        again = await system.dead_letters.requeue(letters[0].id)
         with pytest.raises(lanes.CommandFailed):
             await again.result()
-        assert len(await system.dead_letters()) == 1  # a new run, a new letter
-        with pytest.raises(lanes.LaneConfigError, match="no dead letter has id"):
-            await system.requeue(letters[0].id)
+        assert len(system.dead_letters.list()) == 1  # a new run, a new letter
+        with pytest.raises(lanes.DeadLetterNotFound, match="no dead letter has id"):
+            await system.dead_letters.requeue(letters[0].id)
         slow = await system.submit("urgent", Step(log, "slow", seconds=5), timeout=0.1)
         with pytest.raises(lanes.CommandTimeout, match="timed out on attempt 1"):
             await slow.result()
@@ -200,7 +200,7 @@ async def test_permanent_inside_an_exception_group_is_dead_lettered_at_once(
         mixed = await system.submit("bulk", Grouped(log, "mixed", mixed=True))
         with pytest.raises(lanes.CommandFailed, match="failed after 3 attempt"):
             await mixed.result()
-        letters = await system.dead_letters()
+        letters = system.dead_letters.list()
     assert sorted(d.attempts for d in letters) == [1, 3]
     starts = [line[1] for line in lines(log) if line[0] == "start"]
     assert (starts.count("alone"), starts.count("mixed")) == (1, 3)

@@ -126,7 +126,7 @@ async def test_cancel_of_a_running_command_stops_it_on_its_worker(
             await handle.result()
         assert trio.current_time() - before < 2.0
         assert await other.result() == "o"
-        assert await system.dead_letters() == []
+        assert system.dead_letters.list() == []
         handle.cancel()  # after the outcome: a no-op
         assert handle.status is lanes.CommandStatus.CANCELLED
         assert await system.backlog() == {"urgent": 0, "bulk": 0}
@@ -257,6 +257,6 @@ async def test_cancel_lane_stops_running_and_drops_queued_commands(
                 await handle.result()
         assert await kept.result() == "u"
         assert await system.backlog() == {"urgent": 0, "bulk": 0}
-        assert await system.dead_letters() == []
+        assert system.dead_letters.list() == []
     assert started(log) == ["u"]
     assert worker.statistics().lanes["bulk"].cancelled == 2

@@ -160,7 +160,7 @@ async def test_an_undecodable_entry_is_dead_lettered_once_and_blocks_nothing(
                     await bad.result()
             stopping = trio.current_time()
         assert trio.current_time() - stopping < 1.0  # the worker exits promptly
-        letters = await system.dead_letters()
+        letters = system.dead_letters.list()
     stats = worker.statistics().lanes["urgent"]
     assert (stats.malformed, stats.dead_lettered, stats.completed) == (1, 1, 4)
     assert len(letters) == 1 and letters[0].error.startswith("MalformedEntry: ")
@@ -351,7 +351,7 @@ async def test_a_poison_command_is_dead_lettered_after_max_deliveries(
                 assert [await h.result() for h in others] == [f"o{i}" for i in range(5)]
                 with pytest.raises(lanes.CommandFailed, match="LeaseExpired: delivered 3 times"):
                     await poison.result()
-        letters = await system.dead_letters()
+        letters = system.dead_letters.list()
     stats = worker.statistics().lanes["urgent"]
     assert (stats.reclaimed, stats.dead_lettered, stats.completed) == (1, 1, 5)
     assert [letter.command_id for letter in letters] == [poison.id]

@@ -25,8 +25,11 @@ except ImportError as _exc:  # pragma: no cover - the extra is installed in test
 
 from .._partitioning import Partitioning
 from ._inspect import unfinished_commands
+from ._letters import RemoteDeadLetters
+from ._limit import RedisSharedLimit, open_shared_limit
 from ._local import LocalRedis, local_redis_server
 from ._redis import RedisBackend
+from ._schedules import RemoteSchedule
 from ._submitter import RemoteCommandError, RemoteHandle, RemoteLaneSystem
 from ._wire import RemoteDeadLetter
 from ._worker import LaneWorker, WorkerLaneStatistics, WorkerStatistics, open_lane_worker
@@ -36,13 +39,17 @@ __all__ = [
     "LocalRedis",
     "Partitioning",
     "RedisBackend",
+    "RedisSharedLimit",
     "RemoteCommandError",
     "RemoteDeadLetter",
+    "RemoteDeadLetters",
     "RemoteHandle",
     "RemoteLaneSystem",
+    "RemoteSchedule",
     "WorkerLaneStatistics",
     "WorkerStatistics",
     "local_redis_server",
     "open_lane_worker",
+    "open_shared_limit",
     "unfinished_commands",
 ]

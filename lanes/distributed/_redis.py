@@ -291,6 +291,7 @@ class Batcher:
         self._queue: list[_Call] = []
         self._wake = trio.Event()
         self._connection: Connection | None = None
+        self._closed = False
 
     async def call(self, script: Lua, keys: list[str], args: list[Any]) -> Any:
         """Run a script in the next pipeline and return its result.
@@ -302,11 +303,20 @@ class Batcher:
         """
         return await self._enqueue(_Call(script, ["EVALSHA", script.sha, len(keys), *keys, *args]))
 
+    def call_nowait(self, script: Lua, keys: list[str], args: list[Any]) -> None:
+        """Queue a script call whose outcome nobody waits for (best effort: a failure is
+        dropped). Calls queued by one task keep their order in the pipeline."""
+        self._queue.append(_Call(script, ["EVALSHA", script.sha, len(keys), *keys, *args]))
+        self._wake.set()
+
     async def command(self, *args: Any) -> Any:
         """Run one Redis command in the next pipeline (see :meth:`call`)."""
         return await self._enqueue(_Call(None, list(args)))
 
     async def _enqueue(self, call: _Call) -> Any:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            raise _failure(self._backend, trio.ClosedResourceError("the client was closed"))
         self._queue.append(call)
         self._wake.set()
         await call.done.wait()
@@ -326,6 +336,12 @@ class Batcher:
                     self._wake.set()
                 await self._send(batch)
         finally:
+            self._closed = True
+            closed = _failure(self._backend, trio.ClosedResourceError("the client was closed"))
+            for call in self._queue:
+                call.error = closed
+                call.done.set()
+            self._queue.clear()
             if self._connection is not None:
                 await self._connection.aclose()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "CANCEL",
     "CANCEL_LANE",
+    "EMIT",
     "FETCH",
     "FINISH",
     "HEARTBEAT",
@@ -19,18 +20,49 @@ __all__ = [
     "SUBMIT",
 ]
 
+# Events (only while a subscription keeps the switch key alive): ``emit`` writes the events
+# a worker built (one JSON text per line); ``submitted`` and ``cancelled`` build their own.
+_EMIT = """
+local function emit(stream, on, text)
+  if text == '' or redis.call('EXISTS', on) == 0 then return end
+  for line in string.gmatch(text, '[^\\n]+') do
+    redis.call('XADD', stream, 'MAXLEN', '~', 10000, '*', 'e', line)
+  end
+end
+local function event(stream, on, kind, lane, id, extra)
+  if redis.call('EXISTS', on) == 0 then return end
+  local clock = redis.call('TIME')
+  local e = extra or {}
+  e.key, e.lane, e.command_id = kind, lane, id
+  e.timestamp = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  redis.call('XADD', stream, 'MAXLEN', '~', 10000, '*', 'e', cjson.encode(e))
+end
+local function submitted(stream, on, json)
+  if redis.call('EXISTS', on) == 0 then return end
+  local ok, env = pcall(cjson.decode, json or '')
+  if not ok or type(env) ~= 'table' then return end
+  event(stream, on, 'lane.command.submitted', env.lane, env.id, {command_type = env.type})
+end
+"""
+
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: stream, delayed zset, idempotency key, notify stream (wakes idle workers on a delay).
+# KEYS: events stream, its switch. ARGV: events (one JSON per line).
+EMIT = _EMIT + "emit(KEYS[1], KEYS[2], ARGV[1])\nreturn 1\n"
+
+# KEYS: stream, delayed zset, idempotency key, notify stream (wakes idle workers on a delay),
+# the lane's counters hash (``submitted`` counts each command accepted, not a key's repeat),
+# the events stream and its switch.
 # ARGV: has_key, command id, prefix, reply stream, key ttl ms, delay ms, fields...
 # Returns {id, entry id}: the id of the command that will run (the given one, or the one
 # already holding the key: this submitter is then registered to receive its result too) and
 # its lane stream entry's id ('' when it is delayed or another command's).
 SUBMIT = (
     _NOW
+    + _EMIT
     + """
 if ARGV[1] == '1' then
   local existing = redis.call('GET', KEYS[3])
@@ -40,6 +72,8 @@ if ARGV[1] == '1' then
   end
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[5])
 end
+redis.call('HINCRBY', KEYS[5], 'submitted', 1)
+submitted(KEYS[6], KEYS[7], ARGV[8])
 local fields = {}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 local delay = tonumber(ARGV[6])
@@ -174,19 +208,35 @@ end
 return lost
 """
 
-# KEYS: stream, reply stream, dead-letter stream, idempotency key.
-# ARGV: group, message id, prefix, command id, has_key, dead-letter maxlen, number of reply
+# KEYS: stream, reply stream, dead-letter stream, idempotency key, the lane's counters hash,
+# the deployment's counters hash, the removed-letters stream, the events stream and switch.
+# ARGV: group, message id, prefix, command id, has_key, dead-letter maxlen, the lane counters
+# to add 1 to (space-separated), events (one JSON per line, '' none), number of reply
 # fields (0: no reply), reply fields..., dead-letter fields... (none: not dead-lettered).
-# Returns 0 when the message was no longer pending (another worker settled it first).
-FINISH = """
+# Returns 0 when the message was no longer pending (another worker settled it first): then
+# nothing is counted. A letter evicted by the dead-letter limit is counted and announced on
+# the removed-letters stream (submitters mirror the dead-letter stream).
+FINISH = (
+    _EMIT
+    + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[2])
-local nreply = tonumber(ARGV[7])
+for name in string.gmatch(ARGV[7], '%S+') do redis.call('HINCRBY', KEYS[5], name, 1) end
+emit(KEYS[8], KEYS[9], ARGV[8])
+local nreply = tonumber(ARGV[9])
 local reply, dead = {}, {}
-for i = 8, 7 + nreply do reply[#reply + 1] = ARGV[i] end
-for i = 8 + nreply, #ARGV do dead[#dead + 1] = ARGV[i] end
+for i = 10, 9 + nreply do reply[#reply + 1] = ARGV[i] end
+for i = 10 + nreply, #ARGV do dead[#dead + 1] = ARGV[i] end
 if #dead > 0 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', unpack(dead))
+  local limit = tonumber(ARGV[6])
+  local over = redis.call('XLEN', KEYS[3]) - limit + 1
+  if over > 0 then
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', over)) do
+      redis.call('XADD', KEYS[7], 'MAXLEN', '~', 10000, '*', 'evicted', entry[1])
+    end
+    redis.call('HINCRBY', KEYS[6], 'dead_letters_evicted', over)
+  end
+  redis.call('XADD', KEYS[3], 'MAXLEN', limit, '*', unpack(dead))
 end
 if #reply > 0 then
   if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('XADD', KEYS[2], '*', unpack(reply)) end
@@ -199,16 +249,22 @@ end
 if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
 return 1
 """
+)
 
-# KEYS: stream, delayed zset. ARGV: group, message id, delay ms, fields of the next attempt.
+# KEYS: stream, delayed zset, the lane's counters hash, the events stream and switch.
+# ARGV: group, message id, delay ms, lane counters to add 1 to (space-separated; '' for a
+# command handed back), events (one JSON per line, '' none), fields of the next attempt.
 # Acknowledges this attempt and queues the next one (at once, or after the delay).
 RETRY = (
     _NOW
+    + _EMIT
     + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[2])
+for name in string.gmatch(ARGV[4], '%S+') do redis.call('HINCRBY', KEYS[3], name, 1) end
+emit(KEYS[4], KEYS[5], ARGV[5])
 local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 local delay = tonumber(ARGV[3])
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
@@ -219,29 +275,40 @@ return 1
 """
 )
 
-# KEYS: dead-letter stream, lane stream. ARGV: letter id, fields of the new command.
-# Moves a dead letter back to its lane; returns 0 when the letter is gone.
-MOVE_LETTER = """
+# KEYS: dead-letter stream, lane stream, the lane's counters hash, removed-letters stream,
+# the events stream and switch. ARGV: letter id, fields of the new command.
+# Moves a dead letter back to its lane (a new submission); returns 0 when the letter is gone.
+MOVE_LETTER = (
+    _EMIT
+    + """
 if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', 10000, '*', 'removed', ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'submitted', 1)
+submitted(KEYS[5], KEYS[6], ARGV[3])
 local fields = {}
 for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
 """
+)
 
-# KEYS: lane stream, cancelled zset, control stream, idempotency key.
-# ARGV: group, entry id ('' unknown), command id, marker ttl ms, has_key.
+# KEYS: lane stream, cancelled zset, control stream, idempotency key, the lane's counters,
+# the events stream and switch. ARGV: group, entry id ('' unknown), command id, marker ttl
+# ms, has_key, lane.
 # A command still queued in its stream (not handed to any worker) is deleted: returns 1, it
 # never starts. Otherwise (running, delayed, or finished) the id is marked cancelled until
 # the ttl passes and announced on the control stream, which every worker reads: returns 2.
 CANCEL = (
     _NOW
+    + _EMIT
     + """
 if ARGV[2] ~= '' then
   local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
   local handed = type(pending) == 'table' and pending.err == nil and pending[1] ~= nil
   if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
     if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+    redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
+    event(KEYS[6], KEYS[7], 'lane.command.cancelled', ARGV[6], ARGV[3])
     return 1
   end
 end
@@ -267,19 +334,25 @@ end
 return 1
 """
 
-# KEYS: delayed zset, control stream, then the lane's streams.
-# ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix.
+# KEYS: delayed zset, control stream, the lane's counters hash, the events stream and its
+# switch, then the lane's streams.
+# ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix, the caller's reply stream.
 # Queued: deletes the lane's entries no worker holds and its delayed (and retrying)
 # commands, replying 'cancelled' to their submitters and releasing their keys. Running:
-# tells every worker (control stream) to cancel the lane's running commands.
-# Returns {queued commands deleted, running commands told to stop}.
-CANCEL_LANE = """
+# tells every worker (control stream) to cancel the lane's running commands, and adds the
+# caller's reply stream to each one's waiters (it then learns when each has stopped).
+# Returns {queued commands deleted, running commands told to stop, their command ids}.
+CANCEL_LANE = (
+    _EMIT
+    + """
 local group, lane, prefix = ARGV[1], ARGV[2], ARGV[5]
-local dropped, running = 0, 0
+local dropped, running, ids = 0, 0, {}
 local function drop(fields)
   local ok, env = pcall(cjson.decode, fields[2] or '')
   dropped = dropped + 1
+  redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
   if not ok or type(env) ~= 'table' or type(env.id) ~= 'string' then return end
+  event(KEYS[4], KEYS[5], 'lane.command.cancelled', lane, env.id)
   local reply = cjson.encode({id = env.id, outcome = 'cancelled', value = 'null',
     error = '', attempts = 0})
   local targets = redis.call('SMEMBERS', prefix .. ':waiters:' .. env.id)
@@ -300,7 +373,7 @@ local function pending(stream, what)
 end
 if ARGV[3] == '1' then
   local mine = {}
-  for i = 3, #KEYS do
+  for i = 6, #KEYS do
     mine[KEYS[i]] = true
     local held = {}
     for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do held[row[1]] = true end
@@ -320,11 +393,19 @@ if ARGV[3] == '1' then
   end
 end
 if ARGV[4] == '1' then
-  for i = 3, #KEYS do
-    local summary = pending(KEYS[i], {})
-    if summary then running = running + summary[1] end
+  for i = 6, #KEYS do
+    for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do
+      running = running + 1
+      local entry = redis.call('XRANGE', KEYS[i], row[1], row[1])[1]
+      local ok, env = pcall(cjson.decode, entry and entry[2][2] or '')
+      if ok and type(env) == 'table' and type(env.id) == 'string' then
+        redis.call('SADD', prefix .. ':waiters:' .. env.id, ARGV[6])
+        ids[#ids + 1] = env.id
+      end
+    end
   end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'cancel_lane', lane)
 end
-return {dropped, running}
+return {dropped, running, ids}
 """
+)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import reprlib
 import time
 import uuid
+import warnings
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from typing import Any, Literal, TypeVar
 
+import attrs
 import trio
 from coredis.tokens import PureToken
 
@@ -20,22 +21,25 @@ from actors import leaves
 
 from .._boundary import check_key
 from .._codec import CommandRegistry
-from .._command import CommandStatus, command_name, is_command
+from .._command import command_name, is_command
 from .._config import LaneConfig
+from .._dlq import DeadLetterNotFound
 from .._errors import (
-    CommandCancelled,
-    CommandFailed,
-    CommandTimeout,
     DrainTimeout,
     LaneConfigError,
-    LaneError,
     LaneUsageError,
     NotDurableError,
     ShutdownInProgress,
     StorageError,
     UnknownLaneError,
 )
+from .._schedule import Misfire
+from .._stats import SystemStatistics
+from ..events import Event
 from . import _scripts
+from ._events import subscription
+from ._handle import RemoteCommandError, RemoteHandle
+from ._letters import RemoteDeadLetters
 from ._redis import (
     _LINK_FAILURES,
     GROUP,
@@ -46,142 +50,20 @@ from ._redis import (
     connect,
     fields_list,
     redis_call,
-    str_fields,
     translate,
     xread,
 )
 from ._resp import Connection, open_connection
-from ._wire import Envelope, RemoteDeadLetter, Reply
+from ._schedules import RemoteSchedule, RemoteScheduler
+from ._statistics import StatisticsReader
+from ._wire import Envelope, Reply
 
 __all__ = ["RemoteCommandError", "RemoteHandle", "RemoteLaneSystem", "open_remote_system"]
 
 T = TypeVar("T")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
 _EARLY_REPLIES = 1000  # replies kept for handles not registered yet
-
-
-class RemoteCommandError(LaneError):
-    """The last error of a command that failed on a worker (``"Type: message"``).
-
-    It is the ``__cause__`` of the :class:`CommandFailed` a remote handle raises; the
-    original exception stayed on the worker (errors are never pickled).
-    """
-
-
-class RemoteHandle(Generic[T]):
-    """A handle on a command submitted to Redis. Returned by ``submit``.
-
-    Its result is the command's return value as JSON data (cattrs-unstructured on the worker,
-    ``json.loads`` here): a dict for an attrs object, a list for a tuple, and so on.
-    """
-
-    __slots__ = (
-        "_cancelling",
-        "_done",
-        "_entry",
-        "_id",
-        "_key",
-        "_lane",
-        "_reply",
-        "_stream",
-        "_system",
-        "_type",
-    )
-
-    def __init__(self, system: RemoteLaneSystem, command_id: str, lane: str, type_name: str):
-        self._system = system
-        self._id = command_id
-        self._lane = lane
-        self._type = type_name
-        self._done = trio.Event()
-        self._reply: Reply | ShutdownInProgress | None = None
-        self._stream = ""  # the lane stream and entry id while queued ("": unknown)
-        self._entry = ""
-        self._key: str | None = None
-        self._cancelling = False
-
-    def __repr__(self) -> str:
-        return f"<RemoteHandle {self._id} lane={self._lane!r} {self._type} {self.status.value}>"
-
-    @property
-    def id(self) -> str:
-        """The command's unique id (shared by every submit with the same key)."""
-        return self._id
-
-    @property
-    def lane(self) -> str:
-        """The command's lane."""
-        return self._lane
-
-    @property
-    def status(self) -> CommandStatus:
-        """pending (queued or running somewhere), done, failed or cancelled."""
-        reply = self._reply
-        if reply is None:
-            return CommandStatus.PENDING
-        if isinstance(reply, Reply) and reply.outcome == "done":
-            return CommandStatus.DONE
-        if isinstance(reply, Reply) and reply.outcome == "cancelled":
-            return CommandStatus.CANCELLED
-        return CommandStatus.FAILED
-
-    def cancel(self) -> None:
-        """Cancel the command (synchronous, like ``CommandHandle.cancel``).
-
-        The request reaches Redis in the background, in one round trip: a command still
-        queued in its lane stream is deleted there and never starts; a running one is
-        cancelled by its worker at once (a control stream every worker reads) and resolves
-        when its attempt exits; a delayed one is marked and settled as cancelled when it
-        comes due. Either way the handle then raises :class:`CommandCancelled`. No-op once
-        the outcome arrived or a cancel was requested. If Redis stays unreachable until the
-        system closes, the command is left as it was (the handle raises
-        ``ShutdownInProgress``). After the system closed it is a no-op too (its handles
-        were resolved then).
-        """
-        if self._done.is_set() or self._cancelling:
-            return
-        self._system._request_cancel(self)
-
-    def done(self) -> bool:
-        """Whether the outcome arrived."""
-        return self._done.is_set()
-
-    async def result(self) -> T:
-        """Wait for the outcome and return the command's value (as JSON data).
-
-        Cancelling this wait leaves the command queued or running on a worker.
-
-        Raises:
-            CommandTimeout: its last attempt exceeded the timeout.
-            CommandFailed: it failed for good; ``__cause__`` is a :class:`RemoteCommandError`.
-            CommandCancelled: it was cancelled (``cancel()``) before it finished.
-            ShutdownInProgress: the system closed before the outcome arrived (the command
-                stays in Redis and still runs).
-        """
-        await self._done.wait()
-        reply = self._reply
-        if isinstance(reply, ShutdownInProgress):
-            raise reply
-        assert reply is not None
-        if reply.outcome == "done":
-            return json.loads(reply.value)  # type: ignore[no-any-return]
-        what = f"command {self._id} ({self._type}) in lane {self._lane!r}"
-        if reply.outcome == "cancelled":
-            state = "while queued" if reply.attempts == 0 else f"on attempt {reply.attempts}"
-            raise CommandCancelled(f"{what} was cancelled {state}")
-        cause = RemoteCommandError(reply.error)
-        if reply.outcome == "timeout":
-            error: LaneError = CommandTimeout(
-                f"{what} timed out on attempt {reply.attempts}: {reply.error}"
-            )
-        else:
-            error = CommandFailed(f"{what} failed after {reply.attempts} attempt(s): {reply.error}")
-        raise error from cause
-
-    def _resolve(self, reply: Reply | ShutdownInProgress) -> None:
-        if self._reply is None:
-            self._reply = reply
-            self._done.set()
+_READ_COUNT = 500  # entries per stream per read of the reply reader
 
 
 class RemoteLaneSystem:
@@ -214,11 +96,15 @@ class RemoteLaneSystem:
         self._accepting = True
         self._submit = Lua(_scripts.SUBMIT)
         self._batcher = Batcher(backend)
-        self._move = Lua(_scripts.MOVE_LETTER)
         self._cancel = Lua(_scripts.CANCEL)
         self._pause = Lua(_scripts.PAUSE)
         self._cancel_lane = Lua(_scripts.CANCEL_LANE)
         self._nursery: trio.Nursery | None = None
+        self._letters = RemoteDeadLetters(self)
+        self._statistics = StatisticsReader(backend, self._configs)
+        self._scheduler = RemoteScheduler(self)
+        self._events_keys = [backend.key("events"), backend.key("events:on")]
+        self._events_dropped = 0
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -308,6 +194,8 @@ class RemoteLaneSystem:
             self._backend.key("delayed"),
             self._backend.key(f"key:{key or ''}"),
             self._backend.key("notify"),
+            self._backend.key(f"stats:{envelope.lane}"),
+            *self._events_keys,
         ]
         # registered before Redis can run the script: its reply may arrive (and be read)
         # before this task runs again
@@ -422,6 +310,8 @@ class RemoteLaneSystem:
             self._backend.key("cancelled"),
             self._backend.key("control"),
             self._backend.key(f"key:{handle._key or ''}"),
+            self._backend.key(f"stats:{handle.lane}"),
+            *self._events_keys,
         ]
         args = [
             GROUP,
@@ -429,6 +319,7 @@ class RemoteLaneSystem:
             handle.id,
             str(int(self._backend.key_ttl * 1000)),
             "1" if handle._key else "0",
+            handle.lane,
         ]
         pause = _BACKOFF[0]
         while not handle.done():
@@ -506,10 +397,13 @@ class RemoteLaneSystem:
         for a retry's backoff: those are deleted in one script and their handles (in any
         submitter) raise :class:`CommandCancelled`. The running ones (held by a worker)
         are announced on the control stream: each worker cancels its own at once, and
-        their handles raise ``CommandCancelled`` when the attempts exit. Unlike in
-        process this returns when Redis answered, not when the running attempts have
-        exited. Cancelling this call leaves the cancel requested or not (Redis may have
-        run it).
+        their handles raise ``CommandCancelled`` when the attempts exit. As in process,
+        this returns once those attempts have exited and their workers settled them
+        (this system is told like a submitter of each; one that finished meanwhile
+        counts too). Cancelling this call stops the wait and leaves the cancel requested
+        or not (Redis may have run it).
+
+        Closing the system while it waits makes it return.
 
         Raises:
             UnknownLaneError: no such lane.
@@ -528,66 +422,156 @@ class RemoteLaneSystem:
         if not (running or queued):
             msg = "cancel_lane: running=False and queued=False cancel nothing; pass one True"
             raise LaneConfigError(msg)
-        keys = [self._backend.key("delayed"), self._backend.key("control")]
-        keys += self._backend.streams(lane)
+        keys = [self._backend.key(n) for n in ("delayed", "control", f"stats:{lane}")]
+        keys += [*self._events_keys, *self._backend.streams(lane)]
         args = [GROUP, lane, "1" if queued else "0", "1" if running else "0"]
-        answer = await self._batcher.call(self._cancel_lane, keys, [*args, self._backend.prefix])
-        return int(answer[0]) + int(answer[1])
+        args += [self._backend.prefix, self.reply_stream]
+        dropped, stopping, ids = await self._batcher.call(self._cancel_lane, keys, args)
+        await self._wait_for(lane, [str(command_id) for command_id in ids])
+        return int(dropped) + int(stopping)
 
-    # -- dead letters --------------------------------------------------------------------------
+    async def _wait_for(self, lane: str, command_ids: list[str]) -> None:
+        """Wait for the outcomes of ``command_ids`` (this system is among their waiters);
+        handles made for other submitters' commands are dropped afterwards."""
+        made = []
+        waiting = []
+        for command_id in command_ids:
+            handle = self._handles.get(command_id)
+            if handle is None:
+                handle = self._register(command_id, lane, "")
+                made.append(handle)
+            waiting.append(handle)
+        try:
+            for handle in waiting:
+                await handle._done.wait()
+        finally:
+            for handle in made:
+                self._unregister(handle)
 
-    async def dead_letters(self, count: int = 100) -> list[RemoteDeadLetter]:
-        """The oldest ``count`` dead letters of the whole deployment.
+    # -- schedules -----------------------------------------------------------------------------
+
+    async def schedule(
+        self,
+        lane: str,
+        command: Any,
+        *,
+        every: float | None = None,
+        cron: str | None = None,
+        tz: str | None = None,
+        key: str | None = None,
+        jitter: float = 0.0,
+        misfire: Misfire = "run_once",
+        misfire_limit: int = 100,
+        overlap: Literal["skip", "allow"] = "skip",
+    ) -> RemoteSchedule:
+        """Submit ``command`` to ``lane`` at every slot of a recurring schedule, once per
+        slot for the whole deployment however many replicas schedule the same ``key``.
+
+        The arguments are those of the in-process ``LaneSystem.schedule``; ``key`` is
+        required (it names the schedule for every replica), ``command`` is a
+        ``@lanes.command`` object and ``overlap`` is ``"skip"`` (no firing while the
+        previous one is queued or running anywhere) or ``"allow"``. The first definition
+        of a key sets the deployment's slots; every replica then sleeps until each slot,
+        and one script records the slot and queues the firing atomically, so the first
+        replica there fires it and the others find it dealt with. Returns once Redis has
+        the definition. Closing the system stops this replica's share (the schedule stays
+        in Redis for the others and the next start); cancelling this call leaves the
+        definition written or not (Redis may have run it).
 
         Raises:
-            StorageError: Redis cannot be reached.
+            UnknownLaneError, LaneConfigError, LaneUsageError, NotDurableError: bad
+                arguments (as in process, and no key, or ``overlap="queue"``).
+            StorageError: Redis cannot be reached; nothing was defined.
+            ShutdownInProgress: the system is closing.
         """
-        rows = await redis_call(
-            self._backend, self._client.xrange(self._backend.key("dead"), count=count)
+        return await self._scheduler.add(
+            lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap
         )
-        return [RemoteDeadLetter.from_entry(str(row[0]), str_fields(row[1])) for row in rows]
+
+    @property
+    def schedules(self) -> Mapping[str, RemoteSchedule]:
+        """The schedules this replica runs, by key (a read-only live view)."""
+        return self._scheduler.view
+
+    # -- events --------------------------------------------------------------------------------
+
+    def subscribe(
+        self, *event_types: type[Event], buffer: int = 1000
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[Event]]:
+        """Receive the events of the whole deployment, of the given types (all if none).
+
+        Use as ``async with system.subscribe(lanes.events.Completed) as events:``. The
+        same event classes as in process, written by the workers (``Started``,
+        ``Completed``, ``Retrying``, ``TimedOut``, ``Failed``, ``DeadLettered``,
+        ``Cancelled``) and by the submitting scripts (``Submitted``, and ``Cancelled`` for
+        a queued command), for every process of the deployment. Nothing is written to
+        Redis while nobody subscribes: entering turns the events on (a key every script
+        checks, and a note on the control stream every worker reads), so the events of
+        workers start once they have read it. Past ``buffer`` unread events, new ones are
+        dropped for this subscriber and counted in ``statistics().events_dropped``.
+        Leaving the block stops reading; the events stay on for up to 10 s after the last
+        subscriber left.
+
+        Raises:
+            LaneConfigError: a type that is not an event class, or a bad buffer.
+            StorageError: Redis cannot be reached (on entering).
+            ShutdownInProgress: the system is closed.
+        """
+        return subscription(self, tuple(event_types), buffer)
+
+    def _open_nursery(self, what: str) -> trio.Nursery:
+        if self._nursery is None:
+            msg = f"{what}: the lane system is closed (its async with block ended)"
+            raise ShutdownInProgress(msg)
+        return self._nursery
+
+    # -- dead letters and statistics -----------------------------------------------------------
+
+    @property
+    def dead_letters(self) -> RemoteDeadLetters:
+        """The deployment's dead-letter queue (``list()``, ``len()``, ``await pop()``,
+        ``await requeue(id)``, ``await clear()``), as in process; see
+        :class:`RemoteDeadLetters`."""
+        return self._letters
 
     async def requeue(self, letter_id: str) -> RemoteHandle[Any]:
-        """Move a dead letter back to its lane as a new command (fresh attempt count).
+        """Deprecated: use ``await system.dead_letters.requeue(letter_id)``.
 
         Raises:
             LaneConfigError: no dead letter has that id (it was requeued or evicted).
             StorageError: Redis cannot be reached.
         """
-        rows = await redis_call(
-            self._backend,
-            self._client.xrange(self._backend.key("dead"), letter_id, letter_id, count=1),
+        warnings.warn(
+            "system.requeue(id) is deprecated; use await system.dead_letters.requeue(id)",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        if not rows:
-            msg = f"requeue: no dead letter has id {letter_id!r}; list them with dead_letters()"
-            raise LaneConfigError(msg)
-        letter = RemoteDeadLetter.from_entry(letter_id, str_fields(rows[0][1]))
-        envelope = Envelope(
-            id=uuid.uuid4().hex,
-            lane=letter.lane,
-            type=letter.command_type,
-            payload=letter.payload,
-            reply=self.reply_stream,
-            key=None,
-            attempt=1,
-            timeout=letter.timeout,
-            submitted=time.time(),
-        )
-        handle = self._register(envelope.id, letter.lane, letter.command_type)
         try:
-            moved = await self._batcher.call(
-                self._move,
-                [self._backend.key("dead"), letter.stream],
-                [letter_id, *fields_list(envelope.fields(self._registry.converter))],
-            )
-        except BaseException:
-            self._unregister(handle)
-            raise
-        if not moved:
-            self._unregister(handle)
-            msg = f"requeue: dead letter {letter_id!r} was requeued or evicted meanwhile"
-            raise LaneConfigError(msg)
-        return handle
+            return await self._letters.requeue(letter_id)
+        except DeadLetterNotFound as exc:
+            raise LaneConfigError(str(exc)) from None
+
+    async def statistics(self) -> SystemStatistics:
+        """The whole deployment's statistics, read from Redis in one script call.
+
+        The same frozen :class:`~lanes.SystemStatistics` as in process, but awaited: the
+        counts live in Redis. Counters count events across every submitter and worker
+        since the deployment's keys were created (they survive restarts as far as Redis
+        persists them); once a handle resolved, they include its outcome. ``pending`` is
+        queued plus delayed and retrying commands, ``active`` the commands workers hold
+        (a dead worker's until they are reclaimed), ``max_concurrency`` the slots of the
+        workers alive now (per lane: at most its ``cluster_concurrency``).
+        ``effective_priority`` is the lane's priority (no boost) and ``preempted`` is 0;
+        ``events_dropped`` counts this system's subscribers' drops. Cancelling it leaves
+        nothing behind.
+
+        Raises:
+            StorageError: Redis cannot be reached.
+            ShutdownInProgress: the system is closed.
+        """
+        self._open_nursery("statistics")
+        stats = await self._statistics.read(self._batcher, self._accepting)
+        return attrs.evolve(stats, events_dropped=self._events_dropped)
 
     async def backlog(self) -> dict[str, int]:
         """How many commands each lane holds in Redis (queued or running, not delayed).
@@ -640,25 +624,38 @@ class RemoteLaneSystem:
                 await self._create_reply_stream()
 
     async def _read_replies(self, task_status: trio.TaskStatus[None]) -> None:
-        """Resolve handles from the reply stream; reconnect with backoff when Redis is away."""
+        """Resolve handles from the reply stream and follow the dead-letter streams;
+        reconnect with backoff when Redis is away."""
         last = "0-0"
         pause = _BACKOFF[0]
         connection: Connection | None = None
+        letters = self._letters
         task_status.started()
         try:
             while True:
+                streams = {
+                    letters.stream: letters.last,
+                    letters.removed_stream: letters.removed_last,
+                    self.reply_stream: last,
+                }
                 try:
                     if connection is None or connection.broken:
                         if connection is not None:
                             await connection.aclose()
                         connection = None
                         connection = await open_connection(self._backend.url)
-                    answer = await xread(connection, {self.reply_stream: last}, 500, 1000)
+                    answer = await xread(connection, streams, _READ_COUNT, 1000)
                 except (StorageError, *_LINK_FAILURES):
                     await trio.sleep(pause)
                     pause = min(pause * 2, _BACKOFF[1])
                     continue
                 pause = _BACKOFF[0]
+                added = answer.get(letters.stream, ())
+                removed = answer.get(letters.removed_stream, ())
+                letters.added(added)  # before the replies: a failed handle resolves
+                letters.removed(removed)  # once its letter is in the snapshot
+                if len(added) == _READ_COUNT or len(removed) == _READ_COUNT:
+                    continue  # more letters to read first; the replies are read again
                 entries = answer.get(self.reply_stream, ())
                 for entry_id, fields in entries:
                     last = entry_id
@@ -761,8 +758,9 @@ async def open_remote_system(
         await system._create_reply_stream()
         try:
             async with trio.open_nursery() as nursery:
-                await nursery.start(system._read_replies)
                 await nursery.start(system._batcher.run)
+                await system._letters.load()
+                await nursery.start(system._read_replies)
                 nursery.start_soon(system._renew_reply_stream)
                 system._nursery = nursery
                 try:

@@ -20,11 +20,13 @@ import attrs
 import trio
 from coredis.tokens import PureToken
 
+from .. import events as ev
 from .._codec import CommandRegistry
 from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from .._errors import LaneConfigError, Permanent, StorageError
 from .._outcome import Ended, Next, next_step
-from . import _scripts
+from . import _scripts, _scripts_api
+from ._events import encode_all
 from ._redis import (
     _LINK_FAILURES,
     GROUP,
@@ -39,6 +41,7 @@ from ._redis import (
     xreadgroup,
 )
 from ._resp import Connection, open_connection
+from ._statistics import registration
 from ._wire import Envelope, RemoteDeadLetter, Reply, salvage
 
 __all__ = ["LaneWorker", "WorkerLaneStatistics", "WorkerStatistics", "open_lane_worker"]
@@ -159,8 +162,17 @@ class LaneWorker:
         self._random = random.Random()
         self._batcher = Batcher(backend)
         self._scripts = {
-            name: Lua(getattr(_scripts, name)) for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
+            name: Lua(getattr(_scripts, name))
+            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT", "EMIT")
         }
+        self._events_keys = [backend.key("events"), backend.key("events:on")]
+        self._events_until = -math.inf  # events are written until then (a subscription)
+        self._leaving = False  # left the registry of live workers
+        self._register_script = Lua(_scripts_api.REGISTER)
+        self._registry_keys = [backend.key("workers"), backend.key(f"worker:{self.name}")]
+        self._registry_fields = registration(
+            configs, settings.max_concurrency, settings.cluster_concurrency
+        )
 
     def statistics(self) -> WorkerStatistics:
         """A frozen snapshot of this worker's lanes."""
@@ -451,6 +463,9 @@ class LaneWorker:
         if envelope.id in self._cancelled:  # cancelled by its handle before it started
             return self._cancel_call(stream, message_id, envelope, 0)
         self._by_command[envelope.id] = running
+        started = self._events(lambda: [_started(envelope)])
+        if started:  # queued now: before the attempt's outcome in the same pipeline order
+            self._batcher.call_nowait(self._scripts["EMIT"], self._events_keys, [started])
         if deliveries > self._settings.max_deliveries:
             poison = (
                 f"LeaseExpired: delivered {deliveries} times; the workers running it died or "
@@ -484,9 +499,9 @@ class LaneWorker:
             draw=self._random.random,
         )
         if step.next is Next.DONE:
-            return self._done(stream, message_id, envelope, outcome.value)
+            return self._done(stream, message_id, envelope, outcome.value, outcome.duration)
         if step.next is Next.RETRY:
-            return self._retry(stream, message_id, envelope, step.delay)
+            return self._retry(stream, message_id, envelope, step.delay, outcome)
         assert step.next is Next.DEAD_LETTER and step.error is not None
         if outcome.ended is Ended.TIMED_OUT:
             text = f"CommandTimeout: {step.error}"
@@ -499,6 +514,7 @@ class LaneWorker:
         """Run the command under its scope and say how the attempt ended (cancelled: the
         scope was cancelled, by a lost lease or shutdown). The value comes back as JSON."""
         outcome = _Outcome(Ended.RETURNED)
+        began = trio.current_time()
         with running.scope:
             try:
                 with trio.fail_after(timeout):
@@ -513,13 +529,22 @@ class LaneWorker:
                     outcome.value = json.dumps(self._registry.converter.unstructure(value))
                 except Exception as exc:
                     outcome = _Outcome.failed(Permanent(f"ResultNotJSON: {exc!r}"))
-        return _Outcome(Ended.CANCELLED) if running.scope.cancel_called else outcome
+        if running.scope.cancel_called:
+            return _Outcome(Ended.CANCELLED)
+        outcome.duration = trio.current_time() - began
+        return outcome
 
     def _done(
-        self, stream: str, message_id: str, envelope: Envelope, value: str
+        self, stream: str, message_id: str, envelope: Envelope, value: str, duration: float
     ) -> Callable[[], Awaitable[Any]]:
         reply = Reply(envelope.id, "done", value, "", envelope.attempt)
-        return self._finish_call(stream, message_id, envelope, reply, None, "completed")
+        counter = "completed"
+        events = self._events(
+            lambda: [ev.Completed(*_about(envelope), attempt=envelope.attempt, duration=duration)]
+        )
+        return self._finish_call(
+            stream, message_id, envelope, reply, None, counter, counter, events
+        )
 
     def _cancel_call(
         self, stream: str, message_id: str, envelope: Envelope, attempt: int
@@ -527,14 +552,22 @@ class LaneWorker:
         """Settle a command cancelled by its handle: acknowledged, its submitter told, no
         dead letter (``attempt`` 0: it never started)."""
         reply = Reply(envelope.id, "cancelled", "null", "", attempt)
-        return self._finish_call(stream, message_id, envelope, reply, None, "cancelled")
+        counter = "cancelled"
+        events = self._events(lambda: [ev.Cancelled(*_about(envelope))])
+        return self._finish_call(
+            stream, message_id, envelope, reply, None, counter, counter, events
+        )
 
     def _final(
         self, stream: str, message_id: str, envelope: Envelope, outcome: str, error: str
     ) -> Callable[[], Awaitable[Any]]:
         reply = Reply(envelope.id, outcome, "null", error, envelope.attempt)
         letter = RemoteDeadLetter.build(envelope, stream, error, envelope.attempt, time.time())
-        return self._finish_call(stream, message_id, envelope, reply, letter, "failed")
+        shared = "failed dead_lettered" + (" timed_out" if outcome == "timeout" else "")
+        events = self._events(lambda: _ended(envelope, outcome == "timeout", error))
+        return self._finish_call(
+            stream, message_id, envelope, reply, letter, "failed", shared, events
+        )
 
     def _finish_call(
         self,
@@ -544,9 +577,11 @@ class LaneWorker:
         reply: Reply,
         letter: dict[str, str] | None,
         counter: str,
+        shared: str,
+        events: str,
     ) -> Callable[[], Awaitable[Any]]:
         target = _Target(envelope.lane, envelope.id, envelope.reply, envelope.key)
-        return self._finish(stream, message_id, target, reply, letter, counter)
+        return self._finish(stream, message_id, target, reply, letter, counter, shared, events)
 
     def _finish(
         self,
@@ -556,8 +591,11 @@ class LaneWorker:
         reply: Reply | None,
         letter: dict[str, str] | None,
         counter: str,
+        shared: str,
+        events: str = "",
     ) -> Callable[[], Awaitable[Any]]:
-        """The FINISH call: acknowledge, reply (unless None), dead-letter, release the key."""
+        """The FINISH call: acknowledge, reply (unless None), dead-letter, release the key;
+        ``counter`` is this worker's counter, ``shared`` the deployment's lane counters."""
         reply_fields = fields_list(reply.fields(self._registry.converter)) if reply else []
         args = [
             GROUP,
@@ -566,6 +604,8 @@ class LaneWorker:
             target.command_id,
             "1" if target.key else "0",
             self._settings.dead_letter_limit,
+            shared,
+            events,
             len(reply_fields),
             *reply_fields,
             *(fields_list(letter) if letter else ()),
@@ -575,6 +615,10 @@ class LaneWorker:
             target.reply or self._backend.key("reply:-"),
             self._backend.key("dead"),
             self._backend.key(f"key:{target.key or ''}"),
+            self._backend.key(f"stats:{target.lane}"),
+            self._backend.key("stats"),
+            self._backend.key("dead:removed"),
+            *self._events_keys,
         ]
 
         async def call() -> None:
@@ -590,12 +634,16 @@ class LaneWorker:
         return call
 
     def _retry(
-        self, stream: str, message_id: str, envelope: Envelope, delay: float
+        self, stream: str, message_id: str, envelope: Envelope, delay: float, outcome: _Outcome
     ) -> Callable[[], Awaitable[Any]]:
         next_attempt = attrs.evolve(envelope, attempt=envelope.attempt + 1)
         fields = fields_list(next_attempt.fields(self._registry.converter))
-        args = [GROUP, message_id, math.ceil(delay * 1000), *fields]
-        keys = [stream, self._backend.key("delayed")]
+        timed_out = outcome.ended is Ended.TIMED_OUT
+        shared = "retried timed_out" if timed_out else "retried"
+        events = self._events(lambda: _retrying(envelope, timed_out, delay, outcome.error))
+        args = [GROUP, message_id, math.ceil(delay * 1000), shared, events, *fields]
+        keys = [stream, self._backend.key("delayed"), self._backend.key(f"stats:{envelope.lane}")]
+        keys += self._events_keys
 
         async def call() -> None:
             settled = await self._batcher.call(self._scripts["RETRY"], keys, args)
@@ -629,7 +677,15 @@ class LaneWorker:
         }
         target = _Target(lane, raw.get("id", ""), raw.get("reply", ""), raw.get("key"))
         reply = Reply(target.command_id, "failed", "null", text, 0) if target.command_id else None
-        return self._finish(stream, message_id, target, reply, letter, "malformed")
+        events = self._events(
+            lambda: [
+                cls(lane, target.command_id, time.time(), attempts=0, error=text)
+                for cls in (ev.Failed, ev.DeadLettered)
+            ]
+        )
+        return self._finish(
+            stream, message_id, target, reply, letter, "malformed", "failed dead_lettered", events
+        )
 
     async def _settle(self, lane: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Run a settling call until Redis takes it (reconnecting with backoff).
@@ -649,12 +705,20 @@ class LaneWorker:
 
     async def _release(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
         """Hand a command cancelled by shutdown back to its lane at once (best effort)."""
-        args = [GROUP, message_id, 0, *fields_list(fields)]
-        keys = [stream, self._backend.key("delayed")]
+        args = [GROUP, message_id, 0, "", "", *fields_list(fields)]
+        lane = self._lane_of[stream]
+        keys = [stream, self._backend.key("delayed"), self._backend.key(f"stats:{lane}")]
+        keys += self._events_keys
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             with contextlib.suppress(StorageError):
                 await self._batcher.call(self._scripts["RETRY"], keys, args)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _events(self, build: Callable[[], list[ev.Event]]) -> str:
+        """The events ``build`` makes, for a script, while a subscription wants them."""
+        return encode_all(build()) if trio.current_time() < self._events_until else ""
 
     # -- control --------------------------------------------------------------------------------
 
@@ -674,6 +738,9 @@ class LaneWorker:
         )
         for command_id in marked:
             self._note_cancelled(str(command_id))
+        left = await redis_call(self._backend, self._client.pttl(self._events_keys[1]))
+        if left > 0:
+            self._events_until = trio.current_time() + left / 1000
         paused = await redis_call(self._backend, self._client.smembers(self._backend.key("paused")))
         self._paused = {str(lane) for lane in paused if str(lane) in self._configs}
         task_status.started()
@@ -705,6 +772,8 @@ class LaneWorker:
         """Act on one control entry (entries of unknown kinds or lanes are ignored)."""
         if "cancel" in fields:
             self._note_cancelled(fields["cancel"])
+        if fields.get("events", "").isdigit():  # a subscription: write events for a while
+            self._events_until = trio.current_time() + int(fields["events"]) / 1000
         lane = fields.get("pause")
         if lane in self._configs:
             self._paused.add(lane)
@@ -731,10 +800,35 @@ class LaneWorker:
 
     # -- leases --------------------------------------------------------------------------------
 
+    async def _register(self) -> None:
+        """Say in Redis that this worker is alive, with its slots (for ``statistics()``).
+
+        Raises:
+            StorageError: Redis cannot be reached.
+        """
+        ttl = max(1, int(self._backend.lease * 1000))
+        args = [self.name, ttl, *self._registry_fields]
+        await self._batcher.call(self._register_script, self._registry_keys, args)
+
+    async def _unregister(self) -> None:
+        """Leave the registry at once (best effort: else it expires after a lease)."""
+        self._leaving = True  # a renewal queued before this call lands before it
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            with contextlib.suppress(StorageError):
+                await self._batcher.call(
+                    Lua(_scripts_api.UNREGISTER), self._registry_keys, [self.name]
+                )
+
     async def _heartbeat_loop(self) -> None:
         """Renew the lease of running commands; cancel those another worker took over."""
         while True:
             await trio.sleep(self._backend.lease / 3)
+            try:
+                if not self._leaving:
+                    await self._register()
+            except StorageError:
+                self.connection_errors += 1
             by_stream: dict[str, list[str]] = {}
             for (stream, message_id), running in self._running.items():
                 if not running.settling:
@@ -790,6 +884,7 @@ class _Outcome:
     ended: Ended
     error: BaseException | None = None
     value: str = "null"
+    duration: float = 0.0
 
     @classmethod
     def failed(cls, error: BaseException) -> _Outcome:
@@ -805,6 +900,37 @@ class _Settings:
     dead_letter_limit: int
     block_ms: int
     poll_ms: int
+
+
+def _about(envelope: Envelope) -> tuple[str, str, float]:
+    """An event's lane, command id and timestamp (now)."""
+    return envelope.lane, envelope.id, time.time()
+
+
+def _started(envelope: Envelope) -> ev.Started:
+    waited = max(0.0, time.time() - envelope.submitted) if envelope.attempt == 1 else 0.0
+    return ev.Started(*_about(envelope), attempt=envelope.attempt, waited=waited)
+
+
+def _retrying(
+    envelope: Envelope, timed_out: bool, delay: float, error: BaseException | None
+) -> list[ev.Event]:
+    events: list[ev.Event] = []
+    if timed_out:
+        events.append(ev.TimedOut(*_about(envelope), attempt=envelope.attempt))
+    text = "" if error is None else _describe(error)
+    events.append(ev.Retrying(*_about(envelope), attempt=envelope.attempt, delay=delay, error=text))
+    return events
+
+
+def _ended(envelope: Envelope, timed_out: bool, error: str) -> list[ev.Event]:
+    events: list[ev.Event] = []
+    if timed_out:
+        events.append(ev.TimedOut(*_about(envelope), attempt=envelope.attempt))
+    attempts = envelope.attempt
+    events.append(ev.Failed(*_about(envelope), attempts=attempts, error=error))
+    events.append(ev.DeadLettered(*_about(envelope), attempts=attempts, error=error))
+    return events
 
 
 def _describe(error: BaseException) -> str:
@@ -930,7 +1056,11 @@ async def open_lane_worker(
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(worker._heartbeat_loop)
-                outer.start_soon(worker._batcher.run)
+                await outer.start(worker._batcher.run)
+                await worker._register()
+                # loaded before the first Started event: a NOSCRIPT retry would put it after
+                # the outcome of its attempt in the pipeline
+                await worker._batcher.command("SCRIPT", "LOAD", worker._scripts["EMIT"].source)
                 await outer.start(worker._control_loop)
                 async with trio.open_nursery() as work:
                     worker._commands = work
@@ -949,6 +1079,7 @@ async def open_lane_worker(
                         raise
                     fetching.cancel()
                     await worker._stop(drain_timeout)
+                await worker._unregister()
                 outer.cancel_scope.cancel()
         finally:
             if worker._reader is not None:
