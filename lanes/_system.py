@@ -931,7 +931,8 @@ def open_lane_system(
         if clock is not None:
             msg = (
                 f"open_lane_system: clock={clock!r} cannot be combined with backend=; "
-                "schedules run in a local lane system"
+                "a distributed system's schedules and delays follow the wall clock "
+                "(time.time()) that every replica and worker shares"
             )
             raise LaneConfigError(msg)
         return _open_remote(backend, configs, cap, store, registry, drain)
