@@ -27,6 +27,7 @@ class ScheduleSpec:
     misfire_limit: int
     overlap: Overlap
     stored: bool  # written to storage (a durable system, unless durable=False)
+    times: int | None = None  # the schedule ends after this many firings (None: never)
 
     def same_as(self, other: ScheduleSpec) -> bool:
         mine = attrs.evolve(self, timing=attrs.evolve(self.timing, anchor=0.0))
@@ -69,6 +70,8 @@ class ScheduleHandle:
         self._scope = trio.CancelScope()
         self._target: float | None = None
         self._offset = 0.0
+        self._runs = 0  # firings of this schedule ever (kept across restarts with storage)
+        self._ended = trio.Event()
         self.fired = 0
         """Firings submitted by this process."""
         self.skipped = 0
@@ -98,6 +101,41 @@ class ScheduleHandle:
         return self._cancelled
 
     @property
+    def times(self) -> int | None:
+        """The repeat limit (``times=``): the schedule ends after this many firings; None
+        when it repeats for ever."""
+        return self._spec.times
+
+    @property
+    def runs(self) -> int:
+        """Firings of this schedule so far, across restarts when it is stored (``fired``
+        counts those of this process only)."""
+        return self._runs
+
+    @property
+    def remaining(self) -> int | None:
+        """Firings left before the repeat limit ends the schedule; None without a limit."""
+        times = self._spec.times
+        return None if times is None else max(0, times - self._runs)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the schedule has fired ``times`` times and ended (it fires nothing more;
+        with storage it stays stored, so declaring it again at the next start does not
+        fire it again)."""
+        return self._spec.times is not None and self._runs >= self._spec.times
+
+    async def wait_finished(self) -> None:
+        """Wait until the repeat limit ends the schedule (its last firing is submitted;
+        ``last.result()`` waits for that command). Returns at once if it has ended; waits
+        for ever for a schedule without ``times``. Cancellation leaves the schedule as it is.
+        """
+        if self.finished:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._ended.wait()
+
+    @property
     def problem(self) -> str | None:
         """Why a stored schedule cannot run in this process (unknown lane or type), or None."""
         return self._problem
@@ -110,31 +148,50 @@ class ScheduleHandle:
     @property
     def next_run(self) -> datetime | None:
         """When the next slot is due (an aware datetime in the schedule's time zone; UTC for
-        intervals), without its jitter; None when paused, cancelled or without further slots.
+        intervals), without its jitter; None when paused, cancelled, finished, without
+        further slots, or (``after_completion``) while the previous firing has not ended.
         """
-        if self._paused or self._cancelled or self._problem is not None:
+        if self._paused or self._cancelled or self._problem is not None or self.finished:
             return None
         slot = self._spec.timing.next_after(self._horizon)
         return None if slot is None else datetime.fromtimestamp(slot, self._spec.timing.zone)
 
     def pause(self) -> None:
         """Stop firing; slots that pass while paused are skipped (never fired later)."""
-        if self._cancelled or self._paused:
+        if self._cancelled or self._paused or self.finished:
             return
         self._paused = True
         self._scheduler.changed(self, record=True)
 
     def resume(self) -> None:
-        """Fire again from the next slot on; the slots passed while paused count as skipped."""
+        """Fire again from the next slot on; the slots passed while paused count as skipped.
+
+        With ``after_completion=True``, the next firing is ``every`` seconds after the resume,
+        or after the end of the firing still running then.
+        """
         if self._cancelled or not self._paused or self._problem is not None:
             return
+        self.skip_passed()
+        self._paused = False
+        self._scheduler.changed(self, record=True)
+
+    def skip_passed(self) -> None:
+        """Count the slots passed until now as skipped: the schedule goes on from now."""
         now = self._scheduler.wall()
-        decision = decide(self._spec.timing, self._horizon, now, "skip", 1, lateness=-1.0)
+        timing = self._spec.timing
+        decision = decide(timing, self._horizon, now, "skip", 1, lateness=-1.0)
         self.skipped += decision.skipped
         if decision.handled is not None:
             self._horizon = decision.handled
-        self._paused = False
-        self._scheduler.changed(self, record=True)
+        idle = self._last is None or self._last.done()
+        if timing.after_completion and idle and timing.next_after(self._horizon) is None:
+            self.reanchor(now)
+
+    def reanchor(self, at: float) -> None:
+        """After completion: count the next slot from ``at`` (never before the last slot)."""
+        spec = self._spec
+        at = max(at, self._horizon)
+        self._spec = attrs.evolve(spec, timing=attrs.evolve(spec.timing, anchor=at))
 
     def cancel(self) -> None:
         """Stop for good and forget the schedule (with storage: delete it).

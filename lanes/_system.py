@@ -272,6 +272,8 @@ class LaneSystem:
         misfire_limit: int = 100,
         overlap: Overlap = "skip",
         durable: bool | None = None,
+        times: int | None = None,
+        after_completion: bool = False,
     ) -> ScheduleHandle:
         """Submit ``command`` to ``lane`` at every slot of a recurring schedule.
 
@@ -284,7 +286,8 @@ class LaneSystem:
             lane: the lane's name.
             command: an async callable taking no arguments, or a ``@lanes.command`` object.
             every: an interval in seconds (> 0); slots are ``now + k * every``.
-            cron: a cron expression (``"0 9 * * MON-FRI"``), evaluated in ``tz``.
+            cron: a cron expression (``"0 9 * * MON-FRI"``), evaluated in ``tz``; with six
+                fields, the first is seconds (``"*/15 * * * * *"``).
             tz: an IANA time zone name for ``cron`` (default UTC); DST as Debian cron does.
             key: the schedule's name; scheduling the same key again returns the existing
                 schedule, or redefines it if anything differs (its last slot and paused
@@ -297,14 +300,19 @@ class LaneSystem:
                 ``"queue"`` it (submit once the previous one ends), or ``"allow"`` it.
             durable: with storage, whether to store the schedule and its firings (default:
                 yes; a plain callable needs ``durable=False``, and is then memory-only).
+            times: a repeat limit: after this many firings (counted across restarts when
+                stored) the schedule ends (``handle.finished``); None repeats for ever.
+            after_completion: with ``every``, count each interval from the moment the
+                previous firing ended (after its retries) instead of from fixed slots; the
+                firings never overlap.
 
         With storage, returns once the schedule is stored; cancellation while writing waits
         for the write (the schedule is then stored and runs).
 
         Raises:
             UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (neither or both
-                of every and cron, a non-positive interval, a bad cron expression, an
-                unknown time zone...).
+                of every and cron, a non-positive interval, a bad cron expression or
+                seconds field, an unknown time zone, ``times`` < 1...).
             NotDurableError: a plain callable on a system with storage (without
                 ``durable=False``).
             StorageError: the schedule could not be stored.
@@ -313,7 +321,19 @@ class LaneSystem:
         """
         self._check_run("schedule")
         return await self._scheduler.add(
-            lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap, durable
+            lane,
+            command,
+            every,
+            cron,
+            tz,
+            key,
+            jitter,
+            misfire,
+            misfire_limit,
+            overlap,
+            durable,
+            times,
+            after_completion,
         )
 
     @property

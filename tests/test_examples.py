@@ -100,6 +100,10 @@ def test_schedules(capsys: pytest.CaptureFixture[str]) -> None:
     assert "heartbeat resumed: 288 slots skipped while paused" in out
     assert "Mon 30 Mar 16:00 CEST: report 'hourly'" in out
     assert "missed slots fired once (misfire='run_once'), 4 coalesced" in out
+    warm = [line.split()[0] for line in out.splitlines() if line.endswith(": warm-up")]
+    assert warm == ["16:00:20:", "16:00:40:", "16:01:00:"]  # cron "*/20 * * * * *", times=3
+    assert "+10 s: poll starts" in out and "+24 s: poll starts" in out  # 10 s after the end
+    assert "warm-up finished after 3 firings; poller after 3" in out
 
 
 def test_agent_sessions(capsys: pytest.CaptureFixture[str]) -> None:
