@@ -17,6 +17,7 @@ from actors import WorkerPool, leaves, single_leaf
 
 from . import _submission as submission
 from ._boundary import check_key, check_run
+from ._bus import check_user_event
 from ._checks import check_seconds as _check_seconds
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
 from ._command import Command, CommandHandle, Reason
@@ -526,6 +527,31 @@ class LaneSystem:
         """
         self._check_run("subscribe")
         return self._core.bus.subscribe(tuple(event_types), buffer)
+
+    def emit(self, event: Event) -> None:
+        """Deliver an event of your own to the subscribers and listeners, like the system's.
+
+        Define it as a frozen attrs subclass of :class:`lanes.events.Event` with a ``key``
+        of its own (``"shop.order.shipped"``; keys under ``"lane."`` are the system's), and
+        give it ``timestamp=system.wall_time()`` to line it up with the system's events.
+        ``subscribe(OrderShipped)`` receives it; ``subscribe()`` with no types receives it
+        too. Synchronous and never blocks: a full subscriber drops it and counts it in
+        ``statistics().events_dropped``, as for every event.
+
+        Raises:
+            LaneConfigError: ``event`` is not an instance of an event class of your own
+                (the built-in ones are the system's to emit), or its key is not its own.
+            UnknownLaneError: its ``lane`` is neither ``""`` nor a lane of this system.
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("emit")
+        self._core.bus.emit(check_user_event(event, self._core.configs))
+
+    def wall_time(self) -> float:
+        """The wall-clock time events carry now (seconds since the epoch): Trio's clock plus
+        the offset read when the system opened (see :mod:`lanes.events`)."""
+        self._check_run("wall_time")
+        return trio.current_time() + self._core.wall_offset
 
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``callback(event)`` synchronously for every event; return an unlisten function.
