@@ -41,6 +41,13 @@ from ._stats import LaneStatistics, SystemStatistics
 from ._stream import Partials, StreamRestarted
 from ._system import LaneSystem, open_lane_system
 from ._unobserved import UnobservedFailure
+from ._user_metrics import (
+    CounterMetric,
+    GaugeMetric,
+    HistogramMetric,
+    UserMetricSnapshot,
+    UserSeries,
+)
 
 __version__ = "0.1.0"
 
@@ -54,10 +61,13 @@ __all__ = [
     "CommandHandle",
     "CommandStatus",
     "CommandTimeout",
+    "CounterMetric",
     "DeadLetter",
     "DeadLetterNotFound",
     "DeadLetterQueue",
     "DrainTimeout",
+    "GaugeMetric",
+    "HistogramMetric",
     "HistogramSnapshot",
     "InMemoryBackend",
     "KeyInUse",
@@ -88,6 +98,8 @@ __all__ = [
     "SystemStatistics",
     "UnknownLaneError",
     "UnobservedFailure",
+    "UserMetricSnapshot",
+    "UserSeries",
     "command",
     "events",
     "export_metrics",
