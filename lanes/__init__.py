@@ -18,6 +18,7 @@ from ._errors import (
     CommandFailed,
     CommandTimeout,
     DrainTimeout,
+    JsonError,
     KeyInUse,
     LaneConfigError,
     LaneError,
@@ -31,6 +32,7 @@ from ._errors import (
     UnknownLaneError,
 )
 from ._histogram import HistogramSnapshot
+from ._json import from_json, to_json
 from ._metrics import Metrics, MetricsSnapshot
 from ._partitioning import Partitioning
 from ._pause import pause_point
@@ -70,6 +72,7 @@ __all__ = [
     "HistogramMetric",
     "HistogramSnapshot",
     "InMemoryBackend",
+    "JsonError",
     "KeyInUse",
     "LaneConfig",
     "LaneConfigError",
@@ -103,8 +106,10 @@ __all__ = [
     "command",
     "events",
     "export_metrics",
+    "from_json",
     "open_alert_monitor",
     "open_lane_system",
     "pause_point",
     "send_partial",
+    "to_json",
 ]
