@@ -154,3 +154,16 @@ def test_process_lanes() -> None:
     assert "timed out after 0.5 s on attempt 1" in out
     assert "check_positive: ValueError('expected a positive number, got -1')" in out
     assert "cpu lane: completed=4 failed=2 timed_out=1" in out
+
+
+def test_live_system(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("live_system")
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    raised = lines.index("  alert: lane.alert.raised warning depth=6 at 5")  # after lowering
+    assert lines.index("lowering the warning to 5 on the running monitor") < raised
+    assert "  shipped events received: A-0, A-1, A-2" in lines
+    assert "  alert: lane.alert.cleared warning depth=0 at 4" in lines
+    assert "shipped by shop: {'eu': 2.0, 'us': 1.0}" in lines
+    assert "exported: lanes ['orders', 'reports'], 2 configs" in lines
+    assert "read back equal: True" in lines
