@@ -186,7 +186,7 @@ class Scheduler:
         handle._problem = None
         handle._target = None
         if was_finished and not handle.finished:  # a higher repeat limit
-            handle.skip_passed()  # as for a resume: what passed while it had ended is skipped
+            handle._skip_passed()  # as for a resume: what passed while it had ended is skipped
             handle._ended = trio.Event()
         self.changed(handle, record=False)
 
@@ -324,7 +324,7 @@ class Scheduler:
         return True
 
     def _anchor(self, handle: ScheduleHandle, at: float) -> None:
-        handle.reanchor(at)
+        handle._reanchor(at)
         journal = self._journal(handle)
         if journal is not None and not handle._cancelled:
             journal.save_schedule(self._row(handle))  # written by the next batch

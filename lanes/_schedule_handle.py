@@ -171,11 +171,11 @@ class ScheduleHandle:
         """
         if self._cancelled or not self._paused or self._problem is not None:
             return
-        self.skip_passed()
+        self._skip_passed()
         self._paused = False
         self._scheduler.changed(self, record=True)
 
-    def skip_passed(self) -> None:
+    def _skip_passed(self) -> None:
         """Count the slots passed until now as skipped: the schedule goes on from now."""
         now = self._scheduler.wall()
         timing = self._spec.timing
@@ -185,9 +185,9 @@ class ScheduleHandle:
             self._horizon = decision.handled
         idle = self._last is None or self._last.done()
         if timing.after_completion and idle and timing.next_after(self._horizon) is None:
-            self.reanchor(now)
+            self._reanchor(now)
 
-    def reanchor(self, at: float) -> None:
+    def _reanchor(self, at: float) -> None:
         """After completion: count the next slot from ``at`` (never before the last slot)."""
         spec = self._spec
         at = max(at, self._horizon)
