@@ -103,8 +103,10 @@ async def limits_and_seconds() -> None:
         warm = await system.schedule("ops", warm_up, cron="*/20 * * * * *", times=3)
         # Every 10 s counted from the end of the previous poll: polls never overlap.
         poller = await system.schedule("ops", poll, every=10, after_completion=True, times=3)
-        await warm.wait_finished()
-        await poller.wait_finished()
+        for schedule in (warm, poller):
+            await schedule.wait_finished()  # its last firing is submitted
+            assert schedule.last is not None
+            await schedule.last.result()  # and has run
         print(f"  warm-up finished after {warm.runs} firings; poller after {poller.runs}")
 
 
