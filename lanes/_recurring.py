@@ -25,7 +25,15 @@ from ._core import Core
 from ._errors import LaneConfigError, LaneError, ShutdownInProgress, StorageError
 from ._journal import Journal
 from ._schedule import GRACE, MISFIRE, OVERLAP, Misfire, Overlap, Timing, decide, make_timing
-from ._schedule_handle import ScheduleHandle, ScheduleSpec
+from ._schedule_handle import (
+    ScheduleHandle,
+    ScheduleSpec,
+    check_choice,
+    check_count,
+    check_overlap,
+    check_seconds,
+    check_times,
+)
 from .storage import StoredCommand, StoredSchedule
 
 __all__ = ["Scheduler"]
@@ -93,7 +101,9 @@ class Scheduler:
             durable,
             after_completion,
         )
-        spec = attrs.evolve(spec, overlap=_overlap(overlap, spec.timing), times=_times(times))
+        spec = attrs.evolve(
+            spec, overlap=check_overlap(overlap, spec.timing), times=check_times(times)
+        )
         name = key if isinstance(key, str) else f"schedule-{next(self._names)}"
         handle = self.entries.get(name)
         if handle is not None and handle._spec.same_as(spec) and handle._problem is None:
@@ -142,9 +152,9 @@ class Scheduler:
         if key is not None:
             check_key(key, "schedule")
         timing = make_timing(every, cron, tz, self.wall(), after_completion=after_completion)
-        jitter_s = _seconds("jitter", jitter)
-        chosen = _choice("misfire", misfire, MISFIRE)
-        limit = _count("misfire_limit", misfire_limit)
+        jitter_s = check_seconds("jitter", jitter)
+        chosen = check_choice("misfire", misfire, MISFIRE)
+        limit = check_count("misfire_limit", misfire_limit)
         if durable not in (None, True, False):
             msg = f"schedule: durable={durable!r} is invalid; expected True, False or None"
             raise LaneConfigError(msg)
@@ -454,50 +464,6 @@ async def _ends_first(last: CommandHandle[Any], changed: trio.Event) -> bool:
         await last._command.wait_done()
         nursery.cancel_scope.cancel()
     return last.done()
-
-
-def _times(value: object) -> int | None:
-    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        return value
-    msg = (
-        f"schedule: times={value!r} is invalid; expected an integer >= 1 (the number of "
-        "firings after which the schedule ends), or None to repeat for ever"
-    )
-    raise LaneConfigError(msg)
-
-
-def _overlap(value: object, timing: Timing) -> Overlap:
-    chosen: Overlap = _choice("overlap", value, OVERLAP)
-    if timing.after_completion and chosen != "skip":
-        msg = (
-            f"schedule: overlap={value!r} cannot be combined with after_completion=True, "
-            "whose firings never overlap (each waits for the previous one to end); drop overlap="
-        )
-        raise LaneConfigError(msg)
-    return chosen
-
-
-def _choice(field: str, value: object, allowed: tuple[str, ...]) -> Any:
-    if value not in allowed:
-        options = ", ".join(repr(a) for a in allowed)
-        msg = f"schedule: {field}={value!r} is invalid; expected one of {options}"
-        raise LaneConfigError(msg)
-    return value
-
-
-def _count(field: str, value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    msg = f"schedule: {field}={value!r} is invalid; expected an integer >= 1"
-    raise LaneConfigError(msg)
-
-
-def _seconds(field: str, value: object) -> float:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if number and 0 <= value < float("inf"):  # type: ignore[operator]
-        return float(value)  # type: ignore[arg-type]
-    msg = f"schedule: {field}={value!r} is invalid; expected a number of seconds >= 0"
-    raise LaneConfigError(msg)
 
 
 def _unset_clock() -> float:

@@ -9,9 +9,19 @@ import attrs
 import trio
 
 from ._command import CommandHandle
-from ._schedule import Misfire, Overlap, Timing, decide
+from ._errors import LaneConfigError
+from ._schedule import OVERLAP, Misfire, Overlap, Timing, decide
 
-__all__ = ["ScheduleHandle", "ScheduleOwner", "ScheduleSpec"]
+__all__ = [
+    "ScheduleHandle",
+    "ScheduleOwner",
+    "ScheduleSpec",
+    "check_choice",
+    "check_count",
+    "check_overlap",
+    "check_seconds",
+    "check_times",
+]
 
 
 @attrs.frozen
@@ -202,3 +212,50 @@ class ScheduleHandle:
             self._cancelled = True
             self._scheduler.forget(self)
             self._scope.cancel()
+
+
+# -- checking what defines a schedule ---------------------------------------------------------
+
+
+def check_times(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    msg = (
+        f"schedule: times={value!r} is invalid; expected an integer >= 1 (the number of "
+        "firings after which the schedule ends), or None to repeat for ever"
+    )
+    raise LaneConfigError(msg)
+
+
+def check_overlap(value: object, timing: Timing) -> Overlap:
+    chosen: Overlap = check_choice("overlap", value, OVERLAP)
+    if timing.after_completion and chosen != "skip":
+        msg = (
+            f"schedule: overlap={value!r} cannot be combined with after_completion=True, "
+            "whose firings never overlap (each waits for the previous one to end); drop overlap="
+        )
+        raise LaneConfigError(msg)
+    return chosen
+
+
+def check_choice(field: str, value: object, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        msg = f"schedule: {field}={value!r} is invalid; expected one of {options}"
+        raise LaneConfigError(msg)
+    return value
+
+
+def check_count(field: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    msg = f"schedule: {field}={value!r} is invalid; expected an integer >= 1"
+    raise LaneConfigError(msg)
+
+
+def check_seconds(field: str, value: object) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and 0 <= value < float("inf"):  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    msg = f"schedule: {field}={value!r} is invalid; expected a number of seconds >= 0"
+    raise LaneConfigError(msg)
