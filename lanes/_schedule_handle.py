@@ -137,10 +137,12 @@ class ScheduleHandle:
 
     async def wait_finished(self) -> None:
         """Wait until the repeat limit ends the schedule (its last firing is submitted;
-        ``last.result()`` waits for that command). Returns at once if it has ended; waits
-        for ever for a schedule without ``times``. Cancellation leaves the schedule as it is.
+        ``last.result()`` waits for that command) or it is cancelled (see :attr:`finished`
+        to tell which). Returns at once if either happened already; waits for ever for a
+        schedule without ``times`` that nobody cancels. Cancelling this wait leaves the
+        schedule as it is.
         """
-        if self.finished:
+        if self.finished or self._cancelled:
             await trio.lowlevel.checkpoint()
             return
         await self._ended.wait()
@@ -212,6 +214,7 @@ class ScheduleHandle:
             self._cancelled = True
             self._scheduler.forget(self)
             self._scope.cancel()
+            self._ended.set()
 
 
 # -- checking what defines a schedule ---------------------------------------------------------

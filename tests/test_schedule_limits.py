@@ -268,6 +268,19 @@ async def test_cancelling_wait_finished_leaves_the_schedule(
     assert times() == [10.0, 20.0, 30.0]
 
 
+async def test_cancelling_the_schedule_ends_wait_finished(autojump_clock: trio.abc.Clock) -> None:
+    async with lanes.open_lane_system(ONE, clock=wall) as system:
+        handle = await system.schedule("work", Job(), every=10, times=3)
+        with trio.fail_after(100):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(handle.wait_finished)
+                await trio.sleep(15)
+                handle.cancel()  # the waiter returns: the schedule has ended, unfinished
+        assert trio.current_time() == 15.0
+        assert handle.cancelled and not handle.finished and handle.runs == 1
+        await handle.wait_finished()  # at once
+
+
 async def test_an_outer_cancel_while_waiting_for_completion(
     autojump_clock: trio.abc.Clock,
 ) -> None:
