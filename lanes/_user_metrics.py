@@ -34,6 +34,7 @@ MetricKind = Literal["counter", "gauge", "histogram"]
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RESERVED_LABELS = frozenset({"quantile", "le"})
+_FAST = (int, float)  # exact types whose finite values need no further check (not bool)
 
 
 @attrs.frozen
@@ -71,14 +72,20 @@ class _Metric:
         return f"<{type(self).__name__} {self.name!r} labels={self.labels!r}>"
 
     def _key(self, given: Mapping[str, object]) -> tuple[str, ...]:
-        if len(given) != len(self.labels) or any(name not in given for name in self.labels):
-            msg = (
-                f"metric {self.name!r}: labels {sorted(given)!r} do not match its labels "
-                f"{list(self.labels)!r}; pass exactly those, like "
-                f"{', '.join(f'{n}=...' for n in self.labels) or 'no labels'}"
-            )
-            raise LaneConfigError(msg)
-        return tuple(str(given[name]) for name in self.labels)
+        labels = self.labels
+        if len(given) == len(labels):
+            try:
+                if len(labels) == 1:
+                    return (str(given[labels[0]]),)
+                return tuple([str(given[name]) for name in labels])
+            except KeyError:
+                pass
+        msg = (
+            f"metric {self.name!r}: labels {sorted(given)!r} do not match its labels "
+            f"{list(labels)!r}; pass exactly those, like "
+            f"{', '.join(f'{n}=...' for n in labels) or 'no labels'}"
+        )
+        raise LaneConfigError(msg)
 
     def _number(self, field: str, value: object, *, minimum: float | None = None) -> float:
         number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -117,8 +124,11 @@ class CounterMetric(_Metric):
             LaneConfigError: a negative or non-finite amount, or labels other than the
                 metric's.
         """
-        key = self._key(labels)
-        self._values[key] = self._values.get(key, 0.0) + self._number("amount", amount, minimum=0)
+        key = self._key(labels) if labels or self.labels else ()
+        if not (type(amount) in _FAST and 0 <= amount < math.inf):
+            amount = self._number("amount", amount, minimum=0)
+        values = self._values
+        values[key] = values.get(key, 0.0) + amount
 
     def value(self, **labels: object) -> float:
         """The count of the series of ``labels`` (0 if it was never increased)."""
@@ -179,11 +189,13 @@ class HistogramMetric(_Metric):
             LaneConfigError: a negative or non-finite value, or labels other than the
                 metric's.
         """
-        key = self._key(labels)
+        key = self._key(labels) if labels or self.labels else ()
+        if not (type(value) in _FAST and 0 <= value < math.inf):
+            value = self._number("value", value, minimum=0)
         sketch = self.sketches.get(key)
         if sketch is None:
             sketch = self.sketches[key] = Histogram()
-        sketch.record(self._number("value", value, minimum=0))
+        sketch.record(value)
 
     def summary(self, **labels: object) -> HistogramSnapshot:
         """Count, sum, min, max and percentiles of the series of ``labels``."""

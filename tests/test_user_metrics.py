@@ -93,6 +93,9 @@ async def test_bad_values_and_labels_change_nothing(autojump_clock: trio.abc.Clo
                 "amount=-1 is invalid; expected a finite number >= 0",
             ),
             (lambda: counter.inc(shop="eu", region="x"), "do not match its labels"),
+            (lambda: counter.inc(True, shop="eu"), "amount=True is invalid"),
+            (lambda: counter.inc(math.nan, shop="eu"), "amount=nan is invalid"),
+            (lambda: counter.inc(1, shop_="eu"), "do not match its labels"),
             (lambda: counter.inc(), r"labels \[\] do not match its labels \['shop'\]"),
             (lambda: gauge.set(math.inf), "value=inf is invalid"),
             (lambda: gauge.set("3"), "value='3' is invalid"),  # type: ignore[arg-type]
