@@ -1,4 +1,5 @@
-"""Recurring schedules: an interval, a cron job in a time zone, and a restart with a misfire.
+"""Recurring schedules: an interval, a cron job in a time zone, a restart with a misfire, and
+a repeat limit, an interval after completion and a cron expression with seconds.
 
 Run it with ``python examples/schedules.py``. It follows a simulated wall clock that starts on
 Friday 2026-03-27 08:00 in Berlin and runs with Trio's clock, so under a mock clock (as the
@@ -86,11 +87,36 @@ async def restart() -> None:
         print(f"  next run: {hourly.next_run}")
 
 
+async def limits_and_seconds() -> None:
+    started = clock()
+
+    async def warm_up() -> None:
+        second = datetime.fromtimestamp(clock(), BERLIN).strftime("%H:%M:%S")
+        print(f"  {second}: warm-up")
+
+    async def poll() -> None:
+        print(f"  +{clock() - started:.0f} s: poll starts (takes 4 s)")
+        await trio.sleep(4)
+
+    async with lanes.open_lane_system(LANES, clock=clock) as system:
+        # Cron with a seconds field (six fields), ending after three firings.
+        warm = await system.schedule("ops", warm_up, cron="*/20 * * * * *", times=3)
+        # Every 10 s counted from the end of the previous poll: polls never overlap.
+        poller = await system.schedule("ops", poll, every=10, after_completion=True, times=3)
+        for schedule in (warm, poller):
+            await schedule.wait_finished()  # its last firing is submitted
+            assert schedule.last is not None
+            await schedule.last.result()  # and has run
+        print(f"  warm-up finished after {warm.runs} firings; poller after {poller.runs}")
+
+
 async def main() -> None:
     print("-- an interval and a cron job across a DST change")
     await intervals_and_cron()
     print("-- a durable schedule across a restart")
     await restart()
+    print("-- a repeat limit, an interval after completion, cron with seconds")
+    await limits_and_seconds()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from ._errors import (
     CommandFailed,
     CommandTimeout,
     DrainTimeout,
+    JsonError,
     KeyInUse,
     LaneConfigError,
     LaneError,
@@ -32,6 +33,7 @@ from ._errors import (
 )
 from ._flow import Flow, open_flow
 from ._histogram import HistogramSnapshot
+from ._json import from_json, to_json
 from ._listing import CommandInfo, Progress, report_progress
 from ._metrics import Metrics, MetricsSnapshot
 from ._partitioning import Partitioning
@@ -43,6 +45,13 @@ from ._stats import LaneStatistics, SystemStatistics
 from ._stream import Partials, StreamRestarted
 from ._system import LaneSystem, open_lane_system
 from ._unobserved import UnobservedFailure
+from ._user_metrics import (
+    CounterMetric,
+    GaugeMetric,
+    HistogramMetric,
+    UserMetricSnapshot,
+    UserSeries,
+)
 
 __version__ = "0.1.0"
 
@@ -57,13 +66,17 @@ __all__ = [
     "CommandInfo",
     "CommandStatus",
     "CommandTimeout",
+    "CounterMetric",
     "DeadLetter",
     "DeadLetterNotFound",
     "DeadLetterQueue",
     "DrainTimeout",
     "Flow",
+    "GaugeMetric",
+    "HistogramMetric",
     "HistogramSnapshot",
     "InMemoryBackend",
+    "JsonError",
     "KeyInUse",
     "LaneConfig",
     "LaneConfigError",
@@ -93,13 +106,17 @@ __all__ = [
     "SystemStatistics",
     "UnknownLaneError",
     "UnobservedFailure",
+    "UserMetricSnapshot",
+    "UserSeries",
     "command",
     "events",
     "export_metrics",
+    "from_json",
     "open_alert_monitor",
     "open_flow",
     "open_lane_system",
     "pause_point",
     "report_progress",
     "send_partial",
+    "to_json",
 ]

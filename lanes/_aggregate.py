@@ -22,6 +22,7 @@ from ._errors import LaneConfigError, LaneUsageError
 from ._histogram import Histogram
 from ._shared import SharedLimit, SharedLimitStatistics
 from ._stats import COUNTERS
+from ._user_metrics import UserTotals, add_user_totals
 
 if TYPE_CHECKING:
     from ._core import Core
@@ -76,6 +77,7 @@ class Totals:
         limits: the statistics of every shared limit the systems use.
         systems: open systems.
         over_limit: open systems given a label that went to ``other`` (the cap was full).
+        user: the systems' metrics of their own, by name.
     """
 
     lanes: dict[tuple[str, str], LaneTotals]
@@ -83,6 +85,7 @@ class Totals:
     limits: list[SharedLimitStatistics]
     systems: int
     over_limit: int
+    user: dict[str, UserTotals] = attrs.field(factory=dict)
 
 
 @attrs.define
@@ -127,6 +130,8 @@ class Aggregator:
         self._token: trio.lowlevel.TrioToken | None = None
         self._retired: dict[tuple[str, str], LaneTotals] = {}
         self._retired_holders: dict[tuple[str, str, str], HolderTotals] = {}
+        self._retired_user: dict[str, UserTotals] = {}
+        self._clashes: set[str] = set()  # user metric names already warned about
         self._limits: weakref.WeakValueDictionary[str, SharedLimit] = weakref.WeakValueDictionary()
 
     @property
@@ -236,6 +241,8 @@ class Aggregator:
     def _fold(self, entry: _Entry) -> None:
         """Keep a closed system's counts and latencies in its series' totals."""
         core = entry.core
+        clashes = add_user_totals(self._retired_user, core.metrics.user, entry.value, gauges=False)
+        self._warn_clashes(clashes)
         for lane, state in core.policy.lanes.items():
             key = (entry.value, lane)
             kept = self._retired.get(key)
@@ -263,14 +270,27 @@ class Aggregator:
             holders[hkey] = holder = HolderTotals()
             holder.wait.merge(kept_holder.wait)
         rows: dict[tuple[str, str], list[tuple[int, ...]]] = {}
+        user = {name: kept_user.copy() for name, kept_user in self._retired_user.items()}
         for entry in self._live.values():
             self._add_live(entry, now, lanes, holders, rows)
+            clashes = add_user_totals(user, entry.core.metrics.user, entry.value, gauges=True)
+            self._warn_clashes(clashes)
         for key, counted in rows.items():
             totals = lanes[key]
             counted.append(tuple(totals.counters))
             totals.counters = [sum(column) for column in zip(*counted, strict=True)]
         limits = [limit.statistics() for limit in self._limits.values()]
-        return Totals(lanes, holders, limits, len(self._live), self._over)
+        return Totals(lanes, holders, limits, len(self._live), self._over, user)
+
+    def _warn_clashes(self, names: list[str]) -> None:
+        for name in names:
+            if name not in self._clashes:
+                self._clashes.add(name)
+                logger.warning(
+                    "LaneCollector: lane systems define the metric %r with different kinds "
+                    "or labels; only the first definition is exported",
+                    name,
+                )
 
     def _add_live(
         self,

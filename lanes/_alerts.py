@@ -24,7 +24,7 @@ from actors import single_leaf
 
 from ._checks import check_positive as _check_positive
 from ._checks import fail as _fail
-from ._errors import LaneUsageError, UnknownLaneError
+from ._errors import LaneConfigError, LaneUsageError, UnknownLaneError
 from ._histogram import Histogram
 from .events import AlertCleared, AlertRaised
 
@@ -189,19 +189,81 @@ class AlertMonitor:
         self._callbacks = tuple(callbacks)
         self._raised: dict[tuple[str, str, str], AlertRaised] = {}
         self._windows: dict[tuple[str, str], _Window] = {}
+        self._last: dict[tuple[str, str], float] = {}  # each rule's latest sampled value
         for rule in self._rules:
-            kind = rule.metric.split("_")[0]
-            if kind in ("wait", "run") and (rule.lane, kind) not in self._windows:
-                histograms = system.metrics.wait if kind == "wait" else system.metrics.run
-                self._windows[rule.lane, kind] = _Window(
-                    histograms[rule.lane], self._window_seconds
-                )
+            self._watch(rule)
         self._running = False
         self.samples = 0
 
+    def _watch(self, rule: AlertRule) -> None:
+        """Keep a latency window for ``rule``'s lane and kind (from now on, if new)."""
+        kind = rule.metric.split("_")[0]
+        if kind in ("wait", "run") and (rule.lane, kind) not in self._windows:
+            metrics = self._system.metrics
+            histograms = metrics.wait if kind == "wait" else metrics.run
+            self._windows[rule.lane, kind] = _Window(histograms[rule.lane], self._window_seconds)
+
+    def set_rule(self, rule: AlertRule) -> list[AlertCleared]:
+        """Add ``rule``, or replace the rule for its lane and metric, on a running monitor.
+
+        The new thresholds judge the next sample (call :meth:`check` to take one now). A
+        level still raised stays raised until a sample falls below the new threshold times
+        the new ``clear_ratio``; a raised level the new rule no longer has is cleared at once
+        (its ``AlertCleared`` is emitted and returned). A latency rule for a lane and kind
+        not watched before judges the attempts from now on.
+
+        Raises:
+            LaneConfigError: ``rule`` is not an :class:`AlertRule`.
+            UnknownLaneError: its lane is not one of the system's.
+        """
+        (rule,) = _check_rules(self._system, [rule])
+        key = (rule.lane, rule.metric)
+        old = next((r for r in self._rules if (r.lane, r.metric) == key), None)
+        self._rules = tuple(rule if r is old else r for r in self._rules)
+        if old is None:
+            self._rules += (rule,)
+            self._watch(rule)
+            return []
+        kept = {level for level, _ in rule.thresholds()}
+        return self._clear(old, [(lv, t) for lv, t in old.thresholds() if lv not in kept])
+
+    def remove_rule(self, lane: str, metric: str) -> list[AlertCleared]:
+        """Stop watching ``metric`` of ``lane``; its raised levels are cleared at once (their
+        ``AlertCleared`` events are emitted and returned).
+
+        Raises:
+            LaneConfigError: the monitor has no rule for that lane and metric.
+        """
+        old = next((r for r in self._rules if (r.lane, r.metric) == (lane, metric)), None)
+        if old is None:
+            known = ", ".join(f"({r.lane!r}, {r.metric!r})" for r in self._rules) or "none"
+            msg = f"remove_rule: no rule for lane {lane!r} and metric {metric!r}; rules: {known}"
+            raise LaneConfigError(msg)
+        self._rules = tuple(r for r in self._rules if r is not old)
+        events = self._clear(old, old.thresholds())
+        self._last.pop((lane, metric), None)
+        return events
+
+    def _clear(self, rule: AlertRule, levels: list[tuple[str, float]]) -> list[AlertCleared]:
+        now = trio.current_time() + self._system._core.wall_offset
+        value = self._last.get((rule.lane, rule.metric), 0.0)
+        events = []
+        for level, threshold in reversed(levels):  # critical before warning
+            if self._raised.pop((rule.lane, rule.metric, level), None) is not None:
+                clear_at = threshold * rule.clear_ratio
+                events.append(AlertCleared(rule.lane, "", now, level, rule.metric, value, clear_at))
+        self._deliver(events)
+        return events
+
+    def _deliver(self, events: Iterable[AlertRaised | AlertCleared]) -> None:
+        for event in events:
+            self._system._core.bus.emit(event)
+            for callback in self._callbacks:
+                callback(event)
+
     @property
     def rules(self) -> tuple[AlertRule, ...]:
-        """The rules watched."""
+        """The rules watched (changed by :meth:`set_rule` and :meth:`remove_rule`)."""
         return self._rules
 
     @property
@@ -228,10 +290,8 @@ class AlertMonitor:
         events: list[AlertRaised | AlertCleared] = []
         for rule in self._rules:
             events.extend(self._crossings(rule, values[rule.lane, rule.metric]))
-        for event in events:
-            self._system._core.bus.emit(event)  # no public emit on LaneSystem (see notes)
-            for callback in self._callbacks:
-                callback(event)
+        self._last = values
+        self._deliver(events)
         return events
 
     def _sample(self) -> dict[tuple[str, str], float]:

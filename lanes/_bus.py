@@ -2,15 +2,61 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import trio
 
-from ._errors import LaneConfigError
+from ._errors import LaneConfigError, UnknownLaneError
 from .events import Event
 
-__all__ = ["EventBus"]
+__all__ = ["EventBus", "check_user_event"]
+
+_EXAMPLE = (
+    "@attrs.frozen class OrderShipped(lanes.events.Event): "
+    "key: ClassVar[str] = 'shop.order.shipped'"
+)
+
+
+def check_user_event(event: object, lanes: Mapping[str, object]) -> Event:
+    """``event`` if a program may emit it: an instance of its own ``Event`` subclass, with
+    a ``key`` of its own (not under ``lane.``, which the system's events use) and a lane
+    that is ``""`` or one of ``lanes``.
+
+    Raises:
+        LaneConfigError: not an event instance, a built-in event type, or a bad key.
+        UnknownLaneError: its lane is neither "" nor a lane of the system.
+    """
+    if isinstance(event, type):
+        msg = f"emit(): {event.__qualname__} is a class; pass an instance of it"
+        raise LaneConfigError(msg)
+    if not isinstance(event, Event):
+        msg = (
+            f"emit(): {event!r} is not an event; define a subclass of lanes.events.Event "
+            f"({_EXAMPLE})"
+        )
+        raise LaneConfigError(msg)
+    cls = type(event)
+    if cls.__module__ == Event.__module__:
+        msg = (
+            f"emit(): lanes.events.{cls.__qualname__} is emitted by the lane system itself; "
+            f"define an event of your own ({_EXAMPLE})"
+        )
+        raise LaneConfigError(msg)
+    key = cls.key
+    if not isinstance(key, str) or not key or key == Event.key or key.startswith("lane."):
+        msg = (
+            f"emit(): {cls.__qualname__}.key={key!r} is invalid; give the class a key of its "
+            "own, like 'shop.order.shipped' (keys under 'lane.' are the system's)"
+        )
+        raise LaneConfigError(msg)
+    if event.lane != "" and event.lane not in lanes:
+        msg = (
+            f"emit(): unknown lane {event.lane!r} in {cls.__qualname__}; use '' for an event "
+            f"of no lane, or one of: {', '.join(lanes)}"
+        )
+        raise UnknownLaneError(msg)
+    return event
 
 
 class _Subscriber:

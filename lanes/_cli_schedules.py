@@ -24,7 +24,9 @@ __all__ = ["schedules_command"]
 
 def _timing(row: StoredSchedule) -> Timing | None:
     try:
-        return make_timing(row.every, row.cron, row.tz, row.anchor)
+        return make_timing(
+            row.every, row.cron, row.tz, row.anchor, after_completion=row.after_completion
+        )
     except LaneConfigError:
         return None  # e.g. a time zone this machine does not know
 
@@ -32,7 +34,11 @@ def _timing(row: StoredSchedule) -> Timing | None:
 def _when(row: StoredSchedule, timing: Timing | None, now: float) -> str:
     if timing is None:
         return "? (cannot evaluate here)"
+    if row.times is not None and row.runs >= row.times:
+        return f"finished ({row.runs} of {row.times} firings)"
     slot = timing.next_after(row.anchor if row.last_slot is None else row.last_slot)
+    if slot is None and row.after_completion:
+        return f"{row.every:g} s after the last firing ends"
     if slot is None:
         return "never"
     text = datetime.fromtimestamp(slot, timing.zone).strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -45,8 +51,10 @@ def _when(row: StoredSchedule, timing: Timing | None, now: float) -> str:
 
 def _describe(row: StoredSchedule) -> str:
     if row.every is not None:
-        return f"every {row.every:g} s"
-    return f"cron {row.cron!r} {row.tz or 'UTC'}"
+        text = f"every {row.every:g} s" + (" after completion" if row.after_completion else "")
+    else:
+        text = f"cron {row.cron!r} {row.tz or 'UTC'}"
+    return text if row.times is None else f"{text}, {row.runs}/{row.times} firings"
 
 
 def _listing(path: str, rows: list[StoredSchedule], now: float) -> str:

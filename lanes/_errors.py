@@ -14,6 +14,7 @@ __all__ = [
     "CommandFailed",
     "CommandTimeout",
     "DrainTimeout",
+    "JsonError",
     "KeyInUse",
     "LaneConfigError",
     "LaneError",
@@ -88,6 +89,11 @@ class PayloadError(NotDurableError, LaneUsageError):
 
 class StorageError(LaneError):
     """The storage backend failed or holds data that this version cannot use."""
+
+
+class JsonError(LaneError, ValueError):
+    """``lanes.to_json`` / ``lanes.from_json`` cannot export or read back a value; the
+    message names the value or the field at fault."""
 
 
 class CommandFailed(LaneError):

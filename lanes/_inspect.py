@@ -199,7 +199,18 @@ def read_schedules(path: str | pathlib.Path) -> tuple[StoredSchedule, ...]:
     finally:
         db.close()
     rows.sort(key=lambda row: str(row["key"]))
-    return tuple(StoredSchedule(**{**row, "paused": bool(row["paused"])}) for row in rows)
+    return tuple(StoredSchedule(**_schedule_fields(row)) for row in rows)
+
+
+def _schedule_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A schedule row's fields; columns an older database lacks get their defaults."""
+    runs = row["runs"]
+    return {
+        **row,
+        "paused": bool(row["paused"]),
+        "runs": 0 if runs is None else int(runs),
+        "after_completion": bool(row["after_completion"]),
+    }
 
 
 _COMMAND_FIELDS = ("id", "seq", "lane", "type", "key", "status", "attempts", "ready_at")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from typing import Protocol, cast
 
 import attrs
 import trio
@@ -13,6 +13,13 @@ import trio
 from ._histogram import Histogram, HistogramSnapshot
 from ._policy import Policy
 from ._stats import COUNTERS, LaneCounters
+from ._user_metrics import (
+    CounterMetric,
+    GaugeMetric,
+    HistogramMetric,
+    UserMetrics,
+    UserMetricSnapshot,
+)
 
 __all__ = ["RECENT_STARTS", "Metrics", "MetricsSnapshot", "Observed"]
 
@@ -50,12 +57,14 @@ class MetricsSnapshot:
         gauges: ``pending``, ``active``, ``effective_priority``.
         histograms: ``wait_seconds`` (pending until an attempt starts) and ``run_seconds``
             (how long attempts ran), each with count, sum, min, max, p50/p90/p95/p99.
+        user: the metrics of your own (``Metrics.counter`` and so on), by name.
     """
 
     timestamp: float
     counters: Mapping[str, Mapping[str, int]]
     gauges: Mapping[str, Mapping[str, float]]
     histograms: Mapping[str, Mapping[str, HistogramSnapshot]]
+    user: Mapping[str, UserMetricSnapshot] = attrs.field(factory=dict)
 
 
 class Metrics:
@@ -69,6 +78,33 @@ class Metrics:
         self.recent: dict[str, deque[float]] = {
             lane: deque(maxlen=RECENT_STARTS) for lane in core.configs
         }
+        self.user = UserMetrics()
+
+    def counter(
+        self, name: str, description: str = "", *, labels: Iterable[str] = ()
+    ) -> CounterMetric:
+        """A counter of your own (``.inc(amount, **labels)``), in snapshots and Prometheus.
+
+        Registering a name again with the same labels returns the same counter.
+
+        Raises:
+            LaneConfigError: a bad name (a Prometheus metric name, not starting with
+                ``lanes_``) or label names, or a name already used by another kind or
+                other labels.
+        """
+        return cast(CounterMetric, self.user.register("counter", name, description, labels))
+
+    def gauge(self, name: str, description: str = "", *, labels: Iterable[str] = ()) -> GaugeMetric:
+        """A gauge of your own (``.set(value, **labels)``, ``.inc``, ``.dec``); see
+        :meth:`counter`."""
+        return cast(GaugeMetric, self.user.register("gauge", name, description, labels))
+
+    def histogram(
+        self, name: str, description: str = "", *, labels: Iterable[str] = ()
+    ) -> HistogramMetric:
+        """A histogram of your own (``.observe(value, **labels)``, values >= 0), exported as
+        a summary with p50/p90/p95/p99; as :meth:`counter`."""
+        return cast(HistogramMetric, self.user.register("histogram", name, description, labels))
 
     def recent_waits(self, lane: str) -> tuple[float | None, float | None]:
         """p50 and p99 (nearest rank) of the waits of ``lane``'s latest starts (None: none)."""
@@ -97,4 +133,4 @@ class Metrics:
             "wait_seconds": {lane: h.snapshot() for lane, h in self.wait.items()},
             "run_seconds": {lane: h.snapshot() for lane, h in self.run.items()},
         }
-        return MetricsSnapshot(now, counters, gauges, histograms)
+        return MetricsSnapshot(now, counters, gauges, histograms, self.user.snapshot())

@@ -25,7 +25,15 @@ from ._core import Core
 from ._errors import LaneConfigError, LaneError, ShutdownInProgress, StorageError
 from ._journal import Journal
 from ._schedule import GRACE, MISFIRE, OVERLAP, Misfire, Overlap, Timing, decide, make_timing
-from ._schedule_handle import ScheduleHandle, ScheduleSpec
+from ._schedule_handle import (
+    ScheduleHandle,
+    ScheduleSpec,
+    check_choice,
+    check_count,
+    check_overlap,
+    check_seconds,
+    check_times,
+)
 from .storage import StoredCommand, StoredSchedule
 
 __all__ = ["Scheduler"]
@@ -77,11 +85,25 @@ class Scheduler:
         misfire_limit: object,
         overlap: object,
         durable: object,
+        times: object = None,
+        after_completion: object = False,
     ) -> ScheduleHandle:
         spec = self._spec(
-            lane, target, every, cron, tz, key, jitter, misfire, misfire_limit, durable
+            lane,
+            target,
+            every,
+            cron,
+            tz,
+            key,
+            jitter,
+            misfire,
+            misfire_limit,
+            durable,
+            after_completion,
         )
-        spec = attrs.evolve(spec, overlap=_choice("overlap", overlap, OVERLAP))
+        spec = attrs.evolve(
+            spec, overlap=check_overlap(overlap, spec.timing), times=check_times(times)
+        )
         name = key if isinstance(key, str) else f"schedule-{next(self._names)}"
         handle = self.entries.get(name)
         if handle is not None and handle._spec.same_as(spec) and handle._problem is None:
@@ -121,6 +143,7 @@ class Scheduler:
         misfire: object,
         misfire_limit: object,
         durable: object,
+        after_completion: object = False,
     ) -> ScheduleSpec:
         core = self._core
         if not core.accepting or self._nursery is None:
@@ -128,10 +151,10 @@ class Scheduler:
         submission.check_lane(core.configs, lane, "schedule")
         if key is not None:
             check_key(key, "schedule")
-        timing = make_timing(every, cron, tz, self.wall())
-        jitter_s = _seconds("jitter", jitter)
-        chosen = _choice("misfire", misfire, MISFIRE)
-        limit = _count("misfire_limit", misfire_limit)
+        timing = make_timing(every, cron, tz, self.wall(), after_completion=after_completion)
+        jitter_s = check_seconds("jitter", jitter)
+        chosen = check_choice("misfire", misfire, MISFIRE)
+        limit = check_count("misfire_limit", misfire_limit)
         if durable not in (None, True, False):
             msg = f"schedule: durable={durable!r} is invalid; expected True, False or None"
             raise LaneConfigError(msg)
@@ -159,14 +182,22 @@ class Scheduler:
         return ScheduleSpec(lane, payload, name, timing, jitter_s, chosen, limit, "skip", True)
 
     def _redefine(self, handle: ScheduleHandle, spec: ScheduleSpec) -> None:
+        was_finished = handle.finished
         old = handle._spec.timing
-        if spec.timing.every is None or spec.timing.every != old.every:
+        new = spec.timing
+        if new.every is None or (new.every, new.after_completion) != (
+            old.every,
+            old.after_completion,
+        ):
             anchor = handle._horizon  # the new rhythm starts after the last slot dealt with
         else:
             anchor = old.anchor
         handle._spec = attrs.evolve(spec, timing=attrs.evolve(spec.timing, anchor=anchor))
         handle._problem = None
         handle._target = None
+        if was_finished and not handle.finished:  # a higher repeat limit
+            handle._skip_passed()  # as for a resume: what passed while it had ended is skipped
+            handle._ended = trio.Event()
         self.changed(handle, record=False)
 
     def _restore(self, row: StoredSchedule, live: dict[str, Command]) -> None:
@@ -178,10 +209,17 @@ class Scheduler:
                 raise StorageError(msg)
             assert self._core.durable is not None
             self._core.durable.registry.decode(row.type, row.payload)
-            timing = make_timing(row.every, row.cron, row.tz, row.anchor, f"schedule {row.key!r}")
+            timing = make_timing(
+                row.every,
+                row.cron,
+                row.tz,
+                row.anchor,
+                f"schedule {row.key!r}",
+                after_completion=row.after_completion,
+            )
         except (StorageError, LaneConfigError) as exc:
             problem = str(exc)
-            timing = Timing(row.every, row.cron, row.tz, row.anchor)
+            timing = Timing(row.every, row.cron, row.tz, row.anchor, row.after_completion)
         misfire: Misfire = row.misfire if row.misfire in MISFIRE else "run_once"
         overlap: Overlap = row.overlap if row.overlap in OVERLAP else "skip"
         spec = ScheduleSpec(
@@ -194,8 +232,10 @@ class Scheduler:
             row.misfire_limit,
             overlap,
             True,
+            row.times,
         )
         handle = ScheduleHandle(self, row.key, spec)
+        handle._runs = row.runs
         handle._horizon = row.anchor if row.last_slot is None else row.last_slot
         handle._recorded = row.last_slot
         handle._paused = row.paused
@@ -209,6 +249,7 @@ class Scheduler:
 
     def _launch(self, handle: ScheduleHandle) -> None:
         if self._nursery is not None and not handle._scope.cancel_called and not handle._running:
+            handle._scope = trio.CancelScope()  # a task that ended (finished) used the old one
             handle._running = True
             self._nursery.start_soon(self._run, handle, name=f"schedule {handle.key}")
 
@@ -254,23 +295,49 @@ class Scheduler:
             handle._paused,
             handle._recorded,
             handle._last_id,
+            spec.times,
+            handle._runs,
+            spec.timing.after_completion,
         )
 
     # -- the task -----------------------------------------------------------------------------
 
     async def _run(self, handle: ScheduleHandle) -> None:
-        """Sleep until each slot, then fire it; ends when cancelled or the system closes."""
+        """Sleep until each slot, then fire it; ends when cancelled, when the system closes,
+        or when the repeat limit is reached."""
         with handle._scope, contextlib.suppress(ShutdownInProgress):
             try:
-                while True:
+                while not handle.finished:
                     changed = handle._changed
+                    waits = not handle._paused and handle._spec.timing.after_completion
+                    if waits and not await self._after_previous(handle, changed):
+                        continue  # changed (paused, redefined) while the firing ran
                     due = None if handle._paused else self._due(handle)
                     if due is None:
                         await changed.wait()
                     elif await self._sleep_until(due, changed):
                         await self._wake(handle)
+                handle._ended.set()
             finally:
                 handle._running = False
+
+    async def _after_previous(self, handle: ScheduleHandle, changed: trio.Event) -> bool:
+        """For ``after_completion``: wait for the previous firing to end, then count the next
+        slot from then. False if ``changed`` was set first (look again)."""
+        last = handle._last
+        if last is not None and not last.done() and not await _ends_first(last, changed):
+            return False
+        if handle._spec.timing.next_after(handle._horizon) is None:
+            # The firing ended (now, or before a restart, or its slot was skipped): the
+            # next slot is ``every`` from now, never from an earlier guess.
+            self._anchor(handle, self.wall())
+        return True
+
+    def _anchor(self, handle: ScheduleHandle, at: float) -> None:
+        handle._reanchor(at)
+        journal = self._journal(handle)
+        if journal is not None and not handle._cancelled:
+            journal.save_schedule(self._row(handle))  # written by the next batch
 
     def _due(self, handle: ScheduleHandle) -> float | None:
         """The wall-clock time of the next firing (its slot plus jitter), or None."""
@@ -302,6 +369,9 @@ class Scheduler:
         handle._horizon = decision.handled
         handle.skipped += decision.skipped
         for index, slot in enumerate(decision.fire):
+            if handle.finished:  # the repeat limit was reached by an earlier slot
+                handle.skipped += 1
+                continue
             await self._fire(handle, slot, catching_up=index > 0)
         if handle._recorded != decision.handled:  # slots left out: record them as dealt with
             await self._record(handle, decision.handled)
@@ -335,6 +405,10 @@ class Scheduler:
             return
         handle._last = new
         handle.fired += 1
+        if not handle._spec.stored:
+            handle._runs += 1  # a stored one counts in the batch that writes its command
+        if handle.finished:
+            handle._ended.set()
 
     async def _submit(self, handle: ScheduleHandle, slot: float) -> CommandHandle[Any]:
         spec = handle._spec
@@ -347,18 +421,20 @@ class Scheduler:
             target, stored = durable.registry.decode(spec.type, spec.target), None
         cmd = submission.prepare(core, spec.lane, target, (), None, None, None, stored)
         assert isinstance(cmd, Command)  # no key: always a new command
-        previous = handle._recorded
+        previous, runs = handle._recorded, handle._runs
 
         def write(journal: Journal, row: StoredCommand) -> None:
-            # One synchronous step: the command and the slot go into the same batch.
+            # One synchronous step: the command, the slot and the count of firings go into
+            # the same batch.
             handle._recorded = slot
+            handle._runs = runs + 1
             journal.save(row)
             journal.save_schedule(self._row(handle, cmd.id))
 
         try:
             return await submission.accept(core, cmd, None, write=write)
         except StorageError:
-            handle._recorded = previous
+            handle._recorded, handle._runs = previous, runs
             raise
 
     async def _record(self, handle: ScheduleHandle, slot: float) -> None:
@@ -373,27 +449,21 @@ class Scheduler:
             await trio.lowlevel.checkpoint()
 
 
-def _choice(field: str, value: object, allowed: tuple[str, ...]) -> Any:
-    if value not in allowed:
-        options = ", ".join(repr(a) for a in allowed)
-        msg = f"schedule: {field}={value!r} is invalid; expected one of {options}"
-        raise LaneConfigError(msg)
-    return value
+async def _ends_first(last: CommandHandle[Any], changed: trio.Event) -> bool:
+    """Wait until the command of ``last`` ends (True) or ``changed`` is set (False).
 
+    Does not count as observing the command's result. Cancellation leaves both as they are.
+    """
+    async with trio.open_nursery() as nursery:
 
-def _count(field: str, value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    msg = f"schedule: {field}={value!r} is invalid; expected an integer >= 1"
-    raise LaneConfigError(msg)
+        async def watch() -> None:
+            await changed.wait()
+            nursery.cancel_scope.cancel()
 
-
-def _seconds(field: str, value: object) -> float:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if number and 0 <= value < float("inf"):  # type: ignore[operator]
-        return float(value)  # type: ignore[arg-type]
-    msg = f"schedule: {field}={value!r} is invalid; expected a number of seconds >= 0"
-    raise LaneConfigError(msg)
+        nursery.start_soon(watch)
+        await last._command.wait_done()
+        nursery.cancel_scope.cancel()
+    return last.done()
 
 
 def _unset_clock() -> float:

@@ -9,9 +9,19 @@ import attrs
 import trio
 
 from ._command import CommandHandle
-from ._schedule import Misfire, Overlap, Timing, decide
+from ._errors import LaneConfigError
+from ._schedule import OVERLAP, Misfire, Overlap, Timing, decide
 
-__all__ = ["ScheduleHandle", "ScheduleOwner", "ScheduleSpec"]
+__all__ = [
+    "ScheduleHandle",
+    "ScheduleOwner",
+    "ScheduleSpec",
+    "check_choice",
+    "check_count",
+    "check_overlap",
+    "check_seconds",
+    "check_times",
+]
 
 
 @attrs.frozen
@@ -27,6 +37,7 @@ class ScheduleSpec:
     misfire_limit: int
     overlap: Overlap
     stored: bool  # written to storage (a durable system, unless durable=False)
+    times: int | None = None  # the schedule ends after this many firings (None: never)
 
     def same_as(self, other: ScheduleSpec) -> bool:
         mine = attrs.evolve(self, timing=attrs.evolve(self.timing, anchor=0.0))
@@ -69,6 +80,8 @@ class ScheduleHandle:
         self._scope = trio.CancelScope()
         self._target: float | None = None
         self._offset = 0.0
+        self._runs = 0  # firings of this schedule ever (kept across restarts with storage)
+        self._ended = trio.Event()
         self.fired = 0
         """Firings submitted by this process."""
         self.skipped = 0
@@ -98,6 +111,43 @@ class ScheduleHandle:
         return self._cancelled
 
     @property
+    def times(self) -> int | None:
+        """The repeat limit (``times=``): the schedule ends after this many firings; None
+        when it repeats for ever."""
+        return self._spec.times
+
+    @property
+    def runs(self) -> int:
+        """Firings of this schedule so far, across restarts when it is stored (``fired``
+        counts those of this process only)."""
+        return self._runs
+
+    @property
+    def remaining(self) -> int | None:
+        """Firings left before the repeat limit ends the schedule; None without a limit."""
+        times = self._spec.times
+        return None if times is None else max(0, times - self._runs)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the schedule has fired ``times`` times and ended (it fires nothing more;
+        with storage it stays stored, so declaring it again at the next start does not
+        fire it again)."""
+        return self._spec.times is not None and self._runs >= self._spec.times
+
+    async def wait_finished(self) -> None:
+        """Wait until the repeat limit ends the schedule (its last firing is submitted;
+        ``last.result()`` waits for that command) or it is cancelled (see :attr:`finished`
+        to tell which). Returns at once if either happened already; waits for ever for a
+        schedule without ``times`` that nobody cancels. Cancelling this wait leaves the
+        schedule as it is.
+        """
+        if self.finished or self._cancelled:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._ended.wait()
+
+    @property
     def problem(self) -> str | None:
         """Why a stored schedule cannot run in this process (unknown lane or type), or None."""
         return self._problem
@@ -110,31 +160,50 @@ class ScheduleHandle:
     @property
     def next_run(self) -> datetime | None:
         """When the next slot is due (an aware datetime in the schedule's time zone; UTC for
-        intervals), without its jitter; None when paused, cancelled or without further slots.
+        intervals), without its jitter; None when paused, cancelled, finished, without
+        further slots, or (``after_completion``) while the previous firing has not ended.
         """
-        if self._paused or self._cancelled or self._problem is not None:
+        if self._paused or self._cancelled or self._problem is not None or self.finished:
             return None
         slot = self._spec.timing.next_after(self._horizon)
         return None if slot is None else datetime.fromtimestamp(slot, self._spec.timing.zone)
 
     def pause(self) -> None:
         """Stop firing; slots that pass while paused are skipped (never fired later)."""
-        if self._cancelled or self._paused:
+        if self._cancelled or self._paused or self.finished:
             return
         self._paused = True
         self._scheduler.changed(self, record=True)
 
     def resume(self) -> None:
-        """Fire again from the next slot on; the slots passed while paused count as skipped."""
+        """Fire again from the next slot on; the slots passed while paused count as skipped.
+
+        With ``after_completion=True``, the next firing is ``every`` seconds after the resume,
+        or after the end of the firing still running then.
+        """
         if self._cancelled or not self._paused or self._problem is not None:
             return
+        self._skip_passed()
+        self._paused = False
+        self._scheduler.changed(self, record=True)
+
+    def _skip_passed(self) -> None:
+        """Count the slots passed until now as skipped: the schedule goes on from now."""
         now = self._scheduler.wall()
-        decision = decide(self._spec.timing, self._horizon, now, "skip", 1, lateness=-1.0)
+        timing = self._spec.timing
+        decision = decide(timing, self._horizon, now, "skip", 1, lateness=-1.0)
         self.skipped += decision.skipped
         if decision.handled is not None:
             self._horizon = decision.handled
-        self._paused = False
-        self._scheduler.changed(self, record=True)
+        idle = self._last is None or self._last.done()
+        if timing.after_completion and idle and timing.next_after(self._horizon) is None:
+            self._reanchor(now)
+
+    def _reanchor(self, at: float) -> None:
+        """After completion: count the next slot from ``at`` (never before the last slot)."""
+        spec = self._spec
+        at = max(at, self._horizon)
+        self._spec = attrs.evolve(spec, timing=attrs.evolve(spec.timing, anchor=at))
 
     def cancel(self) -> None:
         """Stop for good and forget the schedule (with storage: delete it).
@@ -145,3 +214,51 @@ class ScheduleHandle:
             self._cancelled = True
             self._scheduler.forget(self)
             self._scope.cancel()
+            self._ended.set()
+
+
+# -- checking what defines a schedule ---------------------------------------------------------
+
+
+def check_times(value: object) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    msg = (
+        f"schedule: times={value!r} is invalid; expected an integer >= 1 (the number of "
+        "firings after which the schedule ends), or None to repeat for ever"
+    )
+    raise LaneConfigError(msg)
+
+
+def check_overlap(value: object, timing: Timing) -> Overlap:
+    chosen: Overlap = check_choice("overlap", value, OVERLAP)
+    if timing.after_completion and chosen != "skip":
+        msg = (
+            f"schedule: overlap={value!r} cannot be combined with after_completion=True, "
+            "whose firings never overlap (each waits for the previous one to end); drop overlap="
+        )
+        raise LaneConfigError(msg)
+    return chosen
+
+
+def check_choice(field: str, value: object, allowed: tuple[str, ...]) -> Any:
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        msg = f"schedule: {field}={value!r} is invalid; expected one of {options}"
+        raise LaneConfigError(msg)
+    return value
+
+
+def check_count(field: str, value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    msg = f"schedule: {field}={value!r} is invalid; expected an integer >= 1"
+    raise LaneConfigError(msg)
+
+
+def check_seconds(field: str, value: object) -> float:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and 0 <= value < float("inf"):  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    msg = f"schedule: {field}={value!r} is invalid; expected a number of seconds >= 0"
+    raise LaneConfigError(msg)

@@ -17,6 +17,7 @@ from actors import WorkerPool, leaves, single_leaf
 
 from . import _submission as submission
 from ._boundary import check_key, check_run
+from ._bus import check_user_event
 from ._checks import check_seconds as _check_seconds
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
 from ._command import Command, CommandHandle, Reason
@@ -339,6 +340,8 @@ class LaneSystem:
         misfire_limit: int = 100,
         overlap: Overlap = "skip",
         durable: bool | None = None,
+        times: int | None = None,
+        after_completion: bool = False,
     ) -> ScheduleHandle:
         """Submit ``command`` to ``lane`` at every slot of a recurring schedule.
 
@@ -351,7 +354,8 @@ class LaneSystem:
             lane: the lane's name.
             command: an async callable taking no arguments, or a ``@lanes.command`` object.
             every: an interval in seconds (> 0); slots are ``now + k * every``.
-            cron: a cron expression (``"0 9 * * MON-FRI"``), evaluated in ``tz``.
+            cron: a cron expression (``"0 9 * * MON-FRI"``), evaluated in ``tz``; with six
+                fields, the first is seconds (``"*/15 * * * * *"``).
             tz: an IANA time zone name for ``cron`` (default UTC); DST as Debian cron does.
             key: the schedule's name; scheduling the same key again returns the existing
                 schedule, or redefines it if anything differs (its last slot and paused
@@ -364,14 +368,19 @@ class LaneSystem:
                 ``"queue"`` it (submit once the previous one ends), or ``"allow"`` it.
             durable: with storage, whether to store the schedule and its firings (default:
                 yes; a plain callable needs ``durable=False``, and is then memory-only).
+            times: a repeat limit: after this many firings (counted across restarts when
+                stored) the schedule ends (``handle.finished``); None repeats for ever.
+            after_completion: with ``every``, count each interval from the moment the
+                previous firing ended (after its retries) instead of from fixed slots; the
+                firings never overlap.
 
         With storage, returns once the schedule is stored; cancellation while writing waits
         for the write (the schedule is then stored and runs).
 
         Raises:
             UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (neither or both
-                of every and cron, a non-positive interval, a bad cron expression, an
-                unknown time zone...).
+                of every and cron, a non-positive interval, a bad cron expression or
+                seconds field, an unknown time zone, ``times`` < 1...).
             NotDurableError: a plain callable on a system with storage (without
                 ``durable=False``).
             StorageError: the schedule could not be stored.
@@ -380,7 +389,19 @@ class LaneSystem:
         """
         self._check_run("schedule")
         return await self._scheduler.add(
-            lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap, durable
+            lane,
+            command,
+            every,
+            cron,
+            tz,
+            key,
+            jitter,
+            misfire,
+            misfire_limit,
+            overlap,
+            durable,
+            times,
+            after_completion,
         )
 
     @property
@@ -619,6 +640,31 @@ class LaneSystem:
         """
         self._check_run("subscribe")
         return self._core.bus.subscribe(tuple(event_types), buffer)
+
+    def emit(self, event: Event) -> None:
+        """Deliver an event of your own to the subscribers and listeners, like the system's.
+
+        Define it as a frozen attrs subclass of :class:`lanes.events.Event` with a ``key``
+        of its own (``"shop.order.shipped"``; keys under ``"lane."`` are the system's), and
+        give it ``timestamp=system.wall_time()`` to line it up with the system's events.
+        ``subscribe(OrderShipped)`` receives it; ``subscribe()`` with no types receives it
+        too. Synchronous and never blocks: a full subscriber drops it and counts it in
+        ``statistics().events_dropped``, as for every event.
+
+        Raises:
+            LaneConfigError: ``event`` is not an instance of an event class of your own
+                (the built-in ones are the system's to emit), or its key is not its own.
+            UnknownLaneError: its ``lane`` is neither ``""`` nor a lane of this system.
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("emit")
+        self._core.bus.emit(check_user_event(event, self._core.configs))
+
+    def wall_time(self) -> float:
+        """The wall-clock time events carry now (seconds since the epoch): Trio's clock plus
+        the offset read when the system opened (see :mod:`lanes.events`)."""
+        self._check_run("wall_time")
+        return trio.current_time() + self._core.wall_offset
 
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         """Call ``callback(event)`` synchronously for every event; return an unlisten function.

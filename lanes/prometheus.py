@@ -81,6 +81,7 @@ from ._errors import LaneConfigError
 from ._histogram import Histogram, HistogramSnapshot
 from ._metrics import MetricsSnapshot
 from ._stats import COUNTERS
+from ._user_metrics import UserMetricSnapshot, UserTotals
 
 if TYPE_CHECKING:
     from ._alerts import AlertMonitor
@@ -197,6 +198,59 @@ def _snapshot_families(snapshot: MetricsSnapshot) -> Iterator[Metric]:
         yield gauge
     for name, (family, text) in _SUMMARIES.items():
         yield _summary(family, text, snapshot.histograms[name])
+    yield from _user_families(snapshot.user.values())
+
+
+def _user_families(metrics: Iterable[UserMetricSnapshot]) -> Iterator[Metric]:
+    """One system's metrics of its own: counters, gauges, and histograms as summaries."""
+    for metric in metrics:
+        labels = list(metric.labels)
+        if metric.kind == "histogram":
+            rows = [(list(s.labels), s.histogram) for s in metric.series if s.histogram is not None]
+            yield _snapshot_summary(metric.name, metric.description, labels, rows)
+            continue
+        family = _user_family(metric.kind, metric.name, metric.description, labels)
+        for series in metric.series:
+            family.add_metric(list(series.labels), series.value)
+        yield family
+
+
+def _user_family(
+    kind: str, name: str, text: str, labels: list[str]
+) -> CounterMetricFamily | GaugeMetricFamily:
+    if kind == "counter":
+        return CounterMetricFamily(name, text, labels=labels)
+    return GaugeMetricFamily(name, text, labels=labels)
+
+
+def _snapshot_summary(
+    family: str, text: str, names: list[str], rows: list[tuple[list[str], HistogramSnapshot]]
+) -> Metric:
+    metric = Metric(family, text, "summary")
+    for values, h in rows:
+        labels = dict(zip(names, values, strict=True))
+        for quantile, field in QUANTILES:
+            value = getattr(h, field) if h.count else math.nan
+            metric.add_sample(family, {**labels, "quantile": quantile}, value)
+        metric.add_sample(f"{family}_sum", labels, h.sum)
+        metric.add_sample(f"{family}_count", labels, h.count)
+    return metric
+
+
+def _user_total_families(user: Mapping[str, UserTotals], extra: list[str]) -> Iterator[Metric]:
+    """Every system's metrics of their own, summed (system label last, if on)."""
+    for name, totals in sorted(user.items()):
+        if set(extra) & set(totals.labels):
+            continue  # a label named like the system label: it cannot be told apart
+        names = [*totals.labels, *extra]
+        if totals.kind == "histogram":
+            rows = [(_label_values(k, extra), h) for k, h in sorted(totals.sketches.items())]
+            yield _merged_summary(name, totals.description, rows, names)
+            continue
+        family = _user_family(totals.kind, name, totals.description, names)
+        for key, number in sorted(totals.values.items()):
+            family.add_metric(_label_values(key, extra), number)
+        yield family
 
 
 def _summary(family: str, text: str, histograms: Mapping[str, HistogramSnapshot]) -> Metric:
@@ -303,6 +357,7 @@ class LaneCollector:
         totals = systems.totals()
         extra = [systems.label_name] if systems.labelled else []
         yield from _total_families(totals, extra)
+        yield from _user_total_families(totals.user, extra)
         yield _gauge("lanes_systems", "Open lane systems in the exposition.", totals.systems)
         if systems.labelled:
             text = "Open systems given a label that are exported as 'other' (the cap is full)."

@@ -106,3 +106,25 @@ async def test_a_system_sees_what_the_command_line_changed(db: pathlib.Path) -> 
     async with lanes.open_lane_system(config, storage=db, commands=[Report]) as system:
         assert system.schedules["minutely"].paused
         assert system.schedules["daily"].next_run is not None
+
+
+def test_lists_repeat_limits_and_after_completion(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "limits.db"
+    rows = [
+        row("capped", times=5, runs=2),
+        row("done", times=3, runs=3),
+        row("after", after_completion=True, anchor=NOW - 100, last_slot=NOW - 40),
+        row("waiting", after_completion=True, anchor=NOW - 30, last_slot=NOW - 40),
+        row("seconds", every=None, cron="*/15 * * * * *", last_slot=None, anchor=NOW - 5),
+    ]
+    trio.run(write, path, *rows)
+    lines = {
+        line.split()[0]: line for line in schedules_command(str(path), now=NOW).splitlines()[4:]
+    }
+    assert "every 60 s, 2/5 firings" in lines["capped"]
+    assert "finished (3 of 3 firings)" in lines["done"]
+    assert "every 60 s after completion" in lines["after"]
+    assert "60 s after the last firing ends" in lines["after"]
+    assert "2026-03-02 12:00:35 UTC" in lines["waiting"]  # anchor + every: its next slot
+    assert "cron '*/15 * * * * *' UTC" in lines["seconds"]
+    assert "2026-03-02 12:00:15 UTC" in lines["seconds"]

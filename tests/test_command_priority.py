@@ -303,7 +303,7 @@ async def test_a_version_2_database_gains_the_priority_column(tmp_path: pathlib.
     await storage.close()
     assert [(row.id, row.priority) for row in recovered.commands] == [("old-1", 0)]
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (3,)
+    assert db.execute("PRAGMA user_version").fetchone() == (lanes.storage.SCHEMA_VERSION,)
     db.close()
     async with lanes.open_lane_system(ONE, storage=path, commands=[Job2]) as system:
         assert [await h.result() for h in system.recovered] == ["old"]

@@ -102,6 +102,10 @@ def test_schedules(capsys: pytest.CaptureFixture[str]) -> None:
     assert "heartbeat resumed: 288 slots skipped while paused" in out
     assert "Mon 30 Mar 16:00 CEST: report 'hourly'" in out
     assert "missed slots fired once (misfire='run_once'), 4 coalesced" in out
+    warm = [line.split()[0] for line in out.splitlines() if line.endswith(": warm-up")]
+    assert warm == ["16:00:20:", "16:00:40:", "16:01:00:"]  # cron "*/20 * * * * *", times=3
+    assert "+10 s: poll starts" in out and "+24 s: poll starts" in out  # 10 s after the end
+    assert "warm-up finished after 3 firings; poller after 3" in out
 
 
 def test_flows(capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,3 +164,16 @@ def test_process_lanes() -> None:
     assert "timed out after 0.5 s on attempt 1" in out
     assert "check_positive: ValueError('expected a positive number, got -1')" in out
     assert "cpu lane: completed=4 failed=2 timed_out=1" in out
+
+
+def test_live_system(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("live_system")
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    raised = lines.index("  alert: lane.alert.raised warning depth=6 at 5")  # after lowering
+    assert lines.index("lowering the warning to 5 on the running monitor") < raised
+    assert "  shipped events received: A-0, A-1, A-2" in lines
+    assert "  alert: lane.alert.cleared warning depth=0 at 4" in lines
+    assert "shipped by shop: {'eu': 2.0, 'us': 1.0}" in lines
+    assert "exported: lanes ['orders', 'reports'], 2 configs" in lines
+    assert "read back equal: True" in lines

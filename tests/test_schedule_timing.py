@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 
 from lanes import LaneConfigError
@@ -146,7 +148,12 @@ def test_decide_an_on_time_slot_always_fires(misfire: str) -> None:
         (True, None, None, "every=True is invalid"),
         ("10", None, None, "every='10' is invalid"),
         (None, "61 * * * *", None, "cron='61 * * * *' is not a valid cron expression"),
-        (None, "every day", None, "cron='every day' is not a valid cron expression"),
+        (None, "every day", None, "cron='every day' has 2 fields; expected 5"),
+        (None, "0 0 9 * * * 2026", None, "has 7 fields; expected 5 .* or 6 with a seconds"),
+        (None, "60 * * * * *", None, "bad seconds field '60'; expected seconds 0-59"),
+        (None, "-1 * * * * *", None, "bad seconds field '-1'"),
+        (None, "*/0 * * * * *", None, "bad seconds field '\\*/0'"),
+        (None, "0 61 * * * *", None, "cron='0 61 .* is not a valid cron expression"),
         (None, 5, None, "cron=5 is invalid"),
         (None, "0 9 * * *", "Mars/Olympus", "tz='Mars/Olympus' is not a known time zone"),
         (None, "0 9 * * *", 3, "tz=3 is invalid"),
@@ -156,5 +163,67 @@ def test_decide_an_on_time_slot_always_fires(misfire: str) -> None:
 def test_bad_timing_raises_lane_config_error(
     every: object, cron: object, tz: object, words: str
 ) -> None:
-    with pytest.raises(LaneConfigError, match=words.replace("*", r"\*").replace("(", r"\(")):
+    pattern = words if "\\" in words or ".*" in words else re.escape(words)
+    with pytest.raises(LaneConfigError, match=pattern):
         make_timing(every, cron, tz, 0.0)
+
+
+def test_six_fields_add_a_seconds_field() -> None:
+    start = datetime(2026, 1, 5, 8, 0, tzinfo=UTC).timestamp()
+    timing = make_timing(None, "*/20 * * * * *", None, start)
+    assert [s - start for s in slots(timing, start, 4)] == [20.0, 40.0, 60.0, 80.0]
+    assert timing.next_after(start + 59.5) == start + 60.0
+    every_minute_at_15 = make_timing(None, "15 * * * * *", None, start)
+    assert [s - start for s in slots(every_minute_at_15, start, 2)] == [15.0, 75.0]
+    five = make_timing(None, "0 9 * * *", None, start)
+    six = make_timing(None, "0 0 9 * * *", None, start)
+    assert slots(five, start, 5) == slots(six, start, 5)  # "0" seconds: the same slots
+
+
+def test_six_fields_keep_debian_dst_rules() -> None:
+    spring = datetime(2026, 3, 27, tzinfo=UTC).timestamp()
+    timing = make_timing(None, "15 30 2 * * *", "Europe/Berlin", spring)
+    assert [local(s, BERLIN) for s in slots(timing, spring, 3)] == [
+        "2026-03-27T02:30:15+01:00",
+        "2026-03-28T02:30:15+01:00",
+        "2026-03-29T03:00:15+02:00",  # no 02:30 that day: once, right after the jump
+    ]
+    autumn = datetime(2026, 10, 24, 23, 0, tzinfo=UTC).timestamp()
+    hourly = make_timing(None, "0,30 30 * * * *", "Europe/Berlin", autumn)
+    assert [local(s, BERLIN) for s in slots(hourly, autumn, 6)][2:] == [
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-25T02:30:30+02:00",
+        "2026-10-25T02:30:00+01:00",  # every real hour: both 02:30s
+        "2026-10-25T02:30:30+01:00",
+    ]
+
+
+def test_a_long_outage_of_a_per_second_cron_keeps_the_latest_slots() -> None:
+    timing = make_timing(None, "*/2 * * * * *", None, 0.0)
+    due, left_out = timing.due(0.0, 50_001.0, keep=3)  # 25,000 slots: more than one scan
+    assert due == [49_996.0, 49_998.0, 50_000.0]
+    assert left_out >= 10_000
+
+
+def test_after_completion_has_one_slot_from_its_anchor() -> None:
+    timing = make_timing(10, None, None, 1000.0, after_completion=True)
+    assert timing.next_after(1000.0) == 1010.0
+    assert timing.next_after(1010.0) is None  # the next one counts from the next completion
+    assert timing.due(1000.0, 1100.0, keep=100) == ([1010.0], 0)  # never more than one
+    moved = attrs.evolve(timing, anchor=1500.0)
+    assert moved.next_after(1010.0) == 1510.0
+    decision = decide(timing, 1000.0, 1100.0, "run_all", 100, lateness=1.0)
+    assert decision.fire == (1010.0,) and decision.skipped == 0
+
+
+@pytest.mark.parametrize(
+    ("cron", "value", "words"),
+    [
+        ("0 9 * * *", True, "after_completion=True only applies to every="),
+        (None, "yes", "after_completion='yes' is invalid; expected True or False"),
+    ],
+)
+def test_bad_after_completion(cron: str | None, value: object, words: str) -> None:
+    every = None if cron else 10
+    with pytest.raises(LaneConfigError, match=re.escape(words)):
+        make_timing(every, cron, None, 0.0, after_completion=value)

@@ -63,6 +63,9 @@ class StoredSchedule:
     IANA zone name or None for UTC) is set. ``anchor`` is the wall-clock time interval slots
     count from; ``last_slot`` the latest slot fired or skipped (None: none yet), written in
     the same batch as the command it fired (``last_command``, that command's id).
+    ``runs`` counts the firings ever submitted, written in that batch too; the schedule
+    ends once it reaches ``times`` (None: no limit). With ``after_completion``, the one
+    next slot is ``anchor + every`` and ``anchor`` is when the previous firing ended.
     """
 
     key: str
@@ -80,6 +83,9 @@ class StoredSchedule:
     paused: bool
     last_slot: float | None
     last_command: str | None
+    times: int | None = None
+    runs: int = 0
+    after_completion: bool = False
 
 
 @attrs.frozen

@@ -23,7 +23,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
 T = TypeVar("T")
 APPLICATION_ID = 0x4C414E45  # "LANE": marks a database as ours
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _HEADER = b"SQLite format 3\x00"
 RECLAIM_PAGES = 256
 """Free pages (of 4 KiB by default) past which a write gives the space back to the disk."""
@@ -34,10 +34,11 @@ _COMMAND_COLUMNS = (
 )
 _COMMAND_FIELDS = _COMMAND_COLUMNS + ", priority"  # since schema version 3
 _LETTER_COLUMNS = "id, seq, lane, type, payload, key, error, attempts, failed_at, timeout"
-_SCHEDULE_COLUMNS = (
+_SCHEDULE_COLUMNS_V2 = (
     "key, lane, type, payload, every, cron, tz, jitter, misfire, misfire_limit, overlap, anchor, "
     "paused, last_slot, last_command"
 )
+_SCHEDULE_COLUMNS = f"{_SCHEDULE_COLUMNS_V2}, times, runs, after_completion"
 
 
 def _create_v1(db: sqlite3.Connection) -> None:
@@ -49,12 +50,19 @@ def _create_v1(db: sqlite3.Connection) -> None:
 
 
 def _add_schedules_v2(db: sqlite3.Connection) -> None:
-    db.execute(f"CREATE TABLE schedules ({_SCHEDULE_COLUMNS})")
+    db.execute(f"CREATE TABLE schedules ({_SCHEDULE_COLUMNS_V2})")
     db.execute("CREATE UNIQUE INDEX schedules_key ON schedules(key)")
 
 
 def _add_priority_v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE commands ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+
+
+def _add_schedule_limits_v4(db: sqlite3.Connection) -> None:
+    """The repeat limit, the count of firings and after-completion intervals."""
+    db.execute("ALTER TABLE schedules ADD COLUMN times")
+    db.execute("ALTER TABLE schedules ADD COLUMN runs NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE schedules ADD COLUMN after_completion NOT NULL DEFAULT 0")
 
 
 def _incremental_vacuum(db: sqlite3.Connection) -> None:
@@ -76,6 +84,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
     1: _add_schedules_v2,
     2: _add_priority_v3,
+    3: _add_schedule_limits_v4,
 }
 """``MIGRATIONS[v]`` upgrades a database from schema version ``v`` to ``v + 1``."""
 _FULL, _READONLY, _IOERR = sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR
@@ -472,6 +481,7 @@ def _holder(fd: int) -> str:
 def _schedule_of(row: tuple[Any, ...]) -> StoredSchedule:
     values = list(row)
     values[12] = bool(values[12])  # paused: SQLite keeps 0 / 1
+    values[17] = bool(values[17])  # after_completion
     return StoredSchedule(*values)
 
 
