@@ -69,7 +69,7 @@ def render_page(
     return _TEMPLATE.format(
         base=_e(base),
         title=_e(title),
-        kind=_e(overview["kind"]),
+        kind="live systems" if overview["kind"] == "live" else _e(overview.get("source", "")),
         totals=totals,
         rows=_system_rows(systems["systems"]),
         total=_e(systems["total"]),
@@ -246,31 +246,33 @@ function renderSystem(d) {
       ? l.priority + "→" + l.effective_priority : l.priority);
     cell(tr, l.pending); cell(tr, l.active); cell(tr, l.max_concurrency);
     cell(tr, l.paused ? "paused" : (l.rate_limited ? "rate-limited" : "running"));
-    cell(tr, secs(l.wait)); cell(tr, secs(l.wait_p50)); cell(tr, secs(l.wait_p99));
+    cell(tr, l.pending ? secs(l.wait) : "-"); cell(tr, secs(l.wait_p50)); cell(tr, secs(l.wait_p99));
     cell(tr, secs(l.run_p50)); cell(tr, secs(l.run_p99)); cell(tr, l.completed);
     cell(tr, l.failed);
     button(tr, "queue", "queue", l.name);
-    if (config.kind === "live") button(tr, l.paused ? "resume" : "pause",
+    if (config.kind === "live" && config.actions) button(tr, l.paused ? "resume" : "pause",
       l.paused ? "resume" : "pause", l.name);
   });
   $("running-total").textContent = String(d.running_total);
   fill("running", d.running, (tr, c) => {
     cell(tr, c.id); cell(tr, c.lane); cell(tr, c.type, "name"); cell(tr, c.attempts);
     cell(tr, secs(c.elapsed)); cell(tr, c.progress);
-    if (config.kind === "live") button(tr, "cancel", "cancel", c.id);
+    if (config.kind === "live" && config.actions) button(tr, "cancel", "cancel", c.id);
   });
   $("letters-total").textContent = String(d.letters_total);
   fill("letters", d.letters, (tr, l) => {
     cell(tr, l.id); cell(tr, l.lane); cell(tr, l.type, "name"); cell(tr, l.attempts);
     cell(tr, l.failed_at ? new Date(l.failed_at * 1000).toLocaleString() : "-");
     cell(tr, l.error, "err");
-    button(tr, "requeue", "requeue", l.id); button(tr, "delete", "delete", l.id);
+    if (config.actions) {
+      button(tr, "requeue", "requeue", l.id); button(tr, "delete", "delete", l.id);
+    }
   });
   fill("schedules", d.schedules, (tr, s) => {
     cell(tr, s.key, "name"); cell(tr, s.lane);
     cell(tr, s.next_run ? new Date(s.next_run).toLocaleString() : "-");
     cell(tr, s.problem || (s.paused ? "paused" : "active")); cell(tr, s.fired);
-    if (config.kind === "live") button(tr, "fire now", "trigger", s.key);
+    if (config.kind === "live" && config.actions) button(tr, "fire now", "trigger", s.key);
   });
 }
 function renderQueue(q) {
@@ -280,7 +282,7 @@ function renderQueue(q) {
   fill("queue", q.commands, (tr, c) => {
     cell(tr, c.position); cell(tr, c.id); cell(tr, c.type, "name"); cell(tr, c.key);
     cell(tr, c.attempts); cell(tr, secs(c.age));
-    if (config.kind === "live") button(tr, "cancel", "cancel", c.id);
+    if (config.kind === "live" && config.actions) button(tr, "cancel", "cancel", c.id);
   });
 }
 const SVG = "http://www.w3.org/2000/svg";
@@ -297,7 +299,8 @@ function renderChart(points) {
         h - pad - (p[key] || 0) / top * (h - 2 * pad)].map((n) => n.toFixed(1)).join(","));
       parts.push(svg("polyline", {points: xy.join(" "), fill: "none", stroke: color,
         "stroke-width": 2}));
-      const label = svg("text", {x: key === "rate" ? 2 : w - pad - 30, y: 12, fill: color});
+      const label = svg("text", key === "rate" ? {x: 2, y: 12, fill: color}
+        : {x: w - 2, y: 12, fill: color, "text-anchor": "end"});
       label.textContent = "max " + (key === "rate" ? top.toFixed(1) + "/s"
                                                   : top.toFixed(2) + " ms");
       parts.push(label);
