@@ -11,14 +11,13 @@ import trio
 
 from .._errors import LaneConfigError, StorageError
 from ._app import check_token
+from ._consoles import storage_console
 from ._serve import serve_console
 
 __all__ = ["web_command"]
 
 
 async def _run(args: argparse.Namespace, token: str | None) -> None:
-    from . import storage_console
-
     console = storage_console(args.storage, prefix=args.prefix, token=token)
     await console.source.check()  # a missing or foreign file: refused before listening
     async with trio.open_nursery() as nursery:

@@ -246,7 +246,8 @@ function renderSystem(d) {
       ? l.priority + "→" + l.effective_priority : l.priority);
     cell(tr, l.pending); cell(tr, l.active); cell(tr, l.max_concurrency);
     cell(tr, l.paused ? "paused" : (l.rate_limited ? "rate-limited" : "running"));
-    cell(tr, l.pending ? secs(l.wait) : "-"); cell(tr, secs(l.wait_p50)); cell(tr, secs(l.wait_p99));
+    cell(tr, l.pending ? secs(l.wait) : "-");
+    cell(tr, secs(l.wait_p50)); cell(tr, secs(l.wait_p99));
     cell(tr, secs(l.run_p50)); cell(tr, secs(l.run_p99)); cell(tr, l.completed);
     cell(tr, l.failed);
     button(tr, "queue", "queue", l.name);
