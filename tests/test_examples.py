@@ -150,3 +150,17 @@ def test_process_lanes() -> None:
     assert "timed out after 0.5 s on attempt 1" in out
     assert "check_positive: ValueError('expected a positive number, got -1')" in out
     assert "cpu lane: completed=4 failed=2 timed_out=1" in out
+
+
+def test_web_console(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("web_console")
+    out = capsys.readouterr().out
+    assert "console shows 50 sessions" in out
+    assert "GET /lanes/: 200 text/html" in out
+    assert "  session-006: 4 pending, 2 running" in out
+    assert "pause: 200 lane 'prompt' paused" in out
+    assert "without the token: 401" in out
+    assert "unknown lane: 404 UnknownLaneError" in out
+    assert "ConnectionError('tool server refused the call')" in out
+    assert "paused sessions: 1" in out
+    assert "console shows 0 sessions once they closed" in out
