@@ -7,6 +7,8 @@ import pathlib
 import secrets
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 
 import attrs
 import httpx
@@ -16,7 +18,10 @@ import trio
 import lanes
 import lanes.web
 from lanes.__main__ import main
+from lanes.distributed import LocalRedis, RedisBackend, local_redis_server
 from lanes.web._app import CSRF_COOKIE, CSRF_HEADER
+from tests.distributed_commands import Step
+from tests.test_distributed import needs_redis, system_on
 
 TOKEN = secrets.token_urlsafe(18)
 
@@ -155,3 +160,34 @@ def test_cli_serves_the_database_on_localhost_with_a_generated_token(
             assert body["pending"] == 2
         finally:
             process.terminate()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[LocalRedis]:
+    with local_redis_server() as server:
+        yield server
+
+
+@needs_redis
+async def test_the_console_of_a_deployment_on_redis(
+    redis_server: LocalRedis, tmp_path: pathlib.Path
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=f"w{uuid.uuid4().hex[:8]}", lease=0.6)
+    log = str(tmp_path / "log.txt")
+    async with system_on(backend, drain_timeout=0) as system:  # no worker: all stay queued
+        queued = await system.submit("urgent", Step(log, "q"), key="<k>")
+        await system.submit("urgent", Step(log, "later"), delay=60)
+        console = lanes.web.storage_console(redis_server.url, prefix=backend.prefix, token=TOKEN)
+        async with client(console) as c:
+            detail = (await c.get("/api/systems/db")).json()
+            [lane] = detail["lane_rows"]
+            assert (lane["name"], lane["pending"], lane["delayed"]) == ("urgent", 2, 1)
+            queue = (await c.get("/api/systems/db/lanes/urgent/queue")).json()
+            assert queue["commands"][0]["id"] == queued.id
+            assert queue["commands"][0]["key"] == "<k>"
+            csrf = (await c.get("/")).cookies[CSRF_COOKIE]
+            headers = {"Authorization": f"Bearer {TOKEN}", CSRF_HEADER: csrf}
+            answer = await c.post(
+                "/api/systems/db/delete", json={"target": queued.id}, headers=headers
+            )
+            assert answer.status_code == 409 and "Redis" in answer.json()["error"]
