@@ -19,6 +19,7 @@ from lanes.web._app import CSRF_COOKIE, CSRF_HEADER
 
 from .helpers import boom, noop
 from .test_idle import steps_while_sleeping
+from .test_metrics import task_count
 
 TOKEN = "t" * 8 + secrets.token_urlsafe(12)
 
@@ -367,3 +368,35 @@ async def test_bad_configuration_is_refused() -> None:
             console.add(system)
         with pytest.raises(lanes.LaneConfigError, match="label"):
             lanes.web.console().add(system, label=" ")
+
+
+async def test_serve_console_listens_on_localhost_and_cancels_cleanly() -> None:
+    console = lanes.web.console(interval=0.05)
+    async with lanes.open_lane_system() as system:
+        console.add(system, label="s")
+        before = task_count()
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(lanes.web.serve_console, console, 0)
+            assert server.host == "127.0.0.1"
+            assert server.url == f"http://127.0.0.1:{server.port}/"
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            request = f"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n"
+            await stream.send_all(request.encode())
+            data = b""
+            while b"event: update" not in data:
+                data += await stream.receive_some()
+            assert data.startswith(b"HTTP/1.1 200")
+            assert console.streams == 1
+            nursery.cancel_scope.cancel()  # an events stream is open: it is cut
+        assert console.streams == 0
+        assert task_count() == before
+        await stream.aclose()
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", server.port)
+
+
+@pytest.mark.parametrize("port", [-1, 65536, "8765", True])
+async def test_serve_console_refuses_a_bad_port(port: object) -> None:
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(lanes.LaneConfigError, match=rf"port={port!r} is invalid"):
+            await nursery.start(lanes.web.serve_console, lanes.web.console(), port)
