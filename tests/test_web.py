@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -400,3 +401,26 @@ async def test_serve_console_refuses_a_bad_port(port: object) -> None:
     async with trio.open_nursery() as nursery:
         with pytest.raises(lanes.LaneConfigError, match=rf"port={port!r} is invalid"):
             await nursery.start(lanes.web.serve_console, lanes.web.console(), port)
+
+
+async def test_reading_many_systems_lets_other_tasks_run() -> None:
+    console = lanes.web.console()
+    ticks = 0
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            await trio.lowlevel.checkpoint()
+            ticks += 1
+
+    async with contextlib.AsyncExitStack() as stack:
+        for index in range(1200):
+            console.add(await stack.enter_async_context(lanes.open_lane_system()), label=f"{index}")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other_task)
+            await trio.testing.wait_all_tasks_blocked()
+            ticks = 0
+            frame = await console.frame("", "wait", 0, 50, None, None)
+            nursery.cancel_scope.cancel()
+    assert frame["systems"]["total"] == 1200
+    assert ticks >= 4  # two checkpoints in each pass over the systems: overview, the page

@@ -148,6 +148,7 @@ class Console:
         self.interval = _check_interval(interval)
         self.title = title
         self.streams = 0  # open events streams
+        self.frame_seconds = 0.0  # time spent building the frames of events streams
         self._history: deque[tuple[float, int, float, int]] = deque(maxlen=HISTORY)
         self._poke = trio.Event()
         routes = [
@@ -239,17 +240,18 @@ class Console:
                     frame["queue"] = await source.queue(system, lane, 0, 100)
         except (NotFound, UnknownLaneError) as error:
             frame["error"] = str(error)
-        await self._sample()
+        self._sample(frame["overview"])
         frame["history"] = self._points()
         return frame
 
-    async def _sample(self) -> None:
+    def _sample(self, overview: View) -> None:
         now = time.time()
         if self._history and now - self._history[-1][0] < self.interval * 0.9:
             return
-        sample = await self.source.sample()
-        if sample is not None:
-            self._history.append((now, *sample))
+        if overview["completed"] is None:
+            return  # a database keeps no counts of finished commands
+        finished = overview["completed"] + overview["failed"] + overview["cancelled"]
+        self._history.append((now, finished, overview["run_seconds"], overview["run_attempts"]))
 
     def _points(self) -> list[View]:
         points = []
@@ -288,6 +290,7 @@ class Console:
                 frame = await self.frame(q, sort, offset, limit, system, lane)
                 text = json.dumps(frame, separators=(",", ":"))
                 cost = time.perf_counter() - started
+                self.frame_seconds += cost
                 yield f"event: update\ndata: {text}\n\n"
                 with trio.move_on_after(max(self.interval, cost * COST_FACTOR)):
                     await poke.wait()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LiveSource"]
 
+CHUNK = 500  # systems read between two checkpoints
 QUEUE_SCAN = 100_000  # queued commands looked at for one page of a lane's queue
 ERROR_CHARS = 4000  # of a dead letter's error shown
 
@@ -70,6 +71,7 @@ class LiveSource:
         self._token: trio.lowlevel.TrioToken | None = None
         self._limits: weakref.WeakValueDictionary[str, SharedLimit] = weakref.WeakValueDictionary()
         self._closed_totals = [0, 0, 0]  # completed, failed, cancelled of closed systems
+        self._closed_runs = (0.0, 0)  # run seconds and attempts of closed systems
 
     # -- systems coming and going ----------------------------------------------------------
 
@@ -114,6 +116,11 @@ class LiveSource:
             self._closed_totals[0] += counters.completed
             self._closed_totals[1] += counters.failed
             self._closed_totals[2] += counters.cancelled
+        seconds, attempts = self._closed_runs
+        for histogram in entry.core.metrics.run.values():
+            seconds += histogram.sum
+            attempts += histogram.count
+        self._closed_runs = (seconds, attempts)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -133,25 +140,20 @@ class LiveSource:
 
     # -- views -----------------------------------------------------------------------------
 
-    async def sample(self) -> tuple[int, float, int]:
-        """Commands finished, and run seconds and attempts recorded, over every system."""
+    async def _each(self) -> AsyncIterator[_Entry]:
+        """Every open system; a checkpoint every ``CHUNK`` of them, so that reading
+        thousands of systems never holds up the app's other tasks for long."""
         self.check_thread()
-        finished = sum(self._closed_totals)
-        run_sum, run_count = 0.0, 0
-        for entry in self._entries.values():
-            core = entry.core
-            for counters in core.counters.values():
-                finished += counters.completed + counters.failed + counters.cancelled
-            for histogram in core.metrics.run.values():
-                run_sum += histogram.sum
-                run_count += histogram.count
-        return finished, run_sum, run_count
+        for index, entry in enumerate(list(self._entries.values()), 1):
+            yield entry
+            if not index % CHUNK:
+                await trio.lowlevel.checkpoint()
 
     async def overview(self) -> View:
-        self.check_thread()
         completed, failed, cancelled = self._closed_totals
         pending = active = letters = 0
-        for entry in self._entries.values():
+        run_seconds, run_attempts = self._closed_runs
+        async for entry in self._each():
             core = entry.core
             policy = core.policy
             pending += policy.pending_total()
@@ -161,6 +163,9 @@ class LiveSource:
                 completed += counters.completed
                 failed += counters.failed
                 cancelled += counters.cancelled
+            for histogram in core.metrics.run.values():
+                run_seconds += histogram.sum
+                run_attempts += histogram.count
         return {
             "kind": self.kind,
             "systems": len(self._entries),
@@ -170,10 +175,14 @@ class LiveSource:
             "failed": failed,
             "cancelled": cancelled,
             "dead_letters": letters,
+            "run_seconds": run_seconds,
+            "run_attempts": run_attempts,
             "shared_limits": self._shared_limits(),
         }
 
     def _shared_limits(self) -> list[View]:
+        if not self._limits:
+            return []
         holders: dict[str, list[View]] = {}
         for entry in self._entries.values():
             for lane, state in entry.core.policy.lanes.items():
@@ -238,26 +247,31 @@ class LiveSource:
         }
 
     async def systems(self, query: str, sort: Sort, offset: int, limit: int) -> View:
-        self.check_thread()
         now = trio.current_time()
         needle = query.casefold()
-        entries: Iterator[_Entry] = iter(self._entries.values())
-        if needle:
-            entries = (e for e in entries if needle in e.label.casefold() or needle == e.id)
-        if sort == "name":
-            rows = [self._row(e, now) for e in entries]
-            rows.sort(key=lambda r: r["label"])
-        else:
-            field = "pending" if sort == "depth" else "wait"
-            rows = [self._row(e, now) for e in entries]
-            rows.sort(key=lambda r: (-r[field], r["label"]))
+        keyed: list[tuple[float, str, _Entry]] = []
+        async for entry in self._each():
+            if needle and needle not in entry.label.casefold() and needle != entry.id:
+                continue
+            if sort == "name":
+                key = 0.0
+            elif sort == "depth":
+                key = -entry.core.policy.pending_total()
+            else:
+                key = -max(
+                    (_oldest_wait(s, now) for s in entry.core.policy.lanes.values() if s.pending),
+                    default=0.0,
+                )
+            keyed.append((key, entry.label, entry))
+        keyed.sort(key=lambda item: (item[0], item[1]))
+        page = keyed[offset : offset + limit]
         return {
-            "total": len(rows),
+            "total": len(keyed),
             "offset": offset,
             "limit": limit,
             "sort": sort,
             "query": query,
-            "systems": rows[offset : offset + limit],
+            "systems": [self._row(entry, now) for _, _, entry in page],
         }
 
     def _entry(self, system_id: str) -> _Entry:

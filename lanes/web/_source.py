@@ -48,8 +48,5 @@ class Source(Protocol):
     async def queue(self, system_id: str, lane: str, offset: int, limit: int) -> View:
         """A lane's pending commands in order, with position and age."""
 
-    async def sample(self) -> tuple[int, float, int] | None:
-        """For the chart: commands finished, run seconds and attempts so far (None: unknown)."""
-
     async def act(self, action: str, system_id: str, target: str) -> View:
         """Do ``action`` (pause, resume, cancel, requeue, delete, trigger) on ``target``."""

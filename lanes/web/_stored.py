@@ -63,9 +63,6 @@ class StoredSource:
         schedules = await trio.to_thread.run_sync(read_schedules, self.target)
         return found, schedules
 
-    async def sample(self) -> tuple[int, float, int] | None:
-        return None  # a database keeps no counts of finished commands
-
     async def overview(self) -> View:
         found, _ = await self._read()
         letters = found.letters or ()
@@ -79,6 +76,8 @@ class StoredSource:
             "failed": None,
             "cancelled": None,
             "dead_letters": len(letters),
+            "run_seconds": None,
+            "run_attempts": None,
             "shared_limits": [],
         }
 
