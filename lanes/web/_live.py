@@ -41,6 +41,7 @@ class _Entry:
     system: LaneSystem
     core: Core
     unhook: Callable[[], None]
+    folded: str = ""  # the label, casefolded (searched)
 
 
 def _seconds(value: float) -> float:
@@ -99,7 +100,9 @@ class LiveSource:
         core = system._core
         system_id = f"s{next(self._ids)}"
         unhook = core.bus.on_close(lambda: self.remove(system))
-        self._entries[system_id] = _Entry(system_id, label or system_id, system, core, unhook)
+        label = label or system_id
+        entry = _Entry(system_id, label, system, core, unhook, label.casefold())
+        self._entries[system_id] = entry
         self._by_system[system] = system_id
         for config in core.configs.values():
             if config.shared_limit is not None:
@@ -153,10 +156,11 @@ class LiveSource:
         completed, failed, cancelled = self._closed_totals
         pending = active = letters = 0
         run_seconds, run_attempts = self._closed_runs
-        async for entry in self._each():
+        async for entry in self._each():  # the hot loop of a frame: kept plain
             core = entry.core
             policy = core.policy
-            pending += policy.pending_total()
+            for state in policy.lanes.values():
+                pending += state.pending
             active += policy.active_total
             letters += len(core.dlq)
             for counters in core.counters.values():
@@ -164,8 +168,10 @@ class LiveSource:
                 failed += counters.failed
                 cancelled += counters.cancelled
             for histogram in core.metrics.run.values():
-                run_seconds += histogram.sum
-                run_attempts += histogram.count
+                count = histogram.count
+                if count:
+                    run_seconds += histogram.sum
+                    run_attempts += count
         return {
             "kind": self.kind,
             "systems": len(self._entries),
@@ -251,12 +257,14 @@ class LiveSource:
         needle = query.casefold()
         keyed: list[tuple[float, str, _Entry]] = []
         async for entry in self._each():
-            if needle and needle not in entry.label.casefold() and needle != entry.id:
+            if needle and needle not in entry.folded and needle != entry.id:
                 continue
             if sort == "name":
                 key = 0.0
             elif sort == "depth":
-                key = -entry.core.policy.pending_total()
+                key = 0.0
+                for state in entry.core.policy.lanes.values():
+                    key -= state.pending
             else:
                 key = -max(
                     (_oldest_wait(s, now) for s in entry.core.policy.lanes.values() if s.pending),
