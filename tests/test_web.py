@@ -424,3 +424,23 @@ async def test_reading_many_systems_lets_other_tasks_run() -> None:
             nursery.cancel_scope.cancel()
     assert frame["systems"]["total"] == 1200
     assert ticks >= 4  # two checkpoints in each pass over the systems: overview, the page
+
+
+async def test_served_on_loopback_it_answers_only_loopback_host_names() -> None:
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(lanes.web.serve_console, lanes.web.console(), 0)
+
+        async def status(host: str) -> bytes:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            async with stream:
+                request = f"GET /api/overview HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                await stream.send_all(request.encode())
+                data = b""
+                while chunk := await stream.receive_some():
+                    data += chunk
+            return data.split(b"\r\n", 1)[0]
+
+        assert await status(f"127.0.0.1:{server.port}") == b"HTTP/1.1 200 "
+        assert await status(f"localhost:{server.port}") == b"HTTP/1.1 200 "
+        assert await status(f"rebound.example:{server.port}") == b"HTTP/1.1 400 "
+        nursery.cancel_scope.cancel()

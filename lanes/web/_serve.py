@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import attrs
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .._errors import LaneConfigError
 from ._app import Console
 
 __all__ = ["ConsoleServer", "serve_console"]
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 @attrs.frozen
@@ -50,7 +55,9 @@ async def serve_console(
 
     ``server = await nursery.start(serve_console, console, 0)`` returns once the socket
     listens. Cancelling it closes the socket and every connection (open pages reconnect
-    to nothing), leaving no task behind.
+    to nothing), leaving no task behind. Bound to a loopback address, it answers only
+    requests for a loopback host name (``Host: 127.0.0.1:PORT`` or ``localhost``), so a
+    web page of another site cannot read it through DNS rebinding.
 
     Raises:
         LaneConfigError: ``port`` or ``host`` is invalid.
@@ -59,6 +66,9 @@ async def serve_console(
     port = _check_port(port)
     if not isinstance(host, str) or not host:
         raise LaneConfigError(f"lanes web: host={host!r} is invalid; expected an address")
+    app: Any = console
+    if host in LOOPBACK:  # DNS rebinding: a page of another site must not read it
+        app = TrustedHostMiddleware(console, allowed_hosts=list(LOOPBACK_NAMES))
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
@@ -66,12 +76,10 @@ async def serve_console(
     config.graceful_timeout = 0.5
     config.keep_alive_timeout = 5
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(_serve, console, config)
+        binds = await nursery.start(_serve, app, config)
         bound = int(binds[0].rsplit(":", 1)[1])
         task_status.started(ConsoleServer(host, bound))
 
 
-async def _serve(
-    console: Console, config: Config, *, task_status: trio.TaskStatus[list[str]]
-) -> None:
-    await serve(console, config, task_status=task_status)  # type: ignore[arg-type]
+async def _serve(app: Any, config: Config, *, task_status: trio.TaskStatus[list[str]]) -> None:
+    await serve(app, config, task_status=task_status)
