@@ -39,7 +39,7 @@ from ._source import MAX_PAGE, SORTS, NotFound, Sort, Source, View
 __all__ = ["ACTIONS", "COST_FACTOR", "Console", "check_token"]
 
 ACTIONS = ("pause", "resume", "cancel", "requeue", "delete", "trigger")
-COST_FACTOR = 50  # an events stream waits at least this many times what a frame cost
+COST_FACTOR = 60  # an events stream waits at least this many times what a frame cost
 HISTORY = 600  # chart samples kept (10 minutes at one a second)
 CSRF_COOKIE = "lanes_csrf"
 CSRF_HEADER = "x-lanes-csrf"

@@ -60,7 +60,7 @@ def console(
         token: the secret that actions (pause, resume, cancel, requeue, delete, trigger)
             require, at least 16 characters (``secrets.token_urlsafe()``); None: read-only.
         interval: seconds between two updates pushed to an open page (at least; slower
-            when the systems are so many that a frame costs more than 1/50 of it).
+            when the systems are so many that a frame costs more than 1/60 of it).
         title: the page's title.
 
     Raises:
