@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import httpx
@@ -22,6 +23,7 @@ from lanes.distributed import LocalRedis, RedisBackend, local_redis_server
 from lanes.web._app import CSRF_COOKIE, CSRF_HEADER
 from tests.distributed_commands import Step
 from tests.test_distributed import needs_redis, system_on
+from tests.test_web import read_events
 
 TOKEN = secrets.token_urlsafe(18)
 
@@ -191,3 +193,23 @@ async def test_the_console_of_a_deployment_on_redis(
                 "/api/systems/db/delete", json={"target": queued.id}, headers=headers
             )
             assert answer.status_code == 409 and "Redis" in answer.json()["error"]
+
+
+async def test_the_events_stream_reports_a_database_that_went_away(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "lanes.db"
+    await make_database(path)
+    console = lanes.web.storage_console(str(path), interval=0.01)
+    seen: list[str] = []
+
+    async def enough(frames: list[dict[str, Any]]) -> bool:
+        if len(frames) == 1:
+            path.unlink()
+        seen.extend(str(frame.get("error")) for frame in frames[len(seen) :])
+        return len(frames) >= 3
+
+    with trio.fail_after(10):
+        await read_events(console, [], enough)
+    assert seen[0] == "None"  # the first frame: no error
+    assert "does not exist" in seen[1] and "does not exist" in seen[2]

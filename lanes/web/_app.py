@@ -287,11 +287,16 @@ class Console:
             while True:
                 poke = self._poked()
                 started = time.perf_counter()
-                frame = await self.frame(q, sort, offset, limit, system, lane)
-                text = json.dumps(frame, separators=(",", ":"))
+                try:
+                    frame = await self.frame(q, sort, offset, limit, system, lane)
+                except LaneError as error:  # e.g. the database went away: say so, go on
+                    problem = json.dumps({"error": str(error), "type": type(error).__name__})
+                    yield f"event: problem\ndata: {problem}\n\n"
+                else:
+                    text = json.dumps(frame, separators=(",", ":"))
+                    yield f"event: update\ndata: {text}\n\n"
                 cost = time.perf_counter() - started
                 self.frame_seconds += cost
-                yield f"event: update\ndata: {text}\n\n"
                 with trio.move_on_after(max(self.interval, cost * COST_FACTOR)):
                     await poke.wait()
         finally:

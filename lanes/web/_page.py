@@ -328,6 +328,9 @@ function connect() {
     if (data.error) say(data.error, true);
     renderSystem(data.system); renderQueue(data.queue); renderChart(data.history);
   });
+  source.addEventListener("problem", (ev) => {
+    $("live").textContent = "error"; say(JSON.parse(ev.data).error, true);
+  });
   source.onerror = () => { $("live").textContent = "reconnecting…"; };
 }
 $("systems").addEventListener("click", (ev) => {
