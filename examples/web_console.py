@@ -34,7 +34,9 @@ try:
 except ModuleNotFoundError as missing:  # one line saying what to install, not a traceback
     from lanes._extras import exit_missing_extra
 
-    exit_missing_extra(missing, "examples/web_console.py", "web")
+    # httpx (the in-process requests) comes with the test extra, the rest with web.
+    extra = "test" if missing.name == "httpx" else "web"
+    exit_missing_extra(missing, "examples/web_console.py", extra)
 
 
 async def hello(request: Request) -> PlainTextResponse:

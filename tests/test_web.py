@@ -444,3 +444,22 @@ async def test_served_on_loopback_it_answers_only_loopback_host_names() -> None:
         assert await status(f"localhost:{server.port}") == b"HTTP/1.1 200 "
         assert await status(f"rebound.example:{server.port}") == b"HTTP/1.1 400 "
         nursery.cancel_scope.cancel()
+
+
+def test_lanes_web_and_the_example_without_starlette() -> None:
+    from lanes import _extras
+
+    from .test_extras import ROOT, RUN_EXAMPLE, run_without
+
+    done = run_without(
+        ["starlette"],
+        "from lanes.__main__ import main; sys.exit(main(['web', '--storage', 'x.db']))",
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "lanes.web needs starlette and hypercorn: " + _extras.install_hint("web")
+    )
+    done = run_without(["starlette"], RUN_EXAMPLE.format(str(ROOT / "examples" / "web_console.py")))
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert "pip install -e '.[web]'" in line and "starlette" in line
