@@ -153,6 +153,7 @@ class Console:
         self._poke = trio.Event()
         routes = [
             Route("/", _answer(self._page)),
+            Route("/favicon.ico", _no_icon),
             Route("/api/overview", _answer(self._overview)),
             Route("/api/systems", _answer(self._systems)),
             Route("/api/systems/{system}", _answer(self._system)),
@@ -344,6 +345,10 @@ class Console:
         poke, self._poke = self._poke, trio.Event()
         poke.set()  # open pages show the change now
         return JSONResponse(result)
+
+
+async def _no_icon(request: Request) -> Response:
+    return Response(status_code=204)  # no icon; and no 404 in the browser's console
 
 
 _SECURITY_HEADERS = {
