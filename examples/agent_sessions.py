@@ -2,8 +2,9 @@
 
 Each session holds a short conversation: model calls on its ``prompt`` lane (at most 20 at
 once across *all* sessions, granted fairly between them by one :class:`lanes.SharedLimit`),
-tool calls on ``skill``, and now and then a user interrupt on ``control`` that cancels
-everything queued or running on the session's ``prompt`` lane. Sessions come and go; a session
+tool calls on ``skill`` (a turn's calls fan out in one ``submit_many``), and now and then a
+user interrupt on ``control`` that cancels everything queued or running on the session's
+``prompt`` lane. Sessions come and go; a session
 leaving its ``async with`` takes all it held with it.
 
 It prints a summary: sessions, commands, the control lane's submit->start latency (p50, p99)
@@ -14,6 +15,7 @@ Run it with ``python examples/agent_sessions.py [SESSIONS]`` (default 1,000).
 
 from __future__ import annotations
 
+import functools
 import random
 import statistics
 import sys
@@ -64,7 +66,12 @@ class Server:
             for _turn in range(rng.randint(2, 4)):
                 call = rng.uniform(0.02, 0.06)  # a model call (shortened for the demo)
                 handles.append(await system.submit("prompt", self.model_call, call))
-                handles.append(await system.submit("skill", trio.sleep, rng.uniform(0.005, 0.02)))
+                # The turn's tool calls fan out to the skill lane in one batch.
+                tools = [
+                    functools.partial(trio.sleep, rng.uniform(0.005, 0.02))
+                    for _ in range(rng.randint(1, 3))
+                ]
+                handles += await system.submit_many("skill", tools)
             if rng.random() < 0.2:  # the user hits "stop" after a while
                 await trio.sleep(rng.uniform(0.05, 3))
                 await system.run("control", self.interrupt, system, trio.current_time())

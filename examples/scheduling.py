@@ -1,4 +1,5 @@
-"""Scheduling: rate limits, a global cap with reserved slots, preemption, priority boosting.
+"""Scheduling: rate limits, a global cap with reserved slots, preemption, priority boosting,
+and priorities of commands within a lane.
 
 Run it with ``python examples/scheduling.py``.
 """
@@ -22,6 +23,8 @@ LANES = (
     ),
     # LLM calls give their slot back when a more urgent command is blocked by the cap.
     LaneConfig("llm", 5, max_concurrency=3, preemptible=True),
+    # One browser for page fetches: one at a time, the most urgent first.
+    LaneConfig("browser", 3, max_concurrency=1),
 )
 
 
@@ -72,11 +75,32 @@ async def boosting(system: lanes.LaneSystem) -> None:
         await handle.result()
 
 
+async def within_a_lane(system: lanes.LaneSystem) -> None:
+    # Three page fetches wait on the paused browser lane: the retry of a failed fetch goes
+    # first, and a prefetch that was submitted as routine is demoted while it waits.
+    system.pause("browser")
+    order: list[str] = []
+
+    async def call(name: str) -> None:
+        order.append(name)
+        await trio.sleep(0.1)
+
+    prefetch = await system.submit("browser", call, "prefetch")
+    await system.submit("browser", call, "search")
+    await system.submit("browser", call, "retry", priority=-1)
+    prefetch.reprioritize(1)
+    print(f"within a lane: positions retry 0, search 1, prefetch {prefetch.position}")
+    system.resume("browser")
+    await prefetch.result()
+    print(f"               started in the order {order}")
+
+
 async def main() -> None:
     async with lanes.open_lane_system(LANES, max_concurrency=4) as system:
         await rate_limit(system)
         await preemption(system)
         await boosting(system)
+        await within_a_lane(system)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ import math
 from ._errors import LaneConfigError
 
 __all__ = [
+    "MAX_PRIORITY",
     "check_int",
     "check_non_negative",
     "check_number",
     "check_positive",
+    "check_priority",
     "check_seconds",
     "check_type",
     "fail",
@@ -77,3 +79,23 @@ def check_seconds(where: str, field: str, value: object, *, zero_ok: bool) -> fl
         msg = f"{where}: {field}={value!r} is invalid; expected {expected} or None"
         raise LaneConfigError(msg)
     return number
+
+
+MAX_PRIORITY = 2**31 - 1
+"""Command priorities are integers from ``-MAX_PRIORITY`` to ``MAX_PRIORITY``."""
+
+
+def check_priority(priority: object, where: str) -> int:
+    """Raise :class:`LaneConfigError` unless ``priority`` is a command priority."""
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not -MAX_PRIORITY <= priority <= MAX_PRIORITY
+    ):
+        msg = (
+            f"{where}: priority={priority!r} is invalid; expected an integer from "
+            f"{-MAX_PRIORITY:,} to {MAX_PRIORITY:,} (lower starts first within the lane; "
+            "0 by default)"
+        )
+        raise LaneConfigError(msg)
+    return priority

@@ -13,6 +13,7 @@ import attrs
 import trio
 
 from ._boundary import check_run
+from ._checks import check_priority, check_seconds
 from ._errors import (
     CommandCancelled,
     CommandFailed,
@@ -31,6 +32,8 @@ class _Reporting(Protocol):
 
     def report_unobserved(self, cmd: Command, /) -> None: ...
     def position(self, cmd: Command, /) -> int | None: ...
+    def reprioritize(self, cmd: Command, priority: int, /) -> bool: ...
+    def reschedule(self, cmd: Command, delay: float, /) -> bool: ...
 
 
 __all__ = ["CommandHandle", "CommandStatus", "command", "command_name", "is_command"]
@@ -363,6 +366,51 @@ class CommandHandle(Generic[T]):
         if c.outcome_kind is None:
             return c.value  # type: ignore[no-any-return]
         raise outcome_error(c)
+
+    @property
+    def priority(self) -> int:
+        """Its priority within its lane (``submit(priority=)``; lower starts first)."""
+        return self._command.priority
+
+    def reprioritize(self, priority: int) -> bool:
+        """Give the command another priority within its lane while it waits.
+
+        A queued command takes its new place at once (FIFO among equals stays by when it
+        was queued: it does not go to the back of its new priority); a delayed one takes
+        it when it is due. With storage, the new priority is stored with the next write.
+
+        Returns:
+            True if the command was pending; False once it started or finished (nothing
+            changes: a running command keeps its slot, and a retry keeps the priority it
+            had).
+
+        Raises:
+            LaneConfigError: ``priority`` is not an integer in range.
+            LaneUsageError: called outside the ``trio.run`` that owns the lane system.
+        """
+        core = self._command.core
+        check_run(core.token, "handle.reprioritize")
+        check_priority(priority, "handle.reprioritize")
+        return cast(_Reporting, core).reprioritize(self._command, priority)
+
+    def reschedule(self, delay: float) -> bool:
+        """Make a pending command due ``delay`` seconds from now (0: at once).
+
+        Moves a delayed command's due time, earlier or later; a queued command becomes
+        delayed (it leaves its place in the queue, and takes a new one, at the back of its
+        priority, when it is due). With storage, the due time is stored with the next write.
+
+        Returns:
+            True if the command was pending; False once it started or finished.
+
+        Raises:
+            LaneConfigError: ``delay`` is negative, NaN or infinite.
+            LaneUsageError: called outside the ``trio.run`` that owns the lane system.
+        """
+        core = self._command.core
+        check_run(core.token, "handle.reschedule")
+        check_seconds("handle.reschedule", "delay", delay, zero_ok=True)
+        return cast(_Reporting, core).reschedule(self._command, delay)
 
     def cancel(self) -> None:
         """Cancel the command (synchronous, like ``CancelScope.cancel``).

@@ -291,6 +291,28 @@ class Core:
         """How many commands of ``cmd``'s lane start before it (``handle.position``)."""
         return self.policy.position(cmd)
 
+    def reprioritize(self, cmd: Command, priority: int) -> bool:
+        """``handle.reprioritize``: a pending command's new priority within its lane."""
+        if not self.policy.reprioritize(cmd, priority):
+            return False
+        self._pending_changed(cmd)
+        return True
+
+    def reschedule(self, cmd: Command, delay: float) -> bool:
+        """``handle.reschedule``: a pending command becomes due ``delay`` seconds from now."""
+        now = self.now()
+        if not self.policy.move(cmd, now, now + delay):
+            return False
+        self._pending_changed(cmd)
+        return True
+
+    def _pending_changed(self, cmd: Command) -> None:
+        """A pending command moved in its lane: store it (with the next write), decide."""
+        if cmd.payload is not None and self.durable is not None:
+            ready_at = cmd.ready_at if cmd.state is JobState.DELAYED else None
+            self.durable.requeued(cmd, ready_at)
+        self.wake()
+
     def report_unobserved(self, cmd: Command) -> None:
         """Log (or pass to ``on_unobserved_failure``) a failure nobody retrieved; once."""
         cmd.observed = True

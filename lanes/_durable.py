@@ -49,6 +49,7 @@ class Durability:
             self._wall(ready_at),
             cmd.timeout,
             cmd.submitted_wall,
+            cmd.priority,
         )
 
     # -- life-cycle hooks (synchronous; written by the journal's next batch) ---------------

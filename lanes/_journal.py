@@ -16,19 +16,15 @@ all the same, the writer splits it by the task that saved each change and writes
 apart (bisecting down to the failing tasks), so only the commits whose own changes cannot
 be written fail.
 
-Two writers share this buffer. For :class:`~lanes.storage.SqliteStorage` a long-lived
-writer thread takes the changes itself the moment it is free, writes them in one
-transaction, and reports back to Trio with ``run_sync_soon``: one hand-off per batch, and
-no thread start or GIL hand-over on the way in while the Trio thread is busy. Any other
-storage gets a Trio task that awaits ``storage.write(batch)`` once per batch.
+One Trio task writes: it takes every change made since its last write and awaits
+``storage.write(batch)`` once per batch, while the changes made meanwhile gather for the
+next one. (A writer thread of its own was measured against it and gained nothing; see
+docs/durability.md.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -51,7 +47,7 @@ Ref = tuple[int, str]  # (0: command, 1: letter, 2: schedule; its id or key)
 __all__ = ["BACKGROUND_DELAY", "Journal"]
 
 BACKGROUND_DELAY = 0.01
-"""Seconds the SQLite writer thread holds changes nobody waits for, hoping for a commit."""
+"""Seconds the writer holds changes nobody waits for (SQLite only), hoping for a commit."""
 
 
 class _Round:
@@ -79,19 +75,8 @@ def _refuse_abort(_raise_cancel: object) -> trio.lowlevel.Abort:
     return trio.lowlevel.Abort.FAILED
 
 
-def _blocking_writer(storage: Storage) -> Callable[[WriteBatch], None] | None:
-    """The synchronous write a writer thread may call, or None (then a Trio task writes)."""
-    if isinstance(storage, SqliteStorage) and type(storage).write is SqliteStorage.write:
-        return storage.write_blocking
-    return None  # any other storage, or a subclass with its own ``write``: use ``write``
-
-
 class Journal:
-    """Buffers changes and writes them with one transaction per batch.
-
-    The buffer is guarded by a lock because the SQLite writer thread takes batches from it
-    directly; every other method runs on the Trio thread.
-    """
+    """Buffers changes and writes them with one transaction per batch (Trio thread only)."""
 
     def __init__(self, storage: Storage, next_seq: int = 1) -> None:
         self.storage = storage
@@ -102,17 +87,15 @@ class Journal:
         self._letters: dict[str, StoredLetter | None] = {}
         self._schedules: dict[str, StoredSchedule | None] = {}
         self._round = _Round()
-        self._taken: _Round | None = None  # being written, not yet reported to Trio
+        self._taken: _Round | None = None  # being written
         self._rejected: dict[Task, StorageError] = {}  # rows refused at save, by task
         self.rejected_rows = 0
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._work = trio.Event()  # the Trio writer's wake-up
-        self._threaded = False  # a writer thread takes the batches
-        self._thread_idle = False  # it waits on ``_cond`` for any change
-        self._thread_lingers = False  # it holds off background-only changes (see below)
-        self._stopping = False  # it writes what is left and exits
-        self._thread_done: trio.Event | None = None
+        self._work = trio.Event()  # a change was made
+        self._awaited = trio.Event()  # a commit waits
+        # Changes nobody waits for linger before a write of their own only where a write
+        # costs an fsync that the next submits would wait behind.
+        self._lingers = isinstance(storage, SqliteStorage)
+        self._writer = False  # :meth:`run` is writing the batches
         self._closed = False
         self._finished = False  # closed: nothing writes any more
 
@@ -132,23 +115,32 @@ class Journal:
         """
         if not checked and self._refused("command", row):
             return
-        with self._lock:
+        self._rows[row.id] = row
+        self._own((0, row.id))
+
+    def save_all(self, rows: list[StoredCommand]) -> None:
+        """Save command rows with the next batch, all of them or none.
+
+        Every row is checked before any is saved: if one cannot be stored, none is, and the
+        calling task's next :meth:`commit` raises ``StorageError``. The rows are the calling
+        task's changes, so a batch that fails is never split between them.
+        """
+        for row in rows:
+            if self._refused("command", row):
+                return
+        for row in rows:
             self._rows[row.id] = row
             self._own((0, row.id))
-            self._changed()
 
     def delete(self, command_id: str) -> None:
-        with self._lock:
-            self._rows[command_id] = None
-            self._own((0, command_id))
-            self._changed()
+        self._rows[command_id] = None
+        self._own((0, command_id))
 
     def save_replacing_letter(self, row: StoredCommand, letter_id: str) -> None:
         """Save ``row`` and delete dead letter ``letter_id`` in the same batch (a requeue)."""
-        with self._lock:
-            self._rows[row.id] = row
-            self._letters[letter_id] = None
-            self._changed()
+        self._rows[row.id] = row
+        self._letters[letter_id] = None
+        self._work.set()
 
     def save_letter(self, letter: StoredLetter) -> None:
         """Save a dead letter; an error text that is not valid Unicode is escaped."""
@@ -157,31 +149,23 @@ class Journal:
             letter = attrs.evolve(letter, error=error)
         if self._refused("dead letter", letter):
             return
-        with self._lock:
-            self._letters[letter.id] = letter
-            self._own((1, letter.id))
-            self._changed()
+        self._letters[letter.id] = letter
+        self._own((1, letter.id))
 
     def delete_letter(self, letter_id: str) -> None:
-        with self._lock:
-            self._letters[letter_id] = None
-            self._own((1, letter_id))
-            self._changed()
+        self._letters[letter_id] = None
+        self._own((1, letter_id))
 
     def save_schedule(self, schedule: StoredSchedule) -> None:
         """Saved in the same batch as the command rows saved before the next checkpoint."""
         if self._refused("schedule", schedule):
             return
-        with self._lock:
-            self._schedules[schedule.key] = schedule
-            self._own((2, schedule.key))
-            self._changed()
+        self._schedules[schedule.key] = schedule
+        self._own((2, schedule.key))
 
     def delete_schedule(self, key: str) -> None:
-        with self._lock:
-            self._schedules[key] = None
-            self._own((2, key))
-            self._changed()
+        self._schedules[key] = None
+        self._own((2, key))
 
     def _refused(self, kind: str, row: StoredCommand | StoredLetter | StoredSchedule) -> bool:
         """Check a row before it joins a batch; remember why the caller's commit fails."""
@@ -197,16 +181,15 @@ class Journal:
         return True
 
     def _own(self, ref: Ref) -> None:
-        """Record that the current task made this change (lock held)."""
-        self._round.owners.setdefault(trio.lowlevel.current_task(), []).append(ref)
-
-    def _changed(self, *, awaited: bool = False) -> None:
-        """Wake the writer (called with the lock held); ``awaited``: a commit waits."""
-        if not self._threaded:
-            self._work.set()
-        elif self._thread_idle or (awaited and self._thread_lingers):
-            self._thread_idle = self._thread_lingers = False
-            self._cond.notify()
+        """Record that the current task made this change, and wake the writer."""
+        owners = self._round.owners
+        task = trio.lowlevel.current_task()
+        refs = owners.get(task)
+        if refs is None:
+            owners[task] = [ref]
+        else:
+            refs.append(ref)
+        self._work.set()
 
     async def commit(self) -> None:
         """Wait until every change made so far is on disk.
@@ -226,13 +209,20 @@ class Journal:
         if rejected is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             raise rejected
-        with self._lock:
-            round_ = self._round
-            taken = self._taken
-            if taken is not None and task in taken.owners and task not in round_.owners:
-                round_ = taken  # the writer took this task's changes already: wait for them
-            round_.tasks.append(task)
-            self._changed(awaited=True)
+        round_ = self._round
+        taken = self._taken
+        if taken is not None and task in taken.owners and task not in round_.owners:
+            round_ = taken  # the writer took this task's changes already: wait for them
+        elif not self._writer:  # no writer (the system is closing): write them now
+            with trio.CancelScope(shield=True):
+                await self._write_batch()
+            error = round_.error_of(task)
+            if error is not None:
+                raise StorageError(str(error)) from error
+            return
+        round_.tasks.append(task)
+        self._work.set()
+        self._awaited.set()
         await trio.lowlevel.wait_task_rescheduled(_refuse_abort)
         error = round_.error_of(task)
         if error is not None:
@@ -241,50 +231,50 @@ class Journal:
     # -- the writer --------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """The writer: one transaction per batch of changes.
+        """The writer: one transaction per batch of changes, until cancelled.
 
-        With SQLite a writer thread does the work and this task only keeps it company;
-        cancelling this task stops neither (:meth:`close` does, after writing what is left).
-        Otherwise this task writes the batches until cancelled; a batch it took is always
-        written in full.
+        A batch it took is always written in full, and so are the changes of commits
+        waiting when it is cancelled (they cannot be abandoned); a commit that comes later
+        writes its own batch, and :meth:`close` writes what is left.
         """
-        write = _blocking_writer(self.storage)
+        self._writer = True
         task_status.started()
-        if write is not None:
-            done = self._start_thread(write)
-            await done.wait()
-            if self._stopping:
-                return
-            # The thread died (it reported why); this task writes from now on.
-            self._work.set()
-        while True:
-            await self._work.wait()
-            self._work = trio.Event()
-            await self._write_batch()
+        try:
+            while True:
+                await self._work.wait()
+                if self._lingers and not self._round.tasks:
+                    # Only background changes: give a commit the chance to carry them.
+                    with trio.move_on_after(BACKGROUND_DELAY):
+                        await self._awaited.wait()
+                await self._write_batch()
+        finally:
+            self._writer = False
+            with trio.CancelScope(shield=True):
+                while self._round.tasks:
+                    await self._write_batch()
 
     def _take(self) -> tuple[_Changes, _Round]:
-        """Swap out the buffer (called with the lock held: keep it short); building the
-        batch is left to the caller, outside the lock."""
-        rows, self._rows = self._rows, {}
-        letters, self._letters = self._letters, {}
-        schedules, self._schedules = self._schedules, {}
+        """Swap out the buffer: the changes made from now on go to the next batch."""
+        changes = _Changes(self._rows, self._letters, self._schedules)
+        self._rows, self._letters, self._schedules = {}, {}, {}
         round_, self._round = self._round, _Round()
         self._taken = round_
-        return _Changes(rows, letters, schedules), round_
+        self._work = trio.Event()
+        self._awaited = trio.Event()
+        return changes, round_
 
     def _has_work(self) -> bool:
         return bool(self._rows or self._letters or self._schedules or self._round.tasks)
 
     async def _write_batch(self) -> None:
-        with self._lock:
-            changes, round_ = self._take()
+        changes, round_ = self._take()
         try:
             batch = changes.batch()
             if batch:
                 with trio.CancelScope(shield=True):  # a batch taken is always written
-                    error = await _write_async(self.storage, batch)
+                    error = await _write(self.storage, batch)
                     if error is not None:
-                        error = await self._isolate_async(changes, round_, error)
+                        error = await self._isolate(changes, round_, error)
                 self._count(round_, error)
         except BaseException as exc:  # e.g. KeyboardInterrupt: the waiters must not hang
             round_.error = StorageError(f"{self.storage!r}: write interrupted: {exc!r}")
@@ -306,15 +296,14 @@ class Journal:
         writer is not woken: the changes wait for the next batch, so a broken storage is
         not retried in a loop.
         """
-        if self._closed or self._stopping:
+        if self._closed:
             return
         waiting = set(round_.tasks)
         mine = {ref for task, refs in round_.owners.items() if task in waiting for ref in refs}
-        with self._lock:
-            for store, kind in ((self._rows, 0), (self._letters, 1), (self._schedules, 2)):
-                for key, value in changes.part(kind).items():
-                    if (kind, key) not in mine:
-                        store.setdefault(key, value)
+        for store, kind in ((self._rows, 0), (self._letters, 1), (self._schedules, 2)):
+            for key, value in changes.part(kind).items():
+                if (kind, key) not in mine:
+                    store.setdefault(key, value)
 
     def _count(self, round_: _Round, error: StorageError | None) -> None:
         """Record how a batch ended (``error``: all of it failed)."""
@@ -324,128 +313,30 @@ class Journal:
         else:
             self.batches += 1
 
-    # -- isolating a failing change --------------------------------------------------------
-
-    def _isolate(
-        self,
-        write: Callable[[WriteBatch], None],
-        changes: _Changes,
-        round_: _Round,
-        error: StorageError,
+    async def _isolate(
+        self, changes: _Changes, round_: _Round, error: StorageError
     ) -> StorageError | None:
         """The batch failed: write it again in parts, by task (bisecting); return the error
         of the whole if nothing could be written, else None (``round_.failed`` says who)."""
         units = _units(changes, round_)
         if len(units) < 2:
             return error
-        parts = _bisection(units, round_)
-        try:
-            batch = next(parts)
-            while True:
-                batch = parts.send(_write_sync(self.storage, write, batch))
-        except StopIteration as done:
-            return None if done.value else error
-
-    async def _isolate_async(
-        self, changes: _Changes, round_: _Round, error: StorageError
-    ) -> StorageError | None:
-        """:meth:`_isolate` for a storage written from Trio."""
-        units = _units(changes, round_)
-        if len(units) < 2:
-            return error
-        parts = _bisection(units, round_)
-        try:
-            batch = next(parts)
-            while True:
-                batch = parts.send(await _write_async(self.storage, batch))
-        except StopIteration as done:
-            return None if done.value else error
-
-    # -- the writer thread (SQLite) --------------------------------------------------------
-
-    def _start_thread(self, write: Callable[[WriteBatch], None]) -> trio.Event:
-        token = trio.lowlevel.current_trio_token()
-        done = self._thread_done = trio.Event()
-        with self._lock:
-            self._threaded = True
-        thread = threading.Thread(
-            target=self._thread_main, args=(write, token, done), name="lanes-journal", daemon=True
-        )
-        thread.start()
-        return done
-
-    def _thread_main(
-        self,
-        write: Callable[[WriteBatch], None],
-        token: trio.lowlevel.TrioToken,
-        done: trio.Event,
-    ) -> None:
-        """Take a batch as soon as there is one, write it, report back; until stopped."""
-        try:
-            while True:
-                with self._cond:
-                    if not self._wait_for_batch():
-                        return
-                    changes, round_ = self._take()
-                batch = changes.batch()
-                error: StorageError | None = None
-                try:
-                    if batch:
-                        # one transaction, committed when it returns
-                        error = _write_sync(self.storage, write, batch)
-                        if error is not None:
-                            error = self._isolate(write, changes, round_, error)
-                except BaseException as exc:  # the waiters must not hang
-                    error = StorageError(f"{self.storage!r}: write interrupted: {exc!r}")
-                    raise
-                finally:
-                    _report(token, self._written, round_, bool(batch), error, changes)
-        finally:
-            with self._lock:
-                self._threaded = False  # from now on (close) the Trio side writes
-            _report(token, done.set)
-
-    def _wait_for_batch(self) -> bool:
-        """Wait (lock held) until a batch is due; False: stopped with nothing left.
-
-        A batch is due at once when a commit waits for it. Changes nobody waits for
-        (starts, completions, dead letters) linger up to :data:`BACKGROUND_DELAY` seconds
-        for a commit to carry them: writing them alone would cost a whole fsync that the
-        submits arriving meanwhile then wait behind.
-        """
-        deadline: float | None = None
-        while not self._round.tasks:
-            if self._rows or self._letters or self._schedules:
-                if self._stopping:
-                    break
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + BACKGROUND_DELAY
-                elif now >= deadline:
-                    break
-                self._thread_lingers = True
-                self._cond.wait(deadline - now)
-                self._thread_lingers = False
-            elif self._stopping:
-                return False
-            else:
-                self._thread_idle = True
-                self._cond.wait()
-                self._thread_idle = False
-        return True
-
-    def _written(
-        self, round_: _Round, wrote: bool, error: StorageError | None, changes: _Changes
-    ) -> None:
-        """On the Trio thread: a batch written by the writer thread (or failed)."""
-        if self._taken is round_:
-            self._taken = None
-        if wrote or error is not None:
-            self._count(round_, error)
-        if error is not None:
-            self._put_back(changes, round_)
-        for task in round_.tasks:
-            trio.lowlevel.reschedule(task)
+        groups = [units]
+        wrote = False
+        while groups:
+            group = groups.pop()
+            if group is not units:
+                failure = await _write(self.storage, _merge(group))
+                if failure is None:
+                    wrote = True
+                    continue
+                if len(group) == 1:
+                    for task in group[0][0]:
+                        round_.failed[task] = failure
+                    continue
+            half = len(group) // 2
+            groups += [group[:half], group[half:]]
+        return None if wrote else error
 
     async def close(self) -> None:
         """Write what is left, then close the storage. Shielded: it always finishes."""
@@ -453,12 +344,6 @@ class Journal:
             if not self._closed:
                 self._closed = True
                 try:
-                    if self._thread_done is not None:
-                        with self._cond:
-                            self._stopping = True
-                            self._thread_idle = self._thread_lingers = False
-                            self._cond.notify()
-                        await self._thread_done.wait()  # it wrote everything first
                     while self._has_work():
                         await self._write_batch()
                 finally:
@@ -516,34 +401,10 @@ _FIELD_NAMES = {
 }
 
 
-def _bisection(
-    units: list[tuple[list[Task], _Changes]], round_: _Round
-) -> Generator[WriteBatch, StorageError | None, bool]:
-    """Bisect ``units`` (each a task's changes): yield each part's batch to write, receive
-    its failure (None: written); a single unit that fails marks its tasks failed in
-    ``round_``. Returns whether anything was written. One loop for both writers."""
-    groups = [units]
-    wrote = False
-    while groups:
-        group = groups.pop()
-        if group is not units:
-            failure = yield _merge(group)
-            if failure is None:
-                wrote = True
-                continue
-            if len(group) == 1:
-                for task in group[0][0]:
-                    round_.failed[task] = failure
-                continue
-        half = len(group) // 2
-        groups += [group[:half], group[half:]]
-    return wrote
-
-
 def _units(changes: _Changes, round_: _Round) -> list[tuple[list[Task], _Changes]]:
     """Split a batch's changes by the task that made them (tasks sharing a change share a
     part; changes of no known task form one more). Reads only what no one changes once the
-    round is taken, so the writer thread may call it while commits still join the round."""
+    round is taken, so commits may still join the round meanwhile."""
     part_of: dict[Ref, int] = {}
     parts: list[tuple[list[Task], set[Ref]]] = [([], set())]  # 0: changes of no task
     for task, refs in round_.owners.items():
@@ -569,19 +430,7 @@ def _merge(group: list[tuple[list[Task], _Changes]]) -> WriteBatch:
     return merged.batch()
 
 
-def _write_sync(
-    storage: Storage, write: Callable[[WriteBatch], None], batch: WriteBatch
-) -> StorageError | None:
-    try:
-        write(batch)
-    except StorageError as exc:
-        return exc
-    except Exception as exc:  # a storage that broke its contract: still an error
-        return _broken(storage, exc)
-    return None
-
-
-async def _write_async(storage: Storage, batch: WriteBatch) -> StorageError | None:
+async def _write(storage: Storage, batch: WriteBatch) -> StorageError | None:
     write: Callable[[WriteBatch], Awaitable[None]] = storage.write
     try:
         await write(batch)
@@ -590,12 +439,6 @@ async def _write_async(storage: Storage, batch: WriteBatch) -> StorageError | No
     except Exception as exc:  # a storage that broke its contract: still an error
         return _broken(storage, exc)
     return None
-
-
-def _report(token: trio.lowlevel.TrioToken, fn: Callable[..., object], *args: object) -> None:
-    """Run ``fn(*args)`` on the Trio thread (dropped if that run already ended)."""
-    with contextlib.suppress(trio.RunFinishedError):
-        token.run_sync_soon(fn, *args)
 
 
 def _broken(storage: Storage, exc: Exception) -> StorageError:

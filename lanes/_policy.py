@@ -11,7 +11,9 @@ Rules implemented (the scheduling contract of docs/architecture.md):
    limit has a token, and the global cap allows it: ``active_total < cap`` and
    (``active(L) < min(L)`` or ``active_total + unmet reservations of the other lanes < cap``).
 2. The command started is the startable lane head with the smallest effective priority, ties
-   to the earliest submission; FIFO within a lane.
+   to the earliest submission. Within a lane, the head is the queued command with the
+   smallest command priority (``submit(priority=)``, 0 by default), FIFO among equals (by
+   the time each entered the queue).
 3. Preemption: a lane head blocked only by the global cap makes the most recently started
    command of a less urgent, preemptible lane give its slot back (it is requeued at the head
    of its lane, and its attempt is not counted).
@@ -53,10 +55,24 @@ class JobState(IntEnum):
 class Job:
     """What the policy knows of one command. The async shell subclasses it."""
 
-    __slots__ = ("lane", "pending_since", "preempting", "ready_at", "seq", "start_seq", "state")
+    __slots__ = (
+        "entry",
+        "lane",
+        "order",
+        "pending_since",
+        "preempting",
+        "priority",
+        "ready_at",
+        "seq",
+        "start_seq",
+        "state",
+    )
 
-    def __init__(self, lane: str) -> None:
+    def __init__(self, lane: str, priority: int = 0) -> None:
         self.lane = lane
+        self.priority = priority  # within its lane: lower starts first
+        self.order = 0  # when it entered its lane's queue (FIFO among equal priorities)
+        self.entry: Ranked | None = None  # its live entry in the lane's ranked heap
         self.seq = 0
         self.start_seq = 0
         self.pending_since = 0.0
@@ -66,6 +82,10 @@ class Job:
 
     def __lt__(self, other: Job) -> bool:  # heap tie-breaker
         return self.seq < other.seq
+
+
+Ranked = tuple[int, int, Job]
+"""An entry of a lane's heap of prioritized jobs: (priority, order, job)."""
 
 
 @attrs.frozen
@@ -92,6 +112,7 @@ class LaneState:
         "pending",
         "priority",
         "queue",
+        "ranked",
         "running",
         "shared",
     )
@@ -103,7 +124,11 @@ class LaneState:
         self.max = config.max_concurrency
         self.boost = config.boost
         self.limiter = make_limiter(config.rate_limit)
-        self.queue: deque[Job] = deque()
+        self.queue: deque[Job] = deque()  # priority-0 jobs, in order
+        # Jobs with another priority (or reprioritized): a heap of (priority, order, job),
+        # stale entries (job.entry is not the entry) dropped lazily. Empty unless some job
+        # of the lane has ever had a priority: the common case costs one test.
+        self.ranked: list[Ranked] = []
         self.pending = 0  # queued + delayed jobs, cancelled ones excluded
         self.delayed = 0  # of which delayed (in the policy's delay heap)
         self.active = 0
@@ -116,12 +141,62 @@ class LaneState:
     def head(self) -> Job | None:
         """The first live queued job (cancelled jobs are dropped lazily)."""
         queue = self.queue
+        job: Job | None = None
         while queue:
             job = queue[0]
             if job.state is JobState.QUEUED:
-                return job
+                break
             queue.popleft()
-        return None
+            job = None
+        ranked = self.ranked
+        if not ranked:
+            return job
+        while ranked:
+            entry = ranked[0]
+            top = entry[2]
+            if top.entry is entry and top.state is JobState.QUEUED:
+                if job is None or entry[0] < 0 or (entry[0] == 0 and entry[1] < job.order):
+                    return top
+                return job
+            heapq.heappop(ranked)
+        return job
+
+    def enqueue(self, job: Job, order: int) -> None:
+        """Put a QUEUED job into the lane's queue at ``order``."""
+        job.order = order
+        if job.priority == 0 and job.entry is None:
+            if order < 0:
+                self.queue.appendleft(job)
+            else:
+                self.queue.append(job)
+        else:
+            entry = (job.priority, order, job)
+            job.entry = entry
+            heapq.heappush(self.ranked, entry)
+
+    def take_head(self, job: Job) -> None:
+        """Take ``job``, just returned by :meth:`head`, out of the queue."""
+        if job.entry is None:
+            self.queue.popleft()
+        else:
+            heapq.heappop(self.ranked)
+            job.entry = None
+
+    def withdraw(self, job: Job) -> None:
+        """Take a QUEUED job out of the queue wherever it is (O(queue) for the FIFO part)."""
+        if job.entry is None:
+            self.queue.remove(job)
+        else:
+            job.entry = None  # its heap entry is stale from now on
+
+    def queued(self) -> list[Job]:
+        """The live queued jobs, in the order they would start."""
+        jobs = [job for job in self.queue if job.state is JobState.QUEUED]
+        if not self.ranked:
+            return jobs
+        jobs += [e[2] for e in self.ranked if e[2].entry is e and e[2].state is JobState.QUEUED]
+        jobs.sort(key=lambda job: (job.priority, job.order))
+        return jobs
 
     def effective_priority(self, job: Job | None, now: float) -> int:
         priority = self.config.priority
@@ -138,6 +213,8 @@ class Policy:
 
     def __init__(self, configs: Iterable[LaneConfig], max_concurrency: int | None) -> None:
         self.lanes: dict[str, LaneState] = {c.name: LaneState(c) for c in configs}
+        self._order = 0  # queue entries, in time (a job's ``order``)
+        self._front = 0  # requeues at the front: negative orders, each before the last
         self.cap = max_concurrency
         self.active_total = 0
         self.preempting = 0
@@ -238,7 +315,12 @@ class Policy:
         else:
             job.state = JobState.QUEUED
             job.pending_since = now
-            self.lanes[job.lane].queue.append(job)
+            self._order += 1
+            if job.priority == 0 and job.entry is None:  # LaneState.enqueue, inlined
+                job.order = self._order
+                self.lanes[job.lane].queue.append(job)
+            else:
+                self.lanes[job.lane].enqueue(job, self._order)
 
     def remove(self, job: Job) -> bool:
         """Withdraw a queued or delayed job (cancellation). False if it is not pending."""
@@ -257,11 +339,11 @@ class Policy:
         """Keep the delay heap mostly live: withdrawn jobs could otherwise stay in it (and
         set its timer) until their ready time, however far off."""
         heap = self._delayed
-        while heap and heap[0][1].state is not JobState.DELAYED:
+        while heap and not _live_delay(heap[0]):
             heapq.heappop(heap)
         self._gone_delayed += 1
         if self._gone_delayed * 2 > len(heap):
-            heap[:] = [item for item in heap if item[1].state is JobState.DELAYED]
+            heap[:] = [item for item in heap if _live_delay(item)]
             heapq.heapify(heap)
             self._gone_delayed = 0
 
@@ -273,14 +355,11 @@ class Policy:
         delayed jobs (only those are sorted): other lanes' delayed jobs cost nothing.
         """
         state = self.lanes[lane]
-        removed = [job for job in state.queue if self.remove(job)]
+        removed = [job for job in state.queued() if self.remove(job)]
         state.queue.clear()
+        state.ranked.clear()
         if state.delayed:
-            mine = [
-                item
-                for item in self._delayed
-                if item[1].lane == lane and item[1].state is JobState.DELAYED
-            ]
+            mine = [item for item in self._delayed if item[1].lane == lane and _live_delay(item)]
             mine.sort()
             removed.extend(job for _, job in mine if self.remove(job))
         return removed
@@ -293,8 +372,12 @@ class Policy:
         """
         if job.state is not JobState.QUEUED:
             return None
+        state = self.lanes[job.lane]
+        if state.ranked:  # prioritized jobs: count those that start before it
+            key = (job.priority, job.order)
+            return sum(1 for other in state.queued() if (other.priority, other.order) < key)
         ahead = 0
-        for other in self.lanes[job.lane].queue:
+        for other in state.queue:
             if other is job:
                 return ahead
             if other.state is JobState.QUEUED:
@@ -341,7 +424,48 @@ class Policy:
         state = self.lanes[job.lane]
         state.pending += 1
         job.state = JobState.QUEUED
-        state.queue.appendleft(job)
+        self._front -= 1
+        state.enqueue(job, self._front)
+
+    def reprioritize(self, job: Job, priority: int) -> bool:
+        """Give a pending job another priority within its lane (FIFO among equals stays by
+        the time it entered the queue). False if it is not pending (then nothing changes).
+        """
+        if job.state is JobState.QUEUED:
+            state = self.lanes[job.lane]
+            state.withdraw(job)
+            job.priority = priority
+            entry = (priority, job.order, job)
+            job.entry = entry
+            heapq.heappush(state.ranked, entry)
+            self.round_owed = True  # its lane's head may have changed
+            return True
+        if job.state is JobState.DELAYED:
+            job.priority = priority  # it takes its place when it is due
+            return True
+        return False
+
+    def move(self, job: Job, now: float, ready_at: float) -> bool:
+        """Make a pending job due at ``ready_at`` (at once if that is not later than
+        ``now``): a delayed job's due time moves, a queued one becomes delayed. False if it
+        is not pending."""
+        if job.state not in (JobState.QUEUED, JobState.DELAYED):
+            return False
+        state = self.lanes[job.lane]
+        moved = job.state is JobState.DELAYED
+        if not moved:
+            if ready_at <= now:
+                return True  # already due: it keeps its place
+            state.withdraw(job)
+            job.state = JobState.DELAYED
+            state.delayed += 1
+        # A moved job's old heap entry goes stale: _live_delay checks job.ready_at.
+        job.ready_at = max(ready_at, now)
+        heapq.heappush(self._delayed, (job.ready_at, job))
+        if moved:
+            self._drop_gone_delayed()  # its old entry counts as gone
+        self.round_owed = True  # the timer or the head may change
+        return True
 
     def pause(self, lane: str) -> None:
         self.lanes[lane].paused = True
@@ -392,11 +516,12 @@ class Policy:
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             ready_at, job = heapq.heappop(delayed)
-            if job.state is JobState.DELAYED:
+            if job.state is JobState.DELAYED and job.ready_at == ready_at:  # not moved since
                 self.lanes[job.lane].delayed -= 1
                 job.state = JobState.QUEUED
                 job.pending_since = ready_at
-                self.lanes[job.lane].queue.append(job)
+                self._order += 1
+                self.lanes[job.lane].enqueue(job, self._order)
 
     def _unmet_total(self) -> int:
         return sum(state.unmet() for state in self._reserving)
@@ -448,7 +573,10 @@ class Policy:
 
     def _start(self, job: Job, now: float) -> None:
         state = self.lanes[job.lane]
-        state.queue.popleft()
+        if job.entry is None:  # LaneState.take_head, inlined (the hot path)
+            state.queue.popleft()
+        else:
+            state.take_head(job)
         state.pending -= 1
         if state.limiter is not None:
             state.limiter.take(now)
@@ -575,3 +703,9 @@ class Policy:
 
     def pending_total(self) -> int:
         return sum(state.pending for state in self.lanes.values())
+
+
+def _live_delay(item: tuple[float, Job]) -> bool:
+    """Whether an entry of the delay heap still holds its job (not withdrawn or moved)."""
+    ready_at, job = item
+    return job.state is JobState.DELAYED and job.ready_at == ready_at

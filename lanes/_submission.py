@@ -18,7 +18,7 @@ these functions, into the core (``Core.accept``); nothing here is called back fr
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import FunctionType
 from typing import Any
 
@@ -26,7 +26,7 @@ import trio
 
 from ._boundary import check_key, foreign_run
 from ._callables import check_arity, submittable
-from ._checks import check_seconds
+from ._checks import check_priority, check_seconds
 from ._codec import DEFERRED
 from ._command import Command, CommandHandle, is_command
 from ._core import Core
@@ -49,11 +49,13 @@ from .storage import StoredCommand
 __all__ = [
     "Write",
     "accept",
+    "accept_many",
     "accept_nowait",
     "check_lane",
     "existing",
     "payload",
     "prepare",
+    "prepare_many",
     "recover",
     "requeue_letter",
     "shutdown_error",
@@ -184,6 +186,8 @@ def prepare(
     timeout: float | None,
     durable: bool | None = None,
     where: str = "submit",
+    *,
+    priority: int = 0,
 ) -> Command | CommandHandle[Any]:
     """A new command for a valid submission, or the handle of the live one holding ``key``.
 
@@ -193,12 +197,15 @@ def prepare(
         as :func:`validate` and :func:`payload`.
     """
     call, type_name, args = validate(core, lane, fn, args, key, delay, timeout, where)
+    if type(priority) is not int or priority:
+        check_priority(priority, where)
     if key is not None and (holder := core.keys.get(key)) is not None:
         return holder.handle
     stored = None
     if core.durable is not None or durable is not None:
         stored = payload(core, fn, durable, defer=True, where=where)
     cmd = core.new_command(lane, call, args, type_name, key, timeout)
+    cmd.priority = priority
     if stored is not None:
         assert core.durable is not None
         cmd.payload = stored
@@ -331,6 +338,147 @@ async def _store(core: Core, cmd: Command, delay: float | None, write: Write | N
         raise error
 
 
+# -- many at once (submit_many) --------------------------------------------------------------------
+
+
+def prepare_many(
+    core: Core,
+    lane: str,
+    calls: Iterable[Any],
+    delay: float | None,
+    timeout: float | None,
+    durable: bool | None,
+    priority: int = 0,
+) -> list[Command]:
+    """Validate and prepare every command of a ``submit_many``; nothing is accepted yet.
+
+    Raises:
+        LaneUsageError: ``calls`` is not an iterable of commands (a string, a single
+            callable), or holds more commands than the lane's ``inbox_size`` can ever hold.
+        as :func:`prepare`, for the first bad item (its index named in the message).
+    """
+    if isinstance(calls, str | bytes) or callable(calls) or is_command(calls):
+        msg = (
+            f"submit_many: calls={calls!r} is not a collection of commands; pass a list of "
+            "zero-argument async callables or @lanes.command objects (bind arguments "
+            "with functools.partial)"
+        )
+        raise LaneUsageError(msg)
+    try:
+        items = list(calls)
+    except TypeError:
+        msg = (
+            f"submit_many: calls={calls!r} is not iterable; pass a list of zero-argument "
+            "async callables or @lanes.command objects"
+        )
+        raise LaneUsageError(msg) from None
+    try:
+        token = _current_token()
+    except RuntimeError:  # a plain thread
+        token = None
+    if token is not core.token:
+        raise foreign_run("submit_many")
+    if not core.accepting:
+        raise shutdown_error()
+    check_lane(core.configs, lane, "submit_many")
+    size = core.configs[lane].inbox_size
+    if len(items) > size:
+        msg = (
+            f"submit_many: {len(items):,} commands can never be pending at once in lane "
+            f"{lane!r} (its inbox_size is {size:,}); submit them in batches of at most "
+            f"{size:,}, or raise inbox_size"
+        )
+        raise LaneUsageError(msg)
+    commands = []
+    for index, fn in enumerate(items):
+        try:
+            cmd = prepare(
+                core, lane, fn, (), None, delay, timeout, durable, "submit_many", priority=priority
+            )
+        except LaneError as exc:  # the same error, naming the item
+            text = str(exc).removeprefix("submit_many: ").removeprefix("submit: ")
+            raise type(exc)(f"submit_many (item {index}): {text}") from None
+        assert isinstance(cmd, Command)  # no key: always a new command
+        commands.append(cmd)
+    return commands
+
+
+async def accept_many(
+    core: Core, commands: list[Command], delay: float | None
+) -> list[CommandHandle[Any]]:
+    """Accept ``commands`` (of one lane) together: all of them, or none.
+
+    Waits until the lane's inbox has a place for every one (taking places in line with
+    other submits); the durable ones are written in one transaction; then all become
+    pending in one synchronous step.
+
+    Cancellation while waiting for room leaves nothing behind (the places taken so far are
+    given back); once the write started, it waits for the write (then every command runs).
+
+    Raises:
+        ShutdownInProgress: the system stopped accepting meanwhile.
+        StorageError, PayloadError: the write failed; no command was accepted.
+    """
+    await trio.lowlevel.checkpoint_if_cancelled()
+    if not commands:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return []
+    room = core.rooms[commands[0].lane]
+    taken = 0
+    waited = False
+    try:
+        while taken < len(commands):
+            if not room.take_nowait():
+                waited = True
+                await room.wait_for_place()
+                if room.closed:
+                    break  # no place was handed over
+            taken += 1
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        if room.closed or not core.accepting:
+            raise shutdown_error()
+        stored = [cmd for cmd in commands if cmd.payload is not None]
+        if stored:
+            await _store_many(core, stored, delay)
+    except BaseException:
+        for _ in range(taken):
+            room.give()
+        raise
+    for cmd in commands:
+        core.accept(cmd, delay)
+    return [cmd.handle for cmd in commands]
+
+
+async def _store_many(core: Core, commands: list[Command], delay: float | None) -> None:
+    """Write durable commands in one transaction (their places are held by the caller).
+
+    On failure every command is aborted (its handle fails with the error) and the error
+    propagates; the caller gives the places back.
+    """
+    durable = core.durable
+    assert durable is not None
+    try:
+        for cmd in commands:
+            if cmd.payload == DEFERRED:  # big: encoded off the event loop
+                obj = getattr(cmd.fn, "__self__", None)
+                cmd.payload = await durable.registry.encode_off_loop(obj)
+        if not core.accepting:  # closing meanwhile: its writer may be gone, write nothing
+            raise shutdown_error()
+        ready_at = trio.current_time() + delay if delay else None
+        durable.journal.save_all([durable.row(cmd, "pending", ready_at) for cmd in commands])
+        await durable.journal.commit()  # one batch: the rows are written together or not
+        if not core.accepting:
+            raise ShutdownInProgress(
+                "the lane system shut down while the commands were being stored; they stay "
+                "stored and run at the next start"
+            )
+    except LaneError as exc:
+        for cmd in commands:
+            core.abort(cmd, exc)
+        raise
+
+
 # -- the other ways in -----------------------------------------------------------------------------
 
 
@@ -400,6 +548,7 @@ async def recover(core: Core) -> list[Command]:
         cmd.stored_seq = row.seq
         cmd.submitted_wall = row.submitted_at
         cmd.attempts = row.attempts
+        cmd.priority = row.priority
         delay = None
         if row.ready_at is not None:
             delay = max(0.0, row.ready_at - durable.storage.clock())

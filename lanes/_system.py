@@ -103,6 +103,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> CommandHandle[T]: ...
     @overload
     async def submit(
@@ -114,6 +115,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> CommandHandle[T]: ...
     async def submit(
         self,
@@ -124,6 +126,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> CommandHandle[Any]:
         """Submit a command to ``lane``; return its handle once it is accepted.
 
@@ -138,13 +141,16 @@ class LaneSystem:
                 pickled) that runs in a worker process. A synchronous callable on an
                 ordinary lane is refused. Keyword arguments for ``fn`` are bound with
                 ``functools.partial(fn, name=value)``: ``submit``'s own keywords are only
-                ``key``, ``delay``, ``timeout`` and ``durable``.
+                ``key``, ``delay``, ``timeout``, ``durable`` and ``priority``.
             key: idempotency key (a non-blank string): while a command with this key is
                 pending or running, the existing handle is returned instead.
             delay: seconds before the command becomes pending.
             timeout: hard timeout of each attempt (default: the lane's).
             durable: with storage, whether to store the command (default: yes; a plain
                 callable needs ``durable=False``).
+            priority: its priority within the lane (an integer, lower starts first; 0 by
+                default), FIFO among equals; lanes keep their own priorities across each
+                other. ``handle.reprioritize()`` changes it while it waits.
 
         With storage, returns only once the command is on disk; once that write started,
         cancellation waits for it (the command is then accepted and runs).
@@ -158,11 +164,56 @@ class LaneSystem:
             ShutdownInProgress: the system no longer accepts commands.
         """
         core = self._core
-        cmd = submission.prepare(core, lane, fn, args, key, delay, timeout, durable)
+        cmd = submission.prepare(
+            core, lane, fn, args, key, delay, timeout, durable, priority=priority
+        )
         if isinstance(cmd, CommandHandle):  # the live command holding the key
             await trio.lowlevel.checkpoint()
             return cmd
         return await submission.accept(core, cmd, delay)
+
+    async def submit_many(
+        self,
+        lane: str,
+        calls: Iterable[Submittable[T]],
+        *,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+        priority: int = 0,
+    ) -> list[CommandHandle[T]]:
+        """Submit several commands to ``lane`` in one call: all are accepted, or none.
+
+        Every item is checked first (a bad one raises, naming its index, and nothing is
+        accepted); then ``submit_many`` waits until the lane's inbox has a place for each,
+        writes the durable ones in one transaction (one fsync for the lot), and makes them
+        all pending at once, in order: FIFO among them as if submitted one by one.
+
+        Cancellation while waiting for room leaves nothing behind; once the write started,
+        it waits for the write (then every command runs).
+
+        Args:
+            lane: the lane's name.
+            calls: zero-argument async callables (bind arguments with
+                ``functools.partial``) or ``@lanes.command`` instances; at most the lane's
+                ``inbox_size`` of them. Items carry no idempotency key: submit keyed
+                commands with :meth:`submit`.
+            delay, timeout, durable, priority: as for :meth:`submit`, for every item.
+
+        Returns:
+            The handles, in the order of ``calls``.
+
+        Raises:
+            LaneUsageError: ``calls`` is not a collection of commands, or holds more than
+                the lane's ``inbox_size``; an item the lane cannot run.
+            UnknownLaneError, LaneConfigError, NotDurableError, PayloadError: as for
+                :meth:`submit`, for the first bad item.
+            StorageError: the write failed; no command was accepted.
+            ShutdownInProgress: the system no longer accepts commands.
+        """
+        core = self._core
+        commands = submission.prepare_many(core, lane, calls, delay, timeout, durable, priority)
+        return await submission.accept_many(core, commands, delay)
 
     @overload
     def submit_nowait(
@@ -174,6 +225,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> CommandHandle[T]: ...
     @overload
     def submit_nowait(
@@ -185,6 +237,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> CommandHandle[T]: ...
     def submit_nowait(
         self,
@@ -195,6 +248,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> CommandHandle[Any]:
         """Like :meth:`submit`, but raise :class:`LaneFull` instead of waiting for room.
 
@@ -202,7 +256,9 @@ class LaneSystem:
             LaneUsageError: a durable command (it cannot wait for storage; use ``submit``).
         """
         core = self._core
-        cmd = submission.prepare(core, lane, fn, args, key, delay, timeout, durable)
+        cmd = submission.prepare(
+            core, lane, fn, args, key, delay, timeout, durable, priority=priority
+        )
         if isinstance(cmd, CommandHandle):  # the live command holding the key
             return cmd
         return submission.accept_nowait(core, cmd, delay)
@@ -217,6 +273,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> T: ...
     @overload
     async def run(
@@ -228,6 +285,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> T: ...
     async def run(
         self,
@@ -238,13 +296,21 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> Any:
         """Submit and wait for the result, like calling ``fn`` in the lane.
 
         Cancelling ``run`` cancels the command too (unless another caller shares it by key).
         """
         handle: CommandHandle[Any] = await self.submit(
-            lane, fn, *args, key=key, delay=delay, timeout=timeout, durable=durable
+            lane,
+            fn,
+            *args,
+            key=key,
+            delay=delay,
+            timeout=timeout,
+            durable=durable,
+            priority=priority,
         )
         try:
             return await handle.result()
@@ -433,6 +499,7 @@ class LaneSystem:
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
+        priority: int = 0,
     ) -> CommandHandle[Any]:
         """:meth:`submit` a command whose partial results the caller reads as they come.
 
@@ -452,7 +519,14 @@ class LaneSystem:
         """
         size = check_buffer(buffer)
         handle: CommandHandle[Any] = await self.submit(
-            lane, fn, *args, key=key, delay=delay, timeout=timeout, durable=durable
+            lane,
+            fn,
+            *args,
+            key=key,
+            delay=delay,
+            timeout=timeout,
+            durable=durable,
+            priority=priority,
         )
         # No checkpoint since the command was accepted: its body has not started yet.
         cmd = handle._command

@@ -265,7 +265,7 @@ class Crashing:
 
 
 def thread_written(path: pathlib.Path, crash: Crashing) -> SqliteStorage:
-    """A SqliteStorage written by the journal's writer thread, with a crash gate."""
+    """A SqliteStorage whose blocking write (its worker-thread half) has a crash gate."""
     storage = SqliteStorage(path)
     write = storage.write_blocking
 
@@ -395,7 +395,7 @@ async def test_handles_carry_their_key_and_command(autojump_clock: trio.abc.Cloc
 
 
 async def test_recovered_handles_map_back_by_key(autojump_clock: trio.abc.Clock) -> None:
-    store = MemoryStorage(clock=trio.current_time)  # no writer thread: the clock stays put
+    store = MemoryStorage(clock=trio.current_time)  # no SQLite worker thread: the clock stays put
     async with lanes.open_lane_system(
         ONE, storage=store, commands=[Job], drain_timeout=0
     ) as system:

@@ -300,7 +300,7 @@ async def test_sqlite_upgrades_a_version_1_database(tmp_path: pathlib.Path) -> N
     assert (await storage.recover()).schedules == ()
     await storage.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    assert db.execute("PRAGMA user_version").fetchone() == (lanes.storage.SCHEMA_VERSION,)
     assert db.execute("SELECT count(*) FROM schedules").fetchone() == (0,)
 
 

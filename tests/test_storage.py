@@ -16,6 +16,7 @@ import trio.testing
 
 import lanes
 from lanes import LaneConfig
+from lanes._journal import Journal
 from lanes.storage import MemoryStorage, SqliteStorage, Storage, WriteBatch
 
 from .helpers import noop
@@ -382,11 +383,11 @@ async def test_a_non_empty_file_that_is_not_a_database_is_refused(
     assert path.read_bytes() == content  # never touched
 
 
-# -- the SQLite writer thread -----------------------------------------------------------------
+# -- the writer -----------------------------------------------------------------
 
 
 class RecordingSqlite(SqliteStorage):
-    """Records each batch the journal's writer thread commits; optionally holds it."""
+    """Records each batch the journal commits (in a worker thread); optionally holds it."""
 
     def __init__(self, path: pathlib.Path) -> None:
         super().__init__(path)
@@ -409,7 +410,7 @@ class RecordingSqlite(SqliteStorage):
 
 
 async def wait_for(event: threading.Event) -> None:
-    assert await trio.to_thread.run_sync(event.wait, 30), "the writer thread did not report"
+    assert await trio.to_thread.run_sync(event.wait, 30), "the write did not report"
     event.clear()
 
 
@@ -504,25 +505,90 @@ async def test_a_failed_sqlite_write_fails_only_its_submits(tmp_path: pathlib.Pa
         assert isinstance(caught.value.__cause__, lanes.StorageError)
         assert isinstance(caught.value.__cause__.__cause__, RuntimeError)
         assert system.statistics().lanes["work"].submitted == 0
-        kept = await system.submit("work", Job("kept"))  # the writer thread carries on
+        kept = await system.submit("work", Job("kept"))  # the writer carries on
         assert [row.id for row in store.batches[-1].save] == [kept.id]
         await system.dead_letters.pop()
     with pytest.raises(lanes.StorageError, match="is closed"):
         await system.dead_letters.pop()  # used to wait forever
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-async def test_if_the_writer_thread_dies_trio_writes_instead(tmp_path: pathlib.Path) -> None:
-    path = tmp_path / "queue.db"
-    store = RecordingSqlite(path)
+class GatedMemory(MemoryStorage):
+    """A MemoryStorage whose writes wait for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = trio.Event()
+
+    async def write(self, batch: WriteBatch) -> None:
+        await self.gate.wait()
+        self.apply(batch)
+
+
+def stored_row(name: str) -> lanes.storage.StoredCommand:
+    return lanes.storage.StoredCommand(
+        name, 1, "work", "job", "{}", None, "pending", 0, None, None, 0.0
+    )
+
+
+async def test_commits_waiting_when_the_writer_is_cancelled_are_written() -> None:
+    storage = GatedMemory()
+    journal = Journal(storage)
+    done: list[str] = []
+
+    async def commit_one(name: str) -> None:
+        journal.save(stored_row(name))
+        await journal.commit()
+        done.append(name)
+
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as writer:
+            await writer.start(journal.run)
+            nursery.start_soon(commit_one, "first")
+            await trio.testing.wait_all_tasks_blocked()  # "first" is being written
+            nursery.start_soon(commit_one, "second")
+            await trio.testing.wait_all_tasks_blocked()  # "second" waits for the next batch
+            writer.cancel_scope.cancel()
+            storage.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        written = sorted(done)
+        await journal.close()  # (before, only this freed the second commit)
+    assert written == ["first", "second"]
+    assert sorted(storage.commands) == ["first", "second"]
+
+
+async def test_a_commit_after_the_writer_stopped_writes_its_own_batch() -> None:
+    storage = MemoryStorage()
+    journal = Journal(storage)
+    async with trio.open_nursery() as writer:
+        await writer.start(journal.run)
+        writer.cancel_scope.cancel()
+    written: list[str] = []
+
+    async def commit_one() -> None:
+        journal.save(stored_row("late"))
+        await journal.commit()
+        written.extend(storage.commands)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit_one)
+        await trio.testing.wait_all_tasks_blocked()
+        seen = list(written)
+        await journal.close()  # (before, only this freed the commit)
+    assert seen == ["late"]
+
+
+async def test_sqlite_writes_run_in_a_worker_thread(tmp_path: pathlib.Path) -> None:
+    threads: list[int] = []
+
+    class Watched(SqliteStorage):
+        def write_blocking(self, batch: WriteBatch) -> None:
+            threads.append(threading.get_ident())
+            super().write_blocking(batch)
+
     async with lanes.open_lane_system(
-        ONE, storage=store, commands=[Job], drain_timeout=0
+        ONE, storage=Watched(tmp_path / "q.db"), commands=[Job], drain_timeout=0
     ) as system:
         system.pause("work")
-        store.fail_next = SystemExit()  # ends the thread (threading ignores SystemExit)
-        with pytest.raises(lanes.StorageError, match="interrupted"):
-            await system.submit("work", Job("lost"))
-        kept = await system.submit("work", Job("kept"))  # written by the Trio writer task
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT id FROM commands").fetchall() == [(kept.id,)]
-    db.close()
+        await system.submit("work", Job("a"))
+    assert threads
+    assert threading.get_ident() not in threads  # never the Trio thread

@@ -98,7 +98,9 @@ async def test_failed_at_is_stored_and_recovered_unchanged(tmp_path: pathlib.Pat
                 await handle.result()
         live = [(letter.id, letter.failed_at) for letter in system.dead_letters.list()]
     assert [letter_id for letter_id, _ in live] == [second.id, first.id]  # as they failed
-    assert WALL + 0.2 <= live[0][1] < WALL + 0.4 <= live[1][1] < WALL + 1
+    # (no upper bound between the two: on a busy machine the second may fail late)
+    assert WALL + 0.2 <= live[0][1] <= live[1][1] < WALL + 30
+    assert live[1][1] >= WALL + 0.4
     await trio.sleep(0.1)
     storage = SqliteStorage(path, clock=wall)
     async with lanes.open_lane_system(configs, storage=storage, commands=[Fail]) as system:

@@ -21,7 +21,8 @@ class StoredCommand:
     """One accepted, unfinished durable command.
 
     ``status`` is ``"pending"`` or ``"running"``; ``ready_at`` is a wall-clock time (seconds
-    since the epoch, from the storage's clock) before which it must not start, or None.
+    since the epoch, from the storage's clock) before which it must not start, or None;
+    ``priority`` is its priority within its lane (``submit(priority=)``, lower first).
     """
 
     id: str
@@ -35,6 +36,7 @@ class StoredCommand:
     ready_at: float | None
     timeout: float | None
     submitted_at: float
+    priority: int = 0
 
 
 @attrs.frozen

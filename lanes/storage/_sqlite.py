@@ -23,7 +23,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
 T = TypeVar("T")
 APPLICATION_ID = 0x4C414E45  # "LANE": marks a database as ours
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _HEADER = b"SQLite format 3\x00"
 RECLAIM_PAGES = 256
 """Free pages (of 4 KiB by default) past which a write gives the space back to the disk."""
@@ -32,6 +32,7 @@ _WAL_LIMIT = 4 * 1024 * 1024  # bytes the WAL file is cut back to after a checkp
 _COMMAND_COLUMNS = (
     "id, seq, lane, type, payload, key, status, attempts, ready_at, timeout, submitted_at"
 )
+_COMMAND_FIELDS = _COMMAND_COLUMNS + ", priority"  # since schema version 3
 _LETTER_COLUMNS = "id, seq, lane, type, payload, key, error, attempts, failed_at, timeout"
 _SCHEDULE_COLUMNS = (
     "key, lane, type, payload, every, cron, tz, jitter, misfire, misfire_limit, overlap, anchor, "
@@ -52,6 +53,10 @@ def _add_schedules_v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE UNIQUE INDEX schedules_key ON schedules(key)")
 
 
+def _add_priority_v3(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE commands ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+
+
 def _incremental_vacuum(db: sqlite3.Connection) -> None:
     """Let the file shrink after big commands (``auto_vacuum=INCREMENTAL``).
 
@@ -67,7 +72,11 @@ def _incremental_vacuum(db: sqlite3.Connection) -> None:
     db.execute("VACUUM")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _create_v1, 1: _add_schedules_v2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    0: _create_v1,
+    1: _add_schedules_v2,
+    2: _add_priority_v3,
+}
 """``MIGRATIONS[v]`` upgrades a database from schema version ``v`` to ``v + 1``."""
 _FULL, _READONLY, _IOERR = sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR
 
@@ -304,7 +313,7 @@ class SqliteStorage:
     def _recover(self) -> Recovered:
         db = self._connection()
         try:
-            rows = db.execute(f"SELECT {_COMMAND_COLUMNS} FROM commands ORDER BY seq").fetchall()
+            rows = db.execute(f"SELECT {_COMMAND_FIELDS} FROM commands ORDER BY seq").fetchall()
             letters = db.execute(
                 f"SELECT {_LETTER_COLUMNS} FROM dead_letters ORDER BY seq"
             ).fetchall()
@@ -324,13 +333,10 @@ class SqliteStorage:
 
         Cancellation waits for the transaction to finish (it is never half applied).
         """
-        await self._call(self._write, batch)
+        await trio.to_thread.run_sync(self.write_blocking, batch, limiter=self._limiter)
 
     def write_blocking(self, batch: WriteBatch) -> None:
-        """:meth:`write` for a thread that is not the Trio thread: blocks until committed.
-
-        A lane system's journal calls this from its own writer thread, so that a batch
-        costs one hand-off to Trio (see ``lanes/_journal.py``).
+        """:meth:`write` in the calling thread: blocks until committed (or rolled back).
 
         Raises:
             StorageError: the transaction failed and was rolled back.
@@ -344,7 +350,7 @@ class SqliteStorage:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                _insert(db, "commands", _COMMAND_COLUMNS, [_command_row(r) for r in batch.save])
+                _insert(db, "commands", _COMMAND_FIELDS, [_command_row(r) for r in batch.save])
                 _delete(db, "commands", batch.delete)
                 _insert(
                     db,
@@ -482,6 +488,7 @@ def _command_row(row: StoredCommand) -> tuple[Any, ...]:
         row.ready_at,
         row.timeout,
         row.submitted_at,
+        row.priority,
     )
 
 
