@@ -463,3 +463,25 @@ def test_lanes_web_and_the_example_without_starlette() -> None:
     assert done.returncode == 1
     [line] = done.stderr.strip().splitlines()
     assert "pip install -e '.[web]'" in line and "starlette" in line
+
+
+async def test_a_lane_queue_is_shown_in_the_order_commands_would_start() -> None:
+    console = lanes.web.console()
+    async with lanes.open_lane_system() as system:
+        sid = console.add(system)
+        system.pause("prompt")
+        first = await system.submit("prompt", noop)
+        urgent = await system.submit("prompt", noop, priority=-1)
+        last = await system.submit("prompt", noop, priority=2)
+        second = await system.submit("prompt", noop)
+        async with client(console) as c:
+            queue = (await c.get(f"/api/systems/{sid}/lanes/prompt/queue")).json()
+            ids = [row["id"] for row in queue["commands"]]
+            assert ids == [urgent.id, first.id, second.id, last.id]
+            assert [row["position"] for row in queue["commands"]] == [0, 1, 2, 3]
+            assert [row["priority"] for row in queue["commands"]] == [-1, 0, 0, 2]
+            page = await c.get(
+                f"/api/systems/{sid}/lanes/prompt/queue", params={"offset": 2, "limit": 1}
+            )
+            assert [(r["position"], r["id"]) for r in page.json()["commands"]] == [(2, second.id)]
+        system.resume("prompt")

@@ -17,7 +17,6 @@ import attrs
 import trio
 
 from .._errors import LaneConfigError, LaneUsageError
-from .._policy import JobState
 from .._shared import SharedLimit
 from ._source import MAX_PAGE, ActionRefused, NotFound, Sort, View
 
@@ -30,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["LiveSource"]
 
 CHUNK = 500  # systems read between two checkpoints
-QUEUE_SCAN = 100_000  # queued commands looked at for one page of a lane's queue
 ERROR_CHARS = 4000  # of a dead letter's error shown
 
 
@@ -370,23 +368,20 @@ class LiveSource:
             raise NotFound(f"system {system_id!r} has no lane {lane!r} (lanes: {known})")
         now = trio.current_time()
         rows = []
-        position = 0
-        for job in itertools.islice(state.queue, QUEUE_SCAN):
-            if job.state is not JobState.QUEUED:
-                continue
-            if offset <= position < offset + limit:
-                cmd: Command = job  # type: ignore[assignment]
-                rows.append(
-                    {
-                        "position": position,
-                        "id": cmd.id,
-                        "type": cmd.type_name,
-                        "key": cmd.key,
-                        "attempts": cmd.attempts,
-                        "age": _seconds(now - cmd.pending_since),
-                    }
-                )
-            position += 1
+        page = state.queued()[offset : offset + limit]  # in the order they would start
+        for position, job in enumerate(page, offset):
+            cmd: Command = job  # type: ignore[assignment]
+            rows.append(
+                {
+                    "position": position,
+                    "id": cmd.id,
+                    "type": cmd.type_name,
+                    "key": cmd.key,
+                    "priority": cmd.priority,
+                    "attempts": cmd.attempts,
+                    "age": _seconds(now - cmd.pending_since),
+                }
+            )
         return {
             "system": system_id,
             "lane": lane,

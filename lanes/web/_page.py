@@ -132,7 +132,7 @@ _TEMPLATE = """<!doctype html>
 <tbody id="lanes"></tbody></table>
 <div id="queue-box" hidden><h2>Queue of <span id="queue-name"></span>
 (<span id="queue-total"></span> pending)</h2><table><thead><tr><th>#</th><th>command</th>
-<th>type</th><th>key</th><th>attempts</th><th>age</th><th></th></tr></thead>
+<th>type</th><th>key</th><th>prio</th><th>attempts</th><th>age</th><th></th></tr></thead>
 <tbody id="queue"></tbody></table></div>
 <h2>Running (<span id="running-total">0</span>)</h2><table><thead><tr><th>command</th>
 <th>lane</th><th>type</th><th>attempts</th><th>elapsed</th><th>progress</th><th></th></tr>
@@ -282,7 +282,7 @@ function renderQueue(q) {
   $("queue-name").textContent = q.lane; $("queue-total").textContent = String(q.pending);
   fill("queue", q.commands, (tr, c) => {
     cell(tr, c.position); cell(tr, c.id); cell(tr, c.type, "name"); cell(tr, c.key);
-    cell(tr, c.attempts); cell(tr, secs(c.age));
+    cell(tr, c.priority); cell(tr, c.attempts); cell(tr, secs(c.age));
     if (config.kind === "live" && config.actions) button(tr, "cancel", "cancel", c.id);
   });
 }
