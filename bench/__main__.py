@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "distributed": "distributed",
     "multicore": "multicore",
     "sessions": "sessions",
+    "web_console": "web_console",
 }
 
 

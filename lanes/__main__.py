@@ -1,5 +1,5 @@
 """The ``lanes`` command line: ``demo``, ``top``, ``inspect``, ``dead-letters``, ``schedules``,
-``worker``."""
+``worker``, ``web``."""
 
 from __future__ import annotations
 
@@ -51,7 +51,33 @@ def _parser() -> argparse.ArgumentParser:
         change.add_argument(f"--{verb}", metavar="KEY", help=f"{verb} the schedule KEY")
     worker = commands.add_parser("worker", help="run commands from lanes on Redis")
     add_worker_arguments(worker)
+    web = commands.add_parser(
+        "web",
+        help="a web console of what a database holds",
+        description=(
+            "Serve the web console of a lane system's database (or Redis) on 127.0.0.1; "
+            "read-only unless started with --token or --actions."
+        ),
+    )
+    _add_web_arguments(web)
     return parser
+
+
+def _add_web_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        required=True,
+        metavar="PATH|URL",
+        help="the lane system's SQLite database, or a redis:// URL (distributed mode)",
+    )
+    parser.add_argument("--prefix", default="lanes", help="Redis key prefix (default: lanes)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: local)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    access = parser.add_mutually_exclusive_group()
+    access.add_argument("--token", help="enable actions with this token (16+ characters)")
+    access.add_argument(
+        "--actions", action="store_true", help="enable actions with a generated token (printed)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,7 +91,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _storage_command(args)
     elif args.command == "worker":
         return worker_command(args)
+    elif args.command == "web":
+        return _web(args)
     return 0
+
+
+def _web(args: argparse.Namespace) -> int:
+    try:
+        from .web._cli import web_command
+    except ModuleNotFoundError as error:  # starlette or hypercorn: one line, no traceback
+        print(error, file=sys.stderr)
+        return 1
+    return web_command(args)
 
 
 def _storage_command(args: argparse.Namespace) -> int:

@@ -177,3 +177,17 @@ def test_live_system(capsys: pytest.CaptureFixture[str]) -> None:
     assert "shipped by shop: {'eu': 2.0, 'us': 1.0}" in lines
     assert "exported: lanes ['orders', 'reports'], 2 configs" in lines
     assert "read back equal: True" in lines
+
+
+def test_web_console(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("web_console")
+    out = capsys.readouterr().out
+    assert "console shows 50 sessions" in out
+    assert "GET /lanes/: 200 text/html" in out
+    assert "  session-006: 4 pending, 2 running" in out
+    assert "pause: 200 lane 'prompt' paused" in out
+    assert "without the token: 401" in out
+    assert "unknown lane: 404 UnknownLaneError" in out
+    assert "ConnectionError('tool server refused the call')" in out
+    assert "paused sessions: 1" in out
+    assert "console shows 0 sessions once they closed" in out

@@ -1,0 +1,476 @@
+"""The live lane systems of a process, as the console sees and steers them.
+
+Systems are added like to a :class:`lanes.prometheus.LaneCollector` (``add(system)``, and
+they leave when they close); nothing runs per command and nothing runs between requests:
+every view reads the systems when it is asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from .._errors import LaneConfigError, LaneUsageError
+from .._shared import SharedLimit
+from ._source import MAX_PAGE, ActionRefused, NotFound, Sort, View
+
+if TYPE_CHECKING:
+    from .._command import Command
+    from .._core import Core
+    from .._policy import LaneState
+    from .._system import LaneSystem
+
+__all__ = ["LiveSource"]
+
+CHUNK = 500  # systems read between two checkpoints
+ERROR_CHARS = 4000  # of a dead letter's error shown
+
+
+@attrs.define
+class _Entry:
+    id: str
+    label: str
+    system: LaneSystem
+    core: Core
+    unhook: Callable[[], None]
+    folded: str = ""  # the label, casefolded (searched)
+
+
+def _seconds(value: float) -> float:
+    return round(value, 6)
+
+
+def _percentiles(histogram: Any) -> tuple[float | None, float | None]:
+    if not histogram.count:
+        return None, None
+    p50, p99 = histogram.percentiles((50.0, 99.0))
+    return _seconds(p50), _seconds(p99)
+
+
+def _oldest_wait(state: LaneState, now: float) -> float:
+    head = state.head()
+    return 0.0 if head is None else now - head.pending_since
+
+
+class LiveSource:
+    """The open lane systems added to a console, read in the Trio thread of their run."""
+
+    kind = "live"
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._by_system: dict[LaneSystem, str] = {}
+        self._ids = itertools.count(1)
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._limits: weakref.WeakValueDictionary[str, SharedLimit] = weakref.WeakValueDictionary()
+        self._closed_totals = [0, 0, 0]  # completed, failed, cancelled of closed systems
+        self._closed_runs = (0.0, 0)  # run seconds and attempts of closed systems
+
+    # -- systems coming and going ----------------------------------------------------------
+
+    def add(self, system: LaneSystem, label: str | None = None) -> str:
+        from .._system import LaneSystem
+
+        if not isinstance(system, LaneSystem):
+            msg = (
+                f"console.add: {system!r} is not a local lane system; pass the system that "
+                "`async with lanes.open_lane_system()` gives"
+            )
+            raise LaneUsageError(msg)
+        system._check_open("console.add")
+        if system in self._by_system:
+            msg = "console.add: this lane system is already added"
+            raise LaneUsageError(msg)
+        if label is not None and (not isinstance(label, str) or not label.strip()):
+            msg = f"console.add: label={label!r} is invalid; expected a non-blank string or None"
+            raise LaneConfigError(msg)
+        token = system._token
+        if self._token is not None and token is not self._token:
+            msg = "console.add: the system runs in another trio.run than the others"
+            raise LaneUsageError(msg)
+        self._token = token
+        core = system._core
+        system_id = f"s{next(self._ids)}"
+        unhook = core.bus.on_close(lambda: self.remove(system))
+        label = label or system_id
+        entry = _Entry(system_id, label, system, core, unhook, label.casefold())
+        self._entries[system_id] = entry
+        self._by_system[system] = system_id
+        for config in core.configs.values():
+            if config.shared_limit is not None:
+                self._limits[config.shared_limit.name] = config.shared_limit
+        return system_id
+
+    def remove(self, system: LaneSystem) -> None:
+        system_id = self._by_system.pop(system, None)
+        if system_id is None:
+            return
+        entry = self._entries.pop(system_id)
+        entry.unhook()
+        for counters in entry.core.counters.values():
+            self._closed_totals[0] += counters.completed
+            self._closed_totals[1] += counters.failed
+            self._closed_totals[2] += counters.cancelled
+        seconds, attempts = self._closed_runs
+        for histogram in entry.core.metrics.run.values():
+            seconds += histogram.sum
+            attempts += histogram.count
+        self._closed_runs = (seconds, attempts)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def check_thread(self) -> None:
+        """Raise LaneUsageError unless called from the Trio run of the systems."""
+        try:
+            token = trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            token = None
+        if self._token is not None and token is not self._token:
+            msg = (
+                "lanes.web: the console is served outside the trio.run of its lane systems; "
+                "serve it from that run (hypercorn's trio worker in the same trio.run)"
+            )
+            raise LaneUsageError(msg)
+
+    # -- views -----------------------------------------------------------------------------
+
+    async def _each(self) -> AsyncIterator[_Entry]:
+        """Every open system; a checkpoint every ``CHUNK`` of them, so that reading
+        thousands of systems never holds up the app's other tasks for long."""
+        self.check_thread()
+        for index, entry in enumerate(list(self._entries.values()), 1):
+            yield entry
+            if not index % CHUNK:
+                await trio.lowlevel.checkpoint()
+
+    async def overview(self) -> View:
+        completed, failed, cancelled = self._closed_totals
+        pending = active = letters = 0
+        run_seconds, run_attempts = self._closed_runs
+        async for entry in self._each():  # the hot loop of a frame: kept plain
+            core = entry.core
+            policy = core.policy
+            for state in policy.lanes.values():
+                pending += state.pending
+            active += policy.active_total
+            letters += len(core.dlq)
+            for counters in core.counters.values():
+                completed += counters.completed
+                failed += counters.failed
+                cancelled += counters.cancelled
+            for histogram in core.metrics.run.values():
+                count = histogram.count
+                if count:
+                    run_seconds += histogram.sum
+                    run_attempts += count
+        return {
+            "kind": self.kind,
+            "systems": len(self._entries),
+            "pending": pending,
+            "active": active,
+            "completed": completed,
+            "failed": failed,
+            "cancelled": cancelled,
+            "dead_letters": letters,
+            "run_seconds": run_seconds,
+            "run_attempts": run_attempts,
+            "shared_limits": self._shared_limits(),
+        }
+
+    def _shared_limits(self) -> list[View]:
+        if not self._limits:
+            return []
+        holders: dict[str, list[View]] = {}
+        for entry in self._entries.values():
+            for lane, state in entry.core.policy.lanes.items():
+                member = state.shared
+                if member is None:
+                    continue
+                holders.setdefault(member.limit.name, []).append(
+                    {
+                        "system": entry.id,
+                        "label": entry.label,
+                        "lane": lane,
+                        "held": member.held,
+                        "waiting": member.waiting,
+                    }
+                )
+        rows = []
+        for name in sorted(self._limits.keys()):
+            limit = self._limits.get(name)
+            if limit is None:
+                continue
+            stats = limit.statistics()
+            members = holders.get(name, [])
+            rows.append(
+                {
+                    "name": stats.name,
+                    "max_concurrency": stats.max_concurrency,
+                    "in_use": stats.in_use,
+                    "waiting": stats.waiting,
+                    "members": stats.members,
+                    "granted": stats.granted,
+                    "holders": [m for m in members if m["held"]][:MAX_PAGE],
+                    "waiters": [m for m in members if m["waiting"]][:MAX_PAGE],
+                }
+            )
+        return rows
+
+    def _row(self, entry: _Entry, now: float) -> View:
+        core = entry.core
+        policy = core.policy
+        wait = 0.0
+        paused = 0
+        for state in policy.lanes.values():
+            if state.pending:
+                wait = max(wait, _oldest_wait(state, now))
+            paused += state.paused
+        completed = failed = 0
+        for counters in core.counters.values():
+            completed += counters.completed
+            failed += counters.failed
+        return {
+            "id": entry.id,
+            "label": entry.label,
+            "lanes": len(policy.lanes),
+            "pending": policy.pending_total(),
+            "active": policy.active_total,
+            "paused": paused,
+            "wait": _seconds(wait),
+            "completed": completed,
+            "failed": failed,
+            "dead_letters": len(core.dlq),
+            "accepting": core.accepting,
+        }
+
+    async def systems(self, query: str, sort: Sort, offset: int, limit: int) -> View:
+        now = trio.current_time()
+        needle = query.casefold()
+        keyed: list[tuple[float, str, _Entry]] = []
+        async for entry in self._each():
+            if needle and needle not in entry.folded and needle != entry.id:
+                continue
+            if sort == "name":
+                key = 0.0
+            elif sort == "depth":
+                key = 0.0
+                for state in entry.core.policy.lanes.values():
+                    key -= state.pending
+            else:
+                key = -max(
+                    (_oldest_wait(s, now) for s in entry.core.policy.lanes.values() if s.pending),
+                    default=0.0,
+                )
+            keyed.append((key, entry.label, entry))
+        keyed.sort(key=lambda item: (item[0], item[1]))
+        page = keyed[offset : offset + limit]
+        return {
+            "total": len(keyed),
+            "offset": offset,
+            "limit": limit,
+            "sort": sort,
+            "query": query,
+            "systems": [self._row(entry, now) for _, _, entry in page],
+        }
+
+    def _entry(self, system_id: str) -> _Entry:
+        self.check_thread()
+        entry = self._entries.get(system_id)
+        if entry is None:
+            msg = f"no open lane system with id {system_id!r} (it may have closed)"
+            raise NotFound(msg)
+        return entry
+
+    async def system(self, system_id: str) -> View:
+        entry = self._entry(system_id)
+        core = entry.core
+        now = trio.current_time()
+        lanes = []
+        running = []
+        for name, state in core.policy.lanes.items():
+            lanes.append(self._lane(core, name, state, now))
+            for job in state.running:
+                running.append(_running(job, now))  # type: ignore[arg-type]
+        letters = [
+            {
+                "id": letter.id,
+                "lane": letter.lane,
+                "type": letter.command_type,
+                "error": letter.error[:ERROR_CHARS],
+                "attempts": letter.attempts,
+                "failed_at": letter.failed_at,
+            }
+            for letter in core.dlq.list()[-MAX_PAGE:]
+        ]
+        schedules = [
+            {
+                "key": key,
+                "lane": handle.lane,
+                "paused": handle.paused,
+                "next_run": _iso(handle.next_run),
+                "fired": handle.fired,
+                "skipped": handle.skipped,
+                "problem": handle.problem,
+            }
+            for key, handle in list(entry.system.schedules.items())[:MAX_PAGE]
+        ]
+        row = self._row(entry, now)
+        return {
+            **row,
+            "lane_rows": lanes,
+            "running": running[:MAX_PAGE],
+            "running_total": len(running),
+            "letters": letters,
+            "letters_total": len(core.dlq),
+            "schedules": schedules,
+            "max_concurrency": core.policy.cap,
+        }
+
+    def _lane(self, core: Core, name: str, state: LaneState, now: float) -> View:
+        limiter = state.limiter
+        rate_limited = bool(state.pending and limiter is not None and not limiter.ready(now))
+        wait_p50, wait_p99 = _percentiles(core.metrics.wait[name])
+        run_p50, run_p99 = _percentiles(core.metrics.run[name])
+        counters = core.counters[name]
+        return {
+            "name": name,
+            "priority": state.priority,
+            "effective_priority": core.policy.effective_priority(name, now),
+            "pending": state.pending,
+            "delayed": state.delayed,
+            "active": state.active,
+            "max_concurrency": state.max,
+            "paused": state.paused,
+            "rate_limited": rate_limited,
+            "shared_limit": None if state.shared is None else state.shared.limit.name,
+            "wait": _seconds(_oldest_wait(state, now)) if state.pending else 0.0,
+            "wait_p50": wait_p50,
+            "wait_p99": wait_p99,
+            "run_p50": run_p50,
+            "run_p99": run_p99,
+            "completed": counters.completed,
+            "failed": counters.failed,
+            "cancelled": counters.cancelled,
+        }
+
+    async def queue(self, system_id: str, lane: str, offset: int, limit: int) -> View:
+        entry = self._entry(system_id)
+        state = entry.core.policy.lanes.get(lane)
+        if state is None:
+            known = ", ".join(repr(n) for n in entry.core.policy.lanes)
+            raise NotFound(f"system {system_id!r} has no lane {lane!r} (lanes: {known})")
+        now = trio.current_time()
+        rows = []
+        page = state.queued()[offset : offset + limit]  # in the order they would start
+        for position, job in enumerate(page, offset):
+            cmd: Command = job  # type: ignore[assignment]
+            rows.append(
+                {
+                    "position": position,
+                    "id": cmd.id,
+                    "type": cmd.type_name,
+                    "key": cmd.key,
+                    "priority": cmd.priority,
+                    "attempts": cmd.attempts,
+                    "age": _seconds(now - cmd.pending_since),
+                }
+            )
+        return {
+            "system": system_id,
+            "lane": lane,
+            "pending": state.pending,
+            "queued": state.pending - state.delayed,
+            "delayed": state.delayed,
+            "offset": offset,
+            "limit": limit,
+            "commands": rows,
+        }
+
+    # -- actions ---------------------------------------------------------------------------
+
+    async def act(self, action: str, system_id: str, target: str) -> View:
+        entry = self._entry(system_id)
+        system = entry.system
+        if action == "pause":
+            system.pause(target)
+            return {"ok": True, "message": f"lane {target!r} paused"}
+        if action == "resume":
+            system.resume(target)
+            return {"ok": True, "message": f"lane {target!r} resumed"}
+        if action == "cancel":
+            cmd = _find_command(entry.core, target)
+            cmd.handle.cancel()
+            return {"ok": True, "message": f"command {target!r} cancelled"}
+        if action == "requeue":
+            handle = await system.dead_letters.requeue(target)
+            return {"ok": True, "message": f"dead letter {target!r} requeued as {handle.id}"}
+        if action == "delete":
+            await _delete_letter(entry.core, target)
+            return {"ok": True, "message": f"dead letter {target!r} deleted"}
+        if action == "trigger":
+            handle = await _trigger(system, target)
+            return {"ok": True, "message": f"schedule {target!r} fired now as {handle.id}"}
+        raise ActionRefused(f"unknown action {action!r}")
+
+
+def _running(cmd: Command, now: float) -> View:
+    stream = cmd.stream
+    progress = None
+    if stream is not None:
+        progress = f"{stream.sent} partial(s) sent"
+    return {
+        "id": cmd.id,
+        "lane": cmd.lane,
+        "type": cmd.type_name,
+        "key": cmd.key,
+        "attempts": cmd.attempts,
+        "elapsed": _seconds(now - cmd.started_at),
+        "progress": progress,
+    }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _find_command(core: Core, command_id: str) -> Command:
+    for cmd in core.live:
+        if cmd.id == command_id:
+            return cmd
+    msg = f"no pending or running command with id {command_id!r} (it may have finished)"
+    raise NotFound(msg)
+
+
+async def _delete_letter(core: Core, letter_id: str) -> None:
+    """Remove one letter, as ``dead_letters.clear()`` removes each (storage included)."""
+    dlq = core.dlq
+    letters = dlq._letters
+    if letter_id not in letters:
+        known = ", ".join(list(letters)[:5]) or "none"
+        msg = f"no dead letter with id {letter_id!r} (first ids: {known})"
+        from .._dlq import DeadLetterNotFound
+
+        raise DeadLetterNotFound(msg)
+    del letters[letter_id]
+    dlq._removed(letter_id)
+    await dlq.commit()
+
+
+async def _trigger(system: LaneSystem, key: str) -> Any:
+    handle = system.schedules.get(key)
+    if handle is None:
+        known = ", ".join(repr(k) for k in list(system.schedules)[:5]) or "none"
+        raise NotFound(f"no schedule with key {key!r} (first keys: {known})")
+    spec = handle._spec
+    durable = system._core.durable
+    if durable is not None and spec.stored:
+        target = durable.registry.decode(spec.type, spec.target)
+        return await system.submit(spec.lane, target)
+    return await system.submit(spec.lane, spec.target, durable=False if durable else None)
