@@ -104,7 +104,7 @@ async def agent_session(websocket: WebSocket) -> None:
         "prompt", 5, max_concurrency=settings.turns, shared_limit=websocket.app.state.llm
     )
     await websocket.accept()
-    async with trio.open_nursery() as relays, lanes.open_lane_system([prompt]) as session:
+    async with lanes.open_lane_system([prompt]) as session, trio.open_nursery() as relays:
         turn = 0
         try:
             while True:
@@ -140,8 +140,8 @@ async def agent_session(websocket: WebSocket) -> None:
             pass  # the user went away
         finally:
             # Nobody is left to read the answers: leave now, without a drain.
-            session.close_now()
             relays.cancel_scope.cancel()
+            session.close_now()
 
 
 def create_app(settings: Settings) -> Starlette:
