@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "distributed": "distributed",
     "multicore": "multicore",
     "sessions": "sessions",
+    "agent_server": "agent_server",
 }
 
 
@@ -45,6 +46,7 @@ DOCS_RUNS: dict[str, tuple[str, ...]] = {
     "sessions.json": ("sessions",),
     "scaling.json": ("lanes_scaling", "memory"),
     "distributed.json": ("distributed",),
+    "agent_server.json": ("agent_server",),
 }
 DOCS_BENCH = Path(__file__).resolve().parent.parent / "docs" / "bench"
 

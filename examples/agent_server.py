@@ -134,14 +134,14 @@ async def agent_session(websocket: WebSocket) -> None:
                     session.resume("prompt")
                     await websocket.send_json({"type": "resumed"})
                 else:  # close
-                    await websocket.close()
                     break
         except WebSocketDisconnect:
-            pass  # the user went away
+            return  # the user went away (and the lane system is left at once, see below)
         finally:
             # Nobody is left to read the answers: leave now, without a drain.
             relays.cancel_scope.cancel()
             session.close_now()
+    await websocket.close()  # once nothing sends any more
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -162,26 +162,31 @@ def create_app(settings: Settings) -> Starlette:
 # -- running it on its own: a fake LLM and one scripted session ----------------------------------
 
 
-async def fake_llm(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """A bare ASGI app streaming ``tokens`` lines, one every ``delay`` seconds (default 5 ms)."""
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    body = b""
-    while True:
-        event = await receive()
-        body += event.get("body", b"")
-        if not event.get("more_body"):
-            break
-    request = json.loads(body)
-    delay = float(request.get("delay", 0.005))
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    for i in range(int(request["tokens"])):
-        await trio.sleep(delay)
-        await send({"type": "http.response.body", "body": b"tok%d\n" % i, "more_body": True})
-    await send({"type": "http.response.body", "body": b""})
+@attrs.frozen
+class FakeLLM:
+    """A bare ASGI app streaming ``tokens`` lines, one every ``delay`` seconds."""
+
+    delay: float = 0.005
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                return  # the caller went away (e.g. a cancelled turn)
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for i in range(int(json.loads(body)["tokens"])):
+            await trio.sleep(self.delay)
+            await send({"type": "http.response.body", "body": b"tok%d\n" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
 
 async def serve(app: Any, nursery: trio.Nursery) -> str:
@@ -198,7 +203,7 @@ async def serve(app: Any, nursery: trio.Nursery) -> str:
 
 async def main() -> None:
     async with trio.open_nursery() as nursery:
-        llm_url = await serve(fake_llm, nursery)
+        llm_url = await serve(FakeLLM(), nursery)
         url = await serve(create_app(Settings(llm_url)), nursery)
         print(f"agent server at {url.replace('http', 'ws')}/session")
         try:

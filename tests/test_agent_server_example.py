@@ -44,7 +44,7 @@ class GatedLLM:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await example.fake_llm(scope, receive, send)
+            await example.FakeLLM()(scope, receive, send)
             return
         body = b""
         while True:
