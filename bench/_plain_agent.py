@@ -10,6 +10,7 @@ turns wait on between tokens. The message checks and the settings are the exampl
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,6 +21,8 @@ import trio
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+
+logger = logging.getLogger("plain_agent_server")
 
 
 @attrs.define(eq=False)
@@ -52,7 +55,8 @@ async def turn(websocket: WebSocket, turns: Turns, number: int, prompt: str, tok
                         await turns.pause_point()
                         await websocket.send_json({"type": "token", "turn": number, "text": token})
                 status = "completed"
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
+                logger.warning("turn %d failed: %r", number, exc)
                 status = "failed"
             finally:
                 del turns.running[scope]
@@ -109,7 +113,9 @@ def create_app(settings: Any, check: Callable[[Any], str | None]) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = httpx.Limits(max_connections=settings.llm_slots)
-        async with httpx.AsyncClient(base_url=settings.llm_url, limits=pool) as client:
+        async with httpx.AsyncClient(
+            base_url=settings.llm_url, limits=pool, timeout=settings.llm_timeout
+        ) as client:
             app.state.settings = settings
             app.state.check = check
             app.state.client = client

@@ -233,7 +233,7 @@ async def main_load(url: str, n: int) -> dict[str, Any]:
             s = Session(ws)
             stage[i] = "turn 1"
             await s.send(type="prompt", text=f"s{i} hello", tokens=SHORT_TOKENS)
-            assert (await s.next("done", 1))["status"] == "completed"
+            _completed(await s.next("done", 1))
             stage[i] = "turn 2 (cancel)"
             await s.send(type="prompt", text=f"s{i} long", tokens=LONG_TOKENS)
             for _ in range(cancel_after[i]):
@@ -250,7 +250,7 @@ async def main_load(url: str, n: int) -> dict[str, Any]:
             await s.next("paused")
             await trio.sleep(PAUSE_FOR)
             await s.send(type="resume")
-            assert (await s.next("done", 3))["status"] == "completed"
+            _completed(await s.next("done", 3))
             stage[i] = "idle"
             idle.release()
             await leave.wait()
@@ -295,6 +295,11 @@ async def main_load(url: str, n: int) -> dict[str, Any]:
         "rss_kib_per_session": (idle_figures["rss_kib"] - base["rss_kib"]) / n,
         "tasks_per_session": (idle_figures["tasks"] - base["tasks"]) / n,
     }
+
+
+def _completed(frame: dict[str, Any]) -> None:
+    if frame["status"] != "completed":
+        raise RuntimeError(f"a turn did not complete: {frame} (see the server's log above)")
 
 
 async def _progress(stage: list[str]) -> None:

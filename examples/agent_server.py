@@ -27,6 +27,7 @@ against it with trio-websocket (``pip install trio-websocket``, if installed) an
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,6 +44,8 @@ import lanes
 
 # -- the agent server ------------------------------------------------------------------------------
 
+logger = logging.getLogger("agent_server")
+
 
 @attrs.frozen
 class Settings:
@@ -51,6 +54,7 @@ class Settings:
     llm_url: str
     llm_slots: int = 20  # model calls at once, across every session
     turns: int = 1  # turns one session runs at once (more are queued in its lane)
+    llm_timeout: float = 60.0  # seconds httpx waits to connect, for a pool slot, or a token
 
 
 async def complete(client: httpx.AsyncClient, prompt: str, tokens: int) -> int:
@@ -75,7 +79,8 @@ async def relay(websocket: WebSocket, turn: int, handle: lanes.CommandHandle[int
         status = "completed"
     except lanes.CommandCancelled:
         status = "cancelled"
-    except lanes.CommandFailed:
+    except lanes.CommandFailed as exc:
+        logger.warning("turn %d failed: %r", turn, exc.__cause__)
         status = "failed"
     await websocket.send_json({"type": "done", "turn": turn, "status": status})
 
@@ -150,7 +155,9 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = httpx.Limits(max_connections=settings.llm_slots)
-        async with httpx.AsyncClient(base_url=settings.llm_url, limits=pool) as client:
+        async with httpx.AsyncClient(
+            base_url=settings.llm_url, limits=pool, timeout=settings.llm_timeout
+        ) as client:
             app.state.settings = settings
             app.state.client = client
             app.state.llm = lanes.SharedLimit(settings.llm_slots, name="llm")
