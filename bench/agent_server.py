@@ -141,6 +141,7 @@ async def _serve(kind: str, llm_url: str, slots: int, turns: int) -> None:
     from hypercorn.trio import serve
 
     config = Config()
+    config.keep_alive_timeout = 3600  # no keep-alive race with httpx's pool (the LLM)
     config.bind = ["127.0.0.1:0"]
     config.backlog = 1024
     config.loglevel = "WARNING"
@@ -199,6 +200,7 @@ class Session:
 
     def __init__(self, ws: Any) -> None:
         self.ws = ws
+        self.frames: list[dict[str, Any]] = []  # the last few, to tell where it got stuck
 
     async def send(self, **message: Any) -> None:
         await self.ws.send_message(json.dumps(message))
@@ -207,6 +209,7 @@ class Session:
         """The next frame of type ``kind`` (and of ``turn``, if given); others are skipped."""
         while True:
             frame: dict[str, Any] = json.loads(await self.ws.get_message())
+            self.frames = [*self.frames[-5:], frame]
             if frame["type"] == "error":
                 raise RuntimeError(f"the server answered an error: {frame}")
             if frame["type"] == kind and turn in (None, frame.get("turn")):
@@ -224,13 +227,14 @@ async def main_load(url: str, n: int) -> dict[str, Any]:
     leave = trio.Event()
     latencies: list[float] = []
     stage = ["connecting"] * n  # where each session is (named if the load gets stuck)
+    sessions: list[Session | None] = [None] * n
     base = await debug(url, collect=True)
 
     async def one(i: int, connections: trio.Nursery) -> None:
         async with connecting:
             ws = await connect_websocket_url(connections, url.replace("http", "ws") + "/session")
         try:
-            s = Session(ws)
+            s = sessions[i] = Session(ws)
             stage[i] = "turn 1"
             await s.send(type="prompt", text=f"s{i} hello", tokens=SHORT_TOKENS)
             _completed(await s.next("done", 1))
@@ -238,6 +242,7 @@ async def main_load(url: str, n: int) -> dict[str, Any]:
             await s.send(type="prompt", text=f"s{i} long", tokens=LONG_TOKENS)
             for _ in range(cancel_after[i]):
                 await s.next("token", 2)
+            stage[i] = "turn 2: cancel sent"
             sent = time.perf_counter()
             await s.send(type="cancel")
             await s.next("cancelled")  # the turn's "done" may come first: skipped
@@ -283,7 +288,15 @@ async def main_load(url: str, n: int) -> dict[str, Any]:
             # Some closed connections' reader tasks wait for a TCP close: not ours to wait.
             connections.cancel_scope.cancel()
     if watchdog.cancelled_caught:
-        raise RuntimeError(f"the load is stuck after {STUCK_AFTER} s: {Counter(stage)}")
+        stuck = [
+            f"{i}: {sessions[i].frames if sessions[i] else None}"  # type: ignore[union-attr]
+            for i, where in enumerate(stage)
+            if where not in ("idle", "told to leave", "closing", "closed")
+        ]
+        raise RuntimeError(
+            f"the load is stuck after {STUCK_AFTER} s: {Counter(stage)}; last frames of "
+            f"the stuck sessions: {stuck[:5]}"
+        )
     # The server is another process: poll its count of open sessions until they all ended.
     while (end := await debug(url))["sessions"]:  # noqa: ASYNC110
         await trio.sleep(0.05)
