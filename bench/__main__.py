@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "multicore": "multicore",
     "sessions": "sessions",
     "web_console": "web_console",
+    "agent_server": "agent_server",
 }
 
 
@@ -46,6 +47,7 @@ DOCS_RUNS: dict[str, tuple[str, ...]] = {
     "sessions.json": ("sessions",),
     "scaling.json": ("lanes_scaling", "memory"),
     "distributed.json": ("distributed",),
+    "agent_server.json": ("agent_server",),
 }
 DOCS_BENCH = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
