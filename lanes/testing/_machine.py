@@ -332,9 +332,10 @@ class PolicyStateMachine(RuleBasedStateMachine):
         """This run so far as a test you can paste: the lanes, then every action and its time."""
         cls = type(self)
         configs = ",\n".join(f"            {source(c)}" for c in self.configs.values())
+        module = "lanes.testing" if cls.__module__.startswith("lanes.testing.") else cls.__module__
         lines = [
             "from lanes import LaneConfig, PriorityBoost, RateLimit, RetryPolicy",
-            f"from {cls.__module__} import {cls.__qualname__}",
+            f"from {module} import {cls.__qualname__}",
             "",
             "",
             "def test_replay() -> None:",
