@@ -26,10 +26,14 @@ def thorough(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
+    """ruff check, ruff format --check, and the import contracts of pyproject.toml."""
     session.install("ruff==0.17.6")  # pinned: formatting rules change between releases
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # lint-imports reads the source from the checkout (it needs no install of the project):
+    # actors never imports lanes, and no import cycle anywhere in lanes.
+    session.install("import-linter==2.17")
+    session.run("lint-imports")
 
 
 @nox.session(python=PY)
@@ -74,8 +78,11 @@ def docs(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures next to baselines measured in the same run (not tests).
 
-    ``nox -s bench -- --json results.json --plots docs/img`` also draws the PNGs of
-    docs/benchmarks.md; ``nox -s bench -- --replot results.json`` redraws them only.
+    ``nox -s bench`` measures everything the docs show (``python -m bench --docs``: each
+    group into its docs/bench/*.json, then ``python -m bench.report`` rewrites the docs'
+    figures from them; commit both). With arguments it runs ``python -m bench ARGS``:
+    ``nox -s bench -- --docs --repeat 3``, ``nox -s bench -- --only throughput --json
+    out.json``, ``nox -s bench -- --replot out.json --plots docs/img``.
     """
     session.install("-e", ".[bench]")
-    session.run("python", "-m", "bench", *session.posargs)
+    session.run("python", "-m", "bench", *(session.posargs or ["--docs"]))

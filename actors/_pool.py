@@ -76,6 +76,7 @@ class WorkerPool(Generic[J, R]):
         self._handoff: J | None = None
         self._has_handoff = False
         self._closed = False
+        self._cancels = 0  # how many times cancel() was called
         self._linger = True  # whether a worker with nothing to run parks (or exits)
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -163,6 +164,16 @@ class WorkerPool(Generic[J, R]):
         self.workers += 1
         self._nursery.start_soon(self._worker, job)
 
+    def cancel(self, scope: trio.CancelScope) -> None:
+        """Cancel a running job's ``scope`` (the one its ``run`` received).
+
+        Use this rather than ``scope.cancel()``: a worker checks whether its scope was
+        cancelled after a job that returned anyway only when this was called (or the scope
+        has a deadline), which spares a clock read per job.
+        """
+        self._cancels += 1
+        scope.cancel()
+
     def reap(self) -> None:
         """End every parked worker, and let workers that run out of jobs exit instead of
         parking, until the next :meth:`deliver`. Running jobs are not affected."""
@@ -207,6 +218,7 @@ class WorkerPool(Generic[J, R]):
         with no deadline on the scope, so nothing of a finished job can fire in them.
         """
         job: J | None = first
+        cancels = self._cancels
         try:
             while True:
                 scope = trio.CancelScope()
@@ -226,8 +238,11 @@ class WorkerPool(Generic[J, R]):
                             result = await self._run(job, scope)
                             running = False
                             job = self._take() if self._settle_and_take(job, result) else None
-                            if scope.cancel_called:
+                            if (
+                                cancels != self._cancels or scope.deadline != math.inf
+                            ) and scope.cancel_called:
                                 break  # a fresh scope for what comes next
+                            cancels = self._cancels
                             if job is not None and time.perf_counter() < until:
                                 continue  # back to back: the next job sets its deadline
                             if scope.deadline != math.inf:

@@ -1,7 +1,9 @@
 """``python -m bench [--quick] [--only NAME] [--repeat N] [--json PATH] [--plots DIR]``.
 
 ``python -m bench --replot PATH --plots DIR`` draws the plots of a saved run without running
-anything.
+anything. ``python -m bench --docs [--repeat N]`` measures what the docs pages show: each
+group of ``DOCS_RUNS`` into its ``docs/bench/`` JSON file, then ``python -m bench.report``
+rewrites the pages' generated regions from them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ BENCHMARKS: dict[str, str] = {
     "multicore": "multicore",
     "sessions": "sessions",
 }
+
+
+# The JSON files under docs/bench/ that the docs pages' generated regions name, and the
+# benchmarks each holds (one run per file: sessions alone takes its own processes).
+DOCS_RUNS: dict[str, tuple[str, ...]] = {
+    "results.json": ("throughput", "priority_overhead", "control_latency", "durable"),
+    "sessions.json": ("sessions",),
+    "scaling.json": ("lanes_scaling", "memory"),
+    "distributed.json": ("distributed",),
+}
+DOCS_BENCH = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
 
 def load(name: str) -> Callable[[Options], Result]:
@@ -79,7 +92,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="run nothing: draw the plots of the JSON file PATH (a --json output) into --plots "
         "(with --only: only those benchmarks' plots)",
     )
+    parser.add_argument(
+        "--docs",
+        action="store_true",
+        help="measure every benchmark the docs show into docs/bench/*.json, then rewrite the "
+        "docs' figures (python -m bench.report); with --repeat, --repeat-large, --quick",
+    )
     args = parser.parse_args(argv)
+    if args.docs and (args.only or args.json or args.replot or args.plots):
+        parser.error("--docs chooses the benchmarks and files: no --only, --json, --plots")
     if args.repeat < 1:
         parser.error("--repeat must be >= 1")
     if args.repeat_large is not None and args.repeat_large < 1:
@@ -96,8 +117,24 @@ def draw(document: dict[str, Any], where: Path) -> None:
         print(f"plot written to {path}")
 
 
+def docs(args: argparse.Namespace) -> int:
+    """Each group of DOCS_RUNS into its docs/bench file, then the docs pages from them."""
+    from . import report
+
+    common = ["--repeat", str(args.repeat)] + (["--quick"] if args.quick else [])
+    if args.repeat_large is not None:
+        common += ["--repeat-large", str(args.repeat_large)]
+    DOCS_BENCH.mkdir(exist_ok=True)
+    for filename, names in DOCS_RUNS.items():
+        only = [arg for name in names for arg in ("--only", name)]
+        main([*common, *only, "--json", os.path.relpath(DOCS_BENCH / filename)])
+    return report.main([])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.docs:
+        return docs(args)
     if args.replot is not None:
         document = json.loads(args.replot.read_text())
         if args.only:  # redraw only these benchmarks' plots
@@ -149,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "repeat": args.repeat,
             "repeat_large": options.large_repeat,
-            "argv": sys.argv[1:],
+            "argv": sys.argv[1:] if argv is None else argv,
         },
         "load": loads,
         "benchmarks": {name: result.as_json() for name, result in results.items()},

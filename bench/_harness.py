@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+BENCH_ROOT = Path(__file__).resolve().parent.parent  # the checkout holding this bench/
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,8 @@ def machine() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "trio": trio.__version__,
-        "lanes_path": str(code_root()),
+        # "." when the lanes measured are this checkout's (no machine-specific path is stored)
+        "lanes_path": "." if code_root() == BENCH_ROOT else str(code_root()),
         "git": _git_revision(code_root()),
         "source_sha256": source_digest(),
     }

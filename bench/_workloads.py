@@ -20,6 +20,8 @@ import trio
 
 import lanes
 
+from ._lean import LeanScheduler, LowLevelScheduler
+
 CLIENTS = 100
 WORKERS = 10  # the plain trio and asyncio baselines' worker tasks
 
@@ -39,7 +41,7 @@ class Run:
     """One timed run of the workload."""
 
     seconds: float
-    rounds: int | None = None  # supervisor decision rounds, when the system exposes them
+    rounds: int | None = None  # dispatcher decision rounds, when the system exposes them
     cpu_seconds: float | None = None  # process CPU time over the same interval
 
     def cpu_share(self) -> float | None:
@@ -56,9 +58,12 @@ def lanes_run(
     *,
     clients: int = CLIENTS,
     max_concurrency: int | None = None,
+    instruments: Sequence[trio.abc.Instrument] = (),
 ) -> Run:
     """The workload on a lane system; client ``c`` sends its ``k``-th command to lane c+k."""
-    return trio.run(_lanes_main, tuple(configs), n, clients, max_concurrency)
+    return trio.run(
+        _lanes_main, tuple(configs), n, clients, max_concurrency, instruments=instruments
+    )
 
 
 async def _lanes_main(
@@ -90,8 +95,8 @@ async def _lanes_main(
 
 
 def _rounds(system: lanes.LaneSystem) -> int | None:
-    """The supervisor's decision-round counter (an internal; None if it is gone)."""
-    rounds = getattr(getattr(system, "supervisor", None), "rounds", None)
+    """The dispatcher's decision-round counter (an internal; None if it is gone)."""
+    rounds = getattr(getattr(system, "dispatcher", None), "rounds", None)
     return rounds if isinstance(rounds, int) else None
 
 
@@ -100,9 +105,15 @@ def _rounds(system: lanes.LaneSystem) -> int | None:
 Request = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], trio.MemorySendChannel[Any]]
 
 
-def trio_run(n: int, *, clients: int = CLIENTS, workers: int = WORKERS) -> Run:
+def trio_run(
+    n: int,
+    *,
+    clients: int = CLIENTS,
+    workers: int = WORKERS,
+    instruments: Sequence[trio.abc.Instrument] = (),
+) -> Run:
     """The workload on plain trio: workers on one memory channel, a one-shot reply channel."""
-    return trio.run(_trio_main, n, clients, workers)
+    return trio.run(_trio_main, n, clients, workers, instruments=instruments)
 
 
 async def _trio_worker(requests: trio.MemoryReceiveChannel[Request]) -> None:
@@ -131,6 +142,50 @@ async def _trio_main(n: int, clients: int, workers: int) -> Run:
                 nursery.start_soon(client, count)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         send.close()
+    if done[0] != n:
+        raise AssertionError(f"{done[0]} of {n} commands completed")
+    return Run(seconds, None, cpu)
+
+
+# -- the lean priority scheduler (bench/_lean.py): the limit ---------------------------------------
+
+PRIORITIES = 6  # as many as the default lanes; client c's k-th command gets priority (c+k) mod 6
+
+
+def lean_run(
+    n: int,
+    *,
+    clients: int = CLIENTS,
+    workers: int = WORKERS,
+    lowlevel: bool = False,
+    instruments: Sequence[trio.abc.Instrument] = (),
+) -> Run:
+    """The workload on the lean priority scheduler (``lowlevel``: its trio.lowlevel flavour)."""
+    return trio.run(_lean_main, n, clients, workers, lowlevel, instruments=instruments)
+
+
+async def _lean_main(n: int, clients: int, workers: int, lowlevel: bool) -> Run:
+    scheduler: LeanScheduler | LowLevelScheduler = (
+        LowLevelScheduler(PRIORITIES) if lowlevel else LeanScheduler(PRIORITIES)
+    )
+    done = [0]
+
+    async def client(offset: int, count: int) -> None:
+        for k in range(count):
+            waiter = scheduler.submit((offset + k) % PRIORITIES, trivial, k)
+            if await waiter.result() != k:
+                raise AssertionError("wrong result")
+        done[0] += count
+
+    async with trio.open_nursery() as outer:
+        for _ in range(workers):
+            outer.start_soon(scheduler.worker)
+        start, cpu = time.perf_counter(), time.process_time()
+        async with trio.open_nursery() as nursery:
+            for c, count in enumerate(shares(n, clients)):
+                nursery.start_soon(client, c, count)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        outer.cancel_scope.cancel()
     if done[0] != n:
         raise AssertionError(f"{done[0]} of {n} commands completed")
     return Run(seconds, None, cpu)

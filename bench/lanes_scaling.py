@@ -72,13 +72,13 @@ def run(options: Options) -> Result:
                 row["ns_per_extra_lane_per_cmd"] = marginal
             rounds = [r.rounds for r in samples[name] if r.rounds is not None]
             if rounds:
-                per_round = n / median(rounds)
-                row["commands_per_round"] = per_round
+                per_round = median(rounds) / n
+                row["rounds_per_command"] = per_round
         result.rows.append(row)
         rows.append((name, n / median(secs), us, ratio, growth, marginal, per_round))
     print_table(
         f"N = {n:,} (median of {options.repeat})",
-        ("system", "cmd/s", "us/cmd", "x plain trio", "x 1 lane", "ns/extra lane", "cmds/round"),
+        ("system", "cmd/s", "us/cmd", "x plain trio", "x 1 lane", "ns/extra lane", "rounds/cmd"),
         rows,
     )
     return result

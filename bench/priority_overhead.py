@@ -46,7 +46,7 @@ def run(options: Options) -> Result:
         slowdown = paired_ratio(secs, seconds["1 lane"])  # time ratio: > 1 is slower
         vs_trio = paired_ratio(seconds["plain trio"], secs)  # throughput ratio
         rounds = [r.rounds for r in samples[name] if r.rounds is not None]
-        per_round = n / median(rounds) if rounds else None
+        per_round = median(rounds) / n if rounds else None
         result.rows.append(
             {
                 "system": name,
@@ -55,14 +55,14 @@ def run(options: Options) -> Result:
                 "us_per_cmd": us,
                 "time_ratio_to_1_lane": slowdown,
                 "ratio_to_plain_trio": vs_trio,
-                "commands_per_round": per_round,
+                "rounds_per_command": per_round,
                 "seconds": secs,
             }
         )
         rows.append((name, n / median(secs), us, slowdown, vs_trio, per_round or ""))
     print_table(
         f"N = {n:,} (median of {options.repeat})",
-        ("system", "cmd/s", "us/cmd", "time x 1 lane", "x plain trio", "cmds/round"),
+        ("system", "cmd/s", "us/cmd", "time x 1 lane", "x plain trio", "rounds/cmd"),
         rows,
     )
     six = next(r["time_ratio_to_1_lane"] for r in result.rows if r["system"] == "6 lanes")

@@ -1,9 +1,13 @@
 """throughput: N trivial commands from 100 closed-loop clients across the six default lanes.
 
 Baselines, same workload, same process: plain trio (10 workers on one memory channel, a
-one-shot reply channel per command) and asyncio (a PriorityQueue, 10 workers, a future per
-command). Targets (issue 7): at least 0.5x plain trio at every N; cost per command flat from
-the smallest N to the largest.
+one-shot reply channel per command), the lean priority scheduler (``bench/_lean.py``: a deque
+per priority, 10 workers running commands back to back, a ``trio.Event`` per waiter; and its
+``trio.lowlevel`` flavour), which is the limit of what Trio allows for this work, and asyncio
+(a PriorityQueue, 10 workers, a future per command). Every table prints lanes / plain trio,
+lanes / lean and lean / plain trio, all from the same rounds. Targets (issue 19): at least
+1.0x plain trio at every N; cost per command, relative to plain trio, flat from the smallest
+N to the largest. N = 1M runs in full runs only (``--quick`` stops at 10K).
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ import math
 import lanes
 
 from ._harness import Options, Result, interleaved, median, paired_ratio, print_table
-from ._workloads import CLIENTS, WORKERS, asyncio_run, lanes_run, trio_run
+from ._workloads import CLIENTS, WORKERS, asyncio_run, lanes_run, lean_run, trio_run
 
 NAME = "throughput"
-SIZES = (1_000, 10_000, 100_000, 1_000_000)
+SIZES = (10_000, 100_000, 1_000_000)
 QUICK_SIZES = (1_000, 10_000)
-MIN_RATIO = 0.5
+MIN_RATIO = 1.0  # issue 19: lanes at least as fast as plain trio
 FLATNESS = 1.25  # "flat": the largest N costs at most 25% more per command than the smallest
+LEAN = "lean"
+LOWLEVEL = "lean lowlevel"
+PLAIN = "plain trio"
 LARGE = 1_000_000  # from this N on, --repeat-large runs per figure
 
 
@@ -31,11 +38,13 @@ def run(options: Options) -> Result:
         f"{NAME}: {CLIENTS} clients, each awaiting its result; lanes = the six default lanes, "
         f"no global cap; baselines: plain trio / asyncio with {WORKERS} workers"
     )
-    per_command: dict[str, dict[int, float]] = {"lanes": {}, "plain trio": {}}
+    per_command: dict[str, dict[int, float]] = {"lanes": {}, LEAN: {}, PLAIN: {}}
     for n in sizes:
         runners = {
             "lanes": functools.partial(lanes_run, lanes.DEFAULT_LANES, n),
-            "plain trio": functools.partial(trio_run, n),
+            LEAN: functools.partial(lean_run, n),
+            LOWLEVEL: functools.partial(lean_run, n, lowlevel=True),
+            PLAIN: functools.partial(trio_run, n),
             "asyncio": functools.partial(asyncio_run, n),
         }
         repeat = options.large_repeat if n >= LARGE else options.repeat
@@ -45,8 +54,9 @@ def run(options: Options) -> Result:
         rows = []
         for name, secs in seconds.items():
             mid = median(secs)
-            ratio = paired_ratio(seconds["plain trio"], secs)  # throughput ratio
-            cpu_ratio = paired_ratio(cpu["plain trio"], cpu[name])
+            ratio = paired_ratio(seconds[PLAIN], secs)  # throughput ratio
+            to_lean = paired_ratio(seconds[LEAN], secs)
+            cpu_ratio = paired_ratio(cpu[PLAIN], cpu[name])
             share = median([c / w for c, w in zip(cpu[name], secs, strict=True)])
             row: dict[str, object] = {
                 "n": n,
@@ -54,6 +64,7 @@ def run(options: Options) -> Result:
                 "cmd_per_s": n / mid,
                 "us_per_cmd": mid / n * 1e6,
                 "ratio_to_plain_trio": ratio,
+                "ratio_to_lean": to_lean,
                 "cpu_us_per_cmd": median(cpu[name]) / n * 1e6,
                 "cpu_ratio_to_plain_trio": cpu_ratio,
                 "cpu_share": share,
@@ -64,7 +75,7 @@ def run(options: Options) -> Result:
             rounds = [r.rounds for r in samples[name] if r.rounds is not None]
             per_round: object = ""
             if rounds:
-                per_round = row["commands_per_round"] = n / median(rounds)
+                per_round = row["rounds_per_command"] = median(rounds) / n
             result.rows.append(row)
             rows.append(
                 (
@@ -72,6 +83,7 @@ def run(options: Options) -> Result:
                     n / mid,
                     mid / n * 1e6,
                     ratio,
+                    to_lean,
                     median(cpu[name]) / n * 1e6,
                     cpu_ratio,
                     share,
@@ -87,15 +99,22 @@ def run(options: Options) -> Result:
                 "cmd/s",
                 "us/cmd",
                 "x plain trio",
+                "x lean",
                 "CPU us/cmd",
                 "CPU x trio",
                 "CPU share",
-                "cmds/round",
+                "rounds/cmd",
             ),
             rows,
         )
-        lane_ratio = next(
-            r["ratio_to_plain_trio"] for r in result.rows[-3:] if r["system"] == "lanes"
+        here = {r["system"]: r for r in result.rows if r["n"] == n}
+        lane_ratio = here["lanes"]["ratio_to_plain_trio"]
+        print(
+            f"  N={n:,}: lanes/plain {lane_ratio:.2f}x, lanes/lean "
+            f"{here['lanes']['ratio_to_lean']:.2f}x, lean/plain "
+            f"{here[LEAN]['ratio_to_plain_trio']:.2f}x, lean lowlevel/plain "
+            f"{here[LOWLEVEL]['ratio_to_plain_trio']:.2f}x (medians of per-round ratios)",
+            flush=True,
         )
         result.target(
             f"N={n:,}: lanes / plain trio throughput >= {MIN_RATIO}",

@@ -70,6 +70,10 @@ async def demo(url: str) -> None:
             print(f"failed: {error.__cause__}")
         letters = await system.dead_letters()
         print(f"dead letters: {[(d.lane, d.attempts) for d in letters]}")
+        later = await system.submit("interactive", Thumbnail("later.png", 32), delay=0.5)
+        held = await distributed.unfinished_commands(url, prefix=backend.prefix)
+        print(f"held in Redis: {[(c['lane'], c['status']) for c in held]}")  # (lanes inspect)
+        await later.result()
     done = sum(w.statistics().lanes["batch"].completed for w in (one, two))
     print(f"batch commands completed by the two workers: {done}")
 

@@ -11,10 +11,16 @@ from collections.abc import Sequence
 
 import trio
 import trio.testing
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import lanes
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ModuleNotFoundError as missing:  # one line saying what to install, not a traceback
+    from lanes._extras import exit_missing_extra
+
+    exit_missing_extra(missing, "examples/property_testing.py", "test")
 from lanes import LaneConfig, RateLimit, RetryPolicy
 from lanes.testing import (
     LaneSystemFactory,

@@ -32,11 +32,11 @@ async def work(seconds: float) -> float:
 
 async def rate_limit(system: lanes.LaneSystem) -> None:
     async with system.subscribe(ev.Started) as stream:
-        start = trio.current_time()
         handles = [await system.submit("tools", work, 0.01) for _ in range(10)]
         for handle in handles:
             await handle.result()
-        starts = [stream.receive_nowait().timestamp - start for _ in handles]
+        stamps = [stream.receive_nowait().timestamp for _ in handles]  # wall time
+        starts = [t - stamps[0] for t in stamps]  # seconds since the first start
     print("rate limit: tool calls started at " + ", ".join(f"{t:.1f}" for t in starts))
     print("            (a burst of 5, then one every 0.2 s)")
 

@@ -18,11 +18,13 @@ from ._errors import (
     CommandFailed,
     CommandTimeout,
     DrainTimeout,
+    KeyInUse,
     LaneConfigError,
     LaneError,
     LaneFull,
     LaneUsageError,
     NotDurableError,
+    PayloadError,
     Permanent,
     ShutdownInProgress,
     StorageError,
@@ -31,10 +33,14 @@ from ._errors import (
 from ._histogram import HistogramSnapshot
 from ._metrics import Metrics, MetricsSnapshot
 from ._partitioning import Partitioning
+from ._pause import pause_point
 from ._schedule_handle import ScheduleHandle
+from ._send import send_partial
 from ._shared import SharedLimit, SharedLimitStatistics
 from ._stats import LaneStatistics, SystemStatistics
+from ._stream import Partials, StreamRestarted
 from ._system import LaneSystem, open_lane_system
+from ._unobserved import UnobservedFailure
 
 __version__ = "0.1.0"
 
@@ -54,6 +60,7 @@ __all__ = [
     "DrainTimeout",
     "HistogramSnapshot",
     "InMemoryBackend",
+    "KeyInUse",
     "LaneConfig",
     "LaneConfigError",
     "LaneError",
@@ -65,7 +72,9 @@ __all__ = [
     "MetricsBackend",
     "MetricsSnapshot",
     "NotDurableError",
+    "Partials",
     "Partitioning",
+    "PayloadError",
     "Permanent",
     "PriorityBoost",
     "RateLimit",
@@ -75,11 +84,15 @@ __all__ = [
     "SharedLimitStatistics",
     "ShutdownInProgress",
     "StorageError",
+    "StreamRestarted",
     "SystemStatistics",
     "UnknownLaneError",
+    "UnobservedFailure",
     "command",
     "events",
     "export_metrics",
     "open_alert_monitor",
     "open_lane_system",
+    "pause_point",
+    "send_partial",
 ]

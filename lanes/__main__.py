@@ -28,8 +28,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--once", action="store_true", help="print one frame and exit")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between scrapes")
-    inspect = commands.add_parser("inspect", help="pending commands and dead letters in a db")
-    inspect.add_argument("path", help="the lane system's SQLite database")
+    inspect = commands.add_parser(
+        "inspect",
+        help="unfinished commands and dead letters (read-only)",
+        description=(
+            "List a lane system's unfinished commands (id, type, key, lane, status, attempts, "
+            "next due) and dead letters, without writing to the database."
+        ),
+    )
+    inspect.add_argument("path", metavar="PATH|URL", help="the SQLite database, or a redis:// URL")
+    inspect.add_argument("--json", action="store_true", help="print JSON (times: epoch seconds)")
+    inspect.add_argument("--prefix", default="lanes", help="Redis key prefix (default: lanes)")
     letters = commands.add_parser("dead-letters", help="list, requeue or clear dead letters")
     letters.add_argument("path", help="the lane system's SQLite database")
     action = letters.add_mutually_exclusive_group()
@@ -70,7 +79,7 @@ def _storage_command(args: argparse.Namespace) -> int:
             verb = verbs[0] if verbs else None
             print(schedules_command(args.path, verb, getattr(args, verb) if verb else None))
         elif args.command == "inspect":
-            print(inspect_command(args.path))
+            print(inspect_command(args.path, as_json=args.json, prefix=args.prefix))
         else:
             print(dead_letters_command(args.path, args.requeue, args.clear))
     except StorageError as error:
@@ -81,7 +90,12 @@ def _storage_command(args: argparse.Namespace) -> int:
 
 def _top(url: str, once: bool, interval: float) -> int:
     from ._errors import LaneConfigError
-    from ._top import ScrapeError, run_top
+
+    try:
+        from ._top import ScrapeError, run_top
+    except ModuleNotFoundError as error:  # rich or prometheus_client: one line, no traceback
+        print(error, file=sys.stderr)
+        return 1
 
     try:
         trio.run(functools.partial(run_top, url, once=once, interval=interval))

@@ -22,7 +22,8 @@ from trio_util import periodic
 
 from actors import single_leaf
 
-from ._config import _check_positive, _fail
+from ._checks import check_positive as _check_positive
+from ._checks import fail as _fail
 from ._errors import LaneUsageError, UnknownLaneError
 from ._histogram import Histogram
 from .events import AlertCleared, AlertRaised
@@ -248,7 +249,7 @@ class AlertMonitor:
         return values
 
     def _crossings(self, rule: AlertRule, value: float) -> list[AlertRaised | AlertCleared]:
-        now = trio.current_time()
+        now = trio.current_time() + self._system._core.wall_offset  # events carry wall time
         events: list[AlertRaised | AlertCleared] = []
         for level, threshold in reversed(rule.thresholds()):  # clear critical before warning
             key = (rule.lane, rule.metric, level)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import trio
 from trio_util import periodic
 
-from ._config import _check_int, _check_positive
+from ._checks import check_int as _check_int
+from ._checks import check_positive as _check_positive
 from ._metrics import MetricsSnapshot
 
 if TYPE_CHECKING:

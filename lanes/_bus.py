@@ -33,6 +33,7 @@ class EventBus:
         self._subscribers: list[_Subscriber] = []
         self._listeners: list[Callable[[Event], None]] = []
         self.entering: list[Callable[[str], None]] = []
+        self._closing: list[Callable[[], None]] = []
         self.dropped = 0
         self.active = False  # whether anybody listens: callers skip building events if not
 
@@ -71,6 +72,19 @@ class EventBus:
                 self.entering.remove(callback)
 
         return unlisten
+
+    def on_close(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` once, from :meth:`close` (the system has closed); return an
+        unregister function. A process-wide metrics collector uses it to fold a closed
+        system's final counts into its totals and let the system go.
+        """
+        self._closing.append(callback)
+
+        def unregister() -> None:
+            if callback in self._closing:
+                self._closing.remove(callback)
+
+        return unregister
 
     def emit(self, event: Event) -> None:
         for listener in self._listeners:
@@ -116,3 +130,6 @@ class EventBus:
         """End every subscription's stream (``async for`` loops finish)."""
         for subscriber in self._subscribers:
             subscriber.send.close()
+        closing, self._closing = self._closing, []
+        for callback in closing:
+            callback()

@@ -13,8 +13,9 @@ from datetime import datetime
 import attrs
 import trio
 
-from ._cli_storage import _table
 from ._errors import LaneConfigError, StorageError
+from ._inspect import read_schedules
+from ._inspect import table as _table
 from ._schedule import Timing, decide, make_timing
 from .storage import SqliteStorage, StoredSchedule, WriteBatch
 
@@ -84,15 +85,11 @@ def _resumed(row: StoredSchedule, now: float) -> StoredSchedule:
     return attrs.evolve(row, paused=False, last_slot=last)
 
 
-async def _schedules(path: str, action: str | None, key: str | None, now: float) -> str:
-    if not await trio.Path(path).is_file():
-        raise StorageError(f"{path!r} does not exist (or is not a file)")
+async def _change(path: str, action: str, key: str | None, now: float) -> str:
     storage = SqliteStorage(path)
     await storage.open()
     try:
         rows = list((await storage.recover()).schedules)
-        if action is None:
-            return _listing(path, rows, now)
         by_key = {row.key: row for row in rows}
         row = by_key.get(key or "")
         if row is None:
@@ -118,4 +115,8 @@ def schedules_command(
     Raises:
         StorageError: a missing or foreign file, or an unknown key.
     """
-    return trio.run(_schedules, path, action, key, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    rows = read_schedules(path)  # read-only: also checks the file before anything writes
+    if action is None:
+        return _listing(path, list(rows), now)
+    return trio.run(_change, path, action, key, now)

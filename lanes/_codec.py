@@ -12,7 +12,7 @@ import trio
 from cattrs.preconf.json import JsonConverter, make_converter
 
 from ._command import command_name, is_command
-from ._errors import LaneConfigError, LaneUsageError, NotDurableError, StorageError
+from ._errors import LaneConfigError, NotDurableError, PayloadError, StorageError
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -20,7 +20,6 @@ __all__ = [
     "MAX_NESTING",
     "OFF_LOOP_BYTES",
     "CommandRegistry",
-    "PayloadError",
 ]
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -33,15 +32,6 @@ DEFERRED = ""
 """``submit_payload`` of a big command: encode it with ``encode_off_loop`` (no JSON is
 empty, so this never stands for a real payload)."""
 _SLICE = 256 * 1024  # characters escaped per step of a long string
-
-
-class PayloadError(NotDurableError, LaneUsageError):
-    """A command's fields cannot be stored and rebuilt (too deep, too big, a type or value
-    JSON cannot carry back). Nothing was stored; the storage is fine: fix the value.
-
-    A :class:`~lanes.LaneUsageError` (the caller's value is wrong, retrying cannot help)
-    and a :class:`~lanes.NotDurableError` (the command cannot be stored).
-    """
 
 
 class CommandRegistry:

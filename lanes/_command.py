@@ -5,17 +5,33 @@ from __future__ import annotations
 import contextvars
 import enum
 import inspect
+import weakref
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
+from typing import Any, Generic, Protocol, TypeVar, cast, overload
 
 import attrs
 import trio
 
-from ._errors import CommandCancelled, CommandFailed, CommandTimeout, LaneConfigError
+from ._boundary import check_run
+from ._errors import (
+    CommandCancelled,
+    CommandFailed,
+    CommandTimeout,
+    LaneConfigError,
+    LaneUsageError,
+)
+from ._owner import CommandOwner
 from ._policy import Job, JobState
+from ._running import CURRENT
+from ._stream import Partials, Stream
 
-if TYPE_CHECKING:
-    from ._core import Core
+
+class _Reporting(Protocol):
+    """What a handle asks its command's owner beyond :class:`CommandOwner` (the core)."""
+
+    def report_unobserved(self, cmd: Command, /) -> None: ...
+    def position(self, cmd: Command, /) -> int | None: ...
+
 
 __all__ = ["CommandHandle", "CommandStatus", "command", "command_name", "is_command"]
 
@@ -58,6 +74,7 @@ class Command(Job):
     """The system's record of one accepted command (a policy ``Job`` with a payload)."""
 
     __slots__ = (
+        "_handle_ref",
         "_id",
         "_n",
         "_waiters",
@@ -70,14 +87,16 @@ class Command(Job):
         "entered",
         "error",
         "fn",
-        "handle",
         "holds_room",
         "key",
+        "observed",
+        "observers",
         "outcome_kind",
         "payload",
         "scope",
         "started_at",
         "stored_seq",
+        "stream",
         "submitted_wall",
         "timeout",
         "type_name",
@@ -86,7 +105,7 @@ class Command(Job):
 
     def __init__(
         self,
-        core: Core,
+        core: CommandOwner[Command, Reason],
         command_id: str | int,
         lane: str,
         fn: Callable[..., Awaitable[Any]],
@@ -98,8 +117,10 @@ class Command(Job):
         super().__init__(lane)
         self.core = core
         # The submitter's context variables (as nursery.start_soon copies them): its
-        # attempts run in this context, whichever worker runs them.
-        self.context = contextvars.copy_context()
+        # attempts run in this context, whichever worker runs them. The copy also holds
+        # the command itself (lanes.send_partial and lanes.pause_point find it there).
+        self.context = context = contextvars.copy_context()
+        context.run(CURRENT.set, self)
         # The id is formatted on first use (most commands of a busy system never need it).
         self._id = command_id if isinstance(command_id, str) else None
         self._n = command_id if isinstance(command_id, int) else 0
@@ -122,7 +143,29 @@ class Command(Job):
         self.payload: str | None = None  # JSON of a durable command (None: memory only)
         self.stored_seq = 0
         self.submitted_wall = 0.0
-        self.handle: CommandHandle[Any] = CommandHandle(self)
+        self.stream: Stream | None = None  # partial results (submit_streaming)
+        # The handle is held weakly (no Command <-> handle cycle): when the last reference
+        # to it goes, a failure nobody retrieved is reported (see lanes/_unobserved.py).
+        self._handle_ref: weakref.ref[CommandHandle[Any]] | None = None
+        self.observed = False  # its failure was retrieved, is being awaited, or reported
+        self.observers = 0  # result() calls waiting for it
+
+    @property
+    def handle(self) -> CommandHandle[Any]:
+        """The command's handle: the same object while anyone holds it."""
+        ref = self._handle_ref
+        if ref is not None:
+            handle = ref()
+            if handle is not None:
+                return handle
+        handle = CommandHandle(self)
+        self._handle_ref = weakref.ref(handle)
+        return handle
+
+    def handle_alive(self) -> bool:
+        """Whether anyone still holds the command's handle."""
+        ref = self._handle_ref
+        return ref is not None and ref() is not None
 
     @property
     def id(self) -> str:
@@ -172,13 +215,25 @@ class Command(Job):
 class CommandHandle(Generic[T]):
     """A handle on a submitted command. Returned by ``submit``; no public constructor.
 
-    Dropping the handle does not cancel the command; ``cancel()`` does.
+    Dropping the handle does not cancel the command; ``cancel()`` does. A command that
+    fails for good while nobody retrieves its result is reported once (logged, or passed to
+    ``on_unobserved_failure``): at the failure if no handle is held any more, otherwise when
+    the last reference to the handle goes without ``result()`` having been awaited.
     """
 
-    __slots__ = ("_command",)
+    __slots__ = ("__weakref__", "_command")
 
     def __init__(self, command: Command) -> None:
         self._command = command
+
+    def __del__(self) -> None:
+        c = self._command
+        if c.state is JobState.FAILED and not c.observed:
+            c.observed = True
+            cast(_Reporting, c.core).report_unobserved(c)
+        stream = c.stream
+        if stream is not None and not stream.closed:
+            stream.abandon()  # nobody can read it any more
 
     def __repr__(self) -> str:
         c = self._command
@@ -195,6 +250,28 @@ class CommandHandle(Generic[T]):
         return self._command.lane
 
     @property
+    def key(self) -> str | None:
+        """The command's idempotency key (None if it was submitted without one).
+
+        Recovered handles (``system.recovered``) carry the key they were stored with, so an
+        application can map recovered work back to its sessions; see also
+        ``LaneSystem.handle_for(key)``.
+        """
+        return self._command.key
+
+    @property
+    def command(self) -> Any:
+        """What was submitted: the ``@lanes.command`` object, or the callable.
+
+        For a recovered durable command, the object rebuilt from storage.
+        """
+        fn = self._command.fn
+        owner = getattr(fn, "__self__", None)
+        if owner is not None and is_command(owner):
+            return owner  # its bound ``execute``: the object is what was submitted
+        return fn
+
+    @property
     def status(self) -> CommandStatus:
         """pending, running, retrying, done, failed or cancelled."""
         return self._command.status
@@ -208,32 +285,133 @@ class CommandHandle(Generic[T]):
         """Whether the command reached a terminal state (done, failed or cancelled)."""
         return self._command.state >= JobState.DONE
 
+    @property
+    def position(self) -> int | None:
+        """How many commands of its lane start before it; None once it started (or while
+        it is delayed, or once it is finished).
+
+        0 means it starts next in its lane. Lanes are FIFO, so this counts the live
+        commands queued ahead of it: O(position) (a scan of its lane's queue up to it),
+        cheap for the "3 requests ahead of you" a server shows; do not poll it for
+        thousands of handles of one long lane.
+        """
+        c = self._command
+        return cast(_Reporting, c.core).position(c)
+
+    def partials(self) -> Partials:
+        """An async iterator over the command's partial results, as they are sent.
+
+        Only for commands submitted with ``system.submit_streaming``. It ends once the
+        command is terminal and what it sent was read (then ``await result()``). Closing it
+        early (or dropping it unfinished, e.g. ``break``) stops the stream: later partials
+        are dropped. If a half-read attempt fails and the command runs again, it raises
+        :class:`lanes.StreamRestarted` once; call ``partials()`` again for the new attempt.
+
+        Raises:
+            LaneUsageError: the command has no stream, another iterator is open, the stream
+                was already dropped, or called outside the owning ``trio.run``.
+        """
+        c = self._command
+        check_run(c.core.token, "handle.partials")
+        return open_partials(self, c)
+
+    def __aiter__(self) -> Partials:
+        """``async for item in handle``: :meth:`partials`."""
+        return self.partials()
+
     async def result(self) -> T:
         """Wait for the command to finish and return its value.
 
         Cancelling this wait leaves the command running: the handle still owns it.
 
+        For a streaming command (``submit_streaming``): if no :meth:`partials` iterator is
+        open when this is called, the unread partials are dropped and later ones are too
+        (the command never waits for a reader that will not come). To read both, open the
+        iterator first.
+
         Raises:
-            CommandTimeout: its last attempt exceeded the timeout.
+            CommandTimeout: its last attempt exceeded the timeout (a ``CommandFailed``).
             CommandFailed: it failed for good; ``__cause__`` is the last error.
             CommandCancelled: it was cancelled.
+            LaneUsageError: called outside the ``trio.run`` that owns the lane system.
         """
         c = self._command
-        await c.wait_done()
+        check_run(c.core.token, "handle.result")
+        stream = c.stream
+        if stream is not None and not stream.reading:
+            stream.abandon()  # only the result is wanted: the command never waits to stream
+        if c.state < JobState.DONE:
+            # Command.wait_done, inlined (one coroutine frame fewer on the hot path).
+            task = trio.lowlevel.current_task()
+            waiters = c._waiters
+            if waiters is None:
+                c._waiters = waiters = []
+            waiters.append(task)
+
+            def abort(_: object) -> trio.lowlevel.Abort:
+                waiters.remove(task)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            c.observers += 1
+            try:
+                await trio.lowlevel.wait_task_rescheduled(abort)
+            finally:
+                c.observers -= 1
+        else:
+            await trio.lowlevel.checkpoint()
+        c.observed = True
         if c.outcome_kind is None:
             return c.value  # type: ignore[no-any-return]
-        raise _outcome_error(c)
+        raise outcome_error(c)
 
     def cancel(self) -> None:
         """Cancel the command (synchronous, like ``CancelScope.cancel``).
 
         A pending command is resolved as cancelled at once; a running one is cancelled at its
         next checkpoint and resolves when its attempt exits. No-op once it finished.
+
+        Raises:
+            LaneUsageError: called outside the ``trio.run`` that owns the lane system.
         """
-        self._command.core.cancel(self._command, Reason.CANCEL)
+        core = self._command.core
+        check_run(core.token, "handle.cancel")
+        core.cancel(self._command, Reason.CANCEL)
 
 
-def _outcome_error(c: Command) -> Exception:
+def open_partials(handle: CommandHandle[Any], cmd: Command) -> Partials:
+    """``handle.partials()``: the one reader of ``cmd``'s stream."""
+    stream = cmd.stream
+    if stream is None:
+        msg = (
+            f"command {cmd.id} in lane {cmd.lane!r} has no partial results to read; "
+            "submit it with `await system.submit_streaming(lane, fn, ..., buffer=N)`"
+        )
+        raise LaneUsageError(msg)
+    if stream.reading:
+        msg = (
+            f"the partial results of command {cmd.id} are already being read; one iterator "
+            "reads them (keep it and iterate it again)"
+        )
+        raise LaneUsageError(msg)
+    if stream.abandoned:
+        msg = (
+            f"the partial results of command {cmd.id} were dropped: a reader stopped early, "
+            "or result() was awaited with no iterator open (open the iterator first)"
+        )
+        raise LaneUsageError(msg)
+
+    def restarted() -> str:
+        return (
+            f"command {cmd.id} ({cmd.type_name}) in lane {cmd.lane!r}: the attempt whose "
+            "partial results were being read ended and the command runs again (attempt "
+            f"{cmd.attempts + 1}); its partials start over: call handle.partials() again to "
+            "read them from the start"
+        )
+
+    return Partials(handle, stream, restarted)
+
+
+def outcome_error(c: Command) -> Exception:
     kind = c.outcome_kind
     if kind is CommandCancelled:
         reason = c.cancel_reason.value if c.cancel_reason else "cancelled"

@@ -6,48 +6,21 @@ that names the field, the bad value and what would be accepted.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import attrs
 
-from ._errors import LaneConfigError
-
-if TYPE_CHECKING:
-    from ._shared import SharedLimit
+from ._checks import check_int as _check_int
+from ._checks import check_non_negative as _check_non_negative
+from ._checks import check_number as _check_number
+from ._checks import check_positive as _check_positive
+from ._checks import check_type as _check_type
+from ._checks import fail as _fail
+from ._limiters import RateLimit
+from ._shared import SharedLimit
 
 __all__ = ["DEFAULT_LANES", "LaneConfig", "PriorityBoost", "RateLimit", "RetryPolicy"]
-
-
-def _fail(owner: str, field: str, value: object, expected: str) -> LaneConfigError:
-    return LaneConfigError(f"{owner}: {field}={value!r} is invalid; {expected}")
-
-
-def _check_number(owner: str, field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        raise _fail(owner, field, value, "expected a number")
-    return float(value)
-
-
-def _check_int(owner: str, field: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(owner, field, value, f"expected an integer >= {minimum}")
-    return value
-
-
-def _check_positive(owner: str, field: str, value: object, *, allow_inf: bool = False) -> float:
-    number = _check_number(owner, field, value)
-    if number <= 0 or (math.isinf(number) and not allow_inf):
-        raise _fail(owner, field, value, "expected a finite number > 0")
-    return number
-
-
-def _check_non_negative(owner: str, field: str, value: object) -> float:
-    number = _check_number(owner, field, value)
-    if number < 0 or math.isinf(number):
-        raise _fail(owner, field, value, "expected a finite number >= 0")
-    return number
 
 
 @attrs.frozen
@@ -122,64 +95,6 @@ class RetryPolicy:
         except OverflowError:
             base = self.max_delay
         return base * (1.0 - self.jitter * random)
-
-
-@attrs.frozen
-class RateLimit:
-    """How many commands of a lane may start per unit of time.
-
-    A token bucket (``kind="token_bucket"``) holds up to ``burst`` tokens, starts full and
-    refills at ``rate`` tokens per second; a sliding window (``kind="sliding_window"``) allows
-    ``limit`` starts in any ``window`` seconds. Each start (retries included) takes one.
-    """
-
-    kind: Literal["token_bucket", "sliding_window"]
-    rate: float = 0.0
-    burst: int = 0
-    limit: int = 0
-    window: float = 0.0
-
-    def __attrs_post_init__(self) -> None:
-        if self.kind == "token_bucket":
-            _check_positive("RateLimit", "rate", self.rate)
-            _check_int("RateLimit", "burst", self.burst, 1)
-        elif self.kind == "sliding_window":
-            _check_int("RateLimit", "limit", self.limit, 1)
-            _check_positive("RateLimit", "window", self.window)
-        else:
-            raise _fail(
-                "RateLimit", "kind", self.kind, "use RateLimit.token_bucket/.sliding_window"
-            )
-
-    @classmethod
-    def token_bucket(cls, rate: float, burst: int) -> RateLimit:
-        """``rate`` starts per second on average, with bursts of up to ``burst``."""
-        return cls("token_bucket", rate=rate, burst=burst)
-
-    @classmethod
-    def sliding_window(cls, limit: int, window: float) -> RateLimit:
-        """At most ``limit`` starts in any period of ``window`` seconds."""
-        return cls("sliding_window", limit=limit, window=window)
-
-    @classmethod
-    def per_second(cls, n: int) -> RateLimit:
-        """A full bucket of ``n`` at start, then ``n`` per second."""
-        return cls._per(n, 1.0, "per_second")
-
-    @classmethod
-    def per_minute(cls, n: int) -> RateLimit:
-        """A full bucket of ``n`` at start, then ``n`` per minute."""
-        return cls._per(n, 60.0, "per_minute")
-
-    @classmethod
-    def per_hour(cls, n: int) -> RateLimit:
-        """A full bucket of ``n`` at start, then ``n`` per hour."""
-        return cls._per(n, 3600.0, "per_hour")
-
-    @classmethod
-    def _per(cls, n: int, period: float, name: str) -> RateLimit:
-        _check_int(f"RateLimit.{name}", "n", n, 1)
-        return cls.token_bucket(n / period, burst=n)
 
 
 _BOOST_SHAPES = {
@@ -288,8 +203,6 @@ class LaneConfig:
     executor: Literal["async", "process"] = attrs.field(default="async", kw_only=True)
 
     def __attrs_post_init__(self) -> None:
-        from ._shared import SharedLimit  # here: _shared imports this module
-
         _check_name(self.name)
         owner = f"LaneConfig({self.name!r})"
         _check_int(owner, "priority", self.priority, 0)
@@ -316,15 +229,6 @@ class LaneConfig:
 
 EXECUTORS = ("async", "process")
 """The values of ``LaneConfig.executor``."""
-
-
-def _check_type(
-    owner: str, field: str, value: object, cls: type, *, optional: bool = False
-) -> None:
-    if (value is None and optional) or isinstance(value, cls):
-        return
-    expected = f"expected a {cls.__name__}" + (" or None" if optional else "")
-    raise _fail(owner, field, value, expected)
 
 
 def validate_lanes(

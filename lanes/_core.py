@@ -7,9 +7,11 @@ dead-letter queue and the events always agree when a handle resolves.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -31,8 +33,11 @@ from ._outcome import Ended, Next, next_step
 from ._policy import JobState, Policy
 from ._room import Room
 from ._stats import LaneCounters
+from ._unobserved import UnobservedCallback, report
 
 __all__ = ["Core"]
+
+logger = logging.getLogger("lanes")
 
 
 class Core:
@@ -45,7 +50,14 @@ class Core:
         dead_letter_limit: int,
         resubmit: Resubmit,
         rng: random.Random | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        # Events and dead letters are stamped in wall time (seconds since the epoch): the
+        # system's wall clock minus the Trio clock, read once (durations stay on Trio's clock).
+        # Rounded to 1/1024 s, so that `trio time + offset` rounds the same way in every run.
+        self.wall_offset = round((wall() - trio.current_time()) * 1024) / 1024
+        # The run's clock, read directly: cheaper than trio.current_time() on the hot path.
+        self.now: Callable[[], float] = trio.lowlevel.current_clock().current_time
         self.configs = {c.name: c for c in configs}
         self.policy = Policy(configs, cap)
         self.counters = {c.name: LaneCounters() for c in configs}
@@ -57,10 +69,13 @@ class Core:
         self.keys: dict[str, Command] = {}
         self.live: dict[Command, None] = {}  # accepted, not yet terminal
         self.accepting = True
+        self.token = trio.lowlevel.current_trio_token()  # the owning run's (see _boundary)
         self._random = rng
         self.wake: Callable[[], None] = _nothing
         self.pools: dict[str, WorkerPool[Command, int]] = {}
         self._idle: trio.Event | None = None
+        self.on_unobserved: UnobservedCallback | None = None
+        self.resumed: dict[str, trio.Event] = {}  # lanes whose pause_point callers wait
         self.prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
 
@@ -88,14 +103,14 @@ class Core:
         The fast path: a command of a local lane (no global cap, rate limit or shared
         limit) with a free slot starts here and now, without a decision round.
         """
-        now = trio.current_time()
+        now = self.now()
         cmd.holds_room = holds_room
         self.live[cmd] = None
         if cmd.key is not None:
             self.keys[cmd.key] = cmd
         self.counters[cmd.lane].submitted += 1
         if self.bus.active:
-            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now, cmd.type_name))
+            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now + self.wall_offset, cmd.type_name))
         policy = self.policy
         if policy.add(cmd, now, ready_at=now + delay if delay else None):
             self.grant(cmd, now)
@@ -123,17 +138,21 @@ class Core:
         self._release_room(cmd)
         cmd.attempts += 1
         cmd.started_at = now
-        self.metrics.wait[cmd.lane].record(now - cmd.pending_since)
+        waited = now - cmd.pending_since
+        metrics = self.metrics
+        metrics.wait[cmd.lane].record(waited)
+        metrics.recent[cmd.lane].append(waited)
         if cmd.payload is not None and self.durable is not None:
             self.durable.started(cmd)
         cmd.deadline = now + cmd.timeout if cmd.timeout is not None else math.inf
         if self.bus.active:
-            waited = now - cmd.pending_since
-            self.bus.emit(ev.Started(cmd.lane, cmd.id, now, cmd.attempts, waited))
+            self.bus.emit(
+                ev.Started(cmd.lane, cmd.id, now + self.wall_offset, cmd.attempts, waited)
+            )
 
     def settle(self, cmd: Command, attempt: int) -> None:
         """Account for an attempt that ended (``attempt`` is an ``Attempt`` code)."""
-        now = trio.current_time()
+        now = self.now()
         if attempt:  # it ran (0 = skipped before it started)
             self.metrics.run[cmd.lane].record(now - cmd.started_at)
         if attempt == 1:  # returned
@@ -152,12 +171,12 @@ class Core:
             self.durable.finished(cmd)
         self.counters[cmd.lane].completed += 1
         if self.bus.active:
-            self.bus.emit(ev.Completed(cmd.lane, cmd.id, now, cmd.attempts, now - cmd.started_at))
+            wall = now + self.wall_offset
+            self.bus.emit(ev.Completed(cmd.lane, cmd.id, wall, cmd.attempts, now - cmd.started_at))
         self._resolve(cmd, JobState.DONE, None)
         if following is not None:
-            self.grant(
-                cast(Command, following), now
-            )  # its worker is this one: it runs next, back to back
+            # Its worker is this one: it runs next, back to back.
+            self.grant(cast(Command, following), now)
         elif policy.needs_round(cmd.lane, now):
             self.wake()
 
@@ -191,13 +210,14 @@ class Core:
     def attempt_failed(
         self, cmd: Command, error: BaseException, *, timed_out: bool = False
     ) -> None:
-        now = trio.current_time()
+        now = self.now()
         lane = cmd.lane
         counters = self.counters[lane]
         if timed_out:
             counters.timed_out += 1
             if self.bus.active:
-                self.bus.emit(ev.TimedOut(lane, cmd.id, now, cmd.attempts, cmd.timeout or 0.0))
+                wall = now + self.wall_offset
+                self.bus.emit(ev.TimedOut(lane, cmd.id, wall, cmd.attempts, cmd.timeout or 0.0))
         step = next_step(
             Ended.TIMED_OUT if timed_out else Ended.RAISED,
             attempt=cmd.attempts,
@@ -215,11 +235,15 @@ class Core:
         counters.retried += 1
         cmd.scope = None
         cmd.entered = False
+        if cmd.stream is not None:
+            cmd.stream.restart()
         self.policy.retry(cmd, now, now + delay)
         if cmd.payload is not None and self.durable is not None:
             self.durable.requeued(cmd, now + delay)
         if self.bus.active:
-            self.bus.emit(ev.Retrying(lane, cmd.id, now, cmd.attempts, delay, repr(error)))
+            self.bus.emit(
+                ev.Retrying(lane, cmd.id, now + self.wall_offset, cmd.attempts, delay, repr(error))
+            )
         self.wake()
 
     def _failed(self, cmd: Command, error: BaseException, timed_out: bool, now: float) -> None:
@@ -235,7 +259,7 @@ class Core:
             cmd.type_name,
             text,
             cmd.attempts,
-            now,
+            now + self.wall_offset,
             cmd.fn,
             cmd.args,
             cmd.timeout,
@@ -246,62 +270,111 @@ class Core:
             self.durable.dead_lettered(cmd, letter)
         self.dlq.add(letter)
         if self.bus.active:
-            self.bus.emit(ev.Failed(lane, cmd.id, now, cmd.attempts, text))
-            self.bus.emit(ev.DeadLettered(lane, cmd.id, now, cmd.attempts, text))
+            wall = now + self.wall_offset
+            self.bus.emit(ev.Failed(lane, cmd.id, wall, cmd.attempts, text))
+            self.bus.emit(ev.DeadLettered(lane, cmd.id, wall, cmd.attempts, text))
         self._resolve(cmd, JobState.FAILED, CommandTimeout if timed_out else CommandFailed)
+        if cmd.observers:
+            cmd.observed = True  # a result() caller is waiting: it gets the error
+        elif not cmd.handle_alive():
+            self.report_unobserved(cmd)  # nobody can ever retrieve it
+        # Otherwise a handle is held: result() may still come; reported when it goes.
         self.wake()
 
+    def position(self, cmd: Command) -> int | None:
+        """How many commands of ``cmd``'s lane start before it (``handle.position``)."""
+        return self.policy.position(cmd)
+
+    def report_unobserved(self, cmd: Command) -> None:
+        """Log (or pass to ``on_unobserved_failure``) a failure nobody retrieved; once."""
+        cmd.observed = True
+        report(cmd, self.on_unobserved)
+
     def _requeue_preempted(self, cmd: Command) -> None:
-        now = trio.current_time()
+        now = self.now()
         cmd.attempts -= 1  # a preemption is not an attempt (it was counted when it began)
         cmd.cancel_reason = None
         cmd.scope = None
         cmd.entered = False
+        if cmd.stream is not None:
+            cmd.stream.restart()
         self.policy.requeue_front(cmd, now)
         if cmd.payload is not None and self.durable is not None:
             self.durable.requeued(cmd)
         self.counters[cmd.lane].preempted += 1
         if self.bus.active:
-            self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now, cmd.attempts + 1))
+            self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now + self.wall_offset, cmd.attempts + 1))
         self.wake()
 
     # -- cancellation --------------------------------------------------------------------------
 
-    def cancel(self, cmd: Command, reason: Reason) -> None:
-        """Cancel ``cmd`` wherever it is; no-op once it is terminal."""
+    def cancel(self, cmd: Command, reason: Reason, *, wake: bool = True) -> None:
+        """Cancel ``cmd`` wherever it is; no-op once it is terminal.
+
+        ``wake=False``: no decision round for a slot or place it frees (the caller runs one).
+        """
         if cmd.state >= JobState.DONE:
             return
         if self.policy.remove(cmd):  # it was pending: resolve now
             self._release_room(cmd)
             cmd.cancel_reason = reason
-            self._cancelled(cmd)
+            self._cancelled(cmd, wake=wake)
             return
         cmd.cancel_reason = reason
         if cmd.entered:
             assert cmd.scope is not None
-            cmd.scope.cancel()  # its body runs: the attempt resolves it when it exits
+            self.pools[cmd.lane].cancel(cmd.scope)  # its body runs: its attempt resolves it
         else:  # granted, body not entered yet: free the slot and resolve now (never runs)
             self.policy.finish(cmd)
-            self._cancelled(cmd)
+            self._cancelled(cmd, wake=wake)
 
-    def cancel_lane(self, lane: str, reason: Reason) -> list[Command]:
-        """Cancel every pending and running command of ``lane``; return the running ones."""
-        for job in self.policy.remove_lane(lane):
-            assert isinstance(job, Command)
-            self._release_room(job)
-            job.cancel_reason = reason
-            self._cancelled(job)
-        running = [job for job in self.policy.lanes[lane].running if isinstance(job, Command)]
-        for cmd in running:
-            self.cancel(cmd, reason)
-        return running
+    def cancel_lane(
+        self, lane: str, reason: Reason, *, running: bool = True, queued: bool = True
+    ) -> list[Command]:
+        """Cancel the running and/or the pending (queued or delayed) commands of ``lane``;
+        return the running ones cancelled (their attempts resolve them as they exit).
 
-    def cancel_all(self, reason: Reason) -> None:
-        """Cancel every command not yet terminal (drain timeout)."""
-        for lane in self.configs:
-            self.cancel_lane(lane, reason)
-        for cmd in list(self.live):  # delayed ones of lanes emptied above are gone already
-            self.cancel(cmd, reason)
+        The running ones are cancelled first, in O(running): their scopes are cancelled
+        before anything else happens, however many commands are queued. The pending ones
+        are then resolved in O(pending of the lane), with one decision round at the end.
+        """
+        cancelled: list[Command] = []
+        if running:
+            cancelled = [job for job in self.policy.lanes[lane].running]  # type: ignore[misc]
+            for cmd in cancelled:
+                self.cancel(cmd, reason, wake=False)  # no round yet: it could start a queued one
+        if queued:
+            for job in self.policy.remove_lane(lane):
+                assert isinstance(job, Command)
+                self._release_room(job)
+                job.cancel_reason = reason
+                self._cancelled(job, wake=False)
+        self.wake()
+        return cancelled
+
+    def cancel_all(
+        self, reason: Reason, *, running: bool = True, queued: bool = True
+    ) -> list[Command]:
+        """Cancel the running and/or pending commands of every lane; return the running ones."""
+        cancelled: list[Command] = []
+        if running:
+            for lane in self.configs:
+                cancelled.extend(self.cancel_lane(lane, reason, queued=False))
+        if queued:
+            for lane in self.configs:
+                self.cancel_lane(lane, reason, running=False)
+        if running and queued:
+            for cmd in list(self.live):  # whatever is left between states (none expected)
+                self.cancel(cmd, reason)
+        return cancelled
+
+    def resume(self, lane: str) -> None:
+        """Start dispatching ``lane`` again, and wake its commands waiting in pause_point."""
+        self.policy.resume(lane)
+        event = self.resumed.pop(lane, None)
+        if event is not None:
+            event.set()
+        self.wake()
 
     def abandon_all(self) -> None:
         """The system is gone: resolve whatever is left as cancelled (never run again)."""
@@ -318,17 +391,18 @@ class Core:
         cmd.cancel_reason = Reason.PREEMPT
         if cmd.entered:
             assert cmd.scope is not None
-            cmd.scope.cancel()  # its worker requeues it
+            self.pools[cmd.lane].cancel(cmd.scope)  # its worker requeues it
         # Not entered yet: its worker finds the reason and requeues it without running it.
 
-    def _cancelled(self, cmd: Command) -> None:
+    def _cancelled(self, cmd: Command, *, wake: bool = True) -> None:
         if cmd.payload is not None and self.durable is not None:
             self.durable.cancelled(cmd, cmd.cancel_reason)
         self.counters[cmd.lane].cancelled += 1
         if self.bus.active:
-            self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, trio.current_time()))
+            self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, self.now() + self.wall_offset))
         self._resolve(cmd, JobState.CANCELLED, CommandCancelled)
-        self.wake()
+        if wake:
+            self.wake()
 
     def abort(self, cmd: Command, error: Exception) -> None:
         """A command that was never accepted (its storage write failed or came too late).
@@ -341,6 +415,7 @@ class Core:
         cmd.state = JobState.FAILED
         cmd.outcome_kind = CommandFailed
         cmd.error = error
+        cmd.observed = True  # its submit raised the error
         cmd.wake_waiters()
 
     def _letter_removed(self, letter_id: str) -> None:
@@ -368,6 +443,8 @@ class Core:
         if cmd.key is not None and self.keys.get(cmd.key) is cmd:
             del self.keys[cmd.key]
         del self.live[cmd]
+        if cmd.stream is not None:
+            cmd.stream.close()
         cmd.wake_waiters()
         if not self.live:
             if self._idle is not None:

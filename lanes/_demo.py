@@ -41,7 +41,8 @@ async def _print_events(
         async for event in stream:
             if event.lane in ("prompt", "control") or isinstance(event, ev.Cancelled):
                 verb = type(event).__name__.lower()
-                _say(out, event.timestamp - start, f"{event.lane:<8} {verb:<9} {event.command_id}")
+                at = event.timestamp - system._core.wall_offset - start  # wall -> Trio time
+                _say(out, at, f"{event.lane:<8} {verb:<9} {event.command_id}")
 
 
 def _say(out: list[str], at: float, text: str) -> None:

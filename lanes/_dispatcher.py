@@ -65,7 +65,7 @@ class Dispatcher:
             return None
         self._deciding = True
         try:
-            now = trio.current_time()  # one clock read for the whole step
+            now = self.core.now()  # one clock read for the whole step
             wake_at = self._decide(now)
             while self._again:
                 self._again = False

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._boundary import check_run
 from ._errors import LaneError
 
 __all__ = ["DeadLetter", "DeadLetterNotFound", "DeadLetterQueue"]
@@ -31,7 +32,8 @@ class DeadLetter:
         command_type: the callable's qualified name or the ``@lanes.command`` name.
         error: ``repr()`` of the last error.
         attempts: attempts made in the failed run.
-        failed_at: Trio clock time of the failure.
+        failed_at: wall-clock time of the failure, in seconds since the epoch (the system's
+            ``clock``, default ``time.time``), like the events' ``timestamp``.
     """
 
     id: str
@@ -48,6 +50,8 @@ class DeadLetter:
 
 
 Resubmit = Callable[[DeadLetter], Awaitable[Any]]
+"""Submits a letter's command again. With storage it also removes the stored letter, in the
+same transaction as the new command row: after a crash exactly one of the two is stored."""
 
 
 def _ignore(letter_id: str) -> None:
@@ -78,6 +82,14 @@ class DeadLetterQueue:
         self._resubmit = resubmit
         self._removed = removed or _ignore
         self.commit: Callable[[], Awaitable[None]] = commit or _checkpoint
+        try:
+            self._token: trio.lowlevel.TrioToken | None = trio.lowlevel.current_trio_token()
+        except RuntimeError:  # made outside a run: no owner to check
+            self._token = None
+
+    def _check_run(self, where: str) -> None:
+        if self._token is not None:
+            check_run(self._token, f"dead_letters.{where}")
 
     def add(self, letter: DeadLetter, *, notify: bool = True) -> None:
         self._letters[letter.id] = letter
@@ -98,6 +110,7 @@ class DeadLetterQueue:
 
     async def pop(self) -> DeadLetter | None:
         """Remove and return the oldest letter (None when the queue is empty)."""
+        self._check_run("pop")
         if not self._letters:
             await self.commit()
             return None
@@ -109,29 +122,44 @@ class DeadLetterQueue:
     async def requeue(self, command_id: str) -> Any:
         """Remove the letter and submit its command again with a fresh attempt count.
 
-        Returns the new ``CommandHandle``. If the submit fails (for example the system is
-        shutting down), the letter stays in the queue.
+        Returns the new ``CommandHandle``. With storage, the letter's removal and the new
+        command are written in one transaction: after a crash at any moment exactly one of
+        the two is stored. If the submit fails (the system is shutting down, the storage
+        write failed, the key is taken), the letter stays where it was in the queue.
+        Cancellation while the write is under way waits for it (the command is then
+        requeued).
 
         Raises:
             DeadLetterNotFound: no letter has that id.
+            KeyInUse: another pending or running command holds the letter's idempotency
+                key; requeue once it has finished.
         """
+        self._check_run("requeue")
         letter = self._letters.get(command_id)
         if letter is None:
             known = ", ".join(list(self._letters)[:5]) or "none"
             msg = f"no dead letter with id {command_id!r} (first ids: {known})"
             raise DeadLetterNotFound(msg)
+        place = list(self._letters).index(command_id)
         del self._letters[command_id]  # taken first: a concurrent requeue finds nothing
         try:
-            handle = await self._resubmit(letter)
+            return await self._resubmit(letter)
         except BaseException:
-            self._letters[command_id] = letter  # not requeued: the letter stays
+            self._put_back(place, letter)  # not requeued: the letter stays
             raise
-        self._removed(command_id)
-        await self.commit()
-        return handle
+
+    def _put_back(self, place: int, letter: DeadLetter) -> None:
+        items = list(self._letters.items())
+        items.insert(place, (letter.id, letter))
+        self._letters = OrderedDict(items)
+        while len(self._letters) > self.limit:  # letters that arrived meanwhile: evict
+            evicted, _ = self._letters.popitem(last=False)
+            self.evicted += 1
+            self._removed(evicted)
 
     async def clear(self) -> int:
         """Remove every letter; return how many were removed."""
+        self._check_run("clear")
         count = len(self._letters)
         for letter_id in self._letters:
             self._removed(letter_id)

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Collection
+from typing import Any
 
 import trio
 
 from ._codec import CommandRegistry
 from ._command import Command, Reason
-from ._dlq import DeadLetter
+from ._dlq import DeadLetter, DeadLetterQueue
 from ._errors import StorageError
 from ._journal import Journal
 from .storage import Storage, StoredCommand, StoredLetter, StoredSchedule
 
-if TYPE_CHECKING:
-    from ._core import Core
+__all__ = ["Durability", "Rebuilt"]
 
-__all__ = ["Durability"]
+Rebuilt = tuple[StoredCommand, Any]
+"""A stored command that can run again: its row and the ``@lanes.command`` object."""
 
 
 class Durability:
@@ -81,7 +82,7 @@ class Durability:
                 cmd.key,
                 letter.error,
                 letter.attempts,
-                self.storage.clock(),
+                letter.failed_at,
                 cmd.timeout,
             )
         )
@@ -91,24 +92,27 @@ class Durability:
 
     # -- recovery ---------------------------------------------------------------------------
 
-    async def recover(self, core: Core) -> list[Command]:
-        """Requeue what the storage holds; return the recovered commands in order.
+    async def recover(self, lanes: Collection[str], dlq: DeadLetterQueue) -> list[Rebuilt]:
+        """Read what the storage holds; return the commands to requeue, in order.
 
-        Pending commands keep their order; those that were running at a crash run again
-        (at-least-once) with the interrupted attempt counted. A stored command that cannot
-        be rebuilt (unknown type or lane) is moved to the dead-letter queue, never dropped.
+        The stored dead letters go to ``dlq``. Pending commands keep their order; those
+        that were running at a crash run again (at-least-once) with the interrupted
+        attempt counted (the submission pipeline accepts them: ``_submission.recover``).
+        A stored command that cannot be rebuilt (its type is unknown, or its lane is not
+        one of ``lanes``) is moved to the dead-letter queue, never dropped; that move is
+        committed before this returns.
         """
         recovered = await self.storage.recover()
         self.schedules = recovered.schedules
         seqs = [row.seq for row in recovered.commands] + [row.seq for row in recovered.letters]
         self.journal.next_seq = max(seqs, default=0) + 1
-        for stored in recovered.letters:
-            core.dlq.add(self._letter(stored), notify=False)
-        commands = []
+        for stored in sorted(recovered.letters, key=_failure_order):  # as they failed
+            dlq.add(self._letter(stored), notify=False)
+        commands: list[Rebuilt] = []
         for row in recovered.commands:
-            cmd = self._rebuild(core, row)
-            if cmd is not None:
-                commands.append(cmd)
+            obj = self._rebuild(lanes, dlq, row)
+            if obj is not None:
+                commands.append((row, obj))
         await self.journal.commit()
         return commands
 
@@ -119,7 +123,7 @@ class Durability:
             stored.type,
             stored.error,
             stored.attempts,
-            trio.current_time() - (self.storage.clock() - stored.failed_at),
+            stored.failed_at,  # wall time, as DeadLetter.failed_at
             None,
             (),
             stored.timeout,
@@ -127,10 +131,11 @@ class Durability:
             stored.payload,
         )
 
-    def _rebuild(self, core: Core, row: StoredCommand) -> Command | None:
+    def _rebuild(self, lanes: Collection[str], dlq: DeadLetterQueue, row: StoredCommand) -> Any:
+        """The command object of ``row``, or None: then it is dead-lettered."""
         try:
-            if row.lane not in core.configs:
-                known = ", ".join(core.configs)
+            if row.lane not in lanes:
+                known = ", ".join(lanes)
                 msg = f"stored command's lane {row.lane!r} no longer exists (lanes: {known})"
                 raise StorageError(msg)
             obj = self.registry.decode(row.type, row.payload)
@@ -141,7 +146,7 @@ class Durability:
                 row.type,
                 repr(exc),
                 row.attempts,
-                trio.current_time(),
+                self.storage.clock(),
                 None,
                 (),
                 row.timeout,
@@ -163,17 +168,11 @@ class Durability:
                     row.timeout,
                 )
             )
-            core.dlq.add(letter, notify=False)
+            dlq.add(letter, notify=False)
             return None
-        cmd = core.new_command(
-            row.lane, obj.execute, (), row.type, row.key, row.timeout, command_id=row.id
-        )
-        cmd.payload = row.payload
-        cmd.stored_seq = row.seq
-        cmd.submitted_wall = row.submitted_at
-        cmd.attempts = row.attempts
-        delay = None
-        if row.ready_at is not None:
-            delay = max(0.0, row.ready_at - self.storage.clock())
-        core.accept(cmd, delay, holds_room=False)  # recovered: it took no inbox place
-        return cmd
+        return obj
+
+
+def _failure_order(letter: StoredLetter) -> tuple[float, int]:
+    """Dead letters in the order they failed (the queue's order), ties by submission."""
+    return (letter.failed_at, letter.seq)

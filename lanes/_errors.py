@@ -7,16 +7,20 @@ builtin meaning also derive from that builtin (``UnknownLaneError`` is a ``KeyEr
 
 from __future__ import annotations
 
+import trio
+
 __all__ = [
     "CommandCancelled",
     "CommandFailed",
     "CommandTimeout",
     "DrainTimeout",
+    "KeyInUse",
     "LaneConfigError",
     "LaneError",
     "LaneFull",
     "LaneUsageError",
     "NotDurableError",
+    "PayloadError",
     "Permanent",
     "ShutdownInProgress",
     "StorageError",
@@ -44,8 +48,21 @@ class LaneUsageError(LaneError, TypeError):
     """The API was used the wrong way (for example ``with`` instead of ``async with``)."""
 
 
-class LaneFull(LaneError):
-    """``submit_nowait`` found the lane's inbox full; use ``await submit(...)`` to wait."""
+class KeyInUse(LaneError):
+    """The idempotency key is held by another command that is pending or running.
+
+    Raised by ``dead_letters.requeue(id)`` when the letter's key is taken: the letter is
+    kept; requeue it once the holder (``system.handle_for(key)``) has finished.
+    """
+
+
+class LaneFull(LaneError, trio.WouldBlock):
+    """``submit_nowait`` found the lane's inbox full; use ``await submit(...)`` to wait.
+
+    A :class:`trio.WouldBlock` too, as the errors of Trio's own ``*_nowait`` methods are,
+    so ``except trio.WouldBlock`` around ``submit_nowait`` works like around
+    ``send_nowait``.
+    """
 
 
 class ShutdownInProgress(LaneError):
@@ -60,16 +77,35 @@ class NotDurableError(LaneError):
     """A command that cannot be stored durably was submitted to a durable system."""
 
 
+class PayloadError(NotDurableError, LaneUsageError):
+    """A command's fields cannot be stored and rebuilt (too deep, too big, a type or value
+    JSON cannot carry back). Nothing was stored; the storage is fine: fix the value.
+
+    A :class:`~lanes.LaneUsageError` (the caller's value is wrong, retrying cannot help)
+    and a :class:`~lanes.NotDurableError` (the command cannot be stored).
+    """
+
+
 class StorageError(LaneError):
     """The storage backend failed or holds data that this version cannot use."""
 
 
-class CommandTimeout(LaneError):
-    """The command's last attempt exceeded its timeout (the attempt was cancelled)."""
-
-
 class CommandFailed(LaneError):
-    """The command failed for good; ``__cause__`` is the last attempt's exception."""
+    """The command failed for good; ``__cause__`` is the last attempt's exception.
+
+    A command whose last attempt timed out failed too: it raises :class:`CommandTimeout`, a
+    subclass, so ``except CommandFailed`` catches every command that is counted as failed
+    and dead-lettered.
+    """
+
+
+class CommandTimeout(CommandFailed):
+    """The command's last attempt exceeded its timeout (the attempt was cancelled).
+
+    A :class:`CommandFailed`: a timeout on the last attempt is a failure (counted in
+    ``failed`` and dead-lettered). Catch ``CommandTimeout`` before ``CommandFailed`` to
+    tell the two apart.
+    """
 
 
 class CommandCancelled(LaneError):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import attrs
@@ -141,6 +141,13 @@ class Journal:
         with self._lock:
             self._rows[command_id] = None
             self._own((0, command_id))
+            self._changed()
+
+    def save_replacing_letter(self, row: StoredCommand, letter_id: str) -> None:
+        """Save ``row`` and delete dead letter ``letter_id`` in the same batch (a requeue)."""
+        with self._lock:
+            self._rows[row.id] = row
+            self._letters[letter_id] = None
             self._changed()
 
     def save_letter(self, letter: StoredLetter) -> None:
@@ -331,22 +338,13 @@ class Journal:
         units = _units(changes, round_)
         if len(units) < 2:
             return error
-        groups = [units]
-        wrote = False
-        while groups:
-            group = groups.pop()
-            if group is not units:
-                failure = _write_sync(self.storage, write, _merge(group))
-                if failure is None:
-                    wrote = True
-                    continue
-                if len(group) == 1:
-                    for task in group[0][0]:
-                        round_.failed[task] = failure
-                    continue
-            half = len(group) // 2
-            groups += [group[:half], group[half:]]
-        return None if wrote else error
+        parts = _bisection(units, round_)
+        try:
+            batch = next(parts)
+            while True:
+                batch = parts.send(_write_sync(self.storage, write, batch))
+        except StopIteration as done:
+            return None if done.value else error
 
     async def _isolate_async(
         self, changes: _Changes, round_: _Round, error: StorageError
@@ -355,22 +353,13 @@ class Journal:
         units = _units(changes, round_)
         if len(units) < 2:
             return error
-        groups = [units]
-        wrote = False
-        while groups:
-            group = groups.pop()
-            if group is not units:
-                failure = await _write_async(self.storage, _merge(group))
-                if failure is None:
-                    wrote = True
-                    continue
-                if len(group) == 1:
-                    for task in group[0][0]:
-                        round_.failed[task] = failure
-                    continue
-            half = len(group) // 2
-            groups += [group[:half], group[half:]]
-        return None if wrote else error
+        parts = _bisection(units, round_)
+        try:
+            batch = next(parts)
+            while True:
+                batch = parts.send(await _write_async(self.storage, batch))
+        except StopIteration as done:
+            return None if done.value else error
 
     # -- the writer thread (SQLite) --------------------------------------------------------
 
@@ -525,6 +514,30 @@ _FIELD_NAMES = {
     cls: tuple(field.name for field in attrs.fields(cls))
     for cls in (StoredCommand, StoredLetter, StoredSchedule)
 }
+
+
+def _bisection(
+    units: list[tuple[list[Task], _Changes]], round_: _Round
+) -> Generator[WriteBatch, StorageError | None, bool]:
+    """Bisect ``units`` (each a task's changes): yield each part's batch to write, receive
+    its failure (None: written); a single unit that fails marks its tasks failed in
+    ``round_``. Returns whether anything was written. One loop for both writers."""
+    groups = [units]
+    wrote = False
+    while groups:
+        group = groups.pop()
+        if group is not units:
+            failure = yield _merge(group)
+            if failure is None:
+                wrote = True
+                continue
+            if len(group) == 1:
+                for task in group[0][0]:
+                    round_.failed[task] = failure
+                continue
+        half = len(group) // 2
+        groups += [group[:half], group[half:]]
+    return wrote
 
 
 def _units(changes: _Changes, round_: _Round) -> list[tuple[list[Task], _Changes]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any
@@ -81,9 +82,10 @@ def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
     config = core.configs[lane]
     call = process_caller(config) if config.executor == "process" else None
 
-    async def run(cmd: Command, scope: trio.CancelScope) -> int:
-        return await run_attempt(core, cmd, scope, call)
-
+    # A partial, not a wrapper coroutine: one coroutine frame fewer per attempt.
+    run: Callable[[Command, trio.CancelScope], Awaitable[int]] = functools.partial(
+        run_attempt, core, call=call
+    )
     return WorkerPool(
         run,
         core.settle,

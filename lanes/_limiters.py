@@ -1,17 +1,82 @@
-"""Rate limiters: the state behind a :class:`~lanes.RateLimit` (pure; time is passed in)."""
+"""Rate limits: :class:`~lanes.RateLimit` and the state behind one (pure; time is passed in)."""
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Literal
 
-if TYPE_CHECKING:
-    from ._config import RateLimit
+import attrs
 
-__all__ = ["EPSILON", "MIN_WAIT", "Limiter", "SlidingWindow", "TokenBucket", "make_limiter"]
+from ._checks import check_int, check_positive, fail
+
+__all__ = [
+    "EPSILON",
+    "MIN_WAIT",
+    "Limiter",
+    "RateLimit",
+    "SlidingWindow",
+    "TokenBucket",
+    "make_limiter",
+]
 
 EPSILON = 1e-9
 MIN_WAIT = 1e-6
+
+
+@attrs.frozen
+class RateLimit:
+    """How many commands of a lane may start per unit of time.
+
+    A token bucket (``kind="token_bucket"``) holds up to ``burst`` tokens, starts full and
+    refills at ``rate`` tokens per second; a sliding window (``kind="sliding_window"``) allows
+    ``limit`` starts in any ``window`` seconds. Each start (retries included) takes one.
+    """
+
+    kind: Literal["token_bucket", "sliding_window"]
+    rate: float = 0.0
+    burst: int = 0
+    limit: int = 0
+    window: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind == "token_bucket":
+            check_positive("RateLimit", "rate", self.rate)
+            check_int("RateLimit", "burst", self.burst, 1)
+        elif self.kind == "sliding_window":
+            check_int("RateLimit", "limit", self.limit, 1)
+            check_positive("RateLimit", "window", self.window)
+        else:
+            raise fail("RateLimit", "kind", self.kind, "use RateLimit.token_bucket/.sliding_window")
+
+    @classmethod
+    def token_bucket(cls, rate: float, burst: int) -> RateLimit:
+        """``rate`` starts per second on average, with bursts of up to ``burst``."""
+        return cls("token_bucket", rate=rate, burst=burst)
+
+    @classmethod
+    def sliding_window(cls, limit: int, window: float) -> RateLimit:
+        """At most ``limit`` starts in any period of ``window`` seconds."""
+        return cls("sliding_window", limit=limit, window=window)
+
+    @classmethod
+    def per_second(cls, n: int) -> RateLimit:
+        """A full bucket of ``n`` at start, then ``n`` per second."""
+        return cls._per(n, 1.0, "per_second")
+
+    @classmethod
+    def per_minute(cls, n: int) -> RateLimit:
+        """A full bucket of ``n`` at start, then ``n`` per minute."""
+        return cls._per(n, 60.0, "per_minute")
+
+    @classmethod
+    def per_hour(cls, n: int) -> RateLimit:
+        """A full bucket of ``n`` at start, then ``n`` per hour."""
+        return cls._per(n, 3600.0, "per_hour")
+
+    @classmethod
+    def _per(cls, n: int, period: float, name: str) -> RateLimit:
+        check_int(f"RateLimit.{name}", "n", n, 1)
+        return cls.token_bucket(n / period, burst=n)
 
 
 class TokenBucket:

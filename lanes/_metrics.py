@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import attrs
 import trio
 
 from ._histogram import Histogram, HistogramSnapshot
-from ._stats import COUNTERS
+from ._policy import Policy
+from ._stats import COUNTERS, LaneCounters
 
-if TYPE_CHECKING:
-    from ._core import Core
+__all__ = ["RECENT_STARTS", "Metrics", "MetricsSnapshot", "Observed"]
 
-__all__ = ["Metrics", "MetricsSnapshot"]
+RECENT_STARTS = 256  # how many of a lane's latest starts its recent wait figures cover
+
+
+class Observed(Protocol):
+    """What metrics read from the system they observe (its core)."""
+
+    @property
+    def configs(self) -> Mapping[str, object]:
+        """The lanes, by name."""
+
+    @property
+    def policy(self) -> Policy:
+        """The scheduling state (pending and active commands, priorities)."""
+
+    @property
+    def counters(self) -> Mapping[str, LaneCounters]:
+        """Each lane's event counters."""
+
 
 GAUGES = ("pending", "active", "effective_priority")
 HISTOGRAMS = ("wait_seconds", "run_seconds")
@@ -42,10 +61,22 @@ class MetricsSnapshot:
 class Metrics:
     """Records latencies on the hot path (cheaply) and builds snapshots on demand."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Observed) -> None:
         self._core = core
         self.wait = {lane: Histogram() for lane in core.configs}
         self.run = {lane: Histogram() for lane in core.configs}
+        # The waits of each lane's latest starts (a ring: one append per start).
+        self.recent: dict[str, deque[float]] = {
+            lane: deque(maxlen=RECENT_STARTS) for lane in core.configs
+        }
+
+    def recent_waits(self, lane: str) -> tuple[float | None, float | None]:
+        """p50 and p99 (nearest rank) of the waits of ``lane``'s latest starts (None: none)."""
+        waits = sorted(self.recent[lane])
+        if not waits:
+            return None, None
+        n = len(waits)
+        return waits[(n - 1) // 2], waits[max(0, math.ceil(n * 0.99) - 1)]
 
     def snapshot(self) -> MetricsSnapshot:
         """Counters, gauges and histograms of every lane, as of now."""

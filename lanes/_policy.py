@@ -5,7 +5,7 @@ async shell (``_dispatcher``) calls :meth:`Policy.schedule` after each state cha
 timer that :meth:`Policy.next_wakeup` asks for, then performs the decisions it returns. This
 keeps every scheduling rule in one place that a plain Hypothesis state machine can check.
 
-Rules implemented (DESIGN.md section 2):
+Rules implemented (the scheduling contract of docs/architecture.md):
 
 1. A command of lane L may start only if L is not paused, ``active(L) < max(L)``, L's rate
    limit has a token, and the global cap allows it: ``active_total < cap`` and
@@ -83,6 +83,7 @@ class LaneState:
         "active",
         "boost",
         "config",
+        "delayed",
         "limiter",
         "local",
         "max",
@@ -104,6 +105,7 @@ class LaneState:
         self.limiter = make_limiter(config.rate_limit)
         self.queue: deque[Job] = deque()
         self.pending = 0  # queued + delayed jobs, cancelled ones excluded
+        self.delayed = 0  # of which delayed (in the policy's delay heap)
         self.active = 0
         self.running: dict[Job, None] = {}  # insertion order = start order
         self.paused = False
@@ -162,7 +164,10 @@ class Policy:
             # so it is decided in O(1) without a round over every lane (the fast path).
             state.local = max_concurrency is None and state.limiter is None
             state.local = state.local and state.shared is None
-        self.all_local = all(state.local for state in self.lanes.values())
+        # Whether a change since the last round may have made a queued job startable (a
+        # resume, a freed slot): then the fast path waits for that round, so a new job never
+        # starts ahead of a startable one submitted earlier (rule 2).
+        self.round_owed = False
 
     def set_waker(self, wake: Callable[[], None]) -> None:
         """How a :class:`SharedLimit` asks this policy's shell to decide again (a grant)."""
@@ -194,6 +199,7 @@ class Policy:
             and state.local
             and not state.paused
             and state.active < state.max
+            and not self.round_owed
             and not self.due(now)
         ):
             job.pending_since = now
@@ -201,15 +207,21 @@ class Policy:
             return True
         state.pending += 1
         self._enqueue(job, now, ready_at)
+        if ready_at is None and state.local and not state.paused and state.active < state.max:
+            self.round_owed = True  # it could start but waits for the round owed first
         return False
 
     def finish_next(self, job: Job, now: float) -> Job | None:
         """:meth:`finish` ``job``; if its lane is local, start its next queued job and
         return it (None: nothing to start there, or the lane is not local and needs a
         :meth:`schedule` round)."""
+        owed = self.round_owed
         self.finish(job)
         state = self.lanes[job.lane]
-        if not state.local or not state.pending or state.paused or self.due(now):
+        if not state.local or owed or self.due(now):
+            return None  # a round decides (finish() owes it)
+        self.round_owed = False  # the freed slot concerns this lane alone
+        if not state.pending or state.paused:
             return None
         head = state.head()
         if head is None:
@@ -221,6 +233,7 @@ class Policy:
         if ready_at is not None and ready_at > now:
             job.state = JobState.DELAYED
             job.ready_at = ready_at
+            self.lanes[job.lane].delayed += 1
             heapq.heappush(self._delayed, (ready_at, job))
         else:
             job.state = JobState.QUEUED
@@ -233,8 +246,10 @@ class Policy:
             return False
         delayed = job.state is JobState.DELAYED
         job.state = JobState.GONE  # dropped lazily from the queue / heap
-        self.lanes[job.lane].pending -= 1
+        state = self.lanes[job.lane]
+        state.pending -= 1
         if delayed:
+            state.delayed -= 1
             self._drop_gone_delayed()
         return True
 
@@ -251,14 +266,40 @@ class Policy:
             self._gone_delayed = 0
 
     def remove_lane(self, lane: str) -> list[Job]:
-        """Withdraw every queued and delayed job of ``lane``; return them in order."""
+        """Withdraw every queued and delayed job of ``lane``; return them in order (the
+        queued ones in FIFO order, then the delayed ones by ready time).
+
+        O(jobs of the lane), plus one pass over the delay heap only when the lane has
+        delayed jobs (only those are sorted): other lanes' delayed jobs cost nothing.
+        """
         state = self.lanes[lane]
         removed = [job for job in state.queue if self.remove(job)]
         state.queue.clear()
-        removed.extend(
-            job for _, job in sorted(self._delayed) if job.lane == lane and self.remove(job)
-        )
+        if state.delayed:
+            mine = [
+                item
+                for item in self._delayed
+                if item[1].lane == lane and item[1].state is JobState.DELAYED
+            ]
+            mine.sort()
+            removed.extend(job for _, job in mine if self.remove(job))
         return removed
+
+    def position(self, job: Job) -> int | None:
+        """How many jobs of ``job``'s lane start before it (None: it is not queued).
+
+        Its lane is FIFO, so that is the live jobs ahead of it in the lane's queue: a scan
+        of those (O(position)). A delayed job has no position until it is due.
+        """
+        if job.state is not JobState.QUEUED:
+            return None
+        ahead = 0
+        for other in self.lanes[job.lane].queue:
+            if other is job:
+                return ahead
+            if other.state is JobState.QUEUED:
+                ahead += 1
+        return None  # pragma: no cover - a queued job is always in its lane's queue
 
     def due(self, now: float) -> bool:
         """Whether a delayed job is due: it must be queued (a round) before others start."""
@@ -266,8 +307,8 @@ class Policy:
         return bool(delayed) and delayed[0][0] <= now
 
     def needs_round(self, lane: str, now: float) -> bool:
-        """Whether a slot freed in ``lane`` may start something a round must decide."""
-        return not self.lanes[lane].local or self.due(now)
+        """Whether a change in ``lane`` may start something that a round must decide."""
+        return self.round_owed or not self.lanes[lane].local or self.due(now)
 
     def finish(self, job: Job) -> None:
         """Release the slot of an active job (it completed, failed, or was cancelled)."""
@@ -284,6 +325,7 @@ class Policy:
             job.preempting = False
             self.preempting -= 1
         job.state = JobState.GONE
+        self.round_owed = True  # the freed slot may start a queued job
 
     def retry(self, job: Job, now: float, ready_at: float) -> None:
         """Release an active job's slot and queue it again once ``ready_at`` is reached."""
@@ -306,6 +348,7 @@ class Policy:
 
     def resume(self, lane: str) -> None:
         self.lanes[lane].paused = False
+        self.round_owed = True
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -324,6 +367,7 @@ class Policy:
         if self._shared:
             self._settle_shared(now)
         preempt = self._choose_preemptions(now) if self._preemption_possible else []
+        self.round_owed = False
         return Decision(started, preempt)
 
     def _settle_shared(self, now: float) -> None:
@@ -349,6 +393,7 @@ class Policy:
         while delayed and delayed[0][0] <= now:
             ready_at, job = heapq.heappop(delayed)
             if job.state is JobState.DELAYED:
+                self.lanes[job.lane].delayed -= 1
                 job.state = JobState.QUEUED
                 job.pending_since = ready_at
                 self.lanes[job.lane].queue.append(job)

@@ -21,10 +21,9 @@ import trio
 from ._command import Command, command_name, is_command
 from ._config import LaneConfig
 from ._errors import LaneConfigError, LaneUsageError, Permanent
+from ._extras import install_hint
 
 __all__ = ["process_callable", "process_caller", "require_trio_parallel"]
-
-_INSTALL = "install it with `pip install 'trio-lanes[process]'`"
 
 
 def require_trio_parallel(configs: tuple[LaneConfig, ...]) -> None:
@@ -41,7 +40,7 @@ def require_trio_parallel(configs: tuple[LaneConfig, ...]) -> None:
     except ImportError as exc:
         msg = (
             f"lanes {process_lanes!r} have executor='process', which needs trio-parallel; "
-            f"{_INSTALL}"
+            f"install it with {install_hint('process')}"
         )
         raise LaneConfigError(msg) from exc
 

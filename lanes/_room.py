@@ -29,15 +29,12 @@ class Room:
             return True
         return False
 
-    async def take(self) -> None:
-        """Wait for a place. Cancellation leaves no place taken.
+    async def wait_for_place(self) -> None:
+        """Wait in line for a place, after :meth:`take_nowait` found none (the caller has
+        checkpointed for cancellation first). Cancellation leaves no place taken.
 
         Returns without a place only if the room was closed meanwhile (check ``closed``).
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self.take_nowait():
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
         await self._lot.park()  # give() hands its place to us before unparking
 
     def give(self) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -11,10 +11,7 @@ import trio
 from ._command import CommandHandle
 from ._schedule import Misfire, Overlap, Timing, decide
 
-if TYPE_CHECKING:
-    from ._scheduler import Scheduler
-
-__all__ = ["ScheduleHandle", "ScheduleSpec"]
+__all__ = ["ScheduleHandle", "ScheduleOwner", "ScheduleSpec"]
 
 
 @attrs.frozen
@@ -36,6 +33,19 @@ class ScheduleSpec:
         return mine == attrs.evolve(other, timing=attrs.evolve(other.timing, anchor=0.0))
 
 
+class ScheduleOwner(Protocol):
+    """What a schedule's handle needs from the schedules of its system (``_recurring``)."""
+
+    def wall(self) -> float:
+        """The wall clock the schedules follow (seconds since the epoch)."""
+
+    def changed(self, handle: ScheduleHandle, *, record: bool) -> None:
+        """Wake the schedule's task to look again; write its new state if ``record``."""
+
+    def forget(self, handle: ScheduleHandle) -> None:
+        """Drop the schedule (and delete it from storage)."""
+
+
 class ScheduleHandle:
     """A recurring schedule. Made by ``LaneSystem.schedule()``; it has no public constructor.
 
@@ -43,7 +53,7 @@ class ScheduleHandle:
     in the background by the next batch.
     """
 
-    def __init__(self, scheduler: Scheduler, key: str, spec: ScheduleSpec) -> None:
+    def __init__(self, scheduler: ScheduleOwner, key: str, spec: ScheduleSpec) -> None:
         self._scheduler = scheduler
         self._key = key
         self._spec = spec

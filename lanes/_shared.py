@@ -27,8 +27,8 @@ from collections.abc import Callable
 
 import attrs
 
-from ._config import RateLimit, _check_type, _fail
-from ._limiters import MIN_WAIT, Limiter, make_limiter
+from ._checks import check_type, fail
+from ._limiters import MIN_WAIT, Limiter, RateLimit, make_limiter
 
 __all__ = ["SharedLimit", "SharedLimitStatistics", "SharedMember"]
 
@@ -117,16 +117,16 @@ class SharedLimit:
     ) -> None:
         owner = f"SharedLimit({name!r})"
         if not isinstance(name, str) or not name:
-            raise _fail("SharedLimit", "name", name, "expected a non-empty string")
+            raise fail("SharedLimit", "name", name, "expected a non-empty string")
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool)
             or not isinstance(max_concurrency, int)
             or max_concurrency < 1
         ):
-            raise _fail(owner, "max_concurrency", max_concurrency, "expected an int >= 1 or None")
-        _check_type(owner, "rate_limit", rate_limit, RateLimit, optional=True)
+            raise fail(owner, "max_concurrency", max_concurrency, "expected an int >= 1 or None")
+        check_type(owner, "rate_limit", rate_limit, RateLimit, optional=True)
         if max_concurrency is None and rate_limit is None:
-            raise _fail(
+            raise fail(
                 owner,
                 "max_concurrency",
                 max_concurrency,

@@ -46,6 +46,11 @@ class LaneStatistics:
     Counters count events: a command retried twice then dead-lettered adds 2 to ``retried``,
     1 to ``failed`` and 1 to ``dead_lettered``. ``failed`` counts final failures (a timeout
     on the last attempt included); ``timed_out`` counts every attempt that timed out.
+
+    ``recent_wait_p50`` and ``recent_wait_p99`` are the median and 99th percentile of how
+    long the lane's latest 256 started attempts waited (pending until started), in seconds;
+    None before any start. With ``CommandHandle.position`` a server can tell its user
+    "3 requests ahead of you, usually about 2 s".
     """
 
     name: str
@@ -63,6 +68,8 @@ class LaneStatistics:
     dead_lettered: int
     cancelled: int
     preempted: int
+    recent_wait_p50: float | None = None
+    recent_wait_p99: float | None = None
 
 
 @attrs.frozen

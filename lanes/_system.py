@@ -2,51 +2,47 @@
 
 from __future__ import annotations
 
-import contextlib
-import inspect
+import logging
 import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from types import FunctionType, TracebackType
+from types import TracebackType
 from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 import trio
 
 from actors import WorkerPool, leaves, single_leaf
 
-from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, DEFERRED, CommandRegistry
-from ._command import Command, CommandHandle, Reason, command_name, is_command
+from . import _submission as submission
+from ._boundary import check_key, check_run
+from ._checks import check_seconds as _check_seconds
+from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
+from ._command import Command, CommandHandle, Reason
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
 from ._dispatcher import Dispatcher
 from ._dlq import DeadLetter, DeadLetterQueue
 from ._durable import Durability
-from ._errors import (
-    DrainTimeout,
-    LaneConfigError,
-    LaneError,
-    LaneFull,
-    LaneUsageError,
-    NotDurableError,
-    ShutdownInProgress,
-    StorageError,
-    UnknownLaneError,
-)
+from ._errors import DrainTimeout, LaneConfigError, LaneUsageError, ShutdownInProgress
 from ._lane import new_lane_pool
 from ._metrics import Metrics
-from ._process import process_callable, require_trio_parallel
+from ._policy import JobState
+from ._process import require_trio_parallel
+from ._recurring import Scheduler
 from ._remote import SystemBackend
-from ._room import Room
 from ._schedule import Misfire, Overlap
 from ._schedule_handle import ScheduleHandle
-from ._scheduler import Scheduler
 from ._stats import LaneStatistics, SystemStatistics
+from ._stream import Stream, check_buffer
+from ._unobserved import UnobservedCallback, check_callback
 from .events import Event
 from .storage import Storage, as_storage
 
 __all__ = ["LaneSystem", "open_lane_system"]
+
+logger = logging.getLogger("lanes")
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -63,19 +59,6 @@ class SupportsExecute(Protocol[T_co]):
 Submittable = Callable[[*PosArgs], Awaitable[T]] | SupportsExecute[T]
 
 
-def _check_seconds(where: str, field: str, value: object, *, zero_ok: bool) -> float | None:
-    if value is None:
-        return None
-    number = -1.0  # anything that is not a number is reported as invalid
-    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
-        number = float(value)
-    if number < 0 or (number == 0 and not zero_ok):
-        expected = "a number of seconds >= 0" if zero_ok else "a number of seconds > 0"
-        msg = f"{where}: {field}={value!r} is invalid; expected {expected} or None"
-        raise LaneConfigError(msg)
-    return number
-
-
 class LaneSystem:
     """A running lane system. Made by ``open_lane_system()``; it has no public constructor.
 
@@ -84,11 +67,14 @@ class LaneSystem:
 
     def __init__(self, core: Core, drain_timeout: float | None) -> None:
         self._core = core
+        self._token = core.token  # the owning run's: every entry point checks it
+        self._closed = False  # the ``async with`` block has ended
+        self._leave_now = False  # close_now(): leaving the block does not drain
         self._drain_timeout = drain_timeout
         self.dispatcher: Dispatcher | None = None
         self.recovered: tuple[CommandHandle[Any], ...] = ()
         """Handles of the commands requeued from storage at start, in order."""
-        self._scheduler = Scheduler(self)
+        self._scheduler = Scheduler(core)
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -146,11 +132,15 @@ class LaneSystem:
 
         Args:
             lane: the lane's name.
-            fn: an async callable (called with ``args``) or a ``@lanes.command`` instance;
-                on a lane with ``executor="process"``, a synchronous function (importable,
-                so it can be pickled) that runs in a worker process.
-            key: idempotency key: while a command with this key is pending or running, the
-                existing handle is returned instead.
+            fn: an async callable (called with ``args``, whose number must fit its
+                signature) or a ``@lanes.command`` instance; on a lane with
+                ``executor="process"``, a synchronous function (importable, so it can be
+                pickled) that runs in a worker process. A synchronous callable on an
+                ordinary lane is refused. Keyword arguments for ``fn`` are bound with
+                ``functools.partial(fn, name=value)``: ``submit``'s own keywords are only
+                ``key``, ``delay``, ``timeout`` and ``durable``.
+            key: idempotency key (a non-blank string): while a command with this key is
+                pending or running, the existing handle is returned instead.
             delay: seconds before the command becomes pending.
             timeout: hard timeout of each attempt (default: the lane's).
             durable: with storage, whether to store the command (default: yes; a plain
@@ -160,55 +150,19 @@ class LaneSystem:
         cancellation waits for it (the command is then accepted and runs).
 
         Raises:
-            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments.
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (a synchronous
+                callable, arguments that do not fit its signature, a blank key...).
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
             NotDurableError: a plain callable (or an unlisted command class) for storage.
             StorageError: the write failed; the command was not accepted.
             ShutdownInProgress: the system no longer accepts commands.
         """
-        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout, durable)
-        if isinstance(cmd_or_handle, CommandHandle):
-            await trio.lowlevel.checkpoint()
-            return cmd_or_handle
-        room = self._core.rooms[lane]
-        await room.take()
-        if room.closed or not self._core.accepting:
-            raise self._shutdown_error()
-        existing = self._existing(key)
-        if existing is not None:  # a twin with the same key was accepted while we waited
-            room.give()
-            return existing
-        if cmd_or_handle.payload is not None:
-            await self._store(cmd_or_handle, room, delay)
-        self._core.accept(cmd_or_handle, delay)
-        return cmd_or_handle.handle
-
-    async def _store(self, cmd: Command, room: Room, delay: float | None) -> None:
-        """Write a durable command before it is accepted; its key is taken meanwhile."""
         core = self._core
-        durable = core.durable
-        assert durable is not None
-        ready_at = trio.current_time() + delay if delay else None
-        if cmd.key is not None:
-            core.keys[cmd.key] = cmd  # a concurrent submit with this key gets this handle
-        try:
-            if cmd.payload == DEFERRED:  # big: encoded off the event loop
-                # the bound `execute` of the @lanes.command object (see _callable_of)
-                obj = getattr(cmd.fn, "__self__", None)
-                cmd.payload = await durable.registry.encode_off_loop(obj)
-            durable.journal.save(durable.row(cmd, "pending", ready_at))
-            await durable.journal.commit()
-        except LaneError as exc:  # StorageError, or PayloadError from the encoding
-            room.give()
-            core.abort(cmd, exc)
-            raise
-        if not core.accepting:  # the system began closing while we wrote
-            room.give()
-            error = ShutdownInProgress(
-                "the lane system shut down while the command was being stored; it stays "
-                "stored and runs at the next start"
-            )
-            core.abort(cmd, error)
-            raise error
+        cmd = submission.prepare(core, lane, fn, args, key, delay, timeout, durable)
+        if isinstance(cmd, CommandHandle):  # the live command holding the key
+            await trio.lowlevel.checkpoint()
+            return cmd
+        return await submission.accept(core, cmd, delay)
 
     @overload
     def submit_nowait(
@@ -247,24 +201,11 @@ class LaneSystem:
         Raises:
             LaneUsageError: a durable command (it cannot wait for storage; use ``submit``).
         """
-        cmd_or_handle = self._prepare(lane, fn, args, key, delay, timeout, durable)
-        if isinstance(cmd_or_handle, CommandHandle):
-            return cmd_or_handle
-        if cmd_or_handle.payload is not None:
-            msg = (
-                "submit_nowait cannot wait for storage; use `await submit()` for durable "
-                "commands, or pass durable=False"
-            )
-            raise LaneUsageError(msg)
-        if not self._core.rooms[lane].take_nowait():
-            size = self._core.configs[lane].inbox_size
-            msg = (
-                f"lane {lane!r} is full: {size} commands pending (its inbox_size); "
-                "use `await submit()` to wait for room, or raise inbox_size"
-            )
-            raise LaneFull(msg)
-        self._core.accept(cmd_or_handle, delay)
-        return cmd_or_handle.handle
+        core = self._core
+        cmd = submission.prepare(core, lane, fn, args, key, delay, timeout, durable)
+        if isinstance(cmd, CommandHandle):  # the live command holding the key
+            return cmd
+        return submission.accept_nowait(core, cmd, delay)
 
     @overload
     async def run(
@@ -312,92 +253,8 @@ class LaneSystem:
                 handle.cancel()
             raise
 
-    def _prepare(
-        self,
-        lane: str,
-        fn: Any,
-        args: tuple[Any, ...],
-        key: str | None,
-        delay: float | None,
-        timeout: float | None,
-        durable: bool | None = None,
-    ) -> Command | CommandHandle[Any]:
-        core = self._core
-        if not core.accepting:
-            raise self._shutdown_error()
-        self._check_lane(lane, "submit")
-        call: Callable[..., Any]
-        if core.configs[lane].executor == "process":
-            call, type_name = process_callable(lane, fn)
-        elif type(fn) is FunctionType and fn.__code__.co_flags & _CO_COROUTINE:
-            # An `async def` function, the common case: what _callable_of would find, faster.
-            call, type_name = fn, fn.__qualname__ or type(fn).__qualname__
-        else:
-            call, type_name = _callable_of(fn, args)
-            if is_command(fn):
-                args = ()  # the command object carries its arguments
-        if delay is not None:
-            _check_seconds("submit", "delay", delay, zero_ok=True)
-        if timeout is not None:
-            _check_seconds("submit", "timeout", timeout, zero_ok=False)
-        if key is not None and not isinstance(key, str):
-            msg = f"submit: key={key!r} is invalid; expected a string (or None)"
-            raise LaneConfigError(msg)
-        existing = self._existing(key)
-        if existing is not None:
-            return existing
-        payload = self._payload(fn, durable, defer=True)
-        cmd = core.new_command(lane, call, args, type_name, key, timeout)
-        if payload is not None:
-            assert core.durable is not None
-            cmd.payload = payload
-            cmd.stored_seq = core.durable.journal.take_seq()
-            cmd.submitted_wall = core.durable.storage.clock()
-        return cmd
-
-    def _payload(self, fn: Any, durable: bool | None, *, defer: bool = False) -> str | None:
-        """The JSON to store for ``fn``, or None when it is not stored.
-
-        ``defer``: a big command's JSON may be ``DEFERRED``, for ``_store`` to encode it
-        off the event loop.
-        """
-        if durable is not None and not isinstance(durable, bool):
-            msg = f"submit: durable={durable!r} is invalid; expected True, False or None"
-            raise LaneConfigError(msg)
-        store = self._core.durable
-        if store is None:
-            if durable:
-                msg = "submit: durable=True needs a storage: open_lane_system(storage=...)"
-                raise LaneConfigError(msg)
-            return None
-        if durable is False:
-            return None
-        if not is_command(fn):
-            msg = (
-                f"submit: {getattr(fn, '__qualname__', fn)!r} is a plain callable and "
-                "cannot be stored; submit a @lanes.command object, or pass durable=False"
-            )
-            raise NotDurableError(msg)
-        if defer:
-            return store.registry.submit_payload(fn)
-        return store.registry.encode(fn)[1]
-
-    def _existing(self, key: str | None) -> CommandHandle[Any] | None:
-        if key is None:
-            return None
-        cmd = self._core.keys.get(key)
-        return None if cmd is None else cmd.handle
-
-    def _shutdown_error(self) -> ShutdownInProgress:
-        return ShutdownInProgress(
-            "the lane system is shutting down (or closed) and accepts no new commands"
-        )
-
     def _check_lane(self, lane: object, where: str) -> None:
-        if not isinstance(lane, str) or lane not in self._core.configs:
-            known = ", ".join(self._core.configs)
-            msg = f"{where}: unknown lane {lane!r}; known lanes: {known}"
-            raise UnknownLaneError(msg)
+        submission.check_lane(self._core.configs, lane, where)
 
     # -- schedules ---------------------------------------------------------------------------------
 
@@ -452,7 +309,9 @@ class LaneSystem:
                 ``durable=False``).
             StorageError: the schedule could not be stored.
             ShutdownInProgress: the system is closing.
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
         """
+        self._check_run("schedule")
         return await self._scheduler.add(
             lane, command, every, cron, tz, key, jitter, misfire, misfire_limit, overlap, durable
         )
@@ -465,41 +324,154 @@ class LaneSystem:
     # -- control -----------------------------------------------------------------------------------
 
     def pause(self, lane: str) -> None:
-        """Stop starting commands of ``lane`` (running ones continue; submits still queue)."""
+        """Stop starting commands of ``lane`` (running ones continue; submits still queue).
+
+        Running commands that call :func:`lanes.pause_point` between steps wait there
+        until :meth:`resume`.
+
+        A paused lane's pending commands wait until :meth:`resume`, a drain included: a
+        drain that starts while a paused lane holds commands logs a warning naming it.
+
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
+        """
+        self._check_open("pause")
         self._check_lane(lane, "pause")
         self._core.policy.pause(lane)
 
     def resume(self, lane: str) -> None:
-        """Start dispatching ``lane`` again."""
-        self._check_lane(lane, "resume")
-        self._core.policy.resume(lane)
-        self._core.wake()
+        """Start dispatching ``lane`` again (also during a shutdown or drain), and let its
+        running commands waiting in :func:`lanes.pause_point` go on.
 
-    async def cancel_lane(self, lane: str) -> int:
-        """Cancel every pending and running command of ``lane``; return how many were cancelled.
-
-        Returns once the running ones have exited (their slots are free). If this call is
-        cancelled while waiting, the commands stay cancelled.
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
         """
+        self._check_open("resume")
+        self._check_lane(lane, "resume")
+        self._core.resume(lane)  # also wakes its commands waiting in lanes.pause_point()
+
+    async def cancel_lane(self, lane: str, *, running: bool = True, queued: bool = True) -> int:
+        """Cancel the running and/or the queued commands of ``lane``; return how many.
+
+        - ``cancel_lane(lane)``: both (everything of the lane).
+        - ``cancel_lane(lane, queued=False)``: "stop this turn": the running commands are
+          cancelled, the queued ones stay and start next.
+        - ``cancel_lane(lane, running=False)``: drop the queue, keep what runs.
+
+        "Queued" means pending: queued, delayed (``delay=``) or waiting for a retry's
+        backoff. The running commands' cancel scopes are cancelled first, in
+        O(running) whatever the queue holds; dropping the queued ones costs O(queued) and
+        is done synchronously before this waits. Returns once the running ones cancelled
+        have exited (their slots are free). If this call is cancelled while waiting, the
+        commands stay cancelled.
+
+        Raises:
+            UnknownLaneError: no such lane.
+            LaneConfigError: ``running`` or ``queued`` is not a bool, or both are False.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
+        """
+        self._check_open("cancel_lane")
         self._check_lane(lane, "cancel_lane")
+        _check_parts("cancel_lane", running, queued)
         counters = self._core.counters[lane]
         before = counters.cancelled
-        running = self._core.cancel_lane(lane, Reason.CANCEL)
-        for cmd in running:
+        cancelled = self._core.cancel_lane(lane, Reason.CANCEL, running=running, queued=queued)
+        for cmd in cancelled:
             await cmd.wait_done()
         await trio.lowlevel.checkpoint()
         return counters.cancelled - before
 
+    async def cancel_all(self, *, running: bool = True, queued: bool = True) -> int:
+        """:meth:`cancel_lane` for every lane at once; return how many were cancelled.
+
+        The system keeps accepting commands (to stop that too and leave, see
+        :meth:`close_now`). Returns once the running commands cancelled have exited.
+
+        Raises:
+            LaneConfigError: ``running`` or ``queued`` is not a bool, or both are False.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
+        """
+        self._check_open("cancel_all")
+        _check_parts("cancel_all", running, queued)
+        counters = self._core.counters.values()
+        before = sum(c.cancelled for c in counters)
+        cancelled = self._core.cancel_all(Reason.CANCEL, running=running, queued=queued)
+        for cmd in cancelled:
+            await cmd.wait_done()
+        await trio.lowlevel.checkpoint()
+        return sum(c.cancelled for c in counters) - before
+
+    def close_now(self) -> None:
+        """Leave now: stop accepting commands and cancel everything queued and running.
+
+        Synchronous (like ``CancelScope.cancel``): pending commands resolve as cancelled
+        at once, running ones at their next checkpoint; leaving the ``async with`` block
+        afterwards does not drain (no ``drain_timeout`` wait): it returns as soon as the
+        running commands have exited. ``submit`` raises :class:`ShutdownInProgress` from
+        now on. Durable commands stay stored and run again at the next start, as after an
+        exit by exception. A no-op once the system is closed.
+
+        Raises:
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("close_now")
+        if self._closed:
+            return
+        self._leave_now = True
+        self._stop_accepting()
+        self._core.cancel_all(Reason.SHUTDOWN)
+
+    async def submit_streaming(
+        self,
+        lane: str,
+        fn: Any,
+        *args: Any,
+        buffer: int = 16,
+        key: str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        durable: bool | None = None,
+    ) -> CommandHandle[Any]:
+        """:meth:`submit` a command whose partial results the caller reads as they come.
+
+        The command's body calls ``await lanes.send_partial(item)``; the caller reads
+        ``async for item in handle`` (or ``handle.partials()``), then
+        ``await handle.result()``. At most ``buffer`` partials wait unread: then
+        ``send_partial`` waits for the reader (a slow reader slows the command). Commands
+        submitted with plain :meth:`submit` have no stream (``send_partial`` is then a
+        no-op). See the streaming guide for timeouts, cancellation and retries.
+
+        A ``key`` shared with a command already pending or running returns that command's
+        handle (a stream only if that command was submitted streaming too).
+
+        Raises:
+            LaneConfigError: ``buffer`` is not an integer >= 1; and whatever
+                :meth:`submit` raises. Nothing is accepted then.
+        """
+        size = check_buffer(buffer)
+        handle: CommandHandle[Any] = await self.submit(
+            lane, fn, *args, key=key, delay=delay, timeout=timeout, durable=durable
+        )
+        # No checkpoint since the command was accepted: its body has not started yet.
+        cmd = handle._command
+        if cmd.stream is None and not cmd.entered and cmd.state < JobState.DONE:
+            cmd.stream = Stream(size)
+        return handle
+
     # -- observing ---------------------------------------------------------------------------------
 
     def statistics(self) -> SystemStatistics:
-        """A frozen snapshot of every lane and of the system."""
+        """A frozen snapshot of every lane and of the system (also once it is closed)."""
+        self._check_run("statistics")
         core = self._core
         policy = core.policy
         now = trio.current_time()
         lanes = {}
         for name, state in policy.lanes.items():
             config = state.config
+            p50, p99 = core.metrics.recent_waits(name)
             lanes[name] = LaneStatistics(
                 name=name,
                 priority=config.priority,
@@ -509,6 +481,8 @@ class LaneSystem:
                 active=state.active,
                 max_concurrency=config.max_concurrency,
                 **core.counters[name].as_dict(),
+                recent_wait_p50=p50,
+                recent_wait_p99=p99,
             )
         return SystemStatistics(
             lanes=lanes,
@@ -530,6 +504,7 @@ class LaneSystem:
         ``buffer`` unread events, new ones are dropped for this subscriber and counted in
         ``statistics().events_dropped``; scheduling never waits for a subscriber.
         """
+        self._check_run("subscribe")
         return self._core.bus.subscribe(tuple(event_types), buffer)
 
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -539,6 +514,7 @@ class LaneSystem:
         the callback runs before the command's handle resolves, must be quick and must not
         raise. Most code wants :meth:`subscribe` instead.
         """
+        self._check_run("listen")
         return self._core.bus.listen(callback)
 
     # -- stopping ----------------------------------------------------------------------------------
@@ -546,8 +522,10 @@ class LaneSystem:
     async def shutdown(self) -> None:
         """Stop accepting commands: ``submit`` raises :class:`ShutdownInProgress` from now on.
 
-        Commands already accepted keep running; use :meth:`drain` to wait for them.
+        Commands already accepted keep running; use :meth:`drain` to wait for them. A no-op
+        once the system is closed.
         """
+        self._check_run("shutdown")
         self._stop_accepting()
         await trio.lowlevel.checkpoint()
 
@@ -560,28 +538,84 @@ class LaneSystem:
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until no command is pending or running (retries and delays included).
 
+        A paused lane's commands cannot start until it is resumed: if a paused lane holds
+        pending commands when the drain starts, a warning naming it is logged (logger
+        ``"lanes"``), and a :class:`DrainTimeout` names the paused lanes still holding
+        commands.
+
         Args:
             timeout: seconds to wait; None waits as long as it takes.
 
         Raises:
             DrainTimeout: the timeout passed; every command left has been cancelled (and
                 the running ones have exited) before this is raised.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
         """
+        self._check_open("drain")
         _check_seconds("drain", "timeout", timeout, zero_ok=True)
+        paused = self._paused_with_pending()
+        if paused:
+            logger.warning(
+                "drain: paused lane(s) %s hold commands that cannot start until resumed "
+                "(system.resume(lane)); the drain waits for them %s",
+                paused,
+                "as long as it takes" if timeout is None else f"up to {timeout} s",
+            )
         with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
             await self._core.wait_idle()
-        if not scope.cancelled_caught:
-            return
+        if not scope.cancelled_caught or not self._core.live:
+            return  # idle (a zero timeout may cancel wait_idle's last checkpoint)
         left = len(self._core.live)
+        paused = self._paused_with_pending()
         self._core.cancel_all(Reason.SHUTDOWN)
         await self._core.wait_idle()
         msg = f"drain timed out after {timeout} s; cancelled {left} unfinished command(s)"
+        if paused:
+            msg += f"; paused lane(s) still holding commands: {paused}"
         raise DrainTimeout(msg)
+
+    def _paused_with_pending(self) -> str:
+        """``"'work' (2 pending), ..."`` for the paused lanes holding commands, or ""."""
+        lanes = self._core.policy.lanes
+        return ", ".join(
+            f"{name!r} ({state.pending} pending)"
+            for name, state in lanes.items()
+            if state.paused and state.pending
+        )
 
     async def _close_gracefully(self) -> None:
         self._stop_accepting()
-        with contextlib.suppress(DrainTimeout):  # what was left is cancelled; handles say so
+        try:
             await self.drain(self._drain_timeout)
+        except DrainTimeout as exc:  # what was left is cancelled; handles say so
+            logger.warning("leaving the lane system: %s", exc)
+
+    def _check_run(self, where: str) -> None:
+        check_run(self._token, where)
+
+    def _check_open(self, where: str) -> None:
+        """The owning run, and a system whose block has not ended."""
+        check_run(self._token, where)
+        if self._closed:
+            msg = (
+                f"{where}: the lane system is closed (its `async with open_lane_system()` "
+                "block has ended); open a new one"
+            )
+            raise ShutdownInProgress(msg)
+
+    def handle_for(self, key: str) -> CommandHandle[Any] | None:
+        """The handle of the pending or running command holding idempotency key ``key``.
+
+        None when no live command holds it (it never existed, or it finished: a finished
+        command frees its key). Recovered commands are found too, so an application can
+        map recovered work back to its sessions by key.
+
+        Raises:
+            LaneConfigError: ``key`` is not a valid key (blank, not a string...).
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("handle_for")
+        return submission.existing(self._core, check_key(key, "handle_for"))
 
     def _halt(self) -> None:
         """Stop accepting and stop starting commands: the system is closing."""
@@ -592,22 +626,15 @@ class LaneSystem:
                 pool.close()
 
     def _finalize(self) -> None:
+        self._closed = True
         self._halt()
         self._core.abandon_all()
         self._core.policy.detach()
         self._core.bus.close()
 
     async def _requeue_letter(self, letter: DeadLetter) -> CommandHandle[Any]:
-        durable = self._core.durable
-        if letter.payload is not None and durable is not None:
-            obj = durable.registry.decode(letter.command_type, letter.payload)
-            return await self.submit(letter.lane, obj, key=letter.key, timeout=letter.timeout)
-        if letter.fn is None:
-            msg = f"dead letter {letter.id} cannot be requeued: its command was not stored"
-            raise StorageError(msg)
-        return await self.submit(
-            letter.lane, letter.fn, *letter.args, key=letter.key, timeout=letter.timeout
-        )
+        """Submit a dead letter's command again (``dead_letters.requeue``)."""
+        return await submission.requeue_letter(self._core, letter)
 
 
 def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> bool:
@@ -620,34 +647,21 @@ def _only(group: BaseExceptionGroup[BaseException], error: BaseException) -> boo
     return wanted == found
 
 
+def _check_parts(where: str, running: object, queued: object) -> None:
+    for name, value in (("running", running), ("queued", queued)):
+        if not isinstance(value, bool):
+            msg = f"{where}: {name}={value!r} is invalid; expected True or False"
+            raise LaneConfigError(msg)
+    if not (running or queued):
+        msg = (
+            f"{where}: running=False and queued=False cancel nothing; pass queued=False "
+            "to cancel only the running commands, or running=False for only the queued ones"
+        )
+        raise LaneConfigError(msg)
+
+
 def _no_decision() -> None:
     """What waking the dispatcher does once the system is closing: nothing starts."""
-
-
-_CO_COROUTINE = inspect.CO_COROUTINE
-
-
-def _callable_of(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable[Any]], str]:
-    if is_command(fn):
-        if args:
-            msg = (
-                f"submit: a @lanes.command object ({command_name(fn)}) takes no extra "
-                "arguments; put them in its fields"
-            )
-            raise LaneUsageError(msg)
-        return fn.execute, command_name(fn)
-    if not callable(fn):
-        msg = f"submit: {fn!r} is not an async callable or a @lanes.command object"
-        raise LaneUsageError(msg)
-    if inspect.isfunction(fn) and not inspect.iscoroutinefunction(fn):
-        msg = (
-            f"submit: {fn.__qualname__} is a synchronous function; pass an async function "
-            "(run blocking code with trio.to_thread.run_sync inside it), or submit it to a "
-            "lane with executor='process' (CPU-bound code)"
-        )
-        raise LaneUsageError(msg)
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return fn, name
 
 
 class _LaneSystemContext:
@@ -693,6 +707,7 @@ def open_lane_system(
     clock: Callable[[], float] | None = ...,
     backend: None = ...,
     max_payload_bytes: int = ...,
+    on_unobserved_failure: UnobservedCallback | None = ...,
 ) -> _LaneSystemContext: ...
 @overload
 def open_lane_system(
@@ -706,6 +721,7 @@ def open_lane_system(
     clock: None = ...,
     backend: SystemBackend[S],
     max_payload_bytes: int = ...,
+    on_unobserved_failure: None = ...,
 ) -> AbstractAsyncContextManager[S]: ...
 def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
@@ -718,6 +734,7 @@ def open_lane_system(
     clock: Callable[[], float] | None = None,
     backend: SystemBackend[Any] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+    on_unobserved_failure: UnobservedCallback | None = None,
 ) -> Any:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
@@ -727,7 +744,9 @@ def open_lane_system(
         storage: a path (embedded SQLite), a ``Storage`` object, or None (memory only).
             With storage, ``@lanes.command`` objects are written before ``submit``
             returns, and what is unfinished at exit is requeued at the next start.
-        commands: the ``@lanes.command`` classes that may be stored and rebuilt.
+        commands: the ``@lanes.command`` classes that may be stored and rebuilt; only with
+            ``storage`` or ``backend`` (without either nothing is stored, so a list is
+            refused rather than ignored).
         dead_letter_limit: how many dead letters are kept (the oldest is evicted beyond).
         drain_timeout: on normal exit, how long to wait for accepted commands before
             cancelling what is left (None: wait as long as it takes).
@@ -741,13 +760,21 @@ def open_lane_system(
         max_payload_bytes: the largest JSON payload a durable command may have (default
             1 MiB); a bigger one is refused at ``submit`` (``LaneUsageError``) before
             anything is stored.
+        on_unobserved_failure: called with a :class:`lanes.UnobservedFailure` for each
+            command that fails for good while nobody retrieves its result (no
+            ``result()`` waits for it, and its handle is dropped unretrieved); default
+            None: such failures are logged at ERROR with their traceback (logger
+            ``"lanes"``). It runs synchronously (possibly when a handle is freed), must
+            be quick, and its exceptions are logged, not raised. Not with ``backend``.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
-    exception (or cancellation) cancels every command at once. Either way every handle is
-    resolved and no task is left behind.
+    exception (or cancellation) cancels every command at once, and so does leaving it after
+    :meth:`LaneSystem.close_now`. Either way every handle is resolved and no task is left
+    behind.
 
     Raises:
-        LaneConfigError: invalid lanes or parameters (before anything starts).
+        LaneConfigError: invalid lanes or parameters (before anything starts), or
+            ``commands`` without ``storage`` or ``backend``.
         StorageError: on entering: the storage cannot be opened (a missing directory, a
             file that is not a trio-lanes database, a newer schema, a read-only file or
             folder, a database another lane system holds); nothing has started.
@@ -758,7 +785,17 @@ def open_lane_system(
     if isinstance(commands, str) or not isinstance(commands, Iterable):
         msg = f"open_lane_system: commands={commands!r} is invalid; expected a list of classes"
         raise LaneConfigError(msg)
-    registry = CommandRegistry(commands, max_payload_bytes)
+    commands = tuple(commands)
+    registry = CommandRegistry(commands, max_payload_bytes)  # checks each class first
+    if commands and store is None and backend is None:
+        names = ", ".join(getattr(c, "__qualname__", repr(c)) for c in commands)
+        msg = (
+            f"open_lane_system: commands=[{names}] given without storage=; the list names "
+            "the command types that may be stored and rebuilt, and without storage nothing "
+            "is stored: pass storage=PATH (or a Storage) to make them durable, or leave "
+            "commands= out"
+        )
+        raise LaneConfigError(msg)
     if (
         isinstance(dead_letter_limit, bool)
         or not isinstance(dead_letter_limit, int)
@@ -770,7 +807,14 @@ def open_lane_system(
         )
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
+    on_unobserved = check_callback(on_unobserved_failure)
     if backend is not None:
+        if on_unobserved is not None:
+            msg = (
+                "open_lane_system: on_unobserved_failure= cannot be combined with backend=; "
+                "the workers run the commands (and log unobserved failures there)"
+            )
+            raise LaneConfigError(msg)
         if clock is not None:
             msg = (
                 f"open_lane_system: clock={clock!r} cannot be combined with backend=; "
@@ -780,7 +824,7 @@ def open_lane_system(
         return _open_remote(backend, configs, cap, store, registry, drain)
     wall = _wall_clock(clock, store)
     return _LaneSystemContext(
-        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry, wall)
+        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved)
     )
 
 
@@ -824,10 +868,13 @@ async def _serve(
     storage: Storage | None,
     registry: CommandRegistry,
     wall: Callable[[], float],
+    on_unobserved: UnobservedCallback | None = None,
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
     body_error: BaseException | None = None
-    core = Core(configs, cap, dead_letter_limit, lambda letter: system._requeue_letter(letter))
+    requeue = lambda letter: system._requeue_letter(letter)  # noqa: E731
+    core = Core(configs, cap, dead_letter_limit, requeue, wall=wall)
+    core.on_unobserved = on_unobserved
     system = LaneSystem(core, drain_timeout)
     if storage is not None:  # opened before any task starts: errors surface as themselves
         try:
@@ -848,7 +895,7 @@ async def _serve(
             system.dispatcher = Dispatcher(core, pools)
             await nursery.start(system.dispatcher.run)
             if core.durable is not None:
-                recovered = await core.durable.recover(core)
+                recovered = await submission.recover(core)
                 system.recovered = tuple(cmd.handle for cmd in recovered)
             system._scheduler.start(nursery, wall)
             try:
@@ -859,7 +906,8 @@ async def _serve(
                 nursery.cancel_scope.cancel()
                 raise
             try:
-                await system._close_gracefully()
+                if not system._leave_now:
+                    await system._close_gracefully()
             finally:  # also when an outer cancellation arrives during the drain
                 system._halt()
                 nursery.cancel_scope.cancel()

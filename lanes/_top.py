@@ -1,6 +1,6 @@
 """``lanes top``: a live terminal view of a running lane system, read from its /metrics.
 
-Needs ``pip install trio-lanes[top]`` (rich and prometheus_client). The system exports its
+Needs the ``top`` extra (rich and prometheus_client). The system exports its
 metrics with :func:`lanes.prometheus.serve_metrics`; ``lanes top URL`` scrapes that URL
 every ``interval`` seconds and draws one row per lane: priority (configured, and effective
 when boosted), pending, active, rate (commands finished per second between two scrapes),
@@ -23,10 +23,12 @@ try:
     from rich.table import Table
     from rich.text import Text
 except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "lanes top needs rich and prometheus_client: pip install 'trio-lanes[top]'"
-    raise ImportError(msg) from error
+    from ._extras import missing_extra
 
-from ._config import _check_positive
+    msg = missing_extra("lanes top", "rich and prometheus_client", "top")
+    raise ModuleNotFoundError(msg, name=error.name) from error
+
+from ._checks import check_positive as _check_positive
 from ._errors import LaneConfigError
 
 __all__ = ["Frame", "LaneRow", "ScrapeError", "fetch_metrics", "parse_frame", "render", "run_top"]

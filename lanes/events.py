@@ -1,8 +1,12 @@
 """Typed events of a lane system, delivered by ``LaneSystem.subscribe``.
 
 Every event is a frozen attrs class with ``key`` (like ``"lane.command.completed"``), the
-``lane``, the ``command_id`` and a ``timestamp`` read from the Trio clock
-(``trio.current_time()``, so it is virtual under a mock clock).
+``lane``, the ``command_id`` and a ``timestamp``: the wall-clock time of the event, in
+seconds since the epoch (``time.time()`` style), from the system's wall clock
+(``open_lane_system(clock=...)``, or the storage's ``clock``; default ``time.time``). It is
+the Trio clock plus an offset read once when the system opens, so it follows Trio's clock
+(virtual under a mock clock) from that wall-clock origin. Durations (``waited``,
+``duration``, ``delay``) are Trio-clock seconds.
 """
 
 from __future__ import annotations
@@ -29,7 +33,13 @@ __all__ = [
 
 @attrs.frozen
 class Event:
-    """Base class of all lane events."""
+    """Base class of all lane events.
+
+    Attributes:
+        lane: the command's lane.
+        command_id: the command's id ("" for alerts).
+        timestamp: wall-clock seconds since the epoch (see the module's docstring).
+    """
 
     key: ClassVar[str] = "lane.event"
     lane: str

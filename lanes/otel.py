@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing of a lane system (``pip install trio-lanes[otel]``).
+"""OpenTelemetry tracing of a lane system (the ``otel`` extra).
 
 .. code-block:: python
 
@@ -10,8 +10,11 @@
 Each command gets a ``lanes.command`` span from ``submit`` to its final outcome, a child of
 the span that was current in the submitting task. Each attempt gets a ``lanes.execute``
 span, a child of the command's span, which is the current span while the command runs: spans
-the command makes itself nest under it, in whichever lane worker runs it. Retries, timeouts
-and preemptions appear as span events on the command's span.
+the command makes itself nest under it, in whichever lane worker runs it. A command runs in
+a copy of its submitter's context variables (taken at submit), and the attempt's span is
+made current in that copy only, so two sessions whose commands one worker runs back to back
+never see each other's spans. Retries, timeouts and preemptions appear as span events on the
+command's span.
 
 Attributes: ``lanes.lane``, ``lanes.priority`` (configured), ``lanes.command.id``,
 ``lanes.command.type``; on attempts ``lanes.attempt``, ``lanes.wait_seconds`` (pending
@@ -23,19 +26,18 @@ end times are OpenTelemetry's (wall clock).
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-import trio
 
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import trace
     from opentelemetry.trace import Span, Status, StatusCode, TracerProvider
 except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "lanes.otel needs OpenTelemetry: pip install 'trio-lanes[otel]'"
-    raise ImportError(msg) from error
+    from ._extras import missing_extra
+
+    msg = missing_extra("lanes.otel", "OpenTelemetry", "otel")
+    raise ModuleNotFoundError(msg, name=error.name) from error
 
 from . import events as ev
 
@@ -75,16 +77,14 @@ def instrument(
 
 
 class _Spans:
-    """The open spans of one command; the attempt's context token and its task."""
+    """The open spans of one command."""
 
-    __slots__ = ("attempt", "attempts", "command", "started_at", "task", "token")
+    __slots__ = ("attempt", "attempts", "command", "started_at")
 
     def __init__(self, command: Span) -> None:
         self.command = command
         self.attempt: Span | None = None
         self.attempts = 0
-        self.token: contextvars.Token[otel_context.Context] | None = None
-        self.task: trio.lowlevel.Task | None = None
         self.started_at = 0.0
 
 
@@ -127,12 +127,17 @@ class _Tracing:
         self._open[event.command_id] = _Spans(span)
 
     def entering(self, command_id: str) -> None:
-        """In the worker's task, as the body starts: make the attempt's span current there."""
+        """As an attempt's body starts, in the command's own context: make its span current.
+
+        The lane runs this hook inside the copy of the submitter's context variables that
+        the command runs in, so the span is current for the body and nowhere else. Nothing
+        detaches it: that context belongs to this command alone and is dropped with it, and
+        the next attempt (a retry) attaches its own span over this one.
+        """
         spans = self._open.get(command_id)
         if spans is None or spans.attempt is None:
             return
-        spans.token = otel_context.attach(trace.set_span_in_context(spans.attempt))
-        spans.task = trio.lowlevel.current_task()
+        otel_context.attach(trace.set_span_in_context(spans.attempt))
 
     def _started(self, event: ev.Event) -> None:
         """When the slot is granted: open the attempt's span (made current by ``entering``)."""
@@ -162,7 +167,6 @@ class _Tracing:
         span.set_attribute("lanes.outcome", outcome)
         if error:
             span.set_status(Status(StatusCode.ERROR, error))
-        _detach(spans)
         span.end()
         spans.attempt = None
         return spans
@@ -216,14 +220,6 @@ class _Tracing:
         """End every span still open (tracing stops; the commands go on untraced)."""
         for spans in self._open.values():
             if spans.attempt is not None:
-                _detach(spans)
                 spans.attempt.end()
             spans.command.end()
         self._open.clear()
-
-
-def _detach(spans: _Spans) -> None:
-    """Restore the worker's context, if we are in the task that attached the span."""
-    if spans.token is not None and spans.task is trio.lowlevel.current_task():
-        otel_context.detach(spans.token)
-    spans.token = spans.task = None

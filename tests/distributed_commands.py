@@ -41,3 +41,40 @@ class Step:
             raise RuntimeError(f"{self.tag} failed on purpose")
         note(self.log, f"done {self.tag} {os.getpid()}")
         return self.tag
+
+
+@lanes.command
+@attrs.define
+class Echo:
+    """Returns its data: for hostile payloads (deep, huge, odd strings, wrong types)."""
+
+    data: list[int]
+    label: str = ""
+
+    async def execute(self) -> list[int]:
+        return self.data
+
+
+@lanes.command
+@attrs.define
+class Grouped:
+    """Raises ``Permanent(ValueError)`` from a nursery (an ExceptionGroup), with a
+    ``RuntimeError`` beside it when ``mixed``."""
+
+    log: str
+    tag: str
+    mixed: bool = False
+
+    async def execute(self) -> None:
+        note(self.log, f"start {self.tag} {os.getpid()}")
+
+        async def permanent() -> None:
+            raise lanes.Permanent(ValueError(f"{self.tag} is wrong for good"))
+
+        async def other() -> None:
+            raise RuntimeError(f"{self.tag} failed too")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(permanent)
+            if self.mixed:
+                nursery.start_soon(other)

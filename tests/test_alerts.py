@@ -48,7 +48,8 @@ async def test_queue_depth_alerts_fire_once_per_level_crossing(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     rule = AlertRule.queue_depth("prompt", warning=5, critical=10)  # clear below 4 / 8
-    async with lanes.open_lane_system(CONFIGS) as system:
+    # clock=trio.current_time: the events' wall-time timestamps are then Trio times
+    async with lanes.open_lane_system(CONFIGS, clock=trio.current_time) as system:
         t0 = trio.current_time()
         crossings, record = recorder(t0)
         depth = Depth(system, "prompt")
@@ -96,7 +97,8 @@ async def test_hysteresis_keeps_a_level_from_flapping(
 
 async def test_latency_alerts_judge_a_sliding_window(autojump_clock: trio.abc.Clock) -> None:
     rule = AlertRule.latency("work", of="run", warning=1.0, critical=3.0)
-    async with lanes.open_lane_system(CONFIGS) as system:
+    # clock=trio.current_time: the events' wall-time timestamps are then Trio times
+    async with lanes.open_lane_system(CONFIGS, clock=trio.current_time) as system:
         t0 = trio.current_time()
         crossings, record = recorder(t0)
         async with lanes.open_alert_monitor(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
+import attrs
 import pytest
 import trio
 
@@ -24,8 +25,9 @@ from lanes.distributed import (
     RemoteCommandError,
     local_redis_server,
     open_lane_worker,
+    unfinished_commands,
 )
-from tests.distributed_commands import LANES, Step
+from tests.distributed_commands import LANES, Grouped, Step
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -182,6 +184,47 @@ async def test_results_failures_dead_letters_and_requeue(backend: RedisBackend, 
 
 
 @needs_redis
+async def test_permanent_inside_an_exception_group_is_dead_lettered_at_once(
+    backend: RedisBackend, log: str
+) -> None:
+    # the same rule as in process (lanes._outcome): Permanent as every leaf of a group is
+    # permanent; a group that also holds another error is retried like any failure
+    async with (
+        open_lane_worker(LANES, backend=backend, commands=[Grouped]) as worker,
+        lanes.open_lane_system(LANES, backend=backend, commands=[Grouped]) as system,
+    ):
+        handle = await system.submit("bulk", Grouped(log, "alone"))
+        with pytest.raises(lanes.CommandFailed, match="failed after 1 attempt") as info:
+            await handle.result()
+        assert str(info.value.__cause__) == "ValueError: alone is wrong for good"
+        mixed = await system.submit("bulk", Grouped(log, "mixed", mixed=True))
+        with pytest.raises(lanes.CommandFailed, match="failed after 3 attempt"):
+            await mixed.result()
+        letters = await system.dead_letters()
+    assert sorted(d.attempts for d in letters) == [1, 3]
+    starts = [line[1] for line in lines(log) if line[0] == "start"]
+    assert (starts.count("alone"), starts.count("mixed")) == (1, 3)
+    bulk = worker.statistics().lanes["bulk"]
+    assert (bulk.retried, bulk.failed, bulk.dead_lettered) == (2, 2, 2)
+
+
+@needs_redis
+async def test_keys_are_checked_by_the_in_process_rule(backend: RedisBackend, log: str) -> None:
+    bad: list[object] = ["", "   ", "\t\n", 7, b"key", "ok\ud800"]
+    async with (
+        system_on(backend) as remote,
+        lanes.open_lane_system(LANES) as local,
+    ):
+        for key in bad:
+            with pytest.raises(lanes.LaneConfigError) as here:
+                await local.submit("urgent", Step(log, "x"), key=key)  # type: ignore[arg-type]
+            with pytest.raises(lanes.LaneConfigError) as there:
+                await remote.submit("urgent", Step(log, "x"), key=key)  # type: ignore[arg-type]
+            assert str(there.value) == str(here.value)
+    assert await unfinished_commands(backend.url, prefix=backend.prefix) == []  # none written
+
+
+@needs_redis
 async def test_idempotency_key_and_delay(backend: RedisBackend, log: str) -> None:
     async with system_on(backend) as first, system_on(backend) as second:
         one = await first.submit("urgent", Step(log, "k", seconds=0.2), key="same")
@@ -207,6 +250,55 @@ async def test_priority_order_holds_per_fetch(backend: RedisBackend, log: str) -
                 await handle.result()
     started = [line[1] for line in lines(log) if line[0] == "start"]
     assert started == ["u0", "u1", "u2", "b0", "b1", "b2"]
+
+
+async def blocked_reads(url: str, count: int, timeout: float = 10.0) -> list[str]:
+    """The commands of the clients blocked in Redis, once there are ``count`` of them
+    (polled: the workers' reads are another connection's state)."""
+    from lanes.distributed._resp import open_connection
+
+    connection = await open_connection(url)
+    try:
+        with trio.fail_after(timeout):
+            while True:
+                [listing] = await connection.execute([["CLIENT", "LIST"]])
+                fields = [
+                    dict(f.split("=", 1) for f in line.split()) for line in listing.splitlines()
+                ]
+                blocked = sorted(f["cmd"] for f in fields if "b" in f["flags"])
+                if len(blocked) == count:
+                    return blocked
+                await trio.sleep(0.02)
+    finally:
+        await connection.aclose()
+
+
+@needs_redis
+async def test_an_idle_worker_takes_new_commands_alone_unless_a_lane_is_limited(
+    redis_server: LocalRedis, log: str
+) -> None:
+    # XREADGROUP hands a new entry to one idle worker (XREAD would wake them all);
+    # a rate limit, or slots too few for one entry per stream, keep XREAD (as does the
+    # submitter's reply reader)
+    backend = RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=2.0)
+    limited = (LANES[0], attrs.evolve(LANES[1], rate_limit=lanes.RateLimit.per_second(1000)))
+    async with (
+        worker_on(backend) as free,  # type: ignore[attr-defined]
+        worker_on(backend, max_concurrency=1) as narrow,  # type: ignore[attr-defined]
+        open_lane_worker(limited, backend=backend, commands=[Step]) as rated,
+        system_on(backend) as system,
+    ):
+        assert await blocked_reads(backend.url, 4) == [*["xread"] * 3, "xreadgroup"]
+        handles = [await system.submit(LANES[i % 2].name, Step(log, f"c{i}")) for i in range(20)]
+        handles.append(await system.submit("urgent", Step(log, "later"), delay=0.2))
+        assert [await h.result() for h in handles] == [f"c{i}" for i in range(20)] + ["later"]
+        assert await blocked_reads(backend.url, 4) == [*["xread"] * 3, "xreadgroup"]
+    done = [
+        w.statistics().lanes[lane].completed
+        for w in (free, narrow, rated)
+        for lane in ("urgent", "bulk")
+    ]
+    assert sum(done) == 21
 
 
 @needs_redis
@@ -300,63 +392,6 @@ def spawn_worker(url: str, prefix: str, name: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-@needs_redis
-async def test_worker_processes_survive_a_sigkill(redis_server: LocalRedis, log: str) -> None:
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    backend = RedisBackend(redis_server.url, prefix=prefix, lease=0.6)
-    workers = [spawn_worker(redis_server.url, prefix, f"w{i}") for i in range(3)]
-    try:
-        async with system_on(backend) as system:
-            victim = await system.submit("urgent", Step(log, "victim", seconds=1.0))
-            _, _, pid = await wait_for_line(log, "start", "victim")
-            handles = [
-                await system.submit("bulk", Step(log, f"n{i}", seconds=0.05)) for i in range(12)
-            ]
-            handles.append(await system.submit("bulk", Step(log, "poison", fail=True)))
-            os.kill(int(pid), signal.SIGKILL)
-            with trio.fail_after(15):
-                assert await victim.result() == "victim"
-                results = [await h.result() for h in handles[:-1]]
-                with pytest.raises(lanes.CommandFailed, match="after 3 attempt"):
-                    await handles[-1].result()
-            assert results == [f"n{i}" for i in range(12)]
-            letters = await system.dead_letters()
-            assert [letter.command_id for letter in letters] == [handles[-1].id]
-    finally:
-        for process in workers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in workers:
-            process.wait(timeout=10)
-    done = {tag: pid for word, tag, pid in lines(log) if word == "done"}
-    assert set(done) == {"victim"} | {f"n{i}" for i in range(12)}  # all at least once
-    assert done["victim"] != pid  # another worker reclaimed and completed it
-    killed = [p for p in workers if p.returncode == -signal.SIGKILL]
-    assert len(killed) == 1
-    assert all(p.returncode == 0 for p in workers if p not in killed)
-
-
-@needs_redis
-async def test_redis_going_away_and_coming_back(log: str) -> None:
-    with local_redis_server(persistent=True) as server:
-        backend = RedisBackend(server.url, prefix="restart", lease=0.6)
-        async with worker_on(backend) as worker, system_on(backend) as system:  # type: ignore[attr-defined]
-            accepted = [
-                await system.submit("bulk", Step(log, f"r{i}", seconds=0.2)) for i in range(6)
-            ]
-            await wait_for_line(log, "start", "r0")
-            server.stop(signal.SIGKILL)  # a crash: only what was fsynced survives
-            with pytest.raises(lanes.StorageError, match=f"Redis at {server.url}"):
-                await system.submit("bulk", Step(log, "refused"))
-            await trio.sleep(0.5)  # let the worker hit the outage
-            server.start()
-            with trio.fail_after(20):
-                results = [await handle.result() for handle in accepted]
-            assert results == [f"r{i}" for i in range(6)]
-            assert worker.statistics().connection_errors > 0
-    assert {tag for word, tag, _ in lines(log) if word == "done"} == {f"r{i}" for i in range(6)}
-
-
 def test_cli_worker_reports_bad_commands(capsys: pytest.CaptureFixture[str]) -> None:
     from lanes import __main__ as cli
 
@@ -388,30 +423,6 @@ async def test_errors_of_the_body_surface_as_themselves(backend: RedisBackend, l
 
 
 @needs_redis
-async def test_a_command_whose_workers_keep_dying_is_dead_lettered(
-    backend: RedisBackend, log: str
-) -> None:
-    import coredis
-
-    async with system_on(backend) as system:
-        async with worker_on(backend, max_concurrency=1):  # type: ignore[attr-defined]
-            pass  # creates the consumer group
-        handle = await system.submit("urgent", Step(log, "poison"))
-        stream = backend.stream("urgent", 0)
-        ghost = coredis.Redis.from_url(backend.url, decode_responses=True)
-        async with ghost:  # two "workers" take it and die without a trace
-            read = await ghost.xreadgroup("workers", "ghost-1", {stream: ">"}, count=1)
-            assert read is not None
-            [entry] = read[stream]
-            await ghost.xclaim(stream, "workers", "ghost-2", 0, [entry.identifier])
-        async with worker_on(backend, max_deliveries=2) as worker:  # type: ignore[attr-defined]
-            with pytest.raises(lanes.CommandFailed, match="LeaseExpired: delivered 3 times"):
-                await handle.result()
-        assert worker.statistics().lanes["urgent"].reclaimed == 1
-    assert lines(log) == []  # never ran
-
-
-@needs_redis
 async def test_a_worker_that_lost_its_lease_stops_its_attempt(
     backend: RedisBackend, log: str
 ) -> None:
@@ -431,3 +442,145 @@ async def test_a_worker_that_lost_its_lease_stops_its_attempt(
     stats = worker.statistics().lanes["urgent"]  # settled before the worker closed
     assert (stats.lost, stats.reclaimed, stats.completed) == (1, 1, 1)
     assert [word for word, tag, _ in lines(log) if tag == "taken"] == ["start", "start", "done"]
+
+
+@needs_redis
+async def test_unfinished_commands_lists_each_state(backend: RedisBackend, log: str) -> None:
+    from lanes.distributed import unfinished_commands
+
+    slow_retry = (
+        lanes.LaneConfig("urgent", 0, max_concurrency=1),
+        lanes.LaneConfig("bulk", 1, retry=lanes.RetryPolicy.fixed(2, 30.0)),
+    )
+    url, prefix = backend.url, backend.prefix
+    assert await unfinished_commands(url, prefix=prefix) == []
+    worker = open_lane_worker(slow_retry, backend=backend, commands=[Step], drain_timeout=0)
+    async with worker, system_on(backend, drain_timeout=0.1) as system:
+        failing = await system.submit("bulk", Step(log, "fail", fail=True))
+        running = await system.submit("urgent", Step(log, "run", seconds=5))
+        await wait_for_line(log, "start", "run")
+        queued = await system.submit("urgent", Step(log, "queued"), key="k1")
+        later = await system.submit("urgent", Step(log, "later"), delay=30)
+        with trio.fail_after(5):
+            while True:
+                rows = {row["id"]: row for row in await unfinished_commands(url, prefix=prefix)}
+                if rows.get(failing.id, {}).get("status") == "retrying":
+                    break
+                await trio.sleep(0.02)  # another process's progress: nothing to wait on
+        now = time.time()
+        assert set(rows) == {failing.id, running.id, queued.id, later.id}
+        assert {k: v for k, v in rows[running.id].items() if k != "id"} == {
+            "type": "Step",
+            "key": None,
+            "lane": "urgent",
+            "status": "running",
+            "attempts": 1,
+            "next_due": None,
+        }
+        assert (rows[queued.id]["status"], rows[queued.id]["key"]) == ("pending", "k1")
+        assert rows[queued.id]["attempts"] == 0 and rows[queued.id]["next_due"] is None
+        assert rows[later.id]["status"] == "delayed" and rows[later.id]["attempts"] == 0
+        assert now + 29 < rows[later.id]["next_due"] < now + 31
+        assert rows[failing.id]["lane"] == "bulk" and rows[failing.id]["attempts"] == 1
+        assert now + 28 < rows[failing.id]["next_due"] < now + 31
+    with pytest.raises(lanes.LaneConfigError, match="url='nope' is invalid"):
+        await unfinished_commands("nope")
+    with pytest.raises(lanes.StorageError, match="cannot connect"):
+        await unfinished_commands(_unused_url())
+
+
+# -- the RESP client of the hot path -------------------------------------------------------------
+
+
+def test_resp_encoding_and_parsing() -> None:
+    from lanes.distributed._resp import ReplyError, _Incomplete, _parse, encode
+
+    assert encode([["SET", "k", 1, 0.5, b"\x00"]]) == (
+        b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n$3\r\n0.5\r\n$1\r\n\x00\r\n"
+    )
+    assert encode([["é"]]) == b"*1\r\n$2\r\n\xc3\xa9\r\n"  # length in bytes
+    with pytest.raises(TypeError, match="not None"):
+        encode([["SET", None]])
+    reply = b"*4\r\n+OK\r\n:-3\r\n$-1\r\n*2\r\n$2\r\nab\r\n-ERR bad\r\n"
+    value, end = _parse(bytearray(reply), 0)
+    assert value[:3] == ["OK", -3, None] and value[3][0] == "ab" and end == len(reply)
+    assert isinstance(value[3][1], ReplyError) and str(value[3][1]) == "ERR bad"
+    for cut in range(len(reply)):  # any prefix of a reply asks for more bytes
+        with pytest.raises(_Incomplete):
+            _parse(bytearray(reply[:cut]), 0)
+    with pytest.raises(ReplyError, match="unexpected RESP reply type"):
+        _parse(bytearray(b"!x\r\n"), 0)
+
+
+@needs_redis
+async def test_resp_connection_selects_its_database_and_reloads_scripts(
+    redis_server: LocalRedis,
+) -> None:
+    import coredis
+
+    from lanes.distributed._redis import Batcher, Lua
+    from lanes.distributed._resp import ReplyError, open_connection
+
+    connection = await open_connection(redis_server.url.replace("/0", "/3"))
+    key = f"t{uuid.uuid4().hex[:8]}"
+    ok, error = await connection.execute([["SET", key, "v"], ["INCR", key]])
+    assert ok == "OK"
+    assert isinstance(error, ReplyError)  # a reply, not raised: the pipeline's others stand
+    assert await connection.execute([["GET", key]]) == ["v"]
+    async with coredis.Redis.from_url(redis_server.url.replace("/0", "/3")) as other:
+        assert await other.get(key) == b"v"
+        await other.script_flush()
+    with trio.move_on_after(0.05):  # a read cancelled midway leaves the connection broken
+        await connection.execute([["BLPOP", key + "x", 1]])
+    assert connection.broken
+    await connection.aclose()
+    backend = RedisBackend(redis_server.url, prefix=key)
+    batcher = Batcher(backend)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(batcher.run)
+        script = Lua("return {KEYS[1], ARGV[1], 7}")
+        assert await batcher.call(script, ["a"], ["b"]) == ["a", "b", 7]  # NOSCRIPT, then EVAL
+        assert await batcher.call(script, ["c"], [1]) == ["c", "1", 7]  # now by its SHA1
+        with pytest.raises(lanes.StorageError, match=f"Redis at {backend.url} failed"):
+            await batcher.command("NOSUCHCOMMAND")
+        nursery.cancel_scope.cancel()
+    down = Batcher(RedisBackend(_unused_url()))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(down.run)
+        with pytest.raises(lanes.StorageError, match="failed: OSError"):
+            await down.command("PING")
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def password_server(tmp_path: pathlib.Path) -> Iterator[int]:
+    """A redis-server that wants the password ``s3cret``; yields its port."""
+    from lanes.distributed._local import _free_port
+
+    port = _free_port()
+    command = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(tmp_path), "--requirepass", "s3cret"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.01)  # a process starting: there is nothing to wait on
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@needs_redis
+async def test_resp_connection_authenticates_as_the_url_says(password_server: int) -> None:
+    from lanes.distributed._resp import ReplyError, open_connection
+
+    connection = await open_connection(f"redis://:s3cret@127.0.0.1:{password_server}/1")
+    assert await connection.execute([["PING"]]) == ["PONG"]
+    await connection.aclose()
+    with pytest.raises(ReplyError, match="WRONGPASS"):
+        await open_connection(f"redis://default:wrong@127.0.0.1:{password_server}/0")

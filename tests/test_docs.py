@@ -2,10 +2,10 @@
 
 Rules for the Markdown pages in ``docs/``:
 
-- On the pages listed in ``RUN_ALL``, every fenced ``python`` block is a complete program
-  and runs, unless the line before its fence is ``<!-- fragment -->`` (a fragment is only
-  compiled). On other pages, a ``python`` block runs only when the line before its fence
-  is ``<!-- runnable -->``.
+- On the pages listed in ``RUN_ALL`` (the README among them), every fenced ``python`` block
+  is a complete program and runs, unless the line before its fence is
+  ``<!-- fragment -->`` (a fragment is only compiled). On other pages, a ``python``
+  block runs only when the line before its fence is ``<!-- runnable -->``.
 - A fenced ``text`` block whose fence follows a ``<!-- output -->`` line is the exact
   standard output of the program block just before it.
 
@@ -29,7 +29,9 @@ import trio.testing
 
 DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 MKDOCS_YML = DOCS.parent / "mkdocs.yml"
+README = DOCS.parent / "README.md"
 RUN_ALL = {
+    "README.md",
     "index.md",
     "quickstart.md",
     "concepts.md",
@@ -91,7 +93,7 @@ def collect() -> tuple[list[Program], list[Block]]:
     """The programs to run and the fragments to compile, over every page."""
     programs: list[Program] = []
     fragments: list[Block] = []
-    for path in sorted(DOCS.glob("*.md")):
+    for path in [README, *sorted(DOCS.glob("*.md"))]:
         blocks = read_blocks(path)
         for index, block in enumerate(blocks):
             if block.lang != "python":
@@ -160,5 +162,19 @@ def test_every_page_is_in_the_nav() -> None:
 
 
 def test_the_pages_that_run_exist() -> None:
-    pages = {path.name for path in DOCS.glob("*.md")}
+    pages = {path.name for path in DOCS.glob("*.md")} | {README.name}
     assert pages >= RUN_ALL
+
+
+def test_the_readme_runs() -> None:
+    assert [p.block.page for p in PROGRAMS].count("README.md") == 2  # the intro and durable
+
+
+def test_no_references_to_design_notes_outside_the_repository() -> None:
+    """The project's design notes are docs/architecture.md; nothing cites another file."""
+    root = DOCS.parent
+    for folder in ("lanes", "actors", "tests", "docs", "bench", "examples"):
+        for path in (root / folder).rglob("*"):
+            if path.suffix in (".py", ".md") and path != pathlib.Path(__file__):
+                assert "DESIGN.md" not in path.read_text(encoding="utf-8"), path
+    assert "DESIGN.md" not in README.read_text(encoding="utf-8")

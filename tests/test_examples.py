@@ -104,12 +104,15 @@ def test_schedules(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_agent_sessions(capsys: pytest.CaptureFixture[str]) -> None:
     module = load("agent_sessions")
-    trio.run(module.main, 150, clock=trio.testing.MockClock(autojump_threshold=0))
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    clock.jump(1000)  # like a real run, Trio's clock does not start at 0
+    trio.run(module.main, 150, clock=clock)
     out = capsys.readouterr().out
     assert "sessions: 150" in out
     assert "LLM calls at once: at most 20 (limit 20)" in out
     assert "cancelled 0)" not in out  # some interrupts cancelled model calls
     assert "after all sessions left: llm in use 0, members 0" in out
+    assert "simulated time: 3.7 s" in out  # seconds since the start, not since Trio's origin
 
 
 @pytest.mark.skipif(

@@ -248,3 +248,97 @@ async def test_without_a_parent_the_command_span_is_a_root(
         lanes.AlertMonitor(system, [lanes.AlertRule.queue_depth("query", warning=1)]).check()
     [command] = named(exporter, "lanes.command")
     assert command.parent is None
+
+
+async def test_two_sessions_on_one_worker_each_parent_their_own_command(
+    autojump_clock: trio.abc.Clock,
+    exporter: InMemorySpanExporter,
+    provider: TracerProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One worker runs both commands back to back; each sees only its own spans."""
+    tracer = provider.get_tracer("test")
+    current: dict[str, int] = {}
+
+    async def turn(session: str) -> None:
+        current[session] = trace.get_current_span().get_span_context().span_id
+        with tracer.start_as_current_span(f"{session} inner"):
+            await trio.sleep(1)
+
+    async def session(name: str, system: lanes.LaneSystem, started: trio.Event) -> None:
+        with tracer.start_as_current_span(name):
+            handle = await system.submit("control", turn, name)  # max_concurrency=1
+            started.set()
+            await handle.result()
+
+    async with lanes.open_lane_system(CONFIGS) as system, trio.open_nursery() as nursery:
+        instrument(system, tracer_provider=provider)
+        first = trio.Event()
+        nursery.start_soon(session, "alice", system, first)
+        await first.wait()
+        nursery.start_soon(session, "bob", system, trio.Event())
+    assert "Failed to detach context" not in caplog.text
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.name != "lanes.execute"}
+    commands = {s.attributes["lanes.command.id"]: s for s in named(exporter, "lanes.command")}  # type: ignore[index]
+    executes = {s.attributes["lanes.command.id"]: s for s in named(exporter, "lanes.execute")}  # type: ignore[index]
+    assert len(commands) == len(executes) == 2
+    for command_id, command in commands.items():
+        execute = executes[command_id]
+        owner = next(n for n in ("alice", "bob") if parent_id(command) == span_id(spans[n]))
+        assert parent_id(execute) == span_id(command)
+        assert current[owner] == span_id(execute)  # current inside the body
+        assert parent_id(spans[f"{owner} inner"]) == span_id(execute)
+        assert spans[owner].parent is None
+
+
+async def test_the_worker_never_tries_to_detach_a_command_context(
+    autojump_clock: trio.abc.Clock,
+    exporter: InMemorySpanExporter,
+    provider: TracerProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each attempt's span is attached in the command's own context, which dies with it:
+    detaching it from the worker task raised (and OpenTelemetry logged) before."""
+    async with lanes.open_lane_system(CONFIGS) as system:
+        instrument(system, tracer_provider=provider)
+        for _ in range(3):
+            await system.run("control", noop)
+        with pytest.raises(lanes.CommandFailed):
+            await system.run("control", boom, "kaput")
+        outside = trace.get_current_span()
+    assert "Failed to detach context" not in caplog.text
+    assert not [r for r in caplog.records if r.name.startswith("opentelemetry")]
+    assert outside is trace.INVALID_SPAN  # nothing leaked into the caller's context
+    assert len(named(exporter, "lanes.execute")) == 4
+
+
+async def test_each_retry_runs_under_its_own_attempt_span(
+    autojump_clock: trio.abc.Clock,
+    exporter: InMemorySpanExporter,
+    provider: TracerProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tracer = provider.get_tracer("test")
+    seen: list[int] = []
+
+    async def flaky() -> str:
+        seen.append(trace.get_current_span().get_span_context().span_id)
+        with tracer.start_as_current_span(f"try {len(seen)}"):
+            if len(seen) < 3:
+                raise RuntimeError("not yet")
+        return "done"
+
+    async with lanes.open_lane_system(CONFIGS) as system:
+        instrument(system, tracer_provider=provider)
+        with tracer.start_as_current_span("request"):
+            assert await system.run("query", flaky) == "done"
+    assert "Failed to detach context" not in caplog.text
+    [request] = named(exporter, "request")
+    [command] = named(exporter, "lanes.command")
+    attempts = sorted(named(exporter, "lanes.execute"), key=lambda s: s.attributes["lanes.attempt"])  # type: ignore[index]
+    assert parent_id(command) == span_id(request)
+    assert [parent_id(s) for s in attempts] == [span_id(command)] * 3
+    assert seen == [span_id(s) for s in attempts]  # the attempt's span is current in it
+    for number, attempt in enumerate(attempts, 1):
+        [inner] = named(exporter, f"try {number}")
+        assert parent_id(inner) == span_id(attempt)

@@ -276,3 +276,34 @@ async def test_closing_ends_parked_workers(autojump_clock: trio.abc.Clock) -> No
         assert jobs.pool.workers == 0
         assert len(nursery.child_tasks) == 0
         assert not jobs.pool.serving
+
+
+async def test_a_job_that_returns_despite_pool_cancel_leaves_a_fresh_scope_to_the_next(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    scopes: list[trio.CancelScope] = []
+    settled: list[tuple[int, int]] = []
+    chain = [2]
+
+    async def run(job: int, scope: trio.CancelScope) -> int:
+        scopes.append(scope)
+        scope.deadline = math.inf
+        if job == 1:
+            pool.cancel(scope)  # cancelled, but it returns before any checkpoint
+            return 10
+        await trio.sleep(1)  # the next job must not see the cancellation
+        return 20
+
+    def settle(job: int, result: int) -> None:
+        settled.append((job, result))
+        if chain:
+            pool.deliver(chain.pop(0))
+
+    pool: WorkerPool[int, int] = WorkerPool(run, settle, name="t", cancelled=CANCELLED)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pool.serve)
+        pool.deliver(1)
+        await trio.sleep(2)
+        assert settled == [(1, 10), (2, 20)]
+        assert scopes[1] is not scopes[0]  # renewed after the cancelled one
+        nursery.cancel_scope.cancel()

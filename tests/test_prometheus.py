@@ -101,8 +101,10 @@ async def test_scrape_over_http_parses_with_prometheus_client() -> None:
         "lanes_effective_priority": "gauge",
         "lanes_wait_duration_seconds": "summary",
         "lanes_command_duration_seconds": "summary",
+        "lanes_systems": "gauge",
     }
     parsed = samples(text)
+    assert value(parsed, "lanes_systems") == 1
     assert value(parsed, "lanes_commands_submitted_total", lane="query") == 6
     assert value(parsed, "lanes_commands_total", lane="query", outcome="completed") == 5
     assert value(parsed, "lanes_commands_total", lane="query", outcome="failed") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -493,3 +494,58 @@ def test_a_clock_with_storage_is_refused() -> None:
         lanes.open_lane_system(storage=memory(), clock=wall)
     with pytest.raises(lanes.LaneConfigError, match="clock=3 is invalid"):
         lanes.open_lane_system(clock=3)  # type: ignore[arg-type]
+
+
+async def test_a_big_durable_firing_is_stored_whole(autojump_clock: trio.abc.Clock) -> None:
+    """A firing whose command is encoded off the event loop (big) is stored with its JSON."""
+    store = memory()
+    big = "x" * 300_000  # above OFF_LOOP_BYTES: the pipeline encodes it in a thread
+    async with lanes.open_lane_system(ONE, storage=store, commands=[Tick]) as system:
+        system.pause("work")
+        async with system.subscribe(lanes.events.Submitted) as submitted:
+            handle = await system.schedule("work", Tick(big), every=10, key="k")
+            await submitted.receive()  # once it is stored (the clock may jump meanwhile)
+        assert handle.fired == 1 and handle.last is not None
+        (row,) = store.commands.values()
+        assert row.id == handle.last.id and len(row.payload) > 300_000
+        system.resume("work")
+        assert await handle.last.result() == big
+        handle.cancel()
+    assert [name for name, _ in RUNS] == [big]
+
+
+async def test_closing_while_a_big_firing_is_encoded_does_not_hang(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """The system closes while a thread encodes a firing: nothing is written, nothing hangs.
+
+    The schedule's task lives in the system's nursery; had it gone on to wait for a write
+    once the journal's writer had stopped, the system could never have closed.
+    """
+    store = memory()
+    encoding = trio.Event()
+    gate = threading.Event()
+
+    async def release_once_closing() -> None:
+        await encoding.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the system waits for the schedule task
+        gate.set()
+
+    opened = lanes.open_lane_system(ONE, storage=store, commands=[Tick])
+    async with trio.open_nursery() as outer, opened as system:
+        registry = system._core.durable.registry  # type: ignore[union-attr]
+        encode = registry.encode
+
+        def slow_encode(obj: object) -> tuple[str, str]:
+            if threading.current_thread() is not threading.main_thread():  # off the loop
+                trio.from_thread.run_sync(encoding.set)
+                gate.wait()
+            return encode(obj)
+
+        registry.encode = slow_encode  # type: ignore[method-assign]
+        handle = await system.schedule("work", Tick("x" * 300_000), every=10, key="k")
+        outer.start_soon(release_once_closing)
+        await encoding.wait()  # the first firing is being encoded off the loop now
+    assert handle.fired == 0 and handle.skipped == 0
+    assert store.commands == {}  # closed before it was written: the slot is due again
+    assert store.schedules["k"].last_slot is None

@@ -203,6 +203,22 @@ async def test_submit_nowait_raises_lane_full_and_submit_waits(
         assert [await h.result() for h in (a, b, *accepted)] == [1, 1, 1]
 
 
+async def test_lane_full_is_a_trio_would_block() -> None:
+    """Like the errors of Trio's own ``*_nowait`` methods: ``except trio.WouldBlock`` works."""
+    assert issubclass(lanes.LaneFull, trio.WouldBlock)
+    assert issubclass(lanes.LaneFull, lanes.LaneError)
+    config = LaneConfig("small", 0, inbox_size=1)
+    async with lanes.open_lane_system([config]) as system:
+        system.pause("small")
+        kept = system.submit_nowait("small", noop)
+        with pytest.raises(trio.WouldBlock, match="inbox_size") as caught:
+            system.submit_nowait("small", noop)
+        assert isinstance(caught.value, lanes.LaneFull)
+        assert system.statistics().lanes["small"].pending == 1  # the refused one left nothing
+        system.resume("small")
+        assert await kept.result() == 1
+
+
 async def test_idempotency_key_returns_the_existing_handle(
     autojump_clock: trio.abc.Clock,
 ) -> None:

@@ -11,16 +11,20 @@
     async with lanes.distributed.open_lane_worker(LANES, backend=backend, commands=[Resize]):
         await trio.sleep_forever()
 
-Needs the ``redis`` extra (``pip install trio-lanes[redis]``: coredis).
+Needs the ``redis`` extra (coredis: ``pip install 'trio-lanes[redis]'``, or
+``pip install -e '.[redis]'`` in a checkout).
 """
 
 try:
     import coredis as _coredis  # noqa: F401
 except ImportError as _exc:  # pragma: no cover - the extra is installed in tests
-    _msg = "lanes.distributed needs coredis: pip install 'trio-lanes[redis]'"
-    raise ImportError(_msg) from _exc
+    from .._extras import missing_extra as _missing
+
+    _msg = _missing("lanes.distributed", "coredis", "redis")
+    raise ModuleNotFoundError(_msg, name="coredis") from _exc
 
 from .._partitioning import Partitioning
+from ._inspect import unfinished_commands
 from ._local import LocalRedis, local_redis_server
 from ._redis import RedisBackend
 from ._submitter import RemoteCommandError, RemoteHandle, RemoteLaneSystem
@@ -40,4 +44,5 @@ __all__ = [
     "WorkerStatistics",
     "local_redis_server",
     "open_lane_worker",
+    "unfinished_commands",
 ]

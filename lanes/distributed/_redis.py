@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,11 +14,13 @@ import attrs
 import coredis
 import coredis.exceptions
 import trio
-from coredis.commands.script import Script
 from coredis.retry import NoRetryPolicy
+
+from actors import leaves
 
 from .._errors import LaneConfigError, StorageError
 from .._partitioning import Partitioning
+from ._resp import Connection, ReplyError, open_connection
 
 if TYPE_CHECKING:
     from .._codec import CommandRegistry
@@ -27,12 +30,14 @@ if TYPE_CHECKING:
 __all__ = [
     "Batcher",
     "Client",
+    "Lua",
     "RedisBackend",
     "connect",
     "fields_list",
     "redis_call",
-    "run_script",
     "str_fields",
+    "xread",
+    "xreadgroup",
 ]
 
 T = TypeVar("T")
@@ -99,6 +104,9 @@ class RedisBackend:
             whose worker stays silent that long is reclaimed by another worker.
         key_ttl: seconds an idempotency key (and a submitter's reply stream) outlives a
             crashed process at most.
+        max_payload: the longest command JSON (in characters) ``submit`` accepts; a
+            longer one raises ``LaneConfigError`` (Redis itself refuses 512 MB and slows
+            every worker long before that).
     """
 
     url: str = attrs.field(converter=_check_url)
@@ -108,10 +116,15 @@ class RedisBackend:
     )
     lease: float = attrs.field(default=30.0, kw_only=True)
     key_ttl: float = attrs.field(default=86_400.0, kw_only=True)
+    max_payload: int = attrs.field(default=16 * 1024 * 1024, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         _check_seconds("lease", self.lease)
         _check_seconds("key_ttl", self.key_ttl)
+        size = self.max_payload
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            msg = f"RedisBackend: max_payload={size!r} is invalid; expected a positive integer"
+            raise LaneConfigError(msg)
 
     @property
     def safe_url(self) -> str:
@@ -151,6 +164,10 @@ class RedisBackend:
 
 _FAILURES = (
     coredis.exceptions.RedisError,
+    ReplyError,
+    EOFError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
     OSError,
     TimeoutError,
     anyio.ClosedResourceError,
@@ -164,21 +181,13 @@ def translate(backend: RedisBackend, error: BaseException) -> StorageError | Non
 
     coredis raises its errors as themselves or wrapped in (nested) exception groups.
     """
-    for leaf in _leaves(error):
+    for leaf in leaves(error):
         if isinstance(leaf, _FAILURES):
             msg = f"Redis at {backend.safe_url} failed: {type(leaf).__name__}: {leaf}"
             result = StorageError(msg)
             result.__cause__ = leaf
             return result
     return None
-
-
-def _leaves(error: BaseException) -> Iterator[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield error
 
 
 async def redis_call(backend: RedisBackend, call: Awaitable[T]) -> T:
@@ -226,48 +235,64 @@ async def connect(backend: RedisBackend) -> AsyncIterator[Client]:
 
 def _single_leaf(error: BaseException) -> BaseException:
     """The one exception inside ``error`` (other than trio.Cancelled), else ``error``."""
-    leaves = [leaf for leaf in _leaves(error) if not isinstance(leaf, trio.Cancelled)]
-    return leaves[0] if len(leaves) == 1 else error
+    real = [leaf for leaf in leaves(error) if not isinstance(leaf, trio.Cancelled)]
+    return real[0] if len(real) == 1 else error
 
 
-async def run_script(
-    backend: RedisBackend, script: Script[str], keys: list[str], args: list[Any]
-) -> Any:
-    """Run a registered Lua script; failures raise :class:`StorageError`."""
-    values: list[str | int | float] = [a if isinstance(a, int | float) else str(a) for a in args]
-    result: Any = await redis_call(backend, script(keys, values))
-    return result
+class Lua:
+    """A Lua script, run by its SHA1 (``EVALSHA``), loaded on the first ``NOSCRIPT``."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
 class _Call:
-    __slots__ = ("args", "done", "error", "keys", "script", "value")
+    __slots__ = ("command", "done", "error", "script", "value")
 
-    def __init__(self, script: Script[str], keys: list[str], args: list[Any]) -> None:
+    def __init__(self, script: Lua | None, command: list[Any]) -> None:
         self.script = script
-        self.keys = keys
-        self.args: list[str | int | float] = [
-            a if isinstance(a, int | float) else str(a) for a in args
-        ]
+        self.command = command
         self.done = trio.Event()
         self.value: Any = None
         self.error: StorageError | None = None
 
+    def loaded(self) -> list[Any]:
+        """The same call as ``EVAL`` with the script's source (after ``NOSCRIPT``)."""
+        assert self.script is not None
+        return ["EVAL", self.script.source, *self.command[2:]]
+
+
+# what a connection of the RESP client may raise (ReplyError: AUTH or SELECT refused when
+# it reconnects); callers that reconnect treat these as an outage
+_LINK_FAILURES = (
+    OSError,
+    EOFError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ReplyError,
+)
+
 
 class Batcher:
-    """Sends the script calls of concurrent tasks as one pipeline per round trip.
+    """Sends the Redis calls of concurrent tasks as one pipeline per round trip.
 
-    A pipelined call costs the client a fraction of a lone one, so many submitters (or many
-    finishing commands) share each round trip. Run :meth:`run` in a nursery.
+    It has its own connection (:mod:`._resp`), opened on first use and again after a
+    failure. A pipelined call costs a fraction of a lone one, so many submitters (or many
+    finishing commands, and the fetches) share each round trip. Run :meth:`run` in a
+    nursery.
     """
 
-    def __init__(self, backend: RedisBackend, client: Client, limit: int = 256) -> None:
+    def __init__(self, backend: RedisBackend, limit: int = 256) -> None:
         self._backend = backend
-        self._client = client
         self._limit = limit
         self._queue: list[_Call] = []
         self._wake = trio.Event()
+        self._connection: Connection | None = None
 
-    async def call(self, script: Script[str], keys: list[str], args: list[Any]) -> Any:
+    async def call(self, script: Lua, keys: list[str], args: list[Any]) -> Any:
         """Run a script in the next pipeline and return its result.
 
         Cancelled while waiting, the call may still have run (its result is dropped).
@@ -275,7 +300,13 @@ class Batcher:
         Raises:
             StorageError: Redis failed (the message names the URL) or the script did.
         """
-        call = _Call(script, keys, args)
+        return await self._enqueue(_Call(script, ["EVALSHA", script.sha, len(keys), *keys, *args]))
+
+    async def command(self, *args: Any) -> Any:
+        """Run one Redis command in the next pipeline (see :meth:`call`)."""
+        return await self._enqueue(_Call(None, list(args)))
+
+    async def _enqueue(self, call: _Call) -> Any:
         self._queue.append(call)
         self._wake.set()
         await call.done.wait()
@@ -284,39 +315,100 @@ class Batcher:
         return call.value
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Send queued calls until cancelled."""
+        """Send queued calls until cancelled (then close the connection)."""
         task_status.started()
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            batch, self._queue = self._queue[: self._limit], self._queue[self._limit :]
-            if self._queue:
-                self._wake.set()
-            await self._send(batch)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                batch, self._queue = self._queue[: self._limit], self._queue[self._limit :]
+                if self._queue:
+                    self._wake.set()
+                await self._send(batch)
+        finally:
+            if self._connection is not None:
+                await self._connection.aclose()
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            async with self._client.pipeline(transaction=False, raise_on_error=False) as pipe:
-                requests: list[Any] = [c.script(c.keys, c.args, client=pipe) for c in batch]
-        except Exception as exc:
-            error = self._error(exc)
+            if self._connection is None or self._connection.broken:
+                if self._connection is not None:
+                    await self._connection.aclose()
+                self._connection = None
+                self._connection = await open_connection(self._backend.url)
+            replies = await self._connection.execute([c.command for c in batch])
+            missing = [i for i, r in enumerate(replies) if _noscript(r)]
+            if missing:
+                again = await self._connection.execute([batch[i].loaded() for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        except _LINK_FAILURES as exc:
+            error = _failure(self._backend, exc)
             for call in batch:
                 call.error = error
                 call.done.set()
             return
-        for call, request in zip(batch, requests, strict=True):
-            try:
-                call.value = await request
-            except Exception as exc:
-                call.error = self._error(exc)
+        for call, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, ReplyError):
+                call.error = _failure(self._backend, reply)
+            else:
+                call.value = reply
             call.done.set()
 
-    def _error(self, exc: Exception) -> StorageError:
-        error = translate(self._backend, exc)
-        if error is None:
-            error = StorageError(f"Redis at {self._backend.safe_url} failed: {exc!r}")
-            error.__cause__ = exc
-        return error
+
+def _noscript(reply: Any) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+def _failure(backend: RedisBackend, exc: BaseException) -> StorageError:
+    error = StorageError(f"Redis at {backend.safe_url} failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+async def xread(
+    connection: Connection, streams: Mapping[str, str], count: int, block_ms: int
+) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """``XREAD COUNT count BLOCK block_ms STREAMS ...``: stream -> [(id, fields), ...].
+
+    Raises:
+        StorageError: the server refused the read; the connection's own failures
+            (``OSError``, ``EOFError``, trio's resource errors) come out as themselves.
+    """
+    args: list[Any] = ["XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS"]
+    args += [*streams, *streams.values()]
+    [reply] = await connection.execute([args])
+    if isinstance(reply, ReplyError):
+        raise StorageError(f"XREAD failed: {reply}")
+    found: dict[str, list[tuple[str, dict[str, str]]]] = {}
+    for stream, entries in reply or ():
+        found[stream] = [
+            (entry_id, dict(zip(flat[::2], flat[1::2], strict=True))) for entry_id, flat in entries
+        ]
+    return found
+
+
+async def xreadgroup(
+    connection: Connection, consumer: str, streams: list[str], count: int, block_ms: int
+) -> list[tuple[str, str, list[str]]]:
+    """``XREADGROUP GROUP workers consumer COUNT count BLOCK block_ms STREAMS ... > ...``:
+    new entries, each handed to this consumer alone, as ``(stream, id, flat fields)``.
+
+    Raises:
+        StorageError: the server refused the read (``NOGROUP``: a stream or its group is
+            missing); the connection's own failures come out as themselves.
+    """
+    args: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count, "BLOCK"]
+    args += [block_ms, "STREAMS", *streams, *(">" for _ in streams)]
+    [reply] = await connection.execute([args])
+    if isinstance(reply, ReplyError):
+        raise StorageError(f"XREADGROUP failed: {reply}")
+    return [
+        (stream, entry_id, flat)
+        for stream, entries in reply or ()
+        for entry_id, flat in entries
+        if flat is not None  # deleted before it was read
+    ]
 
 
 def str_fields(fields: Mapping[Any, Any]) -> dict[str, str]:

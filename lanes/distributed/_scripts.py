@@ -163,7 +163,7 @@ return lost
 
 # KEYS: stream, reply stream, dead-letter stream, idempotency key.
 # ARGV: group, message id, prefix, command id, has_key, dead-letter maxlen, number of reply
-# fields, reply fields..., dead-letter fields... (none: not dead-lettered).
+# fields (0: no reply), reply fields..., dead-letter fields... (none: not dead-lettered).
 # Returns 0 when the message was no longer pending (another worker settled it first).
 FINISH = """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -175,12 +175,14 @@ for i = 8 + nreply, #ARGV do dead[#dead + 1] = ARGV[i] end
 if #dead > 0 then
   redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[6], '*', unpack(dead))
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('XADD', KEYS[2], '*', unpack(reply)) end
-local waiters = ARGV[3] .. ':waiters:' .. ARGV[4]
-for _, stream in ipairs(redis.call('SMEMBERS', waiters)) do
-  if redis.call('EXISTS', stream) == 1 then redis.call('XADD', stream, '*', unpack(reply)) end
+if #reply > 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('XADD', KEYS[2], '*', unpack(reply)) end
+  local waiters = ARGV[3] .. ':waiters:' .. ARGV[4]
+  for _, stream in ipairs(redis.call('SMEMBERS', waiters)) do
+    if redis.call('EXISTS', stream) == 1 then redis.call('XADD', stream, '*', unpack(reply)) end
+  end
+  redis.call('DEL', waiters)
 end
-redis.call('DEL', waiters)
 if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
 return 1
 """

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import reprlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeVar
@@ -14,6 +16,9 @@ from typing import Any, Generic, TypeVar
 import trio
 from coredis.tokens import PureToken
 
+from actors import leaves
+
+from .._boundary import check_key
 from .._codec import CommandRegistry
 from .._command import CommandStatus, command_name, is_command
 from .._config import LaneConfig
@@ -24,28 +29,33 @@ from .._errors import (
     LaneConfigError,
     LaneError,
     LaneUsageError,
+    NotDurableError,
     ShutdownInProgress,
     StorageError,
     UnknownLaneError,
 )
 from . import _scripts
 from ._redis import (
+    _LINK_FAILURES,
     Batcher,
     Client,
+    Lua,
     RedisBackend,
     connect,
     fields_list,
     redis_call,
-    run_script,
     str_fields,
     translate,
+    xread,
 )
+from ._resp import Connection, open_connection
 from ._wire import Envelope, RemoteDeadLetter, Reply
 
 __all__ = ["RemoteCommandError", "RemoteHandle", "RemoteLaneSystem", "open_remote_system"]
 
 T = TypeVar("T")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
+_EARLY_REPLIES = 1000  # replies kept for handles not registered yet
 
 
 class RemoteCommandError(LaneError):
@@ -146,13 +156,11 @@ class RemoteLaneSystem:
     def __init__(
         self,
         client: Client,
-        blocking: Client,
         backend: RedisBackend,
         configs: tuple[LaneConfig, ...],
         registry: CommandRegistry,
     ) -> None:
         self._client = client
-        self._blocking = blocking  # its own pool: cancelling a read drops its connection
         self._backend = backend
         self._configs = {config.name: config for config in configs}
         self._registry = registry
@@ -160,12 +168,13 @@ class RemoteLaneSystem:
         self.reply_stream = backend.key(f"reply:{self._submitter}")
         self._handles: dict[str, RemoteHandle[Any]] = {}
         self._keys: dict[str, RemoteHandle[Any]] = {}
+        self._early: OrderedDict[str, Reply] = OrderedDict()
         self._idle = trio.Event()
         self._idle.set()
         self._accepting = True
-        self._submit = client.register_script(_scripts.SUBMIT)
-        self._batcher = Batcher(backend, client)
-        self._move = client.register_script(_scripts.MOVE_LETTER)
+        self._submit = Lua(_scripts.SUBMIT)
+        self._batcher = Batcher(backend)
+        self._move = Lua(_scripts.MOVE_LETTER)
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -203,8 +212,13 @@ class RemoteLaneSystem:
         have received it); use ``key=`` to make a resubmission safe.
 
         Raises:
-            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments.
-            NotDurableError: the command's class is not listed in ``commands``.
+            UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (``key``
+                by the same rule as in process: a non-blank string of valid text;
+                ``LaneConfigError`` also for a command whose JSON is longer than the
+                backend's ``max_payload``).
+            NotDurableError: the command's class is not listed in ``commands``, or the
+                command cannot be sent as JSON and rebuilt from it (wrong field types,
+                values JSON cannot hold, nesting too deep). Nothing was written.
             StorageError: Redis cannot be reached (the message names the URL); the command
                 was not accepted.
             ShutdownInProgress: the system is closing.
@@ -216,9 +230,7 @@ class RemoteLaneSystem:
         _check_optional_seconds("delay", delay, zero_ok=True)
         _check_optional_seconds("timeout", timeout, zero_ok=False)
         if key is not None:
-            if not isinstance(key, str) or not key:
-                msg = f"submit: key={key!r} is invalid; expected a non-empty string or None"
-                raise LaneConfigError(msg)
+            check_key(key, "submit")
             known = self._keys.get(key)
             if known is not None and not known.done():
                 await trio.lowlevel.checkpoint()
@@ -245,7 +257,7 @@ class RemoteLaneSystem:
             self.reply_stream,
             str(int(self._backend.key_ttl * 1000)),
             str(math.ceil(delay * 1000)),
-            *fields_list(envelope.fields()),
+            *fields_list(envelope.fields(self._registry.converter)),
         ]
         keys = [
             stream,
@@ -253,16 +265,41 @@ class RemoteLaneSystem:
             self._backend.key(f"key:{key or ''}"),
             self._backend.key("notify"),
         ]
-        answer = await self._batcher.call(self._submit, keys, args)
+        # registered before Redis can run the script: its reply may arrive (and be read)
+        # before this task runs again
+        own = self._register(envelope.id, envelope.lane, envelope.type)
+        try:
+            answer = await self._batcher.call(self._submit, keys, args)
+        except BaseException:
+            self._unregister(own)
+            raise
         command_id = str(answer)
-        handle = self._handles.get(command_id)
-        if handle is None:
-            handle = RemoteHandle(self, command_id, envelope.lane, envelope.type)
-            self._handles[command_id] = handle
-            self._idle = trio.Event() if self._idle.is_set() else self._idle
+        handle = own
+        if command_id != envelope.id:  # another command holds the key: wait for that one
+            self._unregister(own)
+            handle = self._handles.get(command_id) or self._register(
+                command_id, envelope.lane, envelope.type
+            )
         if key:
             self._keys[key] = handle
         return handle
+
+    def _register(self, command_id: str, lane: str, type_name: str) -> RemoteHandle[Any]:
+        """A handle for ``command_id``, resolved at once by a reply that came early."""
+        handle: RemoteHandle[Any] = RemoteHandle(self, command_id, lane, type_name)
+        early = self._early.pop(command_id, None)
+        if early is not None:
+            handle._resolve(early)
+            return handle
+        self._handles[command_id] = handle
+        self._idle = trio.Event() if self._idle.is_set() else self._idle
+        return handle
+
+    def _unregister(self, handle: RemoteHandle[Any]) -> None:
+        if self._handles.get(handle.id) is handle:
+            del self._handles[handle.id]
+            if not self._handles:
+                self._idle.set()
 
     async def run(
         self,
@@ -285,6 +322,8 @@ class RemoteLaneSystem:
             known = ", ".join(self._configs)
             msg = f"submit: unknown lane {lane!r}; known lanes: {known}"
             raise UnknownLaneError(msg)
+        if partition_key is not None:
+            _check_partition_key(partition_key)
         part = self._backend.partitioning(lane)
         return self._backend.stream(lane, part.partition(partition_key) if part else 0)
 
@@ -296,8 +335,30 @@ class RemoteLaneSystem:
                 "can be submitted"
             )
             raise LaneUsageError(msg)
-        name, payload = self._registry.encode(command)
-        assert name == command_name(command)
+        name = command_name(command)
+        if self._registry.classes.get(name) is not type(command):
+            self._registry.encode(command)  # raises NotDurableError: not listed
+        try:  # not the registry's encode: its message repr()s the (maybe hostile) object
+            payload = self._registry.converter.dumps(command)
+        except Exception as exc:
+            msg = (
+                f"submit: {reprlib.repr(command)} cannot be sent as JSON: "
+                f"{type(exc).__name__}: {reprlib.repr(str(exc))}"
+            )
+            raise NotDurableError(msg) from None
+        limit = self._backend.max_payload
+        if len(payload) > limit:
+            msg = (
+                f"submit: {name!r} command is {len(payload):,} characters of JSON, more than "
+                f"RedisBackend(max_payload={limit:,}); pass large data by reference (a path, "
+                "a URL, an object-store key) or raise max_payload"
+            )
+            raise LaneConfigError(msg)
+        try:  # what a worker could not rebuild is refused here, not dead-lettered there
+            self._registry.decode(name, payload)
+        except StorageError as exc:
+            msg = f"submit: {reprlib.repr(command)} does not survive its trip as JSON: {exc}"
+            raise NotDurableError(msg) from exc
         return name, payload
 
     # -- dead letters --------------------------------------------------------------------------
@@ -339,19 +400,18 @@ class RemoteLaneSystem:
             timeout=letter.timeout,
             submitted=time.time(),
         )
-        handle: RemoteHandle[Any] = RemoteHandle(
-            self, envelope.id, letter.lane, letter.command_type
-        )
-        self._handles[envelope.id] = handle
-        self._idle = trio.Event() if self._idle.is_set() else self._idle
-        moved = await run_script(
-            self._backend,
-            self._move,
-            [self._backend.key("dead"), letter.stream],
-            [letter_id, *fields_list(envelope.fields())],
-        )
+        handle = self._register(envelope.id, letter.lane, letter.command_type)
+        try:
+            moved = await self._batcher.call(
+                self._move,
+                [self._backend.key("dead"), letter.stream],
+                [letter_id, *fields_list(envelope.fields(self._registry.converter))],
+            )
+        except BaseException:
+            self._unregister(handle)
+            raise
         if not moved:
-            del self._handles[envelope.id]
+            self._unregister(handle)
             msg = f"requeue: dead letter {letter_id!r} was requeued or evicted meanwhile"
             raise LaneConfigError(msg)
         return handle
@@ -410,35 +470,44 @@ class RemoteLaneSystem:
         """Resolve handles from the reply stream; reconnect with backoff when Redis is away."""
         last = "0-0"
         pause = _BACKOFF[0]
+        connection: Connection | None = None
         task_status.started()
-        while True:
-            try:
-                answer = await self._blocking.xread(
-                    {self.reply_stream: last}, count=500, block=1000
-                )
-            except Exception as exc:
-                if translate(self._backend, exc) is None:
-                    raise
-                await trio.sleep(pause)
-                pause = min(pause * 2, _BACKOFF[1])
-                continue
-            pause = _BACKOFF[0]
-            entries = (answer or {}).get(self.reply_stream, ())
-            for entry in entries:
-                last = str(entry.identifier)
-                with contextlib.suppress(StorageError):  # not a reply of ours: skip it
-                    self._deliver(Reply.from_fields(str_fields(entry.field_values)))
-            if entries:
-                ids = [str(entry.identifier) for entry in entries]
+        try:
+            while True:
                 try:
-                    await self._client.xdel(self.reply_stream, ids)
-                except Exception as exc:  # replies are read by id: a leftover is harmless
-                    if translate(self._backend, exc) is None:
-                        raise
+                    if connection is None or connection.broken:
+                        if connection is not None:
+                            await connection.aclose()
+                        connection = None
+                        connection = await open_connection(self._backend.url)
+                    answer = await xread(connection, {self.reply_stream: last}, 500, 1000)
+                except (StorageError, *_LINK_FAILURES):
+                    await trio.sleep(pause)
+                    pause = min(pause * 2, _BACKOFF[1])
+                    continue
+                pause = _BACKOFF[0]
+                entries = answer.get(self.reply_stream, ())
+                for entry_id, fields in entries:
+                    last = entry_id
+                    with contextlib.suppress(StorageError):  # not a reply of ours: skip it
+                        self._deliver(Reply.from_fields(self._registry.converter, fields))
+                if entries:  # replies are read by id: a leftover is harmless
+                    with contextlib.suppress(StorageError):
+                        await self._batcher.command(
+                            "XDEL", self.reply_stream, *(entry_id for entry_id, _ in entries)
+                        )
+        finally:
+            if connection is not None:
+                await connection.aclose()
 
     def _deliver(self, reply: Reply) -> None:
         handle = self._handles.pop(reply.id, None)
         if handle is None:
+            # the reply of a command whose handle is not registered yet (a submit with an
+            # idempotency key that another command holds): kept, a bounded number
+            self._early[reply.id] = reply
+            while len(self._early) > _EARLY_REPLIES:
+                self._early.popitem(last=False)
             return
         handle._resolve(reply)
         if not self._handles:
@@ -470,6 +539,22 @@ class RemoteLaneSystem:
                     raise
 
 
+def _check_partition_key(value: object) -> None:
+    """A partition key must be a string that Redis can store (UTF-8: no lone surrogates)."""
+    ok = isinstance(value, str) and bool(value)
+    if ok:
+        try:
+            str(value).encode()
+        except UnicodeEncodeError:
+            ok = False
+    if not ok:
+        msg = (
+            f"submit: partition_key={value!r} is invalid; expected a non-empty string of "
+            "valid Unicode (no lone surrogates), or None"
+        )
+        raise LaneConfigError(msg)
+
+
 def _check_optional_seconds(
     field: str, value: object, *, zero_ok: bool, where: str = "submit"
 ) -> None:
@@ -498,8 +583,8 @@ async def open_remote_system(
     Raises:
         StorageError: Redis cannot be reached at start (the message names the URL).
     """
-    async with connect(backend) as client, connect(backend) as blocking:
-        system = RemoteLaneSystem(client, blocking, backend, configs, registry)
+    async with connect(backend) as client:
+        system = RemoteLaneSystem(client, backend, configs, registry)
         await system._create_reply_stream()
         try:
             async with trio.open_nursery() as nursery:
@@ -512,16 +597,10 @@ async def open_remote_system(
                 finally:
                     nursery.cancel_scope.cancel()
         except BaseExceptionGroup as group:
-            leaves = [e for e in _flat(group) if not isinstance(e, trio.Cancelled)]
-            if len(leaves) == 1:
-                raise leaves[0] from leaves[0].__cause__
+            real = [e for e in leaves(group) if not isinstance(e, trio.Cancelled)]
+            if len(real) == 1:
+                raise real[0] from real[0].__cause__
             raise
         finally:
             system._abandon()
             await system._delete_reply_stream()
-
-
-def _flat(error: BaseException) -> list[BaseException]:
-    if isinstance(error, BaseExceptionGroup):
-        return [leaf for inner in error.exceptions for leaf in _flat(inner)]
-    return [error]

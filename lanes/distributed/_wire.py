@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from typing import TypeVar
 
 import attrs
+from cattrs.errors import ClassValidationError
+from cattrs.preconf.json import JsonConverter
+from cattrs.v import transform_error
 
 from .._errors import StorageError
 
-__all__ = ["Envelope", "RemoteDeadLetter", "Reply"]
+__all__ = ["FIELD", "Envelope", "RemoteDeadLetter", "Reply", "salvage"]
+
+T = TypeVar("T")
 
 
 def _get(fields: Mapping[str, str], name: str, what: str) -> str:
@@ -23,9 +30,40 @@ def _optional_float(text: str) -> float | None:
     return float(text) if text else None
 
 
+FIELD = "c"  # the one field of a command or reply entry: its JSON
+
+
+def _load(converter: JsonConverter, fields: Mapping[str, str], cls: type[T], what: str) -> T:
+    text = fields.get(FIELD)
+    if text is None:
+        names = ", ".join(sorted(fields)) or "none"
+        msg = (
+            f"a {what} in Redis lacks its {FIELD!r} field (it has: {names}); was it written "
+            "by this version of trio-lanes?"
+        )
+        raise StorageError(msg)
+    try:
+        return converter.loads(text, cls)
+    except Exception as exc:
+        detail = "; ".join(transform_error(exc)) if isinstance(exc, ClassValidationError) else exc
+        msg = f"a {what} in Redis is malformed ({detail}): {text[:200]!r}"
+        raise StorageError(msg) from None
+
+
+def salvage(fields: Mapping[str, str]) -> dict[str, str]:
+    """The string members of a malformed command's JSON (its id and reply stream, if any)."""
+    try:
+        data = json.loads(fields.get(FIELD, ""))
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
 @attrs.frozen
 class Envelope:
-    """One attempt of a command, as stored in a lane stream."""
+    """One attempt of a command, as stored in a lane stream (one JSON field)."""
 
     id: str
     lane: str
@@ -37,47 +75,27 @@ class Envelope:
     timeout: float | None
     submitted: float
 
-    def fields(self) -> dict[str, str]:
-        """The stream entry's fields."""
-        return {
-            "id": self.id,
-            "lane": self.lane,
-            "type": self.type,
-            "payload": self.payload,
-            "reply": self.reply,
-            "key": self.key or "",
-            "attempt": str(self.attempt),
-            "timeout": "" if self.timeout is None else repr(self.timeout),
-            "submitted": repr(self.submitted),
-        }
+    def fields(self, converter: JsonConverter) -> dict[str, str]:
+        """The stream entry's fields: ``{"c": JSON}``."""
+        return {FIELD: converter.dumps(self)}
 
     @classmethod
-    def from_fields(cls, fields: Mapping[str, str]) -> Envelope:
+    def from_fields(cls, converter: JsonConverter, fields: Mapping[str, str]) -> Envelope:
         """Read an entry back.
 
         Raises:
-            StorageError: a field is missing or malformed.
+            StorageError: the field is missing or does not hold a command.
         """
-        try:
-            return cls(
-                id=_get(fields, "id", "command"),
-                lane=_get(fields, "lane", "command"),
-                type=_get(fields, "type", "command"),
-                payload=_get(fields, "payload", "command"),
-                reply=_get(fields, "reply", "command"),
-                key=_get(fields, "key", "command") or None,
-                attempt=int(_get(fields, "attempt", "command")),
-                timeout=_optional_float(_get(fields, "timeout", "command")),
-                submitted=float(_get(fields, "submitted", "command")),
-            )
-        except ValueError as exc:
-            msg = f"a command in Redis has a malformed field: {exc}"
-            raise StorageError(msg) from exc
+        envelope = _load(converter, fields, cls, "command")
+        if envelope.attempt < 1:
+            msg = f"a command in Redis is malformed: attempt={envelope.attempt!r} (expected >= 1)"
+            raise StorageError(msg)
+        return envelope
 
 
 @attrs.frozen
 class Reply:
-    """The outcome of a command, sent to its submitter's reply stream."""
+    """The outcome of a command, sent to its submitter's reply stream (one JSON field)."""
 
     id: str
     outcome: str  # "done", "failed" or "timeout"
@@ -85,34 +103,18 @@ class Reply:
     error: str  # "ExceptionType: message" of the last error ("" when done)
     attempts: int
 
-    def fields(self) -> dict[str, str]:
-        """The reply entry's fields."""
-        return {
-            "id": self.id,
-            "outcome": self.outcome,
-            "value": self.value,
-            "error": self.error,
-            "attempts": str(self.attempts),
-        }
+    def fields(self, converter: JsonConverter) -> dict[str, str]:
+        """The reply entry's fields: ``{"c": JSON}``."""
+        return {FIELD: converter.dumps(self)}
 
     @classmethod
-    def from_fields(cls, fields: Mapping[str, str]) -> Reply:
+    def from_fields(cls, converter: JsonConverter, fields: Mapping[str, str]) -> Reply:
         """Read a reply back.
 
         Raises:
-            StorageError: a field is missing or malformed.
+            StorageError: the field is missing or does not hold a reply.
         """
-        try:
-            return cls(
-                id=_get(fields, "id", "reply"),
-                outcome=_get(fields, "outcome", "reply"),
-                value=_get(fields, "value", "reply"),
-                error=_get(fields, "error", "reply"),
-                attempts=int(_get(fields, "attempts", "reply")),
-            )
-        except ValueError as exc:
-            msg = f"a reply in Redis has a malformed field: {exc}"
-            raise StorageError(msg) from exc
+        return _load(converter, fields, cls, "reply")
 
 
 @attrs.frozen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -21,22 +22,27 @@ from coredis.tokens import PureToken
 from .._codec import CommandRegistry
 from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from .._errors import LaneConfigError, Permanent, StorageError
+from .._outcome import Ended, Next, next_step
 from . import _scripts
 from ._redis import (
+    _LINK_FAILURES,
     GROUP,
     Batcher,
     Client,
+    Lua,
     RedisBackend,
     connect,
     fields_list,
     redis_call,
-    run_script,
-    translate,
+    xread,
+    xreadgroup,
 )
-from ._wire import Envelope, RemoteDeadLetter, Reply
+from ._resp import Connection, open_connection
+from ._wire import Envelope, RemoteDeadLetter, Reply, salvage
 
 __all__ = ["LaneWorker", "WorkerLaneStatistics", "WorkerStatistics", "open_lane_worker"]
 
+_log = logging.getLogger("lanes.distributed")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
 _TRIM_1: dict[str, Any] = {"trim_strategy": PureToken.MAXLEN, "threshold": 1}
 
@@ -55,6 +61,8 @@ class WorkerLaneStatistics:
         reclaimed: commands taken over from a worker whose lease expired.
         lost: attempts cancelled because another worker had reclaimed them meanwhile.
         duplicates: attempts that finished after another worker settled the same command.
+        malformed: entries that held no command this version can read (a missing or
+            malformed field): each was dead-lettered once, acknowledged and logged.
     """
 
     name: str
@@ -67,6 +75,7 @@ class WorkerLaneStatistics:
     reclaimed: int
     lost: int
     duplicates: int
+    malformed: int
 
 
 @attrs.frozen
@@ -89,6 +98,7 @@ _COUNTERS = (
     "reclaimed",
     "lost",
     "duplicates",
+    "malformed",
 )
 
 
@@ -112,14 +122,13 @@ class LaneWorker:
     def __init__(
         self,
         client: Client,
-        blocking: Client,
         backend: RedisBackend,
         configs: tuple[LaneConfig, ...],
         registry: CommandRegistry,
         settings: _Settings,
     ) -> None:
         self._client = client
-        self._blocking = blocking  # its own pool: cancelling a read drops its connection
+        self._reader: Connection | None = None  # the blocking reads' own connection
         self._backend = backend
         self._configs = {c.name: c for c in configs}
         self._order = sorted(configs, key=lambda c: c.priority)  # stable: ties keep order
@@ -127,6 +136,7 @@ class LaneWorker:
         self._settings = settings
         self.name = settings.name
         self._streams = {lane: backend.streams(lane) for lane in self._configs}
+        self._lane_of = {s: lane for lane, streams in self._streams.items() for s in streams}
         self._active = dict.fromkeys(self._configs, 0)
         self._counts = {lane: dict.fromkeys(_COUNTERS, 0) for lane in self._configs}
         self._running: dict[tuple[str, str], _Running] = {}
@@ -136,10 +146,9 @@ class LaneWorker:
         self.connection_errors = 0
         self._wake_last = self._notify_last = "0-0"
         self._random = random.Random()
-        self._batcher = Batcher(backend, client)
+        self._batcher = Batcher(backend)
         self._scripts = {
-            name: client.register_script(getattr(_scripts, name))
-            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
+            name: Lua(getattr(_scripts, name)) for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT")
         }
 
     def statistics(self) -> WorkerStatistics:
@@ -159,13 +168,19 @@ class LaneWorker:
     # -- fetching ------------------------------------------------------------------------------
 
     async def _ensure_groups(self) -> None:
-        for streams in self._streams.values():
-            for stream in streams:
-                with contextlib.suppress(StorageError):  # BUSYGROUP: it exists already
-                    await redis_call(
-                        self._backend,
-                        self._client.xgroup_create(stream, GROUP, "0", mkstream=True),
-                    )
+        """Create the consumer groups that are missing: the lanes' streams (from their
+        first entry), this worker's wake stream and the notify stream (from now on)."""
+        starts = [(s, "0") for streams in self._streams.values() for s in streams]
+        starts += [
+            (self._backend.key(f"wake:{self.name}"), "$"),
+            (self._backend.key("notify"), "$"),
+        ]
+        for stream, start in starts:
+            with contextlib.suppress(StorageError):  # BUSYGROUP: it exists already
+                await redis_call(
+                    self._backend,
+                    self._client.xgroup_create(stream, GROUP, start, mkstream=True),
+                )
 
     async def _fetch_loop(self) -> None:
         """Fetch and start commands until cancelled; reconnect with backoff on failures."""
@@ -192,8 +207,7 @@ class LaneWorker:
             for entry in entries:
                 self._start(entry)
             if not entries:
-                streams = [stream for _, stream, _ in plan]
-                await self._block(dict(zip(streams, last, strict=False)), wait_ms, partial)
+                await self._block(plan, budget, last, wait_ms, partial)
 
     def _plan(self) -> tuple[list[tuple[LaneConfig, str, int]], int, bool]:
         """(lane, stream, free slots) in priority order, the worker's budget, and whether
@@ -238,51 +252,123 @@ class LaneWorker:
                 self._backend.key(f"bucket:{config.name}"),
             ]
         keys = [self._backend.key("delayed")] + [stream for _, stream, _ in plan]
-        answer = await run_script(self._backend, self._scripts["FETCH"], keys, args)
+        answer = await self._batcher.call(self._scripts["FETCH"], keys, args)
         entries, wait_ms, last = answer
         return list(entries), int(wait_ms), [str(x) for x in last]
 
-    async def _block(self, streams: dict[str, str], wait_ms: int, partial: bool) -> None:
-        """Wait for a new entry in ``streams``, a hint's time, or (if ``partial``) a slot.
+    async def _block(
+        self,
+        plan: list[tuple[LaneConfig, str, int]],
+        budget: int,
+        last: list[str],
+        wait_ms: int,
+        partial: bool,
+    ) -> None:
+        """Wait for a new entry in the plan's streams, a hint's time, or (if ``partial``)
+        a slot.
 
-        A freed slot wakes the read by an entry in this worker's wake stream, so the
-        blocking read is never cancelled (that would drop its connection).
+        When every lane of the plan is free of cluster-wide limits (see
+        :meth:`_exclusive`), the read is an ``XREADGROUP``: a new entry goes to one idle
+        worker, which starts it; otherwise an ``XREAD`` wakes every idle worker and the
+        next fetch decides. A freed slot wakes the read by an entry in this worker's wake
+        stream, so the blocking read is never cancelled (that would drop its connection).
         """
         timeout = self._settings.block_ms
         if wait_ms >= 0:
             timeout = max(1, min(timeout, wait_ms))
         wake = self._backend.key(f"wake:{self.name}")
         notify = self._backend.key("notify")
-        streams[wake] = self._wake_last
-        streams[notify] = self._notify_last
+        exclusive = self._exclusive(plan, budget)
 
         async def read() -> None:
             try:
-                answer = await self._blocking.xread(streams, count=1, block=timeout)
-            except StorageError:
+                if exclusive:
+                    await self._read_group([s for _, s, _ in plan], wake, notify, timeout)
+                else:
+                    streams = dict(zip([s for _, s, _ in plan], last, strict=False))
+                    await self._read_all(streams, wake, notify, timeout)
+            except (StorageError, *_LINK_FAILURES) as exc:
                 self.connection_errors += 1
                 await trio.sleep(_BACKOFF[0])
-            except Exception as exc:
-                if translate(self._backend, exc) is None:
-                    raise
-                self.connection_errors += 1
-                await trio.sleep(_BACKOFF[0])
-            else:
-                for entry in (answer or {}).get(wake, ()):
-                    self._wake_last = str(entry.identifier)
-                for entry in (answer or {}).get(notify, ()):
-                    self._notify_last = str(entry.identifier)
+                if "NOGROUP" in str(exc):  # a group is gone (a server restarted empty,
+                    with contextlib.suppress(StorageError):  # an expired wake stream)
+                        await self._ensure_groups()
             nursery.cancel_scope.cancel()
 
         async def slot() -> None:
             await self._slot_freed.wait()
             with contextlib.suppress(StorageError):
-                await redis_call(self._backend, self._client.xadd(wake, {"w": "1"}, **_TRIM_1))
+                await self._batcher.command("XADD", wake, "MAXLEN", 1, "*", "w", "1")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read)
             if partial:
                 nursery.start_soon(slot)
+
+    def _exclusive(self, plan: list[tuple[LaneConfig, str, int]], budget: int) -> bool:
+        """Whether an idle read may take entries itself: no lane of the plan has a rate
+        limit, a cluster cap or ordered partitions (those the fetch script enforces), and
+        one entry from every stream fits the worker's and each lane's free slots."""
+        per_lane: dict[str, int] = {}
+        for config, _stream, free in plan:
+            part = self._backend.partitioning(config.name)
+            if config.rate_limit is not None or (part is not None and part.ordered):
+                return False
+            if config.name in self._settings.cluster_concurrency:
+                return False
+            per_lane[config.name] = per_lane.get(config.name, 0) + 1
+            if per_lane[config.name] > free:
+                return False
+        return len(plan) <= budget
+
+    async def _read_group(self, streams: list[str], wake: str, notify: str, timeout: int) -> None:
+        """Block on ``XREADGROUP``; start the commands it hands to this worker."""
+        reader = await self._reader_connection()
+        try:
+            found = await xreadgroup(reader, self.name, [*streams, wake, notify], 1, timeout)
+        except trio.Cancelled:
+            # close at once: Redis must not hand a later entry to a read nobody awaits
+            # (one it handed over meanwhile is reclaimed by a worker after the lease)
+            await reader.aclose()
+            raise
+        signals: dict[str, list[str]] = {}
+        for stream, entry_id, flat in found:
+            if stream == wake:
+                self._wake_last = entry_id  # for a later XREAD
+                signals.setdefault(stream, []).append(entry_id)
+            elif stream == notify:
+                self._notify_last = entry_id
+                signals.setdefault(stream, []).append(entry_id)
+            else:
+                self._start([stream, entry_id, flat, 1])
+        for stream, ids in signals.items():  # read by the group: acknowledge, in the
+            self._commands.start_soon(self._acknowledge, stream, ids)  # background
+
+    async def _acknowledge(self, stream: str, ids: list[str]) -> None:
+        with contextlib.suppress(StorageError):
+            await self._batcher.command("XACK", stream, GROUP, *ids)
+
+    async def _read_all(
+        self, streams: dict[str, str], wake: str, notify: str, timeout: int
+    ) -> None:
+        """Block on ``XREAD`` (every idle worker wakes); note the wake streams' last ids."""
+        streams[wake] = self._wake_last
+        streams[notify] = self._notify_last
+        answer = await xread(await self._reader_connection(), streams, 1, timeout)
+        for entry_id, _ in answer.get(wake, ()):
+            self._wake_last = entry_id
+        for entry_id, _ in answer.get(notify, ()):
+            self._notify_last = entry_id
+
+    async def _reader_connection(self) -> Connection:
+        """The worker's reading connection (reopened after a failure or a cancelled
+        read)."""
+        if self._reader is None or self._reader.broken:
+            if self._reader is not None:
+                await self._reader.aclose()
+            self._reader = None
+            self._reader = await open_connection(self._backend.url)
+        return self._reader
 
     async def _open_wake_stream(self) -> None:
         wake = self._backend.key(f"wake:{self.name}")
@@ -298,9 +384,7 @@ class LaneWorker:
     def _start(self, entry: list[Any]) -> None:
         stream, message_id, flat, deliveries = entry
         fields = dict(zip(flat[::2], flat[1::2], strict=True))
-        lane = fields.get("lane", "")
-        if lane not in self._configs:  # only fetched from our own streams: cannot happen
-            lane = next(name for name, streams in self._streams.items() if stream in streams)
+        lane = self._lane_of[stream]
         if (stream, message_id) in self._running:  # our own lease expired (an outage)
             return  # and we took it back: it is still running here
         running = _Running(lane)
@@ -340,60 +424,71 @@ class LaneWorker:
     ) -> Callable[[], Awaitable[Any]] | None:
         """Run one attempt; return how to settle it (None: cancelled, leave it to others)."""
         try:
-            envelope = Envelope.from_fields(fields)
+            envelope = Envelope.from_fields(self._registry.converter, fields)
         except StorageError as exc:
-            return self._drop(stream, message_id, exc)
+            return self._malformed(running.lane, stream, message_id, fields, exc)
         config = self._configs[running.lane]
         if deliveries > self._settings.max_deliveries:
             poison = (
                 f"LeaseExpired: delivered {deliveries} times; the workers running it died or "
                 f"stalled past the lease ({self._backend.lease} s)"
             )
-            return self._final(stream, message_id, envelope, "failed", poison)
+            return self._next(stream, message_id, envelope, _Outcome.failed(Permanent(poison)))
         try:
             command = self._registry.decode(envelope.type, envelope.payload)
         except StorageError as exc:
-            return self._final(stream, message_id, envelope, "failed", f"StorageError: {exc}")
+            outcome = _Outcome.failed(Permanent(f"StorageError: {exc}"))
+            return self._next(stream, message_id, envelope, outcome)
         timeout = envelope.timeout or config.timeout or math.inf
         outcome = await self._execute(running, command, envelope.attempt, timeout)
-        if outcome is None:
+        if outcome.ended is Ended.CANCELLED:
             return None
-        if outcome.timed_out:
+        if outcome.ended is Ended.TIMED_OUT:
             self._counts[running.lane]["timed_out"] += 1
-        if outcome.error is None:
+        return self._next(stream, message_id, envelope, outcome)
+
+    def _next(
+        self, stream: str, message_id: str, envelope: Envelope, outcome: _Outcome
+    ) -> Callable[[], Awaitable[Any]]:
+        """How to settle an attempt: the step :func:`lanes._outcome.next_step` decides."""
+        step = next_step(
+            outcome.ended,
+            attempt=envelope.attempt,
+            retry=self._configs[self._lane_of[stream]].retry,
+            error=outcome.error,
+            draw=self._random.random,
+        )
+        if step.next is Next.DONE:
             return self._done(stream, message_id, envelope, outcome.value)
-        retry = config.retry
-        if outcome.permanent or envelope.attempt > retry.max_retries:
-            kind = "timeout" if outcome.timed_out else "failed"
-            return self._final(stream, message_id, envelope, kind, outcome.error)
-        delay = retry.delay(envelope.attempt, self._random.random())
-        return self._retry(stream, message_id, envelope, delay)
+        if step.next is Next.RETRY:
+            return self._retry(stream, message_id, envelope, step.delay)
+        assert step.next is Next.DEAD_LETTER and step.error is not None
+        if outcome.ended is Ended.TIMED_OUT:
+            text = f"CommandTimeout: {step.error}"
+            return self._final(stream, message_id, envelope, "timeout", text)
+        return self._final(stream, message_id, envelope, "failed", _describe(step.error))
 
     async def _execute(
         self, running: _Running, command: Any, attempt: int, timeout: float
-    ) -> _Outcome | None:
-        """Run the command under its scope; None when the scope was cancelled (lost lease,
-        shutdown). The value comes back as JSON."""
-        outcome = _Outcome()
+    ) -> _Outcome:
+        """Run the command under its scope and say how the attempt ended (cancelled: the
+        scope was cancelled, by a lost lease or shutdown). The value comes back as JSON."""
+        outcome = _Outcome(Ended.RETURNED)
         with running.scope:
             try:
                 with trio.fail_after(timeout):
                     value = await command.execute()
             except trio.TooSlowError:
-                outcome.timed_out = True
-                outcome.error = f"CommandTimeout: attempt {attempt} exceeded {timeout} s"
-            except Permanent as exc:
-                outcome.permanent = True
-                outcome.error = _describe(exc.error)
+                error = trio.TooSlowError(f"attempt {attempt} exceeded {timeout} s")
+                outcome = _Outcome(Ended.TIMED_OUT, error=error)
             except Exception as exc:
-                outcome.error = _describe(exc)
+                outcome = _Outcome.failed(exc)
             else:
                 try:
                     outcome.value = json.dumps(self._registry.converter.unstructure(value))
                 except Exception as exc:
-                    outcome.permanent = True
-                    outcome.error = f"ResultNotJSON: {exc!r}"
-        return None if running.scope.cancel_called else outcome
+                    outcome = _Outcome.failed(Permanent(f"ResultNotJSON: {exc!r}"))
+        return _Outcome(Ended.CANCELLED) if running.scope.cancel_called else outcome
 
     def _done(
         self, stream: str, message_id: str, envelope: Envelope, value: str
@@ -417,13 +512,26 @@ class LaneWorker:
         letter: dict[str, str] | None,
         counter: str,
     ) -> Callable[[], Awaitable[Any]]:
-        reply_fields = fields_list(reply.fields())
+        target = _Target(envelope.lane, envelope.id, envelope.reply, envelope.key)
+        return self._finish(stream, message_id, target, reply, letter, counter)
+
+    def _finish(
+        self,
+        stream: str,
+        message_id: str,
+        target: _Target,
+        reply: Reply | None,
+        letter: dict[str, str] | None,
+        counter: str,
+    ) -> Callable[[], Awaitable[Any]]:
+        """The FINISH call: acknowledge, reply (unless None), dead-letter, release the key."""
+        reply_fields = fields_list(reply.fields(self._registry.converter)) if reply else []
         args = [
             GROUP,
             message_id,
             self._backend.prefix,
-            envelope.id,
-            "1" if envelope.key else "0",
+            target.command_id,
+            "1" if target.key else "0",
             self._settings.dead_letter_limit,
             len(reply_fields),
             *reply_fields,
@@ -431,15 +539,14 @@ class LaneWorker:
         ]
         keys = [
             stream,
-            envelope.reply,
+            target.reply or self._backend.key("reply:-"),
             self._backend.key("dead"),
-            self._backend.key(f"key:{envelope.key or ''}"),
+            self._backend.key(f"key:{target.key or ''}"),
         ]
-        lane = envelope.lane
 
         async def call() -> None:
             settled = await self._batcher.call(self._scripts["FINISH"], keys, args)
-            counts = self._counts[lane]
+            counts = self._counts[target.lane]
             if not settled:
                 counts["duplicates"] += 1
                 return
@@ -453,7 +560,8 @@ class LaneWorker:
         self, stream: str, message_id: str, envelope: Envelope, delay: float
     ) -> Callable[[], Awaitable[Any]]:
         next_attempt = attrs.evolve(envelope, attempt=envelope.attempt + 1)
-        args = [GROUP, message_id, math.ceil(delay * 1000), *fields_list(next_attempt.fields())]
+        fields = fields_list(next_attempt.fields(self._registry.converter))
+        args = [GROUP, message_id, math.ceil(delay * 1000), *fields]
         keys = [stream, self._backend.key("delayed")]
 
         async def call() -> None:
@@ -462,17 +570,33 @@ class LaneWorker:
 
         return call
 
-    def _drop(
-        self, stream: str, message_id: str, error: StorageError
+    def _malformed(
+        self,
+        lane: str,
+        stream: str,
+        message_id: str,
+        fields: Mapping[str, str],
+        error: StorageError,
     ) -> Callable[[], Awaitable[Any]]:
-        """Settle an entry that is not a command of ours: acknowledge and delete it."""
-
-        async def call() -> None:
-            await redis_call(self._backend, self._client.xack(stream, GROUP, [message_id]))
-            await redis_call(self._backend, self._client.xdel(stream, [message_id]))
-            raise error
-
-        return call
+        """Settle an entry that is not a command of ours: dead-letter it once, acknowledge
+        and delete it, count and log it, and fail its submitter's handle if it names one."""
+        raw = salvage(fields)
+        text = f"MalformedEntry: {error}"
+        _log.error("lane %r: entry %s of %s dead-lettered: %s", lane, message_id, stream, error)
+        letter = {
+            "command_id": raw.get("id", ""),
+            "lane": lane,
+            "stream": stream,
+            "type": raw.get("type", ""),
+            "payload": raw.get("payload", ""),
+            "timeout": "",
+            "error": text,
+            "attempts": "0",
+            "failed_at": repr(time.time()),
+        }
+        target = _Target(lane, raw.get("id", ""), raw.get("reply", ""), raw.get("key"))
+        reply = Reply(target.command_id, "failed", "null", text, 0) if target.command_id else None
+        return self._finish(stream, message_id, target, reply, letter, "malformed")
 
     async def _settle(self, lane: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Run a settling call until Redis takes it (reconnecting with backoff).
@@ -485,9 +609,7 @@ class LaneWorker:
             try:
                 await call()
                 return
-            except StorageError as exc:
-                if exc.__cause__ is None:  # a malformed entry, already removed
-                    return
+            except StorageError:
                 self.connection_errors += 1
                 await trio.sleep(pause * (0.5 + self._random.random()))
                 pause = min(pause * 2, _BACKOFF[1])
@@ -499,7 +621,7 @@ class LaneWorker:
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             with contextlib.suppress(StorageError):
-                await run_script(self._backend, self._scripts["RETRY"], keys, args)
+                await self._batcher.call(self._scripts["RETRY"], keys, args)
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -513,8 +635,7 @@ class LaneWorker:
                     by_stream.setdefault(stream, []).append(message_id)
             for stream, ids in by_stream.items():
                 try:
-                    lost = await run_script(
-                        self._backend,
+                    lost = await self._batcher.call(
                         self._scripts["HEARTBEAT"],
                         [stream],
                         [GROUP, self.name, *ids],
@@ -546,12 +667,27 @@ class LaneWorker:
     _commands: trio.Nursery
 
 
+@attrs.frozen
+class _Target:
+    """Whom a FINISH call settles: the lane, command id, reply stream and key."""
+
+    lane: str
+    command_id: str
+    reply: str
+    key: str | None
+
+
 @attrs.define
 class _Outcome:
-    value: str = "null"  # JSON
-    error: str | None = None  # "Type: message"; None: it succeeded
-    permanent: bool = False
-    timed_out: bool = False
+    """How an attempt ended, its error (None unless it failed) and its value as JSON."""
+
+    ended: Ended
+    error: BaseException | None = None
+    value: str = "null"
+
+    @classmethod
+    def failed(cls, error: BaseException) -> _Outcome:
+        return cls(Ended.RAISED, error=error)
 
 
 @attrs.frozen
@@ -565,9 +701,10 @@ class _Settings:
     poll_ms: int
 
 
-def _describe(error: BaseException | str) -> str:
-    if isinstance(error, str):
-        return error
+def _describe(error: BaseException) -> str:
+    """``"Type: message"``; a ``Permanent`` that wraps a message is that message."""
+    if isinstance(error, Permanent) and isinstance(error.error, str):
+        return error.error
     return f"{type(error).__name__}: {error}"
 
 
@@ -680,28 +817,32 @@ async def open_lane_worker(
         max_deliveries,
         dead_letter_limit,
     )
-    async with connect(backend) as client, connect(backend) as blocking:
-        worker = LaneWorker(client, blocking, backend, configs, registry, settings)
+    async with connect(backend) as client:
+        worker = LaneWorker(client, backend, configs, registry, settings)
         await worker._ensure_groups()
         await worker._open_wake_stream()
-        async with trio.open_nursery() as outer:
-            outer.start_soon(worker._heartbeat_loop)
-            outer.start_soon(worker._batcher.run)
-            async with trio.open_nursery() as work:
-                worker._commands = work
-                fetching = trio.CancelScope()
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(worker._heartbeat_loop)
+                outer.start_soon(worker._batcher.run)
+                async with trio.open_nursery() as work:
+                    worker._commands = work
+                    fetching = trio.CancelScope()
 
-                async def fetch() -> None:
-                    with fetching:
-                        await worker._fetch_loop()
+                    async def fetch() -> None:
+                        with fetching:
+                            await worker._fetch_loop()
 
-                work.start_soon(fetch)
-                try:
-                    yield worker
-                except BaseException:
+                    work.start_soon(fetch)
+                    try:
+                        yield worker
+                    except BaseException:
+                        fetching.cancel()
+                        worker._abort()
+                        raise
                     fetching.cancel()
-                    worker._abort()
-                    raise
-                fetching.cancel()
-                await worker._stop(drain_timeout)
-            outer.cancel_scope.cancel()
+                    await worker._stop(drain_timeout)
+                outer.cancel_scope.cancel()
+        finally:
+            if worker._reader is not None:
+                await worker._reader.aclose()

@@ -1,7 +1,7 @@
 """Testing tools for trio-lanes: property tests for the scheduler and for your lanes.
 
-* :class:`ReferenceModel`: a plain model of the scheduling rules (rules 1-4, retries,
-  timeouts, dead letters).
+* :class:`ReferenceModel`: a plain model of the scheduling rules of docs/architecture.md
+  (rules 1-4, retries, timeouts, dead letters).
 * :class:`PolicyStateMachine`: a Hypothesis state machine that drives the real scheduling
   policy and outcome code against the model; subclass it with your own ``lane_configs``,
   rules and checks (:class:`SchedulerView`, :class:`TraceEntry`); a failure prints a
@@ -15,7 +15,7 @@
 * The ``lane_system`` pytest fixture (:class:`LaneSystemFactory`), from the plugin
   ``lanes.testing.pytest_plugin``.
 
-The strategies and the state machine need Hypothesis (``pip install trio-lanes[test]``); they
+The strategies and the state machine need Hypothesis (the ``test`` extra); they
 are imported on first use, so the rest works without it.
 """
 

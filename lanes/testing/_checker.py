@@ -672,7 +672,7 @@ def check_invariants(
     complete: bool = True,
     tolerance: float = 1e-6,
 ) -> None:
-    """Check an event log of a lane system against the rules of DESIGN.md section 2.
+    """Check an event log of a lane system against the rules of docs/architecture.md.
 
     Checked, in log order: per-lane ``max_concurrency``, the global cap and the
     ``min_concurrency`` reservations are never exceeded; starts respect each lane's rate

@@ -113,6 +113,8 @@ class LaneSystemFactory:
     ) -> AbstractAsyncContextManager[LaneSystem]:
         """``open_lane_system(lanes, max_concurrency=..., **options)``, recorded and checked.
 
+        Without ``storage=`` (and ``clock=``), the system's wall clock is
+        ``trio.current_time``: event timestamps are the test's Trio (mock) times.
         On normal exit the system is drained (up to its ``drain_timeout``, default 30 s; what
         is left then is cancelled) and, with ``check=True``, its event log is checked with
         :func:`~lanes.testing.check_invariants` (pass the lanes you paused in ``paused``).
@@ -129,6 +131,10 @@ class LaneSystemFactory:
         options: dict[str, Any],
     ) -> AsyncIterator[LaneSystem]:
         self._check_clock()
+        if options.get("storage") is None and options.get("backend") is None:
+            # Events carry wall time; here the wall clock is the test's (mock) Trio clock,
+            # so timestamps equal trio.current_time() at each event, exactly.
+            options.setdefault("clock", trio.current_time)
         drain_timeout = options.get("drain_timeout", 30.0)
         opening = open_lane_system(lanes, max_concurrency=max_concurrency, **options)
         async with opening as system, record_events(system) as log:

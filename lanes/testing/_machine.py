@@ -4,7 +4,8 @@
 (raised, :class:`~lanes.Permanent`, timed out at the deadline) and retries through the real
 outcome code (``lanes._outcome.next_step``), preempts, cancels, pauses and lets time pass,
 exactly through the calls the shell makes on ``lanes._policy.Policy``, and after every step
-checks the policy and the outcome code against :class:`~lanes.testing.ReferenceModel`.
+checks the policy and the outcome code against :class:`~lanes.testing.ReferenceModel`
+and the rules of docs/architecture.md.
 
 Subclass it to check your own lanes::
 
@@ -125,7 +126,7 @@ class _FastTestCase:
 
 
 class PolicyStateMachine(RuleBasedStateMachine):
-    """Model-check ``lanes._policy.Policy`` and the outcome rules (rules 1-4, retries).
+    """Model-check ``lanes._policy.Policy`` and the outcome rules (docs/architecture.md, 1-4).
 
     Class attributes and hooks a subclass may override:
 

@@ -1,4 +1,4 @@
-"""A plain, slow, obviously-correct model of scheduling rules 1-4 (DESIGN.md section 2).
+"""A plain, slow, obviously-correct model of scheduling rules 1-4 (docs/architecture.md).
 
 It is written from the rules, not from ``lanes._policy``: lanes hold explicit lists, rate limits
 replay their start history, and every time is an exact :class:`~fractions.Fraction`, so there

@@ -13,30 +13,29 @@ import contextlib
 import itertools
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import trio
 
+from . import _submission as submission
+from ._boundary import check_key
 from ._command import Command, CommandHandle, command_name, is_command
+from ._core import Core
 from ._errors import LaneConfigError, LaneError, ShutdownInProgress, StorageError
 from ._journal import Journal
 from ._schedule import GRACE, MISFIRE, OVERLAP, Misfire, Overlap, Timing, decide, make_timing
 from ._schedule_handle import ScheduleHandle, ScheduleSpec
-from .storage import StoredSchedule
-
-if TYPE_CHECKING:
-    from ._system import LaneSystem
+from .storage import StoredCommand, StoredSchedule
 
 __all__ = ["Scheduler"]
 
 
 class Scheduler:
-    """The schedules of one lane system."""
+    """The schedules of one lane system (its ``ScheduleHandle``s' owner)."""
 
-    def __init__(self, system: LaneSystem) -> None:
-        self._system = system
-        self._core = system._core
+    def __init__(self, core: Core) -> None:
+        self._core = core
         self._nursery: trio.Nursery | None = None
         self._names = itertools.count(1)
         self.entries: dict[str, ScheduleHandle] = {}
@@ -123,13 +122,12 @@ class Scheduler:
         misfire_limit: object,
         durable: object,
     ) -> ScheduleSpec:
-        system = self._system
-        if not self._core.accepting or self._nursery is None:
-            raise system._shutdown_error()
-        system._check_lane(lane, "schedule")
-        if key is not None and (not isinstance(key, str) or not key):
-            msg = f"schedule: key={key!r} is invalid; expected a non-empty string (or None)"
-            raise LaneConfigError(msg)
+        core = self._core
+        if not core.accepting or self._nursery is None:
+            raise submission.shutdown_error()
+        submission.check_lane(core.configs, lane, "schedule")
+        if key is not None:
+            check_key(key, "schedule")
         timing = make_timing(every, cron, tz, self.wall())
         jitter_s = _seconds("jitter", jitter)
         chosen = _choice("misfire", misfire, MISFIRE)
@@ -140,7 +138,7 @@ class Scheduler:
         if durable and self._core.durable is None:
             msg = "schedule: durable=True needs a storage: open_lane_system(storage=...)"
             raise LaneConfigError(msg)
-        payload = system._payload(target, durable)
+        payload = submission.payload(core, target, durable, where="schedule")
         if payload is not None and key is None:
             msg = (
                 "schedule: a durable schedule needs key=..., so that the next start finds it "
@@ -148,7 +146,7 @@ class Scheduler:
             )
             raise LaneConfigError(msg)
         if payload is None:
-            system._prepare(lane, target, (), None, None, None, False)  # validates the callable
+            submission.validate(core, lane, target, (), None, None, None, "schedule")
             if is_command(target):
                 type_name = command_name(target)
             else:
@@ -341,36 +339,27 @@ class Scheduler:
     async def _submit(self, handle: ScheduleHandle, slot: float) -> CommandHandle[Any]:
         spec = handle._spec
         durable = self._core.durable
+        core = self._core
         if durable is None or not spec.stored:
             handle._recorded = slot
-            return await self._system.submit(spec.lane, spec.target, durable=False)
-        system = self._system
-        core = self._core
-        obj = durable.registry.decode(spec.type, spec.target)
-        cmd = system._prepare(spec.lane, obj, (), None, None, None, None)
-        assert isinstance(cmd, Command)
-        room = core.rooms[spec.lane]
-        await room.take()
-        if room.closed or not core.accepting:
-            raise system._shutdown_error()
+            target, stored = spec.target, False
+        else:
+            target, stored = durable.registry.decode(spec.type, spec.target), None
+        cmd = submission.prepare(core, spec.lane, target, (), None, None, None, stored)
+        assert isinstance(cmd, Command)  # no key: always a new command
         previous = handle._recorded
-        handle._recorded = slot
-        # One synchronous step: the command and the slot go into the same batch.
-        durable.journal.save(durable.row(cmd, "pending"))
-        durable.journal.save_schedule(self._row(handle, cmd.id))
+
+        def write(journal: Journal, row: StoredCommand) -> None:
+            # One synchronous step: the command and the slot go into the same batch.
+            handle._recorded = slot
+            journal.save(row)
+            journal.save_schedule(self._row(handle, cmd.id))
+
         try:
-            await durable.journal.commit()
-        except StorageError as exc:
+            return await submission.accept(core, cmd, None, write=write)
+        except StorageError:
             handle._recorded = previous
-            room.give()
-            core.abort(cmd, exc)
             raise
-        if not core.accepting:  # stored with its slot: it runs at the next start
-            room.give()
-            core.abort(cmd, system._shutdown_error())
-            raise system._shutdown_error()
-        core.accept(cmd, None)
-        return cmd.handle
 
     async def _record(self, handle: ScheduleHandle, slot: float) -> None:
         """Write that every slot up to ``slot`` is dealt with (no command fired for it)."""
