@@ -13,6 +13,7 @@ deployment each is a process of its own, on any machine that reaches Redis:
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 
@@ -74,6 +75,22 @@ async def demo(url: str) -> None:
         held = await distributed.unfinished_commands(url, prefix=backend.prefix)
         print(f"held in Redis: {[(c['lane'], c['status']) for c in held]}")  # (lanes inspect)
         await later.result()
+        dropped = await system.submit("batch", Thumbnail("dropped.png", 64), delay=0.3)
+        dropped.cancel()  # synchronous, as in process; every worker hears of it
+        try:
+            await dropped.result()
+        except lanes.CommandCancelled as error:
+            print(f"cancelled: {error}".replace(dropped.id, "ID"))
+        system.pause("batch")  # every worker stops starting batch commands
+        system.resume("batch")
+        parked = [
+            await system.submit("batch", Thumbnail(f"p{i}.png", 64), delay=30) for i in range(3)
+        ]
+        print(f"cancel_lane dropped: {await system.cancel_lane('batch', running=False)}")
+        for handle in parked:
+            with contextlib.suppress(lanes.CommandCancelled):
+                await handle.result()
+        print(f"parked: {[h.status.value for h in parked]}")
     done = sum(w.statistics().lanes["batch"].completed for w in (one, two))
     print(f"batch commands completed by the two workers: {done}")
 

@@ -73,6 +73,12 @@ class Core:
         self._random = rng
         self.wake: Callable[[], None] = _nothing
         self.pools: dict[str, WorkerPool[Command, int]] = {}
+        # Parked workers outlive the system's last command by REAP_AFTER seconds (a
+        # command a moment later reuses one instead of spawning a task); then the
+        # dispatcher reaps them. `idle_epoch` counts the moments the system became idle.
+        self.idle_epoch = 0
+        self.reap_armed = False
+        self.arm_reap: Callable[[], None] = self.reap
         self._idle: trio.Event | None = None
         self.on_unobserved: UnobservedCallback | None = None
         self.resumed: dict[str, trio.Event] = {}  # lanes whose pause_point callers wait
@@ -449,8 +455,16 @@ class Core:
         if not self.live:
             if self._idle is not None:
                 self._idle.set()
-            for pool in self.pools.values():
-                pool.reap()  # an idle system keeps no parked worker
+            self.idle_epoch += 1
+            if not self.reap_armed:
+                self.reap_armed = True
+                self.arm_reap()  # the dispatcher reaps the parked workers if this lasts
+
+    def reap(self) -> None:
+        """End every parked worker: an idle system keeps no worker task."""
+        self.reap_armed = False
+        for pool in self.pools.values():
+            pool.reap()
 
     async def wait_idle(self) -> None:
         """Wait until no accepted command is left unresolved."""

@@ -9,7 +9,9 @@ here. Everything else calls :meth:`Dispatcher.wake`: one decision round over the
 cancel scopes. A round is never re-entered: a state change made while one runs folds into
 one more round. The dispatcher's own task only sleeps until the next time-driven change the
 policy asks for (a delayed command falls due, a rate-limit token arrives, a boost point is
-reached) and is never woken while the system is idle.
+reached), and once, :data:`REAP_AFTER` seconds after the system's last command ended, to
+end the workers parked since (a system that stays idle then holds this one task and is
+never woken).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from actors import WorkerPool
 from ._command import Command
 from ._core import Core
 
-__all__ = ["Dispatcher"]
+__all__ = ["REAP_AFTER", "Dispatcher"]
+
+REAP_AFTER = 1.0
+"""Seconds an idle system keeps its parked workers, for a command that comes soon after."""
 
 
 class Dispatcher:
@@ -37,7 +42,10 @@ class Dispatcher:
         self._again = False
         self._armed = math.inf
         self._rearm = trio.Event()
+        self._reap_at = math.inf  # when to reap, if the system stays idle until then
+        self._reap_epoch = 0
         core.wake = self.wake
+        core.arm_reap = self.poke
         core.policy.set_waker(self.poke)
 
     def poke(self) -> None:
@@ -89,9 +97,31 @@ class Dispatcher:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sleep until the policy's next timer, decide, repeat. Idle systems never wake."""
         task_status.started()
+        core = self.core
         while True:
             self._rearm = trio.Event()
             wake_at = self._decide_all()
             self._armed = math.inf if wake_at is None else wake_at
-            with trio.move_on_at(self._armed):
+            if core.reap_armed:
+                self._reap_step(core.now())
+            with trio.move_on_at(min(self._armed, self._reap_at)):
                 await self._rearm.wait()
+
+    def _reap_step(self, now: float) -> None:
+        """Reap the parked workers once the system has been idle for REAP_AFTER seconds.
+
+        ``idle_epoch`` unchanged since the timer was armed, and no command live: the
+        system has stayed idle all along.
+        """
+        core = self.core
+        if self._reap_at == math.inf:  # just armed by the system becoming idle
+            self._reap_at, self._reap_epoch = now + REAP_AFTER, core.idle_epoch
+        elif now >= self._reap_at:
+            if core.live:
+                core.reap_armed = False  # busy again: its next idle moment re-arms
+            elif core.idle_epoch == self._reap_epoch:
+                core.reap()
+            else:  # idle again since, but not for long: wait from then
+                self._reap_at, self._reap_epoch = now + REAP_AFTER, core.idle_epoch
+                return
+            self._reap_at = math.inf

@@ -288,11 +288,12 @@ async def test_an_idle_worker_takes_new_commands_alone_unless_a_lane_is_limited(
         open_lane_worker(limited, backend=backend, commands=[Step]) as rated,
         system_on(backend) as system,
     ):
-        assert await blocked_reads(backend.url, 4) == [*["xread"] * 3, "xreadgroup"]
+        # (and each worker's control-stream XREAD)
+        assert await blocked_reads(backend.url, 7) == [*["xread"] * 6, "xreadgroup"]
         handles = [await system.submit(LANES[i % 2].name, Step(log, f"c{i}")) for i in range(20)]
         handles.append(await system.submit("urgent", Step(log, "later"), delay=0.2))
         assert [await h.result() for h in handles] == [f"c{i}" for i in range(20)] + ["later"]
-        assert await blocked_reads(backend.url, 4) == [*["xread"] * 3, "xreadgroup"]
+        assert await blocked_reads(backend.url, 7) == [*["xread"] * 6, "xreadgroup"]
     done = [
         w.statistics().lanes[lane].completed
         for w in (free, narrow, rated)

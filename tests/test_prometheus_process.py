@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import lanes
 from lanes import LaneConfig
+from lanes._dispatcher import REAP_AFTER
 from lanes._histogram import Histogram
 from lanes.prometheus import LaneCollector, PrometheusBackend, serve_metrics
 
@@ -351,6 +352,7 @@ async def test_idle_systems_stay_idle_with_a_collector(autojump_clock: trio.abc.
             system = await stack.enter_async_context(lanes.open_lane_system(CONFIGS))
             await system.run("query", noop)
             opened.append(system)
+        await trio.sleep(REAP_AFTER)  # idle: their parked workers are reaped
         await trio.testing.wait_all_tasks_blocked()
         tasks = task_count()
         for index, system in enumerate(opened):

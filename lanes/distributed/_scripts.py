@@ -7,7 +7,17 @@ that derive a key from an id (waiters) need a standalone Redis or a prefix with 
 
 from __future__ import annotations
 
-__all__ = ["FETCH", "FINISH", "HEARTBEAT", "MOVE_LETTER", "RETRY", "SUBMIT"]
+__all__ = [
+    "CANCEL",
+    "CANCEL_LANE",
+    "FETCH",
+    "FINISH",
+    "HEARTBEAT",
+    "MOVE_LETTER",
+    "PAUSE",
+    "RETRY",
+    "SUBMIT",
+]
 
 _NOW = """
 local t = redis.call('TIME')
@@ -16,8 +26,9 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 # KEYS: stream, delayed zset, idempotency key, notify stream (wakes idle workers on a delay).
 # ARGV: has_key, command id, prefix, reply stream, key ttl ms, delay ms, fields...
-# Returns the id of the command that will run: the given one, or the one already holding
-# the key (this submitter is then registered to receive its result too).
+# Returns {id, entry id}: the id of the command that will run (the given one, or the one
+# already holding the key: this submitter is then registered to receive its result too) and
+# its lane stream entry's id ('' when it is delayed or another command's).
 SUBMIT = (
     _NOW
     + """
@@ -25,7 +36,7 @@ if ARGV[1] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing then
     redis.call('SADD', ARGV[3] .. ':waiters:' .. existing, ARGV[4])
-    return existing
+    return {existing, ''}
   end
   redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[5])
 end
@@ -35,14 +46,14 @@ local delay = tonumber(ARGV[6])
 if delay > 0 then
   redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
   redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 'delayed', '1')
-else
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
+  return {ARGV[2], ''}
 end
-return ARGV[2]
+return {ARGV[2], redis.call('XADD', KEYS[1], '*', unpack(fields))}
 """
 )
 
-# KEYS: delayed zset, then the streams to fetch from, most urgent lane first.
+# KEYS: delayed zset, then the streams to fetch from, most urgent lane first, then the set
+# of paused lanes (a paused lane's streams are skipped: nothing of it starts or is reclaimed).
 # ARGV: group, consumer, budget, reclaim idle ms (0: no reclaim), poll ms, then seven values
 # per stream: lane, lane's free slots, ordered (1/0), cluster cap of the lane (0: none),
 # tokens per ms (0: no rate limit), burst, bucket key. A lane's streams are consecutive.
@@ -65,8 +76,9 @@ local function hint(ms)
 end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then hint(math.max(1, tonumber(head[2]) - now)) end
+local paused = KEYS[#KEYS]
 local left, running = {}, {}
-for i = 2, #KEYS do
+for i = 2, #KEYS - 1 do
   local base = 6 + (i - 2) * 7
   local lane = ARGV[base]
   if left[lane] == nil then left[lane] = tonumber(ARGV[base + 1]) end
@@ -75,12 +87,13 @@ for i = 2, #KEYS do
   end
 end
 local out = {}
-for i = 2, #KEYS do
+for i = 2, #KEYS - 1 do
   if budget <= 0 then break end
   local stream = KEYS[i]
   local base = 6 + (i - 2) * 7
   local lane = ARGV[base]
   local n = math.min(budget, left[lane])
+  if redis.call('SISMEMBER', paused, lane) == 1 then n = 0 end
   local ordered, cap = ARGV[base + 2] == '1', tonumber(ARGV[base + 3])
   local rate, burst, bucket = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]), ARGV[base + 6]
   local tokens = 0
@@ -135,7 +148,7 @@ for i = 2, #KEYS do
 end
 local last = {}
 if #out == 0 then
-  for i = 2, #KEYS do
+  for i = 2, #KEYS - 1 do
     local info = redis.call('XINFO', 'STREAM', KEYS[i])
     for j = 1, #info, 2 do
       if info[j] == 'last-generated-id' then last[#last + 1] = info[j + 1] end
@@ -214,4 +227,104 @@ local fields = {}
 for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[2], '*', unpack(fields))
 return 1
+"""
+
+# KEYS: lane stream, cancelled zset, control stream, idempotency key.
+# ARGV: group, entry id ('' unknown), command id, marker ttl ms, has_key.
+# A command still queued in its stream (not handed to any worker) is deleted: returns 1, it
+# never starts. Otherwise (running, delayed, or finished) the id is marked cancelled until
+# the ttl passes and announced on the control stream, which every worker reads: returns 2.
+CANCEL = (
+    _NOW
+    + """
+if ARGV[2] ~= '' then
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+  local handed = type(pending) == 'table' and pending.err == nil and pending[1] ~= nil
+  if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
+    if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+    return 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'cancel', ARGV[3])
+return 2
+"""
+)
+
+# KEYS: paused set, control stream, notify stream. ARGV: lane, '1' (pause) or '0' (resume).
+# Pauses or resumes a lane for every worker: fetches skip a paused lane at once (the set),
+# workers stop reading it when the control stream tells them; a resume wakes idle workers.
+PAUSE = """
+if ARGV[2] == '1' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'pause', ARGV[1])
+else
+  redis.call('SREM', KEYS[1], ARGV[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'resume', ARGV[1])
+  redis.call('XADD', KEYS[3], 'MAXLEN', 1, '*', 'resumed', '1')
+end
+return 1
+"""
+
+# KEYS: delayed zset, control stream, then the lane's streams.
+# ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix.
+# Queued: deletes the lane's entries no worker holds and its delayed (and retrying)
+# commands, replying 'cancelled' to their submitters and releasing their keys. Running:
+# tells every worker (control stream) to cancel the lane's running commands.
+# Returns {queued commands deleted, running commands told to stop}.
+CANCEL_LANE = """
+local group, lane, prefix = ARGV[1], ARGV[2], ARGV[5]
+local dropped, running = 0, 0
+local function drop(fields)
+  local ok, env = pcall(cjson.decode, fields[2] or '')
+  dropped = dropped + 1
+  if not ok or type(env) ~= 'table' or type(env.id) ~= 'string' then return end
+  local reply = cjson.encode({id = env.id, outcome = 'cancelled', value = 'null',
+    error = '', attempts = 0})
+  local targets = redis.call('SMEMBERS', prefix .. ':waiters:' .. env.id)
+  if type(env.reply) == 'string' then targets[#targets + 1] = env.reply end
+  for _, stream in ipairs(targets) do
+    if redis.call('EXISTS', stream) == 1 then redis.call('XADD', stream, '*', 'c', reply) end
+  end
+  redis.call('DEL', prefix .. ':waiters:' .. env.id)
+  if type(env.key) == 'string' then
+    local key = prefix .. ':key:' .. env.key
+    if redis.call('GET', key) == env.id then redis.call('DEL', key) end
+  end
+end
+local function pending(stream, what)
+  local answer = redis.pcall('XPENDING', stream, group, unpack(what))
+  if type(answer) == 'table' and answer.err == nil then return answer end
+  return nil
+end
+if ARGV[3] == '1' then
+  local mine = {}
+  for i = 3, #KEYS do
+    mine[KEYS[i]] = true
+    local held = {}
+    for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do held[row[1]] = true end
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[i], '-', '+')) do
+      if not held[entry[1]] then
+        redis.call('XDEL', KEYS[i], entry[1])
+        drop(entry[2])
+      end
+    end
+  end
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local item = cjson.decode(member)
+    if mine[item[1]] then
+      redis.call('ZREM', KEYS[1], member)
+      drop(item[2])
+    end
+  end
+end
+if ARGV[4] == '1' then
+  for i = 3, #KEYS do
+    local summary = pending(KEYS[i], {})
+    if summary then running = running + summary[1] end
+  end
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'cancel_lane', lane)
+end
+return {dropped, running}
 """

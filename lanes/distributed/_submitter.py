@@ -9,7 +9,7 @@ import reprlib
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +23,7 @@ from .._codec import CommandRegistry
 from .._command import CommandStatus, command_name, is_command
 from .._config import LaneConfig
 from .._errors import (
+    CommandCancelled,
     CommandFailed,
     CommandTimeout,
     DrainTimeout,
@@ -37,6 +38,7 @@ from .._errors import (
 from . import _scripts
 from ._redis import (
     _LINK_FAILURES,
+    GROUP,
     Batcher,
     Client,
     Lua,
@@ -73,7 +75,18 @@ class RemoteHandle(Generic[T]):
     ``json.loads`` here): a dict for an attrs object, a list for a tuple, and so on.
     """
 
-    __slots__ = ("_done", "_id", "_lane", "_reply", "_system", "_type")
+    __slots__ = (
+        "_cancelling",
+        "_done",
+        "_entry",
+        "_id",
+        "_key",
+        "_lane",
+        "_reply",
+        "_stream",
+        "_system",
+        "_type",
+    )
 
     def __init__(self, system: RemoteLaneSystem, command_id: str, lane: str, type_name: str):
         self._system = system
@@ -82,6 +95,10 @@ class RemoteHandle(Generic[T]):
         self._type = type_name
         self._done = trio.Event()
         self._reply: Reply | ShutdownInProgress | None = None
+        self._stream = ""  # the lane stream and entry id while queued ("": unknown)
+        self._entry = ""
+        self._key: str | None = None
+        self._cancelling = False
 
     def __repr__(self) -> str:
         return f"<RemoteHandle {self._id} lane={self._lane!r} {self._type} {self.status.value}>"
@@ -98,13 +115,32 @@ class RemoteHandle(Generic[T]):
 
     @property
     def status(self) -> CommandStatus:
-        """pending (queued or running somewhere), done or failed."""
+        """pending (queued or running somewhere), done, failed or cancelled."""
         reply = self._reply
         if reply is None:
             return CommandStatus.PENDING
         if isinstance(reply, Reply) and reply.outcome == "done":
             return CommandStatus.DONE
+        if isinstance(reply, Reply) and reply.outcome == "cancelled":
+            return CommandStatus.CANCELLED
         return CommandStatus.FAILED
+
+    def cancel(self) -> None:
+        """Cancel the command (synchronous, like ``CommandHandle.cancel``).
+
+        The request reaches Redis in the background, in one round trip: a command still
+        queued in its lane stream is deleted there and never starts; a running one is
+        cancelled by its worker at once (a control stream every worker reads) and resolves
+        when its attempt exits; a delayed one is marked and settled as cancelled when it
+        comes due. Either way the handle then raises :class:`CommandCancelled`. No-op once
+        the outcome arrived or a cancel was requested. If Redis stays unreachable until the
+        system closes, the command is left as it was (the handle raises
+        ``ShutdownInProgress``). After the system closed it is a no-op too (its handles
+        were resolved then).
+        """
+        if self._done.is_set() or self._cancelling:
+            return
+        self._system._request_cancel(self)
 
     def done(self) -> bool:
         """Whether the outcome arrived."""
@@ -118,6 +154,7 @@ class RemoteHandle(Generic[T]):
         Raises:
             CommandTimeout: its last attempt exceeded the timeout.
             CommandFailed: it failed for good; ``__cause__`` is a :class:`RemoteCommandError`.
+            CommandCancelled: it was cancelled (``cancel()``) before it finished.
             ShutdownInProgress: the system closed before the outcome arrived (the command
                 stays in Redis and still runs).
         """
@@ -128,8 +165,11 @@ class RemoteHandle(Generic[T]):
         assert reply is not None
         if reply.outcome == "done":
             return json.loads(reply.value)  # type: ignore[no-any-return]
-        cause = RemoteCommandError(reply.error)
         what = f"command {self._id} ({self._type}) in lane {self._lane!r}"
+        if reply.outcome == "cancelled":
+            state = "while queued" if reply.attempts == 0 else f"on attempt {reply.attempts}"
+            raise CommandCancelled(f"{what} was cancelled {state}")
+        cause = RemoteCommandError(reply.error)
         if reply.outcome == "timeout":
             error: LaneError = CommandTimeout(
                 f"{what} timed out on attempt {reply.attempts}: {reply.error}"
@@ -175,6 +215,10 @@ class RemoteLaneSystem:
         self._submit = Lua(_scripts.SUBMIT)
         self._batcher = Batcher(backend)
         self._move = Lua(_scripts.MOVE_LETTER)
+        self._cancel = Lua(_scripts.CANCEL)
+        self._pause = Lua(_scripts.PAUSE)
+        self._cancel_lane = Lua(_scripts.CANCEL_LANE)
+        self._nursery: trio.Nursery | None = None
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -273,8 +317,10 @@ class RemoteLaneSystem:
         except BaseException:
             self._unregister(own)
             raise
-        command_id = str(answer)
+        command_id, entry_id = str(answer[0]), str(answer[1])
         handle = own
+        if command_id == envelope.id and entry_id:
+            own._stream, own._entry, own._key = stream, entry_id, key
         if command_id != envelope.id:  # another command holds the key: wait for that one
             self._unregister(own)
             handle = self._handles.get(command_id) or self._register(
@@ -360,6 +406,133 @@ class RemoteLaneSystem:
             msg = f"submit: {reprlib.repr(command)} does not survive its trip as JSON: {exc}"
             raise NotDurableError(msg) from exc
         return name, payload
+
+    # -- cancelling --------------------------------------------------------------------------
+
+    def _request_cancel(self, handle: RemoteHandle[Any]) -> None:
+        if self._nursery is None:  # closed: every handle was resolved then
+            return
+        handle._cancelling = True
+        self._nursery.start_soon(self._send_cancel, handle)
+
+    async def _send_cancel(self, handle: RemoteHandle[Any]) -> None:
+        """Run the CANCEL script until Redis takes it (backoff); resolve a queued one."""
+        keys = [
+            handle._stream or self._backend.stream(handle.lane, 0),
+            self._backend.key("cancelled"),
+            self._backend.key("control"),
+            self._backend.key(f"key:{handle._key or ''}"),
+        ]
+        args = [
+            GROUP,
+            handle._entry,
+            handle.id,
+            str(int(self._backend.key_ttl * 1000)),
+            "1" if handle._key else "0",
+        ]
+        pause = _BACKOFF[0]
+        while not handle.done():
+            try:
+                answer = await self._batcher.call(self._cancel, keys, args)
+            except StorageError:
+                await trio.sleep(pause)
+                pause = min(pause * 2, _BACKOFF[1])
+                continue
+            if int(answer) == 1:  # deleted while queued: it never starts
+                self._handles.pop(handle.id, None)
+                handle._resolve(Reply(handle.id, "cancelled", "null", "", 0))
+                if not self._handles:
+                    self._idle.set()
+            return
+
+    # -- lanes across every worker ---------------------------------------------------------------
+
+    def pause(self, lane: str) -> None:
+        """Stop starting commands of ``lane`` on every worker (running ones continue;
+        submits still queue). Synchronous, as in process; the request reaches Redis in
+        the background, in one round trip, retried with backoff while Redis is away.
+
+        From the moment Redis has it no fetch starts a command of the lane; a worker
+        whose blocking read began before then and takes a new command of the lane hands
+        it back at once (to the end of its lane stream), unless that happens before the
+        worker read the control stream (then it runs).
+
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed.
+        """
+        self._lane_control("pause", lane, True)
+
+    def resume(self, lane: str) -> None:
+        """Start the commands of ``lane`` again on every worker (see :meth:`pause`).
+
+        Raises:
+            UnknownLaneError: no such lane.
+            ShutdownInProgress: the system is closed.
+        """
+        self._lane_control("resume", lane, False)
+
+    def _lane_control(self, what: str, lane: str, paused: bool) -> None:
+        if self._nursery is None:
+            msg = f"{what}: the lane system is closed (its async with block ended)"
+            raise ShutdownInProgress(msg)
+        self._check_lane(lane, what)
+        keys = [self._backend.key(n) for n in ("paused", "control", "notify")]
+        call = self._batcher.call
+        self._nursery.start_soon(
+            self._until_taken, lambda: call(self._pause, keys, [lane, "1" if paused else "0"])
+        )
+
+    async def _until_taken(self, call: Callable[[], Awaitable[Any]]) -> None:
+        pause = _BACKOFF[0]
+        while True:
+            try:
+                await call()
+                return
+            except StorageError:
+                await trio.sleep(pause)
+                pause = min(pause * 2, _BACKOFF[1])
+
+    def _check_lane(self, lane: object, what: str) -> None:
+        if not isinstance(lane, str) or lane not in self._configs:
+            known = ", ".join(self._configs)
+            raise UnknownLaneError(f"{what}: unknown lane {lane!r}; known lanes: {known}")
+
+    async def cancel_lane(self, lane: str, *, running: bool = True, queued: bool = True) -> int:
+        """Cancel the running and/or the queued commands of ``lane`` on every worker;
+        return how many.
+
+        "Queued" means queued in a lane stream (no worker holds it), delayed or waiting
+        for a retry's backoff: those are deleted in one script and their handles (in any
+        submitter) raise :class:`CommandCancelled`. The running ones (held by a worker)
+        are announced on the control stream: each worker cancels its own at once, and
+        their handles raise ``CommandCancelled`` when the attempts exit. Unlike in
+        process this returns when Redis answered, not when the running attempts have
+        exited. Cancelling this call leaves the cancel requested or not (Redis may have
+        run it).
+
+        Raises:
+            UnknownLaneError: no such lane.
+            LaneConfigError: ``running`` or ``queued`` is not a bool, or both are False.
+            ShutdownInProgress: the system is closed.
+            StorageError: Redis cannot be reached; nothing was cancelled.
+        """
+        if self._nursery is None:
+            msg = "cancel_lane: the lane system is closed (its async with block ended)"
+            raise ShutdownInProgress(msg)
+        self._check_lane(lane, "cancel_lane")
+        for name, value in (("running", running), ("queued", queued)):
+            if not isinstance(value, bool):
+                msg = f"cancel_lane: {name}={value!r} is invalid; expected True or False"
+                raise LaneConfigError(msg)
+        if not (running or queued):
+            msg = "cancel_lane: running=False and queued=False cancel nothing; pass one True"
+            raise LaneConfigError(msg)
+        keys = [self._backend.key("delayed"), self._backend.key("control")]
+        keys += self._backend.streams(lane)
+        args = [GROUP, lane, "1" if queued else "0", "1" if running else "0"]
+        answer = await self._batcher.call(self._cancel_lane, keys, [*args, self._backend.prefix])
+        return int(answer[0]) + int(answer[1])
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -591,6 +764,7 @@ async def open_remote_system(
                 await nursery.start(system._read_replies)
                 await nursery.start(system._batcher.run)
                 nursery.start_soon(system._renew_reply_stream)
+                system._nursery = nursery
                 try:
                     yield system
                     await system._close(drain_timeout)
@@ -602,5 +776,6 @@ async def open_remote_system(
                 raise real[0] from real[0].__cause__
             raise
         finally:
+            system._nursery = None
             system._abandon()
             await system._delete_reply_stream()

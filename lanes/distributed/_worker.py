@@ -11,6 +11,7 @@ import random
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -63,6 +64,8 @@ class WorkerLaneStatistics:
         duplicates: attempts that finished after another worker settled the same command.
         malformed: entries that held no command this version can read (a missing or
             malformed field): each was dead-lettered once, acknowledged and logged.
+        cancelled: commands cancelled by their handle that this worker settled (stopped
+            while running, or found marked cancelled when fetched).
     """
 
     name: str
@@ -76,6 +79,7 @@ class WorkerLaneStatistics:
     lost: int
     duplicates: int
     malformed: int
+    cancelled: int
 
 
 @attrs.frozen
@@ -99,17 +103,21 @@ _COUNTERS = (
     "lost",
     "duplicates",
     "malformed",
+    "cancelled",
 )
+_CANCELLED_KEPT = 100_000  # ids of cancelled commands a worker remembers
 
 
 class _Running:
-    __slots__ = ("lane", "release", "scope", "settling")
+    __slots__ = ("cancelled", "command_id", "lane", "release", "scope", "settling")
 
     def __init__(self, lane: str) -> None:
         self.lane = lane
         self.scope = trio.CancelScope()
         self.settling = False
         self.release = False
+        self.cancelled = False  # by its handle (the control stream)
+        self.command_id = ""
 
 
 class LaneWorker:
@@ -140,6 +148,9 @@ class LaneWorker:
         self._active = dict.fromkeys(self._configs, 0)
         self._counts = {lane: dict.fromkeys(_COUNTERS, 0) for lane in self._configs}
         self._running: dict[tuple[str, str], _Running] = {}
+        self._by_command: dict[str, _Running] = {}
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
+        self._paused: set[str] = set()
         self._slot_freed = trio.Event()
         self._turn = 0
         self._next_reclaim = 0.0
@@ -219,6 +230,8 @@ class LaneWorker:
             return plan, 0, True
         self._turn += 1
         for config in self._order:
+            if config.name in self._paused:
+                continue
             free = config.max_concurrency - self._active[config.name]
             if free <= 0:
                 partial = True
@@ -252,6 +265,7 @@ class LaneWorker:
                 self._backend.key(f"bucket:{config.name}"),
             ]
         keys = [self._backend.key("delayed")] + [stream for _, stream, _ in plan]
+        keys.append(self._backend.key("paused"))
         answer = await self._batcher.call(self._scripts["FETCH"], keys, args)
         entries, wait_ms, last = answer
         return list(entries), int(wait_ms), [str(x) for x in last]
@@ -387,6 +401,9 @@ class LaneWorker:
         lane = self._lane_of[stream]
         if (stream, message_id) in self._running:  # our own lease expired (an outage)
             return  # and we took it back: it is still running here
+        if lane in self._paused:  # a blocking read that began before the pause took it
+            self._commands.start_soon(self._release, stream, message_id, fields)
+            return
         running = _Running(lane)
         self._running[(stream, message_id)] = running
         self._active[lane] += 1
@@ -411,6 +428,8 @@ class LaneWorker:
                 await self._release(stream, message_id, fields)
         finally:
             del self._running[(stream, message_id)]
+            if self._by_command.get(running.command_id) is running:
+                del self._by_command[running.command_id]
             self._active[running.lane] -= 1
             self._slot_freed.set()
 
@@ -428,6 +447,10 @@ class LaneWorker:
         except StorageError as exc:
             return self._malformed(running.lane, stream, message_id, fields, exc)
         config = self._configs[running.lane]
+        running.command_id = envelope.id
+        if envelope.id in self._cancelled:  # cancelled by its handle before it started
+            return self._cancel_call(stream, message_id, envelope, 0)
+        self._by_command[envelope.id] = running
         if deliveries > self._settings.max_deliveries:
             poison = (
                 f"LeaseExpired: delivered {deliveries} times; the workers running it died or "
@@ -442,6 +465,8 @@ class LaneWorker:
         timeout = envelope.timeout or config.timeout or math.inf
         outcome = await self._execute(running, command, envelope.attempt, timeout)
         if outcome.ended is Ended.CANCELLED:
+            if running.cancelled:
+                return self._cancel_call(stream, message_id, envelope, envelope.attempt)
             return None
         if outcome.ended is Ended.TIMED_OUT:
             self._counts[running.lane]["timed_out"] += 1
@@ -495,6 +520,14 @@ class LaneWorker:
     ) -> Callable[[], Awaitable[Any]]:
         reply = Reply(envelope.id, "done", value, "", envelope.attempt)
         return self._finish_call(stream, message_id, envelope, reply, None, "completed")
+
+    def _cancel_call(
+        self, stream: str, message_id: str, envelope: Envelope, attempt: int
+    ) -> Callable[[], Awaitable[Any]]:
+        """Settle a command cancelled by its handle: acknowledged, its submitter told, no
+        dead letter (``attempt`` 0: it never started)."""
+        reply = Reply(envelope.id, "cancelled", "null", "", attempt)
+        return self._finish_call(stream, message_id, envelope, reply, None, "cancelled")
 
     def _final(
         self, stream: str, message_id: str, envelope: Envelope, outcome: str, error: str
@@ -622,6 +655,79 @@ class LaneWorker:
             scope.shield = True
             with contextlib.suppress(StorageError):
                 await self._batcher.call(self._scripts["RETRY"], keys, args)
+
+    # -- control --------------------------------------------------------------------------------
+
+    async def _control_loop(self, task_status: trio.TaskStatus[None]) -> None:
+        """Read the control stream (cancel requests from any submitter) next to the work.
+
+        Before it reports started it has loaded the ids marked cancelled in Redis, so a
+        command cancelled before this worker fetched it is settled without starting.
+        """
+        control = self._backend.key("control")
+        last = "0-0"
+        newest = await redis_call(self._backend, self._client.xrevrange(control, count=1))
+        if newest:
+            last = str(newest[0][0])
+        marked = await redis_call(
+            self._backend, self._client.zrange(self._backend.key("cancelled"), 0, -1)
+        )
+        for command_id in marked:
+            self._note_cancelled(str(command_id))
+        paused = await redis_call(self._backend, self._client.smembers(self._backend.key("paused")))
+        self._paused = {str(lane) for lane in paused if str(lane) in self._configs}
+        task_status.started()
+        connection: Connection | None = None
+        pause = _BACKOFF[0]
+        try:
+            while True:
+                try:
+                    if connection is None or connection.broken:
+                        if connection is not None:
+                            await connection.aclose()
+                        connection = None
+                        connection = await open_connection(self._backend.url)
+                    answer = await xread(connection, {control: last}, 256, self._settings.block_ms)
+                except (StorageError, *_LINK_FAILURES):
+                    self.connection_errors += 1
+                    await trio.sleep(pause)
+                    pause = min(pause * 2, _BACKOFF[1])
+                    continue
+                pause = _BACKOFF[0]
+                for entry_id, fields in answer.get(control, ()):
+                    last = entry_id
+                    self._control(fields)
+        finally:
+            if connection is not None:
+                await connection.aclose()
+
+    def _control(self, fields: Mapping[str, str]) -> None:
+        """Act on one control entry (entries of unknown kinds or lanes are ignored)."""
+        if "cancel" in fields:
+            self._note_cancelled(fields["cancel"])
+        lane = fields.get("pause")
+        if lane in self._configs:
+            self._paused.add(lane)
+        lane = fields.get("resume")
+        if lane in self._configs:
+            self._paused.discard(lane)
+            self._slot_freed.set()  # plan again, with the lane
+        lane = fields.get("cancel_lane")
+        if lane in self._configs:
+            for running in self._running.values():
+                if running.lane == lane and not running.settling:
+                    running.cancelled = True
+                    running.scope.cancel()
+
+    def _note_cancelled(self, command_id: str) -> None:
+        """Remember a cancelled id; cancel its attempt if it runs here."""
+        self._cancelled[command_id] = None
+        while len(self._cancelled) > _CANCELLED_KEPT:
+            self._cancelled.popitem(last=False)
+        running = self._by_command.get(command_id)
+        if running is not None and not running.settling:
+            running.cancelled = True
+            running.scope.cancel()
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -825,6 +931,7 @@ async def open_lane_worker(
             async with trio.open_nursery() as outer:
                 outer.start_soon(worker._heartbeat_loop)
                 outer.start_soon(worker._batcher.run)
+                await outer.start(worker._control_loop)
                 async with trio.open_nursery() as work:
                     worker._commands = work
                     fetching = trio.CancelScope()
