@@ -1,4 +1,5 @@
-"""Model check of the pure scheduling policy: the real ``Policy`` against ``ReferenceModel``.
+"""Model check of the pure scheduling policy and the outcome rules: the real ``Policy`` and
+``next_step`` against ``ReferenceModel``.
 
 The state machine found four policy bugs, all fixed; their minimal sequences are below as
 regression tests.
@@ -13,8 +14,29 @@ from lanes import LaneConfig, PriorityBoost, RateLimit
 from lanes._policy import Job, Policy
 from lanes.testing import PolicyStateMachine, ReferenceModel
 
-TestPolicy = pytest.mark.property(PolicyStateMachine.TestCase)
-TestPolicy.settings = settings(TestPolicy.settings, stateful_step_count=40)
+# Of 60 runs, at least this many must take each path (a strategy or rule that stops building
+# these situations is a weakened test). The default profile's run is derandomized: Hypothesis
+# generates runs in families of near copies, so with random seeds the counts of one path swung
+# between 2 and 22 of 60 runs (12 seeds); a fixed run makes the minimum a reproducible check
+# (it counts preemption 23, retry 23, timeout 11, permanent 7, dead letter 23, cancelled 24).
+MIN_COVERAGE = {
+    "preemption": 12,
+    "retry": 12,
+    "timeout": 10,  # the fixed run counts 11; random seeds 10-28
+    "permanent": 5,
+    "dead letter": 12,
+    "cancelled while pending": 10,
+}
+
+
+@pytest.mark.property
+def test_policy_machine() -> None:
+    base = PolicyStateMachine.TestCase.settings
+    machine_settings = settings(base, stateful_step_count=40, derandomize=base.max_examples <= 100)
+    scale = machine_settings.max_examples / 60
+    minimum = {path: int(n * min(scale, 1.0)) for path, n in MIN_COVERAGE.items()}
+    counts = PolicyStateMachine.run(machine_settings, min_coverage=minimum)
+    assert counts["runs"] >= machine_settings.max_examples
 
 
 def test_token_arrival_that_enables_a_preemption_wakes_the_shell() -> None:
@@ -114,3 +136,28 @@ def test_a_preempted_command_does_not_restart_before_its_waiter() -> None:
     assert policy.schedule(10.0).preempt == []
     policy.finish(v)
     assert policy.schedule(10.0).start == [w]
+
+
+def test_without_a_cap_a_fast_path_start_may_come_before_another_lanes_round() -> None:
+    """Without a global cap lanes never compete for a slot, so the order of two starts in
+    different lanes at one instant is no rule-2 matter.
+
+    Command 0 waits for the round its (rate-limited, so not local) lane asked for; command 1,
+    submitted to a local lane before that round, starts at once on the fast path. It takes
+    nothing command 0 needs, and the round that follows at the same instant starts command 0.
+    The machine once expected command 0 to start first ("the policy started command 1 (lane
+    'lane0') but the model expects 0", seen in a 2000-example run): a model bug, not a policy
+    bug; within a lane, FIFO is still checked.
+    """
+    m = PolicyStateMachine.replay(
+        [
+            LaneConfig("lane0", 0),
+            LaneConfig("lane2", 0, rate_limit=RateLimit.token_bucket(0.25, 1)),
+        ],
+        max_concurrency=None,
+    )
+    m.submit("lane2", decide=False)
+    m.submit("lane0")
+    assert [m.view().commands[i].state for i in (0, 1)] == ["running", "running"]
+    assert [entry.kind for entry in m.trace] == ["fast path", "round"]
+    m.drain()

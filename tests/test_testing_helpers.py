@@ -6,12 +6,13 @@ from __future__ import annotations
 import importlib.util
 import pathlib
 import sys
+from collections.abc import Sequence
 from types import ModuleType
 
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 import lanes
@@ -20,13 +21,21 @@ from lanes import events as ev
 from lanes.testing import (
     InvariantViolation,
     LaneSystemFactory,
+    ModelViolation,
+    PolicyStateMachine,
     ReferenceModel,
+    SchedulerView,
+    TraceEntry,
+    WorkItem,
+    WorkloadHang,
     check_invariants,
+    check_results,
     lane_configs,
     lane_systems,
     priority_boosts,
     rate_limits,
     retry_policies,
+    run_workload,
     workloads,
 )
 
@@ -345,3 +354,200 @@ def test_the_docs_show_the_example_as_it_is() -> None:
     page = (EXAMPLES.parent / "docs" / "testing.md").read_text(encoding="utf-8")
     code = page.split("<!-- runnable -->\n```python\n", 1)[1].split("\n```\n", 1)[0] + "\n"
     assert code == (EXAMPLES / "property_testing.py").read_text(encoding="utf-8")
+
+
+# -- retries, timeouts and dead letters: the model and the checker ----------------------------
+
+
+def test_model_never_retries_a_permanent_error() -> None:
+    configs = (LaneConfig("a", 0, retry=RetryPolicy.fixed(3, 0.5)),)
+    model = ReferenceModel(configs, None)
+    model.submit(0, "a", 0.0)
+    model.start(0, 0.0)
+    assert model.fail(0, 1.0, permanent=True).next == "dead letter"
+    assert model.dead_letters == [0]
+    assert model.commands[0].outcome == "dead letter"
+
+
+def test_model_retries_after_the_backoff_then_dead_letters() -> None:
+    retry = RetryPolicy.exponential(2, initial_delay=0.5, max_delay=4.0, jitter=0.5)
+    model = ReferenceModel((LaneConfig("a", 0, retry=retry),), None)
+    model.submit(0, "a", 0.0)
+    model.start(0, 0.0)
+    step = model.fail(0, 1.0, draw=0.5)  # 0.5 s shortened by 0.5 * 0.5 of itself
+    assert (step.next, step.delay, step.bounds) == ("retry", 0.375, (0.25, 0.5))
+    assert model.next_start(1.25) is None and model.next_change(1.0) == 1.375
+    model.advance(1.375)
+    model.start(0, 1.375)
+    assert model.fail(0, 2.0, draw=0.0).delay == 1.0  # the second retry doubles
+    model.advance(3.0)
+    model.start(0, 3.0)
+    assert model.fail(0, 3.5).next == "dead letter"  # max_retries=2: three attempts
+    assert model.dead_letters == [0]
+
+
+def test_model_times_out_only_at_the_deadline() -> None:
+    model = ReferenceModel((LaneConfig("a", 0, timeout=1.0),), None)
+    model.submit(0, "a", 0.0)
+    model.start(0, 0.25)
+    assert model.next_deadline() == (1.25, 0)
+    with pytest.raises(ModelViolation, match=r"timed out at t=1\.0, its deadline is t=1\.25"):
+        model.fail(0, 1.0, timed_out=True)
+    with pytest.raises(ModelViolation, match="past its deadline"):
+        model.finish(0, now=1.5)
+    assert model.fail(0, 1.25, timed_out=True).next == "dead letter"
+
+
+def test_model_refuses_a_cancelled_start_and_extra_attempts() -> None:
+    model = ReferenceModel((LaneConfig("a", 0),), None)
+    model.submit(0, "a", 0.0)
+    assert model.cancel(0)
+    with pytest.raises(ModelViolation, match="a cancelled command never starts"):
+        model.start(0, 0.0)
+    model.submit(1, "a", 0.0)
+    model.start(1, 0.0)
+    model.retry(1, 0.0, 0.0)  # the shell retried although max_retries is 0
+    with pytest.raises(ModelViolation, match="attempt 2 of at most 1"):
+        model.start(1, 0.0)
+
+
+def retrying(cid: str, t: float, delay: float, attempt: int = 1) -> ev.Event:
+    return ev.Retrying("fast", cid, t, attempt, delay)
+
+
+RETRYING = (LaneConfig("fast", 0, retry=RetryPolicy.fixed(2, 0.5)),)
+
+
+def test_retry_delay_must_be_the_policys() -> None:
+    found = violation([sub("a", 0), start("a", 0), retrying("a", 1, 0.0)], RETRYING)
+    assert found.rule == "retry backoff: the delay the lane's retry policy gives"
+    assert "waits 0.0 s" in found.detail
+
+
+def test_retry_must_not_start_before_its_backoff() -> None:
+    events = [sub("a", 0), start("a", 0), retrying("a", 1, 0.5), start("a", 1.25, attempt=2)]
+    found = violation(events, RETRYING, complete=False)
+    assert found.rule == "retry backoff: a retry starts no earlier than its delay"
+
+
+def test_timed_out_attempt_ends_at_its_deadline() -> None:
+    configs = (LaneConfig("fast", 0, timeout=1.0),)
+    events = [sub("a", 0), start("a", 0), ev.TimedOut("fast", "a", 1.5, 1, 1.0)]
+    found = violation(events, configs, complete=False)
+    assert found.rule == "a timed-out attempt ends at its deadline"
+
+
+# -- the state machine: hooks, the failure report, coverage ---------------------------------------
+
+HOOKED = (LaneConfig("urgent", 0), LaneConfig("batch", 5, max_concurrency=2))
+
+
+class NoPreemptionMachine(PolicyStateMachine):
+    """A user's (wrong) expectation: urgent work never waits behind batch work."""
+
+    lane_configs = st.just(HOOKED)
+
+    @classmethod
+    def max_concurrency(cls, configs: Sequence[LaneConfig]) -> st.SearchStrategy[int | None]:
+        return st.just(2)
+
+    def check_decision(self, view: SchedulerView, entry: TraceEntry) -> None:
+        urgent = view.lanes["urgent"]
+        assert not (urgent.queued and view.lanes["batch"].running), (
+            f"urgent {list(urgent.queued)} waits behind batch {list(view.lanes['batch'].running)}"
+        )
+
+
+def test_a_failing_run_prints_a_replayable_schedule() -> None:
+    fast = settings(NoPreemptionMachine.TestCase.settings, max_examples=200, database=None)
+    with pytest.raises(AssertionError, match="waits behind batch") as info:
+        NoPreemptionMachine.run(fast)
+    report = "\n".join(getattr(info.value, "__notes__", []))
+    assert "m = NoPreemptionMachine.replay(" in report
+    assert "m.submit('batch'" in report and "m.submit('urgent'" in report
+    assert "data(" not in report.split("Failing test case")[0]
+    assert "started [" in report and "queues urgent=" in report
+    script = report.split("(paste it into a test):\n\n", 1)[1].split("\n\nThe last decisions", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(script, "<replay>", "exec"), namespace)  # the replay fails the same way
+    with pytest.raises(AssertionError, match="waits behind batch"):
+        namespace["test_replay"]()  # type: ignore[operator]
+
+
+def test_replay_drives_the_machine_by_hand() -> None:
+    m = PolicyStateMachine.replay(
+        [LaneConfig("a", 0, timeout=1.0, retry=RetryPolicy.fixed(1, 0.5))], max_concurrency=1
+    )
+    first = m.submit("a")
+    m.advance(1.0)  # times out at its deadline, retried 0.5 s later
+    view = m.view()
+    assert view.commands[first].attempts == 1 and view.lanes["a"].delayed == (first,)
+    m.advance(0.5)
+    m.fail(first, permanent=True)
+    assert m.view().dead_letters == (first,)
+    m.check()
+    m.drain()
+    assert "m.advance(1.0)  # t=0" in m.replay_script()
+
+
+def test_coverage_minimum_fails_a_run_that_misses_a_path() -> None:
+    quick = settings(PolicyStateMachine.TestCase.settings, max_examples=3, database=None)
+    with pytest.raises(AssertionError, match=r"'preemption' in .* \(minimum 1000\)"):
+        PolicyStateMachine.run(quick, min_coverage={"preemption": 1000})
+
+
+def test_the_machine_skips_the_explain_phase() -> None:
+    assert Phase.explain not in PolicyStateMachine.TestCase.settings.phases
+    assert Phase.shrink in PolicyStateMachine.TestCase.settings.phases
+
+
+# -- the workload runner: permanent errors, results, liveness --------------------------------------
+
+
+async def test_results_follow_the_retry_rules(autojump_clock: trio.testing.MockClock) -> None:
+    configs = (LaneConfig("a", 0, timeout=1.0, retry=RetryPolicy.fixed(2, 0.25)),)
+    work = [
+        WorkItem("a", 0.0, "permanent"),
+        WorkItem("a", 0.0, "fail"),
+        WorkItem("a", 0.0, "slow"),
+        WorkItem("a", 0.0, "flaky", failures=1),
+    ]
+    async with lanes.open_lane_system(configs) as system:
+        results = await run_workload(system, work)
+        letters = [letter.id for letter in system.dead_letters.list()]
+    assert [(r.outcome, r.handle.attempts) for r in results] == [
+        ("failed", 1),
+        ("failed", 3),
+        ("timed_out", 3),
+        ("completed", 2),
+    ]
+    check_results(results, configs, dead_letters=letters)
+    fewer = (LaneConfig("a", 0, timeout=1.0, retry=RetryPolicy.fixed(1, 0.25)),)
+    with pytest.raises(AssertionError, match="after 3 attempts, the rules say 2"):
+        check_results(results, fewer)
+    with pytest.raises(AssertionError, match="failed but not dead-lettered"):
+        check_results(results, configs, dead_letters=letters[1:])
+
+
+async def test_a_hung_workload_fails_with_what_is_unresolved(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with lanes.open_lane_system([LaneConfig("a", 0)]) as system:
+        with pytest.raises(WorkloadHang, match=r"within its time_limit of 2\.0 s") as info:
+            await run_workload(system, [WorkItem("a", 0.0, "slow")], time_limit=2.0)
+        assert "(lane 'a', running): WorkItem(lane='a'" in str(info.value)
+        await system.cancel_lane("a")
+
+
+async def test_a_livelock_fails_instead_of_hanging(autojump_clock: trio.testing.MockClock) -> None:
+    async def spin() -> None:
+        while True:
+            await trio.lowlevel.checkpoint()
+
+    async with lanes.open_lane_system([LaneConfig("a", 0)]) as system, trio.open_nursery() as n:
+        n.start_soon(spin)
+        with pytest.raises(WorkloadHang, match="livelock: 1000 task steps at t="):
+            await run_workload(
+                system, [WorkItem("a", 0.0, "success", duration=1.0)], step_budget=1000
+            )
+        n.cancel_scope.cancel()

@@ -1,11 +1,15 @@
 """Testing tools for trio-lanes: property tests for the scheduler and for your lanes.
 
-* :class:`ReferenceModel`: a plain model of the scheduling rules (docs/architecture.md).
+* :class:`ReferenceModel`: a plain model of the scheduling rules of docs/architecture.md
+  (rules 1-4, retries, timeouts, dead letters).
 * :class:`PolicyStateMachine`: a Hypothesis state machine that drives the real scheduling
-  policy against the model; subclass it with your own ``lane_configs``.
+  policy and outcome code against the model; subclass it with your own ``lane_configs``,
+  rules and checks (:class:`SchedulerView`, :class:`TraceEntry`); a failure prints a
+  replayable script of its schedule.
 * Strategies: :func:`lane_configs`, :func:`max_concurrencies`, :func:`lane_systems`,
   :func:`retry_policies`, :func:`rate_limits`, :func:`priority_boosts`, :func:`workloads`.
-* :func:`run_workload`: run a drawn workload on a real system.
+* :func:`run_workload`: run a drawn workload on a real system (with a time limit and a
+  livelock guard: :class:`WorkloadHang`); :func:`check_results` checks how each item ended.
 * :func:`record_events` and :func:`check_invariants`: record a real system's events and check
   them against the rules (raising :class:`InvariantViolation`).
 * The ``lane_system`` pytest fixture (:class:`LaneSystemFactory`), from the plugin
@@ -22,8 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 from ._checker import InvariantViolation, check_invariants
 from ._fixtures import EventLog, LaneSystemFactory, record_events
-from ._model import ReferenceModel
-from ._workload import Outcome, WorkItem, WorkloadError, WorkloadResult, run_workload
+from ._model import ModelStep, ModelViolation, ReferenceModel, retry_delay_bounds
+from ._view import CommandView, LaneView, SchedulerView, TraceEntry
+from ._workload import (
+    Outcome,
+    WorkItem,
+    WorkloadError,
+    WorkloadHang,
+    WorkloadResult,
+    check_results,
+    expected_attempts,
+    expected_outcomes,
+    run_workload,
+)
 
 if TYPE_CHECKING:
     from ._machine import PolicyStateMachine
@@ -39,22 +54,33 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "CommandView",
     "EventLog",
     "InvariantViolation",
     "LaneSystemFactory",
+    "LaneView",
+    "ModelStep",
+    "ModelViolation",
     "Outcome",
     "PolicyStateMachine",
     "ReferenceModel",
+    "SchedulerView",
+    "TraceEntry",
     "WorkItem",
     "WorkloadError",
+    "WorkloadHang",
     "WorkloadResult",
     "check_invariants",
+    "check_results",
+    "expected_attempts",
+    "expected_outcomes",
     "lane_configs",
     "lane_systems",
     "max_concurrencies",
     "priority_boosts",
     "rate_limits",
     "record_events",
+    "retry_delay_bounds",
     "retry_policies",
     "run_workload",
     "seconds",

@@ -34,6 +34,7 @@ from ..events import (
     Submitted,
     TimedOut,
 )
+from ._model import retry_delay_bounds
 
 __all__ = ["InvariantViolation", "check_invariants", "rate_limit_violation"]
 
@@ -190,6 +191,8 @@ class _Life:
     attempt: int = 0  # the attempt running (or that ran last)
     next_attempt: int = 1
     end: str = ""  # completed, failed, cancelled
+    started_at: float = 0.0  # when the running attempt started
+    ready_at: float = 0.0  # when its retry backoff ends (0: not retrying)
     history: list[tuple[int, Event]] = attrs.Factory(list)
 
 
@@ -336,7 +339,16 @@ class _Checker:
                 f"attempt {event.attempt} with max_retries={retry.max_retries}",
                 life.history[-3:],
             )
+        if event.timestamp < life.ready_at - self.tolerance:
+            self.fail(
+                index,
+                "retry backoff: a retry starts no earlier than its delay",
+                f"attempt {event.attempt} started at t={event.timestamp}, its backoff ends "
+                f"at t={life.ready_at}",
+                life.history[-2:],
+            )
         life.state, life.attempt = "running", event.attempt
+        life.started_at = event.timestamp
         self._count_start(index, event)
 
     def _preempted(self, index: int, event: Preempted, life: _Life) -> None:
@@ -388,6 +400,7 @@ class _Checker:
                 life.history[-2:],
             )
         if isinstance(event, TimedOut):
+            self._timed_out(index, event, life)
             life.state = "timed_out"
         elif isinstance(event, Completed):
             self._stop_running(event, life)
@@ -405,8 +418,29 @@ class _Checker:
                 life.history[-2:],
             )
 
+    def _timed_out(self, index: int, event: TimedOut, life: _Life) -> None:
+        deadline = life.started_at + event.timeout
+        if abs(event.timestamp - deadline) > self.tolerance:
+            self.fail(
+                index,
+                "a timed-out attempt ends at its deadline",
+                f"attempt {life.attempt} started at t={life.started_at} with a "
+                f"{event.timeout} s timeout, timed out at t={event.timestamp}",
+                life.history[-2:],
+            )
+
     def _retrying(self, index: int, event: Retrying, life: _Life) -> None:
         retry = self.configs[life.lane].retry
+        low, high = (float(b) for b in retry_delay_bounds(retry, max(1, life.attempt)))
+        if not low - self.tolerance <= event.delay <= high + self.tolerance:
+            self.fail(
+                index,
+                "retry backoff: the delay the lane's retry policy gives",
+                f"retry {life.attempt} waits {event.delay} s; {retry} asks for "
+                f"{low}{f'-{high}' if high != low else ''} s",
+                life.history[-2:],
+            )
+        life.ready_at = event.timestamp + event.delay
         if life.attempt > retry.max_retries:
             self.fail(
                 index,
@@ -646,7 +680,10 @@ def check_invariants(
     more urgent lane was certainly queued and startable; only preemptible lanes are preempted;
     attempts count up from 1, a preemption does not count, never above ``max_retries + 1``; a
     timeout is followed by a retry or a failure, a failure by exactly one dead letter; a
-    success is never retried; every command ends in exactly one terminal state.
+    success is never retried; every command ends in exactly one terminal state. Retries: each
+    ``Retrying`` delay is the one the lane's policy gives (within its jitter bounds, by the
+    reference model's :func:`retry_delay_bounds`) and the retry starts no earlier; a
+    ``TimedOut`` comes exactly ``timeout`` seconds after its attempt started.
 
     Args:
         events: the log, in the order the system emitted it (from ``system.subscribe()``

@@ -1,4 +1,4 @@
-"""A plain, slow, obviously-correct model of scheduling rules 1-3 (docs/architecture.md).
+"""A plain, slow, obviously-correct model of scheduling rules 1-4 (docs/architecture.md).
 
 It is written from the rules, not from ``lanes._policy``: lanes hold explicit lists, rate limits
 replay their start history, and every time is an exact :class:`~fractions.Fraction`, so there
@@ -10,23 +10,65 @@ draw (multiples of powers of two) float arithmetic is exact, so both agree to th
 With other values a comparison can land within rounding distance of a threshold (a token that
 arrives at ``0.9999999999999999``); the model then sets :attr:`ReferenceModel.fuzzy` and the
 state machine accepts either answer for that decision instead of reporting a false failure.
+
+Rule 4 and the retry rules are modelled too: each command's attempts (a start counts, a
+preemption gives it back), its deadline (its lane's timeout), and what follows a failed attempt
+(:meth:`ReferenceModel.fail`): a retry after the backoff the lane's policy gives (fixed,
+exponential, jitter) or, for a :class:`~lanes.Permanent` error or the last allowed attempt, the
+dead-letter queue. The model raises :class:`ModelViolation` when it is told of a step the
+rules forbid (a start past the attempt limit, a cancelled command starting, a timeout that is
+not at the deadline).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Hashable, Iterable
 from fractions import Fraction
 
 import attrs
 
-from .._config import LaneConfig, PriorityBoost, RateLimit
+from .._config import LaneConfig, PriorityBoost, RateLimit, RetryPolicy
 
-__all__ = ["ModelCommand", "ModelLane", "ReferenceModel"]
+__all__ = ["ModelCommand", "ModelLane", "ModelStep", "ModelViolation", "ReferenceModel"]
 
 _FUZZ = Fraction(1, 10**7)  # closer than this to a threshold (but not on it): rounding noise
 _TOKEN_SLACK = Fraction(1, 10**9)  # a token counts when at least 1 - 1e-9 of it has arrived
 
 CommandId = Hashable
+
+
+class ModelViolation(AssertionError):
+    """A step the rules forbid, as the model sees it (the message names the rule)."""
+
+
+@attrs.frozen
+class ModelStep:
+    """What follows a failed attempt by the rules: ``"retry"`` (after ``delay`` seconds,
+    within ``bounds``, the jitter range of the policy) or ``"dead letter"``."""
+
+    next: str
+    delay: Fraction = Fraction(0)
+    bounds: tuple[Fraction, Fraction] = (Fraction(0), Fraction(0))
+
+
+def retry_delay_bounds(policy: RetryPolicy, retry: int) -> tuple[Fraction, Fraction]:
+    """The shortest and longest delay the rules allow before retry number ``retry`` (from 1).
+
+    ``min(max_delay, initial_delay * multiplier**(retry - 1))``, shortened by up to
+    ``jitter`` of itself (a fixed policy is the case multiplier 1).
+    """
+    base = min(
+        exact(policy.max_delay),
+        exact(policy.initial_delay) * exact(policy.multiplier) ** (retry - 1),
+    )
+    return base * (1 - exact(policy.jitter)), base
+
+
+def retry_delay(policy: RetryPolicy, retry: int, draw: float | Fraction) -> Fraction:
+    """The delay before retry number ``retry`` for the jitter draw ``draw`` in [0, 1)."""
+    _, base = retry_delay_bounds(policy, retry)
+    return base * (1 - exact(policy.jitter) * exact(draw))
 
 
 def exact(value: float | Fraction) -> Fraction:
@@ -51,6 +93,9 @@ class ModelCommand:
     pending_since: Fraction = Fraction(0)
     start_number: int = 0
     preempting: bool = False
+    attempts: int = 0  # attempts begun (a preemption gives its attempt back)
+    deadline: Fraction | None = None  # of the running attempt (None: no timeout)
+    outcome: str | None = None  # completed, dead letter, cancelled
 
 
 @attrs.define(eq=False)
@@ -91,9 +136,29 @@ class ReferenceModel:
         self.cap = max_concurrency
         self.commands: dict[CommandId, ModelCommand] = {}
         self.delayed: list[ModelCommand] = []
+        self.dead_letters: list[CommandId] = []  # in the order they were dead-lettered
         self.fuzzy = False
         self._orders = 0
         self._starts = 0
+
+    def copy(self) -> ReferenceModel:
+        """An independent copy (cheaper than ``copy.deepcopy``: configs are shared)."""
+        clone = copy.copy(self)
+        twins = {id(cmd): copy.copy(cmd) for cmd in self.commands.values()}
+        clone.commands = {key: twins[id(cmd)] for key, cmd in self.commands.items()}
+        clone.delayed = [twins[id(cmd)] for cmd in self.delayed]
+        clone.dead_letters = list(self.dead_letters)
+        clone.lanes = {
+            name: ModelLane(
+                lane.config,
+                [twins[id(cmd)] for cmd in lane.queue],
+                [twins[id(cmd)] for cmd in lane.running],
+                list(lane.starts),
+                lane.paused,
+            )
+            for name, lane in self.lanes.items()
+        }
+        return clone
 
     # -- state changes ------------------------------------------------------------------------
 
@@ -122,28 +187,118 @@ class ReferenceModel:
         """The head of a lane starts (it must be that lane's head)."""
         cmd = self.commands[command_id]
         lane = self.lanes[cmd.lane]
+        if cmd.outcome == "cancelled":
+            msg = f"a cancelled command never starts: command {command_id!r} starts"
+            raise ModelViolation(msg)
         if not lane.queue or lane.queue[0] is not cmd:
             msg = f"command {command_id!r} is not the head of lane {cmd.lane!r}"
             raise ValueError(msg)
+        limit = lane.config.retry.max_retries + 1
+        if cmd.attempts >= limit:
+            msg = (
+                f"rule 4: attempts never exceed max_retries + 1: command {command_id!r} "
+                f"starts attempt {cmd.attempts + 1} of at most {limit}"
+            )
+            raise ModelViolation(msg)
         lane.queue.pop(0)
         lane.running.append(cmd)
         lane.starts.append(exact(now))
         self._starts += 1
         cmd.start_number = self._starts
         cmd.state = "running"
+        cmd.attempts += 1
+        timeout = lane.config.timeout
+        cmd.deadline = None if timeout is None else _float_sum(exact(now), exact(timeout))
 
-    def finish(self, command_id: CommandId) -> None:
-        """A running command ended for good (success, final failure, or cancellation)."""
+    def finish(
+        self,
+        command_id: CommandId,
+        outcome: str = "completed",
+        *,
+        now: float | Fraction | None = None,
+    ) -> None:
+        """A running command ended for good: ``"completed"`` or ``"cancelled"``.
+
+        With ``now``, an attempt that returns after its deadline is a violation (it should
+        have timed out).
+        """
+        cmd = self.commands[command_id]
+        if now is not None:
+            self._check_deadline(cmd, exact(now), False)
         cmd = self._release(command_id)
         cmd.state = "gone"
+        cmd.outcome = outcome
 
     def retry(
         self, command_id: CommandId, now: float | Fraction, ready_at: float | Fraction
     ) -> None:
-        """A running command failed and queues again (at the tail) at ``ready_at``."""
+        """A running command failed and queues again (at the tail) at ``ready_at``.
+
+        This takes the shell's word for the delay; :meth:`fail` decides it by the rules.
+        """
         cmd = self._release(command_id)
         cmd.order = self._next_order()
         self._enqueue(cmd, exact(now), exact(ready_at))
+
+    def fail(
+        self,
+        command_id: CommandId,
+        now: float | Fraction,
+        *,
+        permanent: bool = False,
+        timed_out: bool = False,
+        draw: float | Fraction = 0,
+    ) -> ModelStep:
+        """A running attempt failed (raised, or ``timed_out`` at its deadline): apply the rules.
+
+        A :class:`~lanes.Permanent` error is never retried; an attempt below the policy's
+        ``max_retries + 1`` is retried after the backoff (``draw`` in [0, 1) drives the
+        jitter) and queues at its lane's tail when that has passed; otherwise the command is
+        dead-lettered (it joins :attr:`dead_letters`). Returns what the rules chose.
+
+        Raises:
+            ModelViolation: a timeout away from the attempt's deadline, or an attempt that
+                ended after its deadline without timing out.
+        """
+        cmd = self.commands[command_id]
+        t = exact(now)
+        self._check_deadline(cmd, t, timed_out)
+        retry = self.lanes[cmd.lane].config.retry
+        if permanent or cmd.attempts > retry.max_retries:
+            self._release(command_id)
+            cmd.state, cmd.outcome = "gone", "dead letter"
+            self.dead_letters.append(command_id)
+            return ModelStep("dead letter")
+        delay = retry_delay(retry, cmd.attempts, draw)
+        # The shell adds the delay to its float clock; so does the model (ties and
+        # "is it due yet" then agree to the last bit).
+        self.retry(command_id, t, _float_sum(t, delay))
+        return ModelStep("retry", delay, retry_delay_bounds(retry, cmd.attempts))
+
+    def _check_deadline(self, cmd: ModelCommand, now: Fraction, timed_out: bool) -> None:
+        if cmd.state != "running":
+            msg = f"command {cmd.id!r} is not running (it is {cmd.state})"
+            raise ValueError(msg)
+        if timed_out and cmd.deadline != now:
+            msg = (
+                f"a timed-out attempt ends at its deadline: command {cmd.id!r} timed out at "
+                f"t={float(now)}, its deadline is {_seconds(cmd.deadline)}"
+            )
+            raise ModelViolation(msg)
+        if not timed_out and cmd.deadline is not None and now > cmd.deadline:
+            msg = (
+                f"a timed-out attempt ends at its deadline: command {cmd.id!r} ran until "
+                f"t={float(now)}, past its deadline {float(cmd.deadline)}"
+            )
+            raise ModelViolation(msg)
+
+    def next_deadline(self) -> tuple[Fraction, CommandId] | None:
+        """The earliest deadline of a running attempt, and its command (None: none)."""
+        deadlines = [(c.deadline, c.start_number, c.id) for c in self._running() if c.deadline]
+        if not deadlines:
+            return None
+        at, _, command_id = min(deadlines)
+        return at, command_id
 
     def mark_preempting(self, command_id: CommandId) -> None:
         """The shell was told to preempt this running command."""
@@ -152,6 +307,7 @@ class ReferenceModel:
     def requeue_front(self, command_id: CommandId) -> None:
         """A preempted command gave its slot back; it goes to the head of its lane."""
         cmd = self._release(command_id)
+        cmd.attempts -= 1  # a preemption is not an attempt
         cmd.state = "queued"  # keeps its order and its boost clock
         self.lanes[cmd.lane].queue.insert(0, cmd)
 
@@ -164,7 +320,7 @@ class ReferenceModel:
             self.delayed.remove(cmd)
         else:
             return False
-        cmd.state = "gone"
+        cmd.state, cmd.outcome = "gone", "cancelled"
         return True
 
     def cancel_lane(self, lane: str) -> list[CommandId]:
@@ -205,6 +361,7 @@ class ReferenceModel:
             raise ValueError(msg)
         self.lanes[cmd.lane].running.remove(cmd)
         cmd.preempting = False
+        cmd.deadline = None
         return cmd
 
     def _due(self, now: Fraction) -> list[ModelCommand]:
@@ -402,6 +559,15 @@ class ReferenceModel:
                 since = state.queue[0].pending_since
                 times.extend(since + exact(p) for p in boost.at if since + exact(p) > t)
         return min(times, default=None)
+
+
+def _float_sum(a: Fraction, b: Fraction) -> Fraction:
+    """``a + b`` as the float arithmetic of the shell computes it."""
+    return Fraction(float(a) + float(b))
+
+
+def _seconds(value: Fraction | None) -> str:
+    return "none" if value is None else f"t={float(value)}"
 
 
 def _due_key(cmd: ModelCommand) -> tuple[Fraction, int]:

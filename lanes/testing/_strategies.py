@@ -39,16 +39,21 @@ def seconds(min_value: float = 0.0, max_value: float = 4.0) -> st.SearchStrategy
 
 @functools.cache
 def retry_policies(max_retries: int = 3) -> st.SearchStrategy[RetryPolicy]:
-    """``RetryPolicy.none()``, ``.fixed(...)`` or ``.exponential(...)`` (no jitter)."""
+    """``RetryPolicy.none()``, ``.fixed(...)`` or ``.exponential(...)`` (jitter 0 or 1/2)."""
     retries = st.integers(0, max_retries)
     fixed = st.builds(RetryPolicy.fixed, retries, seconds(0.0, 1.0))
     exponential = st.builds(
-        lambda n, initial, doublings: RetryPolicy.exponential(
-            n, initial_delay=initial, multiplier=2.0, max_delay=initial * 2**doublings
+        lambda n, initial, doublings, jitter: RetryPolicy.exponential(
+            n,
+            initial_delay=initial,
+            multiplier=2.0,
+            max_delay=initial * 2**doublings,
+            jitter=jitter,
         ),
         retries,
         seconds(1 / _TICK, 0.5),
         st.integers(0, 3),
+        st.sampled_from([0.0, 0.0, 0.5]),
     )
     return st.one_of(st.just(RetryPolicy.none()), fixed, exponential)
 
@@ -133,7 +138,9 @@ def _work_item(lanes: Sequence[str], horizon: float) -> st.SearchStrategy[WorkIt
         WorkItem,
         lane=st.sampled_from(lanes),
         at=seconds(0.0, horizon),
-        outcome=st.sampled_from(["success", "success", "fail", "flaky", "slow", "cancel"]),
+        outcome=st.sampled_from(
+            ["success", "success", "fail", "flaky", "permanent", "slow", "cancel"]
+        ),
         duration=seconds(0.0, 1.0),
         delay=st.just(0.0) | seconds(0.0, 1.0),
         failures=st.integers(1, 3),

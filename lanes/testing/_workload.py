@@ -1,23 +1,36 @@
-"""Run a workload of :class:`~lanes.testing.WorkItem` on a real lane system."""
+"""Run a workload of :class:`~lanes.testing.WorkItem` on a real lane system, with a time limit
+and a livelock guard, and check its results against what each item must end with."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import attrs
 import trio
 
 from .._command import CommandHandle
-from .._errors import CommandCancelled, CommandFailed, CommandTimeout
+from .._config import LaneConfig
+from .._errors import CommandCancelled, CommandFailed, CommandTimeout, Permanent
 from .._system import LaneSystem
 
-__all__ = ["Outcome", "WorkItem", "WorkloadError", "WorkloadResult", "run_workload"]
+__all__ = [
+    "Outcome",
+    "WorkItem",
+    "WorkloadError",
+    "WorkloadHang",
+    "WorkloadResult",
+    "check_results",
+    "expected_attempts",
+    "expected_outcomes",
+    "run_workload",
+]
 
-Outcome = Literal["success", "fail", "flaky", "slow", "cancel"]
+Outcome = Literal["success", "fail", "flaky", "permanent", "slow", "cancel"]
 """What a command of a workload does: succeed; always fail; fail ``failures`` times then
-succeed; run ``slow`` (past its lane's timeout, when it has one); or get cancelled by its
-submitter ``cancel_after`` seconds after it was submitted."""
+succeed; fail with a :class:`~lanes.Permanent` error (never retried); run ``slow`` (past its
+lane's timeout, when it has one); or get cancelled by its submitter ``cancel_after`` seconds
+after it was submitted."""
 
 
 @attrs.frozen
@@ -47,7 +60,13 @@ _SLOW = 5.0  # extra seconds a "slow" command runs past its lane's timeout
 
 
 class WorkloadError(Exception):
-    """What a failing command of a workload raises."""
+    """What a failing command of a workload raises (``"permanent"`` ones wrap it in
+    :class:`~lanes.Permanent`)."""
+
+
+class WorkloadHang(AssertionError):
+    """A workload did not finish: past its time limit, or a livelock (tasks kept running at
+    one instant of virtual time). The message lists the commands left unresolved."""
 
 
 @attrs.frozen
@@ -87,6 +106,9 @@ class _Body:
             self.failures += 1  # a preempted call does not get here: it does not count
             msg = f"{item.outcome} command, failure {self.failures}"
             raise WorkloadError(msg)
+        if item.outcome == "permanent":
+            self.failures += 1
+            raise Permanent(WorkloadError(f"permanent failure {self.failures}"))
         return item.outcome
 
 
@@ -102,15 +124,81 @@ async def _outcome(handle: CommandHandle[Any]) -> str:
     return "completed"
 
 
-async def run_workload(system: LaneSystem, workload: Sequence[WorkItem]) -> list[WorkloadResult]:
+class _Livelock(trio.abc.Instrument):
+    """Cancels ``scope`` after ``budget`` task steps at one instant of virtual time.
+
+    A time limit cannot see a livelock: virtual time stands still while tasks keep running.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.scope = trio.CancelScope()
+        self.at = -1.0
+        self.steps = 0
+        self.tripped = False
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        now = trio.current_time()
+        if now != self.at:
+            self.at, self.steps = now, 0
+            return
+        self.steps += 1
+        if self.steps > self.budget and not self.tripped:
+            self.tripped = True
+            self.scope.cancel()
+
+
+async def run_workload(
+    system: LaneSystem,
+    workload: Sequence[WorkItem],
+    *,
+    time_limit: float = 3600.0,
+    step_budget: int = 100_000,
+) -> list[WorkloadResult]:
     """Submit each item at its time (relative to now), then wait until every one resolved.
 
     ``"cancel"`` items are cancelled through their handle ``cancel_after`` seconds after
     their submit. Returns one :class:`WorkloadResult` per item, in workload order.
+
+    Args:
+        system: the lane system (its event log, if recorded, covers the whole workload).
+        workload: the items.
+        time_limit: seconds (of the trio clock: virtual under a ``MockClock``) the whole
+            workload may take.
+        step_budget: task steps allowed at one instant of time before it counts as a
+            livelock (only a clock that stands still, like a ``MockClock``, can trip it).
+
+    Raises:
+        WorkloadHang: past ``time_limit``, or a livelock; the commands left unresolved
+            stay as they are (the system's exit drains or cancels them).
     """
+    guard = _Livelock(step_budget)
+    trio.lowlevel.add_instrument(guard)
+    submitted: dict[int, tuple[_Body, CommandHandle[Any]]] = {}
+    try:
+        with trio.move_on_after(time_limit) as limit, guard.scope:
+            return await _run(system, workload, submitted)
+    finally:
+        trio.lowlevel.remove_instrument(guard)
+    handles = [(workload[i], h) for i, (_, h) in sorted(submitted.items())]
+    if guard.tripped:
+        why = (
+            f"livelock: {step_budget} task steps at t={guard.at} without time advancing "
+            f"(something keeps rescheduling at one instant)"
+        )
+    else:
+        assert limit.cancelled_caught
+        why = f"the workload did not finish within its time_limit of {time_limit} s"
+    raise WorkloadHang(_unresolved(why, handles, len(workload)))
+
+
+async def _run(
+    system: LaneSystem,
+    workload: Sequence[WorkItem],
+    submitted: dict[int, tuple[_Body, CommandHandle[Any]]],
+) -> list[WorkloadResult]:
     start = trio.current_time()
     timeouts = {config.name: config.timeout for config in system.lanes}
-    submitted: dict[int, tuple[_Body, CommandHandle[Any]]] = {}
     async with trio.open_nursery() as nursery:
         for i in sorted(range(len(workload)), key=lambda i: workload[i].at):
             item = workload[i]
@@ -127,6 +215,92 @@ async def run_workload(system: LaneSystem, workload: Sequence[WorkItem]) -> list
     return results
 
 
+def _unresolved(
+    why: str, handles: Sequence[tuple[WorkItem, CommandHandle[Any]]], total: int
+) -> str:
+    lines = [f"{why}; {len(handles)} of {total} commands were submitted. Unresolved:"]
+    for item, handle in handles:
+        status = handle.status
+        if str(status) not in ("done", "failed", "cancelled"):
+            lines.append(f"  {handle.id} (lane {handle.lane!r}, {status}): {item!r}")
+    return "\n".join(lines)
+
+
 async def _cancel_later(handle: CommandHandle[Any], seconds: float) -> None:
     await trio.sleep(seconds)
     handle.cancel()
+
+
+def expected_outcomes(item: WorkItem, config: LaneConfig) -> set[str]:
+    """The outcomes (``WorkloadResult.outcome``) the rules allow ``item`` on its lane.
+
+    A ``"permanent"`` failure is never retried; a ``"fail"`` item fails after its policy's
+    ``max_retries + 1`` attempts, a ``"flaky"`` one succeeds if its failures leave an
+    attempt; an attempt that runs as long as the lane's timeout times out (and is retried
+    like a failure); a ``"cancel"`` item may finish before its cancel arrives.
+    """
+    timeout = config.timeout
+    tries = config.retry.max_retries + 1
+    if timeout is not None and (item.duration >= timeout or item.outcome == "slow"):
+        return {"timed_out", "cancelled"} if item.outcome == "cancel" else {"timed_out"}
+    if item.outcome == "cancel":
+        return {"cancelled", "completed"}
+    if item.outcome in ("fail", "permanent") or (
+        item.outcome == "flaky" and item.failures >= tries
+    ):
+        return {"failed"}
+    return {"completed"}
+
+
+def expected_attempts(item: WorkItem, config: LaneConfig, outcome: str) -> int | None:
+    """How many attempts ``item`` must have taken to end with ``outcome`` (None: any)."""
+    tries = config.retry.max_retries + 1
+    if item.outcome == "cancel":
+        return None
+    if outcome == "timed_out":
+        return tries
+    if item.outcome == "permanent":
+        return 1
+    if item.outcome == "flaky":
+        return min(item.failures + 1, tries)
+    return tries if item.outcome == "fail" else 1
+
+
+def check_results(
+    results: Iterable[WorkloadResult],
+    configs: Iterable[LaneConfig],
+    *,
+    dead_letters: Iterable[str] | None = None,
+) -> None:
+    """Check a finished workload against the rules: each item ended as it must
+    (:func:`expected_outcomes`) after as many attempts as it must (a Permanent error is
+    never retried, a failure is retried exactly ``max_retries`` times, a timeout counts as a
+    failure), and, given the ids of the system's dead letters, those are exactly the
+    commands that failed or timed out for good.
+
+    Raises:
+        AssertionError: the first result that breaks a rule, named with its item.
+    """
+    lanes = {config.name: config for config in configs}
+    failed = set()
+    for result in results:
+        config = lanes[result.item.lane]
+        allowed = expected_outcomes(result.item, config)
+        assert result.outcome in allowed, (
+            f"{result.handle.id} ended {result.outcome}, the rules allow {sorted(allowed)}: "
+            f"{result.item!r} on {config!r}"
+        )
+        attempts = expected_attempts(result.item, config, result.outcome)
+        assert attempts is None or result.handle.attempts == attempts, (
+            f"{result.handle.id} ended {result.outcome} after {result.handle.attempts} "
+            f"attempts, the rules say {attempts} (retry {config.retry}): {result.item!r}"
+        )
+        if result.outcome in ("failed", "timed_out"):
+            failed.add(result.handle.id)
+    if dead_letters is not None:
+        letters = set(dead_letters)
+        assert letters == failed, (
+            f"dead letters must be exactly the commands that failed for good: "
+            f"{sorted(letters - failed)} dead-lettered but not failed, "
+            f"{sorted(failed - letters)} failed but not dead-lettered"
+        )
