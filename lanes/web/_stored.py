@@ -14,10 +14,11 @@ from datetime import datetime
 
 import trio
 
-from .._errors import LaneConfigError, StorageError
+from .._cli_storage import requeue_batch, stored_letter
+from .._errors import LaneConfigError
 from .._inspect import Inspection, is_redis_url, read_redis, read_schedules, read_sqlite
 from .._schedule import make_timing
-from ..storage import SqliteStorage, StoredCommand, StoredSchedule, WriteBatch
+from ..storage import SqliteStorage, StoredSchedule, WriteBatch
 from ._live import ERROR_CHARS
 from ._source import MAX_PAGE, ActionRefused, NotFound, Sort, View
 
@@ -246,29 +247,11 @@ async def _change_letter(path: str, action: str, letter_id: str) -> str:
     await storage.open()
     try:
         recovered = await storage.recover()
-        by_id = {letter.id: letter for letter in recovered.letters}
-        letter = by_id.get(letter_id)
-        if letter is None:
-            known = ", ".join(list(by_id)[:5]) or "none"
-            raise StorageError(f"no dead letter with id {letter_id!r} (first ids: {known})")
+        letter = stored_letter(recovered, letter_id)
         if action == "delete":
             await storage.write(WriteBatch(delete_letters=(letter.id,)))
             return f"dead letter {letter_id!r} deleted"
-        seqs = [c.seq for c in recovered.commands] + [lt.seq for lt in recovered.letters]
-        row = StoredCommand(
-            letter.id,
-            max(seqs) + 1,
-            letter.lane,
-            letter.type,
-            letter.payload,
-            letter.key,
-            "pending",
-            0,
-            None,
-            letter.timeout,
-            time.time(),
-        )
-        await storage.write(WriteBatch(save=(row,), delete_letters=(letter.id,)))
+        await storage.write(requeue_batch(recovered, letter))
         return f"dead letter {letter_id!r} requeued: it runs at the next start of the lane system"
     finally:
         await storage.close()
