@@ -1,4 +1,4 @@
-"""Shared test configuration: Hypothesis profiles.
+"""Shared test configuration: Hypothesis profiles, and a redis-server per test module.
 
 Neither profile runs Hypothesis's explain phase: on a state machine it replays the failing run
 once per step to explain it, which took minutes per failure; the replay script and decision
@@ -7,7 +7,14 @@ trace that ``PolicyStateMachine`` attaches to a failure explain it instead.
 
 from __future__ import annotations
 
+import pathlib
+import uuid
+from collections.abc import Iterator
+
+import pytest
 from hypothesis import HealthCheck, Phase, settings
+
+from lanes.distributed import LocalRedis, RedisBackend, local_redis_server
 
 _PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 
@@ -26,3 +33,23 @@ settings.register_profile(
     phases=_PHASES,
 )
 settings.load_profile("ci")
+
+
+# A real redis-server (started once per module that asks for it), and a backend on a prefix
+# of its own per test. Modules that need other settings define their own fixtures.
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[LocalRedis]:
+    with local_redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def backend(redis_server: LocalRedis) -> RedisBackend:
+    return RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=0.6)
+
+
+@pytest.fixture
+def log(tmp_path: pathlib.Path) -> str:
+    return str(tmp_path / "log.txt")

@@ -78,3 +78,21 @@ class Grouped:
             nursery.start_soon(permanent)
             if self.mixed:
                 nursery.start_soon(other)
+
+
+STARTED: dict[str, trio.Event] = {}  # workers in the test's process set these
+
+
+@lanes.command
+@attrs.define
+class Hold:
+    """Sets ``STARTED[tag]`` (if a test made it) and sleeps; returns its tag."""
+
+    tag: str
+    seconds: float = 30.0
+
+    async def execute(self) -> str:
+        if self.tag in STARTED:
+            STARTED[self.tag].set()
+        await trio.sleep(self.seconds)
+        return self.tag

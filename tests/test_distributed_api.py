@@ -3,58 +3,21 @@
 
 from __future__ import annotations
 
-import pathlib
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
 import lanes
 from lanes.distributed import (
-    LocalRedis,
     RedisBackend,
     RemoteDeadLetters,
     local_redis_server,
     open_lane_worker,
 )
-from tests.distributed_commands import LANES, Step
-
-STARTED: dict[str, trio.Event] = {}
-
-
-@lanes.command
-@attrs.define
-class Hold:
-    """Sets ``STARTED[tag]`` (if a test made it) and sleeps; returns its tag."""
-
-    tag: str
-    seconds: float = 30.0
-
-    async def execute(self) -> str:
-        if self.tag in STARTED:
-            STARTED[self.tag].set()
-        await trio.sleep(self.seconds)
-        return self.tag
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[LocalRedis]:
-    with local_redis_server() as server:
-        yield server
-
-
-@pytest.fixture
-def backend(redis_server: LocalRedis) -> RedisBackend:
-    return RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=0.6)
-
-
-@pytest.fixture
-def log(tmp_path: pathlib.Path) -> str:
-    return str(tmp_path / "log.txt")
+from tests.distributed_commands import LANES, STARTED, Hold, Step
 
 
 @asynccontextmanager

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pathlib
 import signal
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -16,29 +15,12 @@ import trio
 
 import lanes
 from lanes.distributed import (
-    LocalRedis,
     RedisBackend,
     RemoteSchedule,
     local_redis_server,
     open_lane_worker,
 )
 from tests.distributed_commands import LANES, Step
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[LocalRedis]:
-    with local_redis_server() as server:
-        yield server
-
-
-@pytest.fixture
-def backend(redis_server: LocalRedis) -> RedisBackend:
-    return RedisBackend(redis_server.url, prefix=f"t{uuid.uuid4().hex[:8]}", lease=0.6)
-
-
-@pytest.fixture
-def log(tmp_path: pathlib.Path) -> str:
-    return str(tmp_path / "log.txt")
 
 
 @asynccontextmanager
