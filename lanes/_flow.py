@@ -58,7 +58,7 @@ class Flow:
 
         Raises:
             LaneUsageError: the flow's block has ended.
-            as ``LaneSystem.submit``.
+            LaneError: any error ``LaneSystem.submit`` raises for the same arguments.
         """
         if not self._open:
             msg = "flow.submit: the flow's `async with` block has ended; open a new flow"
