@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._listing import Progress, Reports
 from ._owner import CommandOwner
-from ._policy import Job, JobState
+from ._policy import ACTIVE, CANCELLED, DONE, FAILED, Job
 from ._running import CURRENT
 from ._stream import Partials, Stream
 
@@ -59,10 +59,10 @@ TERMINAL = frozenset({CommandStatus.DONE, CommandStatus.FAILED, CommandStatus.CA
 
 # A command's public status, from its one state (and, while it waits, its attempts).
 _STATUS = {
-    JobState.ACTIVE: CommandStatus.RUNNING,
-    JobState.DONE: CommandStatus.DONE,
-    JobState.FAILED: CommandStatus.FAILED,
-    JobState.CANCELLED: CommandStatus.CANCELLED,
+    ACTIVE: CommandStatus.RUNNING,
+    DONE: CommandStatus.DONE,
+    FAILED: CommandStatus.FAILED,
+    CANCELLED: CommandStatus.CANCELLED,
 }
 
 
@@ -184,11 +184,11 @@ class Command(Job):
 
     def is_done(self) -> bool:
         """Whether the command is in a terminal state."""
-        return self.state >= JobState.DONE
+        return self.state >= DONE
 
     async def wait_done(self) -> None:
         """Wait until the command is terminal. Cancellation leaves nothing behind."""
-        if self.state >= JobState.DONE:
+        if self.state >= DONE:
             await trio.lowlevel.checkpoint()
             return
         task = trio.lowlevel.current_task()
@@ -236,7 +236,7 @@ class CommandHandle(Generic[T]):
 
     def __del__(self) -> None:
         c = self._command
-        if c.state is JobState.FAILED and not c.observed:
+        if c.state is FAILED and not c.observed:
             c.observed = True
             cast(_Reporting, c.core).report_unobserved(c)
         stream = c.stream
@@ -291,7 +291,7 @@ class CommandHandle(Generic[T]):
 
     def done(self) -> bool:
         """Whether the command reached a terminal state (done, failed or cancelled)."""
-        return self._command.state >= JobState.DONE
+        return self._command.state >= DONE
 
     @property
     def position(self) -> int | None:
@@ -348,7 +348,7 @@ class CommandHandle(Generic[T]):
         stream = c.stream
         if stream is not None and not stream.reading:
             stream.abandon()  # only the result is wanted: the command never waits to stream
-        if c.state < JobState.DONE:
+        if c.state < DONE:
             # Command.wait_done, inlined (one coroutine frame fewer on the hot path).
             task = trio.lowlevel.current_task()
             waiters = c._waiters

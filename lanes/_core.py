@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout
 from ._metrics import Metrics
 from ._outcome import Ended, Next, next_step
-from ._policy import JobState, Policy
+from ._policy import ACTIVE, CANCELLED, DELAYED, DONE, FAILED, JobState, Policy
 from ._room import Room
 from ._stats import LaneCounters
 from ._unobserved import UnobservedCallback, report
@@ -180,7 +180,7 @@ class Core:
         if self.bus.active:
             wall = now + self.wall_offset
             self.bus.emit(ev.Completed(cmd.lane, cmd.id, wall, cmd.attempts, now - cmd.started_at))
-        self._resolve(cmd, JobState.DONE, None)
+        self._resolve(cmd, DONE, None)
         if following is not None:
             # Its worker is this one: it runs next, back to back.
             self.grant(cast(Command, following), now)
@@ -202,7 +202,7 @@ class Core:
 
     def interrupted(self, cmd: Command) -> None:
         """An outer cancellation (system exit) ended the attempt."""
-        if cmd.state is JobState.ACTIVE:
+        if cmd.state is ACTIVE:
             self.policy.finish(cmd)
         cmd.cancel_reason = Reason.SHUTDOWN  # whatever was asked before, the system stopped it
         self._cancelled(cmd)
@@ -280,7 +280,7 @@ class Core:
             wall = now + self.wall_offset
             self.bus.emit(ev.Failed(lane, cmd.id, wall, cmd.attempts, text))
             self.bus.emit(ev.DeadLettered(lane, cmd.id, wall, cmd.attempts, text))
-        self._resolve(cmd, JobState.FAILED, CommandTimeout if timed_out else CommandFailed)
+        self._resolve(cmd, FAILED, CommandTimeout if timed_out else CommandFailed)
         if cmd.observers:
             cmd.observed = True  # a result() caller is waiting: it gets the error
         elif not cmd.handle_alive():
@@ -310,7 +310,7 @@ class Core:
     def _pending_changed(self, cmd: Command) -> None:
         """A pending command moved in its lane: store it (with the next write), decide."""
         if cmd.payload is not None and self.durable is not None:
-            ready_at = cmd.ready_at if cmd.state is JobState.DELAYED else None
+            ready_at = cmd.ready_at if cmd.state is DELAYED else None
             self.durable.requeued(cmd, ready_at)
         self.wake()
 
@@ -342,7 +342,7 @@ class Core:
 
         ``wake=False``: no decision round for a slot or place it frees (the caller runs one).
         """
-        if cmd.state >= JobState.DONE:
+        if cmd.state >= DONE:
             return
         if self.policy.remove(cmd):  # it was pending: resolve now
             self._release_room(cmd)
@@ -408,7 +408,7 @@ class Core:
     def abandon_all(self) -> None:
         """The system is gone: resolve whatever is left as cancelled (never run again)."""
         for cmd in list(self.live):
-            if cmd.state is JobState.ACTIVE:
+            if cmd.state is ACTIVE:
                 self.interrupted(cmd)
             else:
                 self.cancel(cmd, Reason.SHUTDOWN)
@@ -429,7 +429,7 @@ class Core:
         self.counters[cmd.lane].cancelled += 1
         if self.bus.active:
             self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, self.now() + self.wall_offset))
-        self._resolve(cmd, JobState.CANCELLED, CommandCancelled)
+        self._resolve(cmd, CANCELLED, CommandCancelled)
         if wake:
             self.wake()
 
@@ -441,7 +441,7 @@ class Core:
         """
         if cmd.key is not None and self.keys.get(cmd.key) is cmd:
             del self.keys[cmd.key]
-        cmd.state = JobState.FAILED
+        cmd.state = FAILED
         cmd.outcome_kind = CommandFailed
         cmd.error = error
         cmd.observed = True  # its submit raised the error

@@ -13,7 +13,7 @@ from actors import WorkerPool, resume_in_context
 
 from ._command import Command
 from ._core import Core
-from ._policy import JobState
+from ._policy import DONE
 from ._process import process_caller
 
 __all__ = ["Attempt", "new_lane_pool", "run_attempt"]
@@ -48,7 +48,7 @@ async def run_attempt(
     resolves the command as cancelled (the pool's ``interrupted`` hook) and propagates;
     nothing is left pending.
     """
-    if cmd.state >= JobState.DONE:
+    if cmd.state >= DONE:
         return Attempt.SKIPPED  # cancelled after its grant, before its body started
     if cmd.cancel_reason is not None:
         return Attempt.SCOPE_CANCELLED  # preempted (or shutting down) before it started

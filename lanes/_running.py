@@ -12,7 +12,7 @@ import contextvars
 from typing import Any, Protocol
 
 from ._errors import LaneUsageError
-from ._policy import JobState
+from ._policy import ACTIVE, JobState
 from ._stream import Stream
 
 __all__ = ["CURRENT", "Running", "current_command"]
@@ -50,7 +50,7 @@ def current_command(where: str) -> Running:
             "that body started"
         )
         raise LaneUsageError(msg)
-    if cmd.state is not JobState.ACTIVE:
+    if cmd.state is not ACTIVE:
         msg = (
             f"lanes.{where}(): command {cmd.id} in lane {cmd.lane!r} is not running "
             f"(status {cmd.status.value}); a task it started outlived it"

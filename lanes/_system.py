@@ -30,7 +30,7 @@ from ._errors import DrainTimeout, LaneConfigError, LaneUsageError, ShutdownInPr
 from ._lane import new_lane_pool
 from ._listing import CommandInfo, check_listing, list_commands
 from ._metrics import Metrics
-from ._policy import JobState
+from ._policy import DONE
 from ._process import require_trio_parallel
 from ._recurring import Scheduler
 from ._remote import SystemBackend
@@ -552,7 +552,7 @@ class LaneSystem:
         )
         # No checkpoint since the command was accepted: its body has not started yet.
         cmd = handle._command
-        if cmd.stream is None and not cmd.entered and cmd.state < JobState.DONE:
+        if cmd.stream is None and not cmd.entered and cmd.state < DONE:
             cmd.stream = Stream(size)
         return handle
 
