@@ -237,15 +237,27 @@ class WorkerPool(Generic[J, R]):
                             running = True
                             result = await self._run(job, scope)
                             running = False
-                            job = self._take() if self._settle_and_take(job, result) else None
+                            # _settle_and_take and _take, inlined (the hot path)
+                            self._returning = True
+                            try:
+                                self._settle(job, result)
+                            finally:
+                                self._returning = False
+                            if self._has_handoff:
+                                job = self._handoff
+                                self._handoff = None
+                                self._has_handoff = False
+                            else:
+                                job = None
+                            deadline = scope.deadline
                             if (
-                                cancels != self._cancels or scope.deadline != math.inf
+                                cancels != self._cancels or deadline != math.inf
                             ) and scope.cancel_called:
                                 break  # a fresh scope for what comes next
                             cancels = self._cancels
                             if job is not None and time.perf_counter() < until:
                                 continue  # back to back: the next job sets its deadline
-                            if scope.deadline != math.inf:
+                            if deadline != math.inf:
                                 scope.deadline = math.inf
                             if job is not None:
                                 # Let other tasks run: a stream of jobs that never

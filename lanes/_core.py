@@ -13,7 +13,7 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -38,6 +38,7 @@ from ._unobserved import UnobservedCallback, report
 __all__ = ["Core"]
 
 logger = logging.getLogger("lanes")
+_reschedule = trio.lowlevel.reschedule
 
 
 class Core:
@@ -142,13 +143,16 @@ class Core:
         Called in policy order, so ``Started`` events and attempt counts follow the
         policy's decisions exactly; the lane's worker runs the body next.
         """
-        self._release_room(cmd)
+        lane = cmd.lane
+        if cmd.holds_room:  # _release_room, inlined
+            cmd.holds_room = False
+            self.rooms[lane].give()
         cmd.attempts += 1
         cmd.started_at = now
         waited = now - cmd.pending_since
         metrics = self.metrics
-        metrics.wait[cmd.lane].record(waited)
-        metrics.recent[cmd.lane].append(waited)
+        metrics.wait[lane].record(waited)
+        metrics.recent[lane].append(waited)
         if cmd.payload is not None and self.durable is not None:
             self.durable.started(cmd)
         cmd.deadline = now + cmd.timeout if cmd.timeout is not None else math.inf
@@ -183,7 +187,7 @@ class Core:
         self._resolve(cmd, DONE, None)
         if following is not None:
             # Its worker is this one: it runs next, back to back.
-            self.grant(cast(Command, following), now)
+            self.grant(following, now)  # type: ignore[arg-type]
         elif policy.needs_round(cmd.lane, now):
             self.wake()
 
@@ -474,7 +478,11 @@ class Core:
         del self.live[cmd]
         if cmd.stream is not None:
             cmd.stream.close()
-        cmd.wake_waiters()
+        waiters = cmd._waiters  # Command.wake_waiters, inlined
+        if waiters:
+            cmd._waiters = None
+            for task in waiters:
+                _reschedule(task)
         if not self.live:
             if self._idle is not None:
                 self._idle.set()

@@ -75,6 +75,7 @@ class Job:
     )
 
     def __init__(self, lane: str, priority: int = 0) -> None:
+        # lanes/_command.py's Command.__init__ sets these fields itself: keep both in step.
         self.lane = lane
         self.priority = priority  # within its lane: lower starts first
         self.order = 0  # when it entered its lane's queue (FIFO among equal priorities)
@@ -283,7 +284,7 @@ class Policy:
             and not state.paused
             and state.active < state.max
             and not self.round_owed
-            and not self.due(now)
+            and not ((delayed := self._delayed) and delayed[0][0] <= now)  # due(), inlined
         ):
             job.pending_since = now
             self._activate(state, job)
@@ -301,8 +302,8 @@ class Policy:
         owed = self.round_owed
         self.finish(job)
         state = self.lanes[job.lane]
-        if not state.local or owed or self.due(now):
-            return None  # a round decides (finish() owes it)
+        if not state.local or owed or ((delayed := self._delayed) and delayed[0][0] <= now):
+            return None  # a round decides (finish() owes it), or a delayed job is due
         self.round_owed = False  # the freed slot concerns this lane alone
         if not state.pending or state.paused:
             return None
@@ -397,7 +398,10 @@ class Policy:
 
     def needs_round(self, lane: str, now: float) -> bool:
         """Whether a change in ``lane`` may start something that a round must decide."""
-        return self.round_owed or not self.lanes[lane].local or self.due(now)
+        if self.round_owed or not self.lanes[lane].local:
+            return True
+        delayed = self._delayed  # due(), inlined
+        return bool(delayed) and delayed[0][0] <= now
 
     def finish(self, job: Job) -> None:
         """Release the slot of an active job (it completed, failed, or was cancelled)."""

@@ -101,9 +101,11 @@ def validate(
         raise foreign_run(where)
     if not core.accepting:
         raise shutdown_error()
-    check_lane(core.configs, lane, where)
+    config = core.configs.get(lane) if isinstance(lane, str) else None
+    if config is None:
+        raise unknown_lane(core.configs, lane, where)
     call: Callable[..., Any]
-    if core.configs[lane].executor == "process":
+    if config.executor == "process":
         call, type_name = process_callable(lane, fn)
     elif type(fn) is FunctionType and (code := fn.__code__).co_flags & _CO_COROUTINE:
         # An `async def` function, the common case: what submittable would find, faster.
@@ -126,9 +128,13 @@ def validate(
 def check_lane(configs: Mapping[str, object], lane: object, where: str) -> None:
     """Raise :class:`UnknownLaneError` (listing the known lanes) unless ``lane`` is one."""
     if not isinstance(lane, str) or lane not in configs:
-        known = ", ".join(configs)
-        msg = f"{where}: unknown lane {lane!r}; known lanes: {known}"
-        raise UnknownLaneError(msg)
+        raise unknown_lane(configs, lane, where)
+
+
+def unknown_lane(configs: Mapping[str, object], lane: object, where: str) -> UnknownLaneError:
+    """The error for a submission to ``lane``, which is not one of ``configs`` (listed)."""
+    known = ", ".join(configs)
+    return UnknownLaneError(f"{where}: unknown lane {lane!r}; known lanes: {known}")
 
 
 def payload(
