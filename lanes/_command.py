@@ -139,8 +139,11 @@ class Command(Job):
         # The submitter's context variables (as nursery.start_soon copies them): its
         # attempts run in this context, whichever worker runs them. The copy also holds
         # the command itself (lanes.send_partial and lanes.pause_point find it there).
-        self.context = context = _copy_context()
+        # Dropped when the command ends (Core._resolve): the copy refers back to the command,
+        # and without that cut only the cycle collector would free a finished command.
+        context = _copy_context()
         context.run(_SET_CURRENT, self)
+        self.context: contextvars.Context | None = context
         # The id is formatted on first use (most commands of a busy system never need it).
         if isinstance(command_id, int):
             self._id = None

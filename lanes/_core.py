@@ -473,6 +473,7 @@ class Core:
         cmd.state = state
         cmd.outcome_kind = kind
         cmd.scope = None
+        cmd.context = None  # it refers back to cmd: cut, so that refcounting frees cmd
         if cmd.key is not None and self.keys.get(cmd.key) is cmd:
             del self.keys[cmd.key]
         del self.live[cmd]

@@ -57,6 +57,7 @@ async def run_attempt(
     cmd.scope = scope
     cmd.entered = True
     context = cmd.context  # the submitter's variables (its attempts share them, in turn)
+    assert context is not None  # dropped only once the command is terminal
     for hook in core.bus.entering:
         context.run(hook, cmd.id)
     try:
