@@ -10,8 +10,9 @@ cancel scopes. A round is never re-entered: a state change made while one runs f
 one more round. The dispatcher's own task only sleeps until the next time-driven change the
 policy asks for (a delayed command falls due, a rate-limit token arrives, a boost point is
 reached), and once, :data:`REAP_AFTER` seconds after the system's last command ended, to
-end the workers parked since (a system that stays idle then holds this one task and is
-never woken).
+end the workers parked since. It runs only while it has such a timer or a wake-up from a
+shared limit to serve: it starts on demand in the system's nursery and ends when nothing
+is left to wait for, so a system that stays idle holds no task at all.
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ REAP_AFTER = 1.0
 class Dispatcher:
     """Grants start permits outside the fast path; its task runs the policy's timers."""
 
-    def __init__(self, core: Core, pools: dict[str, WorkerPool[Command, int]]) -> None:
+    def __init__(
+        self,
+        core: Core,
+        pools: dict[str, WorkerPool[Command, int]],
+        nursery: trio.Nursery | None = None,
+    ) -> None:
         self.core = core
         self.pools = pools
+        self._nursery = nursery  # where the timer task starts on demand (None: closed)
+        self.running = False  # whether the timer task runs (or is about to)
         self.rounds = 0
         self._deciding = False
         self._again = False
@@ -52,9 +60,18 @@ class Dispatcher:
         """Decide again soon, from the dispatcher's own task (a shared limit granted a slot).
 
         Unlike :meth:`wake` this never decides synchronously: the caller may be another
-        system's dispatcher in the middle of its own round.
+        system's dispatcher in the middle of its own round. Starts the task if it is not
+        running (it decides first thing).
         """
-        self._rearm.set()
+        if self.running:
+            self._rearm.set()
+        elif self._nursery is not None:
+            self.running = True
+            self._nursery.start_soon(self.run)
+
+    def close(self) -> None:
+        """The system is closing: the timer task is not started again."""
+        self._nursery = None
 
     def wake(self) -> None:
         """Decide now: start what may start, preempt what must give way.
@@ -64,7 +81,7 @@ class Dispatcher:
         """
         wake_at = self._decide_all()
         if wake_at is not None and wake_at < self._armed:
-            self._rearm.set()
+            self.poke()
 
     def _decide_all(self) -> float | None:
         """Rounds until nothing changes; a call from inside a round folds into one more."""
@@ -94,18 +111,26 @@ class Dispatcher:
             core.preempt(job)
         return core.policy.next_wakeup(now)
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sleep until the policy's next timer, decide, repeat. Idle systems never wake."""
-        task_status.started()
+    async def run(self) -> None:
+        """Decide, sleep until the policy's next timer (or a poke), repeat; end when no
+        timer is left. Cancellation leaves nothing behind: the next poke starts it again."""
         core = self.core
-        while True:
-            self._rearm = trio.Event()
-            wake_at = self._decide_all()
-            self._armed = math.inf if wake_at is None else wake_at
-            if core.reap_armed:
-                self._reap_step(core.now())
-            with trio.move_on_at(min(self._armed, self._reap_at)):
-                await self._rearm.wait()
+        self.running = True
+        try:
+            while True:
+                self._rearm = trio.Event()
+                wake_at = self._decide_all()
+                self._armed = math.inf if wake_at is None else wake_at
+                if core.reap_armed:
+                    self._reap_step(core.now())
+                until = min(self._armed, self._reap_at)
+                if until == math.inf:
+                    return  # nothing to wait for: a poke or a timer starts the task again
+                with trio.move_on_at(until):
+                    await self._rearm.wait()
+        finally:
+            self.running = False
+            self._armed = math.inf
 
     def _reap_step(self, now: float) -> None:
         """Reap the parked workers once the system has been idle for REAP_AFTER seconds.

@@ -781,6 +781,7 @@ class LaneSystem:
         self._stop_accepting()
         self._core.wake = _no_decision
         if self.dispatcher is not None:
+            self.dispatcher.close()
             for pool in self.dispatcher.pools.values():
                 pool.close()
 
@@ -1052,8 +1053,7 @@ async def _serve(
                 pools[config.name] = pool = new_lane_pool(core, config.name)
                 pool.attach(nursery)  # its task and nursery start with its first command
             core.pools = pools
-            system.dispatcher = Dispatcher(core, pools)
-            await nursery.start(system.dispatcher.run)
+            system.dispatcher = Dispatcher(core, pools, nursery)  # its task starts on demand
             if core.durable is not None:
                 recovered = await submission.recover(core)
                 system.recovered = tuple(cmd.handle for cmd in recovered)

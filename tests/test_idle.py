@@ -98,3 +98,44 @@ async def test_a_system_busy_when_the_reap_timer_fires_keeps_its_workers(
         await trio.sleep(REAP_AFTER)
         await trio.testing.wait_all_tasks_blocked()
         assert pool.workers == 0
+
+
+def system_tasks(system: lanes.LaneSystem) -> list[str]:
+    """The names of the tasks the system's own nursery holds (its lanes, its timer task)."""
+    nursery = system._core.pools["query"]._parent
+    assert nursery is not None
+    return [task.name for task in nursery.child_tasks]
+
+
+async def test_an_idle_system_holds_no_task_of_its_own(autojump_clock: trio.abc.Clock) -> None:
+    """Workers, the timer task: each comes while needed and goes once the system is idle."""
+    limit = lanes.SharedLimit(1)
+    lane = lanes.LaneConfig("query", 2, max_concurrency=2, shared_limit=limit)
+    retrying = lanes.LaneConfig("retry", 3, retry=lanes.RetryPolicy.fixed(1, 0.5))
+    attempts = 0
+
+    async def flaky() -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ValueError("first attempt fails")
+
+    async with lanes.open_lane_system([lane, retrying]) as system:
+        assert system_tasks(system) == []  # never used
+        first = await system.submit("query", trio.sleep, 1)
+        second = await system.submit("query", noop)  # waits for the shared slot
+        later = await system.submit("query", noop, delay=2)  # a timer
+        await system.run("retry", flaky)  # a retry after its backoff
+        await first.result()
+        await second.result()
+        await later.result()
+        assert attempts == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert system_tasks(system) != []  # parked workers, the reap timer
+        await trio.sleep(REAP_AFTER + 0.1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert system_tasks(system) == []
+        # And it comes back on demand: a delayed command on the idle system still runs.
+        handle = await system.submit("query", noop, delay=3)
+        await trio.sleep(3)
+        await handle.result()
