@@ -28,7 +28,7 @@ from ._dlq import DeadLetter, DeadLetterQueue, Resubmit
 if TYPE_CHECKING:
     from ._durable import Durability
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout
-from ._metrics import Metrics
+from ._metrics import RECENT_STARTS, Metrics
 from ._outcome import Ended, Next, next_step
 from ._policy import ACTIVE, CANCELLED, DELAYED, DONE, FAILED, JobState, Policy
 from ._room import Room
@@ -152,7 +152,10 @@ class Core:
         waited = now - cmd.pending_since
         metrics = self.metrics
         metrics.wait[lane].record(waited)
-        metrics.recent[lane].append(waited)
+        recent = metrics.recent[lane]
+        recent.append(waited)
+        if len(recent) >= 2 * RECENT_STARTS:
+            del recent[:RECENT_STARTS]
         if cmd.payload is not None and self.durable is not None:
             self.durable.started(cmd)
         cmd.deadline = now + cmd.timeout if cmd.timeout is not None else math.inf
