@@ -98,7 +98,14 @@ def debug_figures(collect: bool) -> dict[str, Any]:
 
     if collect:
         gc.collect()
-    return {"cpu": time.process_time(), "rss_kib": status()["VmRSS"], "tasks": count_tasks()}
+    times = os.times()
+    return {
+        "cpu": time.process_time(),
+        "user": times.user,
+        "system": times.system,
+        "rss_kib": status()["VmRSS"],
+        "tasks": count_tasks(),
+    }
 
 
 def with_debug(app: Any) -> Any:
@@ -303,6 +310,8 @@ async def main_load(url: str, n: int) -> dict[str, Any]:
     latencies.sort()
     return {
         "cpu_s": end["cpu"] - base["cpu"],
+        "user_s": end["user"] - base["user"],
+        "system_s": end["system"] - base["system"],
         "cancel_p50_ms": latencies[len(latencies) // 2] * 1e3,
         "cancel_p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
         "rss_kib_per_session": (idle_figures["rss_kib"] - base["rss_kib"]) / n,
@@ -404,6 +413,14 @@ def rounds_of(
     return samples
 
 
+def _profile(variant: str, n: int) -> Path | None:
+    """Where a main round's server writes its cProfile: ``$AGENT_BENCH_PROFILE/<variant>-<n>.prof``
+    (unset: no profile). Read it with ``python -m pstats``; the figures of a profiled round
+    are those of a slowed-down server."""
+    folder = os.environ.get("AGENT_BENCH_PROFILE")
+    return None if not folder else Path(folder) / f"{variant}-{n}.prof"
+
+
 def run(options: Options) -> Result:
     result = Result(NAME)
     llm = Child("llm")
@@ -413,7 +430,7 @@ def run(options: Options) -> Result:
         for n in sizes:
 
             def main_round(variant: str, n: int = n) -> dict[str, Any]:
-                server = Child(variant, llm.url, MAIN_SLOTS)
+                server = Child(variant, llm.url, MAIN_SLOTS, profile=_profile(variant, n))
                 try:
                     return trio.run(main_load, server.url, n)
                 finally:
@@ -445,6 +462,8 @@ def run(options: Options) -> Result:
 FIGURES = (
     # (key, label, target: ratio limit or None)
     ("cpu_s", "server CPU s", 1.0),
+    ("user_s", "  of which user s", None),
+    ("system_s", "  of which kernel s", None),
     ("cancel_p50_ms", "cancel -> ack p50 ms", None),
     ("cancel_p99_ms", "cancel -> ack p99 ms", 1.0),
     ("rss_kib_per_session", "RSS KiB per idle session", 1.0),
@@ -527,7 +546,9 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the server here")
     args = parser.parse_args()
-    profile = cProfile.Profile() if args.profile else None
+    # On CPU time (not wall time): the server shares two cores with the LLM and the load
+    # generator, and a wall-time profile charges their time to whatever it preempted.
+    profile = cProfile.Profile(time.process_time) if args.profile else None
     if profile is not None:
         profile.enable()
     trio.run(_serve, args.serve, args.llm_url, args.slots, args.turns)
