@@ -57,23 +57,23 @@ class Settings:
     llm_timeout: float = 60.0  # seconds httpx waits to connect, for a pool slot, or a token
 
 
-async def complete(client: httpx.AsyncClient, prompt: str, tokens: int) -> int:
-    """The command of a turn: one streaming model call, a partial result per token."""
+async def complete(
+    client: httpx.AsyncClient, websocket: WebSocket, turn: int, prompt: str, tokens: int
+) -> int:
+    """The command of a turn: one streaming model call, each token sent as it comes."""
     request = {"prompt": prompt, "tokens": tokens}
     count = 0
     async with client.stream("POST", "/generate", json=request) as response:
         response.raise_for_status()
         async for token in response.aiter_lines():
             await lanes.pause_point()  # waits here while the session is paused
-            await lanes.send_partial(token)  # waits while the websocket is slow
+            await websocket.send_json({"type": "token", "turn": turn, "text": token})
             count += 1
     return count
 
 
-async def relay(websocket: WebSocket, turn: int, handle: lanes.CommandHandle[int]) -> None:
-    """Send a turn's tokens to the websocket as they come, then how it ended."""
-    async for token in handle:
-        await websocket.send_json({"type": "token", "turn": turn, "text": token})
+async def report(websocket: WebSocket, turn: int, handle: lanes.CommandHandle[int]) -> None:
+    """Send how a turn ended, once it has."""
     try:
         await handle.result()
         status = "completed"
@@ -109,7 +109,7 @@ async def agent_session(websocket: WebSocket) -> None:
         "prompt", 5, max_concurrency=settings.turns, shared_limit=websocket.app.state.llm
     )
     await websocket.accept()
-    async with lanes.open_lane_system([prompt]) as session, trio.open_nursery() as relays:
+    async with lanes.open_lane_system([prompt]) as session, trio.open_nursery() as reports:
         turn = 0
         try:
             while True:
@@ -123,12 +123,12 @@ async def agent_session(websocket: WebSocket) -> None:
                 elif message["type"] == "prompt":
                     turn += 1
                     tokens = message.get("tokens", 20)
-                    handle = await session.submit_streaming(
-                        "prompt", complete, client, message["text"], tokens
+                    handle = await session.submit(
+                        "prompt", complete, client, websocket, turn, message["text"], tokens
                     )
                     ahead = handle.position or 0  # "3 requests ahead of you"
                     await websocket.send_json({"type": "accepted", "turn": turn, "ahead": ahead})
-                    relays.start_soon(relay, websocket, turn, handle)
+                    reports.start_soon(report, websocket, turn, handle)
                 elif message["type"] == "cancel":  # stop this turn, keep the queue
                     stopped = await session.cancel_lane("prompt", queued=False)
                     await websocket.send_json({"type": "cancelled", "turns": stopped})
@@ -144,7 +144,7 @@ async def agent_session(websocket: WebSocket) -> None:
             return  # the user went away (and the lane system is left at once, see below)
         finally:
             # Nobody is left to read the answers: leave now, without a drain.
-            relays.cancel_scope.cancel()
+            reports.cancel_scope.cancel()
             session.close_now()
     await websocket.close()  # once nothing sends any more
 

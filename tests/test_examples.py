@@ -191,3 +191,10 @@ def test_web_console(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ConnectionError('tool server refused the call')" in out
     assert "paused sessions: 1" in out
     assert "console shows 0 sessions once they closed" in out
+
+
+def test_streaming(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("streaming")
+    out = capsys.readouterr().out.splitlines()
+    assert out[:6] == [f"token: hello-{i}" for i in range(5)] + ["result: 5"]
+    assert out[6:] == ["first token only: bye-0", "result after an early stop: 5"]
