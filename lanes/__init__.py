@@ -12,6 +12,7 @@ from ._alerts import AlertCallback, AlertMonitor, AlertRule, open_alert_monitor
 from ._backends import InMemoryBackend, MetricsBackend, export_metrics
 from ._command import CommandHandle, CommandStatus, command
 from ._config import DEFAULT_LANES, LaneConfig, PriorityBoost, RateLimit, RetryPolicy
+from ._dedup import Dedup
 from ._dlq import DeadLetter, DeadLetterNotFound, DeadLetterQueue
 from ._errors import (
     CommandCancelled,
@@ -70,6 +71,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterNotFound",
     "DeadLetterQueue",
+    "Dedup",
     "DrainTimeout",
     "Flow",
     "GaugeMetric",

@@ -12,7 +12,7 @@ from ._command import Command, Reason
 from ._dlq import DeadLetter, DeadLetterQueue
 from ._errors import StorageError
 from ._journal import Journal
-from .storage import Storage, StoredCommand, StoredLetter, StoredSchedule
+from .storage import Storage, StoredCommand, StoredKey, StoredLetter, StoredSchedule
 
 __all__ = ["Durability", "Rebuilt"]
 
@@ -29,6 +29,8 @@ class Durability:
         self.journal = Journal(storage)
         self.schedules: tuple[StoredSchedule, ...] = ()
         """The schedules the storage held at start (read by :meth:`recover`)."""
+        self.keys: tuple[StoredKey, ...] = ()
+        """The idempotency keys kept with a time to live (``lanes._dedup``), read likewise."""
 
     def _wall(self, trio_time: float | None) -> float | None:
         if trio_time is None:
@@ -105,6 +107,7 @@ class Durability:
         """
         recovered = await self.storage.recover()
         self.schedules = recovered.schedules
+        self.keys = recovered.keys
         seqs = [row.seq for row in recovered.commands] + [row.seq for row in recovered.letters]
         self.journal.next_seq = max(seqs, default=0) + 1
         for stored in sorted(recovered.letters, key=_failure_order):  # as they failed

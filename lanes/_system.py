@@ -15,6 +15,7 @@ import trio
 
 from actors import WorkerPool, leaves, single_leaf
 
+from . import _dedup as dedup_modes
 from . import _submission as submission
 from ._boundary import check_key, check_run
 from ._bus import check_user_event
@@ -23,6 +24,7 @@ from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
 from ._command import Command, CommandHandle, Reason
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
+from ._dedup import Dedup
 from ._dispatcher import Dispatcher
 from ._dlq import DeadLetter, DeadLetterQueue
 from ._durable import Durability
@@ -102,6 +104,7 @@ class LaneSystem:
         fn: Submittable[*PosArgs, T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -114,6 +117,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -125,6 +129,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -143,9 +148,13 @@ class LaneSystem:
                 pickled) that runs in a worker process. A synchronous callable on an
                 ordinary lane is refused. Keyword arguments for ``fn`` are bound with
                 ``functools.partial(fn, name=value)``: ``submit``'s own keywords are only
-                ``key``, ``delay``, ``timeout``, ``durable`` and ``priority``.
+                ``key``, ``dedup``, ``delay``, ``timeout``, ``durable`` and ``priority``.
             key: idempotency key (a non-blank string): while a command with this key is
                 pending or running, the existing handle is returned instead.
+            dedup: how ``key`` deduplicates (a :class:`lanes.Dedup`; None: as above):
+                ``Dedup.hold(ttl=30)`` keeps the key 30 s after its command finished,
+                ``Dedup.replace()`` replaces a waiting holder, ``Dedup.keep_last()`` also
+                queues the newest behind a running one. See the reliability guide.
             delay: seconds before the command becomes pending.
             timeout: hard timeout of each attempt (default: the lane's).
             durable: with storage, whether to store the command (default: yes; a plain
@@ -166,6 +175,10 @@ class LaneSystem:
             ShutdownInProgress: the system no longer accepts commands.
         """
         core = self._core
+        if dedup is not None:  # a deduplication mode (lanes/_dedup.py)
+            return await dedup_modes.submit(
+                core, lane, fn, args, key, dedup, delay, timeout, durable, priority
+            )
         cmd = submission.prepare(
             core, lane, fn, args, key, delay, timeout, durable, priority=priority
         )
@@ -224,6 +237,7 @@ class LaneSystem:
         fn: Submittable[*PosArgs, T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -236,6 +250,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -247,6 +262,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -258,6 +274,10 @@ class LaneSystem:
             LaneUsageError: a durable command (it cannot wait for storage; use ``submit``).
         """
         core = self._core
+        if dedup is not None:  # a deduplication mode (lanes/_dedup.py)
+            return dedup_modes.submit_nowait(
+                core, lane, fn, args, key, dedup, delay, timeout, durable, priority
+            )
         cmd = submission.prepare(
             core, lane, fn, args, key, delay, timeout, durable, priority=priority
         )
@@ -272,6 +292,7 @@ class LaneSystem:
         fn: Submittable[*PosArgs, T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -284,6 +305,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -295,6 +317,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -309,6 +332,7 @@ class LaneSystem:
             fn,
             *args,
             key=key,
+            dedup=dedup,
             delay=delay,
             timeout=timeout,
             durable=durable,
@@ -518,6 +542,7 @@ class LaneSystem:
         *args: Any,
         buffer: int = 16,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -545,6 +570,7 @@ class LaneSystem:
             fn,
             *args,
             key=key,
+            dedup=dedup,
             delay=delay,
             timeout=timeout,
             durable=durable,
@@ -765,9 +791,11 @@ class LaneSystem:
     def handle_for(self, key: str) -> CommandHandle[Any] | None:
         """The handle of the pending or running command holding idempotency key ``key``.
 
-        None when no live command holds it (it never existed, or it finished: a finished
-        command frees its key). Recovered commands are found too, so an application can
-        map recovered work back to its sessions by key.
+        None when no command holds it (it never existed, or it finished: a finished
+        command frees its key, unless it was submitted with ``dedup=lanes.Dedup...(ttl=)``:
+        then its finished handle is returned until the key's time to live is up).
+        Recovered commands are found too, so an application can map recovered work back
+        to its sessions by key.
 
         Raises:
             LaneConfigError: ``key`` is not a valid key (blank, not a string...).
@@ -775,6 +803,37 @@ class LaneSystem:
         """
         self._check_run("handle_for")
         return submission.existing(self._core, check_key(key, "handle_for"))
+
+    def release_key(self, key: str) -> bool:
+        """Free idempotency key ``key`` now; return whether anything held it.
+
+        A finished command's kept key (``Dedup.hold(ttl=...)``) is forgotten; a pending or
+        running holder keeps running but no longer holds the key (the next submit with it
+        makes a new command, and the holder's end keeps nothing); a command waiting behind
+        a running holder (``Dedup.keep_last()``) no longer waits for it. With storage, the
+        stored key is deleted with the next write.
+
+        Raises:
+            LaneConfigError: ``key`` is not a valid key (blank, not a string...).
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("release_key")
+        return dedup_modes.release_key(self._core, key)
+
+    def extend_key(self, key: str, ttl: float) -> bool:
+        """Keep idempotency key ``key`` for ``ttl`` seconds from now; return whether it is held.
+
+        For a finished command's kept key, ``ttl`` replaces what was left of its time to
+        live (longer or shorter); for a pending or running holder, the key is kept ``ttl``
+        seconds after it finishes (whatever ``dedup=`` it was submitted with). False, and
+        nothing changes, when no command holds the key.
+
+        Raises:
+            LaneConfigError: an invalid key, or ``ttl`` is not a number of seconds > 0.
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("extend_key")
+        return dedup_modes.extend_key(self._core, key, ttl)
 
     def _halt(self) -> None:
         """Stop accepting and stop starting commands: the system is closing."""
@@ -1056,6 +1115,7 @@ async def _serve(
             await nursery.start(system.dispatcher.run)
             if core.durable is not None:
                 recovered = await submission.recover(core)
+                dedup_modes.recovered(core, recovered, core.durable.keys)
                 system.recovered = tuple(cmd.handle for cmd in recovered)
             system._scheduler.start(nursery, wall)
             try:

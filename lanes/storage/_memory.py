@@ -7,7 +7,14 @@ from collections.abc import Callable
 
 import trio
 
-from ._protocol import Recovered, StoredCommand, StoredLetter, StoredSchedule, WriteBatch
+from ._protocol import (
+    Recovered,
+    StoredCommand,
+    StoredKey,
+    StoredLetter,
+    StoredSchedule,
+    WriteBatch,
+)
 
 __all__ = ["MemoryStorage"]
 
@@ -24,6 +31,7 @@ class MemoryStorage:
         self.commands: dict[str, StoredCommand] = {}
         self.letters: dict[str, StoredLetter] = {}
         self.schedules: dict[str, StoredSchedule] = {}
+        self.keys: dict[str, StoredKey] = {}
         self.writes = 0
         self._clock = clock
 
@@ -37,7 +45,12 @@ class MemoryStorage:
         await trio.lowlevel.checkpoint()
         commands = sorted(self.commands.values(), key=lambda c: c.seq)
         letters = sorted(self.letters.values(), key=lambda letter: letter.seq)
-        return Recovered(tuple(commands), tuple(letters), tuple(self.schedules.values()))
+        return Recovered(
+            tuple(commands),
+            tuple(letters),
+            tuple(self.schedules.values()),
+            tuple(self.keys.values()),
+        )
 
     async def write(self, batch: WriteBatch) -> None:
         await trio.lowlevel.checkpoint()
@@ -57,6 +70,10 @@ class MemoryStorage:
             self.schedules[schedule.key] = schedule
         for key in batch.delete_schedules:
             self.schedules.pop(key, None)
+        for stored in batch.save_keys:
+            self.keys[stored.key] = stored
+        for key in batch.delete_keys:
+            self.keys.pop(key, None)
 
     async def close(self) -> None:
         await trio.lowlevel.checkpoint()

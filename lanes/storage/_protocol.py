@@ -10,6 +10,7 @@ __all__ = [
     "Recovered",
     "Storage",
     "StoredCommand",
+    "StoredKey",
     "StoredLetter",
     "StoredSchedule",
     "WriteBatch",
@@ -89,6 +90,24 @@ class StoredSchedule:
 
 
 @attrs.frozen
+class StoredKey:
+    """An idempotency key kept with a time to live (``submit(dedup=lanes.Dedup.hold(ttl=))``).
+
+    ``command`` is the id of the command that holds (or held) it; ``expires_at`` is a
+    wall-clock time (the storage's clock) after which the key is free again, or None while
+    that command is unfinished (the key then expires ``ttl`` seconds after it finishes).
+    """
+
+    key: str
+    command: str
+    lane: str
+    type: str
+    status: str
+    ttl: float
+    expires_at: float | None
+
+
+@attrs.frozen
 class WriteBatch:
     """Changes written in one transaction: rows to save (insert or replace) and ids to delete."""
 
@@ -98,6 +117,8 @@ class WriteBatch:
     delete_letters: tuple[str, ...] = ()
     save_schedules: tuple[StoredSchedule, ...] = ()
     delete_schedules: tuple[str, ...] = ()
+    save_keys: tuple[StoredKey, ...] = ()
+    delete_keys: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
@@ -107,17 +128,20 @@ class WriteBatch:
             or self.delete_letters
             or self.save_schedules
             or self.delete_schedules
+            or self.save_keys
+            or self.delete_keys
         )
 
 
 @attrs.frozen
 class Recovered:
     """What a storage held at start: unfinished commands and dead letters, oldest first,
-    and the schedules."""
+    the schedules, and the idempotency keys kept with a time to live."""
 
     commands: tuple[StoredCommand, ...]
     letters: tuple[StoredLetter, ...]
     schedules: tuple[StoredSchedule, ...] = ()
+    keys: tuple[StoredKey, ...] = ()
 
 
 @runtime_checkable

@@ -17,13 +17,20 @@ import attrs
 import trio
 
 from .._errors import StorageError
-from ._protocol import Recovered, StoredCommand, StoredLetter, StoredSchedule, WriteBatch
+from ._protocol import (
+    Recovered,
+    StoredCommand,
+    StoredKey,
+    StoredLetter,
+    StoredSchedule,
+    WriteBatch,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
 T = TypeVar("T")
 APPLICATION_ID = 0x4C414E45  # "LANE": marks a database as ours
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _HEADER = b"SQLite format 3\x00"
 RECLAIM_PAGES = 256
 """Free pages (of 4 KiB by default) past which a write gives the space back to the disk."""
@@ -39,6 +46,7 @@ _SCHEDULE_COLUMNS_V2 = (
     "paused, last_slot, last_command"
 )
 _SCHEDULE_COLUMNS = f"{_SCHEDULE_COLUMNS_V2}, times, runs, after_completion"
+_KEY_COLUMNS = "key, command, lane, type, status, ttl, expires_at"  # since schema version 5
 
 
 def _create_v1(db: sqlite3.Connection) -> None:
@@ -65,6 +73,12 @@ def _add_schedule_limits_v4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE schedules ADD COLUMN after_completion NOT NULL DEFAULT 0")
 
 
+def _add_keys_v5(db: sqlite3.Connection) -> None:
+    """Idempotency keys kept with a time to live (``lanes.Dedup``)."""
+    db.execute(f"CREATE TABLE dedup_keys ({_KEY_COLUMNS})")
+    db.execute("CREATE UNIQUE INDEX dedup_keys_key ON dedup_keys(key)")
+
+
 def _incremental_vacuum(db: sqlite3.Connection) -> None:
     """Let the file shrink after big commands (``auto_vacuum=INCREMENTAL``).
 
@@ -85,6 +99,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _add_schedules_v2,
     2: _add_priority_v3,
     3: _add_schedule_limits_v4,
+    4: _add_keys_v5,
 }
 """``MIGRATIONS[v]`` upgrades a database from schema version ``v`` to ``v + 1``."""
 _FULL, _READONLY, _IOERR = sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR
@@ -329,12 +344,14 @@ class SqliteStorage:
             schedules = db.execute(
                 f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY key"
             ).fetchall()
+            keys = db.execute(f"SELECT {_KEY_COLUMNS} FROM dedup_keys ORDER BY key").fetchall()
         except sqlite3.Error as exc:
             raise self._error("cannot read the database", exc) from exc
         return Recovered(
             tuple(StoredCommand(*row) for row in rows),
             tuple(StoredLetter(*row) for row in letters),
             tuple(_schedule_of(row) for row in schedules),
+            tuple(StoredKey(*row) for row in keys),
         )
 
     async def write(self, batch: WriteBatch) -> None:
@@ -375,6 +392,8 @@ class SqliteStorage:
                     [attrs.astuple(r) for r in batch.save_schedules],
                 )
                 _delete(db, "schedules", batch.delete_schedules, column="key")
+                _insert(db, "dedup_keys", _KEY_COLUMNS, [attrs.astuple(k) for k in batch.save_keys])
+                _delete(db, "dedup_keys", batch.delete_keys, column="key")
                 db.execute("COMMIT")
             except BaseException:
                 # SQLite has already rolled back after some errors (a full disk): rolling
