@@ -171,7 +171,11 @@ class KeyTable(dict[str, Command]):
         if ttl is not None and ttl[0] is cmd:
             del self.ttls[key]
         follower = self.parked.pop(key, None)
-        if follower is not None and follower[0].state < JobState.DONE:
+        if follower is not None and cmd.cancel_reason is Reason.SHUTDOWN:
+            # The system is stopping: the follower stops too, and (stored) waits behind its
+            # holder again at the next start.
+            self.parked[key] = follower
+        elif follower is not None and follower[0].state < JobState.DONE:
             self._release(key, *follower)
         elif ttl is not None and ttl[0] is cmd:
             self._keep(key, cmd, self.core.now() + ttl[1], ttl[1])

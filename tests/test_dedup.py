@@ -377,3 +377,53 @@ async def test_sqlite_stores_keys(tmp_path: pathlib.Path) -> None:
         assert (await storage.recover()).keys == ()
     finally:
         await storage.close()
+
+
+def test_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_examples import run_example
+
+    run_example("dedup_modes")
+    out = capsys.readouterr().out
+    assert out.count("charged order-42") == 2
+    assert "webhook retried: same charge? True" in out
+    assert "replaced: ['cancelled', 'cancelled', 'cancelled']" in out
+    assert "indexed version 1\nindexed version 4\nlast indexed: 4" in out
+    assert "statuses: ['done', 'cancelled', 'cancelled', 'done']" in out
+    assert "new charge: True" in out
+
+
+async def test_follower_waits_again_after_an_exit_by_exception(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    storage = MemoryStorage(clock=trio.current_time)
+    with pytest.raises(KeyError):
+        async with lanes.open_lane_system(WIDE, storage=storage, commands=[Job]) as system:
+            await system.submit("work", Job("1", 5), key="k", dedup=Dedup.keep_last())
+            await trio.testing.wait_all_tasks_blocked()
+            await system.submit("work", Job("2"), key="k", dedup=Dedup.keep_last())
+            raise KeyError("boom")
+    assert [row.ready_at for row in storage.commands.values()] == [None, math.inf]
+    async with lanes.open_lane_system(WIDE, storage=storage, commands=[Job]) as system:
+        first, follower = system.recovered
+        await first.result()
+        await follower.result()
+    assert RAN == ["1", "2"]
+
+
+async def test_replace_a_command_between_retries(autojump_clock: trio.abc.Clock) -> None:
+    tries: list[int] = []
+
+    async def flaky() -> None:
+        tries.append(1)
+        raise OSError("down")
+
+    retrying = [LaneConfig("work", 0, retry=lanes.RetryPolicy.fixed(3, 10))]
+    async with lanes.open_lane_system(retrying) as system:
+        old = await system.submit("work", flaky, key="k", dedup=Dedup.replace())
+        await trio.sleep(1)  # failed once, waiting 10 s for its retry
+        assert old.status == lanes.CommandStatus.RETRYING
+        new = await system.submit("work", job, "new", key="k", dedup=Dedup.replace())
+        with pytest.raises(lanes.CommandCancelled, match="replaced"):
+            await old.result()
+        assert await new.result() == "new"
+    assert len(tries) == 1
