@@ -39,6 +39,7 @@ from ._listing import CommandInfo, Progress, report_progress
 from ._metrics import Metrics, MetricsSnapshot
 from ._partitioning import Partitioning
 from ._pause import pause_point
+from ._retention import Retention
 from ._schedule_handle import ScheduleHandle
 from ._send import send_partial
 from ._shared import SharedLimit, SharedLimitStatistics
@@ -98,6 +99,7 @@ __all__ = [
     "PriorityBoost",
     "Progress",
     "RateLimit",
+    "Retention",
     "RetryPolicy",
     "ScheduleHandle",
     "SharedLimit",

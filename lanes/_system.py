@@ -16,6 +16,7 @@ import trio
 from actors import WorkerPool, leaves, single_leaf
 
 from . import _dedup as dedup_modes
+from . import _retention as retention_mod
 from . import _submission as submission
 from ._boundary import check_key, check_run
 from ._bus import check_user_event
@@ -36,6 +37,7 @@ from ._policy import JobState
 from ._process import require_trio_parallel
 from ._recurring import Scheduler
 from ._remote import SystemBackend
+from ._retention import Retention
 from ._schedule import Misfire, Overlap
 from ._schedule_handle import ScheduleHandle
 from ._stats import LaneStatistics, SystemStatistics
@@ -597,7 +599,11 @@ class LaneSystem:
         Args:
             lane: only this lane's (None: every lane's).
             state: ``"waiting"``, ``"delayed"`` or ``"running"``, or several of them
-                (None: all three). Finished commands are not listed.
+                (None: all three). Finished commands are listed only when the system
+                keeps them (``open_lane_system(retention=lanes.Retention(...))``) and
+                ``state`` asks for ``"done"``, ``"failed"`` or ``"cancelled"``: they come
+                after the live ones, in the order they ended, with their ``error`` or
+                ``result``.
             offset: how many matching commands to skip (the page's start).
             limit: the page's size (>= 1).
 
@@ -610,16 +616,24 @@ class LaneSystem:
 
         Raises:
             UnknownLaneError: an unknown lane.
-            LaneConfigError: an unknown state, a negative offset, a limit < 1.
+            LaneConfigError: an unknown state, a finished state without a retention, a
+                negative offset, a limit < 1.
             LaneUsageError: called outside the ``trio.run`` that owns the system.
         """
         self._check_run("commands")
         if lane is not None:
             self._check_lane(lane, "commands")
-        states = check_listing("commands", state, offset, limit)
         core = self._core
+        finished = retention_mod.finished_records(core)
+        states = check_listing("commands", state, offset, limit, retains=finished is not None)
         return list_commands(
-            core.live, core.now(), lane=lane, states=states, offset=offset, limit=limit
+            core.live,
+            core.now(),
+            lane=lane,
+            states=states,
+            offset=offset,
+            limit=limit,
+            finished=finished or (),
         )
 
     def statistics(self) -> SystemStatistics:
@@ -926,6 +940,7 @@ def open_lane_system(
     backend: None = ...,
     max_payload_bytes: int = ...,
     on_unobserved_failure: UnobservedCallback | None = ...,
+    retention: Retention | None = ...,
 ) -> _LaneSystemContext: ...
 @overload
 def open_lane_system(
@@ -940,6 +955,7 @@ def open_lane_system(
     backend: SystemBackend[S],
     max_payload_bytes: int = ...,
     on_unobserved_failure: None = ...,
+    retention: None = ...,
 ) -> AbstractAsyncContextManager[S]: ...
 def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
@@ -953,6 +969,7 @@ def open_lane_system(
     backend: SystemBackend[Any] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     on_unobserved_failure: UnobservedCallback | None = None,
+    retention: Retention | None = None,
 ) -> Any:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
@@ -984,6 +1001,11 @@ def open_lane_system(
             None: such failures are logged at ERROR with their traceback (logger
             ``"lanes"``). It runs synchronously (possibly when a handle is freed), must
             be quick, and its exceptions are logged, not raised. Not with ``backend``.
+        retention: keep finished commands listable by ``system.commands(state="done")``
+            (and ``"failed"``, ``"cancelled"``), with their error or result: a
+            :class:`lanes.Retention` (how many, how long); None (default): a finished
+            command leaves the listing. With storage, durable commands' records (and JSON
+            results) survive restarts. Not with ``backend``.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
     exception (or cancellation) cancels every command at once, and so does leaving it after
@@ -1026,7 +1048,14 @@ def open_lane_system(
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
     on_unobserved = check_callback(on_unobserved_failure)
+    retain = retention_mod.check_retention(retention)
     if backend is not None:
+        if retain is not None:
+            msg = (
+                "open_lane_system: retention= cannot be combined with backend=; the "
+                "workers run the commands (and their listings are the workers')"
+            )
+            raise LaneConfigError(msg)
         if on_unobserved is not None:
             msg = (
                 "open_lane_system: on_unobserved_failure= cannot be combined with backend=; "
@@ -1043,7 +1072,9 @@ def open_lane_system(
         return _open_remote(backend, configs, cap, store, registry, drain)
     wall = _wall_clock(clock, store)
     return _LaneSystemContext(
-        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved)
+        lambda: _serve(
+            configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved, retain
+        )
     )
 
 
@@ -1088,12 +1119,15 @@ async def _serve(
     registry: CommandRegistry,
     wall: Callable[[], float],
     on_unobserved: UnobservedCallback | None = None,
+    retention: Retention | None = None,
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
     body_error: BaseException | None = None
     requeue = lambda letter: system._requeue_letter(letter)  # noqa: E731
     core = Core(configs, cap, dead_letter_limit, requeue, wall=wall)
     core.on_unobserved = on_unobserved
+    if retention is not None:
+        retention_mod.install(core, retention)
     system = LaneSystem(core, drain_timeout)
     if storage is not None:  # opened before any task starts: errors surface as themselves
         try:
@@ -1116,6 +1150,7 @@ async def _serve(
             if core.durable is not None:
                 recovered = await submission.recover(core)
                 dedup_modes.recovered(core, recovered, core.durable.keys)
+                retention_mod.restore(core)
                 system.recovered = tuple(cmd.handle for cmd in recovered)
             system._scheduler.start(nursery, wall)
             try:

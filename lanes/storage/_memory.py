@@ -10,6 +10,7 @@ import trio
 from ._protocol import (
     Recovered,
     StoredCommand,
+    StoredFinished,
     StoredKey,
     StoredLetter,
     StoredSchedule,
@@ -32,6 +33,7 @@ class MemoryStorage:
         self.letters: dict[str, StoredLetter] = {}
         self.schedules: dict[str, StoredSchedule] = {}
         self.keys: dict[str, StoredKey] = {}
+        self.finished: dict[str, StoredFinished] = {}
         self.writes = 0
         self._clock = clock
 
@@ -50,6 +52,7 @@ class MemoryStorage:
             tuple(letters),
             tuple(self.schedules.values()),
             tuple(self.keys.values()),
+            tuple(sorted(self.finished.values(), key=lambda f: (f.ended_at, f.seq))),
         )
 
     async def write(self, batch: WriteBatch) -> None:
@@ -74,6 +77,10 @@ class MemoryStorage:
             self.keys[stored.key] = stored
         for key in batch.delete_keys:
             self.keys.pop(key, None)
+        for finished in batch.save_finished:
+            self.finished[finished.id] = finished
+        for command_id in batch.delete_finished:
+            self.finished.pop(command_id, None)
 
     async def close(self) -> None:
         await trio.lowlevel.checkpoint()

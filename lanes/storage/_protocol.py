@@ -10,6 +10,7 @@ __all__ = [
     "Recovered",
     "Storage",
     "StoredCommand",
+    "StoredFinished",
     "StoredKey",
     "StoredLetter",
     "StoredSchedule",
@@ -108,6 +109,29 @@ class StoredKey:
 
 
 @attrs.frozen
+class StoredFinished:
+    """A finished command kept for listings (``open_lane_system(retention=...)``).
+
+    ``status`` is ``"done"``, ``"failed"`` or ``"cancelled"``; times are wall-clock (the
+    storage's clock); ``error`` is ``repr()`` of a failure's last error; ``result`` is the
+    JSON of a done command's value, or None when it is not JSON (then not kept).
+    """
+
+    id: str
+    seq: int
+    lane: str
+    type: str
+    key: str | None
+    status: str
+    attempts: int
+    priority: int
+    accepted_at: float
+    ended_at: float
+    error: str | None
+    result: str | None
+
+
+@attrs.frozen
 class WriteBatch:
     """Changes written in one transaction: rows to save (insert or replace) and ids to delete."""
 
@@ -119,6 +143,8 @@ class WriteBatch:
     delete_schedules: tuple[str, ...] = ()
     save_keys: tuple[StoredKey, ...] = ()
     delete_keys: tuple[str, ...] = ()
+    save_finished: tuple[StoredFinished, ...] = ()
+    delete_finished: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
@@ -130,18 +156,22 @@ class WriteBatch:
             or self.delete_schedules
             or self.save_keys
             or self.delete_keys
+            or self.save_finished
+            or self.delete_finished
         )
 
 
 @attrs.frozen
 class Recovered:
     """What a storage held at start: unfinished commands and dead letters, oldest first,
-    the schedules, and the idempotency keys kept with a time to live."""
+    the schedules, the idempotency keys kept with a time to live, and the finished
+    commands kept for listings (oldest first)."""
 
     commands: tuple[StoredCommand, ...]
     letters: tuple[StoredLetter, ...]
     schedules: tuple[StoredSchedule, ...] = ()
     keys: tuple[StoredKey, ...] = ()
+    finished: tuple[StoredFinished, ...] = ()
 
 
 @runtime_checkable

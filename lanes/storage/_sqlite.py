@@ -20,6 +20,7 @@ from .._errors import StorageError
 from ._protocol import (
     Recovered,
     StoredCommand,
+    StoredFinished,
     StoredKey,
     StoredLetter,
     StoredSchedule,
@@ -47,6 +48,9 @@ _SCHEDULE_COLUMNS_V2 = (
 )
 _SCHEDULE_COLUMNS = f"{_SCHEDULE_COLUMNS_V2}, times, runs, after_completion"
 _KEY_COLUMNS = "key, command, lane, type, status, ttl, expires_at"  # since schema version 5
+_FINISHED_COLUMNS = (  # since schema version 5
+    "id, seq, lane, type, key, status, attempts, priority, accepted_at, ended_at, error, result"
+)
 
 
 def _create_v1(db: sqlite3.Connection) -> None:
@@ -74,9 +78,12 @@ def _add_schedule_limits_v4(db: sqlite3.Connection) -> None:
 
 
 def _add_keys_v5(db: sqlite3.Connection) -> None:
-    """Idempotency keys kept with a time to live (``lanes.Dedup``)."""
+    """Idempotency keys kept with a time to live (``lanes.Dedup``), and finished commands
+    kept for listings (``lanes.Retention``)."""
     db.execute(f"CREATE TABLE dedup_keys ({_KEY_COLUMNS})")
     db.execute("CREATE UNIQUE INDEX dedup_keys_key ON dedup_keys(key)")
+    db.execute(f"CREATE TABLE finished ({_FINISHED_COLUMNS})")
+    db.execute("CREATE UNIQUE INDEX finished_id ON finished(id)")
 
 
 def _incremental_vacuum(db: sqlite3.Connection) -> None:
@@ -345,6 +352,9 @@ class SqliteStorage:
                 f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY key"
             ).fetchall()
             keys = db.execute(f"SELECT {_KEY_COLUMNS} FROM dedup_keys ORDER BY key").fetchall()
+            finished = db.execute(
+                f"SELECT {_FINISHED_COLUMNS} FROM finished ORDER BY ended_at, seq"
+            ).fetchall()
         except sqlite3.Error as exc:
             raise self._error("cannot read the database", exc) from exc
         return Recovered(
@@ -352,6 +362,7 @@ class SqliteStorage:
             tuple(StoredLetter(*row) for row in letters),
             tuple(_schedule_of(row) for row in schedules),
             tuple(StoredKey(*row) for row in keys),
+            tuple(StoredFinished(*row) for row in finished),
         )
 
     async def write(self, batch: WriteBatch) -> None:
@@ -394,6 +405,13 @@ class SqliteStorage:
                 _delete(db, "schedules", batch.delete_schedules, column="key")
                 _insert(db, "dedup_keys", _KEY_COLUMNS, [attrs.astuple(k) for k in batch.save_keys])
                 _delete(db, "dedup_keys", batch.delete_keys, column="key")
+                _insert(
+                    db,
+                    "finished",
+                    _FINISHED_COLUMNS,
+                    [attrs.astuple(f) for f in batch.save_finished],
+                )
+                _delete(db, "finished", batch.delete_finished)
                 db.execute("COMMIT")
             except BaseException:
                 # SQLite has already rolled back after some errors (a full disk): rolling
@@ -406,7 +424,7 @@ class SqliteStorage:
             # ValueError: text that is not valid Unicode (a lone surrogate); OverflowError:
             # an integer wider than 64 bits. The transaction was rolled back either way.
             raise self._error("write failed", exc) from exc
-        if batch.delete or batch.delete_letters:
+        if batch.delete or batch.delete_letters or batch.delete_finished:
             self._reclaim(db)
 
     def _reclaim(self, db: sqlite3.Connection) -> None:
