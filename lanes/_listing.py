@@ -238,9 +238,9 @@ def check_listing(
         raise LaneConfigError(msg)
     if wanted & FINISHED_STATES and not retains:
         msg = (
-            f"{where}: state={state!r} asks for finished commands, and this system keeps "
-            "none; open it with open_lane_system(retention=lanes.Retention(count=...)) "
-            "to list them"
+            f"{where}: state={state!r} is invalid here: it asks for finished commands, "
+            "and this system keeps none; open it with "
+            "open_lane_system(retention=lanes.Retention(count=...)) to list them"
         )
         raise LaneConfigError(msg)
     return wanted
