@@ -427,3 +427,68 @@ async def test_replace_a_command_between_retries(autojump_clock: trio.abc.Clock)
             await old.result()
         assert await new.result() == "new"
     assert len(tries) == 1
+
+
+class GatedStorage(MemoryStorage):
+    """A MemoryStorage whose writes wait for ``gate`` (to cancel a submit mid-write)."""
+
+    def __init__(self) -> None:
+        super().__init__(clock=trio.current_time)
+        self.gate = trio.Event()
+        self.gate.set()
+
+    async def write(self, batch: lanes.storage.WriteBatch) -> None:
+        await self.gate.wait()
+        await super().write(batch)
+
+
+async def test_submitter_cancelled_during_the_write(autojump_clock: trio.abc.Clock) -> None:
+    storage = GatedStorage()
+    async with lanes.open_lane_system(WORK, storage=storage, commands=[Job]) as system:
+        await system.submit("work", Job("busy", 10))
+        old = await system.submit("work", Job("old"), key="k", dedup=Dedup.replace())
+        storage.gate = trio.Event()  # the next write waits
+        got: list[lanes.CommandHandle[str]] = []
+
+        async def replace(task_status: trio.TaskStatus[trio.CancelScope]) -> None:
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                got.append(await system.submit("work", Job("new"), key="k", dedup=Dedup.replace()))
+                await trio.sleep(0)  # the cancellation arrives here, after the write
+
+        async with trio.open_nursery() as nursery:
+            scope = await nursery.start(replace)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()  # while its write waits: it is not abandoned
+            await trio.testing.wait_all_tasks_blocked()
+            assert old.status == lanes.CommandStatus.PENDING  # not replaced before the write
+            storage.gate.set()
+        [new] = got
+        assert old.status == lanes.CommandStatus.CANCELLED
+        assert system.handle_for("k") is new
+        assert await new.result() == "new"
+    assert RAN == ["busy", "new"]
+
+
+async def test_storage_failure_replaces_nothing(autojump_clock: trio.abc.Clock) -> None:
+    class Failing(MemoryStorage):
+        fail = False
+
+        async def write(self, batch: lanes.storage.WriteBatch) -> None:
+            if self.fail:
+                raise lanes.StorageError("disk full")
+            await super().write(batch)
+
+    storage = Failing(clock=trio.current_time)
+    async with lanes.open_lane_system(WORK, storage=storage, commands=[Job]) as system:
+        await system.submit("work", Job("busy", 10))
+        old = await system.submit("work", Job("old"), key="k", dedup=Dedup.keep_last(ttl=5))
+        storage.fail = True
+        with pytest.raises(lanes.StorageError, match="disk full"):
+            await system.submit("work", Job("new"), key="k", dedup=Dedup.keep_last(ttl=5))
+        storage.fail = False
+        assert old.status == lanes.CommandStatus.PENDING
+        assert system.handle_for("k") is old
+        assert await old.result() == "old"
+        assert system.handle_for("k") is old  # its ttl is kept
+    assert RAN == ["busy", "old"]
