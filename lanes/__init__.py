@@ -12,6 +12,7 @@ from ._alerts import AlertCallback, AlertMonitor, AlertRule, open_alert_monitor
 from ._backends import InMemoryBackend, MetricsBackend, export_metrics
 from ._command import CommandHandle, CommandStatus, command
 from ._config import DEFAULT_LANES, LaneConfig, PriorityBoost, RateLimit, RetryPolicy
+from ._dedup import Dedup
 from ._dlq import DeadLetter, DeadLetterNotFound, DeadLetterQueue
 from ._errors import (
     CommandCancelled,
@@ -38,6 +39,7 @@ from ._listing import CommandInfo, Progress, report_progress
 from ._metrics import Metrics, MetricsSnapshot
 from ._partitioning import Partitioning
 from ._pause import pause_point
+from ._retention import Retention
 from ._schedule_handle import ScheduleHandle
 from ._send import send_partial
 from ._shared import SharedLimit, SharedLimitStatistics
@@ -70,6 +72,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterNotFound",
     "DeadLetterQueue",
+    "Dedup",
     "DrainTimeout",
     "Flow",
     "GaugeMetric",
@@ -96,6 +99,7 @@ __all__ = [
     "PriorityBoost",
     "Progress",
     "RateLimit",
+    "Retention",
     "RetryPolicy",
     "ScheduleHandle",
     "SharedLimit",

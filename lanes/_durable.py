@@ -12,7 +12,14 @@ from ._command import Command, Reason
 from ._dlq import DeadLetter, DeadLetterQueue
 from ._errors import StorageError
 from ._journal import Journal
-from .storage import Storage, StoredCommand, StoredLetter, StoredSchedule
+from .storage import (
+    Storage,
+    StoredCommand,
+    StoredFinished,
+    StoredKey,
+    StoredLetter,
+    StoredSchedule,
+)
 
 __all__ = ["Durability", "Rebuilt"]
 
@@ -29,6 +36,10 @@ class Durability:
         self.journal = Journal(storage)
         self.schedules: tuple[StoredSchedule, ...] = ()
         """The schedules the storage held at start (read by :meth:`recover`)."""
+        self.keys: tuple[StoredKey, ...] = ()
+        """The idempotency keys kept with a time to live (``lanes._dedup``), read likewise."""
+        self.retained: tuple[StoredFinished, ...] = ()
+        """The finished commands kept for listings (``lanes._retention``), read likewise."""
 
     def _wall(self, trio_time: float | None) -> float | None:
         if trio_time is None:
@@ -105,7 +116,10 @@ class Durability:
         """
         recovered = await self.storage.recover()
         self.schedules = recovered.schedules
+        self.keys = recovered.keys
+        self.retained = recovered.finished
         seqs = [row.seq for row in recovered.commands] + [row.seq for row in recovered.letters]
+        seqs += [row.seq for row in recovered.finished]
         self.journal.next_seq = max(seqs, default=0) + 1
         for stored in sorted(recovered.letters, key=_failure_order):  # as they failed
             dlq.add(self._letter(stored), notify=False)

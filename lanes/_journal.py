@@ -35,6 +35,8 @@ from .storage import (
     SqliteStorage,
     Storage,
     StoredCommand,
+    StoredFinished,
+    StoredKey,
     StoredLetter,
     StoredSchedule,
     WriteBatch,
@@ -42,7 +44,9 @@ from .storage import (
 from .storage._values import row_problem, storable
 
 Task = trio.lowlevel.Task
-Ref = tuple[int, str]  # (0: command, 1: letter, 2: schedule; its id or key)
+Ref = tuple[
+    int, str
+]  # (0: command, 1: letter, 2: schedule, 3: dedup key, 4: finished; its id or key)
 
 __all__ = ["BACKGROUND_DELAY", "Journal"]
 
@@ -86,6 +90,8 @@ class Journal:
         self._rows: dict[str, StoredCommand | None] = {}
         self._letters: dict[str, StoredLetter | None] = {}
         self._schedules: dict[str, StoredSchedule | None] = {}
+        self._keys: dict[str, StoredKey | None] = {}  # lanes/_dedup.py's
+        self._retained: dict[str, StoredFinished | None] = {}  # lanes/_retention.py's
         self._round = _Round()
         self._taken: _Round | None = None  # being written
         self._rejected: dict[Task, StorageError] = {}  # rows refused at save, by task
@@ -167,7 +173,36 @@ class Journal:
         self._schedules[key] = None
         self._own((2, key))
 
-    def _refused(self, kind: str, row: StoredCommand | StoredLetter | StoredSchedule) -> bool:
+    def save_key(self, key: StoredKey) -> None:
+        """Save an idempotency key kept with a time to live (``lanes._dedup``)."""
+        if self._refused("dedup key", key):
+            return
+        self._keys[key.key] = key
+        self._own((3, key.key))
+
+    def delete_key(self, key: str) -> None:
+        self._keys[key] = None
+        self._own((3, key))
+
+    def save_finished(self, finished: StoredFinished) -> None:
+        """Save a finished command kept for listings (``lanes._retention``)."""
+        if row_problem("finished command", [("error", finished.error)]) is not None:
+            error = (finished.error or "").encode("utf-8", "backslashreplace").decode("utf-8")
+            finished = attrs.evolve(finished, error=error)
+        if self._refused("finished command", finished):
+            return
+        self._retained[finished.id] = finished
+        self._own((4, finished.id))
+
+    def delete_finished(self, command_id: str) -> None:
+        self._retained[command_id] = None
+        self._own((4, command_id))
+
+    def _refused(
+        self,
+        kind: str,
+        row: StoredCommand | StoredLetter | StoredSchedule | StoredKey | StoredFinished,
+    ) -> bool:
         """Check a row before it joins a batch; remember why the caller's commit fails."""
         names = _FIELD_NAMES.get(type(row)) or tuple(f.name for f in attrs.fields(type(row)))
         if storable([getattr(row, name) for name in names]):
@@ -255,8 +290,9 @@ class Journal:
 
     def _take(self) -> tuple[_Changes, _Round]:
         """Swap out the buffer: the changes made from now on go to the next batch."""
-        changes = _Changes(self._rows, self._letters, self._schedules)
+        changes = _Changes(self._rows, self._letters, self._schedules, self._keys, self._retained)
         self._rows, self._letters, self._schedules = {}, {}, {}
+        self._keys, self._retained = {}, {}
         round_, self._round = self._round, _Round()
         self._taken = round_
         self._work = trio.Event()
@@ -264,7 +300,14 @@ class Journal:
         return changes, round_
 
     def _has_work(self) -> bool:
-        return bool(self._rows or self._letters or self._schedules or self._round.tasks)
+        return bool(
+            self._rows
+            or self._letters
+            or self._schedules
+            or self._keys
+            or self._retained
+            or self._round.tasks
+        )
 
     async def _write_batch(self) -> None:
         changes, round_ = self._take()
@@ -300,7 +343,14 @@ class Journal:
             return
         waiting = set(round_.tasks)
         mine = {ref for task, refs in round_.owners.items() if task in waiting for ref in refs}
-        for store, kind in ((self._rows, 0), (self._letters, 1), (self._schedules, 2)):
+        stores = (
+            (self._rows, 0),
+            (self._letters, 1),
+            (self._schedules, 2),
+            (self._keys, 3),
+            (self._retained, 4),
+        )
+        for store, kind in stores:
             for key, value in changes.part(kind).items():
                 if (kind, key) not in mine:
                     store.setdefault(key, value)
@@ -354,26 +404,32 @@ class Journal:
 class _Changes:
     """The changes taken for one batch."""
 
-    __slots__ = ("letters", "rows", "schedules")
+    __slots__ = ("finished", "keys", "letters", "rows", "schedules")
 
     def __init__(
         self,
         rows: dict[str, StoredCommand | None],
         letters: dict[str, StoredLetter | None],
         schedules: dict[str, StoredSchedule | None],
+        keys: dict[str, StoredKey | None],
+        finished: dict[str, StoredFinished | None],
     ) -> None:
         self.rows = rows
         self.letters = letters
         self.schedules = schedules
+        self.keys = keys
+        self.finished = finished
 
     def part(self, kind: int) -> dict[str, Any]:
-        return (self.rows, self.letters, self.schedules)[kind]
+        return (self.rows, self.letters, self.schedules, self.keys, self.finished)[kind]
 
     def refs(self) -> list[Ref]:
         return (
             [(0, key) for key in self.rows]
             + [(1, key) for key in self.letters]
             + [(2, key) for key in self.schedules]
+            + [(3, key) for key in self.keys]
+            + [(4, key) for key in self.finished]
         )
 
     def subset(self, refs: set[Ref]) -> _Changes:
@@ -381,10 +437,13 @@ class _Changes:
             {k: v for k, v in self.rows.items() if (0, k) in refs},
             {k: v for k, v in self.letters.items() if (1, k) in refs},
             {k: v for k, v in self.schedules.items() if (2, k) in refs},
+            {k: v for k, v in self.keys.items() if (3, k) in refs},
+            {k: v for k, v in self.finished.items() if (4, k) in refs},
         )
 
     def batch(self) -> WriteBatch:
-        rows, letters, schedules = self.rows, self.letters, self.schedules
+        rows, letters, schedules, keys = self.rows, self.letters, self.schedules, self.keys
+        finished = self.finished
         return WriteBatch(
             save=tuple(row for row in rows.values() if row is not None),
             delete=tuple(key for key, row in rows.items() if row is None),
@@ -392,12 +451,16 @@ class _Changes:
             delete_letters=tuple(key for key, letter in letters.items() if letter is None),
             save_schedules=tuple(s for s in schedules.values() if s is not None),
             delete_schedules=tuple(key for key, s in schedules.items() if s is None),
+            save_keys=tuple(k for k in keys.values() if k is not None),
+            delete_keys=tuple(key for key, k in keys.items() if k is None),
+            save_finished=tuple(f for f in finished.values() if f is not None),
+            delete_finished=tuple(key for key, f in finished.items() if f is None),
         )
 
 
 _FIELD_NAMES = {
     cls: tuple(field.name for field in attrs.fields(cls))
-    for cls in (StoredCommand, StoredLetter, StoredSchedule)
+    for cls in (StoredCommand, StoredLetter, StoredSchedule, StoredKey, StoredFinished)
 }
 
 
@@ -422,11 +485,13 @@ def _units(changes: _Changes, round_: _Round) -> list[tuple[list[Task], _Changes
 
 
 def _merge(group: list[tuple[list[Task], _Changes]]) -> WriteBatch:
-    merged = _Changes({}, {}, {})
+    merged = _Changes({}, {}, {}, {}, {})
     for _tasks, part in group:
         merged.rows.update(part.rows)
         merged.letters.update(part.letters)
         merged.schedules.update(part.schedules)
+        merged.keys.update(part.keys)
+        merged.finished.update(part.finished)
     return merged.batch()
 
 

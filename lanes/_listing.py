@@ -1,9 +1,11 @@
 """Inspection of the live commands: ``system.commands()`` and ``lanes.report_progress()``.
 
 A running command reports how far it got (``done`` of ``total``) and log lines; the
-listing shows them next to each command's lane, status, priority and age. Only live
-commands (pending, delayed, running, retrying) are listed: a finished command leaves the
-listing when it resolves (its handle keeps its result).
+listing shows them next to each command's lane, status, priority and age. Live commands
+(pending, delayed, running, retrying) are listed; a finished command leaves the listing
+when it resolves (its handle keeps its result), unless the system keeps finished commands
+(``open_lane_system(retention=lanes.Retention(...))``, see ``lanes/_retention.py``): then
+``state="done"`` (``"failed"``, ``"cancelled"``) lists them, with their outcome.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ _STATES = {
     JobState.DELAYED: "delayed",
     JobState.ACTIVE: "running",
 }
-LISTED_STATES = frozenset(_STATES.values())
+LIVE_STATES = frozenset(_STATES.values())
+FINISHED_STATES = frozenset({"done", "failed", "cancelled"})
+LISTED_STATES = LIVE_STATES | FINISHED_STATES
 
 
 @attrs.frozen
@@ -56,12 +60,15 @@ class Progress:
 
 @attrs.frozen
 class CommandInfo:
-    """A snapshot of one live command (``system.commands()``).
+    """A snapshot of one command (``system.commands()``).
 
     ``state`` is ``"waiting"`` (queued), ``"delayed"`` (waiting for its ready time: a
-    ``delay=`` or a retry's backoff) or ``"running"``; ``age``: seconds since it was
+    ``delay=`` or a retry's backoff) or ``"running"``; for a finished command kept by a
+    retention, ``"done"``, ``"failed"`` or ``"cancelled"``. ``age``: seconds since it was
     accepted; ``running_for``: seconds since its current attempt started (None unless
-    running); ``log``: its latest log lines, oldest first.
+    running); ``log``: its latest log lines, oldest first. For a finished command:
+    ``finished_for``, seconds since it ended; ``error``, ``repr()`` of a failure's last
+    error; ``result``, a done command's value (after a restart, only a JSON value is kept).
     """
 
     id: str
@@ -75,6 +82,9 @@ class CommandInfo:
     running_for: float | None
     progress: Progress | None
     log: tuple[str, ...]
+    finished_for: float | None = None
+    error: str | None = None
+    result: Any = None
 
 
 class Reports:
@@ -143,9 +153,38 @@ def list_commands(
     states: frozenset[str] | None,
     offset: int,
     limit: int,
+    finished: Iterable[Any] = (),
 ) -> list[CommandInfo]:
-    """The live commands that match, in the order they were accepted, paged."""
+    """The live commands that match, in the order they were accepted, then the finished
+    ones kept (``finished``: records with ``info(now)``), in the order they ended; paged."""
     out: list[CommandInfo] = []
+    skipped = 0
+    if states is None or states & LIVE_STATES:
+        skipped = _list_live(live, now, lane, states, offset, limit, out)
+    if len(out) == limit or states is None or not states & FINISHED_STATES:
+        return out
+    for record in finished:
+        if (lane is not None and record.lane != lane) or record.status not in states:
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        out.append(record.info(now))
+        if len(out) == limit:
+            break
+    return out
+
+
+def _list_live(
+    live: Iterable[Any],
+    now: float,
+    lane: str | None,
+    states: frozenset[str] | None,
+    offset: int,
+    limit: int,
+    out: list[CommandInfo],
+) -> int:
+    """Append the live commands that match to ``out``; return how many were skipped."""
     skipped = 0
     for cmd in live:
         if lane is not None and cmd.lane != lane:
@@ -174,13 +213,19 @@ def list_commands(
         )
         if len(out) == limit:
             break
-    return out
+    return skipped
 
 
 def check_listing(
-    where: str, state: str | Iterable[str] | None, offset: int, limit: int
+    where: str,
+    state: str | Iterable[str] | None,
+    offset: int,
+    limit: int,
+    *,
+    retains: bool = False,
 ) -> frozenset[str] | None:
-    """The states asked for (None: all), after checking the arguments of ``where``."""
+    """The states asked for (None: the live ones), after checking the arguments of
+    ``where`` (``retains``: finished commands are kept, so their states may be asked)."""
     check_int(where, "offset", offset, 0)
     check_int(where, "limit", limit, 1)
     if state is None:
@@ -189,9 +234,13 @@ def check_listing(
     unknown = sorted(s for s in wanted if s not in LISTED_STATES)
     if unknown or not wanted:
         known = ", ".join(sorted(LISTED_STATES))
+        msg = f"{where}: state={state!r} is invalid; expected one of {known} (or a list of them)"
+        raise LaneConfigError(msg)
+    if wanted & FINISHED_STATES and not retains:
         msg = (
-            f"{where}: state={state!r} is invalid; expected one of {known} (or a list of "
-            "them; finished commands are not listed)"
+            f"{where}: state={state!r} is invalid here: it asks for finished commands, "
+            "and this system keeps none; open it with "
+            "open_lane_system(retention=lanes.Retention(count=...)) to list them"
         )
         raise LaneConfigError(msg)
     return wanted

@@ -15,6 +15,8 @@ import trio
 
 from actors import WorkerPool, leaves, single_leaf
 
+from . import _dedup as dedup_modes
+from . import _retention as retention_mod
 from . import _submission as submission
 from ._boundary import check_key, check_run
 from ._bus import check_user_event
@@ -23,6 +25,7 @@ from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
 from ._command import Command, CommandHandle, Reason
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
 from ._core import Core
+from ._dedup import Dedup
 from ._dispatcher import Dispatcher
 from ._dlq import DeadLetter, DeadLetterQueue
 from ._durable import Durability
@@ -34,6 +37,7 @@ from ._policy import DONE
 from ._process import require_trio_parallel
 from ._recurring import Scheduler
 from ._remote import SystemBackend
+from ._retention import Retention
 from ._schedule import Misfire, Overlap
 from ._schedule_handle import ScheduleHandle
 from ._stats import LaneStatistics, SystemStatistics
@@ -102,6 +106,7 @@ class LaneSystem:
         fn: Submittable[*PosArgs, T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -114,6 +119,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -125,6 +131,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -143,9 +150,13 @@ class LaneSystem:
                 pickled) that runs in a worker process. A synchronous callable on an
                 ordinary lane is refused. Keyword arguments for ``fn`` are bound with
                 ``functools.partial(fn, name=value)``: ``submit``'s own keywords are only
-                ``key``, ``delay``, ``timeout``, ``durable`` and ``priority``.
+                ``key``, ``dedup``, ``delay``, ``timeout``, ``durable`` and ``priority``.
             key: idempotency key (a non-blank string): while a command with this key is
                 pending or running, the existing handle is returned instead.
+            dedup: how ``key`` deduplicates (a :class:`lanes.Dedup`; None: as above):
+                ``Dedup.hold(ttl=30)`` keeps the key 30 s after its command finished,
+                ``Dedup.replace()`` replaces a waiting holder, ``Dedup.keep_last()`` also
+                queues the newest behind a running one. See the reliability guide.
             delay: seconds before the command becomes pending.
             timeout: hard timeout of each attempt (default: the lane's).
             durable: with storage, whether to store the command (default: yes; a plain
@@ -166,6 +177,10 @@ class LaneSystem:
             ShutdownInProgress: the system no longer accepts commands.
         """
         core = self._core
+        if dedup is not None:  # a deduplication mode (lanes/_dedup.py)
+            return await dedup_modes.submit(
+                core, lane, fn, args, key, dedup, delay, timeout, durable, priority
+            )
         cmd = submission.prepare(
             core, lane, fn, args, key, delay, timeout, durable, priority=priority
         )
@@ -224,6 +239,7 @@ class LaneSystem:
         fn: Submittable[*PosArgs, T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -236,6 +252,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -247,6 +264,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -258,6 +276,10 @@ class LaneSystem:
             LaneUsageError: a durable command (it cannot wait for storage; use ``submit``).
         """
         core = self._core
+        if dedup is not None:  # a deduplication mode (lanes/_dedup.py)
+            return dedup_modes.submit_nowait(
+                core, lane, fn, args, key, dedup, delay, timeout, durable, priority
+            )
         cmd = submission.prepare(
             core, lane, fn, args, key, delay, timeout, durable, priority=priority
         )
@@ -272,6 +294,7 @@ class LaneSystem:
         fn: Submittable[*PosArgs, T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -284,6 +307,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], T],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -295,6 +319,7 @@ class LaneSystem:
         fn: Callable[[*PosArgs], Any] | SupportsExecute[Any],
         *args: *PosArgs,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -309,6 +334,7 @@ class LaneSystem:
             fn,
             *args,
             key=key,
+            dedup=dedup,
             delay=delay,
             timeout=timeout,
             durable=durable,
@@ -518,6 +544,7 @@ class LaneSystem:
         *args: Any,
         buffer: int = 16,
         key: str | None = None,
+        dedup: Dedup | None = None,
         delay: float | None = None,
         timeout: float | None = None,
         durable: bool | None = None,
@@ -545,6 +572,7 @@ class LaneSystem:
             fn,
             *args,
             key=key,
+            dedup=dedup,
             delay=delay,
             timeout=timeout,
             durable=durable,
@@ -571,7 +599,11 @@ class LaneSystem:
         Args:
             lane: only this lane's (None: every lane's).
             state: ``"waiting"``, ``"delayed"`` or ``"running"``, or several of them
-                (None: all three). Finished commands are not listed.
+                (None: all three). Finished commands are listed only when the system
+                keeps them (``open_lane_system(retention=lanes.Retention(...))``) and
+                ``state`` asks for ``"done"``, ``"failed"`` or ``"cancelled"``: they come
+                after the live ones, in the order they ended, with their ``error`` or
+                ``result``.
             offset: how many matching commands to skip (the page's start).
             limit: the page's size (>= 1).
 
@@ -584,16 +616,24 @@ class LaneSystem:
 
         Raises:
             UnknownLaneError: an unknown lane.
-            LaneConfigError: an unknown state, a negative offset, a limit < 1.
+            LaneConfigError: an unknown state, a finished state without a retention, a
+                negative offset, a limit < 1.
             LaneUsageError: called outside the ``trio.run`` that owns the system.
         """
         self._check_run("commands")
         if lane is not None:
             self._check_lane(lane, "commands")
-        states = check_listing("commands", state, offset, limit)
         core = self._core
+        finished = retention_mod.finished_records(core)
+        states = check_listing("commands", state, offset, limit, retains=finished is not None)
         return list_commands(
-            core.live, core.now(), lane=lane, states=states, offset=offset, limit=limit
+            core.live,
+            core.now(),
+            lane=lane,
+            states=states,
+            offset=offset,
+            limit=limit,
+            finished=finished or (),
         )
 
     def statistics(self) -> SystemStatistics:
@@ -765,9 +805,11 @@ class LaneSystem:
     def handle_for(self, key: str) -> CommandHandle[Any] | None:
         """The handle of the pending or running command holding idempotency key ``key``.
 
-        None when no live command holds it (it never existed, or it finished: a finished
-        command frees its key). Recovered commands are found too, so an application can
-        map recovered work back to its sessions by key.
+        None when no command holds it (it never existed, or it finished: a finished
+        command frees its key, unless it was submitted with ``dedup=lanes.Dedup...(ttl=)``:
+        then its finished handle is returned until the key's time to live is up).
+        Recovered commands are found too, so an application can map recovered work back
+        to its sessions by key.
 
         Raises:
             LaneConfigError: ``key`` is not a valid key (blank, not a string...).
@@ -775,6 +817,37 @@ class LaneSystem:
         """
         self._check_run("handle_for")
         return submission.existing(self._core, check_key(key, "handle_for"))
+
+    def release_key(self, key: str) -> bool:
+        """Free idempotency key ``key`` now; return whether anything held it.
+
+        A finished command's kept key (``Dedup.hold(ttl=...)``) is forgotten; a pending or
+        running holder keeps running but no longer holds the key (the next submit with it
+        makes a new command, and the holder's end keeps nothing); a command waiting behind
+        a running holder (``Dedup.keep_last()``) no longer waits for it. With storage, the
+        stored key is deleted with the next write.
+
+        Raises:
+            LaneConfigError: ``key`` is not a valid key (blank, not a string...).
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("release_key")
+        return dedup_modes.release_key(self._core, key)
+
+    def extend_key(self, key: str, ttl: float) -> bool:
+        """Keep idempotency key ``key`` for ``ttl`` seconds from now; return whether it is held.
+
+        For a finished command's kept key, ``ttl`` replaces what was left of its time to
+        live (longer or shorter); for a pending or running holder, the key is kept ``ttl``
+        seconds after it finishes (whatever ``dedup=`` it was submitted with). False, and
+        nothing changes, when no command holds the key.
+
+        Raises:
+            LaneConfigError: an invalid key, or ``ttl`` is not a number of seconds > 0.
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_run("extend_key")
+        return dedup_modes.extend_key(self._core, key, ttl)
 
     def _halt(self) -> None:
         """Stop accepting and stop starting commands: the system is closing."""
@@ -868,6 +941,7 @@ def open_lane_system(
     backend: None = ...,
     max_payload_bytes: int = ...,
     on_unobserved_failure: UnobservedCallback | None = ...,
+    retention: Retention | None = ...,
 ) -> _LaneSystemContext: ...
 @overload
 def open_lane_system(
@@ -882,6 +956,7 @@ def open_lane_system(
     backend: SystemBackend[S],
     max_payload_bytes: int = ...,
     on_unobserved_failure: None = ...,
+    retention: None = ...,
 ) -> AbstractAsyncContextManager[S]: ...
 def open_lane_system(
     lanes: Iterable[LaneConfig] = DEFAULT_LANES,
@@ -895,6 +970,7 @@ def open_lane_system(
     backend: SystemBackend[Any] | None = None,
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
     on_unobserved_failure: UnobservedCallback | None = None,
+    retention: Retention | None = None,
 ) -> Any:
     """Open a lane system: ``async with open_lane_system() as lanes: ...``.
 
@@ -926,6 +1002,11 @@ def open_lane_system(
             None: such failures are logged at ERROR with their traceback (logger
             ``"lanes"``). It runs synchronously (possibly when a handle is freed), must
             be quick, and its exceptions are logged, not raised. Not with ``backend``.
+        retention: keep finished commands listable by ``system.commands(state="done")``
+            (and ``"failed"``, ``"cancelled"``), with their error or result: a
+            :class:`lanes.Retention` (how many, how long); None (default): a finished
+            command leaves the listing. With storage, durable commands' records (and JSON
+            results) survive restarts. Not with ``backend``.
 
     Leaving the block normally stops accepting commands and drains; leaving it by an
     exception (or cancellation) cancels every command at once, and so does leaving it after
@@ -968,7 +1049,14 @@ def open_lane_system(
         raise LaneConfigError(msg)
     drain = _check_seconds("open_lane_system", "drain_timeout", drain_timeout, zero_ok=True)
     on_unobserved = check_callback(on_unobserved_failure)
+    retain = retention_mod.check_retention(retention)
     if backend is not None:
+        if retain is not None:
+            msg = (
+                "open_lane_system: retention= cannot be combined with backend=; the "
+                "workers run the commands (and their listings are the workers')"
+            )
+            raise LaneConfigError(msg)
         if on_unobserved is not None:
             msg = (
                 "open_lane_system: on_unobserved_failure= cannot be combined with backend=; "
@@ -985,7 +1073,9 @@ def open_lane_system(
         return _open_remote(backend, configs, cap, store, registry, drain)
     wall = _wall_clock(clock, store)
     return _LaneSystemContext(
-        lambda: _serve(configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved)
+        lambda: _serve(
+            configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved, retain
+        )
     )
 
 
@@ -1030,12 +1120,15 @@ async def _serve(
     registry: CommandRegistry,
     wall: Callable[[], float],
     on_unobserved: UnobservedCallback | None = None,
+    retention: Retention | None = None,
 ) -> AsyncIterator[LaneSystem]:
     system: LaneSystem
     body_error: BaseException | None = None
     requeue = lambda letter: system._requeue_letter(letter)  # noqa: E731
     core = Core(configs, cap, dead_letter_limit, requeue, wall=wall)
     core.on_unobserved = on_unobserved
+    if retention is not None:
+        retention_mod.install(core, retention)
     system = LaneSystem(core, drain_timeout)
     if storage is not None:  # opened before any task starts: errors surface as themselves
         try:
@@ -1056,6 +1149,8 @@ async def _serve(
             system.dispatcher = Dispatcher(core, pools, nursery)  # its task starts on demand
             if core.durable is not None:
                 recovered = await submission.recover(core)
+                dedup_modes.recovered(core, recovered, core.durable.keys)
+                retention_mod.restore(core)
                 system.recovered = tuple(cmd.handle for cmd in recovered)
             system._scheduler.start(nursery, wall)
             try:

@@ -1,4 +1,8 @@
-"""OpenTelemetry tracing of a lane system (the ``otel`` extra).
+"""OpenTelemetry tracing and metrics of a lane system (the ``otel`` extra).
+
+Metrics: :func:`instrument_metrics` (see ``lanes/_otel_metrics.py``) exports the lanes'
+depth, active commands, counters and wait/run durations as OpenTelemetry instruments.
+Tracing: :func:`instrument`, below.
 
 .. code-block:: python
 
@@ -40,11 +44,12 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ModuleNotFoundError(msg, name=error.name) from error
 
 from . import events as ev
+from ._otel_metrics import instrument_metrics
 
 if TYPE_CHECKING:
     from ._system import LaneSystem
 
-__all__ = ["instrument"]
+__all__ = ["instrument", "instrument_metrics"]
 
 TRACER_NAME = "lanes"
 

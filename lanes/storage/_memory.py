@@ -7,7 +7,15 @@ from collections.abc import Callable
 
 import trio
 
-from ._protocol import Recovered, StoredCommand, StoredLetter, StoredSchedule, WriteBatch
+from ._protocol import (
+    Recovered,
+    StoredCommand,
+    StoredFinished,
+    StoredKey,
+    StoredLetter,
+    StoredSchedule,
+    WriteBatch,
+)
 
 __all__ = ["MemoryStorage"]
 
@@ -24,6 +32,8 @@ class MemoryStorage:
         self.commands: dict[str, StoredCommand] = {}
         self.letters: dict[str, StoredLetter] = {}
         self.schedules: dict[str, StoredSchedule] = {}
+        self.keys: dict[str, StoredKey] = {}
+        self.finished: dict[str, StoredFinished] = {}
         self.writes = 0
         self._clock = clock
 
@@ -37,7 +47,13 @@ class MemoryStorage:
         await trio.lowlevel.checkpoint()
         commands = sorted(self.commands.values(), key=lambda c: c.seq)
         letters = sorted(self.letters.values(), key=lambda letter: letter.seq)
-        return Recovered(tuple(commands), tuple(letters), tuple(self.schedules.values()))
+        return Recovered(
+            tuple(commands),
+            tuple(letters),
+            tuple(self.schedules.values()),
+            tuple(self.keys.values()),
+            tuple(sorted(self.finished.values(), key=lambda f: (f.ended_at, f.seq))),
+        )
 
     async def write(self, batch: WriteBatch) -> None:
         await trio.lowlevel.checkpoint()
@@ -57,6 +73,14 @@ class MemoryStorage:
             self.schedules[schedule.key] = schedule
         for key in batch.delete_schedules:
             self.schedules.pop(key, None)
+        for stored in batch.save_keys:
+            self.keys[stored.key] = stored
+        for key in batch.delete_keys:
+            self.keys.pop(key, None)
+        for finished in batch.save_finished:
+            self.finished[finished.id] = finished
+        for command_id in batch.delete_finished:
+            self.finished.pop(command_id, None)
 
     async def close(self) -> None:
         await trio.lowlevel.checkpoint()

@@ -10,6 +10,8 @@ __all__ = [
     "Recovered",
     "Storage",
     "StoredCommand",
+    "StoredFinished",
+    "StoredKey",
     "StoredLetter",
     "StoredSchedule",
     "WriteBatch",
@@ -89,6 +91,47 @@ class StoredSchedule:
 
 
 @attrs.frozen
+class StoredKey:
+    """An idempotency key kept with a time to live (``submit(dedup=lanes.Dedup.hold(ttl=))``).
+
+    ``command`` is the id of the command that holds (or held) it; ``expires_at`` is a
+    wall-clock time (the storage's clock) after which the key is free again, or None while
+    that command is unfinished (the key then expires ``ttl`` seconds after it finishes).
+    """
+
+    key: str
+    command: str
+    lane: str
+    type: str
+    status: str
+    ttl: float
+    expires_at: float | None
+
+
+@attrs.frozen
+class StoredFinished:
+    """A finished command kept for listings (``open_lane_system(retention=...)``).
+
+    ``status`` is ``"done"``, ``"failed"`` or ``"cancelled"``; times are wall-clock (the
+    storage's clock); ``error`` is ``repr()`` of a failure's last error; ``result`` is the
+    JSON of a done command's value, or None when it is not JSON (then not kept).
+    """
+
+    id: str
+    seq: int
+    lane: str
+    type: str
+    key: str | None
+    status: str
+    attempts: int
+    priority: int
+    accepted_at: float
+    ended_at: float
+    error: str | None
+    result: str | None
+
+
+@attrs.frozen
 class WriteBatch:
     """Changes written in one transaction: rows to save (insert or replace) and ids to delete."""
 
@@ -98,6 +141,10 @@ class WriteBatch:
     delete_letters: tuple[str, ...] = ()
     save_schedules: tuple[StoredSchedule, ...] = ()
     delete_schedules: tuple[str, ...] = ()
+    save_keys: tuple[StoredKey, ...] = ()
+    delete_keys: tuple[str, ...] = ()
+    save_finished: tuple[StoredFinished, ...] = ()
+    delete_finished: tuple[str, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(
@@ -107,17 +154,24 @@ class WriteBatch:
             or self.delete_letters
             or self.save_schedules
             or self.delete_schedules
+            or self.save_keys
+            or self.delete_keys
+            or self.save_finished
+            or self.delete_finished
         )
 
 
 @attrs.frozen
 class Recovered:
     """What a storage held at start: unfinished commands and dead letters, oldest first,
-    and the schedules."""
+    the schedules, the idempotency keys kept with a time to live, and the finished
+    commands kept for listings (oldest first)."""
 
     commands: tuple[StoredCommand, ...]
     letters: tuple[StoredLetter, ...]
     schedules: tuple[StoredSchedule, ...] = ()
+    keys: tuple[StoredKey, ...] = ()
+    finished: tuple[StoredFinished, ...] = ()
 
 
 @runtime_checkable

@@ -17,13 +17,21 @@ import attrs
 import trio
 
 from .._errors import StorageError
-from ._protocol import Recovered, StoredCommand, StoredLetter, StoredSchedule, WriteBatch
+from ._protocol import (
+    Recovered,
+    StoredCommand,
+    StoredFinished,
+    StoredKey,
+    StoredLetter,
+    StoredSchedule,
+    WriteBatch,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
 T = TypeVar("T")
 APPLICATION_ID = 0x4C414E45  # "LANE": marks a database as ours
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _HEADER = b"SQLite format 3\x00"
 RECLAIM_PAGES = 256
 """Free pages (of 4 KiB by default) past which a write gives the space back to the disk."""
@@ -39,6 +47,10 @@ _SCHEDULE_COLUMNS_V2 = (
     "paused, last_slot, last_command"
 )
 _SCHEDULE_COLUMNS = f"{_SCHEDULE_COLUMNS_V2}, times, runs, after_completion"
+_KEY_COLUMNS = "key, command, lane, type, status, ttl, expires_at"  # since schema version 5
+_FINISHED_COLUMNS = (  # since schema version 5
+    "id, seq, lane, type, key, status, attempts, priority, accepted_at, ended_at, error, result"
+)
 
 
 def _create_v1(db: sqlite3.Connection) -> None:
@@ -65,6 +77,15 @@ def _add_schedule_limits_v4(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE schedules ADD COLUMN after_completion NOT NULL DEFAULT 0")
 
 
+def _add_keys_v5(db: sqlite3.Connection) -> None:
+    """Idempotency keys kept with a time to live (``lanes.Dedup``), and finished commands
+    kept for listings (``lanes.Retention``)."""
+    db.execute(f"CREATE TABLE dedup_keys ({_KEY_COLUMNS})")
+    db.execute("CREATE UNIQUE INDEX dedup_keys_key ON dedup_keys(key)")
+    db.execute(f"CREATE TABLE finished ({_FINISHED_COLUMNS})")
+    db.execute("CREATE UNIQUE INDEX finished_id ON finished(id)")
+
+
 def _incremental_vacuum(db: sqlite3.Connection) -> None:
     """Let the file shrink after big commands (``auto_vacuum=INCREMENTAL``).
 
@@ -85,6 +106,7 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _add_schedules_v2,
     2: _add_priority_v3,
     3: _add_schedule_limits_v4,
+    4: _add_keys_v5,
 }
 """``MIGRATIONS[v]`` upgrades a database from schema version ``v`` to ``v + 1``."""
 _FULL, _READONLY, _IOERR = sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR
@@ -329,12 +351,18 @@ class SqliteStorage:
             schedules = db.execute(
                 f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY key"
             ).fetchall()
+            keys = db.execute(f"SELECT {_KEY_COLUMNS} FROM dedup_keys ORDER BY key").fetchall()
+            finished = db.execute(
+                f"SELECT {_FINISHED_COLUMNS} FROM finished ORDER BY ended_at, seq"
+            ).fetchall()
         except sqlite3.Error as exc:
             raise self._error("cannot read the database", exc) from exc
         return Recovered(
             tuple(StoredCommand(*row) for row in rows),
             tuple(StoredLetter(*row) for row in letters),
             tuple(_schedule_of(row) for row in schedules),
+            tuple(StoredKey(*row) for row in keys),
+            tuple(StoredFinished(*row) for row in finished),
         )
 
     async def write(self, batch: WriteBatch) -> None:
@@ -375,6 +403,15 @@ class SqliteStorage:
                     [attrs.astuple(r) for r in batch.save_schedules],
                 )
                 _delete(db, "schedules", batch.delete_schedules, column="key")
+                _insert(db, "dedup_keys", _KEY_COLUMNS, [attrs.astuple(k) for k in batch.save_keys])
+                _delete(db, "dedup_keys", batch.delete_keys, column="key")
+                _insert(
+                    db,
+                    "finished",
+                    _FINISHED_COLUMNS,
+                    [attrs.astuple(f) for f in batch.save_finished],
+                )
+                _delete(db, "finished", batch.delete_finished)
                 db.execute("COMMIT")
             except BaseException:
                 # SQLite has already rolled back after some errors (a full disk): rolling
@@ -387,7 +424,7 @@ class SqliteStorage:
             # ValueError: text that is not valid Unicode (a lone surrogate); OverflowError:
             # an integer wider than 64 bits. The transaction was rolled back either way.
             raise self._error("write failed", exc) from exc
-        if batch.delete or batch.delete_letters:
+        if batch.delete or batch.delete_letters or batch.delete_finished:
             self._reclaim(db)
 
     def _reclaim(self, db: sqlite3.Connection) -> None:
