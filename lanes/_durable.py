@@ -9,7 +9,7 @@ import trio
 
 from ._codec import CommandRegistry
 from ._command import Command, Reason
-from ._dlq import DeadLetter, DeadLetterQueue
+from ._dlq import DeadLetter, DeadLetterQueue, format_traceback
 from ._errors import StorageError
 from ._journal import Journal
 from .storage import Storage, StoredCommand, StoredLetter, StoredSchedule
@@ -73,6 +73,9 @@ class Durability:
     def dead_lettered(self, cmd: Command, letter: DeadLetter) -> None:
         assert cmd.payload is not None
         self.journal.delete(cmd.id)
+        trace = letter.traceback
+        if trace is None and cmd.error is not None:  # the core set the error it failed with
+            trace = format_traceback(cmd.error)
         self.journal.save_letter(
             StoredLetter(
                 letter.id,
@@ -85,6 +88,7 @@ class Durability:
                 letter.attempts,
                 letter.failed_at,
                 cmd.timeout,
+                trace,
             )
         )
 
@@ -130,6 +134,7 @@ class Durability:
             stored.timeout,
             stored.key,
             stored.payload,
+            stored.traceback,
         )
 
     def _rebuild(self, lanes: Collection[str], dlq: DeadLetterQueue, row: StoredCommand) -> Any:
@@ -141,6 +146,7 @@ class Durability:
                 raise StorageError(msg)
             obj = self.registry.decode(row.type, row.payload)
         except StorageError as exc:
+            trace = format_traceback(exc)
             letter = DeadLetter(
                 row.id,
                 row.lane,
@@ -153,6 +159,7 @@ class Durability:
                 row.timeout,
                 row.key,
                 row.payload,
+                trace,
             )
             self.journal.delete(row.id)
             self.journal.save_letter(
@@ -167,6 +174,7 @@ class Durability:
                     row.attempts,
                     self.storage.clock(),
                     row.timeout,
+                    trace,
                 )
             )
             dlq.add(letter, notify=False)
