@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback as _traceback
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,9 +11,17 @@ import attrs
 import trio
 
 from ._boundary import check_run
-from ._errors import LaneError
+from ._errors import LaneError, LaneUsageError, StorageError
 
-__all__ = ["DeadLetter", "DeadLetterNotFound", "DeadLetterQueue"]
+__all__ = [
+    "MAX_TRACEBACK",
+    "DeadLetter",
+    "DeadLetterNotFound",
+    "DeadLetterQueue",
+    "format_traceback",
+]
+
+MAX_TRACEBACK = 8000  # characters of a dead letter's traceback kept (its end: the error)
 
 
 class DeadLetterNotFound(LaneError, KeyError):
@@ -34,6 +43,9 @@ class DeadLetter:
         attempts: attempts made in the failed run.
         failed_at: wall-clock time of the failure, in seconds since the epoch (the system's
             ``clock``, default ``time.time``), like the events' ``timestamp``.
+        traceback: the last error's formatted traceback, chained causes included, at most
+            :data:`MAX_TRACEBACK` characters (its end, with the error, is kept); stored with
+            the letter by a durable system. None when it was not recorded.
     """
 
     id: str
@@ -47,6 +59,24 @@ class DeadLetter:
     timeout: float | None = attrs.field(repr=False, eq=False, default=None)
     key: str | None = attrs.field(repr=False, eq=False, default=None)
     payload: str | None = attrs.field(repr=False, eq=False, default=None)
+    traceback: str | None = attrs.field(repr=False, eq=False, default=None)
+
+
+def format_traceback(error: BaseException, limit: int = MAX_TRACEBACK) -> str:
+    """``error``'s traceback as Python prints it, cut to its last ``limit`` characters.
+
+    A cut traceback starts with a line saying how many characters were left out. Never
+    raises: an error whose formatting fails gives that failure's ``repr`` instead.
+    """
+    try:
+        text = "".join(_traceback.format_exception(error))
+    except Exception as failure:  # a broken __str__ or the like: say so, keep the letter
+        text = f"(the traceback could not be formatted: {failure!r})\n"
+    if len(text) <= limit:
+        return text
+    kept = text[len(text) - limit :]
+    kept = kept[kept.find("\n") + 1 :] or kept  # from a line start
+    return f"... ({len(text) - len(kept)} characters left out)\n{kept}"
 
 
 Resubmit = Callable[[DeadLetter], Awaitable[Any]]
@@ -65,8 +95,8 @@ async def _checkpoint() -> None:
 class DeadLetterQueue:
     """Bounded, oldest first. When full, the oldest letter is evicted and counted.
 
-    ``list()`` and ``len()`` are synchronous snapshots; ``pop``, ``requeue`` and ``clear``
-    are async because durable systems also update storage.
+    ``list()`` and ``len()`` are synchronous snapshots; ``pop``, ``requeue``, ``discard``
+    and ``clear`` are async because durable systems also update storage.
     """
 
     def __init__(
@@ -156,6 +186,43 @@ class DeadLetterQueue:
             evicted, _ = self._letters.popitem(last=False)
             self.evicted += 1
             self._removed(evicted)
+
+    async def discard(self, command_id: str) -> bool:
+        """Remove the letter ``command_id`` without running its command again.
+
+        Returns True if it was removed, False if no letter has that id (already requeued,
+        discarded, popped or evicted). With storage the removal is written before this
+        returns; if that write fails (the storage is closed because the system stopped, or
+        the disk is full) the letter is put back where it was, still stored, and the
+        error is raised. A cancellation arriving meanwhile does not undo it: the letter is
+        removed (and the removal written) and the cancellation is delivered at the
+        caller's next checkpoint, or here for a system without storage.
+
+        Raises:
+            LaneUsageError: ``command_id`` is not a string, or this is called from another
+                ``trio.run`` than the system's.
+            StorageError: the removal could not be written (the letter stays).
+        """
+        self._check_run("discard")
+        if not isinstance(command_id, str):
+            msg = (
+                f"dead_letters.discard: command_id={command_id!r} is a "
+                f"{type(command_id).__name__}; expected a command id string (DeadLetter.id)"
+            )
+            raise LaneUsageError(msg)
+        letter = self._letters.get(command_id)
+        if letter is None:
+            await trio.lowlevel.checkpoint()  # as every change of the queue has, nothing to write
+            return False
+        place = list(self._letters).index(command_id)
+        del self._letters[command_id]
+        self._removed(command_id)
+        try:
+            await self.commit()
+        except StorageError:
+            self._put_back(place, letter)  # the removal was not written: it stays
+            raise
+        return True
 
     async def clear(self) -> int:
         """Remove every letter; return how many were removed."""

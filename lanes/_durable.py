@@ -9,7 +9,7 @@ import trio
 
 from ._codec import CommandRegistry
 from ._command import Command, Reason
-from ._dlq import DeadLetter, DeadLetterQueue
+from ._dlq import DeadLetter, DeadLetterQueue, format_traceback
 from ._errors import StorageError
 from ._journal import Journal
 from .storage import (
@@ -84,6 +84,9 @@ class Durability:
     def dead_lettered(self, cmd: Command, letter: DeadLetter) -> None:
         assert cmd.payload is not None
         self.journal.delete(cmd.id)
+        trace = letter.traceback
+        if trace is None and cmd.error is not None:  # the core set the error it failed with
+            trace = format_traceback(cmd.error)
         self.journal.save_letter(
             StoredLetter(
                 letter.id,
@@ -96,6 +99,7 @@ class Durability:
                 letter.attempts,
                 letter.failed_at,
                 cmd.timeout,
+                trace,
             )
         )
 
@@ -144,6 +148,7 @@ class Durability:
             stored.timeout,
             stored.key,
             stored.payload,
+            stored.traceback,
         )
 
     def _rebuild(self, lanes: Collection[str], dlq: DeadLetterQueue, row: StoredCommand) -> Any:
@@ -155,6 +160,7 @@ class Durability:
                 raise StorageError(msg)
             obj = self.registry.decode(row.type, row.payload)
         except StorageError as exc:
+            trace = format_traceback(exc)
             letter = DeadLetter(
                 row.id,
                 row.lane,
@@ -167,6 +173,7 @@ class Durability:
                 row.timeout,
                 row.key,
                 row.payload,
+                trace,
             )
             self.journal.delete(row.id)
             self.journal.save_letter(
@@ -181,6 +188,7 @@ class Durability:
                     row.attempts,
                     self.storage.clock(),
                     row.timeout,
+                    trace,
                 )
             )
             dlq.add(letter, notify=False)

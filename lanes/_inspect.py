@@ -63,7 +63,8 @@ class UnfinishedCommand:
 
 @attrs.frozen
 class StoredLetterRow:
-    """A dead letter as stored (``failed_at``: wall-clock time of the failure)."""
+    """A dead letter as stored (``failed_at``: wall-clock time of the failure; ``traceback``:
+    the last error's, None when the letter was stored without one)."""
 
     id: str
     lane: str
@@ -72,6 +73,7 @@ class StoredLetterRow:
     attempts: int
     failed_at: float | None
     error: str
+    traceback: str | None = None
 
 
 @attrs.frozen
@@ -157,6 +159,7 @@ def _letter(row: dict[str, Any]) -> StoredLetterRow:
         int(row["attempts"] or 0),
         None if failed_at is None else float(failed_at),
         str(row["error"] or ""),
+        None if row["traceback"] is None else str(row["traceback"]),
     )
 
 
@@ -214,7 +217,7 @@ def _schedule_fields(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _COMMAND_FIELDS = ("id", "seq", "lane", "type", "key", "status", "attempts", "ready_at")
-_LETTER_FIELDS = ("id", "seq", "lane", "type", "key", "error", "attempts", "failed_at")
+_LETTER_FIELDS = ("id", "seq", "lane", "type", "key", "error", "attempts", "failed_at", "traceback")
 
 
 def read_sqlite(path: str | pathlib.Path) -> Inspection:

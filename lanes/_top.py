@@ -1,6 +1,6 @@
 """``lanes top``: a live terminal view of a running lane system, read from its /metrics.
 
-Needs the ``top`` extra (rich and prometheus_client). The system exports its
+Needs the ``top`` extra (rich, prometheus_client and httpx). The system exports its
 metrics with :func:`lanes.prometheus.serve_metrics`; ``lanes top URL`` scrapes that URL
 every ``interval`` seconds and draws one row per lane: priority (configured, and effective
 when boosted), pending, active, rate (commands finished per second between two scrapes),
@@ -26,6 +26,13 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     from ._extras import missing_extra
 
     msg = missing_extra("lanes top", "rich and prometheus_client", "top")
+    raise ModuleNotFoundError(msg, name=error.name) from error
+try:
+    import httpx
+except ImportError as error:  # pragma: no cover - depends on the environment
+    from ._extras import missing_extra
+
+    msg = missing_extra("lanes top", "httpx", "top")
     raise ModuleNotFoundError(msg, name=error.name) from error
 
 from ._checks import check_positive as _check_positive
@@ -81,50 +88,54 @@ def check_url(url: object) -> tuple[str, int, str]:
 
 
 async def fetch_metrics(url: str, *, timeout: float = 5.0) -> str:
-    """GET ``url`` over HTTP/1.1 with Trio sockets; return the body text.
+    """GET ``url`` with httpx (HTTP/1.1, no proxy); return the body text.
 
     Cancellation leaves no connection open.
 
     Raises:
         LaneConfigError: ``url`` is not an ``http://host:port/...`` URL.
-        ScrapeError: no answer within ``timeout``, a connection error, or a status not 200.
+        ScrapeError: no answer within ``timeout``, a connection error, a status not 200, an
+            answer larger than 16 MiB or not UTF-8 text.
     """
-    host, port, path = check_url(url)
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAccept: text/plain\r\n"
-        "Connection: close\r\n\r\n"
-    )
+    check_url(url)
+    async with _client() as client:
+        return await _fetch(client, url, timeout)
+
+
+def _client() -> httpx.AsyncClient:
+    """A client for plain-HTTP scrapes: no proxy or netrc from the environment, no TLS."""
+    return httpx.AsyncClient(trust_env=False, verify=False, headers={"Accept": "text/plain"})
+
+
+async def _fetch(client: httpx.AsyncClient, url: str, timeout: float) -> str:
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(host, port)
-            async with stream:
-                await stream.send_all(request.encode("latin-1"))
-                data = await _read_all(stream)
-    except trio.TooSlowError as error:
+            async with client.stream("GET", url, timeout=timeout) as answer:
+                if answer.status_code != 200:
+                    phrase = answer.reason_phrase or httpx.codes.get_reason_phrase(
+                        answer.status_code
+                    )
+                    status = f"{answer.http_version} {answer.status_code} {phrase}"
+                    raise ScrapeError(f"{url} answered {status!r}, not 200 OK")
+                data = await _read_all(answer)
+    except (trio.TooSlowError, httpx.TimeoutException) as error:
         raise ScrapeError(f"cannot read {url}: no answer within {timeout} s") from error
-    except (OSError, trio.BrokenResourceError) as error:
-        raise ScrapeError(f"cannot read {url}: {error}") from error
-    return _body(url, data)
+    except (OSError, httpx.TransportError) as error:
+        raise ScrapeError(f"cannot read {url}: {error or type(error).__name__}") from error
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ScrapeError(f"{url} answered with text that is not UTF-8: {error}") from error
 
 
-async def _read_all(stream: trio.SocketStream) -> bytes:
+async def _read_all(answer: httpx.Response) -> bytes:
     chunks, size = [], 0
-    while chunk := await stream.receive_some(65536):
+    async for chunk in answer.aiter_bytes():
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_BODY:
             raise ScrapeError(f"the answer is larger than {MAX_BODY} bytes")
     return b"".join(chunks)
-
-
-def _body(url: str, data: bytes) -> str:
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = head.split(b"\r\n", 1)[0].decode("latin-1")
-    if status.split(" ")[1:2] != ["200"]:
-        raise ScrapeError(f"{url} answered {status!r}, not 200 OK")
-    if b"transfer-encoding: chunked" in head.lower():
-        raise ScrapeError(f"{url} answered with chunked encoding, which lanes top does not read")
-    return body.decode("utf-8")
 
 
 def parse_frame(text: str, timestamp: float) -> Frame:
@@ -245,8 +256,8 @@ def _alerts(alerts: Iterable[tuple[str, str]]) -> Text:
     return text
 
 
-async def _scrape(url: str) -> Frame:
-    text = await fetch_metrics(url)
+async def _scrape(client: httpx.AsyncClient, url: str) -> Frame:
+    text = await _fetch(client, url, 5.0)
     return parse_frame(text, trio.current_time())
 
 
@@ -279,24 +290,28 @@ async def run_top(
     if not (once and interval == 0):
         interval = _check_positive("lanes top", "interval", interval)
     console = console or Console()
-    if once:
-        previous = None
-        if interval:
-            previous = await _scrape(url)
-            await trio.sleep(interval)
-        console.print(render(await _scrape(url), previous, title=f"lanes top: {url}"))
-        return
-    await _live(url, interval, console, frames)
+    async with _client() as client:  # one client for every scrape
+        if once:
+            previous = None
+            if interval:
+                previous = await _scrape(client, url)
+                await trio.sleep(interval)
+            frame = await _scrape(client, url)
+            console.print(render(frame, previous, title=f"lanes top: {url}"))
+            return
+        await _live(client, url, interval, console, frames)
 
 
-async def _live(url: str, interval: float, console: Console, frames: int | None) -> None:
+async def _live(
+    client: httpx.AsyncClient, url: str, interval: float, console: Console, frames: int | None
+) -> None:
     previous: Frame | None = None
     shown: Table | Text = Text()
     with Live(console=console, auto_refresh=False) as live:
         count = 0
         while frames is None or count < frames:
             try:
-                frame = await _scrape(url)
+                frame = await _scrape(client, url)
             except ScrapeError as error:
                 status = f"lanes top: {error} (retrying every {interval} s)"
                 if isinstance(shown, Table):

@@ -1,6 +1,7 @@
 """Prometheus export: one exposition for every lane system of a process, and its HTTP endpoint.
 
-Needs the ``prometheus`` extra (``pip install 'trio-lanes[prometheus]'``, or
+Needs the ``prometheus`` extra (prometheus_client and hypercorn:
+``pip install 'trio-lanes[prometheus]'``, or
 ``pip install -e '.[prometheus]'`` in a checkout).
 
 .. code-block:: python
@@ -52,10 +53,10 @@ any fixed set of ``le`` buckets small enough to scrape would blur them to a buck
 
 from __future__ import annotations
 
-import functools
+import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, cast
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
@@ -73,6 +74,14 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     from ._extras import missing_extra
 
     msg = missing_extra("lanes.prometheus", "prometheus_client", "prometheus")
+    raise ModuleNotFoundError(msg, name=error.name) from error
+try:
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+except ImportError as error:  # pragma: no cover - depends on the environment
+    from ._extras import missing_extra
+
+    msg = missing_extra("lanes.prometheus", "hypercorn", "prometheus")
     raise ModuleNotFoundError(msg, name=error.name) from error
 
 from ._aggregate import Aggregator, LaneTotals, Totals
@@ -111,8 +120,8 @@ _SUMMARIES = {
     "run_seconds": ("lanes_command_duration_seconds", "Run time of each attempt."),
 }
 ALERT_LEVELS = {"ok": 0, "warning": 1, "critical": 2}
-REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request head
-MAX_HEAD = 16 * 1024
+REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request head (or stay idle)
+MAX_HEAD = 16 * 1024  # bytes of request line and headers
 
 
 class PrometheusBackend:
@@ -540,13 +549,14 @@ async def serve_metrics(
     task_status: trio.TaskStatus[MetricsServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``GET /metrics`` for a lane system, or a :class:`LaneCollector` of many, over
-    HTTP/1.1 until cancelled.
+    HTTP/1.1 (hypercorn's Trio worker) until cancelled.
 
     Run it in a nursery: ``server = await nursery.start(serve_metrics, collector, 9464)``
     returns a :class:`MetricsServer` once the socket listens (pass port 0 for a free port and
-    read ``server.port``). Each scrape reads the systems afresh. Every connection is handled
-    in its own task and closed after one response; cancelling ``serve_metrics`` closes the
-    listening socket and every open connection, leaving no task behind.
+    read ``server.port``). Each scrape reads the systems afresh, in this Trio thread. Every
+    connection is closed after one response, or after 10 seconds without a request; a
+    request that is not HTTP/1.1 gets 400. Cancelling ``serve_metrics`` closes the listening
+    socket and every open connection, leaving no task behind.
 
     Args:
         system: a :class:`LaneCollector` (one exposition for every system added to it), or
@@ -580,16 +590,47 @@ async def serve_metrics(
     if alert_collector is not None:
         registry.register(alert_collector)
     try:
-        listeners = await trio.open_tcp_listeners(port, host=host)
-        bound = listeners[0].socket.getsockname()[1]
-        task_status.started(MetricsServer(host, bound))
-        await trio.serve_listeners(
-            functools.partial(_handle, registry=registry, fast=own), listeners
-        )
+        await _serve(_MetricsApp(registry, fast=own), _server_config(host, port), task_status)
     finally:
         registry.unregister(collector)
         if alert_collector is not None:
             registry.unregister(alert_collector)
+
+
+def _server_config(host: str, port: int) -> Config:
+    """Hypercorn's settings: one answer per connection, a client has 10 s to ask."""
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("lanes.prometheus")
+    config.keep_alive_timeout = REQUEST_TIMEOUT  # also the time to send the request head
+    config.h11_max_incomplete_size = MAX_HEAD
+    config.include_server_header = False
+    config.graceful_timeout = 0.0  # cancelled: every connection is closed at once
+    return config
+
+
+async def _serve(
+    app: _MetricsApp, config: Config, task_status: trio.TaskStatus[MetricsServer]
+) -> None:
+    """Run hypercorn's Trio worker; an address that cannot be bound raises its ``OSError``."""
+    host = config.bind[0].rsplit(":", 1)[0].strip("[]")
+    try:
+        async with trio.open_nursery() as nursery:
+            binds: list[str] = await nursery.start(serve, cast("Any", app), config)
+            task_status.started(MetricsServer(host, int(binds[0].rsplit(":", 1)[1])))
+    except BaseExceptionGroup as group:  # the bind fails inside hypercorn's nurseries
+        error = _only_oserror(group)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _only_oserror(group: BaseExceptionGroup[BaseException]) -> OSError | None:
+    errors = group.exceptions
+    while len(errors) == 1 and isinstance(errors[0], BaseExceptionGroup):
+        errors = errors[0].exceptions
+    return errors[0] if len(errors) == 1 and isinstance(errors[0], OSError) else None
 
 
 def _check_port(port: object) -> int:
@@ -602,48 +643,67 @@ def _check_port(port: object) -> int:
     return port
 
 
-async def _handle(stream: trio.SocketStream, *, registry: CollectorRegistry, fast: bool) -> None:
-    """Answer one request on ``stream`` (closed by ``serve_tcp`` afterwards)."""
-    try:
-        head = b""
-        with trio.move_on_after(REQUEST_TIMEOUT):
-            head = await _read_head(stream)
-        if head:
-            await stream.send_all(_respond(head, registry, fast=fast))
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the client went away; nothing to answer
+class _MetricsApp:
+    """The ASGI application behind :func:`serve_metrics`: ``GET`` and ``HEAD`` of ``/metrics``.
+
+    Other paths get 404, other methods 405 (with ``Allow``), a collector that raises 500
+    (with the error), and every answer says ``Connection: close``. A scrape encodes the
+    registry in the Trio thread of the lane systems, as the collectors require.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, fast: bool) -> None:
+        self._registry = registry
+        self._fast = fast  # only lanes collectors in the registry: the fast text encoder
+
+    async def __call__(
+        self,
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        elif scope["type"] == "http":
+            status, headers, body = self._answer(scope)
+            headers = [*headers, (b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            head_only = scope["method"] == "HEAD"
+            await send({"type": "http.response.body", "body": b"" if head_only else body})
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # refuse the handshake
+
+    def _answer(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            return 405, [_TEXT, (b"allow", b"GET, HEAD")], b"only GET and HEAD\n"
+        if scope["path"] != "/metrics":
+            return 404, [_TEXT], b"the metrics are at /metrics\n"
+        accept = b",".join(v for k, v in scope["headers"] if k == b"accept").decode("latin-1")
+        encoder, content_type = choose_encoder(accept)
+        if self._fast and encoder is generate_latest:
+            encoder = _encode_text
+        try:
+            body = encoder(self._registry)
+        except Exception as error:  # a broken collector: say so, keep serving
+            return 500, [_TEXT], f"{error!r}\n".encode()
+        return 200, [(b"content-type", content_type.encode("latin-1"))], body
 
 
-async def _read_head(stream: trio.SocketStream) -> bytes:
-    """The request line and headers, or b"" if the client closed first or sent too much."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(4096)
-        if not chunk or len(data) > MAX_HEAD:
-            return b""
-        data += chunk
-    return data.split(b"\r\n\r\n", 1)[0]
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
 
 
-def _respond(head: bytes, registry: CollectorRegistry, *, fast: bool = False) -> bytes:
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return _response(400, "Bad Request", b"malformed request line\n")
-    method, target, _ = parts
-    if method not in ("GET", "HEAD"):
-        return _response(405, "Method Not Allowed", b"only GET and HEAD\n", allow="GET, HEAD")
-    if target.split("?", 1)[0] != "/metrics":
-        return _response(404, "Not Found", b"the metrics are at /metrics\n")
-    headers = dict(_header(line) for line in lines[1:] if ":" in line)
-    encoder, content_type = choose_encoder(headers.get("accept", ""))
-    if fast and encoder is generate_latest:
-        encoder = _encode_text
-    try:
-        body = encoder(registry)
-    except Exception as error:  # a broken collector: say so, keep serving
-        return _response(500, "Internal Server Error", f"{error!r}\n".encode())
-    return _response(200, "OK", body, content_type=content_type, head_only=method == "HEAD")
+async def _lifespan(
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
+    """Nothing to start or stop: acknowledge hypercorn's lifespan messages."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _encode_text(registry: Collector) -> bytes:
@@ -677,25 +737,3 @@ def _escape_value(value: str) -> str:
     if "\\" in value or "\n" in value or '"' in value:
         return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
     return value
-
-
-def _header(line: str) -> tuple[str, str]:
-    name, value = line.split(":", 1)
-    return name.strip().lower(), value.strip()
-
-
-def _response(
-    code: int,
-    reason: str,
-    body: bytes,
-    *,
-    content_type: str = "text/plain; charset=utf-8",
-    head_only: bool = False,
-    allow: str = "",
-) -> bytes:
-    extra = f"Allow: {allow}\r\n" if allow else ""
-    head = (
-        f"HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    return head.encode("latin-1") + (b"" if head_only else body)

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -29,8 +30,10 @@ from .test_metrics import task_count
 CONFIGS = [LaneConfig("query", 2, max_concurrency=4), LaneConfig("prompt", 5)]
 
 
-async def http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
-    """Send raw ``request`` bytes; return status line, headers and body of the answer."""
+async def http(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw ``request`` bytes; return status code, headers and body of the answer.
+
+    Reading until the server closes also checks that it closes after one answer."""
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(request)
@@ -40,12 +43,15 @@ async def http(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
     head, _, body = data.partition(b"\r\n\r\n")
     status, *lines = head.decode("latin-1").split("\r\n")
     headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
-    return status, headers, body
+    return int(status.split(" ")[1]), headers, body
 
 
-async def get(port: int, path: str = "/metrics", *extra: str) -> tuple[str, dict[str, str], bytes]:
-    lines = "".join(f"{line}\r\n" for line in ("Host: localhost", *extra))
-    return await http(port, f"GET {path} HTTP/1.1\r\n{lines}\r\n".encode())
+async def get(port: int, path: str = "/metrics", *extra: str) -> tuple[int, dict[str, str], bytes]:
+    """GET with httpx, as a scraper would (``extra``: more ``Name: value`` headers)."""
+    headers = dict(line.split(": ", 1) for line in extra)
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"http://127.0.0.1:{port}{path}", headers=headers)
+    return answer.status_code, dict(answer.headers), answer.content
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -82,8 +88,9 @@ async def test_scrape_over_http_parses_with_prometheus_client() -> None:
         await system.submit("prompt", noop)
         status, headers, body = await get(server.port)
         system.resume("prompt")
-    assert status == "HTTP/1.1 200 OK"
+    assert status == 200
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert headers["connection"] == "close"  # one answer per connection
     assert int(headers["content-length"]) == len(body)
     text = body.decode()
     types = {f.name: f.type for f in text_string_to_metric_families(text)}
@@ -134,25 +141,52 @@ async def test_each_scrape_is_fresh_and_openmetrics_is_negotiated() -> None:
 
 
 @pytest.mark.parametrize(
-    ("request_bytes", "status"),
+    ("method", "path", "status", "text"),
     [
-        (b"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 404 Not Found"),
-        (b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405 Method Not Allowed"),
-        (b"nonsense\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+        ("GET", "/", 404, b"the metrics are at /metrics\n"),
+        ("GET", "/metrics/x", 404, b"the metrics are at /metrics\n"),
+        ("POST", "/metrics", 405, b"only GET and HEAD\n"),
+        ("DELETE", "/", 405, b"only GET and HEAD\n"),
     ],
 )
-async def test_other_requests_get_clear_errors(request_bytes: bytes, status: str) -> None:
+async def test_other_requests_get_clear_errors(
+    method: str, path: str, status: int, text: bytes
+) -> None:
     async with lanes.open_lane_system(CONFIGS) as system, serving(system) as server:
-        got, headers, body = await http(server.port, request_bytes)
-        assert got == status
-        assert int(headers["content-length"]) == len(body) > 0
-        assert (await get(server.port))[0] == "HTTP/1.1 200 OK"  # the server carries on
+        async with httpx.AsyncClient() as client:
+            answer = await client.request(method, f"http://127.0.0.1:{server.port}{path}")
+        assert answer.status_code == status
+        assert answer.content == text
+        assert answer.headers.get("allow") == ("GET, HEAD" if status == 405 else None)
+        assert (await get(server.port))[0] == 200  # the server carries on
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b"nonsense\r\n\r\n", b"GET /metrics HTTP/1.1\r\n\r\n", b"GET /metrics HTTP/1.1\r\nX\r\n\r\n"],
+)
+async def test_a_malformed_request_is_a_bad_request(request_bytes: bytes) -> None:
+    """Not HTTP, no Host header (required by HTTP/1.1), a header line without a colon."""
+    async with lanes.open_lane_system(CONFIGS) as system, serving(system) as server:
+        status, headers, body = await http(server.port, request_bytes)
+        assert status == 400
+        assert int(headers["content-length"]) == len(body)
+        assert (await get(server.port))[0] == 200
+
+
+async def test_a_request_head_too_large_is_refused() -> None:
+    async with lanes.open_lane_system(CONFIGS) as system, serving(system) as server:
+        endless = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * 40_000
+        status, _, _ = await http(server.port, endless)  # more than 16 KiB, no end in sight
+        assert status in (400, 431)
+        assert (await get(server.port))[0] == 200
 
 
 async def test_head_has_headers_only() -> None:
     async with lanes.open_lane_system(CONFIGS) as system, serving(system) as server:
-        status, headers, body = await http(server.port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
-    assert status == "HTTP/1.1 200 OK"
+        request = b"HEAD /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"
+        status, headers, body = await http(server.port, request)
+    assert status == 200
     assert int(headers["content-length"]) > 0
     assert body == b""
 
@@ -162,7 +196,7 @@ async def test_a_client_that_closes_early_is_ignored() -> None:
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         await stream.send_all(b"GET /metr")
         await stream.aclose()
-        assert (await get(server.port))[0] == "HTTP/1.1 200 OK"
+        assert (await get(server.port))[0] == 200
 
 
 @pytest.mark.parametrize("port", [-1, 65536, "9464", 1.5, True, None])
@@ -254,3 +288,90 @@ def test_backend_without_source_serves_its_last_update() -> None:
     assert value(parsed, "lanes_wait_duration_seconds", lane="a", quantile="0.9") == 0.9
     assert value(parsed, "lanes_wait_duration_seconds_sum", lane="a") == 2.0
     assert value(parsed, "lanes_command_duration_seconds_count", lane="a") == 0
+
+
+class Broken:
+    def describe(self) -> list[object]:
+        return []
+
+    def collect(self) -> list[object]:
+        raise RuntimeError("collector <broken>")
+
+
+async def test_a_broken_collector_is_a_500_and_the_server_carries_on() -> None:
+    registry = CollectorRegistry()
+    broken = Broken()
+    registry.register(broken)  # type: ignore[arg-type]
+    async with (
+        lanes.open_lane_system(CONFIGS) as system,
+        serving(system, registry=registry) as server,
+    ):
+        status, headers, body = await get(server.port)
+        assert status == 500
+        assert body == b"RuntimeError('collector <broken>')\n"
+        assert headers["content-type"].startswith("text/plain")
+        registry.unregister(broken)  # type: ignore[arg-type]
+        assert (await get(server.port))[0] == 200
+
+
+async def test_a_silent_client_is_disconnected_after_the_request_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lanes.prometheus, "REQUEST_TIMEOUT", 0.2)
+    async with lanes.open_lane_system(CONFIGS) as system, serving(system) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            with trio.fail_after(5):
+                await stream.send_all(b"GET /metr")  # and nothing more
+                assert await stream.receive_some() == b""  # closed by the server
+        assert (await get(server.port))[0] == 200
+
+
+async def test_a_websocket_handshake_is_refused() -> None:
+    async with lanes.open_lane_system(CONFIGS) as system, serving(system) as server:
+        request = (
+            b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        status, _, _ = await http(server.port, request)
+        assert status == 403
+        assert (await get(server.port))[0] == 200
+
+
+async def test_an_ipv6_loopback_host() -> None:
+    async with lanes.open_lane_system(CONFIGS) as system:
+        try:
+            cm = serving(system, host="::1")
+            server = await cm.__aenter__()
+        except OSError:
+            pytest.skip("no IPv6 loopback here")
+        try:
+            assert server.url == f"http://[::1]:{server.port}/metrics"
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(server.url)).status_code == 200
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+def test_without_hypercorn_the_import_names_the_extra() -> None:
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    from lanes import _extras
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    code = "import sys\nsys.modules['hypercorn'] = None\nimport lanes.prometheus\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    hint = "lanes.prometheus needs hypercorn: " + _extras.install_hint("prometheus")
+    assert f"ModuleNotFoundError: {hint}" in done.stderr

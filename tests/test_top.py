@@ -216,3 +216,73 @@ def test_the_observability_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert row_of(out, "prompt")[:4] == ["prompt", "5", "6", "2"]
     assert "traced 28 commands under 'agent turn'" in out
     assert "completed: prompt=8 query=20" in out
+
+
+async def test_an_answer_too_large_or_not_utf8_is_a_scrape_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import lanes._top
+
+    async with running_system() as (_, url):
+        monkeypatch.setattr(lanes._top, "MAX_BODY", 100)
+        with pytest.raises(ScrapeError, match="larger than 100 bytes"):
+            await fetch_metrics(url)
+    monkeypatch.undo()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        body = b"\xff\xfe not text"
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        await stream.send_all(head + body)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, answer, listeners)
+        with pytest.raises(ScrapeError, match="not UTF-8"):
+            await fetch_metrics(f"http://127.0.0.1:{port}/metrics")
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_chunked_answer_is_read() -> None:
+    """httpx reads chunked bodies (the former hand-written client refused them)."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    text = EXPOSITION % {"done": "1"}
+
+    async def answer(stream: trio.SocketStream) -> None:
+        await stream.receive_some()
+        data = text.encode()
+        chunks = b"".join(
+            b"%x\r\n%s\r\n" % (len(data[i : i + 100]), data[i : i + 100])
+            for i in range(0, len(data), 100)
+        )
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        await stream.send_all(head + chunks + b"0\r\n\r\n")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, answer, listeners)
+        assert await fetch_metrics(f"http://127.0.0.1:{port}/metrics") == text
+        nursery.cancel_scope.cancel()
+
+
+def test_without_httpx_lanes_top_names_the_extra() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from lanes import _extras
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    code = "import sys\nsys.modules['httpx'] = None\nfrom lanes.__main__ import main\n"
+    code += "sys.exit(main(['top']))\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == "lanes top needs httpx: " + _extras.install_hint("top")

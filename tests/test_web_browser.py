@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
@@ -169,3 +170,81 @@ async def test_an_action_without_the_token_is_refused() -> None:
 
         await in_browser(steps)
         assert not system.statistics().lanes["query"].paused
+
+
+@lanes.command(name="browser-hostile-fails")
+@attrs.define
+class HostileFails:
+    async def execute(self) -> None:
+        try:
+            raise ValueError(HOSTILE)
+        except ValueError as error:  # raised: it has a traceback
+            raise lanes.Permanent(error) from None
+
+
+async def stepper(steps: trio.MemoryReceiveChannel[int]) -> None:
+    """Reports progress each time the test sends a step, done after 4."""
+    lanes.report_progress(0, 4, message="starting")
+    async for step in steps:
+        lanes.report_progress(step, 4, message=f"step {step}: {HOSTILE}")
+        if step == 4:
+            return
+
+
+async def test_a_letter_shows_its_traceback_and_progress_shows_live(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = str(tmp_path / "lanes.db")
+    async with lanes.open_lane_system(storage=path, commands=[HostileFails]) as system:
+        with pytest.raises(lanes.CommandFailed):
+            await system.run("query", HostileFails())
+    console = lanes.web.console(interval=0.2)
+    send, receive = trio.open_memory_channel[int](0)
+    async with (
+        lanes.open_lane_system(storage=path, commands=[HostileFails]) as durable,
+        lanes.open_lane_system() as plain,
+        served(console) as url,
+    ):
+        [letter] = durable.dead_letters.list()
+        assert letter.traceback is not None  # recovered from the file
+        stored = console.add(durable, label="stored")
+        running = console.add(plain, label="running")
+        handle = await plain.submit("prompt", stepper, receive)
+
+        def steps(page: Any) -> None:
+            page.goto(url)
+            page.click(f"#systems tr[data-id='{stored}']")
+            page.wait_for_selector("#letters details.tb summary")
+            assert page.text_content("#letters td.err").startswith(letter.error)
+            page.click("#letters details.tb summary")
+            shown = page.text_content("#letters details.tb pre")
+            assert shown == letter.traceback
+            assert HOSTILE in shown and "Traceback (most recent call last)" in shown
+            page.wait_for_timeout(600)  # a few live updates: the traceback stays open
+            assert page.evaluate("document.querySelector('#letters details.tb').open")
+            assert page.evaluate("window.pwned") is None
+            page.click(f"#systems tr[data-id='{running}']")
+            page.wait_for_function(
+                "() => (document.querySelector('#running td.progress') || {}).textContent"
+                "?.startsWith('0 of 4 (0%)')"
+            )
+            for step in (1, 2, 3):
+                trio.from_thread.run(send.send, step)
+                page.wait_for_function(
+                    "(want) => document.querySelector('#running td.progress')"
+                    "?.textContent.startsWith(want)",
+                    arg=f"{step} of 4 ({step * 25}%)",
+                )
+                assert page.evaluate(
+                    "document.querySelector('#running td.progress progress').value"
+                ) == pytest.approx(step / 4)
+                log = page.text_content("#running td.progress div.muted")
+                assert log == f"step {step}: {HOSTILE}"
+            assert page.evaluate("window.pwned") is None
+            trio.from_thread.run(send.send, 4)
+            page.wait_for_function(
+                "() => document.getElementById('running-total').textContent === '0'"
+            )
+
+        await in_browser(steps)
+        await handle.result()

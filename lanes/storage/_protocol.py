@@ -43,7 +43,8 @@ class StoredCommand:
 
 @attrs.frozen
 class StoredLetter:
-    """A dead letter; ``payload`` rebuilds the command for ``requeue``."""
+    """A dead letter; ``payload`` rebuilds the command for ``requeue``; ``traceback`` is
+    the last error's formatted traceback (bounded, None when not recorded)."""
 
     id: str
     seq: int
@@ -55,6 +56,7 @@ class StoredLetter:
     attempts: int
     failed_at: float
     timeout: float | None
+    traceback: str | None = None
 
 
 @attrs.frozen

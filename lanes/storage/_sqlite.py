@@ -31,7 +31,7 @@ __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SqliteStorage"]
 
 T = TypeVar("T")
 APPLICATION_ID = 0x4C414E45  # "LANE": marks a database as ours
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _HEADER = b"SQLite format 3\x00"
 RECLAIM_PAGES = 256
 """Free pages (of 4 KiB by default) past which a write gives the space back to the disk."""
@@ -42,6 +42,7 @@ _COMMAND_COLUMNS = (
 )
 _COMMAND_FIELDS = _COMMAND_COLUMNS + ", priority"  # since schema version 3
 _LETTER_COLUMNS = "id, seq, lane, type, payload, key, error, attempts, failed_at, timeout"
+_LETTER_FIELDS = _LETTER_COLUMNS + ", traceback"  # since schema version 6
 _SCHEDULE_COLUMNS_V2 = (
     "key, lane, type, payload, every, cron, tz, jitter, misfire, misfire_limit, overlap, anchor, "
     "paused, last_slot, last_command"
@@ -101,12 +102,18 @@ def _incremental_vacuum(db: sqlite3.Connection) -> None:
     db.execute("VACUUM")
 
 
+def _add_letter_tracebacks_v6(db: sqlite3.Connection) -> None:
+    """The dead letters' tracebacks (NULL for the letters stored before)."""
+    db.execute("ALTER TABLE dead_letters ADD COLUMN traceback")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     0: _create_v1,
     1: _add_schedules_v2,
     2: _add_priority_v3,
     3: _add_schedule_limits_v4,
     4: _add_keys_v5,
+    5: _add_letter_tracebacks_v6,
 }
 """``MIGRATIONS[v]`` upgrades a database from schema version ``v`` to ``v + 1``."""
 _FULL, _READONLY, _IOERR = sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR
@@ -346,7 +353,7 @@ class SqliteStorage:
         try:
             rows = db.execute(f"SELECT {_COMMAND_FIELDS} FROM commands ORDER BY seq").fetchall()
             letters = db.execute(
-                f"SELECT {_LETTER_COLUMNS} FROM dead_letters ORDER BY seq"
+                f"SELECT {_LETTER_FIELDS} FROM dead_letters ORDER BY seq"
             ).fetchall()
             schedules = db.execute(
                 f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY key"
@@ -392,7 +399,7 @@ class SqliteStorage:
                 _insert(
                     db,
                     "dead_letters",
-                    _LETTER_COLUMNS,
+                    _LETTER_FIELDS,
                     [_letter_row(r) for r in batch.save_letters],
                 )
                 _delete(db, "dead_letters", batch.delete_letters)
@@ -551,4 +558,5 @@ def _letter_row(row: StoredLetter) -> tuple[Any, ...]:
         row.attempts,
         row.failed_at,
         row.timeout,
+        row.traceback,
     )

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from .._dlq import DeadLetterNotFound
 from .._errors import LaneConfigError, LaneUsageError
+from .._listing import CommandInfo, Progress
 from .._shared import SharedLimit
 from ._source import MAX_PAGE, ActionRefused, NotFound, Sort, View
 
@@ -292,18 +294,18 @@ class LiveSource:
         entry = self._entry(system_id)
         core = entry.core
         now = trio.current_time()
-        lanes = []
-        running = []
-        for name, state in core.policy.lanes.items():
-            lanes.append(self._lane(core, name, state, now))
-            for job in state.running:
-                running.append(_running(job, now))  # type: ignore[arg-type]
+        lanes = [self._lane(core, name, state, now) for name, state in core.policy.lanes.items()]
+        running_total = sum(state.active for state in core.policy.lanes.values())
+        running = [
+            _running(info) for info in entry.system.commands(state="running", limit=MAX_PAGE)
+        ]
         letters = [
             {
                 "id": letter.id,
                 "lane": letter.lane,
                 "type": letter.command_type,
                 "error": letter.error[:ERROR_CHARS],
+                "traceback": letter.traceback,
                 "attempts": letter.attempts,
                 "failed_at": letter.failed_at,
             }
@@ -325,8 +327,8 @@ class LiveSource:
         return {
             **row,
             "lane_rows": lanes,
-            "running": running[:MAX_PAGE],
-            "running_total": len(running),
+            "running": running,
+            "running_total": running_total,
             "letters": letters,
             "letters_total": len(core.dlq),
             "schedules": schedules,
@@ -412,7 +414,10 @@ class LiveSource:
             handle = await system.dead_letters.requeue(target)
             return {"ok": True, "message": f"dead letter {target!r} requeued as {handle.id}"}
         if action == "delete":
-            await _delete_letter(entry.core, target)
+            if not await system.dead_letters.discard(target):
+                known = ", ".join(letter.id for letter in system.dead_letters.list()[:5])
+                msg = f"no dead letter with id {target!r} (first ids: {known or 'none'})"
+                raise DeadLetterNotFound(msg)
             return {"ok": True, "message": f"dead letter {target!r} deleted"}
         if action == "trigger":
             handle = await _trigger(system, target)
@@ -420,20 +425,31 @@ class LiveSource:
         raise ActionRefused(f"unknown action {action!r}")
 
 
-def _running(cmd: Command, now: float) -> View:
-    stream = cmd.stream
-    progress = None
-    if stream is not None:
-        progress = f"{stream.sent} partial(s) sent"
+def _running(info: CommandInfo) -> View:
+    """A running command as ``system.commands()`` lists it, with what it reported."""
     return {
-        "id": cmd.id,
-        "lane": cmd.lane,
-        "type": cmd.type_name,
-        "key": cmd.key,
-        "attempts": cmd.attempts,
-        "elapsed": _seconds(now - cmd.started_at),
-        "progress": progress,
+        "id": info.id,
+        "lane": info.lane,
+        "type": info.type,
+        "key": info.key,
+        "attempts": info.attempts,
+        "elapsed": _seconds(info.running_for or 0.0),
+        "progress": _progress(info.progress),
+        "fraction": None if info.progress is None else info.progress.fraction,
+        "log": info.log[-1] if info.log else None,
     }
+
+
+def _progress(progress: Progress | None) -> str | None:
+    """``3 of 10 (30%)``, ``3 of ?``, or None before the command's first report."""
+    if progress is None:
+        return None
+    done = f"{progress.done:g}"
+    if progress.total is None:
+        return f"{done} of ?"
+    fraction = progress.fraction
+    share = "" if fraction is None else f" ({fraction:.0%})"
+    return f"{done} of {progress.total:g}{share}"
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -446,21 +462,6 @@ def _find_command(core: Core, command_id: str) -> Command:
             return cmd
     msg = f"no pending or running command with id {command_id!r} (it may have finished)"
     raise NotFound(msg)
-
-
-async def _delete_letter(core: Core, letter_id: str) -> None:
-    """Remove one letter, as ``dead_letters.clear()`` removes each (storage included)."""
-    dlq = core.dlq
-    letters = dlq._letters
-    if letter_id not in letters:
-        known = ", ".join(list(letters)[:5]) or "none"
-        msg = f"no dead letter with id {letter_id!r} (first ids: {known})"
-        from .._dlq import DeadLetterNotFound
-
-        raise DeadLetterNotFound(msg)
-    del letters[letter_id]
-    dlq._removed(letter_id)
-    await dlq.commit()
 
 
 async def _trigger(system: LaneSystem, key: str) -> Any:

@@ -90,7 +90,8 @@ margin:0 0 12px;padding:10px 12px}h2{font-size:15px;margin:0 0 8px}
 border-radius:6px;padding:8px 14px;min-width:90px}.num{font-size:22px;font-weight:600}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:3px 8px;
 border-bottom:1px solid #eef0f3;white-space:nowrap}td.err{white-space:pre-wrap;max-width:60em;
-font-family:monospace;font-size:12px}tr[data-id]{cursor:pointer}tr.sel{background:#e8f0fe}
+font-family:monospace;font-size:12px}details.tb pre{margin:4px 0;max-height:24em;
+overflow:auto;background:#f6f8fa;padding:4px}tr[data-id]{cursor:pointer}tr.sel{background:#e8f0fe}
 button{font-size:12px;margin-right:4px}#message{min-height:1.2em;font-weight:600}
 #message.error{color:#b00020}.muted{color:#6b7280}svg text{font-size:10px;fill:#555}
 .toolbar{display:flex;gap:8px;align-items:center;margin-bottom:6px}
@@ -183,6 +184,27 @@ function secs(v) {
 function show(v) { return v === null || v === undefined ? "-" : String(v); }
 function cell(tr, text, cls) { const td = document.createElement("td");
   td.textContent = show(text); if (cls) td.className = cls; tr.appendChild(td); return td; }
+function errorCell(tr, letter) {
+  const td = cell(tr, letter.error, "err");
+  if (!letter.traceback) return;
+  const box = document.createElement("details"); box.className = "tb";
+  box.open = openTracebacks.has(letter.id);
+  box.addEventListener("toggle", () => {
+    if (box.open) openTracebacks.add(letter.id); else openTracebacks.delete(letter.id); });
+  const summary = document.createElement("summary"); summary.textContent = "traceback";
+  const pre = document.createElement("pre"); pre.textContent = letter.traceback;
+  box.append(summary, pre); td.appendChild(box);
+}
+function progressCell(tr, c) {
+  const td = cell(tr, c.progress, "progress");
+  if (c.fraction !== null && c.fraction !== undefined) {
+    const bar = document.createElement("progress"); bar.max = 1;
+    bar.value = Math.min(Math.max(c.fraction, 0), 1); td.prepend(bar, " ");
+  }
+  if (c.log) { const line = document.createElement("div"); line.className = "muted";
+    line.textContent = c.log; td.appendChild(line); }
+}
+const openTracebacks = new Set();  // letters whose traceback stays open across updates
 function button(tr, label, action, target) {
   const td = tr.lastChild && tr.lastChild.dataset && tr.lastChild.dataset.buttons
     ? tr.lastChild : (() => { const t = document.createElement("td");
@@ -257,14 +279,14 @@ function renderSystem(d) {
   $("running-total").textContent = String(d.running_total);
   fill("running", d.running, (tr, c) => {
     cell(tr, c.id); cell(tr, c.lane); cell(tr, c.type, "name"); cell(tr, c.attempts);
-    cell(tr, secs(c.elapsed)); cell(tr, c.progress);
+    cell(tr, secs(c.elapsed)); progressCell(tr, c);
     if (config.kind === "live" && config.actions) button(tr, "cancel", "cancel", c.id);
   });
   $("letters-total").textContent = String(d.letters_total);
   fill("letters", d.letters, (tr, l) => {
     cell(tr, l.id); cell(tr, l.lane); cell(tr, l.type, "name"); cell(tr, l.attempts);
     cell(tr, l.failed_at ? new Date(l.failed_at * 1000).toLocaleString() : "-");
-    cell(tr, l.error, "err");
+    errorCell(tr, l);
     if (config.actions) {
       button(tr, "requeue", "requeue", l.id); button(tr, "delete", "delete", l.id);
     }

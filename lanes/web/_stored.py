@@ -15,6 +15,7 @@ from datetime import datetime
 import trio
 
 from .._cli_storage import requeue_batch, stored_letter
+from .._dlq import MAX_TRACEBACK
 from .._errors import LaneConfigError
 from .._inspect import Inspection, is_redis_url, read_redis, read_schedules, read_sqlite
 from .._schedule import make_timing
@@ -156,6 +157,7 @@ class StoredSource:
                     "lane": letter.lane,
                     "type": letter.type,
                     "error": letter.error[:ERROR_CHARS],
+                    "traceback": _bounded(letter.traceback),
                     "attempts": letter.attempts,
                     "failed_at": letter.failed_at,
                 }
@@ -255,3 +257,10 @@ async def _change_letter(path: str, action: str, letter_id: str) -> str:
         return f"dead letter {letter_id!r} requeued: it runs at the next start of the lane system"
     finally:
         await storage.close()
+
+
+def _bounded(text: str | None) -> str | None:
+    """A stored traceback, cut as the lane system cuts one (a file may hold anything)."""
+    if text is None or len(text) <= MAX_TRACEBACK:
+        return text
+    return f"... ({len(text) - MAX_TRACEBACK} characters left out)\n{text[-MAX_TRACEBACK:]}"
