@@ -29,26 +29,42 @@ class _Incomplete(Exception):
     pass
 
 
+_CACHED = 4096  # short strings kept encoded (key names, script hashes, group names)
+_SHORT = 64
+_encoded: dict[str, bytes] = {}
+
+
 def encode(commands: Sequence[Sequence[Any]]) -> bytes:
-    """Commands as RESP arrays of bulk strings (``str`` is UTF-8, numbers in decimal)."""
+    """Commands as RESP arrays of bulk strings (``str`` is UTF-8, numbers in decimal).
+
+    Short strings (key names, hashes) are encoded once and kept, up to a bound.
+    """
     out: list[bytes] = []
     add = out.append
+    cache = _encoded
     for command in commands:
         add(b"*%d\r\n" % len(command))
         for arg in command:
             kind = type(arg)
             if kind is str:
-                data = arg.encode()
-            elif kind is int or kind is float:
+                chunk = cache.get(arg)
+                if chunk is None:
+                    data = arg.encode()
+                    chunk = b"$%d\r\n%b\r\n" % (len(data), data)
+                    if len(data) <= _SHORT and len(cache) < _CACHED:
+                        cache[arg] = chunk
+                add(chunk)
+                continue
+            if kind is int:
+                data = b"%d" % arg
+            elif kind is float:
                 data = repr(arg).encode()
             elif kind is bytes:
                 data = arg
             else:
                 msg = f"a Redis argument must be str, bytes, int or float, not {arg!r}"
                 raise TypeError(msg)
-            add(b"$%d\r\n" % len(data))
-            add(data)
-            add(_CRLF)
+            add(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(out)
 
 

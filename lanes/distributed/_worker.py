@@ -112,7 +112,7 @@ _CANCELLED_KEPT = 100_000  # ids of cancelled commands a worker remembers
 
 
 class _Running:
-    __slots__ = ("cancelled", "command_id", "lane", "release", "scope", "settling")
+    __slots__ = ("cancelled", "command_id", "lane", "release", "scope", "settling", "stopped")
 
     def __init__(self, lane: str) -> None:
         self.lane = lane
@@ -120,7 +120,13 @@ class _Running:
         self.settling = False
         self.release = False
         self.cancelled = False  # by its handle (the control stream)
+        self.stopped = False  # stop() was called (not the attempt's timeout)
         self.command_id = ""
+
+    def stop(self) -> None:
+        """Cancel the attempt (a lost lease, its handle, its lane, or shutdown)."""
+        self.stopped = True
+        self.scope.cancel()
 
 
 class LaneWorker:
@@ -208,11 +214,22 @@ class LaneWorker:
     async def _fetch_loop(self) -> None:
         """Fetch and start commands until cancelled; reconnect with backoff on failures."""
         pause = _BACKOFF[0]
+        drained = False  # the last fetch took what the plan's lanes held, up to their slots
+        hint = -math.inf  # when the last fetch's wait hint (a delayed command) falls due
         while True:
             self._slot_freed = trio.Event()
             plan, budget, partial = self._plan()
             if not plan:
                 await self._slot_freed.wait()
+                continue
+            now = trio.current_time()
+            due = now >= self._next_reclaim or now >= hint
+            if drained and not due and self._exclusive(plan, budget):
+                # the lanes left with free slots were emptied by that fetch: a blocking
+                # XREADGROUP hands over what arrived since (or waits), one fetch sooner
+                drained = False
+                wait_ms = -1 if hint == math.inf else max(1, math.ceil((hint - now) * 1000))
+                await self._block(plan, budget, [], wait_ms, partial)
                 continue
             try:
                 # shielded: a fetch the server ran must reach us, or its commands would
@@ -229,6 +246,9 @@ class LaneWorker:
             pause = _BACKOFF[0]
             for entry in entries:
                 self._start(entry)
+            drained = bool(entries)
+            now = trio.current_time()
+            hint = math.inf if wait_ms < 0 else now + wait_ms / 1000
             if not entries:
                 await self._block(plan, budget, last, wait_ms, partial)
 
@@ -431,10 +451,17 @@ class LaneWorker:
         fields: dict[str, str],
         deliveries: int,
     ) -> None:
+        holding = True
         try:
             settle = await self._attempt(running, stream, message_id, fields, deliveries)
             if settle is not None:
                 running.settling = True
+                # the command has stopped: its slot is free while Redis settles it, so the
+                # next fetch shares the settling call's round trip (the entry stays
+                # pending in Redis, and counted by a cluster cap, until then)
+                holding = False
+                self._active[running.lane] -= 1
+                self._slot_freed.set()
                 await self._settle(running.lane, settle)
             elif running.release:
                 await self._release(stream, message_id, fields)
@@ -442,7 +469,8 @@ class LaneWorker:
             del self._running[(stream, message_id)]
             if self._by_command.get(running.command_id) is running:
                 del self._by_command[running.command_id]
-            self._active[running.lane] -= 1
+            if holding:
+                self._active[running.lane] -= 1
             self._slot_freed.set()
 
     async def _attempt(
@@ -515,13 +543,11 @@ class LaneWorker:
         scope was cancelled, by a lost lease or shutdown). The value comes back as JSON."""
         outcome = _Outcome(Ended.RETURNED)
         began = trio.current_time()
-        with running.scope:
+        scope = running.scope
+        scope.deadline = began + timeout  # one scope: the timeout and the stops of _Running
+        with scope:
             try:
-                with trio.fail_after(timeout):
-                    value = await command.execute()
-            except trio.TooSlowError:
-                error = trio.TooSlowError(f"attempt {attempt} exceeded {timeout} s")
-                outcome = _Outcome(Ended.TIMED_OUT, error=error)
+                value = await command.execute()
             except Exception as exc:
                 outcome = _Outcome.failed(exc)
             else:
@@ -529,8 +555,11 @@ class LaneWorker:
                     outcome.value = json.dumps(self._registry.converter.unstructure(value))
                 except Exception as exc:
                     outcome = _Outcome.failed(Permanent(f"ResultNotJSON: {exc!r}"))
-        if running.scope.cancel_called:
+        if running.stopped:
             return _Outcome(Ended.CANCELLED)
+        if scope.cancelled_caught:
+            error = trio.TooSlowError(f"attempt {attempt} exceeded {timeout} s")
+            outcome = _Outcome(Ended.TIMED_OUT, error=error)
         outcome.duration = trio.current_time() - began
         return outcome
 
@@ -786,7 +815,7 @@ class LaneWorker:
             for running in self._running.values():
                 if running.lane == lane and not running.settling:
                     running.cancelled = True
-                    running.scope.cancel()
+                    running.stop()
 
     def _note_cancelled(self, command_id: str) -> None:
         """Remember a cancelled id; cancel its attempt if it runs here."""
@@ -796,7 +825,7 @@ class LaneWorker:
         running = self._by_command.get(command_id)
         if running is not None and not running.settling:
             running.cancelled = True
-            running.scope.cancel()
+            running.stop()
 
     # -- leases --------------------------------------------------------------------------------
 
@@ -847,7 +876,7 @@ class LaneWorker:
                     owner = self._running.get((stream, str(message_id)))
                     if owner is not None and not owner.settling:
                         self._counts[owner.lane]["lost"] += 1
-                        owner.scope.cancel()
+                        owner.stop()
 
     async def _stop(self, drain_timeout: float | None) -> None:
         """Wait for running commands (up to ``drain_timeout``), then hand the rest back."""
@@ -862,7 +891,7 @@ class LaneWorker:
         for running in self._running.values():
             if not running.settling:
                 running.release = True
-                running.scope.cancel()
+                running.stop()
 
     _commands: trio.Nursery
 
