@@ -23,7 +23,7 @@ from . import events as ev
 from ._bus import EventBus
 from ._command import Command, Reason
 from ._config import LaneConfig
-from ._dlq import DeadLetter, DeadLetterQueue, Resubmit
+from ._dlq import DeadLetter, DeadLetterQueue, Resubmit, format_traceback
 
 if TYPE_CHECKING:
     from ._durable import Durability
@@ -279,6 +279,7 @@ class Core:
             cmd.timeout,
             cmd.key,
             cmd.payload,
+            format_traceback(error),
         )
         if cmd.payload is not None and self.durable is not None:
             self.durable.dead_lettered(cmd, letter)

@@ -106,10 +106,6 @@ def test_an_error_that_cannot_be_formatted_still_gives_text() -> None:
 # -- in-process letters ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the core hook: _core._failed passes traceback=format_traceback(error)",
-)
 async def test_an_in_process_letter_has_its_traceback() -> None:
     async with lanes.open_lane_system() as system:
         with pytest.raises(lanes.CommandFailed):

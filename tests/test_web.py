@@ -423,7 +423,9 @@ async def test_reading_many_systems_lets_other_tasks_run() -> None:
             frame = await console.frame("", "wait", 0, 50, None, None)
             nursery.cancel_scope.cancel()
     assert frame["systems"]["total"] == 1200
-    assert ticks >= 4  # two checkpoints in each pass over the systems: overview, the page
+    # Checkpoints in each pass over the systems (overview, the page): the other task ran
+    # between them (how often it runs at each one is up to the scheduler).
+    assert ticks >= 2
 
 
 async def test_served_on_loopback_it_answers_only_loopback_host_names() -> None:
