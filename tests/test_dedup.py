@@ -454,7 +454,7 @@ async def test_submitter_cancelled_during_the_write(autojump_clock: trio.abc.Clo
             with trio.CancelScope() as scope:
                 task_status.started(scope)
                 got.append(await system.submit("work", Job("new"), key="k", dedup=Dedup.replace()))
-                await trio.lowlevel.checkpoint()  # the cancellation arrives here, after the write
+                await trio.lowlevel.checkpoint()  # the cancellation arrives here
 
         async with trio.open_nursery() as nursery:
             scope = await nursery.start(replace)
