@@ -49,3 +49,9 @@ def test_a_real_mutant_is_killed() -> None:
     mutant = next(m for m in mutants.MUTANTS if m.name == "cap-plus-one")
     result = mutants.run_mutant(mutant, ["tests/test_policy_model.py"], timeout=120.0)
     assert result.killed, result.detail
+
+
+def test_the_quick_subset_names_real_mutants() -> None:
+    names = {m.name for m in mutants.MUTANTS}
+    assert mutants.QUICK
+    assert set(mutants.QUICK) <= names

@@ -230,6 +230,10 @@ MUTANTS: tuple[Mutant, ...] = (
 )
 
 
+QUICK = ("fifo-among-equals", "cap-plus-one", "retry-count-off-by-one", "lane-lifo")
+"""The fast subset ``--quick`` runs: one policy ordering, one cap, one life-cycle mutant."""
+
+
 @attrs.frozen
 class Result:
     """How one mutant fared."""
@@ -386,9 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--tests", nargs="*", default=list(PROPERTY_TESTS))
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument("--quick", action="store_true", help="the fast subset CI runs")
     parser.add_argument("--json", type=pathlib.Path, help="also write the results here")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    only = set(args.only) | (set(QUICK) if args.quick else set())
+    chosen = [m for m in MUTANTS if not only or m.name in only]
     if args.list or not chosen:
         for mutant in MUTANTS:
             print(f"{mutant.name:38} {mutant.description}")
