@@ -44,10 +44,10 @@ def test_apply_patches_a_copy(tmp_path: pathlib.Path) -> None:
 
 
 def test_a_real_mutant_is_killed() -> None:
-    # The property tests against a broken global cap must fail: if they cannot, the whole
-    # mutation score means nothing.
-    mutant = next(m for m in mutants.MUTANTS if m.name == "cap-plus-one")
-    result = mutants.run_mutant(mutant, ["tests/test_policy_model.py"], timeout=120.0)
+    # The property tests against a policy that breaks FIFO among equals must fail: if they
+    # cannot, the whole mutation score means nothing.
+    mutant = next(m for m in mutants.MUTANTS if m.name == "fifo-among-equals")
+    result = mutants.run_mutant(mutant, ["tests/test_policy_preemption.py"], timeout=120.0)
     assert result.killed, result.detail
 
 
