@@ -110,6 +110,11 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         (
             POLICY,
+            "        return self.active_total + self._unmet_total() < cap",
+            "        return self.active_total + self._unmet_total() <= cap",
+        ),
+        (
+            POLICY,
             "if capped and self.active_total >= self.cap:",
             "if capped and self.active_total > self.cap:",
         ),
