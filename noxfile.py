@@ -18,6 +18,17 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python=PY)
+def mutants(session: nox.Session) -> None:
+    """Run every mutant of the policy and the life cycle against the property tests.
+
+    Prints each mutant's verdict and the score; ``nox -s mutants -- --quick`` runs the fast
+    subset CI affords, ``-- --json docs/bench/mutants.json`` records the results.
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "tools.mutants", *session.posargs)
+
+
+@nox.session(python=PY)
 def thorough(session: nox.Session) -> None:
     """The property tests with the thorough Hypothesis profile."""
     session.install("-e", ".[test]")

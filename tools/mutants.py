@@ -15,8 +15,10 @@ Options: ``--only NAME`` (repeatable), ``--seed N`` (Hypothesis seed, default 0)
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import sys
@@ -83,10 +85,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "a lane's queue is LIFO: new commands join at its head",
         (
             POLICY,
-            "            job.pending_since = now\n"
-            "            self.lanes[job.lane].queue.append(job)",
-            "            job.pending_since = now\n"
-            "            self.lanes[job.lane].queue.appendleft(job)",
+            "                job.order = self._order\n"
+            "                self.lanes[job.lane].queue.append(job)",
+            "                job.order = self._order\n"
+            "                self.lanes[job.lane].queue.appendleft(job)",
         ),
     ),
     _mutant(
@@ -105,6 +107,11 @@ MUTANTS: tuple[Mutant, ...] = (
             POLICY,
             "        if self.active_total >= cap:\n            return False",
             "        if self.active_total > cap:\n            return False",
+        ),
+        (
+            POLICY,
+            "        return self.active_total + self._unmet_total() < cap",
+            "        return self.active_total + self._unmet_total() <= cap",
         ),
         (
             POLICY,
@@ -135,8 +142,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "the policy requeues a preempted command at the tail of its lane",
         (
             POLICY,
-            "        job.state = JobState.QUEUED\n        state.queue.appendleft(job)",
-            "        job.state = JobState.QUEUED\n        state.queue.append(job)",
+            "        self._front -= 1\n        state.enqueue(job, self._front)",
+            "        self._order += 1\n        state.enqueue(job, self._order)",
         ),
     ),
     _mutant(
@@ -226,6 +233,17 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
 )
+
+
+QUICK = (
+    "cap-plus-one",
+    "reservations-ignored",
+    "non-preemptible-preempted",
+    "retry-count-off-by-one",
+    "dead-letter-on-success",
+)
+"""The fast subset ``--quick`` runs (each killed in under 10 CPU s): the cap, the
+reservations, preemption, retries and outcomes."""
 
 
 @attrs.frozen
@@ -337,7 +355,10 @@ def run_mutant(
     """Apply ``mutant`` to a temporary copy of the project and run ``tests`` against it."""
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
         root = copy_project(pathlib.Path(tmp))
-        mutant.apply(root)
+        try:
+            mutant.apply(root)
+        except ValueError as exc:  # a stale snippet: report it, run the other mutants
+            return Result(mutant.name, False, 0.0, "", f"NOT APPLIED: {exc}")
         result = run_tests(root, tests, seed=seed, timeout=timeout)
     return attrs.evolve(result, mutant=mutant.name)
 
@@ -355,6 +376,24 @@ def _baseline_passes(tests: Sequence[str], seed: int) -> bool:
     return True
 
 
+def write_json(path: pathlib.Path, results: Sequence[Result], *, seed: int, timeout: float) -> None:
+    """Write ``results`` and the machine they were measured on to ``path`` as JSON."""
+    data = {
+        "machine": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "seed": seed,
+        "timeout": timeout,
+        "killed": sum(r.killed for r in results),
+        "total": len(results),
+        "mutants": [attrs.asdict(r) for r in results],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.mutants", description=__doc__)
     parser.add_argument("--only", action="append", default=[], help="run this mutant only")
@@ -363,8 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--tests", nargs="*", default=list(PROPERTY_TESTS))
     parser.add_argument("--no-baseline", action="store_true", help="skip the unmutated run")
+    parser.add_argument("--quick", action="store_true", help="the fast subset CI runs")
+    parser.add_argument("--json", type=pathlib.Path, help="also write the results here")
     args = parser.parse_args(argv)
-    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    only = set(args.only) | (set(QUICK) if args.quick else set())
+    chosen = [m for m in MUTANTS if not only or m.name in only]
     if args.list or not chosen:
         for mutant in MUTANTS:
             print(f"{mutant.name:38} {mutant.description}")
@@ -383,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     killed = sum(r.killed for r in results)
     print(f"score: {killed}/{len(results)} mutants killed")
+    if args.json is not None:
+        write_json(args.json, results, seed=args.seed, timeout=args.timeout)
     return 0 if killed == len(results) else 1
 
 
