@@ -169,7 +169,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "a command that returned is dead-lettered",
         (
             CORE,
-            "        self._resolve(cmd, JobState.DONE, None)\n        if following",
+            "        self._resolve(cmd, DONE, None)\n        if following",
             "        self._failed(cmd, RuntimeError('returned'), False, now)\n        if following",
         ),
     ),
