@@ -23,7 +23,7 @@ from ._errors import (
 )
 from ._listing import Progress, Reports
 from ._owner import CommandOwner
-from ._policy import ACTIVE, CANCELLED, DONE, FAILED, NEW, Job
+from ._policy import ACTIVE, CANCELLED, DONE, FAILED, Job
 from ._running import CURRENT
 from ._stream import Partials, Stream
 
@@ -124,17 +124,7 @@ class Command(Job):
         key: str | None,
         timeout: float | None,
     ) -> None:
-        # Job.__init__, inlined (one call fewer per command): the policy's fields.
-        self.lane = lane
-        self.priority = 0
-        self.order = 0
-        self.entry = None
-        self.seq = 0
-        self.start_seq = 0
-        self.pending_since = 0.0
-        self.ready_at = 0.0
-        self.state = NEW
-        self.preempting = False
+        Job.__init__(self, lane)  # the policy's fields
         self.core = core
         # The submitter's context variables (as nursery.start_soon copies them): its
         # attempts run in this context, whichever worker runs them. The copy also holds

@@ -75,7 +75,6 @@ class Job:
     )
 
     def __init__(self, lane: str, priority: int = 0) -> None:
-        # lanes/_command.py's Command.__init__ sets these fields itself: keep both in step.
         self.lane = lane
         self.priority = priority  # within its lane: lower starts first
         self.order = 0  # when it entered its lane's queue (FIFO among equal priorities)
