@@ -85,6 +85,7 @@ class CommandInfo:
     finished_for: float | None = None
     error: str | None = None
     result: Any = None
+    position: int | None = None
 
 
 class Reports:
@@ -186,6 +187,7 @@ def _list_live(
 ) -> int:
     """Append the live commands that match to ``out``; return how many were skipped."""
     skipped = 0
+    page: list[tuple[Any, str]] = []
     for cmd in live:
         if lane is not None and cmd.lane != lane:
             continue
@@ -195,6 +197,11 @@ def _list_live(
         if skipped < offset:
             skipped += 1
             continue
+        page.append((cmd, state))
+        if len(out) + len(page) == limit:
+            break
+    positions = _positions([cmd for cmd, state in page if state == "waiting"])
+    for cmd, state in page:
         reports: Reports | None = cmd.reports
         out.append(
             CommandInfo(
@@ -209,11 +216,35 @@ def _list_live(
                 now - cmd.started_at if state == "running" else None,
                 None if reports is None else reports.progress,
                 () if reports is None else tuple(reports.lines),
+                position=positions.get(id(cmd)),
             )
         )
-        if len(out) == limit:
-            break
     return skipped
+
+
+def _positions(waiting: list[Any]) -> dict[int, int]:
+    """The place of each of the ``waiting`` commands (queued, of one system) in the order
+    its lane would start them, by ``id()`` of the command.
+
+    One pass over the queue of each lane they are in: O(that queue) per lane, however
+    many of them there are (a ``handle.position`` per command would be O(page x queue)).
+    """
+    if not waiting:
+        return {}
+    lanes = waiting[0].core.policy.lanes
+    wanted: dict[str, set[int]] = {}
+    for cmd in waiting:
+        wanted.setdefault(cmd.lane, set()).add(id(cmd))
+    found: dict[int, int] = {}
+    for name, ids in wanted.items():
+        left = len(ids)
+        for position, job in enumerate(lanes[name].queued()):  # in start order
+            if id(job) in ids:
+                found[id(job)] = position
+                left -= 1
+                if not left:
+                    break
+    return found
 
 
 def check_listing(
