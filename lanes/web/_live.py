@@ -310,7 +310,7 @@ class LiveSource:
                 "attempts": letter.attempts,
                 "failed_at": letter.failed_at,
             }
-            for letter in core.dlq.list()[-MAX_PAGE:]
+            for letter in entry.system.dead_letters.list()[-MAX_PAGE:]
         ]
         schedules = [
             {
@@ -331,7 +331,7 @@ class LiveSource:
             "running": running,
             "running_total": running_total,
             "letters": letters,
-            "letters_total": len(core.dlq),
+            "letters_total": len(entry.system.dead_letters),
             "schedules": schedules,
             "max_concurrency": core.policy.cap,
         }
