@@ -28,6 +28,8 @@ __all__ = ["LOG_LINES", "CommandInfo", "Progress", "list_commands", "report_prog
 LOG_LINES = 20
 """How many of a command's latest log lines (``report_progress(message=)``) are kept."""
 
+_QUEUED = JobState.QUEUED
+
 # What a command's one state reads as in a listing (DELAYED: waiting for its ready time).
 _STATES = {
     JobState.QUEUED: "waiting",
@@ -226,8 +228,10 @@ def _positions(waiting: list[Any]) -> dict[int, int]:
     """The place of each of the ``waiting`` commands (queued, of one system) in the order
     its lane would start them, by ``id()`` of the command.
 
-    One pass over the queue of each lane they are in: O(that queue) per lane, however
-    many of them there are (a ``handle.position`` per command would be O(page x queue)).
+    Per lane they are in, one pass: over its FIFO queue up to the deepest of them
+    (O(that position)), or, when some command of the lane has a priority, over its whole
+    queue in start order (O(the queue)). A ``handle.position`` per command would cost
+    that for each of them.
     """
     if not waiting:
         return {}
@@ -237,13 +241,21 @@ def _positions(waiting: list[Any]) -> dict[int, int]:
         wanted.setdefault(cmd.lane, set()).add(id(cmd))
     found: dict[int, int] = {}
     for name, ids in wanted.items():
+        state = lanes[name]
+        # Prioritized: the start order is sorted. FIFO: the queue's order, in which
+        # cancelled commands stay until they reach its head (skipped).
+        jobs = state.queued() if state.ranked else state.queue
         left = len(ids)
-        for position, job in enumerate(lanes[name].queued()):  # in start order
+        position = 0
+        for job in jobs:
+            if job.state is not _QUEUED:
+                continue
             if id(job) in ids:
                 found[id(job)] = position
                 left -= 1
                 if not left:
                     break
+            position += 1
     return found
 
 

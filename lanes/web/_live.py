@@ -365,16 +365,25 @@ class LiveSource:
 
     async def queue(self, system_id: str, lane: str, offset: int, limit: int) -> View:
         """A page of ``lane``'s waiting commands in the order they would start, read
-        through ``system.commands()``: O(the system's live commands), for one system.
+        through ``system.commands()`` and each one's ``CommandInfo.position``.
+
+        When the lane starts its commands in the order they were accepted (the common
+        case: no priorities, no retries or delays that came due behind later ones), the
+        accepted-order page is that page: O(offset + limit). Otherwise every waiting
+        command of the lane is listed and sorted: O(the lane's waiting commands).
 
         Raises:
             NotFound: no such system.
             UnknownLaneError: the system has no lane ``lane`` (the API's error).
         """
-        system = self._entry(system_id).system
-        waiting = system.commands(lane, state="waiting", limit=sys.maxsize)
-        waiting.sort(key=_place)  # every waiting command has a position: 0, 1, 2...
-        pending = system.statistics().lanes[lane].pending  # queued + delayed
+        entry = self._entry(system_id)
+        system = entry.system
+        page = system.commands(lane, state="waiting", offset=offset, limit=limit)
+        if [info.position for info in page] != list(range(offset, offset + len(page))):
+            waiting = system.commands(lane, state="waiting", limit=sys.maxsize)
+            waiting.sort(key=_place)  # the positions are 0, 1, 2... of these
+            page = waiting[offset : offset + limit]
+        state = entry.core.policy.lanes[lane]  # the counts of the lanes table
         rows = [
             {
                 "position": info.position,
@@ -385,14 +394,14 @@ class LiveSource:
                 "attempts": info.attempts,
                 "age": _seconds(info.age),
             }
-            for info in waiting[offset : offset + limit]
+            for info in page
         ]
         return {
             "system": system_id,
             "lane": lane,
-            "pending": pending,
-            "queued": len(waiting),
-            "delayed": max(0, pending - len(waiting)),
+            "pending": state.pending,
+            "queued": state.pending - state.delayed,
+            "delayed": state.delayed,
             "offset": offset,
             "limit": limit,
             "commands": rows,
