@@ -549,3 +549,27 @@ async def test_cancel_and_trigger_give_the_api_errors() -> None:
             closing = await post("trigger", "hourly")
             assert (closing.status_code, closing.json()["type"]) == (409, "ShutdownInProgress")
         release.set()
+
+
+async def test_a_queue_page_follows_start_order_after_a_delay_came_due(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    console = lanes.web.console()
+    async with lanes.open_lane_system() as system:
+        sid = console.add(system)
+        system.pause("prompt")
+        late = await system.submit("prompt", noop, delay=5)
+        others = [await system.submit("prompt", noop) for _ in range(3)]
+        async with client(console) as c:
+
+            async def page(offset: int, limit: int) -> list[tuple[int, str]]:
+                url = f"/api/systems/{sid}/lanes/prompt/queue"
+                view = (await c.get(url, params={"offset": offset, "limit": limit})).json()
+                return [(row["position"], row["id"]) for row in view["commands"]]
+
+            assert await page(0, 2) == [(0, others[0].id), (1, others[1].id)]  # in order
+            await trio.sleep(6)  # ``late`` is due: behind the others, though accepted first
+            assert await page(0, 2) == [(0, others[0].id), (1, others[1].id)]
+            assert await page(3, 1) == [(3, late.id)]
+            assert await page(4, 10) == []
+        system.resume("prompt")
