@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pathlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -573,3 +575,33 @@ async def test_a_queue_page_follows_start_order_after_a_delay_came_due(
             assert await page(3, 1) == [(3, late.id)]
             assert await page(4, 10) == []
         system.resume("prompt")
+
+
+TICKS: list[str] = []
+
+
+@lanes.command(name="web-tick")
+@attrs.define
+class Tick:
+    tag: str
+
+    async def execute(self) -> None:
+        TICKS.append(self.tag)
+
+
+async def test_trigger_of_a_stored_schedule_submits_its_command(tmp_path: pathlib.Path) -> None:
+    console = lanes.web.console(token=TOKEN)
+    TICKS.clear()
+    storage = str(tmp_path / "lanes.db")
+    async with lanes.open_lane_system(storage=storage, commands=[Tick]) as system:
+        sid = console.add(system)
+        schedule = await system.schedule("query", Tick("hourly"), every=3600, key="hourly")
+        async with client(console) as c:
+            url = f"/api/systems/{sid}/trigger"
+            answer = await c.post(
+                url, json={"target": "hourly"}, headers=auth(TOKEN, await csrf(c))
+            )
+            assert answer.status_code == 200, answer.text
+        await system.drain(5)
+        assert TICKS == ["hourly"]  # rebuilt from its stored JSON, a new object
+        assert (schedule.fired, schedule.runs) == (0, 0)  # a one-off: the slots are as they were
