@@ -604,11 +604,11 @@ class LaneSystem:
             limit: the page's size (>= 1).
 
         Each entry is a frozen :class:`~lanes.CommandInfo` snapshot: id, lane, type,
-        state, priority, attempts, key, age, how long it has been running, and the
-        progress and log lines its body reported with :func:`lanes.report_progress`.
-        A command's place in its lane's queue is ``system.handle_for(key)`` /
-        ``handle.position``. O(live commands) per call: an inspection tool, not a hot
-        path.
+        state, priority, attempts, key, age, how long it has been running, its place in
+        its lane's queue (``position``: how many start before it; None unless waiting),
+        and the progress and log lines its body reported with
+        :func:`lanes.report_progress`. O(live commands) per call: an inspection tool,
+        not a hot path.
 
         Raises:
             UnknownLaneError: an unknown lane.
