@@ -63,6 +63,9 @@ async def intervals_and_cron() -> None:
         await trio.sleep(3 * 24 * 60 * 60)
         beat.resume()
         print(f"heartbeat resumed: {beat.skipped} slots skipped while paused")
+        extra = await report.trigger()  # run now, outside the slots
+        await extra.result()
+        print(f"report triggered by hand: fired {report.fired}, slots run {report.runs}")
         print(f"next heartbeat: {beat.next_run}, next report: {report.next_run}")
 
 

@@ -270,6 +270,18 @@ class Scheduler:
             if journal is not None:
                 journal.delete_schedule(handle.key)
 
+    async def trigger(self, handle: ScheduleHandle) -> CommandHandle[Any]:
+        """Submit one firing of ``handle`` now: no slot, no schedule row written."""
+        spec = handle._spec
+        durable = self._core.durable
+        if durable is None or not spec.stored:
+            target, stored = spec.target, False
+        else:
+            target, stored = durable.registry.decode(spec.type, spec.target), None
+        cmd = submission.prepare(self._core, spec.lane, target, (), None, None, None, stored)
+        assert isinstance(cmd, Command)  # no key: always a new command
+        return await submission.accept(self._core, cmd, None)
+
     def _journal(self, handle: ScheduleHandle) -> Journal | None:
         """Where the schedule is written: None for a memory-only one."""
         durable = self._core.durable

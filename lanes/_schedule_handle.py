@@ -9,7 +9,7 @@ import attrs
 import trio
 
 from ._command import CommandHandle
-from ._errors import LaneConfigError
+from ._errors import LaneConfigError, LaneUsageError
 from ._schedule import OVERLAP, Misfire, Overlap, Timing, decide
 
 __all__ = [
@@ -55,6 +55,9 @@ class ScheduleOwner(Protocol):
 
     def forget(self, handle: ScheduleHandle) -> None:
         """Drop the schedule (and delete it from storage)."""
+
+    async def trigger(self, handle: ScheduleHandle) -> CommandHandle[Any]:
+        """Submit one firing of the schedule now, outside its slots."""
 
 
 class ScheduleHandle:
@@ -204,6 +207,33 @@ class ScheduleHandle:
         spec = self._spec
         at = max(at, self._horizon)
         self._spec = attrs.evolve(spec, timing=attrs.evolve(spec.timing, anchor=at))
+
+    async def trigger(self) -> CommandHandle[Any]:
+        """Fire now, once, outside the schedule's slots: submit what it fires and return
+        the new command's handle (``"run now"``, as a console's button does).
+
+        The firing is a command like any other of the schedule's lane (durable when the
+        schedule is stored). It becomes :attr:`last` and counts in :attr:`fired`, so the
+        overlap policy of the next slot sees it; it takes no slot: the slots, :attr:`runs`
+        and the repeat limit (``times=``) are unchanged. Works while the schedule is
+        paused. Cancelling the call while it waits for the lane's inbox or for storage
+        submits nothing, as with ``submit``.
+
+        Raises:
+            LaneUsageError: the schedule was cancelled, or it cannot run in this process
+                (:attr:`problem`: an unknown lane or command type).
+            ShutdownInProgress, LaneFull, StorageError: what ``LaneSystem.submit`` raises.
+        """
+        if self._cancelled:
+            msg = f"schedule {self._key!r} was cancelled: it fires nothing; declare it again"
+            raise LaneUsageError(msg)
+        if self._problem is not None:
+            msg = f"schedule {self._key!r} cannot fire in this process: {self._problem}"
+            raise LaneUsageError(msg)
+        handle = await self._scheduler.trigger(self)
+        self._last = handle
+        self.fired += 1
+        return handle
 
     def cancel(self) -> None:
         """Stop for good and forget the schedule (with storage: delete it).

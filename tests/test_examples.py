@@ -98,8 +98,9 @@ def test_schedules(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "heartbeats in the first hour: Fri 27 Mar 08:15 CET, Fri 27 Mar 08:30 CET" in out
     assert "Sun 29 Mar 03:00 CEST: report 'sales'" in out  # no 02:30 that day: once, at 03:00
-    assert out.count("report 'sales'") == 3
+    assert out.count("report 'sales'") == 4  # three slots, and one triggered by hand
     assert "heartbeat resumed: 288 slots skipped while paused" in out
+    assert "report triggered by hand: fired 4, slots run 3" in out
     assert "Mon 30 Mar 16:00 CEST: report 'hourly'" in out
     assert "missed slots fired once (misfire='run_once'), 4 coalesced" in out
     warm = [line.split()[0] for line in out.splitlines() if line.endswith(": warm-up")]

@@ -549,3 +549,82 @@ async def test_closing_while_a_big_firing_is_encoded_does_not_hang(
     assert handle.fired == 0 and handle.skipped == 0
     assert store.commands == {}  # closed before it was written: the slot is due again
     assert store.schedules["k"].last_slot is None
+
+
+# -- trigger: fire now ---------------------------------------------------------------------------
+
+
+async def test_trigger_fires_now_outside_the_slots(autojump_clock: trio.abc.Clock) -> None:
+    async with lanes.open_lane_system(ONE, clock=wall) as system:
+        handle = await system.schedule("work", recorder(seconds=5), every=10, times=2)
+        await trio.sleep(3)
+        fired = await handle.trigger()
+        assert handle.last is fired and handle.fired == 1
+        assert handle.runs == 0 and handle.remaining == 2  # no slot taken
+        await fired.result()
+        await trio.sleep(30)
+        assert times() == [3.0, 10.0, 20.0]  # the slots still fire, both of them
+        assert handle.finished and handle.fired == 3
+
+
+async def test_a_triggered_firing_counts_for_the_next_slots_overlap(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(ONE, clock=wall) as system:
+        handle = await system.schedule("work", recorder(seconds=8), every=10, overlap="skip")
+        await trio.sleep(5)
+        await handle.trigger()  # runs from 5 to 13: the slot at 10 is skipped
+        await trio.sleep(20)
+        assert times() == [5.0, 20.0]
+        assert handle.skipped == 1
+
+
+async def test_trigger_works_while_paused_and_not_once_cancelled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(ONE, clock=wall) as system:
+        handle = await system.schedule("work", recorder(), every=10)
+        handle.pause()
+        await (await handle.trigger()).result()
+        assert times() == [0.0]
+        handle.cancel()
+        with pytest.raises(lanes.LaneUsageError, match="was cancelled"):
+            await handle.trigger()
+
+
+async def test_trigger_of_a_stored_schedule_is_durable(autojump_clock: trio.abc.Clock) -> None:
+    storage = memory()
+    async with lanes.open_lane_system(ONE, storage=storage, commands=[Tick]) as system:
+        handle = await system.schedule("work", Tick("stored"), every=60, key="hourly")
+        system.pause("work")
+        fired = await handle.trigger()
+        assert handle.runs == 0
+        system.close_now()  # it stays stored, as any durable command left pending
+    async with lanes.open_lane_system(ONE, storage=storage, commands=[Tick]) as system:
+        assert [h.id for h in system.recovered] == [fired.id]
+        assert await system.recovered[0].result() == "stored"
+
+
+async def test_trigger_cancelled_while_the_inbox_is_full_submits_nothing(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    small = [LaneConfig("work", 0, max_concurrency=1, inbox_size=1)]
+    async with lanes.open_lane_system(small, clock=wall) as system:
+        handle = await system.schedule("work", recorder(), every=1000)
+        await system.submit("work", trio.sleep, 100)  # running; its inbox place is back
+        await system.submit("work", trio.sleep, 100)  # queued: the inbox is full
+        with trio.move_on_after(1) as scope:
+            await handle.trigger()
+        assert scope.cancelled_caught
+        assert handle.fired == 0 and handle.last is None
+        assert system.statistics().lanes["work"].pending == 1
+        system.close_now()
+
+
+async def test_trigger_after_the_system_closed_raises_shutdown(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(ONE, clock=wall) as system:
+        handle = await system.schedule("work", recorder(), every=10)
+    with pytest.raises(lanes.LaneError):
+        await handle.trigger()

@@ -604,4 +604,4 @@ async def test_trigger_of_a_stored_schedule_submits_its_command(tmp_path: pathli
             assert answer.status_code == 200, answer.text
         await system.drain(5)
         assert TICKS == ["hourly"]  # rebuilt from its stored JSON, a new object
-        assert (schedule.fired, schedule.runs) == (0, 0)  # a one-off: the slots are as they were
+        assert (schedule.fired, schedule.runs) == (1, 0)  # ScheduleHandle.trigger: no slot taken

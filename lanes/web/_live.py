@@ -519,11 +519,10 @@ def _finished_state(system: LaneSystem, command_id: str) -> str | None:
 
 
 async def _trigger(system: LaneSystem, key: str) -> CommandHandle[Any]:
-    """Submit what the schedule ``key`` fires, now, with ``system.submit`` (its errors).
+    """Fire the schedule ``key`` now, with ``ScheduleHandle.trigger()`` (submit's errors).
 
-    The firing is a one-off command: the schedule's slots, ``fired`` and ``runs`` stay as
-    they are. lanes has no ``ScheduleHandle.trigger()``, so the target is read from the
-    handle's definition.
+    ``ScheduleHandle.trigger()``: the firing takes no slot (``runs`` and the slots stay as
+    they are) and becomes the schedule's ``last``.
 
     Raises:
         NotFound: no schedule with that key (or it was cancelled).
@@ -540,9 +539,4 @@ async def _trigger(system: LaneSystem, key: str) -> CommandHandle[Any]:
     if schedule.finished:
         msg = f"schedule {key!r} ended after its {schedule.times} firings (times=); not fired"
         raise ActionRefused(msg)
-    spec = schedule._spec
-    durable = system._core.durable
-    if durable is not None and spec.stored:
-        target = durable.registry.decode(spec.type, spec.target)
-        return await system.submit(spec.lane, target)
-    return await system.submit(spec.lane, spec.target, durable=False if durable else None)
+    return await schedule.trigger()
