@@ -58,6 +58,7 @@ __all__ = [
     "prepare_many",
     "recover",
     "requeue_letter",
+    "retired_error",
     "shutdown_error",
     "validate",
 ]
@@ -176,6 +177,14 @@ def shutdown_error() -> ShutdownInProgress:
     """The error for a submission to a system that no longer accepts commands."""
     return ShutdownInProgress(
         "the lane system is shutting down (or closed) and accepts no new commands"
+    )
+
+
+def retired_error(lane: str) -> ShutdownInProgress:
+    """The error for a command whose lane was retired while it was being stored."""
+    return ShutdownInProgress(
+        f"lane {lane!r} was retired (retire_lane) while the command was being stored; it "
+        "was not accepted and its stored row is deleted"
     )
 
 
@@ -334,6 +343,12 @@ async def _store(core: Core, cmd: Command, delay: float | None, write: Write | N
         room.give()
         core.abort(cmd, exc)
         raise
+    if cmd.lane not in core.configs:  # its lane was retired while we wrote (retire_lane)
+        room.give()
+        durable.journal.delete(cmd.id)  # gone with the next write: it never runs
+        error = retired_error(cmd.lane)
+        core.abort(cmd, error)
+        raise error
     if not core.accepting:  # the system began closing while we wrote
         room.give()
         error = ShutdownInProgress(
@@ -474,6 +489,10 @@ async def _store_many(core: Core, commands: list[Command], delay: float | None) 
         ready_at = trio.current_time() + delay if delay else None
         durable.journal.save_all([durable.row(cmd, "pending", ready_at) for cmd in commands])
         await durable.journal.commit()  # one batch: the rows are written together or not
+        if commands[0].lane not in core.configs:  # retired while we wrote (retire_lane)
+            for cmd in commands:
+                durable.journal.delete(cmd.id)  # gone with the next write: none runs
+            raise retired_error(commands[0].lane)
         if not core.accepting:
             raise ShutdownInProgress(
                 "the lane system shut down while the commands were being stored; they stay "

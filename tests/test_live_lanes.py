@@ -1,0 +1,301 @@
+"""Lanes added to and retired from a running system (``add_lane`` / ``retire_lane``)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import lanes
+from lanes import LaneConfig
+from lanes import events as ev
+
+from .helpers import sleeper
+
+BASE = (LaneConfig("work", 1, max_concurrency=2),)
+
+
+async def test_an_added_lane_accepts_commands_at_once(autojump_clock: trio.abc.Clock) -> None:
+    async with lanes.open_lane_system(BASE) as system:
+        async with system.subscribe(ev.Completed) as events:
+            system.add_lane(LaneConfig("extra", 0, max_concurrency=1))
+            assert [c.name for c in system.lanes] == ["work", "extra"]
+            first = await system.submit("extra", sleeper, 1.0)
+            second = system.submit_nowait("extra", sleeper, 2.0)
+            assert await first.result() == 1.0
+            assert await second.result() == 2.0
+            assert trio.current_time() == pytest.approx(3.0)  # max_concurrency=1 holds
+            event = await events.receive()
+            assert (event.lane, event.command_id) == ("extra", first.id)
+        stats = system.statistics().lanes["extra"]
+        assert (stats.submitted, stats.completed, stats.max_concurrency) == (2, 2, 1)
+        snapshot = system.metrics.snapshot()
+        assert snapshot.counters["completed"]["extra"] == 2
+        assert snapshot.histograms["run_seconds"]["extra"].count == 2
+
+
+async def test_an_added_lane_is_exported_to_prometheus(autojump_clock: trio.abc.Clock) -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lanes.prometheus import LaneCollector
+
+    async with lanes.open_lane_system(BASE) as system:
+        registry = CollectorRegistry()
+        collector = LaneCollector()
+        collector.add(system)
+        registry.register(collector)
+        system.add_lane(LaneConfig("extra", 0))
+        await system.run("extra", sleeper, 0.5)
+        text = generate_latest(registry).decode()
+        assert 'lane="extra"' in text
+        assert await system.retire_lane("extra") == 0
+        assert 'lane="extra"' not in generate_latest(registry).decode()
+
+
+async def test_an_added_lane_takes_part_in_the_global_cap(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(BASE, max_concurrency=2) as system:
+        system.add_lane(LaneConfig("urgent", 0, max_concurrency=2, min_concurrency=1))
+        slow = [await system.submit("work", sleeper, 10.0) for _ in range(2)]
+        await trio.sleep(1)
+        urgent = await system.submit("urgent", sleeper, 1.0)
+        await trio.sleep(0)
+        # The cap is full of "work" commands: "urgent" starts when a slot frees (at 10 s)
+        # as the more urgent lane, ahead of later "work" commands.
+        later = await system.submit("work", sleeper, 1.0)
+        await urgent.result()
+        assert trio.current_time() == pytest.approx(11.0)
+        assert later.position is None or later.position == 0
+        for handle in [*slow, later]:
+            await handle.result()
+
+
+async def test_bad_lanes_are_refused_and_nothing_changes() -> None:
+    async with lanes.open_lane_system(BASE, max_concurrency=2) as system:
+        with pytest.raises(lanes.LaneConfigError, match="'work' already exists"):
+            system.add_lane(LaneConfig("work", 0))
+        with pytest.raises(lanes.LaneConfigError, match="expected a lanes.LaneConfig"):
+            system.add_lane("extra")  # type: ignore[arg-type]
+        with pytest.raises(lanes.LaneConfigError, match="reserve 3 slots"):
+            system.add_lane(LaneConfig("big", 0, max_concurrency=3, min_concurrency=3))
+        assert [c.name for c in system.lanes] == ["work"]
+        assert list(system.statistics().lanes) == ["work"]
+        with pytest.raises(lanes.UnknownLaneError, match="'nope'"):
+            await system.retire_lane("nope")
+        with pytest.raises(lanes.LaneConfigError, match="timeout=-1"):
+            await system.retire_lane("work", timeout=-1)
+        await system.shutdown()
+        with pytest.raises(lanes.ShutdownInProgress):
+            system.add_lane(LaneConfig("late", 0))
+    with pytest.raises(lanes.ShutdownInProgress):
+        system.add_lane(LaneConfig("later", 0))
+    with pytest.raises(lanes.ShutdownInProgress):
+        await system.retire_lane("work")
+
+
+async def test_retiring_lets_queued_and_running_commands_finish(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(BASE) as system:
+        system.add_lane(LaneConfig("old", 2, max_concurrency=1))
+        running = await system.submit("old", sleeper, 2.0)
+        queued = await system.submit("old", sleeper, 3.0)
+        delayed = await system.submit("old", sleeper, 1.0, delay=4.0)
+        retired = trio.Event()
+        cancelled: list[int] = []
+
+        async def retire() -> None:
+            cancelled.append(await system.retire_lane("old"))
+            retired.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(retire)
+            await trio.sleep(0.5)
+            with pytest.raises(lanes.UnknownLaneError, match="unknown lane 'old'"):
+                await system.submit("old", sleeper, 1.0)
+            with pytest.raises(lanes.UnknownLaneError, match="already being retired"):
+                await system.retire_lane("old")
+            with pytest.raises(lanes.LaneConfigError, match="'old' is being retired"):
+                system.add_lane(LaneConfig("old", 0))
+            assert [c.name for c in system.lanes] == ["work"]
+            assert system.statistics().lanes["old"].pending == 2  # still there, emptying
+        assert cancelled == [0]
+        assert [await h.result() for h in (running, queued, delayed)] == [2.0, 3.0, 1.0]
+        assert trio.current_time() == pytest.approx(6.0)  # 2 + 3, then the delayed one
+        assert "old" not in system.statistics().lanes
+        assert "old" not in system.metrics.snapshot().counters["submitted"]
+        # The name is free again: a new lane of that name starts from zero.
+        system.add_lane(LaneConfig("old", 0))
+        assert system.statistics().lanes["old"].submitted == 0
+
+
+async def test_retiring_an_idle_lane_is_immediate(autojump_clock: trio.abc.Clock) -> None:
+    async with lanes.open_lane_system((*BASE, LaneConfig("idle", 3))) as system:
+        start = trio.current_time()
+        assert await system.retire_lane("idle", timeout=0) == 0
+        assert trio.current_time() == start
+        assert [c.name for c in system.lanes] == ["work"]
+
+
+async def test_retiring_with_a_timeout_cancels_what_is_left(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(BASE) as system:
+        system.add_lane(LaneConfig("old", 2, max_concurrency=1))
+        done = await system.submit("old", sleeper, 1.0)
+        slow = await system.submit("old", sleeper, 100.0)
+        queued = await system.submit("old", sleeper, 1.0)
+        other = await system.submit("work", sleeper, 50.0)
+        assert await system.retire_lane("old", timeout=5) == 2
+        assert trio.current_time() == pytest.approx(5.0)
+        assert await done.result() == 1.0
+        for handle in (slow, queued):
+            with pytest.raises(lanes.CommandCancelled):
+                await handle.result()
+        assert not other.done()  # other lanes are not touched
+        assert "old" not in system.statistics().lanes
+        await other.result()
+
+
+async def test_a_submit_waiting_for_room_is_refused(autojump_clock: trio.abc.Clock) -> None:
+    async with lanes.open_lane_system(BASE) as system:
+        system.add_lane(LaneConfig("old", 2, max_concurrency=1, inbox_size=1))
+        first = await system.submit("old", sleeper, 1.0)
+        await trio.sleep(0)  # it runs: its place in the inbox is free again
+        await system.submit("old", sleeper, 1.0)  # the inbox is full now
+        errors: list[BaseException] = []
+
+        async def waiting() -> None:
+            try:
+                await system.submit("old", sleeper, 1.0)
+            except lanes.LaneError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiting)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await system.retire_lane("old") == 0
+        assert [type(e) for e in errors] == [lanes.ShutdownInProgress]
+        assert first.done()
+
+
+async def test_cancelling_the_retire_call_undoes_it(autojump_clock: trio.abc.Clock) -> None:
+    async with lanes.open_lane_system(BASE) as system:
+        system.add_lane(LaneConfig("old", 2, max_concurrency=1))
+        running = await system.submit("old", sleeper, 10.0)
+        with trio.move_on_after(2):
+            await system.retire_lane("old")
+        assert [c.name for c in system.lanes] == ["work", "old"]
+        late = await system.submit("old", sleeper, 1.0)  # accepted again
+        assert await running.result() == 10.0
+        assert await late.result() == 1.0
+        # Cancelled while cancelling at the timeout: those stay cancelled, the lane stays.
+        slow = await system.submit("old", sleeper, 100.0)
+        queued = await system.submit("old", sleeper, 1.0)
+        with trio.move_on_after(1.5):
+            await system.retire_lane("old", timeout=1)
+        assert slow.done() and queued.done()
+        with pytest.raises(lanes.CommandCancelled):
+            await queued.result()
+        assert await system.run("old", sleeper, 1.0) == 1.0
+        assert await system.retire_lane("old") == 0
+
+
+async def test_a_lane_with_a_schedule_is_not_retired(autojump_clock: trio.abc.Clock) -> None:
+    async with lanes.open_lane_system(BASE) as system:
+        system.add_lane(LaneConfig("cron", 2))
+        schedule = await system.schedule(
+            "cron", lambda: trio.sleep(0), every=10, key="tick", durable=False
+        )
+        with pytest.raises(lanes.LaneUsageError, match="'tick' fire into lane 'cron'"):
+            await system.retire_lane("cron")
+        assert [c.name for c in system.lanes] == ["work", "cron"]
+        schedule.cancel()
+        assert await system.retire_lane("cron") == 0
+
+
+async def test_an_alert_rule_on_a_retired_lane_reads_zero(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(BASE) as system:
+        system.add_lane(LaneConfig("old", 2))
+        rule = lanes.AlertRule.queue_depth("old", warning=1)
+        async with lanes.open_alert_monitor(system, [rule]) as monitor:
+            system.pause("old")
+            await system.submit("old", sleeper, 1.0)
+            await system.submit("old", sleeper, 1.0)
+            monitor.check()
+            assert monitor.levels == {("old", "queue_depth"): "warning"}
+            system.resume("old")
+            await system.retire_lane("old")
+            monitor.check()
+            assert monitor.levels == {("old", "queue_depth"): "ok"}
+
+
+@lanes.command(name="live-lane-job")
+@attrs.define
+class Job:
+    name: str
+
+    async def execute(self) -> str:
+        await trio.sleep(0.01)
+        return self.name
+
+
+async def test_an_added_lane_is_durable_and_recovered_when_configured_again(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "db"
+    async with lanes.open_lane_system(
+        BASE, storage=path, commands=[Job], drain_timeout=0
+    ) as system:
+        system.add_lane(LaneConfig("extra", 2))
+        system.pause("extra")
+        await system.submit("extra", Job("kept"))
+        system.close_now()  # stored, not finished: recovered at the next start
+    # The lane is configured again at the start: its command is recovered and runs.
+    lanes_again = (*BASE, LaneConfig("extra", 2))
+    async with lanes.open_lane_system(lanes_again, storage=path, commands=[Job]) as system:
+        [handle] = system.recovered
+        assert (handle.lane, await handle.result()) == ("extra", "kept")
+        system.pause("extra")
+        await system.submit("extra", Job("orphan"))
+        system.close_now()
+    # Without the lane, its stored command goes to the dead-letter queue (not dropped).
+    async with lanes.open_lane_system(BASE, storage=path, commands=[Job]) as system:
+        assert system.recovered == ()
+        [letter] = system.dead_letters.list()
+        assert letter.lane == "extra"
+        assert "extra" in letter.error
+
+
+async def test_a_durable_submit_racing_a_retire_is_not_run(tmp_path: pathlib.Path) -> None:
+    async with lanes.open_lane_system(BASE, storage=tmp_path / "db", commands=[Job]) as system:
+        system.add_lane(LaneConfig("old", 2))
+        errors: list[BaseException] = []
+
+        async def submit() -> None:
+            try:
+                await system.submit("old", Job("late"))
+            except lanes.ShutdownInProgress as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(submit)
+            await trio.sleep(0)  # the submit is writing its row
+            await system.retire_lane("old")
+        # The retire found the lane empty and removed it while the row was being written:
+        # the submit is refused (its row deleted), nothing of the lane runs.
+        [error] = errors
+        assert "'old' was retired" in str(error)
+        assert system.commands() == []
+    async with lanes.open_lane_system(
+        (*BASE, LaneConfig("old", 2)), storage=tmp_path / "db", commands=[Job]
+    ) as system:
+        assert system.recovered == ()  # the deleted row is not recovered
+        assert system.dead_letters.list() == []
