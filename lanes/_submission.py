@@ -180,12 +180,25 @@ def shutdown_error() -> ShutdownInProgress:
     )
 
 
-def retired_error(lane: str) -> ShutdownInProgress:
-    """The error for a command whose lane was retired while it was being stored."""
+def retired_error(lane: str, *, stored: bool = True) -> ShutdownInProgress:
+    """The error for a command whose lane was retired while it waited for room or was
+    being stored (``stored``)."""
+    if not stored:
+        return ShutdownInProgress(
+            f"lane {lane!r} is being retired (retire_lane) and accepts no new commands; "
+            "submit to another lane"
+        )
     return ShutdownInProgress(
         f"lane {lane!r} was retired (retire_lane) while the command was being stored; it "
         "was not accepted and its stored row is deleted"
     )
+
+
+def closed_error(core: Core, lane: str) -> ShutdownInProgress:
+    """The error for a submit that found its lane's inbox closed (system or lane)."""
+    if core.accepting and lane not in core.configs:
+        return retired_error(lane, stored=False)
+    return shutdown_error()
 
 
 # -- 2. prepare ----------------------------------------------------------------------------------
@@ -277,7 +290,7 @@ async def accept(
     else:
         await room.wait_for_place()
     if room.closed or not core.accepting:
-        raise shutdown_error()
+        raise closed_error(core, cmd.lane)
     key = cmd.key
     if key is not None and (holder := core.keys.get(key)) is not None:
         room.give()
@@ -458,7 +471,7 @@ async def accept_many(
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         if room.closed or not core.accepting:
-            raise shutdown_error()
+            raise closed_error(core, commands[0].lane)
         stored = [cmd for cmd in commands if cmd.payload is not None]
         if stored:
             await _store_many(core, stored, delay)

@@ -7,11 +7,13 @@ import pathlib
 import attrs
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 import lanes
 from lanes import LaneConfig
 from lanes import events as ev
+from lanes.storage import MemoryStorage, WriteBatch
 
 from .helpers import sleeper
 
@@ -59,27 +61,26 @@ async def test_an_added_lane_is_exported_to_prometheus(autojump_clock: trio.abc.
 async def test_an_added_lane_takes_part_in_the_global_cap(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with lanes.open_lane_system(BASE, max_concurrency=2) as system:
-        system.add_lane(LaneConfig("urgent", 0, max_concurrency=2, min_concurrency=1))
-        slow = [await system.submit("work", sleeper, 10.0) for _ in range(2)]
+    async with lanes.open_lane_system(BASE, max_concurrency=1) as system:
+        running = await system.submit("work", sleeper, 10.0)
+        waiting = await system.submit("work", sleeper, 1.0)
         await trio.sleep(1)
+        system.add_lane(LaneConfig("urgent", 0))
         urgent = await system.submit("urgent", sleeper, 1.0)
-        await trio.sleep(0)
-        # The cap is full of "work" commands: "urgent" starts when a slot frees (at 10 s)
-        # as the more urgent lane, ahead of later "work" commands.
-        later = await system.submit("work", sleeper, 1.0)
+        # The cap is full: "urgent" starts when the slot frees (at 10 s), as the more
+        # urgent lane, ahead of the "work" command submitted before it.
         await urgent.result()
         assert trio.current_time() == pytest.approx(11.0)
-        assert later.position is None or later.position == 0
-        for handle in [*slow, later]:
-            await handle.result()
+        await waiting.result()
+        assert trio.current_time() == pytest.approx(12.0)
+        assert running.done()
 
 
 async def test_bad_lanes_are_refused_and_nothing_changes() -> None:
     async with lanes.open_lane_system(BASE, max_concurrency=2) as system:
         with pytest.raises(lanes.LaneConfigError, match="'work' already exists"):
             system.add_lane(LaneConfig("work", 0))
-        with pytest.raises(lanes.LaneConfigError, match="expected a lanes.LaneConfig"):
+        with pytest.raises(lanes.LaneConfigError, match=r"expected a lanes\.LaneConfig"):
             system.add_lane("extra")  # type: ignore[arg-type]
         with pytest.raises(lanes.LaneConfigError, match="reserve 3 slots"):
             system.add_lane(LaneConfig("big", 0, max_concurrency=3, min_concurrency=3))
@@ -166,7 +167,7 @@ async def test_a_submit_waiting_for_room_is_refused(autojump_clock: trio.abc.Clo
     async with lanes.open_lane_system(BASE) as system:
         system.add_lane(LaneConfig("old", 2, max_concurrency=1, inbox_size=1))
         first = await system.submit("old", sleeper, 1.0)
-        await trio.sleep(0)  # it runs: its place in the inbox is free again
+        await trio.lowlevel.checkpoint()  # it runs: its place in the inbox is free again
         await system.submit("old", sleeper, 1.0)  # the inbox is full now
         errors: list[BaseException] = []
 
@@ -181,6 +182,7 @@ async def test_a_submit_waiting_for_room_is_refused(autojump_clock: trio.abc.Clo
             await trio.testing.wait_all_tasks_blocked()
             assert await system.retire_lane("old") == 0
         assert [type(e) for e in errors] == [lanes.ShutdownInProgress]
+        assert "lane 'old' is being retired" in str(errors[0])
         assert first.done()
 
 
@@ -195,23 +197,37 @@ async def test_cancelling_the_retire_call_undoes_it(autojump_clock: trio.abc.Clo
         assert await running.result() == 10.0
         assert await late.result() == 1.0
         # Cancelled while cancelling at the timeout: those stay cancelled, the lane stays.
-        slow = await system.submit("old", sleeper, 100.0)
+        slow = await system.submit("old", stubborn)
         queued = await system.submit("old", sleeper, 1.0)
         with trio.move_on_after(1.5):
             await system.retire_lane("old", timeout=1)
-        assert slow.done() and queued.done()
+        assert trio.current_time() == pytest.approx(12.5)
+        assert queued.done() and not slow.done()  # slow takes 5 s to exit its cancellation
         with pytest.raises(lanes.CommandCancelled):
             await queued.result()
-        assert await system.run("old", sleeper, 1.0) == 1.0
+        assert await system.run("old", sleeper, 1.0) == 1.0  # accepted again
+        with pytest.raises(lanes.CommandCancelled):
+            await slow.result()
         assert await system.retire_lane("old") == 0
+
+
+async def stubborn() -> None:
+    """Runs long, and takes 5 s to exit once cancelled."""
+    try:
+        await trio.sleep(100)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(5)
+
+
+async def tick() -> None:
+    await trio.lowlevel.checkpoint()
 
 
 async def test_a_lane_with_a_schedule_is_not_retired(autojump_clock: trio.abc.Clock) -> None:
     async with lanes.open_lane_system(BASE) as system:
         system.add_lane(LaneConfig("cron", 2))
-        schedule = await system.schedule(
-            "cron", lambda: trio.sleep(0), every=10, key="tick", durable=False
-        )
+        schedule = await system.schedule("cron", tick, every=10, key="tick", durable=False)
         with pytest.raises(lanes.LaneUsageError, match="'tick' fire into lane 'cron'"):
             await system.retire_lane("cron")
         assert [c.name for c in system.lanes] == ["work", "cron"]
@@ -274,8 +290,22 @@ async def test_an_added_lane_is_durable_and_recovered_when_configured_again(
         assert "extra" in letter.error
 
 
-async def test_a_durable_submit_racing_a_retire_is_not_run(tmp_path: pathlib.Path) -> None:
-    async with lanes.open_lane_system(BASE, storage=tmp_path / "db", commands=[Job]) as system:
+class GatedStorage(MemoryStorage):
+    """Memory storage whose writes wait for ``gate`` while it is set to an Event."""
+
+    gate: trio.Event | None = None
+
+    async def write(self, batch: WriteBatch) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        await super().write(batch)
+
+
+async def test_a_durable_submit_racing_a_retire_is_not_run(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    storage = GatedStorage(clock=trio.current_time)
+    async with lanes.open_lane_system(BASE, storage=storage, commands=[Job]) as system:
         system.add_lane(LaneConfig("old", 2))
         errors: list[BaseException] = []
 
@@ -285,17 +315,19 @@ async def test_a_durable_submit_racing_a_retire_is_not_run(tmp_path: pathlib.Pat
             except lanes.ShutdownInProgress as exc:
                 errors.append(exc)
 
+        storage.gate = gate = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(submit)
-            await trio.sleep(0)  # the submit is writing its row
-            await system.retire_lane("old")
-        # The retire found the lane empty and removed it while the row was being written:
-        # the submit is refused (its row deleted), nothing of the lane runs.
+            await trio.testing.wait_all_tasks_blocked()  # its row is being written
+            assert await system.retire_lane("old") == 0  # not accepted yet: nothing to wait for
+            assert "old" not in system.statistics().lanes
+            gate.set()
+        storage.gate = None
         [error] = errors
         assert "'old' was retired" in str(error)
         assert system.commands() == []
     async with lanes.open_lane_system(
-        (*BASE, LaneConfig("old", 2)), storage=tmp_path / "db", commands=[Job]
+        (*BASE, LaneConfig("old", 2)), storage=storage, commands=[Job]
     ) as system:
-        assert system.recovered == ()  # the deleted row is not recovered
+        assert system.recovered == ()  # its row was deleted: it never runs
         assert system.dead_letters.list() == []
