@@ -331,3 +331,29 @@ async def test_a_durable_submit_racing_a_retire_is_not_run(
     ) as system:
         assert system.recovered == ()  # its row was deleted: it never runs
         assert system.dead_letters.list() == []
+
+
+async def test_an_added_lane_is_in_the_opentelemetry_metrics(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from lanes.otel import instrument_metrics
+
+    from .test_otel_metrics import points, value
+
+    reader = InMemoryMetricReader()
+    async with lanes.open_lane_system(BASE) as system:
+        stop = instrument_metrics(system, meter_provider=MeterProvider(metric_readers=[reader]))
+        system.add_lane(LaneConfig("extra", 0))
+        await system.run("extra", sleeper, 2.0)
+        found = points(reader)
+        assert value(found, "lanes.commands", lane="extra", outcome="completed").value == 1
+        assert value(found, "lanes.command.duration", lane="extra").sum == 2.0
+        await system.retire_lane("extra")
+        found = points(reader)
+        gauges = [dict(p.attributes) for p in found["lanes.queue.depth"]]
+        assert {"lanes.lane": "extra"} not in gauges
+        stop()
