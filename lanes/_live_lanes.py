@@ -89,7 +89,8 @@ async def retire_lane(
             f"{name!r}; cancel them first (handle.cancel()), then retire the lane"
         )
         raise LaneUsageError(msg)
-    config = core.configs.pop(name)  # submits now raise UnknownLaneError
+    order = list(core.configs.items())  # to put the lane back in its place if undone
+    core.configs.pop(name)  # submits now raise UnknownLaneError
     room = core.rooms[name]
     room.close()  # submits waiting for room (or storing) raise ShutdownInProgress
     counters = core.counters[name]
@@ -101,8 +102,9 @@ async def retire_lane(
             before = counters.cancelled
             await _wait_empty(core, name, cancel=True)
     except BaseException:
-        core.configs[name] = config  # undone: the lane accepts commands again
-        room.closed = False
+        core.configs.clear()  # undone: the lane accepts commands again, in its place
+        core.configs.update((n, c) for n, c in order if n in core.policy.lanes)
+        room.closed = not core.accepting  # a closing system keeps its inboxes closed
         raise
     core.drop_lane(name)
     await trio.lowlevel.checkpoint()

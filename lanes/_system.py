@@ -494,16 +494,17 @@ class LaneSystem:
     async def retire_lane(self, name: str, *, timeout: float | None = None) -> int:
         """Retire lane ``name``: stop accepting on it, let it empty, then remove it.
 
-        From the call on, ``submit`` to the lane raises :class:`UnknownLaneError` (a submit
-        already waiting for room in its inbox raises :class:`ShutdownInProgress`, and so
-        does a durable one whose write was under way: its row is deleted). The lane's
-        queued, delayed and running commands go on (retries included) until none is
-        left; at ``timeout`` seconds, what is left is cancelled, running commands first,
-        as :meth:`drain` does (durable ones are deleted, as by :meth:`cancel_lane`). Then
-        the lane leaves :attr:`lanes`, :meth:`statistics`, the metrics (its series leave
-        the Prometheus export) and its worker pool ends; finished commands it kept
-        (``retention=``) stay listed. A paused lane's commands cannot start: without a
-        timeout, resume it first.
+        From the call on, the lane is no longer in :attr:`lanes` (it stays in
+        :meth:`statistics` while it empties) and ``submit`` to it raises
+        :class:`UnknownLaneError`; a submit already waiting for room in its inbox raises
+        :class:`ShutdownInProgress`, and so does a durable one whose write was under way
+        (its row is deleted). The lane's queued, delayed and running commands go on
+        (retries included) until none is left; at ``timeout`` seconds, what is left is
+        cancelled, running commands first, as :meth:`drain` does (durable ones are
+        deleted, as by :meth:`cancel_lane`). Then the lane leaves :meth:`statistics` and
+        the metrics (its series leave the Prometheus export), its worker pool ends, and
+        its name is free again; finished commands it kept (``retention=``) stay listed. A
+        paused lane's commands cannot start: without a timeout, resume it first.
 
         Cancelling this call undoes the retirement: the lane accepts commands again, its
         commands go on, and those already cancelled at the timeout stay cancelled.

@@ -357,3 +357,14 @@ async def test_an_added_lane_is_in_the_opentelemetry_metrics(
         gauges = [dict(p.attributes) for p in found["lanes.queue.depth"]]
         assert {"lanes.lane": "extra"} not in gauges
         stop()
+
+
+async def test_an_undone_retire_keeps_the_lane_in_its_place(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system((LaneConfig("a", 0), *BASE, LaneConfig("z", 2))) as system:
+        running = await system.submit("a", sleeper, 10.0)
+        with trio.move_on_after(1):
+            await system.retire_lane("a")
+        assert [c.name for c in system.lanes] == ["a", "work", "z"]
+        assert await running.result() == 10.0
