@@ -537,6 +537,8 @@ class Core:
         self.reap_armed = False
         for pool in self.pools.values():
             pool.reap()
+        self.policy.compact()
+        self.metrics.compact()
 
     async def wait_idle(self) -> None:
         """Wait until no accepted command is left unresolved."""

@@ -49,7 +49,7 @@ class Dispatcher:
         self._deciding = False
         self._again = False
         self._armed = math.inf
-        self._rearm = trio.Event()
+        self._rearm: trio.Event | None = None  # while the timer task runs
         self._reap_at = math.inf  # when to reap, if the system stays idle until then
         self._reap_epoch = 0
         core.wake = self.wake
@@ -64,7 +64,8 @@ class Dispatcher:
         running (it decides first thing).
         """
         if self.running:
-            self._rearm.set()
+            if self._rearm is not None:  # (None: the task is about to start and decide)
+                self._rearm.set()
         elif self._nursery is not None:
             self.running = True
             self._nursery.start_soon(self.run)
@@ -118,7 +119,7 @@ class Dispatcher:
         self.running = True
         try:
             while True:
-                self._rearm = trio.Event()
+                self._rearm = rearm = trio.Event()
                 wake_at = self._decide_all()
                 self._armed = math.inf if wake_at is None else wake_at
                 if core.reap_armed:
@@ -127,9 +128,10 @@ class Dispatcher:
                 if until == math.inf:
                     return  # nothing to wait for: a poke or a timer starts the task again
                 with trio.move_on_at(until):
-                    await self._rearm.wait()
+                    await rearm.wait()
         finally:
             self.running = False
+            self._rearm = None  # an idle system keeps no Event
             self._armed = math.inf
 
     def _reap_step(self, now: float) -> None:

@@ -68,13 +68,15 @@ class Histogram:
         pending = self._pending
         pending.append(value)
         if len(pending) >= 4096:
-            self._fold()
+            self.fold()
 
     def record_many(self, values: Iterable[float]) -> None:
         self._pending.extend(values)
-        self._fold()
+        self.fold()
 
-    def _fold(self) -> None:
+    def fold(self) -> None:
+        """Fold the pending samples into the buckets (done lazily; an idle system does it to
+        give back the pending list's memory)."""
         pending = self._pending
         if not pending:
             return
@@ -105,12 +107,12 @@ class Histogram:
 
     @property
     def sum(self) -> float:
-        self._fold()
+        self.fold()
         return self._sum
 
     def percentiles(self, ps: Sequence[float] = _PERCENTILES) -> list[float]:
         """The value at each percentile in ``ps`` (0 when empty). Rising ``ps`` are fastest."""
-        self._fold()
+        self.fold()
         if not self._count:
             return [0.0 for _ in ps]
         ordered = sorted(self.counts.items())
@@ -137,8 +139,8 @@ class Histogram:
 
     def merge(self, other: Histogram) -> None:
         """Add ``other``'s samples to this histogram."""
-        self._fold()
-        other._fold()
+        self.fold()
+        other.fold()
         for index, count in other.counts.items():
             self.counts[index] = self.counts.get(index, 0) + count
         self._zeros += other._zeros
@@ -149,7 +151,7 @@ class Histogram:
 
     def buckets(self) -> list[tuple[float, int]]:
         """(upper bound in seconds, count) of each bucket hit, in rising order (zeros first)."""
-        self._fold()
+        self.fold()
         pairs = [(0.0, self._zeros)] if self._zeros else []
         pairs.extend((_bucket_upper(i), c) for i, c in sorted(self.counts.items()))
         return pairs

@@ -28,6 +28,8 @@ __all__ = ["LOG_LINES", "CommandInfo", "Progress", "list_commands", "report_prog
 LOG_LINES = 20
 """How many of a command's latest log lines (``report_progress(message=)``) are kept."""
 
+_QUEUED = JobState.QUEUED
+
 # What a command's one state reads as in a listing (DELAYED: waiting for its ready time).
 _STATES = {
     JobState.QUEUED: "waiting",
@@ -85,6 +87,7 @@ class CommandInfo:
     finished_for: float | None = None
     error: str | None = None
     result: Any = None
+    position: int | None = None
 
 
 class Reports:
@@ -186,6 +189,7 @@ def _list_live(
 ) -> int:
     """Append the live commands that match to ``out``; return how many were skipped."""
     skipped = 0
+    page: list[tuple[Any, str]] = []
     for cmd in live:
         if lane is not None and cmd.lane != lane:
             continue
@@ -195,6 +199,11 @@ def _list_live(
         if skipped < offset:
             skipped += 1
             continue
+        page.append((cmd, state))
+        if len(out) + len(page) == limit:
+            break
+    positions = _positions([cmd for cmd, state in page if state == "waiting"])
+    for cmd, state in page:
         reports: Reports | None = cmd.reports
         out.append(
             CommandInfo(
@@ -209,11 +218,45 @@ def _list_live(
                 now - cmd.started_at if state == "running" else None,
                 None if reports is None else reports.progress,
                 () if reports is None else tuple(reports.lines),
+                position=positions.get(id(cmd)),
             )
         )
-        if len(out) == limit:
-            break
     return skipped
+
+
+def _positions(waiting: list[Any]) -> dict[int, int]:
+    """The place of each of the ``waiting`` commands (queued, of one system) in the order
+    its lane would start them, by ``id()`` of the command.
+
+    Per lane they are in, one pass: over its FIFO queue up to the deepest of them
+    (O(that position)), or, when some command of the lane has a priority, over its whole
+    queue in start order (O(the queue)). A ``handle.position`` per command would cost
+    that for each of them.
+    """
+    if not waiting:
+        return {}
+    lanes = waiting[0].core.policy.lanes
+    wanted: dict[str, set[int]] = {}
+    for cmd in waiting:
+        wanted.setdefault(cmd.lane, set()).add(id(cmd))
+    found: dict[int, int] = {}
+    for name, ids in wanted.items():
+        state = lanes[name]
+        # Prioritized: the start order is sorted. FIFO: the queue's order, in which
+        # cancelled commands stay until they reach its head (skipped).
+        jobs = state.queued() if state.ranked else state.queue
+        left = len(ids)
+        position = 0
+        for job in jobs:
+            if job.state is not _QUEUED:
+                continue
+            if id(job) in ids:
+                found[id(job)] = position
+                left -= 1
+                if not left:
+                    break
+            position += 1
+    return found
 
 
 def check_listing(

@@ -93,6 +93,10 @@ class Job:
 Ranked = tuple[int, int, Job]
 """An entry of a lane's heap of prioritized jobs: (priority, order, job)."""
 
+_NO_QUEUE: deque[Job] = deque(maxlen=0)
+"""The queue of every lane with nothing queued (shared, so never appended to: a maxlen of
+0 makes a stray append a no-op instead of a job queued in every lane)."""
+
 
 @attrs.frozen
 class Decision:
@@ -130,7 +134,10 @@ class LaneState:
         self.max = config.max_concurrency
         self.boost = config.boost
         self.limiter = make_limiter(config.rate_limit)
-        self.queue: deque[Job] = deque()  # priority-0 jobs, in order
+        # Priority-0 jobs, in order. A lane with nothing queued shares the empty _NO_QUEUE
+        # (a deque is about 600 bytes even when empty): the first job queued gets the lane a
+        # deque of its own, and Policy.compact() hands an emptied one back.
+        self.queue: deque[Job] = _NO_QUEUE
         # Jobs with another priority (or reprioritized): a heap of (priority, order, job),
         # stale entries (job.entry is not the entry) dropped lazily. Empty unless some job
         # of the lane has ever had a priority: the common case costs one test.
@@ -171,10 +178,13 @@ class LaneState:
         """Put a QUEUED job into the lane's queue at ``order``."""
         job.order = order
         if job.priority == 0 and job.entry is None:
+            queue = self.queue
+            if queue is _NO_QUEUE:
+                queue = self.queue = deque()
             if order < 0:
-                self.queue.appendleft(job)
+                queue.appendleft(job)
             else:
-                self.queue.append(job)
+                queue.append(job)
         else:
             entry = (job.priority, order, job)
             job.entry = entry
@@ -324,7 +334,10 @@ class Policy:
             self._order += 1
             if job.priority == 0 and job.entry is None:  # LaneState.enqueue, inlined
                 job.order = self._order
-                self.lanes[job.lane].queue.append(job)
+                state = self.lanes[job.lane]
+                if state.queue is _NO_QUEUE:
+                    state.queue = deque()
+                state.queue.append(job)
             else:
                 self.lanes[job.lane].enqueue(job, self._order)
 
@@ -362,13 +375,25 @@ class Policy:
         """
         state = self.lanes[lane]
         removed = [job for job in state.queued() if self.remove(job)]
-        state.queue.clear()
+        state.queue = _NO_QUEUE
         state.ranked.clear()
         if state.delayed:
             mine = [item for item in self._delayed if item[1].lane == lane and _live_delay(item)]
             mine.sort()
             removed.extend(job for _, job in mine if self.remove(job))
         return removed
+
+    def compact(self) -> None:
+        """Give back the memory of lanes with nothing queued (an idle system's step).
+
+        A lane's emptied deque goes back to the shared empty one, and an emptied
+        ``running`` dict (a dict never shrinks) is replaced with a fresh one.
+        """
+        for state in self.lanes.values():
+            if state.queue is not _NO_QUEUE and not state.queue:
+                state.queue = _NO_QUEUE
+            if not state.running:
+                state.running = {}
 
     def position(self, job: Job) -> int | None:
         """How many jobs of ``job``'s lane start before it (None: it is not queued).

@@ -20,11 +20,11 @@ class Room:
         self.size = size
         self.free = size
         self.closed = False
-        self._lot = trio.lowlevel.ParkingLot()
+        self._lot: trio.lowlevel.ParkingLot | None = None  # made by the first waiter
 
     def take_nowait(self) -> bool:
         """Take a place if one is free (and nobody waits for one before us)."""
-        if self.free > 0 and not self._lot:
+        if self.free > 0 and not self._lot:  # (None: nobody ever waited)
             self.free -= 1
             return True
         return False
@@ -35,6 +35,8 @@ class Room:
 
         Returns without a place only if the room was closed meanwhile (check ``closed``).
         """
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
         await self._lot.park()  # give() hands its place to us before unparking
 
     def give(self) -> None:
@@ -47,7 +49,8 @@ class Room:
     def close(self) -> None:
         """Wake every waiter; they must check ``closed``."""
         self.closed = True
-        self._lot.unpark_all()
+        if self._lot is not None:
+            self._lot.unpark_all()
 
     def waiting(self) -> int:
-        return len(self._lot)
+        return 0 if self._lot is None else len(self._lot)

@@ -554,9 +554,7 @@ class LaneSystem:
         counters = self._core.counters[lane]
         before = counters.cancelled
         cancelled = self._core.cancel_lane(lane, Reason.CANCEL, running=running, queued=queued)
-        for cmd in cancelled:
-            await cmd.wait_done()
-        await trio.lowlevel.checkpoint()
+        await _wait_exits(cancelled)
         return counters.cancelled - before
 
     async def cancel_all(self, *, running: bool = True, queued: bool = True) -> int:
@@ -574,9 +572,7 @@ class LaneSystem:
         counters = self._core.counters.values()
         before = sum(c.cancelled for c in counters)
         cancelled = self._core.cancel_all(Reason.CANCEL, running=running, queued=queued)
-        for cmd in cancelled:
-            await cmd.wait_done()
-        await trio.lowlevel.checkpoint()
+        await _wait_exits(cancelled)
         return sum(c.cancelled for c in counters) - before
 
     def close_now(self) -> None:
@@ -670,11 +666,11 @@ class LaneSystem:
             limit: the page's size (>= 1).
 
         Each entry is a frozen :class:`~lanes.CommandInfo` snapshot: id, lane, type,
-        state, priority, attempts, key, age, how long it has been running, and the
-        progress and log lines its body reported with :func:`lanes.report_progress`.
-        A command's place in its lane's queue is ``system.handle_for(key)`` /
-        ``handle.position``. O(live commands) per call: an inspection tool, not a hot
-        path.
+        state, priority, attempts, key, age, how long it has been running, its place in
+        its lane's queue (``position``: how many start before it; None unless waiting),
+        and the progress and log lines its body reported with
+        :func:`lanes.report_progress`. O(live commands) per call: an inspection tool,
+        not a hot path.
 
         Raises:
             UnknownLaneError: an unknown lane.
@@ -1139,6 +1135,22 @@ def open_lane_system(
             configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved, retain
         )
     )
+
+
+async def _wait_exits(cancelled: list[Command]) -> None:
+    """Wait until every command of ``cancelled`` is terminal.
+
+    A checkpoint in any case, but no more schedule points than the commands that are still
+    running need: a cancel is acknowledged a round of the run queue sooner than with a
+    checkpoint after the waits (with thousands of sessions, a round is milliseconds).
+    """
+    waited = False
+    for cmd in cancelled:
+        if cmd.state < DONE:
+            await cmd.wait_done()
+            waited = True
+    if not waited:
+        await trio.lowlevel.checkpoint()
 
 
 def _wall_clock(clock: object, store: Storage | None) -> Callable[[], float]:

@@ -178,3 +178,46 @@ def test_remove_lane_sorts_only_its_own_delayed_jobs() -> None:
     assert policy.remove_lane("a") == []  # no delayed job left: the heap is not scanned
     policy._delayed = heap
     assert policy.remove_lane("b") == sorted(jobs, key=lambda j: j.ready_at)
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the steps of one task."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+@pytest.mark.parametrize("call", ["cancel_lane", "cancel_all"])
+async def test_a_cancel_is_acknowledged_as_soon_as_the_turn_has_exited(
+    autojump_clock: trio.abc.Clock, call: str
+) -> None:
+    # The caller resumes once, when the cancelled command has exited: no extra round of
+    # the run queue (with thousands of sessions, a round is milliseconds of cancel latency).
+    async with lanes.open_lane_system(LANES) as system:
+        await submit_turns(system, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        steps = _Steps(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(steps)
+        try:
+            if call == "cancel_lane":
+                assert await system.cancel_lane("prompt", queued=False) == 1
+            else:
+                assert await system.cancel_all(queued=False) == 1
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.steps == 1
+        system.close_now()
+
+
+async def test_a_cancel_with_nothing_running_is_still_a_checkpoint() -> None:
+    async with lanes.open_lane_system(LANES) as system:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await system.cancel_lane("skill")
+            pytest.fail("cancel_lane did not checkpoint")  # pragma: no cover
+        assert scope.cancelled_caught

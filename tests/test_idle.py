@@ -139,3 +139,53 @@ async def test_an_idle_system_holds_no_task_of_its_own(autojump_clock: trio.abc.
         handle = await system.submit("query", noop, delay=3)
         await trio.sleep(3)
         await handle.result()
+
+
+async def _held_per_idle_system(count: int, commands: int, *, traced: bool) -> float:
+    """What each of ``count`` one-lane systems holds once idle after ``commands`` commands:
+    bytes (``traced``: measured with tracemalloc, slow) or Python memory blocks."""
+    import gc
+    import sys
+    import tracemalloc
+
+    config = lanes.LaneConfig("prompt", 5, max_concurrency=1)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(lanes.open_lane_system([config]))  # warm caches
+        gc.collect()
+        if traced:
+            tracemalloc.start()
+        try:
+            before = tracemalloc.take_snapshot() if traced else None
+            blocks = sys.getallocatedblocks()
+            systems = [
+                await stack.enter_async_context(lanes.open_lane_system([config]))
+                for _ in range(count)
+            ]
+            for system in systems:
+                for _ in range(commands):
+                    await system.run("prompt", noop)
+            await trio.sleep(3 * REAP_AFTER)  # idle: workers reaped, memory handed back
+            gc.collect()
+            if before is None:
+                return (sys.getallocatedblocks() - blocks) / count
+            after = tracemalloc.take_snapshot()
+        finally:
+            if traced:
+                tracemalloc.stop()
+        held = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+        return held / count
+
+
+async def test_an_idle_system_gives_back_what_its_commands_used(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # What an idle session holds does not grow with the commands it ran: queues, pending
+    # latency samples and timer events are handed back when it goes idle; what stays is
+    # bounded (the latest RECENT_STARTS waits in an array, and the histograms' buckets).
+    one = await _held_per_idle_system(20, 1, traced=False)
+    many = await _held_per_idle_system(10, 500, traced=False)
+    more = await _held_per_idle_system(10, 1000, traced=False)
+    assert many < one + 32, (one, many)  # blocks (a float sample is one)
+    assert abs(more - many) < 8, (many, more)
+    size = await _held_per_idle_system(20, 1, traced=True)
+    assert size < 12.5 * 1024, size  # bytes: the whole one-lane system, nursery and all

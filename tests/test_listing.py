@@ -161,3 +161,54 @@ async def test_a_retry_keeps_its_last_report_and_shows_delayed(
         assert (info.state, info.attempts, info.log) == ("delayed", 1, ("attempt 1",))
         await handle.result()
         assert handle.progress is not None and handle.progress.done == 3
+
+
+async def test_waiting_commands_carry_their_position_in_start_order(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(LANES) as system:
+        running = await system.submit("work", crawl, 10)
+        first = await system.submit("work", crawl, 1)
+        urgent = await system.submit("work", crawl, 1, priority=-1)
+        delayed = await system.submit("work", crawl, 1, delay=60)
+        later = await system.submit("work", crawl, 1, priority=2)
+        other = await system.submit("other", crawl, 1)  # runs at once: no position
+        await trio.testing.wait_all_tasks_blocked()
+        listing = {c.id: c.position for c in system.commands()}
+        assert listing == {
+            running.id: None,
+            first.id: 1,
+            urgent.id: 0,
+            delayed.id: None,
+            later.id: 2,
+            other.id: None,
+        }
+        handles = (first, urgent, later)
+        assert [listing[h.id] for h in handles] == [h.position for h in handles]
+        # a page far into the listing still gets the places of the whole lane
+        (page,) = system.commands("work", state="waiting", offset=2, limit=1)
+        assert (page.id, page.position) == (later.id, 2)
+        urgent.cancel()
+        waiting = system.commands("work", state="waiting")
+        assert [(c.id, c.position) for c in waiting] == [(first.id, 0), (later.id, 1)]
+        system.close_now()
+
+
+async def test_positions_in_a_fifo_lane_skip_cancelled_and_follow_requeues(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with lanes.open_lane_system(LANES) as system:
+        await system.submit("work", crawl, 100)  # runs: the others wait
+        late = await system.submit("work", crawl, 1, delay=5)
+        handles = [await system.submit("work", crawl, 1) for _ in range(4)]
+        handles[1].cancel()
+        await trio.sleep(6)  # ``late`` is due: it queues behind the others
+        listing = system.commands("work", state="waiting")
+        assert [c.id for c in listing] == [late.id, handles[0].id, handles[2].id, handles[3].id]
+        assert [c.position for c in listing] == [3, 0, 1, 2]
+        assert [c.position for c in listing] == [
+            h.position for h in (late, handles[0], handles[2], handles[3])
+        ]
+        (first,) = system.commands("work", state="waiting", offset=1, limit=1)
+        assert (first.id, first.position) == (handles[0].id, 0)
+        system.close_now()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pathlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -134,7 +136,8 @@ async def test_unknown_lane_queue_names_the_lanes() -> None:
         async with client(console) as c:
             answer = await c.get(f"/api/systems/{sid}/lanes/nope/queue")
             assert answer.status_code == 404
-            assert "has no lane 'nope'" in answer.json()["error"]
+            assert answer.json()["type"] == "UnknownLaneError"  # system.commands()'s error
+            assert "unknown lane 'nope'; known lanes: system, control" in answer.json()["error"]
 
 
 async def test_read_only_console_refuses_actions() -> None:
@@ -487,3 +490,118 @@ async def test_a_lane_queue_is_shown_in_the_order_commands_would_start() -> None
             )
             assert [(r["position"], r["id"]) for r in page.json()["commands"]] == [(2, second.id)]
         system.resume("prompt")
+
+
+async def test_cancel_and_trigger_give_the_api_errors() -> None:
+    console = lanes.web.console(token=TOKEN)
+    release = trio.Event()
+    fired: list[int] = []
+
+    async def tick() -> None:
+        fired.append(1)
+
+    retention = lanes.Retention(count=10)
+    async with lanes.open_lane_system(retention=retention) as system:
+        sid = console.add(system)
+        running = await system.submit("prompt", blocker, release)
+        await system.submit("prompt", blocker, release)
+        queued = await system.submit("prompt", blocker, release)
+        finished = await system.submit("query", noop)
+        await finished.result()
+        once = await system.schedule("query", tick, every=0.01, key="once", times=1)
+        with trio.fail_after(5):
+            await once.wait_finished()
+        await trio.testing.wait_all_tasks_blocked()
+        assert once.finished and fired == [1]
+        await system.schedule("query", tick, every=3600, key="hourly")
+        async with client(console) as c:
+            headers = auth(TOKEN, await csrf(c))
+
+            async def post(action: str, target: str) -> httpx.Response:
+                url = f"/api/systems/{sid}/{action}"
+                return await c.post(url, json={"target": target}, headers=headers)
+
+            unknown = await post("cancel", "s9-1")
+            assert (unknown.status_code, unknown.json()["type"]) == (404, "NotFound")
+            assert "no pending or running command with id 's9-1'" in unknown.json()["error"]
+            done = await post("cancel", finished.id)
+            assert (done.status_code, done.json()["type"]) == (409, "ActionRefused")
+            assert (
+                done.json()["error"]
+                == f"command {finished.id!r} already finished (done): not cancelled"
+            )
+            waiting = await post("cancel", queued.id)
+            assert waiting.json()["message"] == f"command {queued.id!r} cancelled"
+            assert queued.status is lanes.CommandStatus.CANCELLED
+            again = await post("cancel", queued.id)  # now kept as a finished command
+            assert again.status_code == 409 and "(cancelled)" in again.json()["error"]
+            stopping = await post("cancel", running.id)
+            assert "stops at its next checkpoint" in stopping.json()["message"]
+            with pytest.raises(lanes.CommandCancelled):
+                await running.result()
+            nothing = await post("trigger", "daily")
+            assert nothing.status_code == 404 and "'hourly'" in nothing.json()["error"]
+            ended = await post("trigger", "once")
+            assert (ended.status_code, ended.json()["type"]) == (409, "ActionRefused")
+            assert "ended after its 1 firings" in ended.json()["error"]
+            assert (await post("trigger", "hourly")).status_code == 200
+            await trio.testing.wait_all_tasks_blocked()
+            assert fired == [1, 1]
+            await system.shutdown()  # no new commands: the API's ShutdownInProgress
+            closing = await post("trigger", "hourly")
+            assert (closing.status_code, closing.json()["type"]) == (409, "ShutdownInProgress")
+        release.set()
+
+
+async def test_a_queue_page_follows_start_order_after_a_delay_came_due(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    console = lanes.web.console()
+    async with lanes.open_lane_system() as system:
+        sid = console.add(system)
+        system.pause("prompt")
+        late = await system.submit("prompt", noop, delay=5)
+        others = [await system.submit("prompt", noop) for _ in range(3)]
+        async with client(console) as c:
+
+            async def page(offset: int, limit: int) -> list[tuple[int, str]]:
+                url = f"/api/systems/{sid}/lanes/prompt/queue"
+                view = (await c.get(url, params={"offset": offset, "limit": limit})).json()
+                return [(row["position"], row["id"]) for row in view["commands"]]
+
+            assert await page(0, 2) == [(0, others[0].id), (1, others[1].id)]  # in order
+            await trio.sleep(6)  # ``late`` is due: behind the others, though accepted first
+            assert await page(0, 2) == [(0, others[0].id), (1, others[1].id)]
+            assert await page(3, 1) == [(3, late.id)]
+            assert await page(4, 10) == []
+        system.resume("prompt")
+
+
+TICKS: list[str] = []
+
+
+@lanes.command(name="web-tick")
+@attrs.define
+class Tick:
+    tag: str
+
+    async def execute(self) -> None:
+        TICKS.append(self.tag)
+
+
+async def test_trigger_of_a_stored_schedule_submits_its_command(tmp_path: pathlib.Path) -> None:
+    console = lanes.web.console(token=TOKEN)
+    TICKS.clear()
+    storage = str(tmp_path / "lanes.db")
+    async with lanes.open_lane_system(storage=storage, commands=[Tick]) as system:
+        sid = console.add(system)
+        schedule = await system.schedule("query", Tick("hourly"), every=3600, key="hourly")
+        async with client(console) as c:
+            url = f"/api/systems/{sid}/trigger"
+            answer = await c.post(
+                url, json={"target": "hourly"}, headers=auth(TOKEN, await csrf(c))
+            )
+            assert answer.status_code == 200, answer.text
+        await system.drain(5)
+        assert TICKS == ["hourly"]  # rebuilt from its stored JSON, a new object
+        assert (schedule.fired, schedule.runs) == (0, 0)  # a one-off: the slots are as they were

@@ -22,7 +22,7 @@ from lanes.__main__ import main
 from lanes.distributed import LocalRedis, RedisBackend, local_redis_server
 from lanes.web._app import CSRF_COOKIE, CSRF_HEADER
 from tests.distributed_commands import Step
-from tests.test_distributed import needs_redis, system_on
+from tests.test_distributed import needs_redis, system_on, worker_on
 from tests.test_web import read_events
 
 TOKEN = secrets.token_urlsafe(18)
@@ -193,6 +193,43 @@ async def test_the_console_of_a_deployment_on_redis(
                 "/api/systems/db/delete", json={"target": queued.id}, headers=headers
             )
             assert answer.status_code == 409 and "Redis" in answer.json()["error"]
+
+
+@needs_redis
+async def test_the_dead_letters_of_a_deployment_on_redis(
+    redis_server: LocalRedis, tmp_path: pathlib.Path
+) -> None:
+    backend = RedisBackend(redis_server.url, prefix=f"w{uuid.uuid4().hex[:8]}", lease=0.6)
+    log = str(tmp_path / "log.txt")
+    console = lanes.web.storage_console(redis_server.url, prefix=backend.prefix)
+    async with (
+        worker_on(backend),  # type: ignore[attr-defined]
+        system_on(backend) as system,
+        client(console) as c,
+    ):
+        empty = (await c.get("/api/systems/db")).json()
+        assert (empty["letters"], empty["letters_total"]) == ([], 0)
+        for tag in ("<script>one</script>", "two"):
+            with pytest.raises(lanes.CommandFailed):
+                await system.run("urgent", Step(log, tag, fail=True))
+        stored = system.dead_letters.list()
+        detail = (await c.get("/api/systems/db")).json()
+        assert [row["id"] for row in detail["letters"]] == [d.id for d in stored]
+        first = detail["letters"][0]
+        assert (first["lane"], first["type"], first["attempts"]) == ("urgent", "Step", 1)
+        assert first["error"] == "RuntimeError: <script>one</script> failed on purpose"
+        assert first["traceback"] is None  # Redis keeps none
+        assert first["failed_at"] == stored[0].failed_at
+        assert (await c.get("/api/overview")).json()["dead_letters"] == 2
+        assert [lane["name"] for lane in detail["lane_rows"]] == ["urgent"]
+        again = await system.dead_letters.requeue(stored[0].id)  # XDEL'd, a new run
+        with pytest.raises(lanes.CommandFailed):
+            await again.result()  # a new letter
+        now = [d.id for d in system.dead_letters.list()]
+        shown = (await c.get("/api/systems/db")).json()["letters"]
+        assert [row["id"] for row in shown] == now and stored[0].id not in now
+        await system.dead_letters.clear()
+        assert (await c.get("/api/systems/db")).json()["letters_total"] == 0
 
 
 async def test_the_events_stream_reports_a_database_that_went_away(

@@ -85,10 +85,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "a lane's queue is LIFO: new commands join at its head",
         (
             POLICY,
-            "                job.order = self._order\n"
-            "                self.lanes[job.lane].queue.append(job)",
-            "                job.order = self._order\n"
-            "                self.lanes[job.lane].queue.appendleft(job)",
+            "                    state.queue = deque()\n                state.queue.append(job)",
+            "                    state.queue = deque()\n"
+            "                state.queue.appendleft(job)",
         ),
     ),
     _mutant(

@@ -8,6 +8,7 @@ every view reads the systems when it is asked for.
 from __future__ import annotations
 
 import itertools
+import sys
 import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -16,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
+from .._command import CommandHandle, CommandStatus
 from .._dlq import DeadLetterNotFound
 from .._errors import LaneConfigError, LaneUsageError
-from .._listing import CommandInfo, Progress
+from .._listing import FINISHED_STATES, CommandInfo, Progress
 from .._shared import SharedLimit
 from ._source import MAX_PAGE, ActionRefused, NotFound, Sort, View
 
 if TYPE_CHECKING:
-    from .._command import Command
     from .._core import Core
     from .._policy import LaneState
     from .._system import LaneSystem
@@ -309,7 +310,7 @@ class LiveSource:
                 "attempts": letter.attempts,
                 "failed_at": letter.failed_at,
             }
-            for letter in core.dlq.list()[-MAX_PAGE:]
+            for letter in entry.system.dead_letters.list()[-MAX_PAGE:]
         ]
         schedules = [
             {
@@ -330,7 +331,7 @@ class LiveSource:
             "running": running,
             "running_total": running_total,
             "letters": letters,
-            "letters_total": len(core.dlq),
+            "letters_total": len(entry.system.dead_letters),
             "schedules": schedules,
             "max_concurrency": core.policy.cap,
         }
@@ -363,27 +364,38 @@ class LiveSource:
         }
 
     async def queue(self, system_id: str, lane: str, offset: int, limit: int) -> View:
+        """A page of ``lane``'s waiting commands in the order they would start, read
+        through ``system.commands()`` and each one's ``CommandInfo.position``.
+
+        When the lane starts its commands in the order they were accepted (the common
+        case: no priorities, no retries or delays that came due behind later ones), the
+        accepted-order page is that page: O(offset + limit). Otherwise every waiting
+        command of the lane is listed and sorted: O(the lane's waiting commands).
+
+        Raises:
+            NotFound: no such system.
+            UnknownLaneError: the system has no lane ``lane`` (the API's error).
+        """
         entry = self._entry(system_id)
-        state = entry.core.policy.lanes.get(lane)
-        if state is None:
-            known = ", ".join(repr(n) for n in entry.core.policy.lanes)
-            raise NotFound(f"system {system_id!r} has no lane {lane!r} (lanes: {known})")
-        now = trio.current_time()
-        rows = []
-        page = state.queued()[offset : offset + limit]  # in the order they would start
-        for position, job in enumerate(page, offset):
-            cmd: Command = job  # type: ignore[assignment]
-            rows.append(
-                {
-                    "position": position,
-                    "id": cmd.id,
-                    "type": cmd.type_name,
-                    "key": cmd.key,
-                    "priority": cmd.priority,
-                    "attempts": cmd.attempts,
-                    "age": _seconds(now - cmd.pending_since),
-                }
-            )
+        system = entry.system
+        page = system.commands(lane, state="waiting", offset=offset, limit=limit)
+        if [info.position for info in page] != list(range(offset, offset + len(page))):
+            waiting = system.commands(lane, state="waiting", limit=sys.maxsize)
+            waiting.sort(key=_place)  # the positions are 0, 1, 2... of these
+            page = waiting[offset : offset + limit]
+        state = entry.core.policy.lanes[lane]  # the counts of the lanes table
+        rows = [
+            {
+                "position": info.position,
+                "id": info.id,
+                "type": info.type,
+                "key": info.key,
+                "priority": info.priority,
+                "attempts": info.attempts,
+                "age": _seconds(info.age),
+            }
+            for info in page
+        ]
         return {
             "system": system_id,
             "lane": lane,
@@ -407,9 +419,7 @@ class LiveSource:
             system.resume(target)
             return {"ok": True, "message": f"lane {target!r} resumed"}
         if action == "cancel":
-            cmd = _find_command(entry.core, target)
-            cmd.handle.cancel()
-            return {"ok": True, "message": f"command {target!r} cancelled"}
+            return {"ok": True, "message": _cancel(entry, target)}
         if action == "requeue":
             handle = await system.dead_letters.requeue(target)
             return {"ok": True, "message": f"dead letter {target!r} requeued as {handle.id}"}
@@ -423,6 +433,10 @@ class LiveSource:
             handle = await _trigger(system, target)
             return {"ok": True, "message": f"schedule {target!r} fired now as {handle.id}"}
         raise ActionRefused(f"unknown action {action!r}")
+
+
+def _place(info: CommandInfo) -> int:
+    return -1 if info.position is None else info.position
 
 
 def _running(info: CommandInfo) -> View:
@@ -456,20 +470,77 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def _find_command(core: Core, command_id: str) -> Command:
+def _cancel(entry: _Entry, command_id: str) -> str:
+    """``handle.cancel()`` of the live command ``command_id``; what happened, as a message.
+
+    Raises:
+        NotFound: no live command has that id (none ever had, or it finished and the
+            system keeps no finished commands to tell).
+        ActionRefused: the command already finished (``done``, ``failed``, ``cancelled``).
+        LaneUsageError: called outside the system's ``trio.run`` (the API's error).
+    """
+    handle = _live_handle(entry.core, command_id)
+    if handle is None:
+        finished = _finished_state(entry.system, command_id)
+        if finished is None:
+            msg = (
+                f"system {entry.id!r} has no pending or running command with id "
+                f"{command_id!r} (it never had one, or it finished: the running ones are "
+                "listed under the system)"
+            )
+            raise NotFound(msg)
+        raise ActionRefused(f"command {command_id!r} already finished ({finished}): not cancelled")
+    if handle.done():  # being settled: its outcome is decided
+        msg = f"command {command_id!r} already finished ({handle.status.value}): not cancelled"
+        raise ActionRefused(msg)
+    running = handle.status is CommandStatus.RUNNING
+    handle.cancel()
+    if running:
+        return f"command {command_id!r} cancelled: it stops at its next checkpoint"
+    return f"command {command_id!r} cancelled"
+
+
+def _live_handle(core: Core, command_id: str) -> CommandHandle[Any] | None:
+    """The handle of the live command ``command_id`` (lanes has no public lookup of a
+    handle by id, only by key: ``system.handle_for``)."""
     for cmd in core.live:
         if cmd.id == command_id:
-            return cmd
-    msg = f"no pending or running command with id {command_id!r} (it may have finished)"
-    raise NotFound(msg)
+            return cmd.handle
+    return None
 
 
-async def _trigger(system: LaneSystem, key: str) -> Any:
-    handle = system.schedules.get(key)
-    if handle is None:
+def _finished_state(system: LaneSystem, command_id: str) -> str | None:
+    """How ``command_id`` ended, if the system keeps finished commands and this one."""
+    try:
+        kept = system.commands(state=sorted(FINISHED_STATES), limit=sys.maxsize)
+    except LaneConfigError:  # no retention: a finished command is forgotten
+        return None
+    return next((info.state for info in kept if info.id == command_id), None)
+
+
+async def _trigger(system: LaneSystem, key: str) -> CommandHandle[Any]:
+    """Submit what the schedule ``key`` fires, now, with ``system.submit`` (its errors).
+
+    The firing is a one-off command: the schedule's slots, ``fired`` and ``runs`` stay as
+    they are. lanes has no ``ScheduleHandle.trigger()``, so the target is read from the
+    handle's definition.
+
+    Raises:
+        NotFound: no schedule with that key (or it was cancelled).
+        ActionRefused: the schedule cannot fire in this process (``problem``), or it
+            ended (``times=``).
+        ShutdownInProgress, LaneFull...: what ``system.submit`` raises.
+    """
+    schedule = system.schedules.get(key)
+    if schedule is None or schedule.cancelled:
         known = ", ".join(repr(k) for k in list(system.schedules)[:5]) or "none"
         raise NotFound(f"no schedule with key {key!r} (first keys: {known})")
-    spec = handle._spec
+    if schedule.problem is not None:
+        raise ActionRefused(f"schedule {key!r} cannot fire here: {schedule.problem}")
+    if schedule.finished:
+        msg = f"schedule {key!r} ended after its {schedule.times} firings (times=); not fired"
+        raise ActionRefused(msg)
+    spec = schedule._spec
     durable = system._core.durable
     if durable is not None and spec.stored:
         target = durable.registry.decode(spec.type, spec.target)

@@ -1,10 +1,13 @@
 """What a database holds, as the console shows it (``lanes web --storage PATH``).
 
 A SQLite file is read read-only at each request (the same reader as ``lanes inspect``, in a
-worker thread); a ``redis://`` URL is read through the distributed mode's inspection. The
-database is shown as one system, ``db``: its lanes are those its unfinished commands name.
-The only actions are on dead letters of a SQLite file (requeue: it runs at the next start
-of the lane system; delete), written as ``lanes dead-letters`` writes them.
+worker thread); a ``redis://`` URL is read through the distributed mode's inspection
+(the queued, delayed and running commands of every stream) plus one ``XRANGE`` of the
+dead-letter stream, read-only too. The database is shown as one system, ``db``: its lanes
+are those its unfinished commands and dead letters name. The only actions are on dead
+letters of a SQLite file (requeue: it runs at the next start of the lane system; delete),
+written as ``lanes dead-letters`` writes them; those on Redis are changed by a running
+system (``system.dead_letters``).
 """
 
 from __future__ import annotations
@@ -12,12 +15,20 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+import attrs
 import trio
 
 from .._cli_storage import requeue_batch, stored_letter
 from .._dlq import MAX_TRACEBACK
-from .._errors import LaneConfigError
-from .._inspect import Inspection, is_redis_url, read_redis, read_schedules, read_sqlite
+from .._errors import LaneConfigError, StorageError
+from .._inspect import (
+    Inspection,
+    StoredLetterRow,
+    is_redis_url,
+    read_redis,
+    read_schedules,
+    read_sqlite,
+)
 from .._schedule import make_timing
 from ..storage import SqliteStorage, StoredSchedule, WriteBatch
 from ._live import ERROR_CHARS
@@ -60,7 +71,9 @@ class StoredSource:
 
     async def _read(self) -> tuple[Inspection, tuple[StoredSchedule, ...]]:
         if self.redis:
-            return await read_redis(self.target, self.prefix), ()
+            found = await read_redis(self.target, self.prefix)
+            letters = await redis_letters(self.target, self.prefix)
+            return attrs.evolve(found, letters=letters), ()
         found = await trio.to_thread.run_sync(read_sqlite, self.target)
         schedules = await trio.to_thread.run_sync(read_schedules, self.target)
         return found, schedules
@@ -219,6 +232,43 @@ class StoredSource:
         if self.redis:
             raise ActionRefused("dead letters on Redis are not changed from the console")
         return {"ok": True, "message": await _change_letter(self.target, action, target)}
+
+
+async def redis_letters(url: str, prefix: str) -> tuple[StoredLetterRow, ...]:
+    """The dead letters of a deployment on Redis, oldest first, read with one ``XRANGE``
+    of its dead-letter stream (a removed letter is deleted from it, so what the stream
+    holds is the queue). Entries that do not read as letters are left out. Redis keeps no
+    traceback of a letter. It only reads; cancelling it leaves Redis as it was.
+
+    Raises:
+        StorageError: Redis cannot be reached (the message names the URL).
+    """
+    from ..distributed import RedisBackend, RemoteDeadLetter  # coredis: imported on use
+    from ..distributed._redis import connect, redis_call, str_fields
+
+    backend = RedisBackend(url, prefix=prefix)
+    async with connect(backend) as client:
+        entries = await redis_call(backend, client.xrange(backend.key("dead")))
+    letters = []
+    for entry in entries:
+        try:
+            letter = RemoteDeadLetter.from_entry(
+                str(entry.identifier), str_fields(entry.field_values)
+            )
+        except StorageError:
+            continue
+        letters.append(
+            StoredLetterRow(
+                letter.id,
+                letter.lane,
+                letter.command_type,
+                None,
+                letter.attempts,
+                letter.failed_at,
+                letter.error,
+            )
+        )
+    return tuple(letters)
 
 
 def _lane_row(name: str) -> View:
