@@ -12,6 +12,7 @@ import math
 import random
 import secrets
 import time
+from array import array
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -485,7 +486,7 @@ class Core:
         metrics = self.metrics
         metrics.wait[name] = Histogram()
         metrics.run[name] = Histogram()
-        metrics.recent[name] = []
+        metrics.recent[name] = array("d")
         self.policy.add_lane(config)
         if pool is not None:
             self.pools[name] = pool
