@@ -368,3 +368,42 @@ async def test_an_undone_retire_keeps_the_lane_in_its_place(
             await system.retire_lane("a")
         assert [c.name for c in system.lanes] == ["a", "work", "z"]
         assert await running.result() == 10.0
+
+
+async def test_an_added_lane_shares_a_limit_and_gives_it_back(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    limit = lanes.SharedLimit(1, name="llm")
+    async with lanes.open_lane_system([LaneConfig("chat", 1, shared_limit=limit)]) as system:
+        system.add_lane(LaneConfig("batch", 0, shared_limit=limit))
+        chat = await system.submit("chat", sleeper, 1.0)
+        batch = await system.submit("batch", sleeper, 1.0)
+        await chat.result()
+        await batch.result()
+        assert trio.current_time() == pytest.approx(2.0)  # one slot for both lanes
+        held = await system.submit("batch", sleeper, 5.0)
+        waiting = await system.submit("chat", sleeper, 1.0)
+        assert await system.retire_lane("batch", timeout=1) == 1
+        # The retired lane's slot went back to the limit: "chat" runs at once.
+        assert held.done()
+        await waiting.result()
+        assert trio.current_time() == pytest.approx(4.0)
+
+
+async def test_retiring_waits_for_a_retry(autojump_clock: trio.abc.Clock) -> None:
+    attempts = 0
+
+    async def flaky() -> int:
+        nonlocal attempts
+        attempts += 1
+        await trio.sleep(1)
+        if attempts == 1:
+            raise OSError("down")
+        return attempts
+
+    async with lanes.open_lane_system(BASE) as system:
+        system.add_lane(LaneConfig("old", 2, retry=lanes.RetryPolicy.fixed(2, 3)))
+        handle = await system.submit("old", flaky)
+        assert await system.retire_lane("old") == 0
+        assert trio.current_time() == pytest.approx(5.0)  # 1 s, a 3 s backoff, 1 s
+        assert await handle.result() == 2
