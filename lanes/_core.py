@@ -474,11 +474,9 @@ class Core:
 
     # -- lanes added and retired while the system runs -----------------------------------------
 
-    def add_lane(self, config: LaneConfig, pool: WorkerPool[Command, int] | None = None) -> None:
-        """Make ``config`` a lane of the running system (``LaneSystem.add_lane``, checked).
-
-        ``pool``: its worker pool, made by the caller once the lane is known here.
-        """
+    def add_lane(self, config: LaneConfig) -> None:
+        """Make ``config`` a lane of the running system (``LaneSystem.add_lane``, checked);
+        the caller gives it a worker pool (``pools``) before anything is submitted."""
         name = config.name
         self.configs[name] = config
         self.counters[name] = LaneCounters()
@@ -488,8 +486,6 @@ class Core:
         metrics.run[name] = Histogram()
         metrics.recent[name] = array("d")
         self.policy.add_lane(config)
-        if pool is not None:
-            self.pools[name] = pool
 
     def drop_lane(self, name: str) -> None:
         """Forget a retired lane, idle by now: its counters, metrics, room and pool go."""
