@@ -37,7 +37,7 @@ from ._histogram import HistogramSnapshot
 from ._json import from_json, to_json
 from ._listing import CommandInfo, Progress, report_progress
 from ._metrics import Metrics, MetricsSnapshot
-from ._partitioning import Partitioning
+from ._partitioning import Partitioning, PartitionRequest
 from ._pause import pause_point
 from ._retention import Retention
 from ._schedule_handle import ScheduleHandle
@@ -93,6 +93,7 @@ __all__ = [
     "MetricsSnapshot",
     "NotDurableError",
     "Partials",
+    "PartitionRequest",
     "Partitioning",
     "PayloadError",
     "Permanent",

@@ -301,7 +301,8 @@ class AlertMonitor:
         values = {}
         for rule in self._rules:
             if rule.metric == "queue_depth":
-                value = float(stats[rule.lane].pending)
+                lane = stats.get(rule.lane)  # None: the lane was retired (0 pending)
+                value = 0.0 if lane is None else float(lane.pending)
             else:
                 kind, p = rule.metric.split("_p")
                 value = _percentile(windows[rule.lane, kind], float(p))

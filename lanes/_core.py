@@ -12,6 +12,7 @@ import math
 import random
 import secrets
 import time
+from array import array
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from ._dlq import DeadLetter, DeadLetterQueue, Resubmit, format_traceback
 if TYPE_CHECKING:
     from ._durable import Durability
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout
+from ._histogram import Histogram
 from ._metrics import RECENT_STARTS, Metrics
 from ._outcome import Ended, Next, next_step
 from ._policy import ACTIVE, CANCELLED, DELAYED, DONE, FAILED, JobState, Policy
@@ -235,7 +237,7 @@ class Core:
         step = next_step(
             Ended.TIMED_OUT if timed_out else Ended.RAISED,
             attempt=cmd.attempts,
-            retry=self.configs[lane].retry,
+            retry=self.policy.lanes[lane].config.retry,  # also while it is retired
             error=error,
             draw=self.random.random,
         )
@@ -395,10 +397,10 @@ class Core:
         """Cancel the running and/or pending commands of every lane; return the running ones."""
         cancelled: list[Command] = []
         if running:
-            for lane in self.configs:
+            for lane in list(self.policy.lanes):  # lanes being retired included
                 cancelled.extend(self.cancel_lane(lane, reason, queued=False))
         if queued:
-            for lane in self.configs:
+            for lane in list(self.policy.lanes):
                 self.cancel_lane(lane, reason, running=False)
         if running and queued:
             for cmd in list(self.live):  # whatever is left between states (none expected)
@@ -469,6 +471,37 @@ class Core:
         if cmd.holds_room:
             cmd.holds_room = False
             self.rooms[cmd.lane].give()
+
+    # -- lanes added and retired while the system runs -----------------------------------------
+
+    def add_lane(self, config: LaneConfig) -> None:
+        """Make ``config`` a lane of the running system (``LaneSystem.add_lane``, checked);
+        the caller gives it a worker pool (``pools``) before anything is submitted."""
+        name = config.name
+        self.configs[name] = config
+        self.counters[name] = LaneCounters()
+        self.rooms[name] = Room(config.inbox_size)
+        metrics = self.metrics
+        metrics.wait[name] = Histogram()
+        metrics.run[name] = Histogram()
+        metrics.recent[name] = array("d")
+        self.policy.add_lane(config)
+
+    def drop_lane(self, name: str) -> None:
+        """Forget a retired lane, idle by now: its counters, metrics, room and pool go."""
+        self.configs.pop(name, None)
+        self.policy.drop_lane(name)
+        del self.counters[name]
+        self.rooms.pop(name).close()
+        metrics = self.metrics
+        del metrics.wait[name], metrics.run[name], metrics.recent[name]
+        pool = self.pools.pop(name, None)
+        if pool is not None:
+            pool.close()  # its parked workers exit; it has no job left
+        event = self.resumed.pop(name, None)
+        if event is not None:
+            event.set()
+        self.wake()
 
     # -- resolution ------------------------------------------------------------------------------
 

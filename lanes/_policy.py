@@ -728,6 +728,47 @@ class Policy:
                     yield max(job.pending_since + point, now + MIN_WAIT)
                     break
 
+    # -- lanes added and retired while the system runs ---------------------------------
+
+    def add_lane(self, config: LaneConfig) -> LaneState:
+        """A new lane, idle, after the others (``LaneSystem.add_lane``); the caller checked
+        ``config`` against the others (a unique name, reservations within the cap)."""
+        state = self.lanes[config.name] = LaneState(config)
+        state.local = self.cap is None and state.limiter is None and state.shared is None
+        if config.min_concurrency > 0:
+            self._reserving.append(state)
+        self._by_priority = sorted(self.lanes.values(), key=lambda s: s.priority)
+        self._no_boosts = self._no_boosts and state.boost is None
+        if state.limiter is not None:
+            self._limited.append(state)
+        if state.shared is not None:
+            self._shared.append(state)
+        self._lane_set_changed()
+        return state
+
+    def drop_lane(self, lane: str) -> None:
+        """Forget an idle lane (``LaneSystem.retire_lane``): nothing of it is pending or
+        active; a shared limit it belongs to gets its slots back."""
+        state = self.lanes.pop(lane)
+        assert not state.pending and not state.active, "drop_lane: the lane is not idle"
+        self._reserving = [s for s in self._reserving if s is not state]
+        self._by_priority = [s for s in self._by_priority if s is not state]
+        self._no_boosts = all(s.boost is None for s in self.lanes.values())
+        self._limited = [s for s in self._limited if s is not state]
+        if state.shared is not None:
+            self._shared = [s for s in self._shared if s is not state]
+            state.shared.limit.detach(state.shared)
+        if any(job.lane == lane for _, job in self._delayed):  # withdrawn entries left
+            self._delayed = [item for item in self._delayed if item[1].lane != lane]
+            heapq.heapify(self._delayed)
+        self._lane_set_changed()
+
+    def _lane_set_changed(self) -> None:
+        preemptible = any(s.config.preemptible for s in self.lanes.values())
+        self._preemption_possible = self.cap is not None and preemptible
+        self._boost_timers = self.cap is not None and not self._no_boosts and preemptible
+        self.round_owed = True  # a lane more or less may change what starts next
+
     # -- views -----------------------------------------------------------------------------
 
     def effective_priority(self, lane: str, now: float) -> int:

@@ -58,6 +58,7 @@ __all__ = [
     "prepare_many",
     "recover",
     "requeue_letter",
+    "retired_error",
     "shutdown_error",
     "validate",
 ]
@@ -179,6 +180,27 @@ def shutdown_error() -> ShutdownInProgress:
     )
 
 
+def retired_error(lane: str, *, stored: bool = True) -> ShutdownInProgress:
+    """The error for a command whose lane was retired while it waited for room or was
+    being stored (``stored``)."""
+    if not stored:
+        return ShutdownInProgress(
+            f"lane {lane!r} is being retired (retire_lane) and accepts no new commands; "
+            "submit to another lane"
+        )
+    return ShutdownInProgress(
+        f"lane {lane!r} was retired (retire_lane) while the command was being stored; it "
+        "was not accepted and its stored row is deleted"
+    )
+
+
+def closed_error(core: Core, lane: str) -> ShutdownInProgress:
+    """The error for a submit that found its lane's inbox closed (system or lane)."""
+    if core.accepting and lane not in core.configs:
+        return retired_error(lane, stored=False)
+    return shutdown_error()
+
+
 # -- 2. prepare ----------------------------------------------------------------------------------
 
 
@@ -268,7 +290,7 @@ async def accept(
     else:
         await room.wait_for_place()
     if room.closed or not core.accepting:
-        raise shutdown_error()
+        raise closed_error(core, cmd.lane)
     key = cmd.key
     if key is not None and (holder := core.keys.get(key)) is not None:
         room.give()
@@ -334,6 +356,12 @@ async def _store(core: Core, cmd: Command, delay: float | None, write: Write | N
         room.give()
         core.abort(cmd, exc)
         raise
+    if cmd.lane not in core.configs:  # its lane was retired while we wrote (retire_lane)
+        room.give()
+        durable.journal.delete(cmd.id)  # gone with the next write: it never runs
+        error = retired_error(cmd.lane)
+        core.abort(cmd, error)
+        raise error
     if not core.accepting:  # the system began closing while we wrote
         room.give()
         error = ShutdownInProgress(
@@ -443,7 +471,7 @@ async def accept_many(
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         if room.closed or not core.accepting:
-            raise shutdown_error()
+            raise closed_error(core, commands[0].lane)
         stored = [cmd for cmd in commands if cmd.payload is not None]
         if stored:
             await _store_many(core, stored, delay)
@@ -474,6 +502,10 @@ async def _store_many(core: Core, commands: list[Command], delay: float | None) 
         ready_at = trio.current_time() + delay if delay else None
         durable.journal.save_all([durable.row(cmd, "pending", ready_at) for cmd in commands])
         await durable.journal.commit()  # one batch: the rows are written together or not
+        if commands[0].lane not in core.configs:  # retired while we wrote (retire_lane)
+            for cmd in commands:
+                durable.journal.delete(cmd.id)  # gone with the next write: none runs
+            raise retired_error(commands[0].lane)
         if not core.accepting:
             raise ShutdownInProgress(
                 "the lane system shut down while the commands were being stored; they stay "

@@ -16,6 +16,7 @@ import trio
 from actors import WorkerPool, leaves, single_leaf
 
 from . import _dedup as dedup_modes
+from . import _live_lanes as live_lanes
 from . import _retention as retention_mod
 from . import _submission as submission
 from ._boundary import check_key, check_run
@@ -81,6 +82,7 @@ class LaneSystem:
         self.recovered: tuple[CommandHandle[Any], ...] = ()
         """Handles of the commands requeued from storage at start, in order."""
         self._scheduler = Scheduler(core)
+        self._lane_nursery: trio.Nursery | None = None  # where lanes added later serve
 
     @property
     def lanes(self) -> tuple[LaneConfig, ...]:
@@ -465,6 +467,66 @@ class LaneSystem:
         self._check_open("resume")
         self._check_lane(lane, "resume")
         self._core.resume(lane)  # also wakes its commands waiting in lanes.pause_point()
+
+    def add_lane(self, config: LaneConfig) -> None:
+        """Add a lane to the running system; it accepts commands at once.
+
+        The lane comes after the others in :attr:`lanes`, starts idle, and shows in
+        :meth:`statistics`, ``metrics.snapshot()``, the Prometheus and OpenTelemetry
+        exports and the events of its commands from now on. With storage, its durable
+        commands are stored as any lane's; after a restart, give the lane to
+        ``open_lane_system(lanes=...)`` (or add it again before its commands are
+        recovered: they are recovered at start, so a lane missing then sends its stored
+        commands to the dead-letter queue, never dropped).
+
+        Raises:
+            LaneConfigError: ``config`` is not a :class:`LaneConfig`, its name is taken
+                (by a lane, or one being retired), or the lanes would reserve more slots
+                than ``max_concurrency`` (sum of ``min_concurrency``); nothing changed.
+            ShutdownInProgress: the system no longer accepts commands (``shutdown()``, or
+                its block ended).
+            LaneUsageError: called outside the ``trio.run`` that owns the system.
+        """
+        self._check_open("add_lane")
+        waker = self.dispatcher.poke if self.dispatcher is not None else _no_decision
+        live_lanes.add_lane(self._core, config, self._lane_nursery, waker)
+
+    async def retire_lane(self, name: str, *, timeout: float | None = None) -> int:
+        """Retire lane ``name``: stop accepting on it, let it empty, then remove it.
+
+        From the call on, the lane is no longer in :attr:`lanes` (it stays in
+        :meth:`statistics` while it empties) and ``submit`` to it raises
+        :class:`UnknownLaneError`; a submit already waiting for room in its inbox raises
+        :class:`ShutdownInProgress`, and so does a durable one whose write was under way
+        (its row is deleted). The lane's queued, delayed and running commands go on
+        (retries included) until none is left; at ``timeout`` seconds, what is left is
+        cancelled, running commands first, as :meth:`drain` does (durable ones are
+        deleted, as by :meth:`cancel_lane`). Then the lane leaves :meth:`statistics` and
+        the metrics (its series leave the Prometheus export), its worker pool ends, and
+        its name is free again; finished commands it kept (``retention=``) stay listed. A
+        paused lane's commands cannot start: without a timeout, resume it first.
+
+        Cancelling this call undoes the retirement: the lane accepts commands again, its
+        commands go on, and those already cancelled at the timeout stay cancelled.
+
+        Args:
+            name: the lane's name.
+            timeout: seconds to let its commands finish; None waits as long as it takes.
+
+        Returns:
+            How many of its commands were cancelled at the timeout (0: all finished).
+
+        Raises:
+            UnknownLaneError: no such lane (or it is already being retired).
+            LaneUsageError: a schedule fires into the lane (cancel it first), or called
+                outside the ``trio.run`` that owns the system.
+            LaneConfigError: ``timeout`` is not a number of seconds >= 0.
+            ShutdownInProgress: the system is closed (its ``async with`` block ended).
+        """
+        self._check_open("retire_lane")
+        wait = _check_seconds("retire_lane", "timeout", timeout, zero_ok=True)
+        schedules = list(self._scheduler.view.values())
+        return await live_lanes.retire_lane(self._core, name, wait, schedules)
 
     async def cancel_lane(self, lane: str, *, running: bool = True, queued: bool = True) -> int:
         """Cancel the running and/or the queued commands of ``lane``; return how many.
@@ -1159,6 +1221,7 @@ async def _serve(
                 pool.attach(nursery)  # its task and nursery start with its first command
             core.pools = pools
             system.dispatcher = Dispatcher(core, pools, nursery)  # its task starts on demand
+            system._lane_nursery = nursery
             if core.durable is not None:
                 recovered = await submission.recover(core)
                 dedup_modes.recovered(core, recovered, core.durable.keys)

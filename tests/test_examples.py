@@ -180,6 +180,19 @@ def test_live_system(capsys: pytest.CaptureFixture[str]) -> None:
     assert "read back equal: True" in lines
 
 
+def test_lanes_at_runtime(capsys: pytest.CaptureFixture[str]) -> None:
+    run_example("lanes_at_runtime")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "lanes: ['shared', 'tenant-a']",
+        "again: LaneConfigError",
+        "retired tenant-a: ['tenant-a done after 1 s', 'tenant-a done after 1 s'] cancelled 0",
+        "tenant-a is gone: ['shared']",
+        "retired tenant-b: first tenant-b done after 1 s | cancelled 1",
+        "lanes in statistics: ['shared']",
+    ]
+
+
 def test_web_console(capsys: pytest.CaptureFixture[str]) -> None:
     run_example("web_console")
     out = capsys.readouterr().out

@@ -23,7 +23,7 @@ except ImportError as _exc:  # pragma: no cover - the extra is installed in test
     _msg = _missing("lanes.distributed", "coredis", "redis")
     raise ModuleNotFoundError(_msg, name="coredis") from _exc
 
-from .._partitioning import Partitioning
+from .._partitioning import Partitioning, PartitionRequest
 from ._inspect import unfinished_commands
 from ._letters import RemoteDeadLetters
 from ._limit import RedisSharedLimit, open_shared_limit
@@ -37,6 +37,7 @@ from ._worker import LaneWorker, WorkerLaneStatistics, WorkerStatistics, open_la
 __all__ = [
     "LaneWorker",
     "LocalRedis",
+    "PartitionRequest",
     "Partitioning",
     "RedisBackend",
     "RedisSharedLimit",

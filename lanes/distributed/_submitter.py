@@ -134,7 +134,8 @@ class RemoteLaneSystem:
             key: idempotency key: while a command with this key is queued or running
                 (on any machine), the existing command's handle is returned instead.
             partition_key: picks the partition of a hash-partitioned lane (commands of one
-                key run in order); ignored by round-robin partitioning.
+                key run in order); passed to a custom partition function
+                (``Partitioning.custom``); ignored by round-robin partitioning.
             delay: seconds before the command becomes available to workers.
             timeout: hard timeout of each attempt (default: the lane's, on the worker).
 
@@ -155,7 +156,7 @@ class RemoteLaneSystem:
         """
         if not self._accepting:
             raise ShutdownInProgress("the lane system is closing and accepts no new commands")
-        stream = self._stream(lane, partition_key)
+        stream = self._stream(lane, partition_key, command)
         type_name, payload = self._encode(command)
         _check_optional_seconds("delay", delay, zero_ok=True)
         _check_optional_seconds("timeout", timeout, zero_ok=False)
@@ -251,7 +252,7 @@ class RemoteLaneSystem:
         )
         return await handle.result()
 
-    def _stream(self, lane: object, partition_key: str | None) -> str:
+    def _stream(self, lane: object, partition_key: str | None, command: Any = None) -> str:
         if not isinstance(lane, str) or lane not in self._configs:
             known = ", ".join(self._configs)
             msg = f"submit: unknown lane {lane!r}; known lanes: {known}"
@@ -259,7 +260,8 @@ class RemoteLaneSystem:
         if partition_key is not None:
             _check_partition_key(partition_key)
         part = self._backend.partitioning(lane)
-        return self._backend.stream(lane, part.partition(partition_key) if part else 0)
+        index = part.partition(partition_key, lane=lane, command=command) if part else 0
+        return self._backend.stream(lane, index)
 
     def _encode(self, command: Any) -> tuple[str, str]:
         if not is_command(command):
