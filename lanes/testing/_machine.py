@@ -211,7 +211,8 @@ class PolicyStateMachine(RuleBasedStateMachine):
         """How many runs of this class took each path since the last :meth:`run`.
 
         Keys: ``runs``, ``preemption``, ``retry``, ``timeout``, ``permanent``,
-        ``dead letter``, ``cancelled while pending``, ``boosted``.
+        ``dead letter``, ``cancelled while pending``, ``boosted`` (a command started
+        with a boosted priority), ``aged past a boost point``.
         """
         return cls._coverage[cls]
 
@@ -852,6 +853,43 @@ class PolicyStateMachine(RuleBasedStateMachine):
         """Time passes (see :meth:`advance`)."""
         self.advance(step)
 
+    def _boostable_lanes(self) -> list[str]:
+        """Lanes a boost can make more urgent (a boost, base priority above 0) where a
+        command waits or may be submitted."""
+        room = len(self.jobs) < self.max_commands
+        return [
+            name
+            for name, c in self.configs.items()
+            if c.boost is not None and c.priority > 0 and (room or self.model.lanes[name].queue)
+        ]
+
+    def wait_past_a_boost_point(self, lane: int, points: int, hold: bool) -> None:
+        """A command waits in a boosted lane until it passes its next boost points.
+
+        Picks a lane a boost can make more urgent (see :meth:`_boostable_lanes`); with
+        ``hold`` (or when nothing waits there) the lane is paused first, so its head surely
+        waits, and a command is submitted if none is queued. Time then passes (see
+        :meth:`advance`) to the head's ``points``-th next boost point (the last one when it
+        has fewer left). Without this rule, runs rarely left a boosted command waiting
+        past a point, and a policy that never boosted went unnoticed for over a minute.
+        """
+        name = _pick_name(self._boostable_lanes(), lane)
+        state = self.model.lanes[name]
+        if (hold or not state.queue) and not state.paused:
+            self.pause(name)
+        if not state.queue:
+            self.submit(name)
+        if not state.queue:  # it went to the delay heap: nothing waits in the queue yet
+            return
+        head = state.queue[0]
+        boost = self.configs[name].boost
+        assert boost is not None
+        age = exact(self.now) - head.pending_since
+        ahead = [exact(p) for p in boost.at if exact(p) > age]
+        if ahead:
+            self.seen.add("aged past a boost point")
+            self.advance(float(ahead[min(points, len(ahead)) - 1] - age))
+
     # -- invariants ------------------------------------------------------------------------------
 
     @invariant()
@@ -981,4 +1019,8 @@ _RULES = {
         },
     ),
     "time_passes": (lambda m: True, {"step": _steps}),
+    "wait_past_a_boost_point": (
+        lambda m: bool(m._boostable_lanes()),
+        {"lane": _lanes, "points": st.integers(1, 3), "hold": st.booleans()},
+    ),
 }
