@@ -795,7 +795,10 @@ class PolicyStateMachine(RuleBasedStateMachine):
         time while each starts, then a command of the chosen lane arrives.
 
         The chosen lane is one that could preempt (see :meth:`_preemption_fronts`): not
-        paused, below its maximum, with a preemptible lane behind it.
+        paused, below its maximum, with a preemptible lane behind it. Before the urgent
+        command, one more joins the likeliest victim's lane: a preempted command must go
+        back ahead of it (a policy that requeued victims at the tail survived 39 CPU s on
+        some seeds without it).
         """
         front = _pick_name(self._preemption_fronts(), urgent)
         priority = self.configs[front].priority
@@ -813,6 +816,9 @@ class PolicyStateMachine(RuleBasedStateMachine):
                 command = self.submit(name)
                 if self.model.commands[command].state != "running":
                     break  # it waits (a rate limit, the reservations): try the next lane
+        victims = [name for name in behind if self.configs[name].preemptible]
+        if victims and len(self.jobs) < self.max_commands - 1:
+            self.submit(victims[0])  # it waits behind the victim, which must requeue ahead
         self.submit(front)
 
     def attempt_ends(self, pick: int, how: str, draw: float, decide: bool) -> None:
@@ -902,10 +908,19 @@ class PolicyStateMachine(RuleBasedStateMachine):
         self._effective_priorities_match()
 
     def _counts_match_the_model(self) -> None:
-        """Pending and active counts per lane and in total agree with the model."""
+        """Pending and active counts per lane and in total agree with the model, and each
+        lane's queue holds the model's commands in the model's order (FIFO, a preempted
+        command back at the head, a retry at the tail)."""
         for name, lane in self.policy.lanes.items():
             assert lane.pending == self.model.pending(name), f"pending of {name}"
             assert lane.active == self.model.lanes[name].active, f"active of {name}"
+            queued = [self.index[job] for job in lane.queued()]
+            expected = list(_ids(self.model.lanes[name].queue))
+            assert queued == expected, (
+                f"FIFO: lane {name!r} queues {queued} in this order, the model {expected} (a "
+                f"preempted command goes back to the head, anything else to the tail)\n"
+                f"{self._describe()}"
+            )
         assert self.policy.active_total == self.model.active_total
 
     def _bounds_hold(self) -> None:
