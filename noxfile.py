@@ -21,8 +21,11 @@ def tests(session: nox.Session) -> None:
 def mutants(session: nox.Session) -> None:
     """Run every mutant of the policy and the life cycle against the property tests.
 
-    Prints each mutant's verdict and the score; ``nox -s mutants -- --quick`` runs the fast
-    subset CI affords, ``-- --json docs/bench/mutants.json`` records the results.
+    Prints each mutant's verdict, its CPU seconds to the failure and the score; ``nox -s
+    mutants -- --quick`` runs the fast subset (each mutant against the test module that kills
+    it; the ``tests`` session runs the same in tests/test_mutants.py, so CI does), ``-- --json
+    docs/bench/mutants.json`` records the results (then ``python -m bench.report`` rewrites
+    the table of docs/testing.md from them).
     """
     session.install("-e", ".[test]")
     session.run("python", "-m", "tools.mutants", *session.posargs)

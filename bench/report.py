@@ -10,8 +10,11 @@ A page marks each generated region with a pair of HTML comments (invisible once 
 
 ``NAME`` is a benchmark of the JSON file (the ``benchmarks`` key of a ``python -m bench
 --json PATH`` output: ``throughput``, ``sessions``, ``distributed``, ...), ``NAME.targets``
-for that benchmark's targets, or ``machine`` for the machine, code and options the file was
-measured with. Attributes (shell-quoted: ``columns="cmd_per_s:cmd per s"``):
+for that benchmark's targets, ``machine`` for the machine, code and options the file was
+measured with, or ``mutants`` for the mutation score a ``python -m tools.mutants --json PATH``
+output holds (one row per mutant: what it breaks, killed or not, CPU seconds to the failure,
+the test module that failed; then the score). Attributes (shell-quoted:
+``columns="cmd_per_s:cmd per s"``):
 
 - ``json=PATH``: the bench output, relative to the repository root (default
   ``docs/bench/results.json``).
@@ -303,8 +306,38 @@ def render_machine(document: dict[str, Any], region: Region) -> list[str]:
     return table(["", ""], rows, ["text", "text"])
 
 
+def render_mutants(document: dict[str, Any], region: Region) -> list[str]:
+    """The mutation score of a ``python -m tools.mutants --json`` output."""
+    if "mutants" not in document:
+        msg = (
+            f"{region.where}: {region.attrs.get('json', [DEFAULT_JSON])[-1]} holds no mutants; "
+            "write it with python -m tools.mutants --json PATH"
+        )
+        raise ReportError(msg)
+    rows = [
+        [
+            f"`{m['mutant']}`",
+            m.get("description", ""),
+            "killed" if m["killed"] else "**survived**",
+            m["seconds"],
+            f"`{m['by']}`" if m["by"] else m.get("detail", "") or "–",
+        ]
+        for m in document["mutants"]
+    ]
+    keys = ["text", "text", "text", "seconds", "text"]
+    headers = ["mutant", "the bug", "verdict", "CPU s to failure", "killed by"]
+    info = document["machine"]
+    score = (
+        f"Score: {document['killed']}/{document['total']} mutants killed (Hypothesis seed "
+        f"{document['seed']}, at most {document['timeout']:g} CPU s per test module; Python "
+        f"{info['python']} on {info['cpus']} CPUs)."
+    )
+    return [*table(headers, rows, keys), "", score]
+
+
 RENDERERS: dict[str, Callable[[dict[str, Any], Region], list[str]]] = {
     "machine": render_machine,
+    "mutants": render_mutants,
 }
 
 

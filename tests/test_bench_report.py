@@ -141,6 +141,36 @@ def test_machine_region(tmp_path: Path, results: Path) -> None:
     assert "`python -m bench --only throughput`" in text
 
 
+def test_mutants_region_from_the_mutation_tool_output(
+    tmp_path: Path, results: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tools import mutants
+
+    found = [
+        mutants.Result("cap-plus-one", True, 5.1, "tests/test_policy_preemption.py"),
+        mutants.Result("lane-lifo", False, 120.5, "", "tests/test_properties_e2e.py timed out"),
+    ]
+    output = tmp_path / "mutants.json"
+    mutants.write_json(output, found, seed=3, timeout=120.0, git="abc1234")
+    path = page(tmp_path, f"mutants json={output}")
+    assert report.main([str(path)]) == 0
+    text = path.read_text()
+    assert (
+        "| `cap-plus-one` | the global cap lets one command too many start | killed | 5.10 | "
+        "`tests/test_policy_preemption.py` |"
+    ) in text
+    assert "| **survived** | 120.5 | tests/test_properties_e2e.py timed out |" in text
+    assert "Score: 1/2 mutants killed (Hypothesis seed 3, at most 120 CPU s" in text
+    assert "measured at git `abc1234`" in text
+    assert report.main(["--check", str(path)]) == 0
+    # A file of another kind is named, with how to write the right one.
+    other = page(tmp_path, f"mutants json={results}")
+    assert report.main([str(other)]) == 2
+    assert (
+        "holds no mutants; write it with python -m tools.mutants --json" in capsys.readouterr().err
+    )
+
+
 @pytest.mark.parametrize(
     ("marker", "message"),
     [

@@ -350,6 +350,70 @@ async def test_property_testing_example_fixture_test(
     await example.test_with_the_fixture(lane_system, autojump_clock)
 
 
+@pytest.fixture
+def never_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scheduling policy that never starts anything (each submit pauses its lane first):
+    the bug that once made the shipped example hang instead of failing."""
+    from lanes._policy import Job, Policy
+
+    add = Policy.add
+
+    def pausing_add(self: Policy, job: Job, now: float, *, ready_at: float | None = None) -> bool:
+        self.pause(job.lane)
+        return add(self, job, now, ready_at=ready_at)
+
+    monkeypatch.setattr(Policy, "add", pausing_add)
+
+
+async def test_the_fixture_fails_a_hang_with_what_is_unresolved(
+    never_start: None, lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    with pytest.raises(WorkloadHang, match=r"within its time_limit of 3600\.0 s") as info:
+        async with lane_system([LaneConfig("a", 0)]) as system:
+            handle = await system.submit("a", trio.sleep, 1.0)
+            await handle.result()  # (system.run would cancel its command when cancelled)
+    assert "Unresolved:\n  " in str(info.value)
+    assert "(lane 'a', waiting, 0 attempts)" in str(info.value)
+    assert trio.current_time() == pytest.approx(3600.0)  # virtual time: no real wait
+
+
+async def test_the_fixture_fails_a_livelock(
+    lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    with pytest.raises(WorkloadHang, match="livelock: 500 task steps at t=0"):
+        async with lane_system([LaneConfig("a", 0)], step_budget=500):
+            while True:
+                await trio.lowlevel.checkpoint()
+
+
+async def test_the_fixture_rejects_bad_liveness_limits(
+    lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    with pytest.raises(lanes.LaneConfigError, match=r"time_limit=0\.0\): expected seconds > 0"):
+        lane_system(time_limit=0.0)
+    with pytest.raises(lanes.LaneConfigError, match=r"step_budget=0\): expected a step count"):
+        lane_system(step_budget=0)
+
+
+async def test_a_block_within_its_limits_is_drained_and_checked(
+    lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with lane_system([LaneConfig("a", 0)], time_limit=10.0) as system:
+        await system.submit("a", trio.sleep, 5.0)
+    assert trio.current_time() == pytest.approx(5.0)
+    assert lane_system.log.events
+
+
+async def test_the_example_fails_fast_when_nothing_ever_starts(
+    never_start: None, lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    example = load_example("property_testing")
+    with pytest.raises(WorkloadHang, match="did not finish within its time_limit"):
+        await example.run_and_check([WorkItem("llm", 0.0, "success")])
+    with pytest.raises(WorkloadHang, match=r"Unresolved:\n  .*lane 'llm', waiting"):
+        await example.test_with_the_fixture(lane_system, autojump_clock)
+
+
 def test_the_docs_show_the_example_as_it_is() -> None:
     page = (EXAMPLES.parent / "docs" / "testing.md").read_text(encoding="utf-8")
     blocks = [

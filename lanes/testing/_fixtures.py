@@ -11,14 +11,16 @@ import trio
 import trio.testing
 
 from .._config import DEFAULT_LANES, LaneConfig
-from .._errors import DrainTimeout, LaneUsageError
+from .._errors import DrainTimeout, LaneConfigError, LaneUsageError
 from .._system import LaneSystem, open_lane_system
 from ..events import Event
 from ._checker import InvariantViolation, check_invariants
+from ._workload import Livelock, WorkloadHang
 
 __all__ = ["EventLog", "LaneSystemFactory", "record_events"]
 
 _BUFFER = 1_000_000
+_LISTED = 10  # unresolved commands a hang's message names
 
 
 class EventLog:
@@ -109,6 +111,8 @@ class LaneSystemFactory:
         max_concurrency: int | None = None,
         check: bool = True,
         paused: Iterable[str] = (),
+        time_limit: float = 3600.0,
+        step_budget: int = 100_000,
         **options: Any,
     ) -> AbstractAsyncContextManager[LaneSystem]:
         """``open_lane_system(lanes, max_concurrency=..., **options)``, recorded and checked.
@@ -118,8 +122,25 @@ class LaneSystemFactory:
         On normal exit the system is drained (up to its ``drain_timeout``, default 30 s; what
         is left then is cancelled) and, with ``check=True``, its event log is checked with
         :func:`~lanes.testing.check_invariants` (pass the lanes you paused in ``paused``).
+
+        Liveness: a block that takes longer than ``time_limit`` seconds of the test's clock
+        (virtual under ``autojump_clock``: a hang there fails at once, not after an hour),
+        or runs ``step_budget`` task steps at one instant of virtual time (a livelock), is
+        cancelled and fails with :class:`~lanes.testing.WorkloadHang` naming the commands
+        left unresolved. Those are left as they are and the system's exit cancels them;
+        nothing is drained or checked then.
+
+        Raises:
+            LaneConfigError: ``time_limit`` is not positive or ``step_budget`` < 1.
         """
-        return self._open(tuple(lanes), max_concurrency, check, tuple(paused), options)
+        if not time_limit > 0:
+            msg = f"lane_system(time_limit={time_limit!r}): expected seconds > 0"
+            raise LaneConfigError(msg)
+        if step_budget < 1:
+            msg = f"lane_system(step_budget={step_budget!r}): expected a step count >= 1"
+            raise LaneConfigError(msg)
+        limits = (time_limit, step_budget)
+        return self._open(tuple(lanes), max_concurrency, check, tuple(paused), limits, options)
 
     @asynccontextmanager
     async def _open(
@@ -128,6 +149,7 @@ class LaneSystemFactory:
         max_concurrency: int | None,
         check: bool,
         paused: tuple[str, ...],
+        limits: tuple[float, int],
         options: dict[str, Any],
     ) -> AsyncIterator[LaneSystem]:
         self._check_clock()
@@ -139,7 +161,16 @@ class LaneSystemFactory:
         opening = open_lane_system(lanes, max_concurrency=max_concurrency, **options)
         async with opening as system, record_events(system) as log:
             self.logs.append(log)
-            yield system
+            time_limit, step_budget = limits
+            guard = Livelock(step_budget)
+            trio.lowlevel.add_instrument(guard)
+            try:
+                with trio.move_on_after(time_limit) as limit, guard.scope:
+                    yield system
+            finally:
+                trio.lowlevel.remove_instrument(guard)
+            if guard.tripped or limit.cancelled_caught:
+                raise WorkloadHang(_hang_message(system, guard, time_limit, step_budget))
             with contextlib.suppress(DrainTimeout):
                 await system.drain(drain_timeout)
         if check:
@@ -154,3 +185,24 @@ class LaneSystemFactory:
             "a clock to trio.run when the test itself asks for it)"
         )
         raise LaneUsageError(msg)
+
+
+def _hang_message(system: LaneSystem, guard: Livelock, time_limit: float, budget: int) -> str:
+    if guard.tripped:
+        why = (
+            f"livelock: {budget} task steps at t={guard.at} without time advancing "
+            "(something keeps rescheduling at one instant; raise step_budget= if the "
+            "test really does that much at one time)"
+        )
+    else:
+        why = (
+            f"the lane_system block did not finish within its time_limit of {time_limit} s "
+            "(something waits for a command that never resolves: is a lane paused, or "
+            "does the scheduler never start it?)"
+        )
+    live = system.commands(limit=_LISTED + 1)
+    listed = "".join(
+        f"\n  {c.id} (lane {c.lane!r}, {c.state}, {c.attempts} attempts)" for c in live[:_LISTED]
+    )
+    more = "\n  ..." if len(live) > _LISTED else ""
+    return f"{why}. Unresolved:{listed}{more}" if live else f"{why}. No command is unresolved."

@@ -124,7 +124,7 @@ async def _outcome(handle: CommandHandle[Any]) -> str:
     return "completed"
 
 
-class _Livelock(trio.abc.Instrument):
+class Livelock(trio.abc.Instrument):
     """Cancels ``scope`` after ``budget`` task steps at one instant of virtual time.
 
     A time limit cannot see a livelock: virtual time stands still while tasks keep running.
@@ -172,7 +172,7 @@ async def run_workload(
         WorkloadHang: past ``time_limit``, or a livelock; the commands left unresolved
             stay as they are (the system's exit drains or cancels them).
     """
-    guard = _Livelock(step_budget)
+    guard = Livelock(step_budget)
     trio.lowlevel.add_instrument(guard)
     submitted: dict[int, tuple[_Body, CommandHandle[Any]]] = {}
     try:
