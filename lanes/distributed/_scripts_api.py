@@ -13,6 +13,7 @@ __all__ = [
     "CLEAR_LETTERS",
     "DEAD_SNAPSHOT",
     "DEFINE_SCHEDULE",
+    "DISCARD_LETTER",
     "FIRE",
     "POP_LETTER",
     "REGISTER",
@@ -126,6 +127,14 @@ if not first then return {} end
 redis.call('XDEL', KEYS[1], first[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'removed', first[1])
 return first
+"""
+
+# KEYS: dead-letter stream, removed-letters stream. ARGV: letter id.
+# Removes one letter (announced like a pop); returns 1, or 0 when no letter has that id.
+DISCARD_LETTER = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'removed', ARGV[1])
+return 1
 """
 
 # KEYS: dead-letter stream, removed-letters stream.

@@ -530,7 +530,7 @@ class RemoteLaneSystem:
     @property
     def dead_letters(self) -> RemoteDeadLetters:
         """The deployment's dead-letter queue (``list()``, ``len()``, ``await pop()``,
-        ``await requeue(id)``, ``await clear()``), as in process; see
+        ``await requeue(id)``, ``await discard(id)``, ``await clear()``), as in process; see
         :class:`RemoteDeadLetters`."""
         return self._letters
 

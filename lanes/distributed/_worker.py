@@ -23,6 +23,7 @@ from coredis.tokens import PureToken
 from .. import events as ev
 from .._codec import CommandRegistry
 from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
+from .._dlq import format_traceback
 from .._errors import LaneConfigError, Permanent, StorageError
 from .._outcome import Ended, Next, next_step
 from . import _scripts, _scripts_api
@@ -531,10 +532,11 @@ class LaneWorker:
         if step.next is Next.RETRY:
             return self._retry(stream, message_id, envelope, step.delay, outcome)
         assert step.next is Next.DEAD_LETTER and step.error is not None
+        trace = format_traceback(outcome.error or step.error)
         if outcome.ended is Ended.TIMED_OUT:
             text = f"CommandTimeout: {step.error}"
-            return self._final(stream, message_id, envelope, "timeout", text)
-        return self._final(stream, message_id, envelope, "failed", _describe(step.error))
+            return self._final(stream, message_id, envelope, "timeout", text, trace)
+        return self._final(stream, message_id, envelope, "failed", _describe(step.error), trace)
 
     async def _execute(
         self, running: _Running, command: Any, attempt: int, timeout: float
@@ -588,10 +590,18 @@ class LaneWorker:
         )
 
     def _final(
-        self, stream: str, message_id: str, envelope: Envelope, outcome: str, error: str
+        self,
+        stream: str,
+        message_id: str,
+        envelope: Envelope,
+        outcome: str,
+        error: str,
+        trace: str,
     ) -> Callable[[], Awaitable[Any]]:
         reply = Reply(envelope.id, outcome, "null", error, envelope.attempt)
-        letter = RemoteDeadLetter.build(envelope, stream, error, envelope.attempt, time.time())
+        letter = RemoteDeadLetter.build(
+            envelope, stream, error, envelope.attempt, time.time(), trace
+        )
         shared = "failed dead_lettered" + (" timed_out" if outcome == "timeout" else "")
         events = self._events(lambda: _ended(envelope, outcome == "timeout", error))
         return self._finish_call(
@@ -703,6 +713,7 @@ class LaneWorker:
             "error": text,
             "attempts": "0",
             "failed_at": repr(time.time()),
+            "traceback": format_traceback(error),
         }
         target = _Target(lane, raw.get("id", ""), raw.get("reply", ""), raw.get("key"))
         reply = Reply(target.command_id, "failed", "null", text, 0) if target.command_id else None
