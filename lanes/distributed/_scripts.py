@@ -16,6 +16,8 @@ __all__ = [
     "HEARTBEAT",
     "MOVE_LETTER",
     "PAUSE",
+    "PREEMPT",
+    "REQUEUE_FRONT",
     "RETRY",
     "SUBMIT",
 ]
@@ -92,7 +94,8 @@ return {ARGV[2], redis.call('XADD', KEYS[1], '*', unpack(fields))}
 # per stream: lane, lane's free slots, ordered (1/0), cluster cap of the lane (0: none),
 # tokens per ms (0: no rate limit), burst, bucket key. A lane's streams are consecutive.
 # Returns {entries, wait hint ms (-1: none), last ids (only when nothing was fetched)};
-# each entry is {stream, id, flat fields, deliveries}.
+# each entry is {stream, id, flat fields, deliveries}. A stream's preempted commands (its
+# ``:front`` list) come before its reclaimed and new entries.
 FETCH = (
     _NOW
     + """
@@ -140,8 +143,23 @@ for i = 2, #KEYS - 1 do
     n = math.min(n, math.floor(tokens))
   end
   local got = 0
-  if n > 0 and reclaim > 0 then
-    local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, reclaim, '0-0', 'COUNT', n)
+  while got < n do  -- preempted commands first: the front of the lane (see REQUEUE_FRONT)
+    local item = redis.call('LPOP', stream .. ':front')
+    if not item then break end
+    local id, owner = string.match(item, '^(%S+) (.+)$')
+    local info = id and redis.call('XPENDING', stream, group, id, id, 1)[1]
+    if info and info[2] == owner then  -- not reclaimed, acknowledged or cancelled since
+      local claimed = redis.call('XCLAIM', stream, group, consumer, 0, id,
+        'RETRYCOUNT', info[4])
+      if claimed[1] and claimed[1][2] then
+        out[#out + 1] = {stream, id, claimed[1][2], info[4]}
+        got = got + 1
+      end
+    end
+  end
+  if n - got > 0 and reclaim > 0 then
+    local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, reclaim, '0-0', 'COUNT',
+      n - got)
     for _, entry in ipairs(claimed[2]) do
       local info = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)
       local deliveries = 1
@@ -319,6 +337,61 @@ return 2
 """
 )
 
+# KEYS: the paused set, then the streams of the lanes more urgent than a preemptible
+# command this (full) worker runs, most urgent first.
+# ARGV: group, prefix, grace ms, claim ttl ms, then the lane of each stream.
+# Looks for a command no worker took although it waited at least the grace (every idle
+# worker would have taken it by then) and claims it for this worker (a key per entry, for
+# the ttl: one waiting command makes one worker preempt, not all). Returns {stream, id} of
+# the claimed entry, or {} when nothing waits that long or every such entry is claimed.
+PREEMPT = (
+    _NOW
+    + """
+local group, prefix = ARGV[1], ARGV[2]
+local grace, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 2, #KEYS do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i + 3]) == 0 then
+    local last = nil
+    local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])
+    if type(groups) == 'table' and groups.err == nil then
+      for _, info in ipairs(groups) do
+        local fields = {}
+        for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
+        if fields['name'] == group then last = fields['last-delivered-id'] end
+      end
+    end
+    if last then
+      for _, entry in ipairs(redis.call('XRANGE', KEYS[i], '(' .. last, '+', 'COUNT', 16)) do
+        local ms = tonumber(string.match(entry[1], '^(%d+)'))
+        if now - ms < grace then break end
+        local claim = prefix .. ':preempt:' .. KEYS[i] .. ':' .. entry[1]
+        if redis.call('SET', claim, '1', 'NX', 'PX', ttl) then return {KEYS[i], entry[1]} end
+      end
+    end
+  end
+end
+return {}
+"""
+)
+
+# KEYS: stream, its front list, notify stream, the lane's counters hash, the events stream
+# and its switch. ARGV: group, message id, consumer, events (one JSON per line).
+# Puts a preempted command back at the front of its lane: the entry stays pending (its
+# attempt is not counted again), its id goes to the front list that FETCH reads before the
+# stream, and an idle worker is woken. Returns 0 when this consumer no longer holds it.
+REQUEUE_FRONT = (
+    _EMIT
+    + """
+local info = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1]
+if not info or info[2] ~= ARGV[3] then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[2] .. ' ' .. ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'preempted', 1)
+emit(KEYS[5], KEYS[6], ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', 1, '*', 'preempted', '1')
+return 1
+"""
+)
+
 # KEYS: paused set, control stream, notify stream. ARGV: lane, '1' (pause) or '0' (resume).
 # Pauses or resumes a lane for every worker: fetches skip a paused lane at once (the set),
 # workers stop reading it when the control stream tells them; a resume wakes idle workers.
@@ -337,10 +410,11 @@ return 1
 # KEYS: delayed zset, control stream, the lane's counters hash, the events stream and its
 # switch, then the lane's streams.
 # ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix, the caller's reply stream.
-# Queued: deletes the lane's entries no worker holds and its delayed (and retrying)
-# commands, replying 'cancelled' to their submitters and releasing their keys. Running:
-# tells every worker (control stream) to cancel the lane's running commands, and adds the
-# caller's reply stream to each one's waiters (it then learns when each has stopped).
+# Queued: deletes the lane's entries no worker holds, its preempted ones (front lists) and
+# its delayed (and retrying) commands, replying 'cancelled' to their submitters and
+# releasing their keys. Running: tells every worker (control stream) to cancel the lane's
+# running commands, and adds the caller's reply stream to each one's waiters (it then
+# learns when each has stopped).
 # Returns {queued commands deleted, running commands told to stop, their command ids}.
 CANCEL_LANE = (
     _EMIT
@@ -375,6 +449,15 @@ if ARGV[3] == '1' then
   local mine = {}
   for i = 6, #KEYS do
     mine[KEYS[i]] = true
+    for _, item in ipairs(redis.call('LRANGE', KEYS[i] .. ':front', 0, -1)) do
+      local id = string.match(item, '^(%S+)')
+      local entry = redis.call('XRANGE', KEYS[i], id, id)[1]
+      if redis.call('XACK', KEYS[i], group, id) == 1 and entry then
+        redis.call('XDEL', KEYS[i], id)
+        drop(entry[2])
+      end
+    end
+    redis.call('DEL', KEYS[i] .. ':front')
     local held = {}
     for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do held[row[1]] = true end
     for _, entry in ipairs(redis.call('XRANGE', KEYS[i], '-', '+')) do

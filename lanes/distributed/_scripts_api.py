@@ -93,8 +93,9 @@ while a < #ARGV do
     local summary = redis.pcall('XPENDING', KEYS[i], group)
     local held = 0
     if type(summary) == 'table' and summary.err == nil then held = summary[1] end
-    queued = queued + length - held
-    running = running + held
+    local front = redis.call('LLEN', KEYS[i] .. ':front')  -- preempted: pending again
+    queued = queued + length - held + front
+    running = running + held - front
     waiting = waiting + (delayed[KEYS[i]] or 0)
   end
   local cap = capacity[lane] or 0

@@ -70,6 +70,9 @@ class WorkerLaneStatistics:
             malformed field): each was dead-lettered once, acknowledged and logged.
         cancelled: commands cancelled by their handle that this worker settled (stopped
             while running, or found marked cancelled when fetched).
+        preempted: commands of this (preemptible) lane this worker stopped to give the
+            slot to a more urgent command that waited; each went back to the front of
+            the lane, its attempt not counted.
     """
 
     name: str
@@ -84,6 +87,7 @@ class WorkerLaneStatistics:
     duplicates: int
     malformed: int
     cancelled: int
+    preempted: int
 
 
 @attrs.frozen
@@ -108,21 +112,36 @@ _COUNTERS = (
     "duplicates",
     "malformed",
     "cancelled",
+    "preempted",
 )
 _CANCELLED_KEPT = 100_000  # ids of cancelled commands a worker remembers
 
 
 class _Running:
-    __slots__ = ("cancelled", "command_id", "lane", "release", "scope", "settling", "stopped")
+    __slots__ = (
+        "attempt",
+        "cancelled",
+        "command_id",
+        "lane",
+        "preempted",
+        "release",
+        "scope",
+        "seq",
+        "settling",
+        "stopped",
+    )
 
-    def __init__(self, lane: str) -> None:
+    def __init__(self, lane: str, seq: int) -> None:
         self.lane = lane
+        self.seq = seq  # start order on this worker (the latest started is preempted)
+        self.preempted = False  # stopped for a more urgent command: back to the front
         self.scope = trio.CancelScope()
         self.settling = False
         self.release = False
         self.cancelled = False  # by its handle (the control stream)
         self.stopped = False  # stop() was called (not the attempt's timeout)
         self.command_id = ""
+        self.attempt = 1
 
     def stop(self) -> None:
         """Cancel the attempt (a lost lease, its handle, its lane, or shutdown)."""
@@ -163,6 +182,8 @@ class LaneWorker:
         self._paused: set[str] = set()
         self._slot_freed = trio.Event()
         self._turn = 0
+        self._started = 0  # commands started (the seq of the next _Running)
+        self._requeue_front = Lua(_scripts.REQUEUE_FRONT)
         self._next_reclaim = 0.0
         self.connection_errors = 0
         self._wake_last = self._notify_last = "0-0"
@@ -170,7 +191,7 @@ class LaneWorker:
         self._batcher = Batcher(backend)
         self._scripts = {
             name: Lua(getattr(_scripts, name))
-            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT", "EMIT")
+            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT", "EMIT", "PREEMPT")
         }
         self._events_keys = [backend.key("events"), backend.key("events:on")]
         self._events_until = -math.inf  # events are written until then (a subscription)
@@ -437,7 +458,8 @@ class LaneWorker:
         if lane in self._paused:  # a blocking read that began before the pause took it
             self._commands.start_soon(self._release, stream, message_id, fields)
             return
-        running = _Running(lane)
+        self._started += 1
+        running = _Running(lane, self._started)
         self._running[(stream, message_id)] = running
         self._active[lane] += 1
         if int(deliveries) > 1:
@@ -464,6 +486,8 @@ class LaneWorker:
                 self._active[running.lane] -= 1
                 self._slot_freed.set()
                 await self._settle(running.lane, settle)
+            elif running.preempted:
+                await self._to_front(running, stream, message_id)
             elif running.release:
                 await self._release(stream, message_id, fields)
         finally:
@@ -489,6 +513,7 @@ class LaneWorker:
             return self._malformed(running.lane, stream, message_id, fields, exc)
         config = self._configs[running.lane]
         running.command_id = envelope.id
+        running.attempt = envelope.attempt
         if envelope.id in self._cancelled:  # cancelled by its handle before it started
             return self._cancel_call(stream, message_id, envelope, 0)
         self._by_command[envelope.id] = running
@@ -742,6 +767,105 @@ class LaneWorker:
                 self.connection_errors += 1
                 await trio.sleep(pause * (0.5 + self._random.random()))
                 pause = min(pause * 2, _BACKOFF[1])
+
+    async def _to_front(self, running: _Running, stream: str, message_id: str) -> None:
+        """Put a preempted command back at the front of its lane (REQUEUE_FRONT), best
+        effort: if Redis cannot be reached, another worker reclaims it after the lease."""
+        keys = [
+            stream,
+            f"{stream}:front",
+            self._backend.key("notify"),
+            self._backend.key(f"stats:{running.lane}"),
+            *self._events_keys,
+        ]
+        events = self._events(
+            lambda: [ev.Preempted(running.lane, running.command_id, time.time(), running.attempt)]
+        )
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            with contextlib.suppress(StorageError):
+                moved = await self._batcher.call(
+                    self._requeue_front, keys, [GROUP, message_id, self.name, events]
+                )
+                if moved:
+                    self._counts[running.lane]["preempted"] += 1
+
+    # -- preemption ------------------------------------------------------------------------------
+
+    async def _preempt_loop(self) -> None:
+        """While every slot is full and a preemptible lane's command runs here, look each
+        poll interval for a more urgent command that waited past the grace; when this
+        worker claims one, stop its latest started command of the least urgent
+        preemptible lane that is less urgent than the waiting one (it goes back to the
+        front of its lane: :meth:`_to_front`)."""
+        interval = self._settings.poll_ms / 1000
+        grace = self._settings.poll_ms
+        script = self._scripts["PREEMPT"]
+        while True:
+            await trio.sleep(interval)
+            lanes = self._preemptible_for()
+            if not lanes:
+                continue
+            keys = [self._backend.key("paused")]
+            args: list[Any] = [GROUP, self._backend.prefix, grace, int(self._backend.lease * 1000)]
+            for config in lanes:
+                for stream in self._streams[config.name]:
+                    keys.append(stream)
+                    args.append(config.name)
+            try:
+                answer = await self._batcher.call(script, keys, args)
+            except StorageError:
+                self.connection_errors += 1
+                continue
+            if answer:
+                victim = self._victim(self._configs[self._lane_of[str(answer[0])]].priority)
+                if victim is not None:
+                    victim.preempted = True
+                    victim.stop()
+
+    def _preemptible_for(self) -> list[LaneConfig]:
+        """The lanes a waiting command of which could preempt here (most urgent first):
+        none unless the worker's slots are all taken; then those more urgent than some
+        running preemptible command, with a free slot of their own on this worker."""
+        if sum(self._active.values()) < self._settings.max_concurrency:
+            return []
+        least = max(  # the least urgent preemptible lane running here
+            (
+                self._configs[r.lane].priority
+                for r in self._running.values()
+                if self._configs[r.lane].preemptible and not r.settling and not r.preempted
+            ),
+            default=None,
+        )
+        if least is None:
+            return []
+        return [
+            c
+            for c in self._order
+            if c.priority < least
+            and c.name not in self._paused
+            and self._active[c.name] < c.max_concurrency
+        ]
+
+    def _victim(self, priority: int) -> _Running | None:
+        """The latest started running command of a preemptible lane less urgent than
+        ``priority`` (as in process), leaving that lane its ``min_concurrency`` here."""
+        leaving: dict[str, int] = {}
+        for running in self._running.values():
+            if running.preempted:
+                leaving[running.lane] = leaving.get(running.lane, 0) + 1
+        best: _Running | None = None
+        for running in self._running.values():
+            config = self._configs[running.lane]
+            if running.settling or running.preempted or running.stopped:
+                continue
+            if not config.preemptible or config.priority <= priority:
+                continue
+            if self._active[running.lane] - leaving.get(running.lane, 0) <= config.min_concurrency:
+                continue
+            if best is None or running.seq > best.seq:
+                best = running
+        return best
 
     async def _release(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
         """Hand a command cancelled by shutdown back to its lane at once (best effort)."""
@@ -1096,6 +1220,8 @@ async def open_lane_worker(
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(worker._heartbeat_loop)
+                if any(c.preemptible for c in configs):
+                    outer.start_soon(worker._preempt_loop)
                 await outer.start(worker._batcher.run)
                 await worker._register()
                 # loaded before the first Started event: a NOSCRIPT retry would put it after

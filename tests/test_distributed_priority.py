@@ -1,0 +1,136 @@
+"""Priority across workers on Redis: the most urgent command takes a free slot anywhere,
+preemption of preemptible lanes across workers, and reserved minimum slots per worker."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+import lanes
+from lanes.distributed import RedisBackend, open_lane_worker
+from tests.distributed_commands import Step
+
+PREEMPTIBLE = (
+    lanes.LaneConfig("urgent", 0, max_concurrency=2),
+    lanes.LaneConfig("bulk", 1, max_concurrency=2, preemptible=True),
+)
+
+
+def starts(log: str) -> list[str]:
+    path = pathlib.Path(log)
+    text = path.read_text() if path.exists() else ""
+    return [line.split()[1] for line in text.splitlines() if line.startswith("start ")]
+
+
+async def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll the shared log (the workers write it; there is no event to wait on)."""
+    with trio.fail_after(timeout):
+        while True:
+            if check():
+                return
+            await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def system_on(backend: RedisBackend, configs: Any) -> AsyncIterator[Any]:
+    async with lanes.open_lane_system(
+        configs, backend=backend, commands=[Step], drain_timeout=10
+    ) as system:
+        yield system
+
+
+def worker(backend: RedisBackend, configs: Any, name: str, slots: int) -> Any:
+    return open_lane_worker(
+        configs,
+        backend=backend,
+        commands=[Step],
+        name=name,
+        max_concurrency=slots,
+        drain_timeout=10,
+    )
+
+
+async def test_a_freed_slot_takes_the_urgent_command_not_the_older_batch(
+    backend: RedisBackend, log: str
+) -> None:
+    configs = tuple(attrs.evolve(c, preemptible=False) for c in PREEMPTIBLE)
+    async with system_on(backend, configs) as system, worker(backend, configs, "A", 2) as busy:
+        held = [await system.submit("bulk", Step(log, f"b{i}", seconds=1.5)) for i in range(2)]
+        await until(lambda: starts(log) == ["b0", "b1"])  # the busy worker is full of batch
+        async with worker(backend, configs, "B", 1) as other:
+            short = await system.submit("bulk", Step(log, "s", seconds=0.3))
+            await until(lambda: "s" in starts(log))
+            queued = [await system.submit("bulk", Step(log, f"q{i}")) for i in range(2)]
+            urgent = await system.submit("urgent", Step(log, "u"))
+            assert await urgent.result() == "u"
+            for handle in (*held, short, *queued):
+                await handle.result()
+        assert starts(log)[:4] == ["b0", "b1", "s", "u"]  # before the older batch
+        assert other.statistics().lanes["urgent"].completed == 1
+        assert busy.statistics().lanes["urgent"].completed == 0
+        assert sum(w.statistics().lanes["bulk"].preempted for w in (busy, other)) == 0
+
+
+async def test_an_idle_worker_takes_the_urgent_command_at_once(
+    backend: RedisBackend, log: str
+) -> None:
+    async with (
+        system_on(backend, PREEMPTIBLE) as system,
+        worker(backend, PREEMPTIBLE, "A", 2) as busy,
+    ):
+        held = [await system.submit("bulk", Step(log, f"b{i}", seconds=1.0)) for i in range(2)]
+        await until(lambda: starts(log) == ["b0", "b1"])
+        async with worker(backend, PREEMPTIBLE, "B", 1) as idle:
+            began = trio.current_time()
+            assert await (await system.submit("urgent", Step(log, "u"))).result() == "u"
+            assert trio.current_time() - began < 0.5  # not after the batch (1 s)
+            for handle in held:
+                await handle.result()
+        assert idle.statistics().lanes["urgent"].completed == 1
+        assert busy.statistics().lanes["bulk"].preempted == 0  # a free slot was there
+
+
+async def test_a_full_worker_preempts_batch_for_a_waiting_urgent_command(
+    backend: RedisBackend, log: str
+) -> None:
+    async with (
+        system_on(backend, PREEMPTIBLE) as system,
+        worker(backend, PREEMPTIBLE, "A", 1) as one,
+        worker(backend, PREEMPTIBLE, "B", 1) as two,
+    ):
+        held = [await system.submit("bulk", Step(log, f"b{i}", seconds=1.0)) for i in range(2)]
+        await until(lambda: sorted(starts(log)) == ["b0", "b1"])
+        later = await system.submit("bulk", Step(log, "later"))
+        began = trio.current_time()
+        assert await (await system.submit("urgent", Step(log, "u"))).result() == "u"
+        assert trio.current_time() - began < 0.6  # a preemption, not a batch finishing (1 s)
+        assert [await h.result() for h in held] == ["b0", "b1"]
+        assert await later.result() == "later"
+        stats = await system.statistics()
+    order = starts(log)
+    preempted = [tag for tag in ("b0", "b1") if order.count(tag) == 2]
+    assert len(preempted) == 1  # one waiting command made one worker preempt, not both
+    assert order.index("u") < order.index("later")
+    # back at the front of its lane: it restarts before the later batch command
+    assert [t for t in order if t in (*preempted, "later")] == [*preempted * 2, "later"]
+    assert sum(w.statistics().lanes["bulk"].preempted for w in (one, two)) == 1
+    bulk = stats.lanes["bulk"]
+    assert (bulk.preempted, bulk.retried, bulk.failed, bulk.completed) == (1, 0, 0, 3)
+
+
+async def test_a_lane_that_is_not_preemptible_keeps_its_slot(
+    backend: RedisBackend, log: str
+) -> None:
+    configs = tuple(attrs.evolve(c, preemptible=False) for c in PREEMPTIBLE)
+    async with system_on(backend, configs) as system, worker(backend, configs, "A", 1) as one:
+        held = await system.submit("bulk", Step(log, "b", seconds=0.5))
+        await until(lambda: starts(log) == ["b"])
+        assert await (await system.submit("urgent", Step(log, "u"))).result() == "u"
+        assert await held.result() == "b"
+    assert starts(log) == ["b", "u"]
+    assert one.statistics().lanes["bulk"].preempted == 0
