@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
+import pytest
 import trio
 
 import lanes
@@ -134,3 +135,65 @@ async def test_a_lane_that_is_not_preemptible_keeps_its_slot(
         assert await held.result() == "b"
     assert starts(log) == ["b", "u"]
     assert one.statistics().lanes["bulk"].preempted == 0
+
+
+RESERVING = (
+    lanes.LaneConfig("urgent", 0, max_concurrency=2),
+    lanes.LaneConfig("bulk", 1, max_concurrency=2, min_concurrency=1),
+)
+
+
+async def test_a_reserved_slot_holds_on_each_worker(backend: RedisBackend, log: str) -> None:
+    async with system_on(backend, RESERVING) as system:
+        handles = [await system.submit("urgent", Step(log, f"u{i}", seconds=0.3)) for i in range(3)]
+        handles.append(await system.submit("bulk", Step(log, "b", seconds=0.3)))
+        async with worker(backend, RESERVING, "A", 2) as one:
+            await until(lambda: len(starts(log)) >= 2)
+            for handle in handles:
+                await handle.result()
+    # the bulk lane's reserved slot: it starts at once although urgent commands wait
+    assert sorted(starts(log)[:2]) == ["b", "u0"]
+    assert one.statistics().lanes["bulk"].completed == 1
+
+
+async def test_without_a_reservation_urgent_commands_take_every_slot(
+    backend: RedisBackend, log: str
+) -> None:
+    configs = tuple(attrs.evolve(c, min_concurrency=0) for c in RESERVING)
+    async with system_on(backend, configs) as system:
+        handles = [await system.submit("urgent", Step(log, f"u{i}", seconds=0.3)) for i in range(3)]
+        handles.append(await system.submit("bulk", Step(log, "b", seconds=0.3)))
+        async with worker(backend, configs, "A", 2):
+            for handle in handles:
+                await handle.result()
+    assert sorted(starts(log)[:2]) == ["u0", "u1"]  # the bulk command waited for a slot
+
+
+async def test_a_worker_rejects_reservations_above_its_slots(backend: RedisBackend) -> None:
+    both = tuple(attrs.evolve(c, min_concurrency=1) for c in RESERVING)
+    with pytest.raises(lanes.LaneConfigError, match=r"max_concurrency=1 is below the 2 slots"):
+        async with worker(backend, both, "A", 1):
+            pass
+
+
+def boosting(boost: lanes.PriorityBoost | None) -> tuple[lanes.LaneConfig, ...]:
+    return (
+        lanes.LaneConfig("urgent", 0),
+        lanes.LaneConfig("normal", 2),
+        lanes.LaneConfig("bulk", 3, boost=boost),
+    )
+
+
+@pytest.mark.parametrize(("boost", "expected"), [(True, "bnn"), (False, "nnb")])
+async def test_a_boosted_head_is_fetched_before_a_more_urgent_lane(
+    backend: RedisBackend, log: str, boost: bool, expected: str
+) -> None:
+    configs = boosting(lanes.PriorityBoost.custom(10, [0.1, 0.2]) if boost else None)
+    async with system_on(backend, configs) as system:
+        handles = [await system.submit("bulk", Step(log, "b"))]
+        handles += [await system.submit("normal", Step(log, f"n{i}")) for i in range(2)]
+        await trio.sleep(0.3)  # the bulk head ages past both points (Redis' clock)
+        async with worker(backend, configs, "A", 1):
+            for handle in handles:
+                await handle.result()
+    assert "".join(tag[0] for tag in starts(log)) == expected

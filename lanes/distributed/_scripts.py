@@ -90,9 +90,15 @@ return {ARGV[2], redis.call('XADD', KEYS[1], '*', unpack(fields))}
 
 # KEYS: delayed zset, then the streams to fetch from, most urgent lane first, then the set
 # of paused lanes (a paused lane's streams are skipped: nothing of it starts or is reclaimed).
-# ARGV: group, consumer, budget, reclaim idle ms (0: no reclaim), poll ms, then seven values
+# ARGV: group, consumer, budget, reclaim idle ms (0: no reclaim), poll ms, pool (the slots
+# of the budget not reserved for lanes below their ``min_concurrency``), then eight values
 # per stream: lane, lane's free slots, ordered (1/0), cluster cap of the lane (0: none),
-# tokens per ms (0: no rate limit), burst, bucket key. A lane's streams are consecutive.
+# tokens per ms (0: no rate limit), burst, bucket key, the lane's reserved slots left (a
+# lane takes those, then slots of the pool), its priority, its boost points (ms since the
+# head entered the stream, space-separated; '' none). A lane's streams are consecutive.
+# Streams are served in order of their head's effective priority (the lane's priority,
+# one level more urgent per boost point the head's age passed, never below 0), ties in
+# the given order.
 # Returns {entries, wait hint ms (-1: none), last ids (only when nothing was fetched)};
 # each entry is {stream, id, flat fields, deliveries}. A stream's preempted commands (its
 # ``:front`` list) come before its reclaimed and new entries.
@@ -101,6 +107,7 @@ FETCH = (
     + """
 local group, consumer = ARGV[1], ARGV[2]
 local budget, reclaim, poll = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local pool = tonumber(ARGV[6])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 256)
 for _, member in ipairs(due) do
   local item = cjson.decode(member)
@@ -114,22 +121,54 @@ end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then hint(math.max(1, tonumber(head[2]) - now)) end
 local paused = KEYS[#KEYS]
-local left, running = {}, {}
+local left, running, reserved = {}, {}, {}
+local order = {}
 for i = 2, #KEYS - 1 do
-  local base = 6 + (i - 2) * 7
+  local base = 7 + (i - 2) * 10
+  local effective = tonumber(ARGV[base + 8])
+  if ARGV[base + 9] ~= '' then
+    local head = redis.call('LINDEX', KEYS[i] .. ':front', 0)
+    if not head then
+      local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])
+      if type(groups) == 'table' and groups.err == nil then
+        for _, info in ipairs(groups) do
+          local f = {}
+          for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
+          if f['name'] == group then
+            local first = redis.call('XRANGE', KEYS[i], '(' .. f['last-delivered-id'], '+',
+              'COUNT', 1)[1]
+            if first then head = first[1] end
+          end
+        end
+      end
+    end
+    if head then
+      local age = now - tonumber(string.match(head, '^(%d+)'))
+      for point in string.gmatch(ARGV[base + 9], '%S+') do
+        if age >= tonumber(point) then effective = effective - 1 end
+      end
+      effective = math.max(0, effective)
+    end
+  end
+  order[#order + 1] = {effective, i}
   local lane = ARGV[base]
-  if left[lane] == nil then left[lane] = tonumber(ARGV[base + 1]) end
+  if left[lane] == nil then
+    left[lane] = tonumber(ARGV[base + 1])
+    reserved[lane] = tonumber(ARGV[base + 7])
+  end
   if tonumber(ARGV[base + 3]) > 0 then
     running[lane] = (running[lane] or 0) + redis.call('XPENDING', KEYS[i], group)[1]
   end
 end
+table.sort(order, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
 local out = {}
-for i = 2, #KEYS - 1 do
+for _, pick in ipairs(order) do
   if budget <= 0 then break end
+  local i = pick[2]
   local stream = KEYS[i]
-  local base = 6 + (i - 2) * 7
+  local base = 7 + (i - 2) * 10
   local lane = ARGV[base]
-  local n = math.min(budget, left[lane])
+  local n = math.min(budget, left[lane], reserved[lane] + math.max(0, pool))
   if redis.call('SISMEMBER', paused, lane) == 1 then n = 0 end
   local ordered, cap = ARGV[base + 2] == '1', tonumber(ARGV[base + 3])
   local rate, burst, bucket = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]), ARGV[base + 6]
@@ -197,6 +236,9 @@ for i = 2, #KEYS - 1 do
   end
   left[lane] = left[lane] - got
   budget = budget - got
+  local mine = math.min(got, reserved[lane])
+  reserved[lane] = reserved[lane] - mine
+  pool = pool - (got - mine)
 end
 local last = {}
 if #out == 0 then

@@ -169,6 +169,10 @@ class LaneWorker:
         self._backend = backend
         self._configs = {c.name: c for c in configs}
         self._order = sorted(configs, key=lambda c: c.priority)  # stable: ties keep order
+        self._boost_points = {  # for FETCH: ms since a lane's head entered its stream
+            c.name: " ".join(str(math.ceil(p * 1000)) for p in c.boost.at) if c.boost else ""
+            for c in configs
+        }
         self._registry = registry
         self._settings = settings
         self.name = settings.name
@@ -274,19 +278,29 @@ class LaneWorker:
             if not entries:
                 await self._block(plan, budget, last, wait_ms, partial)
 
+    def _reserved(self) -> tuple[dict[str, int], int]:
+        """Each lane's reserved slots left on this worker (``min_concurrency`` not yet
+        running) and the pool: the free slots of the worker not reserved for any lane."""
+        reserved = {c.name: max(0, c.min_concurrency - self._active[c.name]) for c in self._order}
+        budget = self._settings.max_concurrency - sum(self._active.values())
+        return reserved, budget - sum(reserved.values())
+
     def _plan(self) -> tuple[list[tuple[LaneConfig, str, int]], int, bool]:
         """(lane, stream, free slots) in priority order, the worker's budget, and whether
-        some lane was left out for lack of a slot."""
+        some lane was left out for lack of a slot (its own, or one not reserved for
+        another lane's ``min_concurrency``)."""
         budget = self._settings.max_concurrency - sum(self._active.values())
         plan: list[tuple[LaneConfig, str, int]] = []
         partial = False
         if budget <= 0:
             return plan, 0, True
         self._turn += 1
+        reserved, pool = self._reserved()
         for config in self._order:
             if config.name in self._paused:
                 continue
             free = config.max_concurrency - self._active[config.name]
+            free = min(free, reserved[config.name] + max(0, pool))
             if free <= 0:
                 partial = True
                 continue
@@ -304,7 +318,8 @@ class LaneWorker:
         if now >= self._next_reclaim:
             reclaim = max(1, int(self._backend.lease * 1000))
             self._next_reclaim = now + self._backend.lease / 4
-        args: list[Any] = [GROUP, self.name, budget, reclaim, self._settings.poll_ms]
+        reserved, pool = self._reserved()
+        args: list[Any] = [GROUP, self.name, budget, reclaim, self._settings.poll_ms, pool]
         for config, _stream, free in plan:
             part = self._backend.partitioning(config.name)
             limit = config.rate_limit
@@ -317,6 +332,9 @@ class LaneWorker:
                 repr(rate),
                 limit.burst if limit is not None else 0,
                 self._backend.key(f"bucket:{config.name}"),
+                reserved[config.name],
+                config.priority,
+                self._boost_points[config.name],
             ]
         keys = [self._backend.key("delayed")] + [stream for _, stream, _ in plan]
         keys.append(self._backend.key("paused"))
@@ -376,7 +394,8 @@ class LaneWorker:
     def _exclusive(self, plan: list[tuple[LaneConfig, str, int]], budget: int) -> bool:
         """Whether an idle read may take entries itself: no lane of the plan has a rate
         limit, a cluster cap or ordered partitions (those the fetch script enforces), and
-        one entry from every stream fits the worker's and each lane's free slots."""
+        one entry from every stream fits the worker's and each lane's free slots, and the
+        slots not reserved for other lanes' ``min_concurrency``."""
         per_lane: dict[str, int] = {}
         for config, _stream, free in plan:
             part = self._backend.partitioning(config.name)
@@ -387,7 +406,9 @@ class LaneWorker:
             per_lane[config.name] = per_lane.get(config.name, 0) + 1
             if per_lane[config.name] > free:
                 return False
-        return len(plan) <= budget
+        reserved, pool = self._reserved()
+        beyond = sum(max(0, n - reserved[lane]) for lane, n in per_lane.items())
+        return len(plan) <= budget and beyond <= pool
 
     async def _read_group(self, streams: list[str], wake: str, notify: str, timeout: int) -> None:
         """Block on ``XREADGROUP``; start the commands it hands to this worker."""
@@ -1127,6 +1148,13 @@ def _settings(
         raise LaneConfigError(msg)
     total = sum(c.max_concurrency for c in configs)
     cap = total if max_concurrency is None else _check_int("max_concurrency", max_concurrency, 1)
+    reserved = sum(c.min_concurrency for c in configs)
+    if reserved > cap:
+        msg = (
+            f"open_lane_worker: max_concurrency={cap} is below the {reserved} slots the lanes "
+            "reserve (sum of min_concurrency); raise max_concurrency or lower the reservations"
+        )
+        raise LaneConfigError(msg)
     limits = dict(cluster_concurrency or {})
     known = {c.name for c in configs}
     for lane, limit in limits.items():
