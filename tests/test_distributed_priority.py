@@ -197,3 +197,40 @@ async def test_a_boosted_head_is_fetched_before_a_more_urgent_lane(
             for handle in handles:
                 await handle.result()
     assert "".join(tag[0] for tag in starts(log)) == expected
+
+
+async def preempt_one(system: Any, log: str) -> tuple[list[Any], Any]:
+    """Two full workers run b0 and b1; an urgent command preempts one of them."""
+    held = [await system.submit("bulk", Step(log, f"b{i}", seconds=3.0)) for i in range(2)]
+    await until(lambda: sorted(starts(log)) == ["b0", "b1"])
+    urgent = await system.submit("urgent", Step(log, "u", seconds=0.5))
+    await until(lambda: "u" in starts(log))
+    stats = await system.statistics()
+    assert (stats.lanes["bulk"].preempted, stats.lanes["bulk"].pending) == (1, 1)
+    assert stats.lanes["bulk"].active == 1  # the preempted one counts as queued, not running
+    return held, urgent
+
+
+@pytest.mark.parametrize("queued", [True, False])
+async def test_cancel_lane_reaches_a_preempted_command_as_a_queued_one(
+    backend: RedisBackend, log: str, queued: bool
+) -> None:
+    async with (
+        system_on(backend, PREEMPTIBLE) as system,
+        worker(backend, PREEMPTIBLE, "A", 1),
+        worker(backend, PREEMPTIBLE, "B", 1),
+    ):
+        held, urgent = await preempt_one(system, log)
+        with trio.fail_after(2):  # not after the preempted command ran again (3 s)
+            assert await system.cancel_lane("bulk", queued=queued, running=True) == 1 + queued
+        outcomes = []
+        for handle in held:
+            try:
+                outcomes.append(await handle.result())
+            except lanes.CommandCancelled:
+                outcomes.append("cancelled")
+        assert await urgent.result() == "u"
+    if queued:
+        assert outcomes == ["cancelled", "cancelled"]
+    else:  # the preempted one is queued: it runs again, after the urgent command
+        assert sorted(outcomes)[1] == "cancelled" and sorted(outcomes)[0] in ("b0", "b1")

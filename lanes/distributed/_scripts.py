@@ -519,13 +519,19 @@ if ARGV[3] == '1' then
 end
 if ARGV[4] == '1' then
   for i = 6, #KEYS do
+    local waiting = {}  -- preempted: pending, but no worker runs them (queued, in effect)
+    for _, item in ipairs(redis.call('LRANGE', KEYS[i] .. ':front', 0, -1)) do
+      waiting[string.match(item, '^(%S+)')] = true
+    end
     for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do
-      running = running + 1
-      local entry = redis.call('XRANGE', KEYS[i], row[1], row[1])[1]
-      local ok, env = pcall(cjson.decode, entry and entry[2][2] or '')
-      if ok and type(env) == 'table' and type(env.id) == 'string' then
-        redis.call('SADD', prefix .. ':waiters:' .. env.id, ARGV[6])
-        ids[#ids + 1] = env.id
+      if not waiting[row[1]] then
+        running = running + 1
+        local entry = redis.call('XRANGE', KEYS[i], row[1], row[1])[1]
+        local ok, env = pcall(cjson.decode, entry and entry[2][2] or '')
+        if ok and type(env) == 'table' and type(env.id) == 'string' then
+          redis.call('SADD', prefix .. ':waiters:' .. env.id, ARGV[6])
+          ids[#ids + 1] = env.id
+        end
       end
     end
   end
