@@ -234,3 +234,25 @@ async def test_cancel_lane_reaches_a_preempted_command_as_a_queued_one(
         assert outcomes == ["cancelled", "cancelled"]
     else:  # the preempted one is queued: it runs again, after the urgent command
         assert sorted(outcomes)[1] == "cancelled" and sorted(outcomes)[0] in ("b0", "b1")
+
+
+async def test_cancelling_a_preempted_command_deletes_it_in_redis(
+    backend: RedisBackend, log: str
+) -> None:
+    async with (
+        system_on(backend, PREEMPTIBLE) as system,
+        worker(backend, PREEMPTIBLE, "A", 1) as one,
+        worker(backend, PREEMPTIBLE, "B", 1) as two,
+    ):
+        held, urgent = await preempt_one(system, log)
+        for handle in held:
+            handle.cancel()
+        for handle in held:
+            with pytest.raises(lanes.CommandCancelled):
+                await handle.result()
+        assert await urgent.result() == "u"
+        stats = await system.statistics()
+    assert sorted(starts(log)) == ["b0", "b1", "u"]  # neither batch command ran again
+    # the running one was stopped by its worker; the preempted one by the cancel script
+    assert sum(w.statistics().lanes["bulk"].cancelled for w in (one, two)) == 1
+    assert (stats.lanes["bulk"].cancelled, stats.lanes["bulk"].pending) == (2, 0)

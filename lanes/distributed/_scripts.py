@@ -355,8 +355,9 @@ return 1
 # KEYS: lane stream, cancelled zset, control stream, idempotency key, the lane's counters,
 # the events stream and switch. ARGV: group, entry id ('' unknown), command id, marker ttl
 # ms, has_key, lane.
-# A command still queued in its stream (not handed to any worker) is deleted: returns 1, it
-# never starts. Otherwise (running, delayed, or finished) the id is marked cancelled until
+# A command still queued in its stream (not handed to any worker, or preempted and waiting
+# in the stream's front list) is deleted: returns 1, it never starts again. Otherwise
+# (running, delayed, or finished) the id is marked cancelled until
 # the ttl passes and announced on the control stream, which every worker reads: returns 2.
 CANCEL = (
     _NOW
@@ -365,6 +366,13 @@ CANCEL = (
 if ARGV[2] ~= '' then
   local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
   local handed = type(pending) == 'table' and pending.err == nil and pending[1] ~= nil
+  if handed then  -- preempted and waiting at the front of its lane: queued, in effect
+    local item = ARGV[2] .. ' ' .. pending[1][2]
+    if redis.call('LREM', KEYS[1] .. ':front', 1, item) == 1 then
+      redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+      handed = false
+    end
+  end
   if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
     if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
     redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
