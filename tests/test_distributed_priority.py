@@ -13,7 +13,7 @@ import pytest
 import trio
 
 import lanes
-from lanes.distributed import RedisBackend, open_lane_worker
+from lanes.distributed import RedisBackend, open_lane_worker, unfinished_commands
 from tests.distributed_commands import Step
 
 PREEMPTIBLE = (
@@ -208,6 +208,9 @@ async def preempt_one(system: Any, log: str) -> tuple[list[Any], Any]:
     stats = await system.statistics()
     assert (stats.lanes["bulk"].preempted, stats.lanes["bulk"].pending) == (1, 1)
     assert stats.lanes["bulk"].active == 1  # the preempted one counts as queued, not running
+    rows = await unfinished_commands(system.backend.url, prefix=system.backend.prefix)
+    bulk = sorted((row["status"], row["attempts"]) for row in rows if row["lane"] == "bulk")
+    assert bulk == [("pending", 0), ("running", 1)]  # a preemption is not an attempt
     return held, urgent
 
 
@@ -256,3 +259,27 @@ async def test_cancelling_a_preempted_command_deletes_it_in_redis(
     # the running one was stopped by its worker; the preempted one by the cancel script
     assert sum(w.statistics().lanes["bulk"].cancelled for w in (one, two)) == 1
     assert (stats.lanes["bulk"].cancelled, stats.lanes["bulk"].pending) == (2, 0)
+
+
+async def test_a_subscriber_sees_the_preemption(backend: RedisBackend, log: str) -> None:
+    from lanes import events as ev
+
+    async with (
+        system_on(backend, PREEMPTIBLE) as system,
+        system.subscribe() as events,
+        worker(backend, PREEMPTIBLE, "A", 1),
+        worker(backend, PREEMPTIBLE, "B", 1),
+    ):
+        held, urgent = await preempt_one(system, log)
+        seen: list[Any] = []
+        with trio.fail_after(10):
+            async for event in events:
+                seen.append(event)
+                if isinstance(event, ev.Preempted):
+                    break
+        [preempted] = [e for e in seen if isinstance(e, ev.Preempted)]
+        assert preempted.lane == "bulk" and preempted.attempt == 1
+        assert preempted.command_id in {h.id for h in held}
+        assert await urgent.result() == "u"
+        for handle in held:
+            handle.cancel()
