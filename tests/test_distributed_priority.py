@@ -283,3 +283,20 @@ async def test_a_subscriber_sees_the_preemption(backend: RedisBackend, log: str)
         assert await urgent.result() == "u"
         for handle in held:
             handle.cancel()
+
+
+async def test_a_rate_limited_lane_does_not_preempt(backend: RedisBackend, log: str) -> None:
+    limited = (
+        attrs.evolve(PREEMPTIBLE[0], rate_limit=lanes.RateLimit.per_second(1000)),
+        PREEMPTIBLE[1],
+    )
+    async with (
+        system_on(backend, limited) as system,
+        worker(backend, limited, "A", 1) as one,
+    ):
+        held = await system.submit("bulk", Step(log, "b", seconds=0.5))
+        await until(lambda: starts(log) == ["b"])
+        assert await (await system.submit("urgent", Step(log, "u"))).result() == "u"
+        assert await held.result() == "b"
+    assert starts(log) == ["b", "u"]  # the batch command kept its slot
+    assert one.statistics().lanes["bulk"].preempted == 0

@@ -152,8 +152,12 @@ class _Running:
 class LaneWorker:
     """A process's share of the work of lanes on Redis. Made by ``open_lane_worker()``.
 
-    Each fetch takes commands from the most urgent lane first, up to the free slots of each
-    lane on this worker (``LaneConfig.max_concurrency``) and of the worker as a whole.
+    Each fetch takes commands from the most urgent lane first (by the effective priority
+    of each stream's head: boosts apply), up to the free slots of each lane on this worker
+    (``LaneConfig.max_concurrency``) and of the worker as a whole, keeping the slots the
+    lanes' ``min_concurrency`` reserve. A full worker that runs a ``preemptible`` lane's
+    command gives its slot to a more urgent command no idle worker took (see
+    :meth:`_preempt_loop`).
     """
 
     def __init__(
@@ -847,7 +851,8 @@ class LaneWorker:
     def _preemptible_for(self) -> list[LaneConfig]:
         """The lanes a waiting command of which could preempt here (most urgent first):
         none unless the worker's slots are all taken; then those more urgent than some
-        running preemptible command, with a free slot of their own on this worker."""
+        running preemptible command, with a free slot of their own on this worker, and
+        not held back by a rate limit, cluster cap or ordered partitions."""
         if sum(self._active.values()) < self._settings.max_concurrency:
             return []
         least = max(  # the least urgent preemptible lane running here
@@ -866,7 +871,19 @@ class LaneWorker:
             if c.priority < least
             and c.name not in self._paused
             and self._active[c.name] < c.max_concurrency
+            and not self._gated(c)
         ]
+
+    def _gated(self, config: LaneConfig) -> bool:
+        """Whether a waiting command of the lane may be held back by more than a slot (a
+        rate limit, a cluster cap, ordered partitions): such a lane never preempts, as a
+        freed slot might not start it (in process, a lane without a token never does)."""
+        part = self._backend.partitioning(config.name)
+        return (
+            config.rate_limit is not None
+            or config.name in self._settings.cluster_concurrency
+            or (part is not None and part.ordered)
+        )
 
     def _victim(self, priority: int) -> _Running | None:
         """The latest started running command of a preemptible lane less urgent than
@@ -1203,8 +1220,10 @@ async def open_lane_worker(
 
     Args:
         lanes: the lane configurations (the same names as the submitters'); each lane's
-            ``max_concurrency`` holds per worker, its ``timeout`` and ``retry`` apply to
-            each attempt, its token-bucket ``rate_limit`` holds cluster-wide.
+            ``max_concurrency`` and ``min_concurrency`` hold per worker, its ``timeout``
+            and ``retry`` apply to each attempt, its token-bucket ``rate_limit`` holds
+            cluster-wide, its ``boost`` applies at each fetch, and ``preemptible`` lets
+            a full worker stop its command for a more urgent one that waits.
         backend: the :class:`RedisBackend`.
         commands: the ``@lanes.command`` classes this worker can rebuild and run.
         name: this worker's consumer name (default: host, pid and a random suffix).
@@ -1224,7 +1243,8 @@ async def open_lane_worker(
     other workers reclaim them when the lease expires).
 
     Raises:
-        LaneConfigError: invalid arguments (before connecting).
+        LaneConfigError: invalid arguments (before connecting), or lanes reserving more
+            slots (``min_concurrency``) than ``max_concurrency``.
         StorageError: Redis cannot be reached at start (the message names the URL).
     """
     configs, _ = validate_lanes(lanes, None)
