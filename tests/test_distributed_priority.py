@@ -300,3 +300,17 @@ async def test_a_rate_limited_lane_does_not_preempt(backend: RedisBackend, log: 
         assert await held.result() == "b"
     assert starts(log) == ["b", "u"]  # the batch command kept its slot
     assert one.statistics().lanes["bulk"].preempted == 0
+
+
+async def test_a_draining_worker_does_not_preempt(backend: RedisBackend, log: str) -> None:
+    async with system_on(backend, PREEMPTIBLE) as system:
+        async with worker(backend, PREEMPTIBLE, "A", 1) as leaving:
+            held = await system.submit("bulk", Step(log, "b", seconds=0.5))
+            await until(lambda: starts(log) == ["b"])
+            urgent = await system.submit("urgent", Step(log, "u"))
+        # the block's exit drained the batch command: no fetch would have used a freed slot
+        assert leaving.statistics().lanes["bulk"].preempted == 0
+        assert await held.result() == "b"
+        async with worker(backend, PREEMPTIBLE, "B", 1):
+            assert await urgent.result() == "u"
+    assert starts(log) == ["b", "u"]

@@ -191,6 +191,7 @@ class LaneWorker:
         self._slot_freed = trio.Event()
         self._turn = 0
         self._started = 0  # commands started (the seq of the next _Running)
+        self._draining = False  # fetching stopped: a freed slot would stay empty
         self._requeue_front = Lua(_scripts.REQUEUE_FRONT)
         self._next_reclaim = 0.0
         self.connection_errors = 0
@@ -828,7 +829,7 @@ class LaneWorker:
         script = self._scripts["PREEMPT"]
         while True:
             await trio.sleep(interval)
-            lanes = self._preemptible_for()
+            lanes = [] if self._draining else self._preemptible_for()
             if not lanes:
                 continue
             keys = [self._backend.key("paused")]
@@ -1289,9 +1290,11 @@ async def open_lane_worker(
                         yield worker
                     except BaseException:
                         fetching.cancel()
+                        worker._draining = True
                         worker._abort()
                         raise
                     fetching.cancel()
+                    worker._draining = True
                     await worker._stop(drain_timeout)
                 await worker._unregister()
                 outer.cancel_scope.cancel()
