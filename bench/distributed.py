@@ -15,6 +15,11 @@ private redis-server (no persistence):
   worker in the clients' process (``max_jobs=10``, 10 ms polls), each client awaiting its
   job's result.
 
+Urgent-start latency: the time from submitting a trivial command to an urgent lane to its
+result, while batch work of a ``preemptible`` lane holds slots: with two workers (one slot
+each, in the benchmark's process) where one is idle, where both are full (one preempts),
+and, as the baseline, an in-process system with ``max_concurrency=1`` that preempts.
+
 Targets: 4 workers reach >= 0.5x the raw loop, and 2 and 4 workers are not slower than 1.
 The raw loop and arq need the ``bench`` extra (``redis``, ``arq``).
 """
@@ -59,6 +64,71 @@ class Trivial:
 
     async def execute(self) -> int:
         return self.x
+
+
+HELD: dict[str, trio.Event] = {}  # batch commands running now (set by Hold, in this process)
+PRIORITY_LANES = (
+    lanes.LaneConfig("urgent", 0, max_concurrency=1),
+    lanes.LaneConfig("batch", 1, max_concurrency=2, preemptible=True),
+)
+PRIORITY_ROUNDS, QUICK_PRIORITY_ROUNDS = 30, 10
+PREEMPT_ROW = "2 workers, both full of batch: one preempts"
+IDLE_ROW = "2 workers, one full of batch, one idle"
+LOCAL_ROW = "in-process system, cap 1, full of batch: preempts"
+
+
+@lanes.command(name="bench-distributed-hold")
+@attrs.define
+class Hold:
+    tag: str
+    seconds: float = 30.0
+
+    async def execute(self) -> None:
+        HELD.setdefault(self.tag, trio.Event()).set()
+        await trio.sleep(self.seconds)
+
+
+async def _urgent_once(system: object, batch: int) -> float:
+    """Fill ``batch`` slots with batch commands, then time one urgent command; cancel the
+    batch commands after (a preempted one waits at the front of its lane)."""
+    submit = system.submit  # type: ignore[attr-defined]
+    tags = [uuid.uuid4().hex for _ in range(batch)]
+    for tag in tags:
+        HELD[tag] = trio.Event()
+    held = [await submit("batch", Hold(tag)) for tag in tags]
+    for tag in tags:
+        await HELD[tag].wait()
+        del HELD[tag]
+    began = time.perf_counter()
+    await (await submit("urgent", Trivial(1))).result()
+    took = time.perf_counter() - began
+    for handle in held:
+        handle.cancel()
+        with contextlib.suppress(lanes.CommandCancelled):
+            await handle.result()
+    return took
+
+
+async def _urgent_latency(url: str, rounds: int) -> dict[str, list[float]]:
+    found: dict[str, list[float]] = {PREEMPT_ROW: [], IDLE_ROW: [], LOCAL_ROW: []}
+    backend = distributed.RedisBackend(url, prefix=f"bench-priority-{uuid.uuid4().hex[:8]}")
+    one_slot = {"commands": [Hold, Trivial], "max_concurrency": 1, "drain_timeout": 0}
+    async with (
+        lanes.open_lane_system(PRIORITY_LANES, backend=backend, commands=[Hold, Trivial]) as remote,
+        distributed.open_lane_worker(PRIORITY_LANES, backend=backend, **one_slot),  # type: ignore[arg-type]
+        distributed.open_lane_worker(PRIORITY_LANES, backend=backend, **one_slot),  # type: ignore[arg-type]
+        lanes.open_lane_system(PRIORITY_LANES, max_concurrency=1) as local,
+    ):
+        for _ in range(rounds):
+            found[IDLE_ROW].append(await _urgent_once(remote, 1))
+            found[PREEMPT_ROW].append(await _urgent_once(remote, 2))
+            found[LOCAL_ROW].append(await _urgent_once(local, 1))
+    return found
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 async def _clients(system: lanes.LaneSystem | distributed.RemoteLaneSystem, n: int) -> float:
@@ -305,6 +375,8 @@ def run(options: Options) -> Result:
             result.note("arq skipped: pip install arq")
         samples = interleaved(runners, options.repeat, warmup=False)
         costs = trio.run(_client_costs, server.url)
+        rounds = QUICK_PRIORITY_ROUNDS if options.quick else PRIORITY_ROUNDS
+        latency = trio.run(_urgent_latency, server.url, rounds)
     finally:
         server_cm.__exit__(None, None, None)
     times = {name: [r.seconds for r in runs] for name, runs in samples.items()}
@@ -364,6 +436,18 @@ def run(options: Options) -> Result:
     for name, values in costs.items():
         per_call = dict(zip(map(str, _BATCHES), values, strict=True))
         result.rows.append({"table": "client", "client": name, **per_call})
+    latency_rows = []
+    for name, values in latency.items():
+        p50, p99 = median(values) * 1e3, _percentile(values, 0.99) * 1e3
+        latency_rows.append([name, p50, p99])
+        result.rows.append(
+            {"table": "urgent", "system": name, "runs": len(values), "p50_ms": p50, "p99_ms": p99}
+        )
+    print_table(
+        f"urgent command submitted to result while batch holds slots ({rounds} rounds, ms)",
+        ["system", "p50", "p99"],
+        latency_rows,
+    )
     if base:
         result.target(
             "4 workers / raw redis-py loop",

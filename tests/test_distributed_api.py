@@ -458,3 +458,40 @@ async def test_after_close_the_deployment_calls_raise_shutdown_in_progress(
         with trio.fail_after(2), pytest.raises(lanes.ShutdownInProgress, match="closed"):
             await call()
     assert system.dead_letters.list() == []  # the snapshot stays readable
+
+
+async def test_dead_letters_keep_the_traceback_and_discard_removes_one(
+    backend: RedisBackend, log: str
+) -> None:
+    async with worker_on(backend), system_on(backend) as first, system_on(backend) as second:
+        await fail(first, log, "x")
+        kept = await fail(first, log, "y")
+        [letter, other] = first.dead_letters.list()
+        trace = letter.traceback
+        assert trace is not None and trace.startswith("Traceback (most recent call last)")
+        assert "in execute" in trace
+        assert trace.rstrip().endswith("RuntimeError: x failed on purpose")
+        await eventually(lambda: len(second.dead_letters) == 2)
+        assert second.dead_letters.list()[0].traceback == trace  # read back from Redis
+        assert await second.dead_letters.discard(letter.id) is True
+        assert letter.id not in second.dead_letters
+        await eventually(lambda: letter.id not in first.dead_letters)  # the notice reached it
+        assert await first.dead_letters.discard(letter.id) is False  # gone already
+        assert [d.command_id for d in first.dead_letters.list()] == [kept]
+        for unknown in ("nope", "0-1", ""):
+            assert await first.dead_letters.discard(unknown) is False
+        for bad in (42, None, other):
+            with pytest.raises(lanes.LaneUsageError, match="expected a letter id string"):
+                await first.dead_letters.discard(bad)  # type: ignore[arg-type]
+        assert (await first.statistics()).dead_letters == 1
+    with pytest.raises(lanes.ShutdownInProgress):
+        await first.dead_letters.discard(other.id)
+
+
+async def test_a_long_traceback_is_cut_to_its_end(backend: RedisBackend, log: str) -> None:
+    async with worker_on(backend), system_on(backend) as system:
+        await fail(system, log, "z" * 20_000)
+        [letter] = system.dead_letters.list()
+        assert letter.traceback is not None and len(letter.traceback) < 8_100
+        assert letter.traceback.startswith("... (")
+        assert letter.traceback.rstrip().endswith("z failed on purpose")

@@ -40,6 +40,7 @@ _BY_KEY: dict[str, type[ev.Event]] = {
         ev.Failed,
         ev.DeadLettered,
         ev.Cancelled,
+        ev.Preempted,
     )
 }
 _converter = make_converter()

@@ -18,7 +18,8 @@ async def unfinished_commands(url: str, *, prefix: str = "lanes") -> list[dict[s
     """The commands of a deployment that have no outcome yet, read from Redis.
 
     Each is a dict with the keys ``id``, ``type``, ``key`` (idempotency key or None),
-    ``lane``, ``status`` (``"pending"``: queued for its first attempt; ``"delayed"``:
+    ``lane``, ``status`` (``"pending"``: queued for its first attempt, or preempted and
+    queued at the front of its lane again; ``"delayed"``:
     waiting for its ``delay=``; ``"running"``: fetched by a worker; ``"retrying"``: a
     failed attempt's next one waits for its backoff or a worker), ``attempts`` (attempts
     started so far) and ``next_due`` (wall-clock seconds when a delayed or retrying
@@ -62,13 +63,17 @@ async def _in_stream(backend: RedisBackend, client: Client, stream: str) -> list
     except StorageError:  # no consumer group yet: no worker ever fetched from it
         pending = ()
     running = {str(info.identifier) for info in pending}
+    front = await redis_call(backend, client.lrange(f"{stream}:front", 0, -1))
+    preempted = {str(item).split(" ", 1)[0] for item in front}  # pending again, held by none
     found = []
     for entry in await redis_call(backend, client.xrange(stream)):
         try:
             envelope = Envelope.from_fields(converter, str_fields(entry.field_values))
         except StorageError:
             continue
-        if str(entry.identifier) in running:
+        if str(entry.identifier) in preempted:
+            found.append(_row(envelope, "pending", envelope.attempt - 1, None))
+        elif str(entry.identifier) in running:
             found.append(_row(envelope, "running", envelope.attempt, None))
         elif envelope.attempt > 1:
             found.append(_row(envelope, "retrying", envelope.attempt - 1, None))

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._dlq import DeadLetterNotFound
-from .._errors import LaneConfigError, StorageError
+from .._errors import LaneConfigError, LaneUsageError, StorageError
 from . import _scripts, _scripts_api
 from ._redis import Lua, fields_list
 from ._wire import Envelope, RemoteDeadLetter
@@ -42,7 +42,7 @@ class RemoteDeadLetters:
     """The deployment's dead letters: ``system.dead_letters`` of a distributed system.
 
     As in process, ``list()``, ``len()`` and ``in`` are synchronous snapshots and ``pop``,
-    ``requeue`` and ``clear`` are async. The snapshot is this process's copy of the
+    ``requeue``, ``discard`` and ``clear`` are async. The snapshot is this process's copy of the
     dead-letter stream: a letter written on any worker appears in it as soon as this
     system's reply reader reads it, and before the failed command's handle resolves when
     this system submitted it (both arrive in the same read). A letter's ``id`` is its
@@ -61,6 +61,7 @@ class RemoteDeadLetters:
         self._cleared = (0, 0)  # every letter up to this id was cleared
         self._pop = Lua(_scripts_api.POP_LETTER)
         self._clear = Lua(_scripts_api.CLEAR_LETTERS)
+        self._discard = Lua(_scripts_api.DISCARD_LETTER)
         self._snapshot = Lua(_scripts_api.DEAD_SNAPSHOT)
         self._move = Lua(_scripts.MOVE_LETTER)
 
@@ -149,6 +150,35 @@ class RemoteDeadLetters:
             msg = f"requeue: dead letter {letter_id!r} was requeued or removed meanwhile"
             raise DeadLetterNotFound(msg)
         return handle
+
+    async def discard(self, letter_id: str) -> bool:
+        """Remove the letter ``letter_id`` without running its command again.
+
+        Returns True if it was removed, False if no letter has that id (already requeued,
+        discarded, popped, cleared or evicted, possibly by another process). The removal
+        is one script: cancelled while Redis runs it, the letter may be removed and False
+        never returned; every process's copy then drops it when it reads the notice.
+
+        Raises:
+            LaneUsageError: ``letter_id`` is not a string (pass ``RemoteDeadLetter.id``).
+            StorageError: Redis cannot be reached; the letter stays.
+            ShutdownInProgress: the system is closed.
+        """
+        self._system._open_nursery("dead_letters.discard")
+        if not isinstance(letter_id, str):
+            msg = (
+                f"dead_letters.discard: letter_id={letter_id!r} is a "
+                f"{type(letter_id).__name__}; expected a letter id string (RemoteDeadLetter.id)"
+            )
+            raise LaneUsageError(msg)
+        if not _order_ok(letter_id):
+            self._letters.pop(letter_id, None)
+            return False
+        removed = await self._system._batcher.call(
+            self._discard, [self.stream, self.removed_stream], [letter_id]
+        )
+        self._forget(letter_id)
+        return bool(removed)
 
     async def clear(self) -> int:
         """Remove every letter of the deployment; return how many were removed.

@@ -16,6 +16,8 @@ __all__ = [
     "HEARTBEAT",
     "MOVE_LETTER",
     "PAUSE",
+    "PREEMPT",
+    "REQUEUE_FRONT",
     "RETRY",
     "SUBMIT",
 ]
@@ -88,16 +90,24 @@ return {ARGV[2], redis.call('XADD', KEYS[1], '*', unpack(fields))}
 
 # KEYS: delayed zset, then the streams to fetch from, most urgent lane first, then the set
 # of paused lanes (a paused lane's streams are skipped: nothing of it starts or is reclaimed).
-# ARGV: group, consumer, budget, reclaim idle ms (0: no reclaim), poll ms, then seven values
+# ARGV: group, consumer, budget, reclaim idle ms (0: no reclaim), poll ms, pool (the slots
+# of the budget not reserved for lanes below their ``min_concurrency``), then eight values
 # per stream: lane, lane's free slots, ordered (1/0), cluster cap of the lane (0: none),
-# tokens per ms (0: no rate limit), burst, bucket key. A lane's streams are consecutive.
+# tokens per ms (0: no rate limit), burst, bucket key, the lane's reserved slots left (a
+# lane takes those, then slots of the pool), its priority, its boost points (ms since the
+# head entered the stream, space-separated; '' none). A lane's streams are consecutive.
+# Streams are served in order of their head's effective priority (the lane's priority,
+# one level more urgent per boost point the head's age passed, never below 0), ties in
+# the given order.
 # Returns {entries, wait hint ms (-1: none), last ids (only when nothing was fetched)};
-# each entry is {stream, id, flat fields, deliveries}.
+# each entry is {stream, id, flat fields, deliveries}. A stream's preempted commands (its
+# ``:front`` list) come before its reclaimed and new entries.
 FETCH = (
     _NOW
     + """
 local group, consumer = ARGV[1], ARGV[2]
 local budget, reclaim, poll = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local pool = tonumber(ARGV[6])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 256)
 for _, member in ipairs(due) do
   local item = cjson.decode(member)
@@ -111,22 +121,54 @@ end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then hint(math.max(1, tonumber(head[2]) - now)) end
 local paused = KEYS[#KEYS]
-local left, running = {}, {}
+local left, running, reserved = {}, {}, {}
+local order = {}
 for i = 2, #KEYS - 1 do
-  local base = 6 + (i - 2) * 7
+  local base = 7 + (i - 2) * 10
+  local effective = tonumber(ARGV[base + 8])
+  if ARGV[base + 9] ~= '' then
+    local head = redis.call('LINDEX', KEYS[i] .. ':front', 0)
+    if not head then
+      local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])
+      if type(groups) == 'table' and groups.err == nil then
+        for _, info in ipairs(groups) do
+          local f = {}
+          for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
+          if f['name'] == group then
+            local first = redis.call('XRANGE', KEYS[i], '(' .. f['last-delivered-id'], '+',
+              'COUNT', 1)[1]
+            if first then head = first[1] end
+          end
+        end
+      end
+    end
+    if head then
+      local age = now - tonumber(string.match(head, '^(%d+)'))
+      for point in string.gmatch(ARGV[base + 9], '%S+') do
+        if age >= tonumber(point) then effective = effective - 1 end
+      end
+      effective = math.max(0, effective)
+    end
+  end
+  order[#order + 1] = {effective, i}
   local lane = ARGV[base]
-  if left[lane] == nil then left[lane] = tonumber(ARGV[base + 1]) end
+  if left[lane] == nil then
+    left[lane] = tonumber(ARGV[base + 1])
+    reserved[lane] = tonumber(ARGV[base + 7])
+  end
   if tonumber(ARGV[base + 3]) > 0 then
     running[lane] = (running[lane] or 0) + redis.call('XPENDING', KEYS[i], group)[1]
   end
 end
+table.sort(order, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
 local out = {}
-for i = 2, #KEYS - 1 do
+for _, pick in ipairs(order) do
   if budget <= 0 then break end
+  local i = pick[2]
   local stream = KEYS[i]
-  local base = 6 + (i - 2) * 7
+  local base = 7 + (i - 2) * 10
   local lane = ARGV[base]
-  local n = math.min(budget, left[lane])
+  local n = math.min(budget, left[lane], reserved[lane] + math.max(0, pool))
   if redis.call('SISMEMBER', paused, lane) == 1 then n = 0 end
   local ordered, cap = ARGV[base + 2] == '1', tonumber(ARGV[base + 3])
   local rate, burst, bucket = tonumber(ARGV[base + 4]), tonumber(ARGV[base + 5]), ARGV[base + 6]
@@ -140,8 +182,23 @@ for i = 2, #KEYS - 1 do
     n = math.min(n, math.floor(tokens))
   end
   local got = 0
-  if n > 0 and reclaim > 0 then
-    local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, reclaim, '0-0', 'COUNT', n)
+  while got < n do  -- preempted commands first: the front of the lane (see REQUEUE_FRONT)
+    local item = redis.call('LPOP', stream .. ':front')
+    if not item then break end
+    local id, owner = string.match(item, '^(%S+) (.+)$')
+    local info = id and redis.call('XPENDING', stream, group, id, id, 1)[1]
+    if info and info[2] == owner then  -- not reclaimed, acknowledged or cancelled since
+      local claimed = redis.call('XCLAIM', stream, group, consumer, 0, id,
+        'RETRYCOUNT', info[4])
+      if claimed[1] and claimed[1][2] then
+        out[#out + 1] = {stream, id, claimed[1][2], info[4]}
+        got = got + 1
+      end
+    end
+  end
+  if n - got > 0 and reclaim > 0 then
+    local claimed = redis.call('XAUTOCLAIM', stream, group, consumer, reclaim, '0-0', 'COUNT',
+      n - got)
     for _, entry in ipairs(claimed[2]) do
       local info = redis.call('XPENDING', stream, group, entry[1], entry[1], 1)
       local deliveries = 1
@@ -179,6 +236,9 @@ for i = 2, #KEYS - 1 do
   end
   left[lane] = left[lane] - got
   budget = budget - got
+  local mine = math.min(got, reserved[lane])
+  reserved[lane] = reserved[lane] - mine
+  pool = pool - (got - mine)
 end
 local last = {}
 if #out == 0 then
@@ -295,8 +355,9 @@ return 1
 # KEYS: lane stream, cancelled zset, control stream, idempotency key, the lane's counters,
 # the events stream and switch. ARGV: group, entry id ('' unknown), command id, marker ttl
 # ms, has_key, lane.
-# A command still queued in its stream (not handed to any worker) is deleted: returns 1, it
-# never starts. Otherwise (running, delayed, or finished) the id is marked cancelled until
+# A command still queued in its stream (not handed to any worker, or preempted and waiting
+# in the stream's front list) is deleted: returns 1, it never starts again. Otherwise
+# (running, delayed, or finished) the id is marked cancelled until
 # the ttl passes and announced on the control stream, which every worker reads: returns 2.
 CANCEL = (
     _NOW
@@ -305,6 +366,13 @@ CANCEL = (
 if ARGV[2] ~= '' then
   local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
   local handed = type(pending) == 'table' and pending.err == nil and pending[1] ~= nil
+  if handed then  -- preempted and waiting at the front of its lane: queued, in effect
+    local item = ARGV[2] .. ' ' .. pending[1][2]
+    if redis.call('LREM', KEYS[1] .. ':front', 1, item) == 1 then
+      redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+      handed = false
+    end
+  end
   if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
     if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
     redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
@@ -316,6 +384,61 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'cancel', ARGV[3])
 return 2
+"""
+)
+
+# KEYS: the paused set, then the streams of the lanes more urgent than a preemptible
+# command this (full) worker runs, most urgent first.
+# ARGV: group, prefix, grace ms, claim ttl ms, then the lane of each stream.
+# Looks for a command no worker took although it waited at least the grace (every idle
+# worker would have taken it by then) and claims it for this worker (a key per entry, for
+# the ttl: one waiting command makes one worker preempt, not all). Returns {stream, id} of
+# the claimed entry, or {} when nothing waits that long or every such entry is claimed.
+PREEMPT = (
+    _NOW
+    + """
+local group, prefix = ARGV[1], ARGV[2]
+local grace, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 2, #KEYS do
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i + 3]) == 0 then
+    local last = nil
+    local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])
+    if type(groups) == 'table' and groups.err == nil then
+      for _, info in ipairs(groups) do
+        local fields = {}
+        for j = 1, #info, 2 do fields[info[j]] = info[j + 1] end
+        if fields['name'] == group then last = fields['last-delivered-id'] end
+      end
+    end
+    if last then
+      for _, entry in ipairs(redis.call('XRANGE', KEYS[i], '(' .. last, '+', 'COUNT', 16)) do
+        local ms = tonumber(string.match(entry[1], '^(%d+)'))
+        if now - ms < grace then break end
+        local claim = prefix .. ':preempt:' .. KEYS[i] .. ':' .. entry[1]
+        if redis.call('SET', claim, '1', 'NX', 'PX', ttl) then return {KEYS[i], entry[1]} end
+      end
+    end
+  end
+end
+return {}
+"""
+)
+
+# KEYS: stream, its front list, notify stream, the lane's counters hash, the events stream
+# and its switch. ARGV: group, message id, consumer, events (one JSON per line).
+# Puts a preempted command back at the front of its lane: the entry stays pending (its
+# attempt is not counted again), its id goes to the front list that FETCH reads before the
+# stream, and an idle worker is woken. Returns 0 when this consumer no longer holds it.
+REQUEUE_FRONT = (
+    _EMIT
+    + """
+local info = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1]
+if not info or info[2] ~= ARGV[3] then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[2] .. ' ' .. ARGV[3])
+redis.call('HINCRBY', KEYS[4], 'preempted', 1)
+emit(KEYS[5], KEYS[6], ARGV[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', 1, '*', 'preempted', '1')
+return 1
 """
 )
 
@@ -337,10 +460,11 @@ return 1
 # KEYS: delayed zset, control stream, the lane's counters hash, the events stream and its
 # switch, then the lane's streams.
 # ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix, the caller's reply stream.
-# Queued: deletes the lane's entries no worker holds and its delayed (and retrying)
-# commands, replying 'cancelled' to their submitters and releasing their keys. Running:
-# tells every worker (control stream) to cancel the lane's running commands, and adds the
-# caller's reply stream to each one's waiters (it then learns when each has stopped).
+# Queued: deletes the lane's entries no worker holds, its preempted ones (front lists) and
+# its delayed (and retrying) commands, replying 'cancelled' to their submitters and
+# releasing their keys. Running: tells every worker (control stream) to cancel the lane's
+# running commands, and adds the caller's reply stream to each one's waiters (it then
+# learns when each has stopped).
 # Returns {queued commands deleted, running commands told to stop, their command ids}.
 CANCEL_LANE = (
     _EMIT
@@ -375,6 +499,15 @@ if ARGV[3] == '1' then
   local mine = {}
   for i = 6, #KEYS do
     mine[KEYS[i]] = true
+    for _, item in ipairs(redis.call('LRANGE', KEYS[i] .. ':front', 0, -1)) do
+      local id = string.match(item, '^(%S+)')
+      local entry = redis.call('XRANGE', KEYS[i], id, id)[1]
+      if redis.call('XACK', KEYS[i], group, id) == 1 and entry then
+        redis.call('XDEL', KEYS[i], id)
+        drop(entry[2])
+      end
+    end
+    redis.call('DEL', KEYS[i] .. ':front')
     local held = {}
     for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do held[row[1]] = true end
     for _, entry in ipairs(redis.call('XRANGE', KEYS[i], '-', '+')) do
@@ -394,13 +527,19 @@ if ARGV[3] == '1' then
 end
 if ARGV[4] == '1' then
   for i = 6, #KEYS do
+    local waiting = {}  -- preempted: pending, but no worker runs them (queued, in effect)
+    for _, item in ipairs(redis.call('LRANGE', KEYS[i] .. ':front', 0, -1)) do
+      waiting[string.match(item, '^(%S+)')] = true
+    end
     for _, row in ipairs(pending(KEYS[i], {'-', '+', 1000000}) or {}) do
-      running = running + 1
-      local entry = redis.call('XRANGE', KEYS[i], row[1], row[1])[1]
-      local ok, env = pcall(cjson.decode, entry and entry[2][2] or '')
-      if ok and type(env) == 'table' and type(env.id) == 'string' then
-        redis.call('SADD', prefix .. ':waiters:' .. env.id, ARGV[6])
-        ids[#ids + 1] = env.id
+      if not waiting[row[1]] then
+        running = running + 1
+        local entry = redis.call('XRANGE', KEYS[i], row[1], row[1])[1]
+        local ok, env = pcall(cjson.decode, entry and entry[2][2] or '')
+        if ok and type(env) == 'table' and type(env.id) == 'string' then
+          redis.call('SADD', prefix .. ':waiters:' .. env.id, ARGV[6])
+          ids[#ids + 1] = env.id
+        end
       end
     end
   end

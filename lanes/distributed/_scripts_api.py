@@ -13,6 +13,7 @@ __all__ = [
     "CLEAR_LETTERS",
     "DEAD_SNAPSHOT",
     "DEFINE_SCHEDULE",
+    "DISCARD_LETTER",
     "FIRE",
     "POP_LETTER",
     "REGISTER",
@@ -92,8 +93,9 @@ while a < #ARGV do
     local summary = redis.pcall('XPENDING', KEYS[i], group)
     local held = 0
     if type(summary) == 'table' and summary.err == nil then held = summary[1] end
-    queued = queued + length - held
-    running = running + held
+    local front = redis.call('LLEN', KEYS[i] .. ':front')  -- preempted: pending again
+    queued = queued + length - held + front
+    running = running + held - front
     waiting = waiting + (delayed[KEYS[i]] or 0)
   end
   local cap = capacity[lane] or 0
@@ -126,6 +128,14 @@ if not first then return {} end
 redis.call('XDEL', KEYS[1], first[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'removed', first[1])
 return first
+"""
+
+# KEYS: dead-letter stream, removed-letters stream. ARGV: letter id.
+# Removes one letter (announced like a pop); returns 1, or 0 when no letter has that id.
+DISCARD_LETTER = """
+if redis.call('XDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', 10000, '*', 'removed', ARGV[1])
+return 1
 """
 
 # KEYS: dead-letter stream, removed-letters stream.

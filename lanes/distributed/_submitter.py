@@ -71,8 +71,9 @@ class RemoteLaneSystem:
 
     Made by ``open_lane_system(lanes, backend=RedisBackend(url), commands=[...])``; it has
     no public constructor. Only ``@lanes.command`` objects can be submitted (they travel as
-    JSON). Compared with the in-process :class:`~lanes.LaneSystem`, priority holds per
-    worker fetch (no global preemption) and delivery is at-least-once.
+    JSON). Compared with the in-process :class:`~lanes.LaneSystem`, priority, boosts and
+    preemption are decided by each worker's fetch from what Redis holds, reserved slots
+    (``min_concurrency``) hold per worker, and delivery is at-least-once.
     """
 
     def __init__(
@@ -532,7 +533,7 @@ class RemoteLaneSystem:
     @property
     def dead_letters(self) -> RemoteDeadLetters:
         """The deployment's dead-letter queue (``list()``, ``len()``, ``await pop()``,
-        ``await requeue(id)``, ``await clear()``), as in process; see
+        ``await requeue(id)``, ``await discard(id)``, ``await clear()``), as in process; see
         :class:`RemoteDeadLetters`."""
         return self._letters
 
@@ -563,7 +564,8 @@ class RemoteLaneSystem:
         queued plus delayed and retrying commands, ``active`` the commands workers hold
         (a dead worker's until they are reclaimed), ``max_concurrency`` the slots of the
         workers alive now (per lane: at most its ``cluster_concurrency``).
-        ``effective_priority`` is the lane's priority (no boost) and ``preempted`` is 0;
+        ``effective_priority`` is the lane's priority (the fetch applies boosts, per command);
+        ``preempted`` counts the commands workers preempted;
         ``events_dropped`` counts this system's subscribers' drops. Cancelling it leaves
         nothing behind.
 

@@ -129,6 +129,10 @@ class RemoteDeadLetter:
         error: ``"ExceptionType: message"`` of the last error.
         attempts: attempts made.
         failed_at: wall-clock time (seconds since the epoch) of the failure.
+        traceback: the last error's formatted traceback as the worker printed it, chained
+            causes included, cut to its last 8,000 characters (the end, with the error, is
+            kept), as ``DeadLetter.traceback`` in process. None for a letter
+            written without one (by an older version).
     """
 
     id: str
@@ -141,12 +145,20 @@ class RemoteDeadLetter:
     stream: str = attrs.field(repr=False)
     payload: str = attrs.field(repr=False)
     timeout: float | None = attrs.field(repr=False)
+    traceback: str | None = attrs.field(repr=False, eq=False, default=None)
 
     @classmethod
     def build(
-        cls, envelope: Envelope, stream: str, error: str, attempts: int, failed_at: float
+        cls,
+        envelope: Envelope,
+        stream: str,
+        error: str,
+        attempts: int,
+        failed_at: float,
+        traceback: str,
     ) -> dict[str, str]:
-        """The dead-letter entry's fields for a failed command."""
+        """The dead-letter entry's fields for a failed command (``traceback`` already cut
+        to its bounded length)."""
         return {
             "command_id": envelope.id,
             "lane": envelope.lane,
@@ -157,6 +169,7 @@ class RemoteDeadLetter:
             "error": error,
             "attempts": str(attempts),
             "failed_at": repr(failed_at),
+            "traceback": traceback,
         }
 
     @classmethod
@@ -178,6 +191,7 @@ class RemoteDeadLetter:
                 stream=_get(fields, "stream", "dead letter"),
                 payload=_get(fields, "payload", "dead letter"),
                 timeout=_optional_float(_get(fields, "timeout", "dead letter")),
+                traceback=fields.get("traceback") or None,
             )
         except ValueError as exc:
             msg = f"a dead letter in Redis has a malformed field: {exc}"

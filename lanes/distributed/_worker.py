@@ -23,6 +23,7 @@ from coredis.tokens import PureToken
 from .. import events as ev
 from .._codec import CommandRegistry
 from .._config import DEFAULT_LANES, LaneConfig, validate_lanes
+from .._dlq import format_traceback
 from .._errors import LaneConfigError, Permanent, StorageError
 from .._outcome import Ended, Next, next_step
 from . import _scripts, _scripts_api
@@ -69,6 +70,9 @@ class WorkerLaneStatistics:
             malformed field): each was dead-lettered once, acknowledged and logged.
         cancelled: commands cancelled by their handle that this worker settled (stopped
             while running, or found marked cancelled when fetched).
+        preempted: commands of this (preemptible) lane this worker stopped to give the
+            slot to a more urgent command that waited; each went back to the front of
+            the lane, its attempt not counted.
     """
 
     name: str
@@ -83,6 +87,7 @@ class WorkerLaneStatistics:
     duplicates: int
     malformed: int
     cancelled: int
+    preempted: int
 
 
 @attrs.frozen
@@ -107,21 +112,36 @@ _COUNTERS = (
     "duplicates",
     "malformed",
     "cancelled",
+    "preempted",
 )
 _CANCELLED_KEPT = 100_000  # ids of cancelled commands a worker remembers
 
 
 class _Running:
-    __slots__ = ("cancelled", "command_id", "lane", "release", "scope", "settling", "stopped")
+    __slots__ = (
+        "attempt",
+        "cancelled",
+        "command_id",
+        "lane",
+        "preempted",
+        "release",
+        "scope",
+        "seq",
+        "settling",
+        "stopped",
+    )
 
-    def __init__(self, lane: str) -> None:
+    def __init__(self, lane: str, seq: int) -> None:
         self.lane = lane
+        self.seq = seq  # start order on this worker (the latest started is preempted)
+        self.preempted = False  # stopped for a more urgent command: back to the front
         self.scope = trio.CancelScope()
         self.settling = False
         self.release = False
         self.cancelled = False  # by its handle (the control stream)
         self.stopped = False  # stop() was called (not the attempt's timeout)
         self.command_id = ""
+        self.attempt = 1
 
     def stop(self) -> None:
         """Cancel the attempt (a lost lease, its handle, its lane, or shutdown)."""
@@ -132,8 +152,12 @@ class _Running:
 class LaneWorker:
     """A process's share of the work of lanes on Redis. Made by ``open_lane_worker()``.
 
-    Each fetch takes commands from the most urgent lane first, up to the free slots of each
-    lane on this worker (``LaneConfig.max_concurrency``) and of the worker as a whole.
+    Each fetch takes commands from the most urgent lane first (by the effective priority
+    of each stream's head: boosts apply), up to the free slots of each lane on this worker
+    (``LaneConfig.max_concurrency``) and of the worker as a whole, keeping the slots the
+    lanes' ``min_concurrency`` reserve. A full worker that runs a ``preemptible`` lane's
+    command gives its slot to a more urgent command no idle worker took (see
+    :meth:`_preempt_loop`).
     """
 
     def __init__(
@@ -149,6 +173,10 @@ class LaneWorker:
         self._backend = backend
         self._configs = {c.name: c for c in configs}
         self._order = sorted(configs, key=lambda c: c.priority)  # stable: ties keep order
+        self._boost_points = {  # for FETCH: ms since a lane's head entered its stream
+            c.name: " ".join(str(math.ceil(p * 1000)) for p in c.boost.at) if c.boost else ""
+            for c in configs
+        }
         self._registry = registry
         self._settings = settings
         self.name = settings.name
@@ -162,6 +190,9 @@ class LaneWorker:
         self._paused: set[str] = set()
         self._slot_freed = trio.Event()
         self._turn = 0
+        self._started = 0  # commands started (the seq of the next _Running)
+        self._draining = False  # fetching stopped: a freed slot would stay empty
+        self._requeue_front = Lua(_scripts.REQUEUE_FRONT)
         self._next_reclaim = 0.0
         self.connection_errors = 0
         self._wake_last = self._notify_last = "0-0"
@@ -169,7 +200,7 @@ class LaneWorker:
         self._batcher = Batcher(backend)
         self._scripts = {
             name: Lua(getattr(_scripts, name))
-            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT", "EMIT")
+            for name in ("FETCH", "FINISH", "RETRY", "HEARTBEAT", "EMIT", "PREEMPT")
         }
         self._events_keys = [backend.key("events"), backend.key("events:on")]
         self._events_until = -math.inf  # events are written until then (a subscription)
@@ -252,19 +283,29 @@ class LaneWorker:
             if not entries:
                 await self._block(plan, budget, last, wait_ms, partial)
 
+    def _reserved(self) -> tuple[dict[str, int], int]:
+        """Each lane's reserved slots left on this worker (``min_concurrency`` not yet
+        running) and the pool: the free slots of the worker not reserved for any lane."""
+        reserved = {c.name: max(0, c.min_concurrency - self._active[c.name]) for c in self._order}
+        budget = self._settings.max_concurrency - sum(self._active.values())
+        return reserved, budget - sum(reserved.values())
+
     def _plan(self) -> tuple[list[tuple[LaneConfig, str, int]], int, bool]:
         """(lane, stream, free slots) in priority order, the worker's budget, and whether
-        some lane was left out for lack of a slot."""
+        some lane was left out for lack of a slot (its own, or one not reserved for
+        another lane's ``min_concurrency``)."""
         budget = self._settings.max_concurrency - sum(self._active.values())
         plan: list[tuple[LaneConfig, str, int]] = []
         partial = False
         if budget <= 0:
             return plan, 0, True
         self._turn += 1
+        reserved, pool = self._reserved()
         for config in self._order:
             if config.name in self._paused:
                 continue
             free = config.max_concurrency - self._active[config.name]
+            free = min(free, reserved[config.name] + max(0, pool))
             if free <= 0:
                 partial = True
                 continue
@@ -282,7 +323,8 @@ class LaneWorker:
         if now >= self._next_reclaim:
             reclaim = max(1, int(self._backend.lease * 1000))
             self._next_reclaim = now + self._backend.lease / 4
-        args: list[Any] = [GROUP, self.name, budget, reclaim, self._settings.poll_ms]
+        reserved, pool = self._reserved()
+        args: list[Any] = [GROUP, self.name, budget, reclaim, self._settings.poll_ms, pool]
         for config, _stream, free in plan:
             part = self._backend.partitioning(config.name)
             limit = config.rate_limit
@@ -295,6 +337,9 @@ class LaneWorker:
                 repr(rate),
                 limit.burst if limit is not None else 0,
                 self._backend.key(f"bucket:{config.name}"),
+                reserved[config.name],
+                config.priority,
+                self._boost_points[config.name],
             ]
         keys = [self._backend.key("delayed")] + [stream for _, stream, _ in plan]
         keys.append(self._backend.key("paused"))
@@ -354,7 +399,8 @@ class LaneWorker:
     def _exclusive(self, plan: list[tuple[LaneConfig, str, int]], budget: int) -> bool:
         """Whether an idle read may take entries itself: no lane of the plan has a rate
         limit, a cluster cap or ordered partitions (those the fetch script enforces), and
-        one entry from every stream fits the worker's and each lane's free slots."""
+        one entry from every stream fits the worker's and each lane's free slots, and the
+        slots not reserved for other lanes' ``min_concurrency``."""
         per_lane: dict[str, int] = {}
         for config, _stream, free in plan:
             part = self._backend.partitioning(config.name)
@@ -365,7 +411,9 @@ class LaneWorker:
             per_lane[config.name] = per_lane.get(config.name, 0) + 1
             if per_lane[config.name] > free:
                 return False
-        return len(plan) <= budget
+        reserved, pool = self._reserved()
+        beyond = sum(max(0, n - reserved[lane]) for lane, n in per_lane.items())
+        return len(plan) <= budget and beyond <= pool
 
     async def _read_group(self, streams: list[str], wake: str, notify: str, timeout: int) -> None:
         """Block on ``XREADGROUP``; start the commands it hands to this worker."""
@@ -436,7 +484,8 @@ class LaneWorker:
         if lane in self._paused:  # a blocking read that began before the pause took it
             self._commands.start_soon(self._release, stream, message_id, fields)
             return
-        running = _Running(lane)
+        self._started += 1
+        running = _Running(lane, self._started)
         self._running[(stream, message_id)] = running
         self._active[lane] += 1
         if int(deliveries) > 1:
@@ -463,6 +512,8 @@ class LaneWorker:
                 self._active[running.lane] -= 1
                 self._slot_freed.set()
                 await self._settle(running.lane, settle)
+            elif running.preempted:
+                await self._to_front(running, stream, message_id)
             elif running.release:
                 await self._release(stream, message_id, fields)
         finally:
@@ -488,6 +539,7 @@ class LaneWorker:
             return self._malformed(running.lane, stream, message_id, fields, exc)
         config = self._configs[running.lane]
         running.command_id = envelope.id
+        running.attempt = envelope.attempt
         if envelope.id in self._cancelled:  # cancelled by its handle before it started
             return self._cancel_call(stream, message_id, envelope, 0)
         self._by_command[envelope.id] = running
@@ -531,10 +583,11 @@ class LaneWorker:
         if step.next is Next.RETRY:
             return self._retry(stream, message_id, envelope, step.delay, outcome)
         assert step.next is Next.DEAD_LETTER and step.error is not None
+        trace = format_traceback(outcome.error or step.error)
         if outcome.ended is Ended.TIMED_OUT:
             text = f"CommandTimeout: {step.error}"
-            return self._final(stream, message_id, envelope, "timeout", text)
-        return self._final(stream, message_id, envelope, "failed", _describe(step.error))
+            return self._final(stream, message_id, envelope, "timeout", text, trace)
+        return self._final(stream, message_id, envelope, "failed", _describe(step.error), trace)
 
     async def _execute(
         self, running: _Running, command: Any, attempt: int, timeout: float
@@ -588,10 +641,18 @@ class LaneWorker:
         )
 
     def _final(
-        self, stream: str, message_id: str, envelope: Envelope, outcome: str, error: str
+        self,
+        stream: str,
+        message_id: str,
+        envelope: Envelope,
+        outcome: str,
+        error: str,
+        trace: str,
     ) -> Callable[[], Awaitable[Any]]:
         reply = Reply(envelope.id, outcome, "null", error, envelope.attempt)
-        letter = RemoteDeadLetter.build(envelope, stream, error, envelope.attempt, time.time())
+        letter = RemoteDeadLetter.build(
+            envelope, stream, error, envelope.attempt, time.time(), trace
+        )
         shared = "failed dead_lettered" + (" timed_out" if outcome == "timeout" else "")
         events = self._events(lambda: _ended(envelope, outcome == "timeout", error))
         return self._finish_call(
@@ -703,6 +764,7 @@ class LaneWorker:
             "error": text,
             "attempts": "0",
             "failed_at": repr(time.time()),
+            "traceback": format_traceback(error),
         }
         target = _Target(lane, raw.get("id", ""), raw.get("reply", ""), raw.get("key"))
         reply = Reply(target.command_id, "failed", "null", text, 0) if target.command_id else None
@@ -731,6 +793,118 @@ class LaneWorker:
                 self.connection_errors += 1
                 await trio.sleep(pause * (0.5 + self._random.random()))
                 pause = min(pause * 2, _BACKOFF[1])
+
+    async def _to_front(self, running: _Running, stream: str, message_id: str) -> None:
+        """Put a preempted command back at the front of its lane (REQUEUE_FRONT), best
+        effort: if Redis cannot be reached, another worker reclaims it after the lease."""
+        keys = [
+            stream,
+            f"{stream}:front",
+            self._backend.key("notify"),
+            self._backend.key(f"stats:{running.lane}"),
+            *self._events_keys,
+        ]
+        events = self._events(
+            lambda: [ev.Preempted(running.lane, running.command_id, time.time(), running.attempt)]
+        )
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            with contextlib.suppress(StorageError):
+                moved = await self._batcher.call(
+                    self._requeue_front, keys, [GROUP, message_id, self.name, events]
+                )
+                if moved:
+                    self._counts[running.lane]["preempted"] += 1
+
+    # -- preemption ------------------------------------------------------------------------------
+
+    async def _preempt_loop(self) -> None:
+        """While every slot is full and a preemptible lane's command runs here, look each
+        poll interval for a more urgent command that waited past the grace; when this
+        worker claims one, stop its latest started command of the least urgent
+        preemptible lane that is less urgent than the waiting one (it goes back to the
+        front of its lane: :meth:`_to_front`)."""
+        interval = self._settings.poll_ms / 1000
+        grace = self._settings.poll_ms
+        script = self._scripts["PREEMPT"]
+        while True:
+            await trio.sleep(interval)
+            lanes = [] if self._draining else self._preemptible_for()
+            if not lanes:
+                continue
+            keys = [self._backend.key("paused")]
+            args: list[Any] = [GROUP, self._backend.prefix, grace, int(self._backend.lease * 1000)]
+            for config in lanes:
+                for stream in self._streams[config.name]:
+                    keys.append(stream)
+                    args.append(config.name)
+            try:
+                answer = await self._batcher.call(script, keys, args)
+            except StorageError:
+                self.connection_errors += 1
+                continue
+            if answer:
+                victim = self._victim(self._configs[self._lane_of[str(answer[0])]].priority)
+                if victim is not None:
+                    victim.preempted = True
+                    victim.stop()
+
+    def _preemptible_for(self) -> list[LaneConfig]:
+        """The lanes a waiting command of which could preempt here (most urgent first):
+        none unless the worker's slots are all taken; then those more urgent than some
+        running preemptible command, with a free slot of their own on this worker, and
+        not held back by a rate limit, cluster cap or ordered partitions."""
+        if sum(self._active.values()) < self._settings.max_concurrency:
+            return []
+        least = max(  # the least urgent preemptible lane running here
+            (
+                self._configs[r.lane].priority
+                for r in self._running.values()
+                if self._configs[r.lane].preemptible and not r.settling and not r.preempted
+            ),
+            default=None,
+        )
+        if least is None:
+            return []
+        return [
+            c
+            for c in self._order
+            if c.priority < least
+            and c.name not in self._paused
+            and self._active[c.name] < c.max_concurrency
+            and not self._gated(c)
+        ]
+
+    def _gated(self, config: LaneConfig) -> bool:
+        """Whether a waiting command of the lane may be held back by more than a slot (a
+        rate limit, a cluster cap, ordered partitions): such a lane never preempts, as a
+        freed slot might not start it (in process, a lane without a token never does)."""
+        part = self._backend.partitioning(config.name)
+        return (
+            config.rate_limit is not None
+            or config.name in self._settings.cluster_concurrency
+            or (part is not None and part.ordered)
+        )
+
+    def _victim(self, priority: int) -> _Running | None:
+        """The latest started running command of a preemptible lane less urgent than
+        ``priority`` (as in process), leaving that lane its ``min_concurrency`` here."""
+        leaving: dict[str, int] = {}
+        for running in self._running.values():
+            if running.preempted:
+                leaving[running.lane] = leaving.get(running.lane, 0) + 1
+        best: _Running | None = None
+        for running in self._running.values():
+            config = self._configs[running.lane]
+            if running.settling or running.preempted or running.stopped:
+                continue
+            if not config.preemptible or config.priority <= priority:
+                continue
+            if self._active[running.lane] - leaving.get(running.lane, 0) <= config.min_concurrency:
+                continue
+            if best is None or running.seq > best.seq:
+                best = running
+        return best
 
     async def _release(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
         """Hand a command cancelled by shutdown back to its lane at once (best effort)."""
@@ -992,6 +1166,13 @@ def _settings(
         raise LaneConfigError(msg)
     total = sum(c.max_concurrency for c in configs)
     cap = total if max_concurrency is None else _check_int("max_concurrency", max_concurrency, 1)
+    reserved = sum(c.min_concurrency for c in configs)
+    if reserved > cap:
+        msg = (
+            f"open_lane_worker: max_concurrency={cap} is below the {reserved} slots the lanes "
+            "reserve (sum of min_concurrency); raise max_concurrency or lower the reservations"
+        )
+        raise LaneConfigError(msg)
     limits = dict(cluster_concurrency or {})
     known = {c.name for c in configs}
     for lane, limit in limits.items():
@@ -1040,8 +1221,10 @@ async def open_lane_worker(
 
     Args:
         lanes: the lane configurations (the same names as the submitters'); each lane's
-            ``max_concurrency`` holds per worker, its ``timeout`` and ``retry`` apply to
-            each attempt, its token-bucket ``rate_limit`` holds cluster-wide.
+            ``max_concurrency`` and ``min_concurrency`` hold per worker, its ``timeout``
+            and ``retry`` apply to each attempt, its token-bucket ``rate_limit`` holds
+            cluster-wide, its ``boost`` applies at each fetch, and ``preemptible`` lets
+            a full worker stop its command for a more urgent one that waits.
         backend: the :class:`RedisBackend`.
         commands: the ``@lanes.command`` classes this worker can rebuild and run.
         name: this worker's consumer name (default: host, pid and a random suffix).
@@ -1061,7 +1244,8 @@ async def open_lane_worker(
     other workers reclaim them when the lease expires).
 
     Raises:
-        LaneConfigError: invalid arguments (before connecting).
+        LaneConfigError: invalid arguments (before connecting), or lanes reserving more
+            slots (``min_concurrency``) than ``max_concurrency``.
         StorageError: Redis cannot be reached at start (the message names the URL).
     """
     configs, _ = validate_lanes(lanes, None)
@@ -1085,6 +1269,8 @@ async def open_lane_worker(
         try:
             async with trio.open_nursery() as outer:
                 outer.start_soon(worker._heartbeat_loop)
+                if any(c.preemptible for c in configs):
+                    outer.start_soon(worker._preempt_loop)
                 await outer.start(worker._batcher.run)
                 await worker._register()
                 # loaded before the first Started event: a NOSCRIPT retry would put it after
@@ -1104,9 +1290,11 @@ async def open_lane_worker(
                         yield worker
                     except BaseException:
                         fetching.cancel()
+                        worker._draining = True
                         worker._abort()
                         raise
                     fetching.cancel()
+                    worker._draining = True
                     await worker._stop(drain_timeout)
                 await worker._unregister()
                 outer.cancel_scope.cancel()
