@@ -78,8 +78,8 @@ class Core:
         self.pools: dict[str, WorkerPool[Command, int]] = {}
         # Parked workers outlive the system's last command by REAP_AFTER seconds (a
         # command a moment later reuses one instead of spawning a task); then the
-        # dispatcher reaps them. `idle_epoch` counts the moments the system became idle.
-        self.idle_epoch = 0
+        # dispatcher reaps them. `idle_since`: when the system last became idle.
+        self.idle_since = 0.0
         self.reap_armed = False
         self.arm_reap: Callable[[], None] = self.reap
         self._idle: trio.Event | None = None
@@ -524,7 +524,7 @@ class Core:
         if not self.live:
             if self._idle is not None:
                 self._idle.set()
-            self.idle_epoch += 1
+            self.idle_since = self.now()
             if not self.reap_armed:
                 self.reap_armed = True
                 self.arm_reap()  # the dispatcher reaps the parked workers if this lasts

@@ -51,7 +51,6 @@ class Dispatcher:
         self._armed = math.inf
         self._rearm: trio.Event | None = None  # while the timer task runs
         self._reap_at = math.inf  # when to reap, if the system stays idle until then
-        self._reap_epoch = 0
         core.wake = self.wake
         core.arm_reap = self.poke
         core.policy.set_waker(self.poke)
@@ -137,18 +136,15 @@ class Dispatcher:
     def _reap_step(self, now: float) -> None:
         """Reap the parked workers once the system has been idle for REAP_AFTER seconds.
 
-        ``idle_epoch`` unchanged since the timer was armed, and no command live: the
-        system has stayed idle all along.
+        Counted from the moment it last became idle (``Core.idle_since``): a system that
+        was busy again in between waits REAP_AFTER from its new idle moment, not longer.
         """
         core = self.core
-        if self._reap_at == math.inf:  # just armed by the system becoming idle
-            self._reap_at, self._reap_epoch = now + REAP_AFTER, core.idle_epoch
-        elif now >= self._reap_at:
-            if core.live:
-                core.reap_armed = False  # busy again: its next idle moment re-arms
-            elif core.idle_epoch == self._reap_epoch:
-                core.reap()
-            else:  # idle again since, but not for long: wait from then
-                self._reap_at, self._reap_epoch = now + REAP_AFTER, core.idle_epoch
-                return
+        if core.live:
+            core.reap_armed = False  # busy again: its next idle moment re-arms
+            self._reap_at = math.inf
+            return
+        self._reap_at = core.idle_since + REAP_AFTER
+        if now >= self._reap_at:
+            core.reap()
             self._reap_at = math.inf

@@ -100,6 +100,31 @@ async def test_a_system_busy_when_the_reap_timer_fires_keeps_its_workers(
         assert pool.workers == 0
 
 
+async def test_workers_are_reaped_reap_after_the_last_command_not_later(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Commands now and then while the reap timer runs: it counts from the last idle moment.
+
+    (A timer re-armed from the moment it found the system had been busy in between reaped
+    up to twice REAP_AFTER after the last command: an agent server saw its idle sessions
+    keep their workers.)
+    """
+    async with lanes.open_lane_system() as system:
+        pool = system._core.pools["query"]
+        for _ in range(4):
+            await system.run("query", noop)
+            await trio.sleep(REAP_AFTER * 0.6)  # idle, but not for long enough
+        assert pool.parked == 1
+        await system.run("query", noop)
+        last = trio.current_time()
+        await trio.sleep(REAP_AFTER * 0.99)
+        assert pool.parked == 1
+        await trio.sleep(REAP_AFTER * 0.02)
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool.workers == 0
+        assert trio.current_time() - last < REAP_AFTER * 1.02
+
+
 def system_tasks(system: lanes.LaneSystem) -> list[str]:
     """The names of the tasks the system's own nursery holds (its lanes, its timer task)."""
     nursery = system._core.pools["query"]._parent
