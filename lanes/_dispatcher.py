@@ -10,9 +10,10 @@ cancel scopes. A round is never re-entered: a state change made while one runs f
 one more round. The dispatcher's own task only sleeps until the next time-driven change the
 policy asks for (a delayed command falls due, a rate-limit token arrives, a boost point is
 reached), and once, :data:`REAP_AFTER` seconds after the system's last command ended, to
-end the workers parked since. It runs only while it has such a timer or a wake-up from a
-shared limit to serve: it starts on demand in the system's nursery and ends when nothing
-is left to wait for, so a system that stays idle holds no task at all.
+end the workers parked since. It starts on demand in the system's nursery, runs while it
+has such a timer or the system has commands (a shared limit's grants to a busy system then
+wake it, instead of starting a task each), and ends when the system is idle with nothing
+left to wait for, so a system that stays idle holds no task at all.
 """
 
 from __future__ import annotations
@@ -125,7 +126,12 @@ class Dispatcher:
                     self._reap_step(core.now())
                 until = min(self._armed, self._reap_at)
                 if until == math.inf:
-                    return  # nothing to wait for: a poke or a timer starts the task again
+                    if not core.live:
+                        return  # nothing to wait for: a poke or a timer starts it again
+                    # Busy without a timer: stay for the pokes to come (a shared limit's
+                    # grant, the next idle moment) rather than start a task for each.
+                    await rearm.wait()
+                    continue
                 with trio.move_on_at(until):
                     await rearm.wait()
         finally:
@@ -138,8 +144,14 @@ class Dispatcher:
 
         Counted from the moment it last became idle (``Core.idle_since``): a system that
         was busy again in between waits REAP_AFTER from its new idle moment, not longer.
+        Before that deadline nothing is checked: a poke in between (a shared limit's
+        grant) leaves the timer as it is.
         """
         core = self.core
+        if self._reap_at == math.inf:  # just armed by an idle moment
+            self._reap_at = core.idle_since + REAP_AFTER
+        if now < self._reap_at:
+            return
         if core.live:
             core.reap_armed = False  # busy again: its next idle moment re-arms
             self._reap_at = math.inf

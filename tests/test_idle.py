@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import trio
 import trio.testing
 
@@ -214,3 +215,34 @@ async def test_an_idle_system_gives_back_what_its_commands_used(
     assert abs(more - many) < 8, (many, more)
     size = await _held_per_idle_system(20, 1, traced=True)
     assert size < 12.5 * 1024, size  # bytes: the whole one-lane system, nursery and all
+
+
+class Spawns(trio.abc.Instrument):
+    """Counts the tasks spawned, by name."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def task_spawned(self, task: trio.lowlevel.Task) -> None:
+        self.names.append(task.name)
+
+
+async def test_a_busy_systems_grants_do_not_start_a_task_each(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A shared limit's grants wake a busy system's timer task; it is not started anew."""
+    limit = lanes.SharedLimit(1)
+    lane = lanes.LaneConfig("query", 2, shared_limit=limit)
+    spawns = Spawns()
+    async with lanes.open_lane_system([lane]) as a, lanes.open_lane_system([lane]) as b:
+        trio.lowlevel.add_instrument(spawns)
+        handles = []
+        for _ in range(10):  # the two systems take turns on the one slot
+            handles.append(await a.submit("query", trio.sleep, 1))
+            handles.append(await b.submit("query", trio.sleep, 1))
+        for handle in handles:
+            await handle.result()
+        trio.lowlevel.remove_instrument(spawns)
+        assert trio.current_time() == pytest.approx(20)
+        timers = [name for name in spawns.names if name.endswith("Dispatcher.run")]
+        assert len(timers) <= 2, spawns.names  # once per system, not once per grant
