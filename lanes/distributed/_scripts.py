@@ -60,12 +60,11 @@ EMIT = _EMIT + "emit(KEYS[1], KEYS[2], ARGV[1])\nreturn 1\n"
 # 'keep_last'), command id, prefix, reply stream, key ttl ms, delay ms, the key's ttl once
 # its command ended ('' none, ms or 'inf'), the reason a replaced command is cancelled
 # with, the consumer group, fields...
-# Returns {id, entry id, kept record[, 'parked']}: the id of the command that will run (the
-# given one, or the one already holding the key: this submitter is then registered to
-# receive its result too), its lane stream entry's id ('' when it is delayed, waits behind
-# the key's running holder or is another command's), and the JSON record of the finished
-# command whose key is kept ('' otherwise; the id is then that command's); a 4th item when
-# the given command waits behind the key's running holder (keep_last).
+# Returns {id, entry id, kept record}: the id of the command that will run (the given one,
+# or the one already holding the key: this submitter is then registered to receive its
+# result too), its lane stream entry's id ('' when it is delayed, waits behind the key's
+# running holder (keep_last) or is another command's), and the JSON record of the finished
+# command whose key is kept ('' otherwise; the id is then that command's).
 SUBMIT = (
     _NOW
     + _EMIT
@@ -123,7 +122,7 @@ if park then  -- behind the running holder: kept in its hash until it ends
     'f_due', due)
   redis.call('PEXPIRE', KEYS[9], life)
   redis.call('SADD', prefix .. ':parked', k)
-  return {id, '', '', 'parked'}
+  return {id, '', ''}
 end
 local entry = take(prefix, KEYS[3], KEYS[9], life, {id = id, lane = env.lane, type = env.type,
   reply = ARGV[4], ttl = ARGV[7], item = {KEYS[1], fields}, due = due})

@@ -65,6 +65,7 @@ T = TypeVar("T")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
 _EARLY_REPLIES = 1000  # replies kept for handles not registered yet
 _READ_COUNT = 500  # entries per stream per read of the reply reader
+_KEYS_KEPT = 10_000  # the handles of the last keys submitted, kept to be returned again
 _FOREVER_MS = 10**15  # a key kept longer (some 30,000 years) is kept until released
 
 
@@ -92,7 +93,7 @@ class RemoteLaneSystem:
         self._submitter = uuid.uuid4().hex
         self.reply_stream = backend.key(f"reply:{self._submitter}")
         self._handles: dict[str, RemoteHandle[Any]] = {}
-        self._keys: dict[str, RemoteHandle[Any]] = {}
+        self._keys: OrderedDict[str, RemoteHandle[Any]] = OrderedDict()
         self._early: OrderedDict[str, Reply] = OrderedDict()
         self._idle = trio.Event()
         self._idle.set()
@@ -180,12 +181,8 @@ class RemoteLaneSystem:
         if dedup is not None:
             dedup, key = check_dedup(dedup, key, "submit")
             mode, ttl = dedup.mode, _ttl_ms(dedup.ttl)
-        if key is not None:
+        if key is not None:  # asked in Redis every time: a key is the deployment's
             check_key(key, "submit")
-            known = self._keys.get(key)
-            if known is not None and not known.done() and mode in ("1", "hold"):
-                await trio.lowlevel.checkpoint()
-                return known
         envelope = Envelope(
             id=uuid.uuid4().hex,
             lane=lane,
@@ -238,8 +235,6 @@ class RemoteLaneSystem:
         handle = own
         if command_id == envelope.id:
             own._stream, own._entry, own._key = stream, entry_id, key
-            if len(answer) > 3:  # parked behind the running holder, which keeps the key
-                return own
         elif record:  # the key's holder finished and its key is kept: its outcome
             self._unregister(own)
             handle = self._kept(command_id, key, record)
@@ -248,8 +243,11 @@ class RemoteLaneSystem:
             handle = self._handles.get(command_id) or self._register(
                 command_id, envelope.lane, envelope.type
             )
-        if key:
+        if key:  # the last handle of each key (bounded): a kept key returns it again
             self._keys[key] = handle
+            self._keys.move_to_end(key)
+            if len(self._keys) > _KEYS_KEPT:
+                self._keys.popitem(last=False)
         return handle
 
     def _kept(self, command_id: str, key: str | None, record: str) -> RemoteHandle[Any]:
