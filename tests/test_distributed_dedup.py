@@ -56,7 +56,9 @@ async def until_redis(backend: RedisBackend, expected: Any, *command: Any) -> No
     """Poll Redis until ``command`` answers ``expected`` (a key expiring, a delayed command
     moved to its stream: Redis tells nobody)."""
     with trio.fail_after(5):
-        while await redis(backend, *command) != expected:
+        while True:
+            if await redis(backend, *command) == expected:
+                return
             await trio.sleep(0.01)
 
 
@@ -85,7 +87,7 @@ async def test_bad_input_is_refused_as_in_process(backend: RedisBackend, log: st
         await system.release_key("k")
 
 
-# -- a time to live ---------------------------------------------------------------------------------
+# -- a time to live --------------------------------------------------------------------------------
 
 
 async def test_a_kept_key_returns_the_finished_result_to_every_submitter(
@@ -152,7 +154,7 @@ async def test_an_infinite_ttl_keeps_the_key_until_released(
     assert started(log) == ["a", "b"]
 
 
-# -- extend and release by hand ----------------------------------------------------------------------
+# -- extend and release by hand --------------------------------------------------------------------
 
 
 async def test_extend_and_release_by_hand(backend: RedisBackend, log: str) -> None:
@@ -190,7 +192,7 @@ async def test_release_a_live_key(backend: RedisBackend, log: str) -> None:
         assert await redis(backend, "EXISTS", backend.key("kept:k")) == 0  # it keeps nothing
 
 
-# -- replace -----------------------------------------------------------------------------------------
+# -- replace ---------------------------------------------------------------------------------------
 
 
 async def test_replace_a_queued_command_of_another_submitter(

@@ -59,7 +59,7 @@ EMIT = _EMIT + "emit(KEYS[1], KEYS[2], ARGV[1])\nreturn 1\n"
 # ARGV: dedup ('0': no key; '1': a key without ``dedup=``, as 'hold'; 'hold', 'replace' or
 # 'keep_last'), command id, prefix, reply stream, key ttl ms, delay ms, the key's ttl once
 # its command ended ('' none, ms or 'inf'), the reason a replaced command is cancelled
-# with, the consumer group, fields...
+# with, the consumer group, the command's lane and type, fields...
 # Returns {id, entry id, kept record}: the id of the command that will run (the given one,
 # or the one already holding the key: this submitter is then registered to receive its
 # result too), its lane stream entry's id ('' when it is delayed, waits behind the key's
@@ -72,7 +72,7 @@ SUBMIT = (
     + """
 local mode, id, prefix, life, group = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[9]
 local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
 local due = now + tonumber(ARGV[6])
 if tonumber(ARGV[6]) <= 0 then due = 0 end
 local k = key_of(prefix, KEYS[3])
@@ -101,7 +101,7 @@ if mode ~= '0' then
   end
 end
 redis.call('HINCRBY', KEYS[5], 'submitted', 1)
-submitted(KEYS[6], KEYS[7], ARGV[11])
+submitted(KEYS[6], KEYS[7], ARGV[13])
 if mode == '0' then
   if due > 0 then
     redis.call('ZADD', KEYS[2], due, cjson.encode({KEYS[1], fields}))
@@ -110,7 +110,7 @@ if mode == '0' then
   end
   return {id, redis.call('XADD', KEYS[1], '*', unpack(fields)), ''}
 end
-local env = cjson.decode(ARGV[11])
+local env = {lane = ARGV[10], type = ARGV[11]}
 if park then  -- behind the running holder: kept in its hash until it ends
   unpark(prefix, k, KEYS[9], ARGV[8], KEYS[6], KEYS[7])
   if redis.call('HGET', KEYS[9], 'id') ~= redis.call('GET', KEYS[3]) then

@@ -211,6 +211,8 @@ class RemoteLaneSystem:
             ttl,
             reason,
             GROUP,
+            envelope.lane,
+            envelope.type,
             *fields_list(envelope.fields(self._registry.converter)),
         ]
         keys = [
