@@ -5,9 +5,7 @@ submitters and worker tasks in this process)."""
 from __future__ import annotations
 
 import math
-import pathlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
 from typing import Any
 
 import pytest
@@ -15,32 +13,22 @@ import trio
 
 import lanes
 from lanes import Dedup
-from lanes.distributed import RedisBackend, RemoteCommandError, open_lane_worker
+from lanes.distributed import RedisBackend, RemoteCommandError
 from lanes.distributed._resp import open_connection
-from tests.distributed_commands import LANES, STARTED, Hold, Step
+from tests.distributed_commands import STARTED, Hold, Step
+from tests.test_distributed_control import started, system_on, worker_on
 
 
-@asynccontextmanager
-async def system_on(backend: RedisBackend) -> AsyncIterator[Any]:
-    async with lanes.open_lane_system(
-        LANES, backend=backend, commands=[Step, Hold], drain_timeout=5
-    ) as system:
-        yield system
-
-
-def worker_on(backend: RedisBackend) -> Any:
-    return open_lane_worker(LANES, backend=backend, commands=[Step, Hold], drain_timeout=5)
-
-
-def started(log: str) -> list[str]:
-    path = pathlib.Path(log)
-    text = path.read_text() if path.exists() else ""
-    return [line.split()[1] for line in text.splitlines() if line.startswith("start ")]
-
-
-def hold(tag: str, seconds: float = 30.0) -> tuple[Hold, trio.Event]:
+async def running(
+    system: Any, key: str, seconds: float, dedup: Dedup | None = None, lane: str = "urgent"
+) -> tuple[Any, str]:
+    """Submit a ``Hold`` with ``key``; return its handle and tag once a worker runs it."""
+    tag = f"{key}-{uuid.uuid4().hex[:8]}"
     STARTED[tag] = trio.Event()
-    return Hold(tag, seconds), STARTED[tag]
+    handle = await system.submit(lane, Hold(tag, seconds), key=key, dedup=dedup)
+    with trio.fail_after(3):
+        await STARTED[tag].wait()
+    return handle, tag
 
 
 async def redis(backend: RedisBackend, *command: Any) -> Any:
@@ -158,13 +146,10 @@ async def test_an_infinite_ttl_keeps_the_key_until_released(
 
 
 async def test_extend_and_release_by_hand(backend: RedisBackend, log: str) -> None:
-    command, running = hold(f"e{backend.prefix}", 0.2)
     async with worker_on(backend), system_on(backend) as system:
         assert not await system.extend_key("k", 5)  # nothing holds it
         assert not await system.release_key("k")
-        live = await system.submit("urgent", command, key="k")  # no dedup=: live only
-        with trio.fail_after(3):
-            await running.wait()
+        live, _ = await running(system, "k", 0.2)  # no dedup=: live only
         assert await system.extend_key("k", 60)  # kept 60 s after it ends
         await live.result()
         kept = await system.submit("urgent", Step(log, "x"), key="k")
@@ -179,28 +164,26 @@ async def test_extend_and_release_by_hand(backend: RedisBackend, log: str) -> No
 
 
 async def test_release_a_live_key(backend: RedisBackend, log: str) -> None:
-    command, running = hold(f"l{backend.prefix}", 0.3)
     async with worker_on(backend), system_on(backend) as system:
-        first = await system.submit("urgent", command, key="k", dedup=Dedup.hold(ttl=60))
-        with trio.fail_after(3):
-            await running.wait()
+        first, tag = await running(system, "k", 0.3, Dedup.hold(ttl=60))
         assert await system.release_key("k")  # it keeps running, without the key
         second = await system.submit("urgent", Step(log, "b"), key="k")
         assert second.id != first.id
         assert await second.result() == "b"
-        assert await first.result() == command.tag
+        assert await first.result() == tag
         assert await redis(backend, "EXISTS", backend.key("kept:k")) == 0  # it keeps nothing
 
 
 # -- replace ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", [Dedup.replace(), Dedup.keep_last()])
 async def test_replace_a_queued_command_of_another_submitter(
-    backend: RedisBackend, log: str
+    backend: RedisBackend, log: str, mode: Dedup
 ) -> None:
     async with system_on(backend) as first, system_on(backend) as second:
-        old = await first.submit("bulk", Step(log, "old"), key="k", dedup=Dedup.replace())
-        new = await second.submit("bulk", Step(log, "new"), key="k", dedup=Dedup.replace())
+        old = await first.submit("bulk", Step(log, "old"), key="k", dedup=mode)
+        new = await second.submit("bulk", Step(log, "new"), key="k", dedup=mode)
         assert new.id != old.id
         with trio.fail_after(3), pytest.raises(lanes.CommandCancelled) as caught:
             await old.result()
@@ -248,17 +231,14 @@ async def test_replace_a_delayed_command_before_and_after_it_is_due(
 
 
 async def test_replace_keeps_a_running_command(backend: RedisBackend, log: str) -> None:
-    command, running = hold(f"r{backend.prefix}", 0.3)
     async with worker_on(backend), system_on(backend) as first, system_on(backend) as second:
-        holder = await first.submit("urgent", command, key="k", dedup=Dedup.replace())
-        with trio.fail_after(3):
-            await running.wait()
+        holder, tag = await running(first, "k", 0.3, Dedup.replace())
         assert await first.submit("urgent", Step(log, "b"), key="k", dedup=Dedup.replace()) is (
             holder
         )
         other = await second.submit("urgent", Step(log, "c"), key="k", dedup=Dedup.replace())
         assert other.id == holder.id
-        assert await other.result() == command.tag
+        assert await other.result() == tag
         assert (await first.statistics()).lanes["urgent"].submitted == 1
     assert started(log) == []
 
@@ -285,11 +265,8 @@ async def test_a_cancelled_replacing_submit_still_replaced(backend: RedisBackend
 async def test_keep_last_runs_the_newest_after_the_running_one(
     backend: RedisBackend, log: str
 ) -> None:
-    command, running = hold(f"k{backend.prefix}", 0.3)
     async with worker_on(backend), system_on(backend) as first, system_on(backend) as second:
-        holder = await first.submit("urgent", command, key="k", dedup=Dedup.keep_last())
-        with trio.fail_after(3):
-            await running.wait()
+        holder, _ = await running(first, "k", 0.3, Dedup.keep_last())
         two = await first.submit("urgent", Step(log, "2"), key="k", dedup=Dedup.keep_last())
         three = await second.submit("urgent", Step(log, "3"), key="k", dedup=Dedup.keep_last())
         with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match=three.id):
@@ -302,25 +279,11 @@ async def test_keep_last_runs_the_newest_after_the_running_one(
         assert (stats.submitted, stats.completed, stats.cancelled) == (3, 2, 1)
 
 
-async def test_keep_last_with_a_queued_holder_replaces_it(backend: RedisBackend, log: str) -> None:
-    async with system_on(backend) as system:
-        old = await system.submit("bulk", Step(log, "old"), key="k", dedup=Dedup.keep_last())
-        new = await system.submit("bulk", Step(log, "new"), key="k", dedup=Dedup.keep_last())
-        with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match=new.id):
-            await old.result()
-        async with worker_on(backend):
-            assert await new.result() == "new"
-    assert started(log) == ["new"]
-
-
 async def test_keep_last_follower_cancelled_released_or_kept(
     backend: RedisBackend, log: str
 ) -> None:
-    command, running = hold(f"f{backend.prefix}", 0.3)
     async with worker_on(backend), system_on(backend) as system:
-        holder = await system.submit("urgent", command, key="k", dedup=Dedup.keep_last())
-        with trio.fail_after(3):
-            await running.wait()
+        holder, _ = await running(system, "k", 0.3, Dedup.keep_last())
         follower = await system.submit("urgent", Step(log, "1"), key="k", dedup=Dedup.keep_last())
         follower.cancel()  # at once: its holder still runs
         with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match="while queued"):
@@ -329,10 +292,7 @@ async def test_keep_last_follower_cancelled_released_or_kept(
         await holder.result()
         await until_redis(backend, 0, "EXISTS", backend.key("key:k"))  # nobody took it
         # release_key lets a waiting follower go at once, without the key
-        command, running = hold(f"g{backend.prefix}", 0.3)
-        other = await system.submit("urgent", command, key="j", dedup=Dedup.keep_last())
-        with trio.fail_after(3):
-            await running.wait()
+        other, _ = await running(system, "j", 0.3, Dedup.keep_last())
         waiting = await system.submit(
             "urgent", Step(log, "2"), key="j", dedup=Dedup.keep_last(ttl=30)
         )
@@ -341,10 +301,7 @@ async def test_keep_last_follower_cancelled_released_or_kept(
         assert not other.done()
         await other.result()
         # keep_last with a ttl: the last one's key is kept
-        command, running = hold(f"h{backend.prefix}", 0.2)
-        third = await system.submit("urgent", command, key="m", dedup=Dedup.keep_last(ttl=30))
-        with trio.fail_after(3):
-            await running.wait()
+        third, _ = await running(system, "m", 0.2, Dedup.keep_last(ttl=30))
         last = await system.submit("urgent", Step(log, "3"), key="m", dedup=Dedup.keep_last(ttl=30))
         assert await last.result() == "3"
         assert third.done()
@@ -353,16 +310,13 @@ async def test_keep_last_follower_cancelled_released_or_kept(
 
 
 async def test_cancel_lane_cancels_a_waiting_follower(backend: RedisBackend, log: str) -> None:
-    command, running = hold(f"c{backend.prefix}", 0.3)
     async with worker_on(backend), system_on(backend) as system:
-        holder = await system.submit("urgent", command, key="k", dedup=Dedup.keep_last())
-        with trio.fail_after(3):
-            await running.wait()
+        holder, tag = await running(system, "k", 0.3, Dedup.keep_last())
         follower = await system.submit("bulk", Step(log, "1"), key="k", dedup=Dedup.keep_last())
         assert await system.cancel_lane("bulk") == 1
         with trio.fail_after(3), pytest.raises(lanes.CommandCancelled):
             await follower.result()
-        assert await holder.result() == command.tag
+        assert await holder.result() == tag
         await until_redis(backend, 0, "EXISTS", backend.key("key:k"))
         assert await redis(backend, "SCARD", backend.key("parked")) == 0
     assert started(log) == []
