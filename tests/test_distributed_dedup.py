@@ -320,3 +320,72 @@ async def test_cancel_lane_cancels_a_waiting_follower(backend: RedisBackend, log
         await until_redis(backend, 0, "EXISTS", backend.key("key:k"))
         assert await redis(backend, "SCARD", backend.key("parked")) == 0
     assert started(log) == []
+
+
+async def test_a_follower_with_a_delay_waits_for_it_then_can_be_replaced(
+    backend: RedisBackend, log: str
+) -> None:
+    async with worker_on(backend), system_on(backend) as system:
+        holder, _ = await running(system, "k", 0.2, Dedup.keep_last())
+        follower = await system.submit(
+            "urgent", Step(log, "f"), key="k", delay=30, dedup=Dedup.keep_last()
+        )
+        await holder.result()
+        # the holder's end handed it the key; its delay counts from its submit
+        assert await redis(backend, "GET", backend.key("key:k")) == follower.id
+        assert await redis(backend, "ZCARD", backend.key("delayed")) == 1
+        newest = await system.submit("urgent", Step(log, "n"), key="k", dedup=Dedup.replace())
+        with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match=newest.id):
+            await follower.result()
+        assert await newest.result() == "n"
+    assert started(log) == ["n"]
+
+
+# -- what a worker has taken counts as running ----------------------------------------------------
+
+
+async def test_a_preempted_holder_back_at_the_front_is_replaced(
+    backend: RedisBackend, log: str
+) -> None:
+    stream = backend.stream("bulk", 0)
+    async with system_on(backend) as system:
+        old = await system.submit("bulk", Step(log, "old"), key="k")
+        await redis(backend, "XGROUP", "CREATE", stream, "workers", "0")
+        await redis(
+            backend, "XREADGROUP", "GROUP", "workers", "ghost", "COUNT", 1, "STREAMS", stream, ">"
+        )
+        [[entry, *_]] = await redis(backend, "XPENDING", stream, "workers", "-", "+", 10)
+        # a worker ("ghost") runs it: it is kept
+        kept = await system.submit("bulk", Step(log, "new"), key="k", dedup=Dedup.replace())
+        assert kept is old
+        await redis(backend, "LPUSH", f"{stream}:front", f"{entry} ghost")  # preempted
+        new = await system.submit("bulk", Step(log, "new"), key="k", dedup=Dedup.replace())
+        with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match=new.id):
+            await old.result()
+        assert await redis(backend, "LLEN", f"{stream}:front") == 0
+        assert await redis(backend, "XPENDING", stream, "workers", "-", "+", 10) == []
+        async with worker_on(backend):
+            assert await new.result() == "new"
+    assert started(log) == ["new"]
+
+
+async def test_a_holder_between_attempts_counts_as_running(backend: RedisBackend, log: str) -> None:
+    async with worker_on(backend), system_on(backend) as system:
+        holder = await system.submit("bulk", Step(log, "h", 0.3, fail=True), key="k")
+        await until_started(log, "h", 2)  # its first attempt failed: its entry is gone
+        again = await system.submit("bulk", Step(log, "r"), key="k", dedup=Dedup.replace())
+        assert again is holder
+        follower = await system.submit("bulk", Step(log, "f"), key="k", dedup=Dedup.keep_last())
+        assert follower.id != holder.id
+        assert await follower.result() == "f"
+        assert holder.status is lanes.CommandStatus.FAILED  # it waited for the last attempt
+    assert started(log) == ["h", "h", "h", "f"]
+
+
+async def until_started(log: str, tag: str, times: int) -> None:
+    """Poll the log until ``tag`` started ``times`` times (a worker's attempt: no event)."""
+    with trio.fail_after(5):
+        while True:
+            if started(log).count(tag) >= times:
+                return
+            await trio.sleep(0.01)
