@@ -8,7 +8,6 @@ that derive a key from an id (waiters) need a standalone Redis or a prefix with 
 from __future__ import annotations
 
 from ._scripts_dedup import DEDUP
-from ._scripts_dedup import NOW as _NOW
 
 __all__ = [
     "CANCEL",
@@ -50,6 +49,11 @@ local function submitted(stream, on, json)
 end
 """
 
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
 # KEYS: events stream, its switch. ARGV: events (one JSON per line).
 EMIT = _EMIT + "emit(KEYS[1], KEYS[2], ARGV[1])\nreturn 1\n"
 
@@ -70,62 +74,63 @@ SUBMIT = (
     + _EMIT
     + DEDUP
     + """
-local mode, id, prefix, life, group = ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[9]
+local mode, id, prefix, life = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local fields = {}
 for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
-local due = now + tonumber(ARGV[6])
-if tonumber(ARGV[6]) <= 0 then due = 0 end
-local k = key_of(prefix, KEYS[3])
-local park = false
-if mode ~= '0' then
-  local holder = redis.call('GET', KEYS[3])
-  if not holder then
-    local record = redis.call('GET', KEYS[8])
-    if record then return {cjson.decode(record).id, '', record} end
-  else
-    local place = nil
-    if mode == 'replace' or mode == 'keep_last' then
-      place = waiting_place(prefix, KEYS[9], holder, group)
-    end
-    if place then
-      unqueue(prefix, place, group)
-      unpark(prefix, k, KEYS[9], ARGV[8], KEYS[6], KEYS[7])
-      redis.call('DEL', KEYS[3], KEYS[9])
-      settle_cancelled(prefix, holder, place[2][5], place[2][6], ARGV[8], KEYS[6], KEYS[7])
-    elseif mode == 'keep_last' then
-      park = true
-    else
-      redis.call('SADD', prefix .. ':waiters:' .. holder, ARGV[4])
-      return {holder, '', ''}
-    end
-  end
-end
-redis.call('HINCRBY', KEYS[5], 'submitted', 1)
-submitted(KEYS[6], KEYS[7], ARGV[13])
+local delay = tonumber(ARGV[6])
 if mode == '0' then
-  if due > 0 then
-    redis.call('ZADD', KEYS[2], due, cjson.encode({KEYS[1], fields}))
+  redis.call('HINCRBY', KEYS[5], 'submitted', 1)
+  submitted(KEYS[6], KEYS[7], ARGV[13])
+  if delay > 0 then
+    redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
     redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 'delayed', '1')
     return {id, '', ''}
   end
   return {id, redis.call('XADD', KEYS[1], '*', unpack(fields)), ''}
 end
-local env = {lane = ARGV[10], type = ARGV[11]}
-if park then  -- behind the running holder: kept in its hash until it ends
-  unpark(prefix, k, KEYS[9], ARGV[8], KEYS[6], KEYS[7])
-  if redis.call('HGET', KEYS[9], 'id') ~= redis.call('GET', KEYS[3]) then
-    redis.call('DEL', KEYS[9])
-    redis.call('HSET', KEYS[9], 'id', redis.call('GET', KEYS[3]), 'life', life)
+local D, reason, group = dedup(), ARGV[8], ARGV[9]
+local k = D.key_of(prefix, KEYS[3])
+local due = 0
+if delay > 0 then due = now + delay end
+local park = false
+local holder = redis.call('GET', KEYS[3])
+if not holder then
+  local record = redis.call('GET', KEYS[8])
+  if record then return {cjson.decode(record).id, '', record} end
+else
+  local place = nil
+  if mode == 'replace' or mode == 'keep_last' then
+    place = D.waiting_place(prefix, KEYS[9], holder, group)
   end
-  redis.call('HSET', KEYS[9], 'f_id', id, 'f_lane', env.lane, 'f_type', env.type,
+  if place then  -- waiting: cancelled and replaced by this one (and so is its follower)
+    D.unqueue(prefix, place, group)
+    D.unpark(prefix, k, KEYS[9], reason, KEYS[6], KEYS[7])
+    redis.call('DEL', KEYS[3], KEYS[9])
+    D.settle_cancelled(prefix, holder, place[2][5], place[2][6], reason, KEYS[6], KEYS[7])
+  elseif mode == 'keep_last' then
+    park = true
+  else
+    redis.call('SADD', prefix .. ':waiters:' .. holder, ARGV[4])
+    return {holder, '', ''}
+  end
+end
+redis.call('HINCRBY', KEYS[5], 'submitted', 1)
+submitted(KEYS[6], KEYS[7], ARGV[13])
+if park then  -- behind the running holder: kept in its hash until it ends
+  D.unpark(prefix, k, KEYS[9], reason, KEYS[6], KEYS[7])
+  if redis.call('HGET', KEYS[9], 'id') ~= holder then
+    redis.call('DEL', KEYS[9])
+    redis.call('HSET', KEYS[9], 'id', holder, 'life', life)
+  end
+  redis.call('HSET', KEYS[9], 'f_id', id, 'f_lane', ARGV[10], 'f_type', ARGV[11],
     'f_reply', ARGV[4], 'f_ttl', ARGV[7], 'f_item', cjson.encode({KEYS[1], fields}),
     'f_due', due)
   redis.call('PEXPIRE', KEYS[9], life)
   redis.call('SADD', prefix .. ':parked', k)
   return {id, '', ''}
 end
-local entry = take(prefix, KEYS[3], KEYS[9], life, {id = id, lane = env.lane, type = env.type,
-  reply = ARGV[4], ttl = ARGV[7], item = {KEYS[1], fields}, due = due})
+local entry = D.take(prefix, KEYS[3], KEYS[9], life, {id = id, lane = ARGV[10],
+  type = ARGV[11], reply = ARGV[4], ttl = ARGV[7], item = {KEYS[1], fields}, due = due})
 return {id, entry, ''}
 """
 )
@@ -325,8 +330,7 @@ return lost
 # the removed-letters stream (submitters mirror the dead-letter stream). The key is freed,
 # then taken by a ``keep_last`` follower (queued now), or kept with the reply for its ttl.
 FINISH = (
-    _NOW
-    + _EMIT
+    _EMIT
     + DEDUP
     + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
@@ -356,7 +360,7 @@ if #reply > 0 then
   end
   redis.call('DEL', waiters)
 end
-if ARGV[5] == '1' then ended(ARGV[3], KEYS[4], ARGV[4], reply[2]) end
+if ARGV[5] == '1' then dedup().ended(ARGV[3], KEYS[4], ARGV[4], reply[2]) end
 return 1
 """
 )
@@ -417,11 +421,11 @@ CANCEL = (
     + DEDUP
     + """
 local prefix = ARGV[7]
-if ARGV[5] == '1' then
-  local k = key_of(prefix, KEYS[4])
-  local meta = dedup_names(prefix, k)
+if ARGV[5] == '1' then  -- waiting behind its key's running holder: dropped
+  local k = dedup().key_of(prefix, KEYS[4])
+  local meta = dedup().dedup_names(prefix, k)
   if redis.call('HGET', meta, 'f_id') == ARGV[3] then
-    unpark(prefix, k, meta, '', KEYS[6], KEYS[7], true)
+    dedup().unpark(prefix, k, meta, '', KEYS[6], KEYS[7], true)
     return 1
   end
 end
@@ -436,8 +440,13 @@ if ARGV[2] ~= '' then
     end
   end
   if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
-    local json = settle_cancelled(prefix, ARGV[3], ARGV[6], '', '', KEYS[6], KEYS[7])
-    if ARGV[5] == '1' then ended(prefix, KEYS[4], ARGV[3], json) end
+    if ARGV[5] == '1' then  -- its key is freed or kept; the submitters waiting on it told
+      local json = dedup().settle_cancelled(prefix, ARGV[3], ARGV[6], '', '', KEYS[6], KEYS[7])
+      dedup().ended(prefix, KEYS[4], ARGV[3], json)
+      return 1
+    end
+    redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
+    event(KEYS[6], KEYS[7], 'lane.command.cancelled', ARGV[6], ARGV[3])
     return 1
   end
 end
@@ -529,8 +538,7 @@ return 1
 # learns when each has stopped).
 # Returns {queued commands deleted, running commands told to stop, their command ids}.
 CANCEL_LANE = (
-    _NOW
-    + _EMIT
+    _EMIT
     + DEDUP
     + """
 local group, lane, prefix = ARGV[1], ARGV[2], ARGV[5]
@@ -541,11 +549,17 @@ local function drop(fields)
   redis.call('HINCRBY', KEYS[3], 'cancelled', 1)
   if not ok or type(env) ~= 'table' or type(env.id) ~= 'string' then return end
   event(KEYS[4], KEYS[5], 'lane.command.cancelled', lane, env.id)
-  local reply = cancelled_reply(env.id, '')
-  local own = ''
-  if type(env.reply) == 'string' then own = env.reply end
-  reply_to(prefix, env.id, own, reply)
-  if type(env.key) == 'string' then ended(prefix, prefix .. ':key:' .. env.key, env.id, reply) end
+  local reply = cjson.encode({id = env.id, outcome = 'cancelled', value = 'null',
+    error = '', attempts = 0})
+  local targets = redis.call('SMEMBERS', prefix .. ':waiters:' .. env.id)
+  if type(env.reply) == 'string' then targets[#targets + 1] = env.reply end
+  for _, stream in ipairs(targets) do
+    if redis.call('EXISTS', stream) == 1 then redis.call('XADD', stream, '*', 'c', reply) end
+  end
+  redis.call('DEL', prefix .. ':waiters:' .. env.id)
+  if type(env.key) == 'string' then  -- freed, or kept as at its end
+    dedup().ended(prefix, prefix .. ':key:' .. env.key, env.id, reply)
+  end
 end
 local function pending(stream, what)
   local answer = redis.pcall('XPENDING', stream, group, unpack(what))
@@ -554,11 +568,11 @@ local function pending(stream, what)
 end
 if ARGV[3] == '1' then
   for _, k in ipairs(redis.call('SMEMBERS', prefix .. ':parked')) do
-    local meta = dedup_names(prefix, k)
+    local meta = dedup().dedup_names(prefix, k)
     local parked = redis.call('HGET', meta, 'f_lane')
     if parked == lane then
       dropped = dropped + 1
-      unpark(prefix, k, meta, '', KEYS[4], KEYS[5])
+      dedup().unpark(prefix, k, meta, '', KEYS[4], KEYS[5])
     elseif not parked then  -- its hash expired
       redis.call('SREM', prefix .. ':parked', k)
     end
