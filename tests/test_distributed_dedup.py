@@ -389,3 +389,21 @@ async def until_started(log: str, tag: str, times: int) -> None:
             if started(log).count(tag) >= times:
                 return
             await trio.sleep(0.01)
+
+
+async def test_a_follower_that_took_its_key_is_cancelled_while_queued(
+    backend: RedisBackend, log: str
+) -> None:
+    async with worker_on(backend), system_on(backend) as system:
+        system.pause("bulk")  # it stays queued once it has the key
+        await until_redis(backend, 1, "SISMEMBER", backend.key("paused"), "bulk")
+        holder, _ = await running(system, "k", 0.2, Dedup.keep_last())
+        follower = await system.submit("bulk", Step(log, "f"), key="k", dedup=Dedup.keep_last())
+        await holder.result()
+        assert await system.backlog() == {"urgent": 0, "bulk": 1}
+        follower.cancel()  # its entry id is in the key's hash: deleted, no worker needed
+        with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match="while queued"):
+            await follower.result()
+        assert await system.backlog() == {"urgent": 0, "bulk": 0}
+        assert await redis(backend, "EXISTS", backend.key("key:k")) == 0
+    assert started(log) == []

@@ -407,8 +407,8 @@ return 1
 )
 
 # KEYS: lane stream, cancelled zset, control stream, idempotency key, the lane's counters,
-# the events stream and switch. ARGV: group, entry id ('' unknown), command id, marker ttl
-# ms, has_key, lane, prefix.
+# the events stream and switch. ARGV: group, entry id ('' unknown: a key's hash may know
+# it), command id, marker ttl ms, has_key, lane, prefix.
 # A command still queued in its stream (not handed to any worker, or preempted and waiting
 # in the stream's front list), or waiting behind its key's running holder (keep_last), is
 # deleted: returns 1, it never starts again (its key is freed or kept as at its end; the
@@ -420,26 +420,30 @@ CANCEL = (
     + _EMIT
     + DEDUP
     + """
-local prefix = ARGV[7]
-if ARGV[5] == '1' then  -- waiting behind its key's running holder: dropped
+local prefix, entry = ARGV[7], ARGV[2]
+if ARGV[5] == '1' then
   local k = dedup().key_of(prefix, KEYS[4])
   local meta = dedup().dedup_names(prefix, k)
-  if redis.call('HGET', meta, 'f_id') == ARGV[3] then
+  local h = redis.call('HMGET', meta, 'f_id', 'id', 'stream', 'entry')
+  if h[1] == ARGV[3] then  -- waiting behind its key's running holder: dropped
     dedup().unpark(prefix, k, meta, '', KEYS[6], KEYS[7], true)
     return 1
   end
+  if entry == '' and h[2] == ARGV[3] and h[3] == KEYS[1] and h[4] then
+    entry = h[4]  -- its entry id, learnt since its submit (a follower that took its key)
+  end
 end
-if ARGV[2] ~= '' then
-  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if entry ~= '' then
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], entry, entry, 1)
   local handed = type(pending) == 'table' and pending.err == nil and pending[1] ~= nil
   if handed then  -- preempted and waiting at the front of its lane: queued, in effect
-    local item = ARGV[2] .. ' ' .. pending[1][2]
+    local item = entry .. ' ' .. pending[1][2]
     if redis.call('LREM', KEYS[1] .. ':front', 1, item) == 1 then
-      redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+      redis.call('XACK', KEYS[1], ARGV[1], entry)
       handed = false
     end
   end
-  if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
+  if not handed and redis.call('XDEL', KEYS[1], entry) == 1 then
     if ARGV[5] == '1' then  -- its key is freed or kept; the submitters waiting on it told
       local json = dedup().settle_cancelled(prefix, ARGV[3], ARGV[6], '', '', KEYS[6], KEYS[7])
       dedup().ended(prefix, KEYS[4], ARGV[3], json)
