@@ -13,7 +13,7 @@ import trio
 
 import lanes
 from lanes import Dedup
-from lanes.distributed import RedisBackend, RemoteCommandError
+from lanes.distributed import RedisBackend, RemoteCommandError, unfinished_commands
 from lanes.distributed._resp import open_connection
 from tests.distributed_commands import STARTED, Hold, Step
 from tests.test_distributed_control import started, system_on, worker_on
@@ -212,7 +212,8 @@ async def test_replace_a_delayed_command_before_and_after_it_is_due(
         )
         with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match=new.id):
             await old.result()
-        assert await redis(backend, "ZCARD", backend.key("delayed")) == 1
+        [row] = await unfinished_commands(backend.url, prefix=backend.prefix)
+        assert (row["id"], row["key"], row["status"]) == (new.id, "k", "delayed")
         # A paused lane: a worker's fetch moves the due command to its stream, no one takes
         # it; the replacing submit finds it there.
         system.pause("bulk")
