@@ -129,6 +129,18 @@ async def test_a_cancelled_holder_is_kept_too(backend: RedisBackend, log: str) -
             await kept.result()
 
 
+async def test_a_queued_keyed_command_cancelled_tells_its_other_submitters(
+    backend: RedisBackend, log: str
+) -> None:
+    async with system_on(backend) as first, system_on(backend) as second:
+        handle = await first.submit("bulk", Step(log, "q"), key="k")
+        other = await second.submit("bulk", Step(log, "q"), key="k")  # waits on the same one
+        assert other.id == handle.id
+        handle.cancel()
+        with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match="while queued"):
+            await other.result()
+
+
 async def test_an_infinite_ttl_keeps_the_key_until_released(
     backend: RedisBackend, log: str
 ) -> None:
