@@ -200,7 +200,11 @@ class RemoteLaneSystem:
         self, stream: str, envelope: Envelope, delay: float, mode: str, ttl: str
     ) -> RemoteHandle[Any]:
         key = envelope.key
-        reason = f"replaced by command {envelope.id} (a newer submit with key {key!r})"
+        reason = (
+            ""
+            if key is None
+            else f"replaced by command {envelope.id} (a newer submit with key {key!r})"
+        )
         args = [
             mode,
             envelope.id,
