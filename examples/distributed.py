@@ -78,6 +78,23 @@ async def schedule_on_two_replicas(backend: distributed.RedisBackend) -> None:
     print(f"fired once per slot: {fired == len(TICKS) and fired <= 11}")
 
 
+async def deduplicate(system: distributed.RemoteLaneSystem) -> None:
+    """The ``dedup=`` modes of an idempotency key, for the whole deployment."""
+    hold = lanes.Dedup.hold(ttl=60)  # the key answers for 60 s after its command finished
+    first = await system.run("interactive", Thumbnail("hook.png", 64), key="hook-7", dedup=hold)
+    again = await system.submit("interactive", Thumbnail("hook.png", 64), key="hook-7")
+    print(f"kept key, same result: {await again.result() == first}")  # the stored reply
+    print(f"released: {await system.release_key('hook-7')}")
+    replace = lanes.Dedup.replace()  # a command no worker has taken yet is replaced
+    old = await system.submit("interactive", Thumbnail("v1.png", 64), key="doc", delay=5)
+    new = await system.submit("interactive", Thumbnail("v2.png", 64), key="doc", dedup=replace)
+    try:
+        await old.result()
+    except lanes.CommandCancelled as error:
+        print(f"replaced: {'replaced by command ' + new.id in str(error)}")
+    print(f"the newest ran: {(await new.result())['thumbnail']}")
+
+
 async def share_a_limit(backend: distributed.RedisBackend) -> None:
     """Two processes' handles on one limit in Redis: 2 slots for everybody, fair per session."""
     running, most = 0, 0
@@ -151,6 +168,7 @@ async def demo(url: str) -> None:
             with contextlib.suppress(lanes.CommandCancelled):
                 await handle.result()
         print(f"parked: {[h.status.value for h in parked]}")
+        await deduplicate(system)
         await schedule_on_two_replicas(backend)
         await share_a_limit(backend)
     done = sum(w.statistics().lanes["batch"].completed for w in (one, two))

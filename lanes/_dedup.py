@@ -490,14 +490,23 @@ def release_key(core: Core, key: object) -> bool:
     return table(core).release(check_key(key, "release_key"))
 
 
-def extend_key(core: Core, key: object, ttl: object) -> bool:
-    """``system.extend_key``."""
+def check_extend(key: object, ttl: object) -> tuple[str, float]:
+    """``extend_key``'s key and ttl, checked (also by the Redis backend's).
+
+    Raises:
+        LaneConfigError: a bad key, or a ttl that is not a number of seconds > 0.
+    """
     checked = check_key(key, "extend_key")
     seconds = check_seconds("extend_key", "ttl", ttl, zero_ok=False)
     if seconds is None:
         msg = f"extend_key: ttl={ttl!r} is invalid; expected a number of seconds > 0"
         raise LaneConfigError(msg)
-    return table(core).extend(checked, seconds)
+    return checked, seconds
+
+
+def extend_key(core: Core, key: object, ttl: object) -> bool:
+    """``system.extend_key``."""
+    return table(core).extend(*check_extend(key, ttl))
 
 
 # -- recovery ----------------------------------------------------------------------------------

@@ -143,6 +143,8 @@ def test_distributed(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mon
     assert "batch: 9 thumbnails" in out
     assert "failed: ValueError: size 10000 is too large" in out
     assert "dead letters: [('batch', 2)]" in out
+    assert "kept key, same result: True\nreleased: True\nreplaced: True" in out
+    assert "the newest ran: v2.png@64px" in out
     assert "batch commands completed by the two workers: 9" in out
 
 

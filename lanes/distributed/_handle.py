@@ -116,7 +116,9 @@ class RemoteHandle(Generic[T]):
         Raises:
             CommandTimeout: its last attempt exceeded the timeout.
             CommandFailed: it failed for good; ``__cause__`` is a :class:`RemoteCommandError`.
-            CommandCancelled: it was cancelled (``cancel()``) before it finished.
+            CommandCancelled: it was cancelled (``cancel()``, ``cancel_lane``) before it
+                finished, or replaced by a newer submit with its key (``Dedup.replace()``,
+                ``Dedup.keep_last()``; the message names the replacement).
             ShutdownInProgress: the system closed before the outcome arrived (the command
                 stays in Redis and still runs).
         """
@@ -129,6 +131,8 @@ class RemoteHandle(Generic[T]):
             return json.loads(reply.value)  # type: ignore[no-any-return]
         what = f"command {self._id} ({self._type}) in lane {self._lane!r}"
         if reply.outcome == "cancelled":
+            if reply.error:  # replaced (dedup=): the same message as in process
+                raise CommandCancelled(f"{what} was {reply.error}")
             state = "while queued" if reply.attempts == 0 else f"on attempt {reply.attempts}"
             raise CommandCancelled(f"{what} was cancelled {state}")
         cause = RemoteCommandError(reply.error)

@@ -90,7 +90,7 @@ async def _delayed(backend: RedisBackend, client: Client) -> list[dict[str, Any]
     found = []
     for member in members:
         try:
-            _stream, flat = json.loads(str(member.member))
+            _stream, flat, *_key = json.loads(str(member.member))  # (a key's hash, id)
             fields = dict(zip(flat[::2], flat[1::2], strict=True))
             envelope = Envelope.from_fields(converter, fields)
         except (ValueError, TypeError, StorageError):

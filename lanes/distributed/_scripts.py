@@ -7,6 +7,8 @@ that derive a key from an id (waiters) need a standalone Redis or a prefix with 
 
 from __future__ import annotations
 
+from ._scripts_dedup import DEDUP
+
 __all__ = [
     "CANCEL",
     "CANCEL_LANE",
@@ -57,34 +59,79 @@ EMIT = _EMIT + "emit(KEYS[1], KEYS[2], ARGV[1])\nreturn 1\n"
 
 # KEYS: stream, delayed zset, idempotency key, notify stream (wakes idle workers on a delay),
 # the lane's counters hash (``submitted`` counts each command accepted, not a key's repeat),
-# the events stream and its switch.
-# ARGV: has_key, command id, prefix, reply stream, key ttl ms, delay ms, fields...
-# Returns {id, entry id}: the id of the command that will run (the given one, or the one
-# already holding the key: this submitter is then registered to receive its result too) and
-# its lane stream entry's id ('' when it is delayed or another command's).
+# the events stream and its switch, the key's kept record and its hash (see _scripts_dedup).
+# ARGV: dedup ('0': no key; '1': a key without ``dedup=``, as 'hold'; 'hold', 'replace' or
+# 'keep_last'), command id, prefix, reply stream, key ttl ms, delay ms, the key's ttl once
+# its command ended ('' none, ms or 'inf'), the reason a replaced command is cancelled
+# with, the consumer group, the command's lane and type, fields...
+# Returns {id, entry id, kept record}: the id of the command that will run (the given one,
+# or the one already holding the key: this submitter is then registered to receive its
+# result too), its lane stream entry's id ('' when it is delayed, waits behind the key's
+# running holder (keep_last) or is another command's), and the JSON record of the finished
+# command whose key is kept ('' otherwise; the id is then that command's).
 SUBMIT = (
     _NOW
     + _EMIT
+    + DEDUP
     + """
-if ARGV[1] == '1' then
-  local existing = redis.call('GET', KEYS[3])
-  if existing then
-    redis.call('SADD', ARGV[3] .. ':waiters:' .. existing, ARGV[4])
-    return {existing, ''}
+local mode, id, prefix, life = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local fields = {}
+for i = 12, #ARGV do fields[#fields + 1] = ARGV[i] end
+local delay = tonumber(ARGV[6])
+if mode == '0' then
+  redis.call('HINCRBY', KEYS[5], 'submitted', 1)
+  submitted(KEYS[6], KEYS[7], ARGV[13])
+  if delay > 0 then
+    redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
+    redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 'delayed', '1')
+    return {id, '', ''}
   end
-  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[5])
+  return {id, redis.call('XADD', KEYS[1], '*', unpack(fields)), ''}
+end
+local D, reason, group = dedup(), ARGV[8], ARGV[9]
+local k = D.key_of(prefix, KEYS[3])
+local due = 0
+if delay > 0 then due = now + delay end
+local park = false
+local holder = redis.call('GET', KEYS[3])
+if not holder then
+  local record = redis.call('GET', KEYS[8])
+  if record then return {cjson.decode(record).id, '', record} end
+else
+  local place = nil
+  if mode == 'replace' or mode == 'keep_last' then
+    place = D.waiting_place(prefix, KEYS[9], holder, group)
+  end
+  if place then  -- waiting: cancelled and replaced by this one (and so is its follower)
+    D.unqueue(prefix, place, group)
+    D.unpark(prefix, k, KEYS[9], reason, KEYS[6], KEYS[7])
+    redis.call('DEL', KEYS[3], KEYS[9])
+    D.settle_cancelled(prefix, holder, place[2][5], place[2][6], reason, KEYS[6], KEYS[7])
+  elseif mode == 'keep_last' then
+    park = true
+  else
+    redis.call('SADD', prefix .. ':waiters:' .. holder, ARGV[4])
+    return {holder, '', ''}
+  end
 end
 redis.call('HINCRBY', KEYS[5], 'submitted', 1)
-submitted(KEYS[6], KEYS[7], ARGV[8])
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-local delay = tonumber(ARGV[6])
-if delay > 0 then
-  redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
-  redis.call('XADD', KEYS[4], 'MAXLEN', 1, '*', 'delayed', '1')
-  return {ARGV[2], ''}
+submitted(KEYS[6], KEYS[7], ARGV[13])
+if park then  -- behind the running holder: kept in its hash until it ends
+  D.unpark(prefix, k, KEYS[9], reason, KEYS[6], KEYS[7])
+  if redis.call('HGET', KEYS[9], 'id') ~= holder then
+    redis.call('DEL', KEYS[9])
+    redis.call('HSET', KEYS[9], 'id', holder, 'life', life)
+  end
+  redis.call('HSET', KEYS[9], 'f_id', id, 'f_lane', ARGV[10], 'f_type', ARGV[11],
+    'f_reply', ARGV[4], 'f_ttl', ARGV[7], 'f_item', cjson.encode({KEYS[1], fields}),
+    'f_due', due)
+  redis.call('PEXPIRE', KEYS[9], life)
+  redis.call('SADD', prefix .. ':parked', k)
+  return {id, '', ''}
 end
-return {ARGV[2], redis.call('XADD', KEYS[1], '*', unpack(fields))}
+local entry = D.take(prefix, KEYS[3], KEYS[9], life, {id = id, lane = ARGV[10],
+  type = ARGV[11], reply = ARGV[4], ttl = ARGV[7], item = {KEYS[1], fields}, due = due})
+return {id, entry, ''}
 """
 )
 
@@ -101,7 +148,9 @@ return {ARGV[2], redis.call('XADD', KEYS[1], '*', unpack(fields))}
 # the given order.
 # Returns {entries, wait hint ms (-1: none), last ids (only when nothing was fetched)};
 # each entry is {stream, id, flat fields, deliveries}. A stream's preempted commands (its
-# ``:front`` list) come before its reclaimed and new entries.
+# ``:front`` list) come before its reclaimed and new entries. A due delayed member that
+# names an idempotency key's hash (its 3rd and 4th items: the hash, the command id; see
+# _scripts_dedup) has its new entry id recorded there, so a replacing submit finds it.
 FETCH = (
     _NOW
     + """
@@ -111,7 +160,10 @@ local pool = tonumber(ARGV[6])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 256)
 for _, member in ipairs(due) do
   local item = cjson.decode(member)
-  redis.call('XADD', item[1], '*', unpack(item[2]))
+  local entry = redis.call('XADD', item[1], '*', unpack(item[2]))
+  if item[3] and redis.call('HGET', item[3], 'id') == item[4] then  -- a key's holder
+    redis.call('HSET', item[3], 'entry', entry, 'member', '')
+  end
   redis.call('ZREM', KEYS[1], member)
 end
 local wait = -1
@@ -275,9 +327,11 @@ return lost
 # fields (0: no reply), reply fields..., dead-letter fields... (none: not dead-lettered).
 # Returns 0 when the message was no longer pending (another worker settled it first): then
 # nothing is counted. A letter evicted by the dead-letter limit is counted and announced on
-# the removed-letters stream (submitters mirror the dead-letter stream).
+# the removed-letters stream (submitters mirror the dead-letter stream). The key is freed,
+# then taken by a ``keep_last`` follower (queued now), or kept with the reply for its ttl.
 FINISH = (
     _EMIT
+    + DEDUP
     + """
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('XDEL', KEYS[1], ARGV[2])
@@ -306,7 +360,7 @@ if #reply > 0 then
   end
   redis.call('DEL', waiters)
 end
-if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[4] then redis.call('DEL', KEYS[4]) end
+if ARGV[5] == '1' then dedup().ended(ARGV[3], KEYS[4], ARGV[4], reply[2]) end
 return 1
 """
 )
@@ -353,28 +407,48 @@ return 1
 )
 
 # KEYS: lane stream, cancelled zset, control stream, idempotency key, the lane's counters,
-# the events stream and switch. ARGV: group, entry id ('' unknown), command id, marker ttl
-# ms, has_key, lane.
+# the events stream and switch. ARGV: group, entry id ('' unknown: a key's hash may know
+# it), command id, marker ttl ms, has_key, lane, prefix.
 # A command still queued in its stream (not handed to any worker, or preempted and waiting
-# in the stream's front list) is deleted: returns 1, it never starts again. Otherwise
-# (running, delayed, or finished) the id is marked cancelled until
-# the ttl passes and announced on the control stream, which every worker reads: returns 2.
+# in the stream's front list), or waiting behind its key's running holder (keep_last), is
+# deleted: returns 1, it never starts again (its key is freed or kept as at its end; the
+# submitters waiting on it are told). Otherwise (running, delayed, or finished) the id is
+# marked cancelled until the ttl passes and announced on the control stream, which every
+# worker reads: returns 2.
 CANCEL = (
     _NOW
     + _EMIT
+    + DEDUP
     + """
-if ARGV[2] ~= '' then
-  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+local prefix, entry = ARGV[7], ARGV[2]
+if ARGV[5] == '1' then
+  local k = dedup().key_of(prefix, KEYS[4])
+  local meta = dedup().dedup_names(prefix, k)
+  local h = redis.call('HMGET', meta, 'f_id', 'id', 'stream', 'entry')
+  if h[1] == ARGV[3] then  -- waiting behind its key's running holder: dropped
+    dedup().unpark(prefix, k, meta, '', KEYS[6], KEYS[7], true)
+    return 1
+  end
+  if entry == '' and h[2] == ARGV[3] and h[3] == KEYS[1] and h[4] then
+    entry = h[4]  -- its entry id, learnt since its submit (a follower that took its key)
+  end
+end
+if entry ~= '' then
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], entry, entry, 1)
   local handed = type(pending) == 'table' and pending.err == nil and pending[1] ~= nil
   if handed then  -- preempted and waiting at the front of its lane: queued, in effect
-    local item = ARGV[2] .. ' ' .. pending[1][2]
+    local item = entry .. ' ' .. pending[1][2]
     if redis.call('LREM', KEYS[1] .. ':front', 1, item) == 1 then
-      redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+      redis.call('XACK', KEYS[1], ARGV[1], entry)
       handed = false
     end
   end
-  if not handed and redis.call('XDEL', KEYS[1], ARGV[2]) == 1 then
-    if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+  if not handed and redis.call('XDEL', KEYS[1], entry) == 1 then
+    if ARGV[5] == '1' then  -- its key is freed or kept; the submitters waiting on it told
+      local json = dedup().settle_cancelled(prefix, ARGV[3], ARGV[6], '', '', KEYS[6], KEYS[7])
+      dedup().ended(prefix, KEYS[4], ARGV[3], json)
+      return 1
+    end
     redis.call('HINCRBY', KEYS[5], 'cancelled', 1)
     event(KEYS[6], KEYS[7], 'lane.command.cancelled', ARGV[6], ARGV[3])
     return 1
@@ -460,14 +534,16 @@ return 1
 # KEYS: delayed zset, control stream, the lane's counters hash, the events stream and its
 # switch, then the lane's streams.
 # ARGV: group, lane, queued ('1'/'0'), running ('1'/'0'), prefix, the caller's reply stream.
-# Queued: deletes the lane's entries no worker holds, its preempted ones (front lists) and
-# its delayed (and retrying) commands, replying 'cancelled' to their submitters and
-# releasing their keys. Running: tells every worker (control stream) to cancel the lane's
+# Queued: deletes the lane's entries no worker holds, its preempted ones (front lists), its
+# delayed (and retrying) commands and those waiting behind their key's running holder
+# (keep_last), replying 'cancelled' to their submitters and freeing their keys (or keeping
+# them, as at their end). Running: tells every worker (control stream) to cancel the lane's
 # running commands, and adds the caller's reply stream to each one's waiters (it then
 # learns when each has stopped).
 # Returns {queued commands deleted, running commands told to stop, their command ids}.
 CANCEL_LANE = (
     _EMIT
+    + DEDUP
     + """
 local group, lane, prefix = ARGV[1], ARGV[2], ARGV[5]
 local dropped, running, ids = 0, 0, {}
@@ -485,9 +561,8 @@ local function drop(fields)
     if redis.call('EXISTS', stream) == 1 then redis.call('XADD', stream, '*', 'c', reply) end
   end
   redis.call('DEL', prefix .. ':waiters:' .. env.id)
-  if type(env.key) == 'string' then
-    local key = prefix .. ':key:' .. env.key
-    if redis.call('GET', key) == env.id then redis.call('DEL', key) end
+  if type(env.key) == 'string' then  -- freed, or kept as at its end
+    dedup().ended(prefix, prefix .. ':key:' .. env.key, env.id, reply)
   end
 end
 local function pending(stream, what)
@@ -496,6 +571,16 @@ local function pending(stream, what)
   return nil
 end
 if ARGV[3] == '1' then
+  for _, k in ipairs(redis.call('SMEMBERS', prefix .. ':parked')) do
+    local meta = dedup().dedup_names(prefix, k)
+    local parked = redis.call('HGET', meta, 'f_lane')
+    if parked == lane then
+      dropped = dropped + 1
+      dedup().unpark(prefix, k, meta, '', KEYS[4], KEYS[5])
+    elseif not parked then  -- its hash expired
+      redis.call('SREM', prefix .. ':parked', k)
+    end
+  end
   local mine = {}
   for i = 6, #KEYS do
     mine[KEYS[i]] = true

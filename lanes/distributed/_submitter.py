@@ -23,6 +23,7 @@ from .._boundary import check_key
 from .._codec import CommandRegistry
 from .._command import command_name, is_command
 from .._config import LaneConfig
+from .._dedup import Dedup, check_dedup, check_extend
 from .._dlq import DeadLetterNotFound
 from .._errors import (
     DrainTimeout,
@@ -36,7 +37,7 @@ from .._errors import (
 from .._schedule import Misfire
 from .._stats import SystemStatistics
 from ..events import Event
-from . import _scripts
+from . import _scripts, _scripts_dedup
 from ._events import subscription
 from ._handle import RemoteCommandError, RemoteHandle
 from ._letters import RemoteDeadLetters
@@ -56,7 +57,7 @@ from ._redis import (
 from ._resp import Connection, open_connection
 from ._schedules import RemoteSchedule, RemoteScheduler
 from ._statistics import StatisticsReader
-from ._wire import Envelope, Reply
+from ._wire import Envelope, KeptKey, Reply
 
 __all__ = ["RemoteCommandError", "RemoteHandle", "RemoteLaneSystem", "open_remote_system"]
 
@@ -64,6 +65,8 @@ T = TypeVar("T")
 _BACKOFF = (0.05, 2.0)  # first and longest pause between reconnection attempts
 _EARLY_REPLIES = 1000  # replies kept for handles not registered yet
 _READ_COUNT = 500  # entries per stream per read of the reply reader
+_KEYS_KEPT = 10_000  # the handles of the last keys submitted, kept to be returned again
+_FOREVER_MS = 10**15  # a key kept longer (some 30,000 years) is kept until released
 
 
 class RemoteLaneSystem:
@@ -90,7 +93,7 @@ class RemoteLaneSystem:
         self._submitter = uuid.uuid4().hex
         self.reply_stream = backend.key(f"reply:{self._submitter}")
         self._handles: dict[str, RemoteHandle[Any]] = {}
-        self._keys: dict[str, RemoteHandle[Any]] = {}
+        self._keys: OrderedDict[str, RemoteHandle[Any]] = OrderedDict()
         self._early: OrderedDict[str, Reply] = OrderedDict()
         self._idle = trio.Event()
         self._idle.set()
@@ -100,6 +103,8 @@ class RemoteLaneSystem:
         self._cancel = Lua(_scripts.CANCEL)
         self._pause = Lua(_scripts.PAUSE)
         self._cancel_lane = Lua(_scripts.CANCEL_LANE)
+        self._release_key = Lua(_scripts_dedup.RELEASE_KEY)
+        self._extend_key = Lua(_scripts_dedup.EXTEND_KEY)
         self._nursery: trio.Nursery | None = None
         self._letters = RemoteDeadLetters(self)
         self._statistics = StatisticsReader(backend, self._configs)
@@ -126,6 +131,7 @@ class RemoteLaneSystem:
         partition_key: str | None = None,
         delay: float | None = None,
         timeout: float | None = None,
+        dedup: Dedup | None = None,
     ) -> RemoteHandle[Any]:
         """Queue a ``@lanes.command`` object in ``lane``; return once Redis has it.
 
@@ -134,6 +140,13 @@ class RemoteLaneSystem:
             command: a ``@lanes.command`` instance whose class is listed in ``commands``.
             key: idempotency key: while a command with this key is queued or running
                 (on any machine), the existing command's handle is returned instead.
+            dedup: how ``key`` deduplicates, as in process (a :class:`lanes.Dedup`; None:
+                as above): ``Dedup.hold(ttl=30)`` keeps the key 30 s (Redis time) after its
+                command finished, and a submit with it meanwhile gets a handle resolved
+                with that command's result or error; ``Dedup.replace()`` cancels a holder
+                no worker has taken yet (queued, delayed, or preempted back to the front)
+                and takes its place; ``Dedup.keep_last()`` also waits (in Redis) behind a
+                running holder, and starts once that one finished.
             partition_key: picks the partition of a hash-partitioned lane (commands of one
                 key run in order); passed to a custom partition function
                 (``Partitioning.custom``); ignored by round-robin partitioning.
@@ -141,11 +154,13 @@ class RemoteLaneSystem:
             timeout: hard timeout of each attempt (default: the lane's, on the worker).
 
         Cancellation before Redis answered leaves the command possibly queued (Redis may
-        have received it); use ``key=`` to make a resubmission safe.
+        have received it, and with ``dedup=`` replaced the key's holder); use ``key=`` to
+        make a resubmission safe.
 
         Raises:
             UnknownLaneError, LaneConfigError, LaneUsageError: bad arguments (``key``
-                by the same rule as in process: a non-blank string of valid text;
+                and ``dedup`` by the same rules as in process: a non-blank string of valid
+                text, a ``lanes.Dedup`` that needs a key;
                 ``LaneConfigError`` also for a command whose JSON is longer than the
                 backend's ``max_payload``).
             NotDurableError: the command's class is not listed in ``commands``, or the
@@ -161,12 +176,13 @@ class RemoteLaneSystem:
         type_name, payload = self._encode(command)
         _check_optional_seconds("delay", delay, zero_ok=True)
         _check_optional_seconds("timeout", timeout, zero_ok=False)
-        if key is not None:
+        mode = "0" if key is None else "1"
+        ttl = ""
+        if dedup is not None:
+            dedup, key = check_dedup(dedup, key, "submit")
+            mode, ttl = dedup.mode, _ttl_ms(dedup.ttl)
+        if key is not None:  # asked in Redis every time: a key is the deployment's
             check_key(key, "submit")
-            known = self._keys.get(key)
-            if known is not None and not known.done():
-                await trio.lowlevel.checkpoint()
-                return known
         envelope = Envelope(
             id=uuid.uuid4().hex,
             lane=lane,
@@ -178,17 +194,29 @@ class RemoteLaneSystem:
             timeout=timeout,
             submitted=time.time(),
         )
-        return await self._send(stream, envelope, delay or 0.0)
+        return await self._send(stream, envelope, delay or 0.0, mode, ttl)
 
-    async def _send(self, stream: str, envelope: Envelope, delay: float) -> RemoteHandle[Any]:
+    async def _send(
+        self, stream: str, envelope: Envelope, delay: float, mode: str, ttl: str
+    ) -> RemoteHandle[Any]:
         key = envelope.key
+        reason = (
+            ""
+            if key is None
+            else f"replaced by command {envelope.id} (a newer submit with key {key!r})"
+        )
         args = [
-            "1" if key else "0",
+            mode,
             envelope.id,
             self._backend.prefix,
             self.reply_stream,
             str(int(self._backend.key_ttl * 1000)),
             str(math.ceil(delay * 1000)),
+            ttl,
+            reason,
+            GROUP,
+            envelope.lane,
+            envelope.type,
             *fields_list(envelope.fields(self._registry.converter)),
         ]
         keys = [
@@ -198,6 +226,8 @@ class RemoteLaneSystem:
             self._backend.key("notify"),
             self._backend.key(f"stats:{envelope.lane}"),
             *self._events_keys,
+            self._backend.key(f"kept:{key or ''}"),
+            self._backend.key(f"dedup:{key or ''}"),
         ]
         # registered before Redis can run the script: its reply may arrive (and be read)
         # before this task runs again
@@ -207,17 +237,36 @@ class RemoteLaneSystem:
         except BaseException:
             self._unregister(own)
             raise
-        command_id, entry_id = str(answer[0]), str(answer[1])
+        command_id, entry_id, record = str(answer[0]), str(answer[1]), str(answer[2])
         handle = own
-        if command_id == envelope.id and entry_id:
+        if command_id == envelope.id:
             own._stream, own._entry, own._key = stream, entry_id, key
-        if command_id != envelope.id:  # another command holds the key: wait for that one
+        elif record:  # the key's holder finished and its key is kept: its outcome
+            self._unregister(own)
+            handle = self._kept(command_id, key, record)
+        else:  # another command holds the key: wait for that one
             self._unregister(own)
             handle = self._handles.get(command_id) or self._register(
                 command_id, envelope.lane, envelope.type
             )
-        if key:
+        if key:  # the last handle of each key (bounded): a kept key returns it again
             self._keys[key] = handle
+            self._keys.move_to_end(key)
+            if len(self._keys) > _KEYS_KEPT:
+                self._keys.popitem(last=False)
+        return handle
+
+    def _kept(self, command_id: str, key: str | None, record: str) -> RemoteHandle[Any]:
+        """The handle of a finished command whose key is kept: this system's own one if it
+        has it, else a new one resolved with the stored reply."""
+        handle = self._handles.get(command_id)
+        known = self._keys.get(key or "")
+        if handle is None and known is not None and known.id == command_id:
+            handle = known
+        if handle is None:
+            kept, reply = KeptKey.load(self._registry.converter, record)
+            handle = RemoteHandle(self, kept.id, kept.lane, kept.type)
+            handle._resolve(reply)
         return handle
 
     def _register(self, command_id: str, lane: str, type_name: str) -> RemoteHandle[Any]:
@@ -246,10 +295,17 @@ class RemoteLaneSystem:
         partition_key: str | None = None,
         delay: float | None = None,
         timeout: float | None = None,
+        dedup: Dedup | None = None,
     ) -> Any:
         """Submit and wait for the result (see :meth:`submit` and ``RemoteHandle.result``)."""
         handle = await self.submit(
-            lane, command, key=key, partition_key=partition_key, delay=delay, timeout=timeout
+            lane,
+            command,
+            key=key,
+            partition_key=partition_key,
+            delay=delay,
+            timeout=timeout,
+            dedup=dedup,
         )
         return await handle.result()
 
@@ -323,6 +379,7 @@ class RemoteLaneSystem:
             str(int(self._backend.key_ttl * 1000)),
             "1" if handle._key else "0",
             handle.lane,
+            self._backend.prefix,
         ]
         pause = _BACKOFF[0]
         while not handle.done():
@@ -338,6 +395,47 @@ class RemoteLaneSystem:
                 if not self._handles:
                     self._idle.set()
             return
+
+    # -- idempotency keys by hand ----------------------------------------------------------------
+
+    async def release_key(self, key: str) -> bool:
+        """Free ``key`` at once, as ``LaneSystem.release_key`` (but awaited: the keys live
+        in Redis, one script call); return whether anything held it.
+
+        A finished command's kept key is forgotten; a live holder keeps running without
+        the key (its end keeps nothing); a command waiting behind it (``keep_last``) is
+        queued at once, without the key. Cancelled, the release may still have run.
+
+        Raises:
+            LaneConfigError: ``key`` is not a valid idempotency key.
+            StorageError: Redis cannot be reached; nothing was released.
+            ShutdownInProgress: the system is closed.
+        """
+        checked = check_key(key, "release_key")
+        self._open_nursery("release_key")
+        names = [self._backend.key(f"{kind}:{checked}") for kind in ("key", "kept", "dedup")]
+        names.append(self._backend.key("parked"))
+        args = [self._backend.prefix, checked]
+        return bool(await self._batcher.call(self._release_key, names, args))
+
+    async def extend_key(self, key: str, ttl: float) -> bool:
+        """Keep ``key`` ``ttl`` seconds, as ``LaneSystem.extend_key`` (but awaited); return
+        whether anything held it.
+
+        A live holder's key will be kept ``ttl`` seconds after it ends (``math.inf``:
+        until :meth:`release_key`); a finished command's kept key is kept ``ttl`` seconds
+        from now (Redis time), shorter too. Cancelled, the change may still have run.
+
+        Raises:
+            LaneConfigError: ``key`` is not a valid idempotency key, or ``ttl`` is not a
+                number of seconds > 0.
+            StorageError: Redis cannot be reached; nothing changed.
+            ShutdownInProgress: the system is closed.
+        """
+        checked, seconds = check_extend(key, ttl)
+        self._open_nursery("extend_key")
+        names = [self._backend.key(f"{kind}:{checked}") for kind in ("key", "kept", "dedup")]
+        return bool(await self._batcher.call(self._extend_key, names, [_ttl_ms(seconds)]))
 
     # -- lanes across every worker ---------------------------------------------------------------
 
@@ -711,6 +809,15 @@ class RemoteLaneSystem:
             except Exception as exc:  # the stream expires by itself
                 if translate(self._backend, exc) is None:
                     raise
+
+
+def _ttl_ms(ttl: float | None) -> str:
+    """A ``Dedup`` ttl as the scripts read it: '' none, 'inf', or milliseconds (>= 1)."""
+    if ttl is None:
+        return ""
+    if ttl * 1000 >= _FOREVER_MS:
+        return "inf"
+    return str(max(1, math.ceil(ttl * 1000)))
 
 
 def _check_partition_key(value: object) -> None:

@@ -13,7 +13,7 @@ from cattrs.v import transform_error
 
 from .._errors import StorageError
 
-__all__ = ["FIELD", "Envelope", "RemoteDeadLetter", "Reply", "salvage"]
+__all__ = ["FIELD", "Envelope", "KeptKey", "RemoteDeadLetter", "Reply", "salvage"]
 
 T = TypeVar("T")
 
@@ -98,9 +98,10 @@ class Reply:
     """The outcome of a command, sent to its submitter's reply stream (one JSON field)."""
 
     id: str
-    outcome: str  # "done", "failed" or "timeout"
+    outcome: str  # "done", "failed", "timeout" or "cancelled"
     value: str  # JSON of the result ("null" unless done)
-    error: str  # "ExceptionType: message" of the last error ("" when done)
+    error: str  # "ExceptionType: message" of the last error ("" when done); cancelled:
+    # why, when not by its handle or lane ("replaced by command ...")
     attempts: int
 
     def fields(self, converter: JsonConverter) -> dict[str, str]:
@@ -115,6 +116,27 @@ class Reply:
             StorageError: the field is missing or does not hold a reply.
         """
         return _load(converter, fields, cls, "reply")
+
+
+@attrs.frozen
+class KeptKey:
+    """A finished command whose idempotency key is kept (``Dedup.hold(ttl=...)``), as the
+    FINISH script stores it: its id, lane, type and the reply its worker sent (JSON)."""
+
+    id: str
+    lane: str
+    type: str
+    reply: str
+
+    @classmethod
+    def load(cls, converter: JsonConverter, text: str) -> tuple[KeptKey, Reply]:
+        """Read a kept key's record and its reply.
+
+        Raises:
+            StorageError: the record or its reply is malformed.
+        """
+        kept = _load(converter, {FIELD: text}, cls, "kept idempotency key")
+        return kept, Reply.from_fields(converter, {FIELD: kept.reply})
 
 
 @attrs.frozen
