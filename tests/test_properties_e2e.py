@@ -27,6 +27,7 @@ from lanes.testing import (
     check_results,
     lane_configs,
     lane_systems,
+    priorities,
     record_events,
     run_workload,
     seconds,
@@ -118,6 +119,21 @@ def test_random_workloads_keep_the_rules(
     events, results, stats, letters = _run(configs, cap, work, pauses)
     paused = {configs[lane].name for _, lane, _ in pauses}
     check_invariants(events, configs, cap, paused=paused)
+    _check_results(events, results, stats, configs, letters)
+
+
+@given(system=lane_systems(lane_configs(2, 3)), data=st.data())
+def test_prioritized_workloads_keep_the_rules(
+    system: tuple[tuple[LaneConfig, ...], int | None], data: st.DataObject
+) -> None:
+    """Commands with priorities of their own, some reprioritized while they wait (or
+    after: refused), some with a priority out of range (an error): each lane starts by
+    command priority, FIFO among equals, and every ``reprioritize`` answers as the API
+    promises (``check_results``)."""
+    configs, cap = system
+    work = data.draw(workloads(configs, max_size=16, priorities=True), label="workload")
+    events, results, stats, letters = _run(configs, cap, work, [])
+    check_invariants(events, configs, cap, priorities=priorities(results))
     _check_results(events, results, stats, configs, letters)
 
 

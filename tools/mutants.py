@@ -69,6 +69,7 @@ def _mutant(name: str, description: str, *edits: tuple[str, str, str]) -> Mutant
 
 POLICY = "lanes/_policy.py"
 CORE = "lanes/_core.py"
+SUBMISSION = "lanes/_submission.py"
 OUTCOME = "lanes/_outcome.py"
 DISPATCHER = "lanes/_dispatcher.py"
 
@@ -271,6 +272,25 @@ MUTANTS: tuple[Mutant, ...] = (
             POLICY,
             "            job.priority = priority  # it takes its place when it is due",
             "            pass  # it takes its place when it is due",
+        ),
+    ),
+    _mutant(
+        "shell-submit-drops-priority",
+        "submit(priority=) is checked but every command is queued with priority 0",
+        (
+            SUBMISSION,
+            "    cmd = core.new_command(lane, call, args, type_name, key, timeout)\n"
+            "    cmd.priority = priority\n",
+            "    cmd = core.new_command(lane, call, args, type_name, key, timeout)\n",
+        ),
+    ),
+    _mutant(
+        "shell-reprioritize-says-yes",
+        "handle.reprioritize answers True for a command that started or ended (nothing changes)",
+        (
+            CORE,
+            "        if not self.policy.reprioritize(cmd, priority):\n            return False\n",
+            "        self.policy.reprioritize(cmd, priority)\n",
         ),
     ),
     _mutant(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -46,12 +46,20 @@ class EventLog:
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 return
 
-    def check(self, *, paused: Iterable[str] = (), complete: bool = True) -> None:
+    def check(
+        self,
+        *,
+        paused: Iterable[str] = (),
+        complete: bool = True,
+        priorities: Mapping[str, int | None] | None = None,
+    ) -> None:
         """Run :func:`~lanes.testing.check_invariants` on the log.
 
         Args:
             paused: lanes that were paused at some time (pauses are not events).
             complete: whether every command's whole life is in the log.
+            priorities: command priorities by id, for commands submitted with
+                ``priority=`` (see :func:`~lanes.testing.check_invariants`).
 
         Raises:
             InvariantViolation: a rule is broken, or events were dropped.
@@ -61,7 +69,14 @@ class EventLog:
         if dropped:
             msg = f"{dropped} events were dropped; record with a larger buffer"
             raise InvariantViolation("event log", msg, [])
-        check_invariants(events, self.lanes, self.max_concurrency, paused=paused, complete=complete)
+        check_invariants(
+            events,
+            self.lanes,
+            self.max_concurrency,
+            paused=paused,
+            complete=complete,
+            priorities=priorities,
+        )
 
 
 @asynccontextmanager
