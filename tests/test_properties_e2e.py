@@ -190,3 +190,38 @@ def test_preemption_requeues_without_counting_an_attempt(
     check_invariants(events, configs, cap)
     _check_results(events, results, stats, configs, letters)
     assert stats.lanes["background"].preempted >= 1, "the setup always preempts"
+
+
+_ONE = (LaneConfig("work", 0, max_concurrency=1),)
+
+
+def _prioritized_log() -> list[ev.Event]:
+    """``a`` (queued at 0) starts at 1 while ``b`` (queued at 0.5) waits, then ``b``."""
+    return [
+        ev.Submitted("work", "a", 0.0),
+        ev.Submitted("work", "b", 0.5),
+        ev.Started("work", "a", 1.0, waited=1.0),
+        ev.Completed("work", "a", 2.0),
+        ev.Started("work", "b", 2.0, waited=1.5),
+        ev.Completed("work", "b", 3.0),
+    ]
+
+
+def test_the_log_checker_orders_a_lane_by_command_priority() -> None:
+    events = _prioritized_log()
+    check_invariants(events, _ONE)  # FIFO: a was queued first
+    check_invariants(events, _ONE, priorities={"a": -1, "b": 0})
+    with pytest.raises(AssertionError, match="command priority within a lane") as found:
+        check_invariants(events, _ONE, priorities={"a": 1})  # b: 0, more urgent
+    assert "b (priority 0) waited in lane 'work'" in str(found.value)
+    check_invariants(events, _ONE, priorities={"a": 1, "b": None})  # b was reprioritized
+    b_first = [
+        *events[:2],
+        ev.Started("work", "b", 1.0, waited=0.5),
+        ev.Completed("work", "b", 2.0),
+        ev.Started("work", "a", 2.0, waited=2.0),
+        ev.Completed("work", "a", 3.0),
+    ]
+    check_invariants(b_first, _ONE, priorities={"b": -1})
+    with pytest.raises(AssertionError, match="FIFO within a lane"):
+        check_invariants(b_first, _ONE, priorities={"a": 1, "b": 1})  # equals: FIFO
