@@ -21,6 +21,7 @@ import lanes
 from lanes import LaneConfig, RetryPolicy
 from lanes import events as ev
 from lanes.testing import (
+    LaneSystemFactory,
     WorkItem,
     WorkloadResult,
     check_invariants,
@@ -225,3 +226,20 @@ def test_the_log_checker_orders_a_lane_by_command_priority() -> None:
     check_invariants(b_first, _ONE, priorities={"b": -1})
     with pytest.raises(AssertionError, match="FIFO within a lane"):
         check_invariants(b_first, _ONE, priorities={"a": 1, "b": 1})  # equals: FIFO
+
+
+async def test_the_fixture_knows_command_priorities(
+    lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The ``lane_system`` fixture checks a lane's order by command priority: it learns
+    each command's priority as it is submitted (the events do not carry it), and leaves
+    out of the order check one reprioritized while it waited."""
+    async with lane_system(_ONE) as system:
+        first = await system.submit("work", trio.sleep, 1)
+        low = await system.submit("work", trio.sleep, 1, priority=1)
+        moved = await system.submit("work", trio.sleep, 1)
+        await trio.sleep(0.5)
+        plain = await system.submit("work", trio.sleep, 1)  # starts before low, after moved
+        assert moved.reprioritize(2)
+    # left normally: drained, and the log checked with these priorities
+    assert lane_system.log.priorities == {first.id: 0, low.id: 1, moved.id: None, plain.id: 0}
