@@ -321,7 +321,7 @@ QUICK: dict[str, str] = {
 """The fast subset ``--quick`` runs, each mutant against the one test module that kills it
 (in 5-9 CPU s, seed 0; docs/bench/mutants.json): the cap, the reservations, preemption,
 retries, outcomes and command priorities. ``tests/test_mutants.py`` runs it in the normal
-test suite (about 55 s), so CI notices a weakened property test."""
+test suite (under a minute), so CI notices a weakened property test."""
 
 
 @attrs.frozen
