@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def test_mutant_names_are_unique() -> None:
     names = [m.name for m in mutants.MUTANTS]
     assert len(names) == len(set(names))
-    assert len(names) >= 16
+    assert len(names) >= 22
 
 
 @pytest.mark.parametrize("mutant", mutants.MUTANTS, ids=lambda m: m.name)

@@ -21,12 +21,14 @@ import lanes
 from lanes import LaneConfig, RetryPolicy
 from lanes import events as ev
 from lanes.testing import (
+    LaneSystemFactory,
     WorkItem,
     WorkloadResult,
     check_invariants,
     check_results,
     lane_configs,
     lane_systems,
+    priorities,
     record_events,
     run_workload,
     seconds,
@@ -121,6 +123,21 @@ def test_random_workloads_keep_the_rules(
     _check_results(events, results, stats, configs, letters)
 
 
+@given(system=lane_systems(lane_configs(2, 3)), data=st.data())
+def test_prioritized_workloads_keep_the_rules(
+    system: tuple[tuple[LaneConfig, ...], int | None], data: st.DataObject
+) -> None:
+    """Commands with priorities of their own, some reprioritized while they wait (or
+    after: refused), some with a priority out of range (an error): each lane starts by
+    command priority, FIFO among equals, and every ``reprioritize`` answers as the API
+    promises (``check_results``)."""
+    configs, cap = system
+    work = data.draw(workloads(configs, max_size=16, priorities=True), label="workload")
+    events, results, stats, letters = _run(configs, cap, work, [])
+    check_invariants(events, configs, cap, priorities=priorities(results))
+    _check_results(events, results, stats, configs, letters)
+
+
 @st.composite
 def _preemption_setups(
     draw: st.DrawFn,
@@ -174,3 +191,55 @@ def test_preemption_requeues_without_counting_an_attempt(
     check_invariants(events, configs, cap)
     _check_results(events, results, stats, configs, letters)
     assert stats.lanes["background"].preempted >= 1, "the setup always preempts"
+
+
+_ONE = (LaneConfig("work", 0, max_concurrency=1),)
+
+
+def _prioritized_log() -> list[ev.Event]:
+    """``a`` (queued at 0) starts at 1 while ``b`` (queued at 0.5) waits, then ``b``."""
+    return [
+        ev.Submitted("work", "a", 0.0),
+        ev.Submitted("work", "b", 0.5),
+        ev.Started("work", "a", 1.0, waited=1.0),
+        ev.Completed("work", "a", 2.0),
+        ev.Started("work", "b", 2.0, waited=1.5),
+        ev.Completed("work", "b", 3.0),
+    ]
+
+
+def test_the_log_checker_orders_a_lane_by_command_priority() -> None:
+    events = _prioritized_log()
+    check_invariants(events, _ONE)  # FIFO: a was queued first
+    check_invariants(events, _ONE, priorities={"a": -1, "b": 0})
+    with pytest.raises(AssertionError, match="command priority within a lane") as found:
+        check_invariants(events, _ONE, priorities={"a": 1})  # b: 0, more urgent
+    assert "b (priority 0) waited in lane 'work'" in str(found.value)
+    check_invariants(events, _ONE, priorities={"a": 1, "b": None})  # b was reprioritized
+    b_first = [
+        *events[:2],
+        ev.Started("work", "b", 1.0, waited=0.5),
+        ev.Completed("work", "b", 2.0),
+        ev.Started("work", "a", 2.0, waited=2.0),
+        ev.Completed("work", "a", 3.0),
+    ]
+    check_invariants(b_first, _ONE, priorities={"b": -1})
+    with pytest.raises(AssertionError, match="FIFO within a lane"):
+        check_invariants(b_first, _ONE, priorities={"a": 1, "b": 1})  # equals: FIFO
+
+
+async def test_the_fixture_knows_command_priorities(
+    lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The ``lane_system`` fixture checks a lane's order by command priority: it learns
+    each command's priority as it is submitted (the events do not carry it), and leaves
+    out of the order check one reprioritized while it waited."""
+    async with lane_system(_ONE) as system:
+        first = await system.submit("work", trio.sleep, 1)
+        low = await system.submit("work", trio.sleep, 1, priority=1)
+        moved = await system.submit("work", trio.sleep, 1)
+        await trio.sleep(0.5)
+        plain = await system.submit("work", trio.sleep, 1)  # starts before low, after moved
+        assert moved.reprioritize(2)
+    # left normally: drained, and the log checked with these priorities
+    assert lane_system.log.priorities == {first.id: 0, low.id: 1, moved.id: None, plain.id: 0}

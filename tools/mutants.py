@@ -69,6 +69,7 @@ def _mutant(name: str, description: str, *edits: tuple[str, str, str]) -> Mutant
 
 POLICY = "lanes/_policy.py"
 CORE = "lanes/_core.py"
+SUBMISSION = "lanes/_submission.py"
 OUTCOME = "lanes/_outcome.py"
 DISPATCHER = "lanes/_dispatcher.py"
 
@@ -220,6 +221,79 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     _mutant(
+        "command-priority-ignored",
+        "a command submitted with a priority joins its lane's plain FIFO (the priority ignored)",
+        (
+            POLICY,
+            "if job.priority == 0 and job.entry is None:  # LaneState.enqueue, inlined",
+            "if job.entry is None:  # LaneState.enqueue, inlined",
+        ),
+    ),
+    _mutant(
+        "command-priority-sign",
+        "any prioritized command starts before the lane's plain ones, even a larger number",
+        (
+            POLICY,
+            "if job is None or entry[0] < 0 or (entry[0] == 0 and entry[1] < job.order):",
+            "if job is None or entry[0] != 0 or (entry[0] == 0 and entry[1] < job.order):",
+        ),
+    ),
+    _mutant(
+        "command-priority-lifo-among-equals",
+        "among commands of one (non-zero) priority the one queued last starts first",
+        (POLICY, "entry = (job.priority, order, job)", "entry = (job.priority, -order, job)"),
+    ),
+    _mutant(
+        "reprioritize-to-the-back",
+        "a reprioritized command goes to the back of its new priority (FIFO by queueing lost)",
+        (
+            POLICY,
+            "            entry = (priority, job.order, job)\n",
+            "            self._order += 1\n"
+            "            job.order = self._order\n"
+            "            entry = (priority, job.order, job)\n",
+        ),
+    ),
+    _mutant(
+        "reprioritize-running-accepted",
+        "reprioritize of a running command is accepted (it says True and changes the priority)",
+        (
+            POLICY,
+            "        if job.state is DELAYED:\n"
+            "            job.priority = priority  # it takes its place when it is due",
+            "        if job.state is DELAYED or job.state is ACTIVE:\n"
+            "            job.priority = priority  # it takes its place when it is due",
+        ),
+    ),
+    _mutant(
+        "reprioritize-delayed-dropped",
+        "reprioritize of a delayed command says True but the command keeps its old priority",
+        (
+            POLICY,
+            "            job.priority = priority  # it takes its place when it is due",
+            "            pass  # it takes its place when it is due",
+        ),
+    ),
+    _mutant(
+        "shell-submit-drops-priority",
+        "submit(priority=) is checked but every command is queued with priority 0",
+        (
+            SUBMISSION,
+            "    cmd = core.new_command(lane, call, args, type_name, key, timeout)\n"
+            "    cmd.priority = priority\n",
+            "    cmd = core.new_command(lane, call, args, type_name, key, timeout)\n",
+        ),
+    ),
+    _mutant(
+        "shell-reprioritize-says-yes",
+        "handle.reprioritize answers True for a command that started or ended (nothing changes)",
+        (
+            CORE,
+            "        if not self.policy.reprioritize(cmd, priority):\n            return False\n",
+            "        self.policy.reprioritize(cmd, priority)\n",
+        ),
+    ),
+    _mutant(
         "shell-preempts-latest-of-any-lane",
         "the dispatcher preempts the latest started command of any lane, not the policy's victim",
         (
@@ -242,11 +316,12 @@ QUICK: dict[str, str] = {
     "non-preemptible-preempted": "tests/test_policy_preemption.py",
     "retry-count-off-by-one": "tests/test_properties_e2e.py",
     "dead-letter-on-success": "tests/test_properties_e2e.py",
+    "reprioritize-to-the-back": "tests/test_policy_model.py",
 }
 """The fast subset ``--quick`` runs, each mutant against the one test module that kills it
-(in 5-8 CPU s, seed 0; docs/bench/mutants.json): the cap, the reservations, preemption,
-retries and outcomes. ``tests/test_mutants.py`` runs it in the normal test suite (about
-45 s), so CI notices a weakened property test."""
+(in 5-9 CPU s, seed 0; docs/bench/mutants.json): the cap, the reservations, preemption,
+retries, outcomes and command priorities. ``tests/test_mutants.py`` runs it in the normal
+test suite (under a minute), so CI notices a weakened property test."""
 
 
 @attrs.frozen

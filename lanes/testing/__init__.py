@@ -9,7 +9,9 @@
 * Strategies: :func:`lane_configs`, :func:`max_concurrencies`, :func:`lane_systems`,
   :func:`retry_policies`, :func:`rate_limits`, :func:`priority_boosts`, :func:`workloads`.
 * :func:`run_workload`: run a drawn workload on a real system (with a time limit and a
-  livelock guard: :class:`WorkloadHang`); :func:`check_results` checks how each item ended.
+  livelock guard: :class:`WorkloadHang`); :func:`check_results` checks how each item ended
+  (and what each ``reprioritize`` call answered: :class:`Reprioritized`);
+  :func:`priorities` gives the command priorities for the log check.
 * :func:`record_events` and :func:`check_invariants`: record a real system's events and check
   them against the rules (raising :class:`InvariantViolation`).
 * The ``lane_system`` pytest fixture (:class:`LaneSystemFactory`), from the plugin
@@ -30,6 +32,7 @@ from ._model import ModelStep, ModelViolation, ReferenceModel, retry_delay_bound
 from ._view import CommandView, LaneView, SchedulerView, TraceEntry
 from ._workload import (
     Outcome,
+    Reprioritized,
     WorkItem,
     WorkloadError,
     WorkloadHang,
@@ -37,6 +40,8 @@ from ._workload import (
     check_results,
     expected_attempts,
     expected_outcomes,
+    expected_reprioritize,
+    priorities,
     run_workload,
 )
 
@@ -64,6 +69,7 @@ __all__ = [
     "Outcome",
     "PolicyStateMachine",
     "ReferenceModel",
+    "Reprioritized",
     "SchedulerView",
     "TraceEntry",
     "WorkItem",
@@ -74,9 +80,11 @@ __all__ = [
     "check_results",
     "expected_attempts",
     "expected_outcomes",
+    "expected_reprioritize",
     "lane_configs",
     "lane_systems",
     "max_concurrencies",
+    "priorities",
     "priority_boosts",
     "rate_limits",
     "record_events",

@@ -16,7 +16,7 @@ granted. With a real clock pass a ``tolerance`` of a few milliseconds.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import attrs
@@ -209,8 +209,10 @@ class _Checker:
         paused: frozenset[str],
         complete: bool,
         tolerance: float,
+        priorities: Mapping[str, int | None],
     ) -> None:
         self.events = events
+        self.priorities = priorities
         self.configs = configs
         self.cap = cap
         self.paused = paused
@@ -541,9 +543,23 @@ class _Checker:
         if stint is None or stint.join is None:
             return
         t, tol = event.timestamp, self.tolerance
+        mine = self.priorities.get(event.command_id, 0)
         for other in self.log.stints.get(event.lane, []):
-            if other is stint or not self._queued_across(other, t):
+            if other is stint or mine is None or not self._queued_across(other, t):
                 continue
+            theirs = self.priorities.get(other.command, 0)
+            if theirs is None or theirs > mine:
+                continue
+            if theirs < mine:
+                self.fail(
+                    index,
+                    "rule 2: command priority within a lane",
+                    f"{other.command} (priority {theirs}) waited in lane {event.lane!r} "
+                    f"(queued since t={other.join}) while {event.command_id} (priority "
+                    f"{mine}) started",
+                    self._with_origin(other, index, event),
+                )
+                return
             if other.ahead_of(stint, tol):
                 self.fail(
                     index,
@@ -671,13 +687,16 @@ def check_invariants(
     paused: Iterable[str] = (),
     complete: bool = True,
     tolerance: float = 1e-6,
+    priorities: Mapping[str, int | None] | None = None,
 ) -> None:
     """Check an event log of a lane system against the rules of docs/architecture.md.
 
     Checked, in log order: per-lane ``max_concurrency``, the global cap and the
     ``min_concurrency`` reservations are never exceeded; starts respect each lane's rate
-    limit; commands start in FIFO order within a lane; no command starts while a command of a
-    more urgent lane was certainly queued and startable; only preemptible lanes are preempted;
+    limit; within a lane, commands start by command priority (``priorities``), in FIFO order
+    among equals (a preempted command first among them); no command starts while a command
+    of a more urgent lane was certainly queued and startable; only preemptible lanes are
+    preempted;
     attempts count up from 1, a preemption does not count, never above ``max_retries + 1``; a
     timeout is followed by a retry or a failure, a failure by exactly one dead letter; a
     success is never retried; every command ends in exactly one terminal state. Retries: each
@@ -696,6 +715,11 @@ def check_invariants(
             first submit, read until the system closed or drained). With False, commands
             whose submit is not in the log are skipped and unfinished ones are not reported.
         tolerance: seconds of timestamp noise to allow (use a few ms with a real clock).
+        priorities: each command's priority within its lane (``submit(priority=)``), by
+            command id; a command not in it has priority 0, and one mapped to None (its
+            priority changed while it waited) is not compared with the others of its lane.
+            The log does not show priorities: without this, commands submitted with one
+            look like FIFO violations.
 
     Raises:
         InvariantViolation: the first violated rule (by log position), with the events
@@ -708,6 +732,7 @@ def check_invariants(
         frozenset(paused),
         complete,
         tolerance,
+        priorities or {},
     )
     checker.run()
     if checker.violations:

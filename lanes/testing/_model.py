@@ -11,6 +11,15 @@ With other values a comparison can land within rounding distance of a threshold 
 arrives at ``0.9999999999999999``); the model then sets :attr:`ReferenceModel.fuzzy` and the
 state machine accepts either answer for that decision instead of reporting a false failure.
 
+Within a lane, the head is the queued command with the smallest priority of its own
+(``submit(priority=)``, 0 by default), FIFO among equals: the model keeps each lane's commands
+in the order they joined its queue (a preempted command at the front) and sorts that list,
+stably, by command priority. :meth:`ReferenceModel.reprioritize` changes a waiting
+command's priority and nothing else (its place among its new equals stays the one its
+queueing gave it), and answers False for a command that is not waiting. Boosting is a lane's
+matter: the lane's effective priority is its base priority boosted by how long its head (by
+command priority) has waited.
+
 Rule 4 and the retry rules are modelled too: each command's attempts (a start counts, a
 preemption gives it back), its deadline (its lane's timeout), and what follows a failed attempt
 (:meth:`ReferenceModel.fail`): a retry after the backoff the lane's policy gives (fixed,
@@ -82,12 +91,14 @@ class ModelCommand:
 
     ``order`` is its place in submission order (renewed when a retry queues it again, kept
     when a preemption puts it back); ``pending_since`` is when it last joined its lane's
-    queue (its boost clock); ``start_number`` orders starts.
+    queue (its boost clock); ``start_number`` orders starts; ``priority`` is its priority
+    within its lane (lower starts first; kept by a retry and a preemption).
     """
 
     id: CommandId
     lane: str
     order: int
+    priority: int = 0
     state: str = "queued"  # delayed, queued, running, gone
     due: Fraction = Fraction(0)
     pending_since: Fraction = Fraction(0)
@@ -100,10 +111,14 @@ class ModelCommand:
 
 @attrs.define(eq=False)
 class ModelLane:
-    """One lane: its config, its FIFO of queued commands, its running commands."""
+    """One lane: its config, its queued commands, its running commands.
+
+    ``joined`` holds the queued commands in the order they joined the queue (appended;
+    a preempted command goes to the front); :attr:`queue` is the order they start in.
+    """
 
     config: LaneConfig
-    queue: list[ModelCommand] = attrs.Factory(list)
+    joined: list[ModelCommand] = attrs.Factory(list)
     running: list[ModelCommand] = attrs.Factory(list)  # in start order
     starts: list[Fraction] = attrs.Factory(list)  # every start time (rate-limit history)
     paused: bool = False
@@ -111,6 +126,17 @@ class ModelLane:
     @property
     def name(self) -> str:
         return self.config.name
+
+    @property
+    def queue(self) -> list[ModelCommand]:
+        """The queued commands in the order they would start, head first: by command
+        priority, then the order they joined (a stable sort keeps that among equals)."""
+        return sorted(self.joined, key=_by_priority)
+
+    @property
+    def head(self) -> ModelCommand | None:
+        """The command that starts next in this lane (None: nothing is queued)."""
+        return min(self.joined, key=_by_priority, default=None)  # the first of the smallest
 
     @property
     def active(self) -> int:
@@ -122,9 +148,9 @@ class ReferenceModel:
 
     State changes mirror what an async shell reports to a policy: :meth:`submit`,
     :meth:`start`, :meth:`finish`, :meth:`retry`, :meth:`requeue_front`, :meth:`cancel`,
-    :meth:`cancel_lane`, :meth:`pause`, :meth:`resume`, :meth:`advance`. Questions take the
-    current time: :meth:`startable`, :meth:`next_start`, :meth:`preemptions`,
-    :meth:`next_change`.
+    :meth:`cancel_lane`, :meth:`reprioritize`, :meth:`pause`, :meth:`resume`,
+    :meth:`advance`. Questions take the current time: :meth:`startable`, :meth:`next_start`,
+    :meth:`preemptions`, :meth:`next_change`; :meth:`position` does not.
 
     Args:
         configs: the lanes.
@@ -151,7 +177,7 @@ class ReferenceModel:
         clone.lanes = {
             name: ModelLane(
                 lane.config,
-                [twins[id(cmd)] for cmd in lane.queue],
+                [twins[id(cmd)] for cmd in lane.joined],
                 [twins[id(cmd)] for cmd in lane.running],
                 list(lane.starts),
                 lane.paused,
@@ -168,12 +194,15 @@ class ReferenceModel:
         lane: str,
         now: float | Fraction,
         ready_at: float | Fraction | None = None,
+        *,
+        priority: int = 0,
     ) -> None:
-        """Accept a command; it queues now, or at ``ready_at`` if that is later."""
+        """Accept a command with its ``priority`` within the lane; it queues now, or at
+        ``ready_at`` if that is later."""
         if command_id in self.commands:
             msg = f"command {command_id!r} was submitted twice"
             raise ValueError(msg)
-        cmd = ModelCommand(command_id, lane, self._next_order())
+        cmd = ModelCommand(command_id, lane, self._next_order(), priority)
         self.commands[command_id] = cmd
         self._enqueue(cmd, exact(now), exact(now if ready_at is None else ready_at))
 
@@ -190,7 +219,7 @@ class ReferenceModel:
         if cmd.outcome == "cancelled":
             msg = f"a cancelled command never starts: command {command_id!r} starts"
             raise ModelViolation(msg)
-        if not lane.queue or lane.queue[0] is not cmd:
+        if lane.head is not cmd:
             msg = f"command {command_id!r} is not the head of lane {cmd.lane!r}"
             raise ValueError(msg)
         limit = lane.config.retry.max_retries + 1
@@ -200,7 +229,7 @@ class ReferenceModel:
                 f"starts attempt {cmd.attempts + 1} of at most {limit}"
             )
             raise ModelViolation(msg)
-        lane.queue.pop(0)
+        lane.joined.remove(cmd)
         lane.running.append(cmd)
         lane.starts.append(exact(now))
         self._starts += 1
@@ -308,14 +337,14 @@ class ReferenceModel:
         """A preempted command gave its slot back; it goes to the head of its lane."""
         cmd = self._release(command_id)
         cmd.attempts -= 1  # a preemption is not an attempt
-        cmd.state = "queued"  # keeps its order and its boost clock
-        self.lanes[cmd.lane].queue.insert(0, cmd)
+        cmd.state = "queued"  # keeps its order, its priority and its boost clock
+        self.lanes[cmd.lane].joined.insert(0, cmd)  # first among its equals
 
     def cancel(self, command_id: CommandId) -> bool:
         """Withdraw a pending (queued or delayed) command; False if it is not pending."""
         cmd = self.commands[command_id]
         if cmd.state == "queued":
-            self.lanes[cmd.lane].queue.remove(cmd)
+            self.lanes[cmd.lane].joined.remove(cmd)
         elif cmd.state == "delayed":
             self.delayed.remove(cmd)
         else:
@@ -324,12 +353,34 @@ class ReferenceModel:
         return True
 
     def cancel_lane(self, lane: str) -> list[CommandId]:
-        """Withdraw every pending command of ``lane``: queued ones in order, then delayed."""
+        """Withdraw every pending command of ``lane``: queued ones in the order they would
+        start, then delayed ones by due time."""
         queued = list(self.lanes[lane].queue)
         delayed = sorted((c for c in self.delayed if c.lane == lane), key=_due_key)
         for cmd in queued + delayed:
             self.cancel(cmd.id)
         return [cmd.id for cmd in queued + delayed]
+
+    def reprioritize(self, command_id: CommandId, priority: int) -> bool:
+        """``handle.reprioritize(priority)``: a waiting (queued or delayed) command takes
+        ``priority`` within its lane; False for a running or finished one (nothing changes).
+
+        A queued command keeps its place in the order it joined, so among its new equals it
+        stands where its queueing put it; a delayed one joins by the new priority when due.
+        Its boost clock keeps running.
+        """
+        cmd = self.commands[command_id]
+        if cmd.state not in ("queued", "delayed"):
+            return False
+        cmd.priority = priority
+        return True
+
+    def position(self, command_id: CommandId) -> int | None:
+        """How many commands of its lane start before a queued command (None: not queued)."""
+        cmd = self.commands[command_id]
+        if cmd.state != "queued":
+            return None
+        return self.lanes[cmd.lane].queue.index(cmd)
 
     def pause(self, lane: str) -> None:
         self.lanes[lane].paused = True
@@ -352,7 +403,7 @@ class ReferenceModel:
     def _join(self, cmd: ModelCommand, at: Fraction) -> None:
         cmd.state = "queued"
         cmd.pending_since = at
-        self.lanes[cmd.lane].queue.append(cmd)
+        self.lanes[cmd.lane].joined.append(cmd)
 
     def _release(self, command_id: CommandId) -> ModelCommand:
         cmd = self.commands[command_id]
@@ -375,7 +426,7 @@ class ReferenceModel:
 
     def pending(self, lane: str) -> int:
         """Queued plus delayed commands of ``lane``."""
-        return len(self.lanes[lane].queue) + sum(1 for c in self.delayed if c.lane == lane)
+        return len(self.lanes[lane].joined) + sum(1 for c in self.delayed if c.lane == lane)
 
     def unmet(self, lane: str) -> int:
         """Reserved slots of ``lane`` that it does not use."""
@@ -423,7 +474,7 @@ class ReferenceModel:
     def lane_ready(self, lane: str, now: float | Fraction) -> bool:
         """Rule 1 except the global cap: a head, not paused, below max, a token."""
         state = self.lanes[lane]
-        if not state.queue or state.paused:
+        if not state.joined or state.paused:
             return False
         if state.active >= state.config.max_concurrency:
             return False
@@ -432,7 +483,7 @@ class ReferenceModel:
     def why_not(self, lane: str, now: float | Fraction) -> str | None:
         """Why rule 1 forbids ``lane`` to start its head at ``now`` (None: it may)."""
         state = self.lanes[lane]
-        if not state.queue:
+        if not state.joined:
             return f"lane {lane!r} has no queued command"
         if state.paused:
             return f"lane {lane!r} is paused"
@@ -451,14 +502,18 @@ class ReferenceModel:
     # -- rule 2: which command starts next? -----------------------------------------------------
 
     def effective_priority(self, lane: str, now: float | Fraction) -> int:
-        """The priority of ``lane``'s head with boosting (its base priority when empty)."""
-        state = self.lanes[lane]
-        if not state.queue:
-            return state.config.priority
-        return self.command_priority(state.queue[0], now)
+        """The lane priority of ``lane`` with its head's boost (the base priority when
+        nothing is queued). The head is chosen by command priority; the boost counts how
+        long that head has waited."""
+        head = self.lanes[lane].head
+        if head is None:
+            return self.lanes[lane].config.priority
+        return self.command_priority(head, now)
 
     def command_priority(self, cmd: ModelCommand, now: float | Fraction) -> int:
-        """``cmd``'s priority with boosting, by its boost clock (which runs while it runs)."""
+        """``cmd``'s lane priority with boosting, by its boost clock (which runs while it
+        runs). Not its priority within the lane (:attr:`ModelCommand.priority`): that only
+        orders the lane's own queue."""
         config = self.lanes[cmd.lane].config
         if config.boost is None:
             return config.priority
@@ -467,19 +522,23 @@ class ReferenceModel:
         return max(0, config.priority - passed)
 
     def _urgency(self, lane: str, now: float | Fraction) -> tuple[int, int]:
-        return (self.effective_priority(lane, now), self.lanes[lane].queue[0].order)
+        head = self.lanes[lane].head
+        assert head is not None
+        return (self.effective_priority(lane, now), head.order)
 
     def next_start(self, now: float | Fraction) -> CommandId | None:
         """The command that must start next at ``now`` (None: nothing may start).
 
-        The startable lane head with the smallest effective priority; ties go to the earlier
-        submission.
+        The startable lane head (by command priority) with the smallest effective priority;
+        ties go to the earlier submission.
         """
         lanes = self.startable(now)
         if not lanes:
             return None
         best = min(lanes, key=lambda name: self._urgency(name, now))
-        return self.lanes[best].queue[0].id
+        head = self.lanes[best].head
+        assert head is not None
+        return head.id
 
     # -- rule 3: which running command is preempted? --------------------------------------------
 
@@ -555,8 +614,9 @@ class ReferenceModel:
         for state in self.lanes.values():
             times.extend(_limit_changes(state.config.rate_limit, state.starts, t))
             boost = state.config.boost
-            if state.queue and boost is not None:
-                since = state.queue[0].pending_since
+            head = state.head
+            if head is not None and boost is not None:
+                since = head.pending_since
                 times.extend(since + exact(p) for p in boost.at if since + exact(p) > t)
         return min(times, default=None)
 
@@ -568,6 +628,10 @@ def _float_sum(a: Fraction, b: Fraction) -> Fraction:
 
 def _seconds(value: Fraction | None) -> str:
     return "none" if value is None else f"t={float(value)}"
+
+
+def _by_priority(cmd: ModelCommand) -> int:
+    return cmd.priority
 
 
 def _due_key(cmd: ModelCommand) -> tuple[Fraction, int]:

@@ -133,7 +133,19 @@ def lane_systems(
     return configs.flatmap(lambda cs: st.tuples(st.just(cs), max_concurrencies(cs)))
 
 
-def _work_item(lanes: Sequence[str], horizon: float) -> st.SearchStrategy[WorkItem]:
+_BAD_PRIORITY = 2**31  # out of range: reprioritize must refuse it with LaneConfigError
+
+
+def _work_item(
+    lanes: Sequence[str], horizon: float, priorities: bool
+) -> st.SearchStrategy[WorkItem]:
+    extra: dict[str, st.SearchStrategy[object]] = {}
+    if priorities:
+        extra = {
+            "priority": st.sampled_from([0, 0, 1, -1]),
+            "reprioritize_after": st.none() | st.none() | seconds(0.0, 2.0),
+            "new_priority": st.sampled_from([0, 1, -1, 2, _BAD_PRIORITY]),
+        }
     return st.builds(
         WorkItem,
         lane=st.sampled_from(lanes),
@@ -145,6 +157,7 @@ def _work_item(lanes: Sequence[str], horizon: float) -> st.SearchStrategy[WorkIt
         delay=st.just(0.0) | seconds(0.0, 1.0),
         failures=st.integers(1, 3),
         cancel_after=seconds(0.0, 2.0),
+        **extra,
     )
 
 
@@ -154,6 +167,7 @@ def workloads(
     min_size: int = 1,
     max_size: int = 20,
     horizon: float = 4.0,
+    priorities: bool = False,
 ) -> st.SearchStrategy[list[WorkItem]]:
     """Random workloads over ``lanes``: lists of :class:`WorkItem`, sorted by submit time.
 
@@ -162,10 +176,15 @@ def workloads(
         min_size: fewest commands.
         max_size: most commands.
         horizon: the latest submit time, in seconds.
+        priorities: also draw command priorities (``submit(priority=)``) and, for about a
+            third of the items, a ``handle.reprioritize()`` call some time after the submit
+            (now and then with a priority out of range, which must be refused). Check the
+            log with ``check_invariants(..., priorities=priorities(results))``.
     """
     names = [lane.name if isinstance(lane, LaneConfig) else lane for lane in lanes]
     if not names:
         msg = "workloads() needs at least one lane"
         raise ValueError(msg)
-    items = st.lists(_work_item(names, horizon), min_size=min_size, max_size=max_size)
+    item = _work_item(names, horizon, priorities)
+    items = st.lists(item, min_size=min_size, max_size=max_size)
     return items.map(lambda work: sorted(work, key=lambda item: item.at))

@@ -24,7 +24,8 @@ class LaneView:
     Attributes:
         name: the lane's name.
         config: its ``LaneConfig``.
-        queued: its FIFO, head first.
+        queued: its queued commands in the order they start, head first (by command
+            priority, FIFO among equals).
         delayed: its commands waiting for a ``delay=`` or a retry backoff.
         running: its running commands, in start order.
         preempting: those of ``running`` the policy chose to preempt (still running).
@@ -47,10 +48,12 @@ class LaneView:
 
 @attrs.frozen
 class CommandView:
-    """One command: its lane, where it is, its attempts so far and how it ended.
+    """One command: its lane, where it is, its attempts so far, how it ended, and its
+    priority within its lane.
 
     ``state`` is ``"queued"``, ``"delayed"``, ``"running"`` or ``"gone"``; ``outcome`` is
-    None until it ends, then ``"completed"``, ``"dead letter"`` or ``"cancelled"``.
+    None until it ends, then ``"completed"``, ``"dead letter"`` or ``"cancelled"``;
+    ``priority`` is its ``submit(priority=)``, or what ``reprioritize`` gave it since.
     """
 
     id: int
@@ -58,6 +61,7 @@ class CommandView:
     state: str
     attempts: int
     outcome: str | None
+    priority: int = 0
 
 
 @attrs.frozen

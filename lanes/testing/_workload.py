@@ -9,13 +9,15 @@ from typing import Any, Literal
 import attrs
 import trio
 
+from .._checks import MAX_PRIORITY
 from .._command import CommandHandle
 from .._config import LaneConfig
-from .._errors import CommandCancelled, CommandFailed, CommandTimeout, Permanent
+from .._errors import CommandCancelled, CommandFailed, CommandTimeout, LaneError, Permanent
 from .._system import LaneSystem
 
 __all__ = [
     "Outcome",
+    "Reprioritized",
     "WorkItem",
     "WorkloadError",
     "WorkloadHang",
@@ -23,6 +25,8 @@ __all__ = [
     "check_results",
     "expected_attempts",
     "expected_outcomes",
+    "expected_reprioritize",
+    "priorities",
     "run_workload",
 ]
 
@@ -45,6 +49,11 @@ class WorkItem:
         delay: the ``delay=`` of its submit.
         failures: for ``"flaky"``: how many attempts fail before one succeeds.
         cancel_after: for ``"cancel"``: seconds after its submit when its handle is cancelled.
+        priority: the ``priority=`` of its submit (within its lane; lower starts first).
+        reprioritize_after: seconds after its submit when ``handle.reprioritize(
+            new_priority)`` is called (None: never).
+        new_priority: the priority that call asks for (one out of range must be refused
+            with :class:`~lanes.LaneConfigError`).
     """
 
     lane: str
@@ -54,6 +63,9 @@ class WorkItem:
     delay: float = 0.0
     failures: int = 0
     cancel_after: float = 0.0
+    priority: int = 0
+    reprioritize_after: float | None = None
+    new_priority: int = 0
 
 
 _SLOW = 5.0  # extra seconds a "slow" command runs past its lane's timeout
@@ -70,6 +82,24 @@ class WorkloadHang(AssertionError):
 
 
 @attrs.frozen
+class Reprioritized:
+    """What one ``handle.reprioritize()`` call of a workload met and answered.
+
+    Attributes:
+        status: the command's status just before the call (``"pending"``, ``"retrying"``,
+            ``"running"``, ...).
+        answer: what it returned (None: it raised).
+        error: the name of the error it raised (``""``: none).
+        priority: ``handle.priority`` just after the call.
+    """
+
+    status: str
+    answer: bool | None
+    error: str
+    priority: int
+
+
+@attrs.frozen
 class WorkloadResult:
     """One command of a finished workload.
 
@@ -78,12 +108,15 @@ class WorkloadResult:
         handle: its handle (resolved).
         outcome: ``"completed"``, ``"failed"``, ``"timed_out"`` or ``"cancelled"``.
         calls: how many attempts the command body saw begin.
+        reprioritized: the ``reprioritize`` call of an item with ``reprioritize_after``
+            (None: it has none).
     """
 
     item: WorkItem
     handle: CommandHandle[Any]
     outcome: str
     calls: int
+    reprioritized: Reprioritized | None = None
 
 
 class _Body:
@@ -158,7 +191,9 @@ async def run_workload(
     """Submit each item at its time (relative to now), then wait until every one resolved.
 
     ``"cancel"`` items are cancelled through their handle ``cancel_after`` seconds after
-    their submit. Returns one :class:`WorkloadResult` per item, in workload order.
+    their submit, and items with ``reprioritize_after`` get their ``handle.reprioritize``
+    call then (what it met and answered is in the result). Returns one
+    :class:`WorkloadResult` per item, in workload order.
 
     Args:
         system: the lane system (its event log, if recorded, covers the whole workload).
@@ -199,19 +234,25 @@ async def _run(
 ) -> list[WorkloadResult]:
     start = trio.current_time()
     timeouts = {config.name: config.timeout for config in system.lanes}
+    calls: dict[int, Reprioritized] = {}
     async with trio.open_nursery() as nursery:
         for i in sorted(range(len(workload)), key=lambda i: workload[i].at):
             item = workload[i]
             await trio.sleep_until(start + item.at)
             body = _Body(item, timeouts[item.lane])
-            handle = await system.submit(item.lane, body, delay=item.delay or None)
+            handle = await system.submit(
+                item.lane, body, delay=item.delay or None, priority=item.priority
+            )
             submitted[i] = (body, handle)
             if item.outcome == "cancel":
                 nursery.start_soon(_cancel_later, handle, item.cancel_after)
+            if item.reprioritize_after is not None:
+                nursery.start_soon(_reprioritize_later, handle, item, calls, i)
     results = []
     for i, item in enumerate(workload):
         body, handle = submitted[i]
-        results.append(WorkloadResult(item, handle, await _outcome(handle), body.calls))
+        outcome = await _outcome(handle)
+        results.append(WorkloadResult(item, handle, outcome, body.calls, calls.get(i)))
     return results
 
 
@@ -229,6 +270,57 @@ def _unresolved(
 async def _cancel_later(handle: CommandHandle[Any], seconds: float) -> None:
     await trio.sleep(seconds)
     handle.cancel()
+
+
+async def _reprioritize_later(
+    handle: CommandHandle[Any], item: WorkItem, calls: dict[int, Reprioritized], index: int
+) -> None:
+    assert item.reprioritize_after is not None
+    await trio.sleep(item.reprioritize_after)
+    status = str(handle.status)
+    answer: bool | None = None
+    error = ""
+    try:
+        answer = handle.reprioritize(item.new_priority)
+    except LaneError as exc:
+        error = type(exc).__name__
+    calls[index] = Reprioritized(status, answer, error, handle.priority)
+
+
+def priorities(results: Iterable[WorkloadResult]) -> dict[str, int | None]:
+    """Each command's priority for :func:`~lanes.testing.check_invariants`: its
+    ``submit(priority=)``, or None if a ``reprioritize`` changed it while it waited (its
+    order is then not checked against the others of its lane)."""
+    found: dict[str, int | None] = {}
+    for result in results:
+        call = result.reprioritized
+        changed = call is not None and call.answer and call.priority != result.item.priority
+        found[result.handle.id] = None if changed else result.item.priority
+    return found
+
+
+def expected_reprioritize(call: Reprioritized, item: WorkItem) -> str | None:
+    """What is wrong with a ``reprioritize`` call's answer by the API's contract (None:
+    nothing): a priority out of range raises ``LaneConfigError`` and changes nothing; a
+    waiting (pending or retrying) command takes the new priority and answers True; any
+    other answers False and keeps its priority."""
+    if not -MAX_PRIORITY <= item.new_priority <= MAX_PRIORITY:
+        if call.error != "LaneConfigError" or call.priority != item.priority:
+            return (
+                f"reprioritize({item.new_priority}) must raise LaneConfigError and change "
+                f"nothing; it {call.error or f'answered {call.answer}'}, priority now "
+                f"{call.priority}"
+            )
+        return None
+    waiting = call.status in ("pending", "retrying")
+    wanted = item.new_priority if waiting else item.priority
+    if call.error or call.answer is not waiting or call.priority != wanted:
+        got = f"raised {call.error}" if call.error else f"answered {call.answer}"
+        return (
+            f"reprioritize({item.new_priority}) of a {call.status} command {got} with "
+            f"priority {call.priority} after it; expected {waiting} with priority {wanted}"
+        )
+    return None
 
 
 def expected_outcomes(item: WorkItem, config: LaneConfig) -> set[str]:
@@ -275,8 +367,9 @@ def check_results(
     """Check a finished workload against the rules: each item ended as it must
     (:func:`expected_outcomes`) after as many attempts as it must (a Permanent error is
     never retried, a failure is retried exactly ``max_retries`` times, a timeout counts as a
-    failure), and, given the ids of the system's dead letters, those are exactly the
-    commands that failed or timed out for good.
+    failure), each ``reprioritize`` call answered as the API promises
+    (:func:`expected_reprioritize`), and, given the ids of the system's dead letters, those
+    are exactly the commands that failed or timed out for good.
 
     Raises:
         AssertionError: the first result that breaks a rule, named with its item.
@@ -295,6 +388,9 @@ def check_results(
             f"{result.handle.id} ended {result.outcome} after {result.handle.attempts} "
             f"attempts, the rules say {attempts} (retry {config.retry}): {result.item!r}"
         )
+        if result.reprioritized is not None:
+            wrong = expected_reprioritize(result.reprioritized, result.item)
+            assert wrong is None, f"{result.handle.id}: {wrong}: {result.item!r}"
         if result.outcome in ("failed", "timed_out"):
             failed.add(result.handle.id)
     if dead_letters is not None:
