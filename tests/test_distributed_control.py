@@ -139,8 +139,10 @@ async def test_cancelling_the_wait_for_a_cancel_leaves_the_request(
         with trio.fail_after(3):
             await running.wait()
         handle.cancel()
-        with trio.move_on_after(0.001):
+        with trio.CancelScope() as wait:  # the wait is cancelled before any answer came
+            wait.cancel()
             await handle.result()
+        assert wait.cancelled_caught
         with trio.fail_after(3), pytest.raises(lanes.CommandCancelled):
             await handle.result()
 
