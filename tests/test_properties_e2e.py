@@ -136,9 +136,11 @@ def test_prioritized_workloads_keep_the_rules(
     configs, cap = system
     work = data.draw(workloads(configs, max_size=16, priorities=True), label="workload")
     events, results, stats, letters = _run(configs, cap, work, [])
-    check_invariants(events, configs, cap)
+    # The answers and the events first: a bug they show also misorders the log, and one
+    # failure to shrink is found sooner than two.
     _check_results(events, results, stats, configs, letters)
     _check_priority_events(events, results)
+    check_invariants(events, configs, cap)
 
 
 def _check_priority_events(events: list[ev.Event], results: list[WorkloadResult]) -> None:
