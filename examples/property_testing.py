@@ -22,11 +22,14 @@ except ModuleNotFoundError as missing:  # one line saying what to install, not a
 
     exit_missing_extra(missing, "examples/property_testing.py", "test")
 from lanes import LaneConfig, RateLimit, RetryPolicy
+from lanes.events import Event, Started
 from lanes.testing import (
     LaneSystemFactory,
     PolicyStateMachine,
     WorkItem,
+    WorkloadResult,
     check_invariants,
+    check_results,
     record_events,
     run_workload,
     workloads,
@@ -62,17 +65,27 @@ TestMyLanes = MyLanesMachine.TestCase  # pytest runs this like any unittest clas
 
 
 # 2. The real system under random workloads: succeeding, failing, flaky, slow (timed out)
-#    and cancelled commands, under a mock clock; its event log must keep every rule.
-async def run_and_check(work: list[WorkItem]) -> list[str]:
+#    and cancelled commands, with priorities of their own and some reprioritized while
+#    they wait, under a mock clock; its event log must keep every rule. The events carry
+#    each command's priority (Submitted.priority, Reprioritized), so the log check orders
+#    each lane by them with nothing more to pass.
+async def run_checked(work: list[WorkItem]) -> tuple[list[WorkloadResult], list[Event]]:
+    """Run ``work`` on a fresh system and check its results and its event log."""
     system_cm = lanes.open_lane_system(MY_LANES, max_concurrency=MAX_CONCURRENCY)
     async with system_cm as system, record_events(system) as log:
         results = await run_workload(system, work)
     check_invariants(log.events, MY_LANES, MAX_CONCURRENCY)
+    check_results(results, MY_LANES)  # outcomes, attempts, each reprioritize's answer
+    return results, log.events
+
+
+async def run_and_check(work: list[WorkItem]) -> list[str]:
+    results, _ = await run_checked(work)
     return [result.outcome for result in results]
 
 
 @settings(max_examples=20, deadline=None)
-@given(workloads(MY_LANES, max_size=12))
+@given(workloads(MY_LANES, max_size=12, priorities=True))
 def test_my_lanes_keep_the_rules(work: list[WorkItem]) -> None:
     trio.run(run_and_check, work, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -89,6 +102,26 @@ async def test_with_the_fixture(
     assert lane_system.log.events
 
 
+# 4. A workload with priorities, by hand: two long commands fill "control"; then "bulk"
+#    (priority 1), "report" (0, demoted to 2 while it waits) and "page" (-1) queue.
+PRIORITIZED = [
+    WorkItem("control", 0.0, "success", duration=1.0),
+    WorkItem("control", 0.0, "success", duration=1.0),
+    WorkItem("control", 0.1, "success", duration=0.5, priority=1),
+    WorkItem("control", 0.2, "success", duration=0.5, reprioritize_after=0.1, new_priority=2),
+    WorkItem("control", 0.3, "success", duration=0.5, priority=-1),
+]
+NAMES = ["long", "long", "bulk", "report", "page"]
+
+
+async def start_order(work: list[WorkItem]) -> list[str]:
+    """Run ``work`` (checked) and name the queued commands in the order they started."""
+    results, events = await run_checked(work)
+    names = {result.handle.id: name for result, name in zip(results, NAMES, strict=True)}
+    started = [names[e.command_id] for e in events if isinstance(e, Started)]
+    return started[2:]  # after the two long ones
+
+
 def main() -> None:
     test_case = MyLanesMachine.TestCase
     test_case.settings = settings(max_examples=20, deadline=None)
@@ -99,6 +132,8 @@ def main() -> None:
     work = [WorkItem("llm", 0.0, "slow"), WorkItem("control", 0.5, "success", duration=0.1)]
     outcomes = trio.run(run_and_check, work, clock=trio.testing.MockClock(autojump_threshold=0))
     print(f"a slow LLM call and a control command: {outcomes}")
+    order = trio.run(start_order, PRIORITIZED, clock=trio.testing.MockClock(autojump_threshold=0))
+    print(f"control starts by command priority: {order}")
 
 
 if __name__ == "__main__":

@@ -405,6 +405,8 @@ class CommandHandle(Generic[T]):
         A queued command takes its new place at once (FIFO among equals stays by when it
         was queued: it does not go to the back of its new priority); a delayed one takes
         it when it is due. With storage, the new priority is stored with the next write.
+        A change is a :class:`lanes.events.Reprioritized` event to subscribers (none when
+        the priority stays as it was, or the answer is False).
 
         Returns:
             True if the command was pending; False once it started or finished (nothing

@@ -120,7 +120,8 @@ class Core:
             self.keys[cmd.key] = cmd
         self.counters[cmd.lane].submitted += 1
         if self.bus.active:
-            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, now + self.wall_offset, cmd.type_name))
+            wall = now + self.wall_offset
+            self.bus.emit(ev.Submitted(cmd.lane, cmd.id, wall, cmd.type_name, cmd.priority))
         policy = self.policy
         if policy.add(cmd, now, ready_at=now + delay if delay else None):
             self.grant(cmd, now)
@@ -304,8 +305,12 @@ class Core:
 
     def reprioritize(self, cmd: Command, priority: int) -> bool:
         """``handle.reprioritize``: a pending command's new priority within its lane."""
+        previous = cmd.priority
         if not self.policy.reprioritize(cmd, priority):
             return False
+        if self.bus.active and priority != previous:
+            wall = self.now() + self.wall_offset
+            self.bus.emit(ev.Reprioritized(cmd.lane, cmd.id, wall, priority, previous))
         self._pending_changed(cmd)
         return True
 

@@ -368,10 +368,12 @@ class Policy:
 
     def remove_lane(self, lane: str) -> list[Job]:
         """Withdraw every queued and delayed job of ``lane``; return them in order (the
-        queued ones in FIFO order, then the delayed ones by ready time).
+        queued ones in the order they would start: by command priority, FIFO among equals,
+        a requeued preempted job first among them; then the delayed ones by ready time).
 
-        O(jobs of the lane), plus one pass over the delay heap only when the lane has
-        delayed jobs (only those are sorted): other lanes' delayed jobs cost nothing.
+        O(jobs of the lane) (a sort of the queued ones when some have a priority of their
+        own), plus one pass over the delay heap only when the lane has delayed jobs (only
+        those are sorted): other lanes' delayed jobs cost nothing.
         """
         state = self.lanes[lane]
         removed = [job for job in state.queued() if self.remove(job)]
@@ -398,8 +400,10 @@ class Policy:
     def position(self, job: Job) -> int | None:
         """How many jobs of ``job``'s lane start before it (None: it is not queued).
 
-        Its lane is FIFO, so that is the live jobs ahead of it in the lane's queue: a scan
-        of those (O(position)). A delayed job has no position until it is due.
+        A lane starts its jobs by command priority, FIFO among equals: without prioritized
+        jobs that is the live jobs ahead of it in the lane's queue, a scan of those
+        (O(position)); with some, the queued jobs whose (priority, queue order) is smaller
+        (O(the lane's queued jobs)). A delayed job has no position until it is due.
         """
         if job.state is not QUEUED:
             return None

@@ -24,6 +24,7 @@ __all__ = [
     "Event",
     "Failed",
     "Preempted",
+    "Reprioritized",
     "Retrying",
     "Started",
     "Submitted",
@@ -49,10 +50,31 @@ class Event:
 
 @attrs.frozen
 class Submitted(Event):
-    """A command was accepted (and is pending from now on)."""
+    """A command was accepted (and is pending from now on).
+
+    ``priority`` is its priority within its lane (``submit(priority=)``; lower starts first;
+    0 by default). None: the command has no priority of its own, as in the distributed mode,
+    whose workers take a lane's commands in the order they came.
+    """
 
     key: ClassVar[str] = "lane.command.submitted"
     command_type: str = ""
+    priority: int | None = None
+
+
+@attrs.frozen
+class Reprioritized(Event):
+    """``handle.reprioritize`` gave a waiting command another priority within its lane.
+
+    ``previous`` is the priority it had. Emitted only when the priority changed: a call
+    refused (it answered False) or one that asks for the priority it already has emits
+    nothing. A delayed command (or one waiting to be retried) takes its new priority from
+    now on, and its place among its new equals when it is due.
+    """
+
+    key: ClassVar[str] = "lane.command.reprioritized"
+    priority: int = 0
+    previous: int = 0
 
 
 @attrs.frozen

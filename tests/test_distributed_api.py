@@ -338,6 +338,7 @@ async def test_events_of_every_process_reach_a_subscriber(backend: RedisBackend,
         ]
         first = seen[0]
         assert (first.lane, first.command_type) == ("urgent", "Step") and first.timestamp > 0
+        assert first.priority is None  # commands on Redis have no priority of their own
         done = next(e for e in seen if isinstance(e, ev.Completed))
         assert done.attempt == 1 and done.duration >= 0
         failed = next(e for e in seen if isinstance(e, ev.Failed))

@@ -21,6 +21,7 @@ import lanes
 from lanes import LaneConfig, RetryPolicy
 from lanes import events as ev
 from lanes.testing import (
+    InvariantViolation,
     LaneSystemFactory,
     WorkItem,
     WorkloadResult,
@@ -130,12 +131,32 @@ def test_prioritized_workloads_keep_the_rules(
     """Commands with priorities of their own, some reprioritized while they wait (or
     after: refused), some with a priority out of range (an error): each lane starts by
     command priority, FIFO among equals, and every ``reprioritize`` answers as the API
-    promises (``check_results``)."""
+    promises (``check_results``). The log carries the priorities (``Submitted.priority``,
+    ``Reprioritized``), so a reprioritized command is checked with its new priority."""
     configs, cap = system
     work = data.draw(workloads(configs, max_size=16, priorities=True), label="workload")
     events, results, stats, letters = _run(configs, cap, work, [])
-    check_invariants(events, configs, cap, priorities=priorities(results))
+    # The answers and the events first: a bug they show also misorders the log, and one
+    # failure to shrink is found sooner than two.
     _check_results(events, results, stats, configs, letters)
+    _check_priority_events(events, results)
+    check_invariants(events, configs, cap)
+
+
+def _check_priority_events(events: list[ev.Event], results: list[WorkloadResult]) -> None:
+    """Each ``Submitted`` carries its item's priority; a ``reprioritize`` answered True
+    with another priority is one ``Reprioritized`` event, any other call none."""
+    submitted = {e.command_id: e.priority for e in events if isinstance(e, ev.Submitted)}
+    moved = collections.Counter(e.command_id for e in events if isinstance(e, ev.Reprioritized))
+    for result in results:
+        cid = result.handle.id
+        assert submitted[cid] == result.item.priority
+        call = result.reprioritized
+        changed = call is not None and call.answer and call.priority != result.item.priority
+        assert moved[cid] == (1 if changed else 0), (cid, call, result.item)
+    assert priorities(results) == {  # what the log's events say, as the helper says it
+        cid: None if moved[cid] else priority for cid, priority in submitted.items()
+    }
 
 
 @st.composite
@@ -231,9 +252,9 @@ def test_the_log_checker_orders_a_lane_by_command_priority() -> None:
 async def test_the_fixture_knows_command_priorities(
     lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
 ) -> None:
-    """The ``lane_system`` fixture checks a lane's order by command priority: it learns
-    each command's priority as it is submitted (the events do not carry it), and leaves
-    out of the order check one reprioritized while it waited."""
+    """The ``lane_system`` fixture checks a lane's order by command priority, which the
+    events carry (``Submitted.priority``, ``Reprioritized``); ``log.priorities`` gives
+    each command's submitted priority, None for one reprioritized while it waited."""
     async with lane_system(_ONE) as system:
         first = await system.submit("work", trio.sleep, 1)
         low = await system.submit("work", trio.sleep, 1, priority=1)
@@ -243,3 +264,76 @@ async def test_the_fixture_knows_command_priorities(
         assert moved.reprioritize(2)
     # left normally: drained, and the log checked with these priorities
     assert lane_system.log.priorities == {first.id: 0, low.id: 1, moved.id: None, plain.id: 0}
+
+
+async def test_the_fixture_checks_a_priority_changed_and_changed_back(
+    lane_system: LaneSystemFactory, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``a`` waits at priority 5 while ``later`` starts, then goes back to 0 before it
+    starts itself. The check must compare them at ``later``'s start with a's priority then
+    (5), not with the one it had at submit and at its own start (0): by that, ``later``
+    would have overtaken ``a`` against FIFO (a listener noting priorities at submit, as
+    the fixture once had, could not see the change and failed this test)."""
+    async with lane_system(_ONE) as system:
+        await system.submit("work", trio.sleep, 1)  # runs from 0 to 1
+        a = await system.submit("work", trio.sleep, 1)
+        await trio.sleep(0.25)
+        later = await system.submit("work", trio.sleep, 1)
+        assert a.reprioritize(5)
+        await trio.sleep(1)
+        assert later.status == lanes.CommandStatus.RUNNING  # started at 1, before a
+        assert a.reprioritize(0)  # and back, while it still waits
+    # left normally: drained, and the log checked (this raised InvariantViolation before)
+    log = lane_system.log
+    moves = [(e.previous, e.priority) for e in log.events if isinstance(e, ev.Reprioritized)]
+    assert moves == [(0, 5), (5, 0)]
+    assert log.priorities[a.id] is None
+    assert lane_system.log.events[-1].command_id == a.id  # a ran last
+
+
+def _log_with_a_change(at: float) -> list[ev.Event]:
+    """``a`` and ``b`` queued at priority 0; ``b`` reprioritized to -1 at ``at``; ``a``
+    starts at 1 while ``b`` waits."""
+    return [
+        ev.Submitted("work", "a", 0.0, priority=0),
+        ev.Submitted("work", "b", 0.5, priority=0),
+        ev.Reprioritized("work", "b", at, priority=-1, previous=0),
+        ev.Started("work", "a", 1.0, waited=1.0),
+        ev.Completed("work", "a", 2.0),
+        ev.Started("work", "b", 2.0, waited=1.5),
+        ev.Completed("work", "b", 3.0),
+    ]
+
+
+def test_the_log_checker_follows_reprioritized_events() -> None:
+    with pytest.raises(AssertionError, match="command priority within a lane") as found:
+        check_invariants(_log_with_a_change(0.75), _ONE)  # b: -1 since 0.75, more urgent
+    assert "b (priority -1) waited in lane 'work'" in str(found.value)
+    check_invariants(_log_with_a_change(1.0), _ONE)  # at the instant of a's start: unknown
+    check_invariants(_log_with_a_change(1.5), _ONE)  # after it: a started by FIFO
+    events = _log_with_a_change(0.75)
+    events[1] = ev.Submitted("work", "b", 0.5, priority=1)  # b went from 1 ...
+    events[2] = ev.Reprioritized("work", "b", 0.75, priority=0, previous=1)  # ... to 0
+    check_invariants(events, _ONE)  # then FIFO: a first
+    # A log without priorities on Submitted takes them from priorities= (0 by default).
+    bare = [ev.Submitted("work", "a", 0.0), ev.Submitted("work", "b", 0.5), *events[2:]]
+    check_invariants(bare, _ONE, priorities={"b": 1})
+    with pytest.raises(AssertionError, match="previous is the priority the command had"):
+        check_invariants(bare, _ONE)  # b had 0, says Reprioritized from 1
+
+
+def test_the_log_checker_refuses_a_reprioritized_running_command() -> None:
+    events = _log_with_a_change(1.5)
+    events.insert(4, ev.Reprioritized("work", "a", 1.5, priority=3, previous=0))
+    found = _violation(events)
+    assert found.rule == "reprioritize: only a waiting command takes another priority"
+    assert "Reprioritized while running" in found.detail
+    events = _log_with_a_change(1.5)
+    events.append(ev.Reprioritized("work", "a", 3.0, priority=3, previous=0))
+    assert "after the command completed" in _violation(events).detail
+
+
+def _violation(events: list[ev.Event]) -> InvariantViolation:
+    with pytest.raises(InvariantViolation) as found:
+        check_invariants(events, _ONE)
+    return found.value

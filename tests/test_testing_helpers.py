@@ -341,6 +341,7 @@ def test_property_testing_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert "agree with the model" in out
     assert "kept every scheduling rule" in out
     assert "['timed_out', 'completed']" in out
+    assert "control starts by command priority: ['page', 'bulk', 'report']" in out
 
 
 async def test_property_testing_example_fixture_test(

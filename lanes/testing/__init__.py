@@ -10,8 +10,9 @@
   :func:`retry_policies`, :func:`rate_limits`, :func:`priority_boosts`, :func:`workloads`.
 * :func:`run_workload`: run a drawn workload on a real system (with a time limit and a
   livelock guard: :class:`WorkloadHang`); :func:`check_results` checks how each item ended
-  (and what each ``reprioritize`` call answered: :class:`Reprioritized`);
-  :func:`priorities` gives the command priorities for the log check.
+  (and what each ``reprioritize`` call answered: :class:`Reprioritized`, not to be confused
+  with the event ``lanes.events.Reprioritized``); :func:`priorities` gives each command's
+  submitted priority.
 * :func:`record_events` and :func:`check_invariants`: record a real system's events and check
   them against the rules (raising :class:`InvariantViolation`).
 * The ``lane_system`` pytest fixture (:class:`LaneSystemFactory`), from the plugin

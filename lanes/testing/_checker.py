@@ -29,6 +29,7 @@ from ..events import (
     Event,
     Failed,
     Preempted,
+    Reprioritized,
     Retrying,
     Started,
     Submitted,
@@ -48,6 +49,7 @@ _KNOWN = (
     DeadLettered,
     Preempted,
     Cancelled,
+    Reprioritized,
 )
 _SLACK = 1e-6  # rounding slack on token counts
 
@@ -139,10 +141,17 @@ class _Log:
         self.stints: dict[str, list[_Stint]] = {}  # lane -> stints
         self.runs: dict[str, list[_Run]] = {}  # lane -> runs
         self.stint_of_start: dict[int, _Stint] = {}  # index of a Started -> its stint
+        self.submitted: dict[str, int | None] = {}  # id -> Submitted.priority
+        self.changes: dict[str, list[tuple[float, int]]] = {}  # id -> its Reprioritized
         open_stints: dict[str, _Stint] = {}
         open_runs: dict[str, _Run] = {}
         for index, event in enumerate(events):
             cid, lane, t = event.command_id, event.lane, event.timestamp
+            if isinstance(event, Reprioritized):
+                self.changes.setdefault(cid, []).append((t, event.priority))
+                continue
+            if isinstance(event, Submitted):
+                self.submitted.setdefault(cid, event.priority)
             if isinstance(event, Submitted | Retrying | Preempted):
                 self._close_run(open_runs, cid, t)
                 if isinstance(event, Preempted) and cid in open_stints:
@@ -193,6 +202,7 @@ class _Life:
     end: str = ""  # completed, failed, cancelled
     started_at: float = 0.0  # when the running attempt started
     ready_at: float = 0.0  # when its retry backoff ends (0: not retrying)
+    priority: int | None = None  # its priority within its lane (None: unknown)
     history: list[tuple[int, Event]] = attrs.Factory(list)
 
 
@@ -256,7 +266,7 @@ class _Checker:
                     [*life.history[:1], (index, event)],
                 )
                 return None
-            life = self.lives[cid] = _Life(event.lane)
+            life = self.lives[cid] = _Life(event.lane, priority=self._base_priority(cid))
             return life
         if life is None:
             if self.complete:
@@ -271,8 +281,30 @@ class _Checker:
 
     # -- per-command life ---------------------------------------------------------------------
 
+    def _base_priority(self, cid: str) -> int | None:
+        """A command's priority before any ``Reprioritized``: its ``Submitted``'s, else
+        the ``priorities`` argument's (0 for a command in neither)."""
+        priority = self.log.submitted.get(cid)
+        return self.priorities.get(cid, 0) if priority is None else priority
+
+    def _priority_at(self, cid: str, t: float) -> int | None:
+        """The priority ``cid`` certainly had at ``t`` (None: unknown, not compared).
+
+        A ``Reprioritized`` within ``tolerance`` of ``t`` leaves it unknown: the log does
+        not show whether the change came before or after a start logged at that instant.
+        """
+        priority = self._base_priority(cid)
+        for at, new in self.log.changes.get(cid, ()):
+            if at < t - self.tolerance:
+                priority = new
+            elif at <= t + self.tolerance:
+                return None
+        return priority
+
     def _step(self, index: int, event: Event, life: _Life) -> None:
-        if life.state == "ended":
+        if isinstance(event, Reprioritized):
+            self._reprioritized(index, event, life)
+        elif life.state == "ended":
             self._after_end(index, event, life)
         elif life.state == "failed":
             self._after_failed(index, event, life)
@@ -321,6 +353,24 @@ class _Checker:
                 f"attempts, Failed came after attempt {life.attempt}",
                 life.history[-2:],
             )
+
+    def _reprioritized(self, index: int, event: Reprioritized, life: _Life) -> None:
+        if life.state != "pending":
+            state = f"after the command {life.end}" if life.state == "ended" else life.state
+            self.fail(
+                index,
+                "reprioritize: only a waiting command takes another priority",
+                f"Reprioritized while {state}",
+                life.history[-2:],
+            )
+        elif life.priority is not None and event.previous != life.priority:
+            self.fail(
+                index,
+                "reprioritize: previous is the priority the command had",
+                f"Reprioritized from {event.previous}, the command's priority was {life.priority}",
+                life.history[-2:],
+            )
+        life.priority = event.priority
 
     def _started(self, index: int, event: Started, life: _Life) -> None:
         if life.state != "pending":
@@ -543,11 +593,11 @@ class _Checker:
         if stint is None or stint.join is None:
             return
         t, tol = event.timestamp, self.tolerance
-        mine = self.priorities.get(event.command_id, 0)
+        mine = self._priority_at(event.command_id, t)
         for other in self.log.stints.get(event.lane, []):
             if other is stint or mine is None or not self._queued_across(other, t):
                 continue
-            theirs = self.priorities.get(other.command, 0)
+            theirs = self._priority_at(other.command, t)
             if theirs is None or theirs > mine:
                 continue
             if theirs < mine:
@@ -693,11 +743,12 @@ def check_invariants(
 
     Checked, in log order: per-lane ``max_concurrency``, the global cap and the
     ``min_concurrency`` reservations are never exceeded; starts respect each lane's rate
-    limit; within a lane, commands start by command priority (``priorities``), in FIFO order
-    among equals (a preempted command first among them); no command starts while a command
-    of a more urgent lane was certainly queued and startable; only preemptible lanes are
-    preempted;
-    attempts count up from 1, a preemption does not count, never above ``max_retries + 1``; a
+    limit; within a lane, commands start by command priority (each one's priority at the
+    start: ``Submitted.priority``, then each ``Reprioritized``), in FIFO order among equals
+    (a preempted command first among them); no command starts while a command of a more
+    urgent lane was certainly queued and startable; only preemptible lanes are preempted;
+    only a waiting command is reprioritized, from the priority it had; attempts count up
+    from 1, a preemption does not count, never above ``max_retries + 1``; a
     timeout is followed by a retry or a failure, a failure by exactly one dead letter; a
     success is never retried; every command ends in exactly one terminal state. Retries: each
     ``Retrying`` delay is the one the lane's policy gives (within its jitter bounds, by the
@@ -715,11 +766,14 @@ def check_invariants(
             first submit, read until the system closed or drained). With False, commands
             whose submit is not in the log are skipped and unfinished ones are not reported.
         tolerance: seconds of timestamp noise to allow (use a few ms with a real clock).
-        priorities: each command's priority within its lane (``submit(priority=)``), by
-            command id; a command not in it has priority 0, and one mapped to None (its
-            priority changed while it waited) is not compared with the others of its lane.
-            The log does not show priorities: without this, commands submitted with one
-            look like FIFO violations.
+        priorities: command priorities by id, for a log whose ``Submitted`` events carry
+            none (``priority=None``: events built by hand, or a log of the distributed
+            mode) or are not in it: such a command has the priority given here (0 if not
+            given), or, mapped to None, is not compared with the others of its lane.
+            ``Reprioritized`` events in the log still apply to it. The priority a
+            ``Submitted`` carries wins over this. A command reprioritized at the instant
+            (within ``tolerance``) of a start is not compared at that start: the log does
+            not show which came first.
 
     Raises:
         InvariantViolation: the first violated rule (by log position), with the events

@@ -10,11 +10,10 @@ from typing import Any
 import trio
 import trio.testing
 
-from .._command import Command
 from .._config import DEFAULT_LANES, LaneConfig
 from .._errors import DrainTimeout, LaneConfigError, LaneUsageError
 from .._system import LaneSystem, open_lane_system
-from ..events import Cancelled, Completed, DeadLettered, Event, Submitted
+from ..events import Event, Reprioritized, Submitted
 from ._checker import InvariantViolation, check_invariants
 from ._workload import Livelock, WorkloadHang
 
@@ -25,8 +24,7 @@ _LISTED = 10  # unresolved commands a hang's message names
 
 
 class EventLog:
-    """Every event of one lane system, in emission order (see :func:`record_events`), and
-    the command priorities the events do not show (:attr:`priorities`)."""
+    """Every event of one lane system, in emission order (see :func:`record_events`)."""
 
     def __init__(self, system: LaneSystem, receive: trio.MemoryReceiveChannel[Event]) -> None:
         self.lanes: tuple[LaneConfig, ...] = system.lanes
@@ -34,42 +32,22 @@ class EventLog:
         self._system = system
         self._receive = receive
         self._events: list[Event] = []
-        self._watched: dict[str, tuple[Command, int]] = {}  # live: (command, submit priority)
-        self._priorities: dict[str, int | None] = {}
-
-    def note(self, event: Event) -> None:
-        """Follow command priorities (a synchronous listener of the system's events).
-
-        At ``Submitted`` the command is the newest live one: its priority then is noted.
-        A command whose priority differs at a ``Started`` or at its end was reprioritized
-        while it waited: it maps to None (not compared, see :func:`check_invariants`).
-        A change and a change back before its next start go unseen.
-        """
-        cid = event.command_id
-        if isinstance(event, Submitted):
-            live = self._system._core.live
-            cmd = next(reversed(live), None) if live else None
-            if cmd is not None and cmd.id == cid:
-                self._watched[cid] = (cmd, cmd.priority)
-                self._priorities[cid] = cmd.priority
-            return
-        watched = self._watched.get(cid)
-        if watched is None:
-            return
-        cmd, priority = watched
-        if cmd.priority != priority:
-            self._priorities[cid] = None
-        if isinstance(event, Completed | Cancelled | DeadLettered):
-            del self._watched[cid]  # it ended: let it go
 
     @property
     def priorities(self) -> dict[str, int | None]:
-        """Each command's priority within its lane by id (None: it changed while the
-        command waited), for :func:`~lanes.testing.check_invariants`."""
-        for cid, (cmd, priority) in self._watched.items():
-            if cmd.priority != priority:
-                self._priorities[cid] = None
-        return dict(self._priorities)
+        """Each command's ``submit(priority=)`` by id, None for one reprioritized while it
+        waited (from the ``Submitted`` and ``Reprioritized`` events so far).
+
+        :meth:`check` needs none of it: the checker follows each command's priority
+        through the events themselves.
+        """
+        found: dict[str, int | None] = {}
+        for event in self.events:
+            if isinstance(event, Submitted):
+                found.setdefault(event.command_id, event.priority)
+            elif isinstance(event, Reprioritized):
+                found[event.command_id] = None
+        return found
 
     @property
     def events(self) -> list[Event]:
@@ -96,8 +74,9 @@ class EventLog:
         Args:
             paused: lanes that were paused at some time (pauses are not events).
             complete: whether every command's whole life is in the log.
-            priorities: command priorities by id (see
-                :func:`~lanes.testing.check_invariants`; default: :attr:`priorities`).
+            priorities: command priorities by id for commands whose ``Submitted`` carries
+                none (see :func:`~lanes.testing.check_invariants`; a recorded system's
+                events carry them, so this is rarely needed).
 
         Raises:
             InvariantViolation: a rule is broken, or events were dropped.
@@ -113,7 +92,7 @@ class EventLog:
             self.max_concurrency,
             paused=paused,
             complete=complete,
-            priorities=self.priorities if priorities is None else priorities,
+            priorities=priorities,
         )
 
 
@@ -122,17 +101,16 @@ async def record_events(system: LaneSystem, *, buffer: int = _BUFFER) -> AsyncIt
     """Record every event of ``system`` while the block runs.
 
     Use ``async with record_events(system) as log: ...``, then ``log.events`` or
-    ``log.check()``. Enter it before the first submit so the log is complete (and the
-    command priorities known: ``log.priorities``).
+    ``log.check()``. Enter it before the first submit so the log is complete (each
+    command's ``Submitted``, with its priority, in it). Leaving the block stops the
+    recording, also when it is cancelled; the events that arrived stay in the log.
     """
     async with system.subscribe(buffer=buffer) as receive:
         log = EventLog(system, receive)
-        unlisten = system.listen(log.note)
         try:
             yield log
         finally:
-            unlisten()
-        log._collect()
+            log._collect()
 
 
 class LaneSystemFactory:

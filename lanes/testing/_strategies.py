@@ -178,8 +178,9 @@ def workloads(
         horizon: the latest submit time, in seconds.
         priorities: also draw command priorities (``submit(priority=)``) and, for about a
             third of the items, a ``handle.reprioritize()`` call some time after the submit
-            (now and then with a priority out of range, which must be refused). Check the
-            log with ``check_invariants(..., priorities=priorities(results))``.
+            (now and then with a priority out of range, which must be refused). The
+            system's events carry each priority and change, so ``check_invariants``
+            checks the log's order by them as it is.
     """
     names = [lane.name if isinstance(lane, LaneConfig) else lane for lane in lanes]
     if not names:

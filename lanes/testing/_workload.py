@@ -288,9 +288,13 @@ async def _reprioritize_later(
 
 
 def priorities(results: Iterable[WorkloadResult]) -> dict[str, int | None]:
-    """Each command's priority for :func:`~lanes.testing.check_invariants`: its
-    ``submit(priority=)``, or None if a ``reprioritize`` changed it while it waited (its
-    order is then not checked against the others of its lane)."""
+    """Each command's ``submit(priority=)``, or None if a ``reprioritize`` changed it while
+    it waited, by command id.
+
+    A recorded log needs none of it (its ``Submitted`` and ``Reprioritized`` events carry
+    the priorities); pass it as ``check_invariants(..., priorities=)`` for a log whose
+    events carry none (a command mapped to None is then not checked against the others of
+    its lane)."""
     found: dict[str, int | None] = {}
     for result in results:
         call = result.reprioritized
