@@ -404,7 +404,7 @@ def rounds_of(
     options: Options, measure: Callable[[str], dict[str, Any]]
 ) -> dict[str, list[dict[str, Any]]]:
     """``measure(variant)`` for both variants, round after round, alternating the order."""
-    rounds = 1 if options.quick else min(options.repeat, 3)
+    rounds = 1 if options.quick else min(options.repeat, 5)
     samples: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     for round_ in range(rounds):
         order = VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]
