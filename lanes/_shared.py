@@ -23,6 +23,7 @@ least, and the holdings even out. Priority still decides between lanes of differ
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 
 import attrs
@@ -61,7 +62,16 @@ class SharedLimitStatistics:
 class SharedMember:
     """One lane of one lane system using a :class:`SharedLimit` (created by the policy)."""
 
-    __slots__ = ("held", "lane", "last_turn", "limit", "priority", "tickets", "wake")
+    __slots__ = (
+        "held",
+        "lane",
+        "last_turn",
+        "limit",
+        "priority",
+        "tickets",
+        "wait_seq",
+        "wake",
+    )
 
     def __init__(self, limit: SharedLimit, lane: str, priority: int) -> None:
         self.limit = limit
@@ -70,14 +80,20 @@ class SharedMember:
         self.held = 0  # slots of running commands plus tickets
         self.tickets = 0  # slots granted, not used yet
         self.last_turn = 0  # when it last took or was granted a slot
+        self.wait_seq = 0  # when it began to wait (ties of fairness go to the earlier)
         self.wake: Callable[[], None] = _nothing  # asks the member's system to decide again
 
     @property
     def waiting(self) -> bool:
         return self in self.limit._waiters
 
-    def _fairness(self) -> tuple[int, int, int]:
-        return (self.priority, self.held, self.last_turn)
+    def _fairness(self) -> tuple[int, int, int, int]:
+        return (self.priority, self.held, self.last_turn, self.wait_seq)
+
+
+# A waiter's place in the fairness heap: its fairness key when pushed, a unique number
+# (entries never compare members), then the member.
+_Entry = tuple[int, int, int, int, int, SharedMember]
 
 
 class SharedLimit:
@@ -138,6 +154,11 @@ class SharedLimit:
         self._limiter: Limiter | None = make_limiter(rate_limit)
         self._in_use = 0
         self._waiters: dict[SharedMember, None] = {}
+        # The waiters by fairness: entries whose key is no longer the member's (it stopped
+        # waiting, or a slot it held came back) are dropped when they reach the top.
+        self._fairest: list[_Entry] = []
+        self._wait_seq = 0
+        self._pushes = 0
         self._members: dict[SharedMember, None] = {}
         self._granted = 0
         self._turns = 0  # slots taken or granted: the round-robin clock
@@ -171,7 +192,7 @@ class SharedLimit:
     def detach(self, member: SharedMember) -> None:
         """The member's system is gone: give back all it holds, stop waiting."""
         self._members.pop(member, None)
-        self._waiters.pop(member, None)
+        self._waiters.pop(member, None)  # (its heap entry is stale from now on)
         self._in_use -= member.held
         member.held = member.tickets = 0
         member.wake = _nothing
@@ -199,7 +220,11 @@ class SharedLimit:
 
     def wait(self, member: SharedMember) -> None:
         """``member`` has a command that may start but for this limit."""
-        self._waiters[member] = None
+        if member not in self._waiters:
+            self._waiters[member] = None
+            self._wait_seq += 1
+            member.wait_seq = self._wait_seq
+            self._push(member)
 
     def withdraw(self, member: SharedMember) -> None:
         """``member`` no longer waits (its command went away or its lane is blocked)."""
@@ -224,6 +249,8 @@ class SharedLimit:
         """A command of ``member`` ended (or was preempted): its slot is free again."""
         member.held -= 1
         self._in_use -= 1
+        if member in self._waiters:
+            self._push(member)  # it holds fewer: fairer than its entry says
         self._wake_best()
 
     def give_back(self, member: SharedMember, now: float) -> None:
@@ -231,6 +258,8 @@ class SharedLimit:
         count, member.tickets = member.tickets, 0
         member.held -= count
         self._in_use -= count
+        if count and member in self._waiters:
+            self._push(member)
         if self._limiter is not None:
             self._limiter.refund(count)
         self.dispatch(now)
@@ -240,7 +269,8 @@ class SharedLimit:
         waiters = self._waiters
         limiter = self._limiter
         while waiters and self._free() and (limiter is None or limiter.ready(now)):
-            member = min(waiters, key=SharedMember._fairness)
+            member = self._fairest_waiter()
+            heapq.heappop(self._fairest)
             del waiters[member]
             self._in_use += 1
             if limiter is not None:
@@ -253,7 +283,7 @@ class SharedLimit:
             member.wake()
         if waiters and limiter is not None and self._free():
             # Waiting for a token: the fairest waiter keeps the timer. Tell it, once.
-            best = min(waiters, key=SharedMember._fairness)
+            best = self._fairest_waiter()
             if best is not self._timekeeper:
                 self._timekeeper = best
                 best.wake()
@@ -267,7 +297,7 @@ class SharedLimit:
         limiter = self._limiter
         if limiter is None or member not in self._waiters or not self._free():
             return None
-        if member is not min(self._waiters, key=SharedMember._fairness):
+        if member is not self._fairest_waiter():
             return None
         return now + MIN_WAIT if limiter.ready(now) else limiter.ready_at(now)
 
@@ -276,8 +306,33 @@ class SharedLimit:
     def _free(self) -> bool:
         return self.max_concurrency is None or self._in_use < self.max_concurrency
 
+    def _push(self, member: SharedMember) -> None:
+        """(Re)file a waiter under its fairness now: O(log waiters)."""
+        fairest = self._fairest
+        if len(fairest) > 2 * len(self._waiters) + 32:  # mostly stale entries: rebuild
+            fairest[:] = [(*m._fairness(), i, m) for i, m in enumerate(self._waiters)]
+            self._pushes = len(fairest)
+            heapq.heapify(fairest)
+            if member in self._waiters:
+                return  # filed under its key now
+        self._pushes += 1
+        heapq.heappush(fairest, (*member._fairness(), self._pushes, member))
+
+    def _fairest_waiter(self) -> SharedMember:
+        """The waiter granted next (there is one): the heap's top, once stale ones are gone.
+
+        The same member ``min(waiters, key=_fairness)`` would find, in O(log waiters)
+        amortized instead of O(waiters).
+        """
+        fairest, waiters = self._fairest, self._waiters
+        while True:
+            entry = fairest[0]
+            member = entry[5]
+            if member in waiters and entry[:4] == member._fairness():
+                return member
+            heapq.heappop(fairest)
+
     def _wake_best(self) -> None:
         self._timekeeper = None
         if self._waiters:
-            best = min(self._waiters, key=SharedMember._fairness)
-            best.wake()
+            self._fairest_waiter().wake()

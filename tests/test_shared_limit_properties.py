@@ -251,3 +251,58 @@ def test_random_sessions_never_exceed_the_limit(
     assert sum(outcomes.values()) == sum(len(calls) for _, calls in work)
     stats = limit.statistics()
     assert (stats.in_use, stats.waiting, stats.members) == (0, 0, 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    priorities=st.lists(st.integers(0, 2), min_size=1, max_size=60),
+    steps=st.lists(st.tuples(st.sampled_from("wtrg"), st.integers(0, 59)), max_size=400),
+)
+def test_the_fairest_waiter_is_the_fairness_minimum(
+    priorities: list[int], steps: list[tuple[str, int]]
+) -> None:
+    """The fairness heap (stale entries, rebuilds) names the member ``min`` would.
+
+    Steps on bare members: ``w`` wait, ``t`` take (a slot it then holds), ``r`` release one
+    it holds, ``g`` grant the free slots (``dispatch``). Many waiters and long runs of
+    releases while waiting reach the heap's rebuild.
+    """
+    limit = SharedLimit(len(priorities) * 2)
+    members = [limit.attach(f"m{i}", p) for i, p in enumerate(priorities)]
+    for kind, pick in steps:
+        member = members[pick % len(members)]
+        if kind == "w":
+            limit.wait(member)
+        elif kind == "t" and limit._free():
+            limit.take(member, 0.0)
+        elif kind == "r" and member.held > member.tickets:
+            limit.release(member)
+        elif kind == "g":
+            limit.dispatch(0.0)
+            for m in members:  # grantees start their commands with their tickets
+                while m.tickets:
+                    limit.take(m, 0.0)
+        if limit._waiters:
+            expected = min(limit._waiters, key=lambda m: (m.priority, m.held, m.last_turn))
+            assert limit._fairest_waiter() is expected
+
+
+def test_the_fairness_heap_is_rebuilt_when_mostly_stale() -> None:
+    """Slots coming back to members that wait file them again: the heap fills with stale
+    entries until it is rebuilt, and stays bounded; the fairest waiter stays right."""
+    limit = SharedLimit(1000)
+    members = [limit.attach(f"m{i}", i % 2) for i in range(10)]
+    for member in members:
+        for _ in range(20):
+            limit.take(member, 0.0)
+        limit.wait(member)
+    sizes = []
+    for round_ in range(20):
+        for member in members[round_ % 3 :: 3] + members:
+            if member.held:
+                limit.release(member)
+                sizes.append(len(limit._fairest))
+                expected = min(limit._waiters, key=lambda m: (m.priority, m.held, m.last_turn))
+                assert limit._fairest_waiter() is expected
+    assert max(sizes) <= 2 * len(members) + 33
+    assert len(sizes) == 200  # every slot came back while its member waited
