@@ -320,7 +320,7 @@ class Aggregator:
             if totals.priority is None or priority < totals.priority:
                 totals.priority = priority
             if state.pending and state.boost is not None:
-                priority = state.effective_priority(state.head(), now)
+                priority = state.lane_priority(state.head(), now)
             if totals.effective_priority is None or priority < totals.effective_priority:
                 totals.effective_priority = priority
             lane_wait = wait[lane]

@@ -13,7 +13,11 @@ Rules implemented (the scheduling contract of docs/architecture.md):
 2. The command started is the startable lane head with the smallest effective priority, ties
    to the earliest submission. Within a lane, the head is the queued command with the
    smallest command priority (``submit(priority=)``, 0 by default), FIFO among equals (by
-   the time each entered the queue).
+   the time each entered the queue). A lane's effective priority is its base priority
+   lowered by the boost levels of the age of its *longest-waiting* queued command (the
+   smallest ``pending_since``; delayed commands not yet due do not count), never below 0:
+   a trickle of more urgent commands, each the head for a moment with a fresh clock, does
+   not take a waiting lane's boost away. The lane still starts its head.
 3. Preemption: a lane head blocked only by the global cap makes the most recently started
    command of a less urgent, preemptible lane give its slot back (it is requeued at the head
    of its lane, and its attempt is not counted).
@@ -93,6 +97,9 @@ class Job:
 Ranked = tuple[int, int, Job]
 """An entry of a lane's heap of prioritized jobs: (priority, order, job)."""
 
+Waiting = tuple[float, int, Job]
+"""An entry of a boosted lane's heap of prioritized jobs by age: (pending_since, order, job)."""
+
 _NO_QUEUE: deque[Job] = deque(maxlen=0)
 """The queue of every lane with nothing queued (shared, so never appended to: a maxlen of
 0 makes a stray append a no-op instead of a job queued in every lane)."""
@@ -125,6 +132,7 @@ class LaneState:
         "ranked",
         "running",
         "shared",
+        "waiting",
     )
 
     def __init__(self, config: LaneConfig) -> None:
@@ -142,6 +150,10 @@ class LaneState:
         # stale entries (job.entry is not the entry) dropped lazily. Empty unless some job
         # of the lane has ever had a priority: the common case costs one test.
         self.ranked: list[Ranked] = []
+        # The same jobs of a lane with a boost by age: a heap of (pending_since, order, job),
+        # stale entries (the job is no longer QUEUED, or joined again since: another order)
+        # dropped lazily. Its top is the oldest prioritized job (the lane's boost clock).
+        self.waiting: list[Waiting] = []
         self.pending = 0  # queued + delayed jobs, cancelled ones excluded
         self.delayed = 0  # of which delayed (in the policy's delay heap)
         self.active = 0
@@ -189,6 +201,8 @@ class LaneState:
             entry = (job.priority, order, job)
             job.entry = entry
             heapq.heappush(self.ranked, entry)
+            if self.boost is not None:
+                heapq.heappush(self.waiting, (job.pending_since, order, job))
 
     def take_head(self, job: Job) -> None:
         """Take ``job``, just returned by :meth:`head`, out of the queue."""
@@ -215,10 +229,51 @@ class LaneState:
         return jobs
 
     def effective_priority(self, job: Job | None, now: float) -> int:
+        """The lane's priority boosted by ``job``'s boost clock (a running job's own, for
+        the preemption victim test; the lane's is :meth:`lane_priority`)."""
         priority = self.config.priority
         if job is None or self.boost is None:
             return priority
         return max(0, priority - self.boost.levels(now - job.pending_since))
+
+    def lane_priority(self, head: Job | None, now: float) -> int:
+        """The lane's effective priority: boosted by the age of its longest-waiting queued
+        job. ``head`` is what :meth:`head` just returned (None: nothing queued)."""
+        if head is None or self.boost is None or not self.ranked:
+            return self.effective_priority(head, now)  # the head is the oldest queued job
+        return self.effective_priority(self.longest_waiting(head), now)
+
+    def longest_waiting(self, head: Job) -> Job:
+        """The live queued job with the smallest ``pending_since`` (the lane's boost clock).
+
+        ``head`` is what :meth:`head` just returned: that call left the first live job of
+        the FIFO at its front, and the ranked heap empty unless a prioritized job is
+        queued. Without prioritized jobs the head is the FIFO's first job, the one that
+        joined first: O(1). With some (only kept for a lane with a boost), the older of
+        the FIFO's first job and the top of :attr:`waiting` (stale entries popped):
+        O(log n) amortized.
+
+        The FIFO's first job is the oldest of the FIFO: jobs join it in time order, and a
+        preempted job put back at its front joined before those behind it. The exception
+        is a delayed job released by a round later than its ready time (its clock, that
+        ready time, is older than a job that joined in between); the shell decides at each
+        ready time, so that gap is at most one round's latency.
+        """
+        if self.boost is None or not self.ranked:
+            return head
+        oldest = head
+        queue = self.queue
+        if queue and queue[0].pending_since < oldest.pending_since:
+            oldest = queue[0]  # head() dropped the cancelled jobs in front of it
+        waiting = self.waiting
+        while waiting:
+            since, order, job = waiting[0]
+            if job.state is QUEUED and job.order == order and job.entry is not None:
+                if since < oldest.pending_since:
+                    oldest = job
+                break
+            heapq.heappop(waiting)
+        return oldest
 
     def unmet(self) -> int:
         return max(0, self.config.min_concurrency - self.active)
@@ -379,6 +434,7 @@ class Policy:
         removed = [job for job in state.queued() if self.remove(job)]
         state.queue = _NO_QUEUE
         state.ranked.clear()
+        state.waiting.clear()
         if state.delayed:
             mine = [item for item in self._delayed if item[1].lane == lane and _live_delay(item)]
             mine.sort()
@@ -471,6 +527,8 @@ class Policy:
         """
         if job.state is QUEUED:
             state = self.lanes[job.lane]
+            if job.entry is None and state.boost is not None:  # it joins the heap by age
+                heapq.heappush(state.waiting, (job.pending_since, job.order, job))
             state.withdraw(job)
             job.priority = priority
             entry = (priority, job.order, job)
@@ -604,7 +662,7 @@ class Policy:
             if shared is not None and not shared.limit.available(shared, now):
                 shared.limit.wait(shared)
                 continue
-            priority = state.effective_priority(job, now)
+            priority = state.lane_priority(job, now)
             if priority < best_priority or (priority == best_priority and job.seq < best_seq):
                 best, best_priority, best_seq = job, priority, job.seq
         return best
@@ -638,7 +696,7 @@ class Policy:
                 continue
             shared = state.shared
             if shared is None or shared.limit.could_take(shared, now):
-                blocked.append((state.effective_priority(job, now), job.seq, state))
+                blocked.append((state.lane_priority(job, now), job.seq, state))
         blocked.sort(key=lambda item: item[:2])
         return blocked
 
@@ -726,6 +784,7 @@ class Policy:
             job = state.head() if state.pending else None
             if job is None or state.boost is None:
                 continue
+            job = state.longest_waiting(job)  # the lane's boost clock
             age = now - job.pending_since
             for point in state.boost.at:
                 if point > age:  # float rounding: never ask for a time that is not ahead
@@ -776,9 +835,10 @@ class Policy:
     # -- views -----------------------------------------------------------------------------
 
     def effective_priority(self, lane: str, now: float) -> int:
-        """The lane's effective priority: that of its head command, or its base priority."""
+        """The lane's effective priority: boosted by the age of its longest-waiting queued
+        command, or its base priority when nothing is queued."""
         state = self.lanes[lane]
-        return state.effective_priority(state.head() if state.pending else None, now)
+        return state.lane_priority(state.head() if state.pending else None, now)
 
     def pending_total(self) -> int:
         return sum(state.pending for state in self.lanes.values())

@@ -203,6 +203,108 @@ def test_policy_requeues_a_preempted_job_first_among_its_equals() -> None:
     assert [policy.position(jobs[n]) for n in "upe"] == [0, 1, 2]
 
 
+# -- boosting counts from the longest-waiting command ----------------------------------------
+
+
+async def test_a_trickle_of_urgent_commands_keeps_the_lane_boost(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Each new, more urgent command becomes the lane's head with a fresh clock; the lane's
+    boost still counts from its oldest command, so it overtakes a less urgent lane."""
+    log: list[str] = []
+    release = trio.Event()
+
+    async def blocker() -> None:
+        await release.wait()
+
+    configs = [
+        LaneConfig("block", 0),
+        LaneConfig("mid", 2),
+        LaneConfig("lo", 4, boost=lanes.PriorityBoost.custom(10, [2, 4, 6])),
+    ]
+    async with lanes.open_lane_system(configs, max_concurrency=1) as system:
+        async with lanes.testing.record_events(system) as events:
+            t0 = trio.current_time()
+            await system.submit("block", blocker)
+            await system.submit("lo", record, "old", log)  # waits from t0
+            await trio.sleep(0.5)
+            await system.submit("mid", record, "mid", log)
+            for k in range(1, 7):  # each one more urgent than the last: the new head
+                await trio.sleep_until(t0 + k)
+                await system.submit("lo", record, f"lo{k}", log, priority=-k)
+            await trio.sleep_until(t0 + 6.5)  # the head waited 0.5 s, "old" 6.5 s
+            assert system.statistics().lanes["lo"].effective_priority == 1  # 4 - 3 levels
+            assert system.statistics().lanes["mid"].effective_priority == 2
+            release.set()
+            await system.drain()
+            assert system.statistics().lanes["lo"].effective_priority == 4  # nothing queued
+        events.check()
+    # "lo" stays boosted by "old" until "old" itself starts; then "mid" gets the slot.
+    assert log == ["lo6", "lo5", "lo4", "lo3", "lo2", "lo1", "old", "mid"]
+
+
+async def test_a_delayed_command_joins_the_lane_clock_when_due(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    configs = [LaneConfig("lo", 4, boost=lanes.PriorityBoost.custom(10, [2, 4]))]
+    async with lanes.open_lane_system(configs) as system:
+        system.pause("lo")
+        t0 = trio.current_time()
+        await system.submit("lo", record, "plain", [])
+        late = await system.submit("lo", record, "late", [], delay=3, priority=-1)
+        await trio.sleep_until(t0 + 2.5)  # "late" is not due: only "plain" (2.5 s) counts
+        assert system.statistics().lanes["lo"].effective_priority == 3
+        await trio.sleep_until(t0 + 5)  # "late" heads the lane (2 s), "plain" waited 5 s
+        assert late.position == 0
+        assert system.statistics().lanes["lo"].effective_priority == 2
+        system.close_now()
+
+
+def _boosted_policy() -> tuple[Policy, dict[str, Job]]:
+    boost = lanes.PriorityBoost.custom(100, [10, 20, 30])
+    config = _Config("lo", 5, max_concurrency=1, boost=boost, preemptible=True)
+    policy = Policy([config], 1)
+    jobs = {name: Job("lo", priority) for name, priority in [("a", 0), ("b", 0), ("c", -1)]}
+    policy.add(jobs["a"], 0.0)
+    assert policy.schedule(0.0).start == [jobs["a"]]
+    policy.add(jobs["b"], 1.0)
+    policy.add(jobs["c"], 2.0)
+    return policy, jobs
+
+
+def test_the_lane_clock_is_its_oldest_queued_job_whatever_moves() -> None:
+    # b (priority 0, queued at t=1) and c (priority -1, the head, t=2) wait; a runs.
+    policy, jobs = _boosted_policy()
+    state = policy.lanes["lo"]
+    assert state.head() is jobs["c"]
+    assert policy.effective_priority("lo", 21.0) == 3  # b waited 20 s: two levels
+    assert policy.reprioritize(jobs["b"], 1)  # b leaves the FIFO: still the oldest
+    assert policy.effective_priority("lo", 21.0) == 3
+    assert policy.remove(jobs["b"])  # cancelled: c (19 s) is the oldest now
+    assert policy.effective_priority("lo", 21.0) == 4
+    assert policy.move(jobs["c"], 21.0, 25.0)  # delayed: nothing queued
+    assert policy.effective_priority("lo", 21.0) == 5
+    assert policy.next_wakeup(21.0) == 25.0
+    policy.schedule(25.0)  # c is due: it waits from t=25, not from t=2
+    assert policy.effective_priority("lo", 36.0) == 4
+    assert policy.next_wakeup(36.0) == 45.0  # its next boost point (a preemptible lane)
+
+
+def test_a_preempted_job_keeps_its_clock_at_the_front() -> None:
+    policy, jobs = _boosted_policy()
+    assert policy.remove(jobs["b"])
+    policy.finish(jobs["a"])
+    assert policy.schedule(3.0).start == [jobs["c"]]
+    late = Job("lo", -1)
+    policy.add(late, 4.0)
+    policy.requeue_front(jobs["c"], 12.0)  # c waits from t=2 again, ahead of late
+    assert policy.lanes["lo"].queued() == [jobs["c"], late]
+    assert policy.effective_priority("lo", 12.0) == 4
+    assert policy.reprioritize(jobs["c"], 3)  # late is the head; c still the oldest
+    assert policy.lanes["lo"].head() is late
+    assert policy.effective_priority("lo", 12.0) == 4
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.integers(-3, 3), min_size=1, max_size=12),

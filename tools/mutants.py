@@ -140,6 +140,16 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     _mutant(
+        "boost-clock-of-the-head",
+        "a lane's boost counts from its head's wait, not its longest-waiting command's",
+        (
+            POLICY,
+            "        if self.boost is None or not self.ranked:\n            return head\n"
+            "        oldest = head",
+            "        if True:\n            return head\n        oldest = head",
+        ),
+    ),
+    _mutant(
         "preempted-requeued-at-back",
         "the policy requeues a preempted command at the tail of its lane",
         (

@@ -143,6 +143,7 @@ class _Log:
         self.stint_of_start: dict[int, _Stint] = {}  # index of a Started -> its stint
         self.submitted: dict[str, int | None] = {}  # id -> Submitted.priority
         self.changes: dict[str, list[tuple[float, int]]] = {}  # id -> its Reprioritized
+        self.first_begin: dict[str, float] = {}  # id -> when its first stint began
         open_stints: dict[str, _Stint] = {}
         open_runs: dict[str, _Run] = {}
         for index, event in enumerate(events):
@@ -164,6 +165,7 @@ class _Log:
                     stint.join = t + event.delay
                 open_stints[cid] = stint
                 self.stints.setdefault(lane, []).append(stint)
+                self.first_begin.setdefault(cid, t)
             elif isinstance(event, Started):
                 began = open_stints.pop(cid, None) or _Stint(cid, lane, t, index, front=False)
                 if not began.front:
@@ -635,11 +637,34 @@ class _Checker:
         leave = math.inf if stint.leave is None else stint.leave
         return stint.join < t - self.tolerance and leave > t + self.tolerance
 
+    def _longest_wait(self, event: Started) -> float:
+        """How long, at most, a command queued in ``event``'s lane at its start had waited.
+
+        A lane is boosted by the age of its longest-waiting queued command, which need not
+        be the one that starts (a more urgent command joined later). The log shows each
+        stint's queue time only in part, so each one possibly queued at the start counts
+        with the earliest boost clock it can have: its join time when known, else when it
+        became pending, and for a preempted command (whose clock is the one its earlier
+        stint had) when it was first seen.
+        """
+        t, tol = event.timestamp, self.tolerance
+        longest = event.waited
+        for stint in self.log.stints.get(event.lane, []):
+            if stint.begin > t + tol or (stint.leave is not None and stint.leave < t - tol):
+                continue
+            if stint.front:
+                since = self.log.first_begin.get(stint.command, stint.begin)
+            else:
+                since = stint.begin if stint.join is None else stint.join
+            longest = max(longest, t - since)
+        return longest
+
     def _check_priority(self, index: int, event: Started) -> None:
         config = self.configs[event.lane]
         levels = 0
         if config.boost is not None:
-            levels = sum(1 for p in config.boost.at if p <= event.waited + self.tolerance)
+            waited = self._longest_wait(event)
+            levels = sum(1 for p in config.boost.at if p <= waited + self.tolerance)
         urgency = max(0, config.priority - levels)
         t = event.timestamp
         for name, other in self.configs.items():

@@ -935,9 +935,10 @@ class PolicyStateMachine(RuleBasedStateMachine):
         Picks a lane a boost can make more urgent (see :meth:`_boostable_lanes`); with
         ``hold`` (or when nothing waits there) the lane is paused first, so its head surely
         waits, and a command is submitted if none is queued. Time then passes (see
-        :meth:`advance`) to the head's ``points``-th next boost point (the last one when it
-        has fewer left). Without this rule, runs rarely left a boosted command waiting
-        past a point, and a policy that never boosted went unnoticed for over a minute.
+        :meth:`advance`) to the ``points``-th next boost point of the lane's boost clock (its
+        longest-waiting command; the last point when it has fewer left). Without this rule,
+        runs rarely left a boosted command waiting past a point, and a policy that never
+        boosted went unnoticed for over a minute.
         """
         name = _pick_name(self._boostable_lanes(), lane)
         state = self.model.lanes[name]
@@ -945,12 +946,12 @@ class PolicyStateMachine(RuleBasedStateMachine):
             self.pause(name)
         if not state.joined:
             self.submit(name)
-        head = state.head
-        if head is None:  # it went to the delay heap: nothing waits in the queue yet
+        oldest = state.longest_waiting
+        if oldest is None:  # it went to the delay heap: nothing waits in the queue yet
             return
         boost = self.configs[name].boost
         assert boost is not None
-        age = exact(self.now) - head.pending_since
+        age = exact(self.now) - oldest.pending_since
         ahead = [exact(p) for p in boost.at if exact(p) > age]
         if ahead:
             self.seen.add("aged past a boost point")

@@ -17,8 +17,9 @@ in the order they joined its queue (a preempted command at the front) and sorts 
 stably, by command priority. :meth:`ReferenceModel.reprioritize` changes a waiting
 command's priority and nothing else (its place among its new equals stays the one its
 queueing gave it), and answers False for a command that is not waiting. Boosting is a lane's
-matter: the lane's effective priority is its base priority boosted by how long its head (by
-command priority) has waited.
+matter: the lane's effective priority is its base priority boosted by how long its
+longest-waiting queued command has waited (the smallest ``pending_since``, whatever its
+command priority; delayed commands count once they are due), while the lane starts its head.
 
 Rule 4 and the retry rules are modelled too: each command's attempts (a start counts, a
 preemption gives it back), its deadline (its lane's timeout), and what follows a failed attempt
@@ -137,6 +138,12 @@ class ModelLane:
     def head(self) -> ModelCommand | None:
         """The command that starts next in this lane (None: nothing is queued)."""
         return min(self.joined, key=_by_priority, default=None)  # the first of the smallest
+
+    @property
+    def longest_waiting(self) -> ModelCommand | None:
+        """The queued command that has waited longest: the lane's boost clock (None:
+        nothing is queued)."""
+        return min(self.joined, key=_by_age, default=None)
 
     @property
     def active(self) -> int:
@@ -502,13 +509,14 @@ class ReferenceModel:
     # -- rule 2: which command starts next? -----------------------------------------------------
 
     def effective_priority(self, lane: str, now: float | Fraction) -> int:
-        """The lane priority of ``lane`` with its head's boost (the base priority when
-        nothing is queued). The head is chosen by command priority; the boost counts how
-        long that head has waited."""
-        head = self.lanes[lane].head
-        if head is None:
+        """The lane priority of ``lane`` with its boost (the base priority when nothing is
+        queued). The boost counts how long the lane's longest-waiting queued command has
+        waited, whatever its command priority (the head, chosen by command priority, may
+        have joined later)."""
+        oldest = self.lanes[lane].longest_waiting
+        if oldest is None:
             return self.lanes[lane].config.priority
-        return self.command_priority(head, now)
+        return self.command_priority(oldest, now)
 
     def command_priority(self, cmd: ModelCommand, now: float | Fraction) -> int:
         """``cmd``'s lane priority with boosting, by its boost clock (which runs while it
@@ -607,16 +615,16 @@ class ReferenceModel:
         """The first time after ``now`` at which an answer could change with no state change.
 
         That is: a delayed command falls due, a token arrives, a window start expires, or a
-        lane head passes a boost point.
+        lane's longest-waiting command passes a boost point.
         """
         t = exact(now)
         times = [cmd.due for cmd in self.delayed if cmd.due > t]
         for state in self.lanes.values():
             times.extend(_limit_changes(state.config.rate_limit, state.starts, t))
             boost = state.config.boost
-            head = state.head
-            if head is not None and boost is not None:
-                since = head.pending_since
+            oldest = state.longest_waiting
+            if oldest is not None and boost is not None:
+                since = oldest.pending_since
                 times.extend(since + exact(p) for p in boost.at if since + exact(p) > t)
         return min(times, default=None)
 
@@ -632,6 +640,10 @@ def _seconds(value: Fraction | None) -> str:
 
 def _by_priority(cmd: ModelCommand) -> int:
     return cmd.priority
+
+
+def _by_age(cmd: ModelCommand) -> Fraction:
+    return cmd.pending_since
 
 
 def _due_key(cmd: ModelCommand) -> tuple[Fraction, int]:
