@@ -70,8 +70,15 @@ async def boosting(system: lanes.LaneSystem) -> None:
         f"boosting:   summaries' effective priority after 6 s: "
         f"{system.statistics().lanes['summaries'].effective_priority} (base 6)"
     )
+    # An urgent summary becomes the lane's head with a fresh clock; the boost still counts
+    # from the summary that has waited longest.
+    urgent = await system.submit("summaries", work, 1, priority=-1)
+    print(
+        f"            with an urgent summary just queued ahead of it: "
+        f"{system.statistics().lanes['summaries'].effective_priority}"
+    )
     system.resume("summaries")
-    for handle in [summary, *llm]:
+    for handle in [summary, urgent, *llm]:
         await handle.result()
 
 

@@ -77,6 +77,7 @@ def test_scheduling(capsys: pytest.CaptureFixture[str]) -> None:
     assert "LLM calls preempted: 1" in out
     assert "['done', 'done', 'done']" in out
     assert "effective priority after 6 s: 3" in out
+    assert "with an urgent summary just queued ahead of it: 3" in out
     assert "positions retry 0, search 1, prefetch 2" in out
     assert "started in the order ['retry', 'search', 'prefetch']" in out
 
