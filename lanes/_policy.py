@@ -150,9 +150,10 @@ class LaneState:
         # stale entries (job.entry is not the entry) dropped lazily. Empty unless some job
         # of the lane has ever had a priority: the common case costs one test.
         self.ranked: list[Ranked] = []
-        # The same jobs of a lane with a boost by age: a heap of (pending_since, order, job),
-        # stale entries (the job is no longer QUEUED, or joined again since: another order)
-        # dropped lazily. Its top is the oldest prioritized job (the lane's boost clock).
+        # The queued jobs of a lane with a boost that may be older than its FIFO's first one
+        # (prioritized jobs, and preempted jobs put back at the FIFO's front), by age: a
+        # heap of (pending_since, order, job), stale entries (the job is no longer QUEUED,
+        # or joined again since: another order) dropped lazily. Empty in the common case.
         self.waiting: list[Waiting] = []
         self.pending = 0  # queued + delayed jobs, cancelled ones excluded
         self.delayed = 0  # of which delayed (in the policy's delay heap)
@@ -239,7 +240,9 @@ class LaneState:
     def lane_priority(self, head: Job | None, now: float) -> int:
         """The lane's effective priority: boosted by the age of its longest-waiting queued
         job. ``head`` is what :meth:`head` just returned (None: nothing queued)."""
-        if head is None or self.boost is None or not self.ranked:
+        if head is None or self.boost is None or not self.waiting:
+            if head is None and self.waiting:
+                self.waiting.clear()  # nothing is queued: every entry is stale
             return self.effective_priority(head, now)  # the head is the oldest queued job
         return self.effective_priority(self.longest_waiting(head), now)
 
@@ -247,19 +250,19 @@ class LaneState:
         """The live queued job with the smallest ``pending_since`` (the lane's boost clock).
 
         ``head`` is what :meth:`head` just returned: that call left the first live job of
-        the FIFO at its front, and the ranked heap empty unless a prioritized job is
-        queued. Without prioritized jobs the head is the FIFO's first job, the one that
-        joined first: O(1). With some (only kept for a lane with a boost), the older of
-        the FIFO's first job and the top of :attr:`waiting` (stale entries popped):
-        O(log n) amortized.
+        the FIFO at its front. Jobs join the FIFO's tail in time order, so its first job
+        that never left it is the oldest of those; the others (prioritized jobs, and
+        preempted jobs put back at the front, whose clocks keep their first queueing) are
+        kept in :attr:`waiting` too when the lane has a boost. So without them the head is
+        the oldest: O(1); with some, the oldest of the head, the FIFO's first job and the
+        top of :attr:`waiting` (stale entries popped): O(log n) amortized.
 
-        The FIFO's first job is the oldest of the FIFO: jobs join it in time order, and a
-        preempted job put back at its front joined before those behind it. The exception
-        is a delayed job released by a round later than its ready time (its clock, that
-        ready time, is older than a job that joined in between); the shell decides at each
-        ready time, so that gap is at most one round's latency.
+        The exception: a delayed job released by a round later than its ready time has that
+        ready time as its clock, older than a job that joined in between (behind which it
+        queues). The shell decides at each ready time, so that is at most one round's
+        latency.
         """
-        if self.boost is None or not self.ranked:
+        if self.boost is None or not self.waiting:
             return head
         oldest = head
         queue = self.queue
@@ -268,7 +271,7 @@ class LaneState:
         waiting = self.waiting
         while waiting:
             since, order, job = waiting[0]
-            if job.state is QUEUED and job.order == order and job.entry is not None:
+            if job.state is QUEUED and job.order == order:
                 if since < oldest.pending_since:
                     oldest = job
                 break
@@ -444,10 +447,13 @@ class Policy:
     def compact(self) -> None:
         """Give back the memory of lanes with nothing queued (an idle system's step).
 
-        A lane's emptied deque goes back to the shared empty one, and an emptied
-        ``running`` dict (a dict never shrinks) is replaced with a fresh one.
+        A lane's emptied deque goes back to the shared empty one, an emptied ``running``
+        dict (a dict never shrinks) is replaced with a fresh one, and the age heap of a lane
+        with nothing queued (its entries all stale) is emptied.
         """
         for state in self.lanes.values():
+            if state.waiting and state.pending == state.delayed:
+                state.waiting = []
             if state.queue is not _NO_QUEUE and not state.queue:
                 state.queue = _NO_QUEUE
             if not state.running:
@@ -520,6 +526,8 @@ class Policy:
         job.state = QUEUED
         self._front -= 1
         state.enqueue(job, self._front)
+        if job.entry is None and state.boost is not None:  # at the FIFO's front, maybe older
+            heapq.heappush(state.waiting, (job.pending_since, job.order, job))
 
     def reprioritize(self, job: Job, priority: int) -> bool:
         """Give a pending job another priority within its lane (FIFO among equals stays by
@@ -662,7 +670,9 @@ class Policy:
             if shared is not None and not shared.limit.available(shared, now):
                 shared.limit.wait(shared)
                 continue
-            priority = state.lane_priority(job, now)
+            # LaneState.lane_priority, inlined: without prioritized jobs the head's clock
+            clock = state.longest_waiting(job) if state.waiting else job
+            priority = state.effective_priority(clock, now)
             if priority < best_priority or (priority == best_priority and job.seq < best_seq):
                 best, best_priority, best_seq = job, priority, job.seq
         return best
@@ -716,9 +726,10 @@ class Policy:
     def _victim(self, priority: int, waiting: LaneState, now: float) -> Job | None:
         """The most recently started preemptible job that would free a slot for ``waiting``.
 
-        A job whose own effective priority (its boost clock keeps running while it runs) is
-        not less urgent than ``priority`` is no victim: requeued at its lane's head it would
-        win the freed slot back at once, and be chosen again: a livelock at one instant.
+        A job is no victim if its lane, with the job requeued, would not be less urgent than
+        ``priority``: it would win the freed slot back at once, and be chosen again (a
+        livelock at one instant). That lane's boost counts from the older of the job's own
+        clock (which keeps running while it runs) and the lane's longest-waiting job.
         """
         best: Job | None = None
         for state in self.lanes.values():
@@ -728,8 +739,12 @@ class Policy:
             leaving = sum(1 for job in state.running if job.preempting)
             if state.active - leaving <= config.min_concurrency:
                 continue  # what is left is the lane's reservation
+            queued = state.head() if state.pending and state.boost is not None else None
+            oldest = None if queued is None else state.longest_waiting(queued)
             for job in reversed(state.running):
-                if not job.preempting and state.effective_priority(job, now) > priority:
+                older = oldest is not None and oldest.pending_since < job.pending_since
+                clock = oldest if older else job  # the lane's clock with the job requeued
+                if not job.preempting and state.effective_priority(clock, now) > priority:
                     if best is None or job.start_seq > best.start_seq:
                         best = job
                     break

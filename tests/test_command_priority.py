@@ -305,6 +305,26 @@ def test_a_preempted_job_keeps_its_clock_at_the_front() -> None:
     assert policy.effective_priority("lo", 12.0) == 4
 
 
+def test_two_preempted_jobs_at_the_front_the_older_clock_counts() -> None:
+    # The later requeue sits in front, but the earlier one has waited longer.
+    boost = lanes.PriorityBoost.custom(100, [10, 20, 30])
+    config = _Config("lo", 5, max_concurrency=2, boost=boost, preemptible=True)
+    policy = Policy([config], 2)
+    older, younger = Job("lo"), Job("lo")
+    policy.add(older, 0.0)
+    assert policy.schedule(0.0).start == [older]
+    policy.add(younger, 5.0)
+    assert policy.schedule(5.0).start == [younger]
+    policy.requeue_front(older, 6.0)
+    policy.requeue_front(younger, 7.0)
+    state = policy.lanes["lo"]
+    assert state.queued() == [younger, older]
+    assert policy.effective_priority("lo", 21.0) == 3  # older waited 21 s, younger 16 s
+    assert policy.schedule(21.0).start == [younger, older]
+    assert policy.effective_priority("lo", 21.0) == 5  # nothing queued
+    assert state.waiting == []  # the stale entries went with the look
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.integers(-3, 3), min_size=1, max_size=12),

@@ -222,6 +222,28 @@ def test_a_preempted_command_goes_back_first_among_its_equals() -> None:
     m.drain()
 
 
+def test_a_lane_boosted_by_an_older_command_keeps_its_running_one() -> None:
+    """A fresh command runs in a lane that an older queued command boosts: requeued, it
+    would win the slot straight back (a livelock at one instant), so it is no victim."""
+    m = PolicyStateMachine.replay(
+        [
+            LaneConfig("urgent", 0),
+            LaneConfig("batch", 1, preemptible=True, boost=PriorityBoost.custom(4, at=[1, 2, 3])),
+        ],
+        max_concurrency=1,
+    )
+    m.pause("batch")
+    old = m.submit("batch")
+    m.advance(1.0)  # old waited 1 s: batch is at 0
+    fresh = m.submit("batch", priority=-1)  # the head, with a fresh clock
+    m.resume("batch")
+    assert m.view().lanes["batch"].running == (fresh,)
+    m.submit("urgent")  # 0, like batch: no lane here is less urgent than it
+    assert m.view().lanes["batch"].preempting == ()
+    assert m.view().lanes["batch"].queued == (old,)
+    m.drain()
+
+
 def test_the_model_refuses_what_is_not_waiting() -> None:
     model = ReferenceModel([LaneConfig("work", 0)], None)
     model.submit("x", "work", 0.0, priority=3)

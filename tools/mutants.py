@@ -144,7 +144,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "a lane's boost counts from its head's wait, not its longest-waiting command's",
         (
             POLICY,
-            "        if self.boost is None or not self.ranked:\n            return head\n"
+            "        if self.boost is None or not self.waiting:\n            return head\n"
             "        oldest = head",
             "        if True:\n            return head\n        oldest = head",
         ),

@@ -529,6 +529,15 @@ class ReferenceModel:
         passed = sum(1 for point in config.boost.at if self._compare(age, exact(point)))
         return max(0, config.priority - passed)
 
+    def requeued_priority(self, cmd: ModelCommand, now: float | Fraction) -> int:
+        """The effective priority running ``cmd``'s lane would have with ``cmd`` back in
+        its queue: boosted by the older of ``cmd``'s clock and the lane's longest-waiting
+        command's."""
+        oldest = self.lanes[cmd.lane].longest_waiting
+        if oldest is None or cmd.pending_since <= oldest.pending_since:
+            return self.command_priority(cmd, now)
+        return self.command_priority(oldest, now)
+
     def _urgency(self, lane: str, now: float | Fraction) -> tuple[int, int]:
         head = self.lanes[lane].head
         assert head is not None
@@ -560,10 +569,10 @@ class ReferenceModel:
 
         Each lane head blocked only by the cap needs one slot. Preemptions already under way
         cover the most urgent of them; each other one takes the most recently started running
-        command of a preemptible lane less urgent than it (by its own boosted priority: a victim
-        that would win the slot back at once is none), other than its
-        own, that keeps that lane at or above its reservation, if one freed slot would let it
-        start.
+        command of a preemptible lane less urgent than it (by that lane's boosted priority
+        with the victim back in its queue, :meth:`requeued_priority`: a victim that would win
+        the slot back at once is none), other than its own, that keeps that lane at or above
+        its reservation, if one freed slot would let it start.
         """
         if self.cap is None:
             return []
@@ -587,7 +596,7 @@ class ReferenceModel:
             and cmd not in chosen
             and cmd.lane != waiting
             and self.lanes[cmd.lane].config.preemptible
-            and self.command_priority(cmd, now) > priority
+            and self.requeued_priority(cmd, now) > priority
             and self._keeps_reservation(cmd.lane, chosen)
         ]
         return max(candidates, key=lambda cmd: cmd.start_number, default=None)
