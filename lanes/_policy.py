@@ -98,7 +98,8 @@ Ranked = tuple[int, int, Job]
 """An entry of a lane's heap of prioritized jobs: (priority, order, job)."""
 
 Waiting = tuple[float, int, Job]
-"""An entry of a boosted lane's heap of prioritized jobs by age: (pending_since, order, job)."""
+"""An entry of a boosted lane's heap by age (:attr:`LaneState.waiting`): (pending_since,
+order, job)."""
 
 _NO_QUEUE: deque[Job] = deque(maxlen=0)
 """The queue of every lane with nothing queued (shared, so never appended to: a maxlen of
@@ -670,7 +671,7 @@ class Policy:
             if shared is not None and not shared.limit.available(shared, now):
                 shared.limit.wait(shared)
                 continue
-            # LaneState.lane_priority, inlined: without prioritized jobs the head's clock
+            # LaneState.lane_priority, inlined: with an empty age heap the head is the oldest
             clock = state.longest_waiting(job) if state.waiting else job
             priority = state.effective_priority(clock, now)
             if priority < best_priority or (priority == best_priority and job.seq < best_seq):
