@@ -160,9 +160,9 @@ def create_app(settings: Settings) -> Starlette:
             app.state.llm = llm = lanes.SharedLimit(settings.llm_slots, name="llm")
             # A session's lanes: one "prompt" lane on the shared limit. Configurations are
             # frozen values, made once here and shared by every session's lane system.
-            app.state.lanes = [
-                lanes.LaneConfig("prompt", 5, max_concurrency=settings.turns, shared_limit=llm)
-            ]
+            app.state.lanes = (
+                lanes.LaneConfig("prompt", 5, max_concurrency=settings.turns, shared_limit=llm),
+            )
             yield
 
     return Starlette(routes=[WebSocketRoute("/session", agent_session)], lifespan=lifespan)
