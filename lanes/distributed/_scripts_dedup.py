@@ -9,7 +9,9 @@ What Redis holds for a key ``K`` (under the backend's prefix ``P``):
   not, milliseconds, or ``'inf'``), ``life`` (the key's own ttl in ms), where it waits
   (``stream`` and ``entry``, or the delayed zset ``member``), and a ``keep_last`` follower
   waiting behind it (``f_id``, ``f_lane``, ``f_type``, ``f_reply``, ``f_ttl``, ``f_item``:
-  its stream and fields as JSON, ``f_due``: when it is due, ms, 0 at once);
+  its stream and fields as JSON, ``f_due``: when it is due, ms, 0 at once); it expires
+  with the key, but not while a follower waits in it (the follower is not lost when its
+  holder outlives its key: the holder's end, or the next submit, queues it);
 - ``P:kept:K``: once a holder with a ttl finished, its record (JSON: ``id``, ``lane``,
   ``type``, ``reply``: the reply JSON its worker sent), expiring after the ttl;
 - ``P:parked``: the set of keys that have a follower (``cancel_lane`` looks there).
