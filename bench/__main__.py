@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "sessions": "sessions",
     "web_console": "web_console",
     "agent_server": "agent_server",
+    "shared_limit": "shared_limit",
 }
 
 
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, str] = {
 DOCS_RUNS: dict[str, tuple[str, ...]] = {
     "results.json": ("throughput", "priority_overhead", "control_latency", "durable"),
     "sessions.json": ("sessions",),
+    "shared_limit.json": ("shared_limit",),
     "scaling.json": ("lanes_scaling", "memory"),
     "distributed.json": ("distributed",),
     "agent_server.json": ("agent_server",),

@@ -103,13 +103,10 @@ def check(message: Any) -> str | None:
 
 async def agent_session(websocket: WebSocket) -> None:
     """One websocket, one agent session, one lane system."""
-    settings: Settings = websocket.app.state.settings
     client: httpx.AsyncClient = websocket.app.state.client
-    prompt = lanes.LaneConfig(
-        "prompt", 5, max_concurrency=settings.turns, shared_limit=websocket.app.state.llm
-    )
     await websocket.accept()
-    async with lanes.open_lane_system([prompt]) as session, trio.open_nursery() as reports:
+    session_lanes = websocket.app.state.lanes  # the same configuration for every session
+    async with lanes.open_lane_system(session_lanes) as session, trio.open_nursery() as reports:
         turn = 0
         try:
             while True:
@@ -160,7 +157,12 @@ def create_app(settings: Settings) -> Starlette:
         ) as client:
             app.state.settings = settings
             app.state.client = client
-            app.state.llm = lanes.SharedLimit(settings.llm_slots, name="llm")
+            app.state.llm = llm = lanes.SharedLimit(settings.llm_slots, name="llm")
+            # A session's lanes: one "prompt" lane on the shared limit. Configurations are
+            # frozen values, made once here and shared by every session's lane system.
+            app.state.lanes = (
+                lanes.LaneConfig("prompt", 5, max_concurrency=settings.turns, shared_limit=llm),
+            )
             yield
 
     return Starlette(routes=[WebSocketRoute("/session", agent_session)], lifespan=lifespan)

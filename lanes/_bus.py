@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import trio
 
 from ._errors import LaneConfigError, UnknownLaneError
 from .events import Event
+
+T = TypeVar("T")
 
 __all__ = ["EventBus", "check_user_event"]
 
@@ -76,10 +79,13 @@ class EventBus:
     """
 
     def __init__(self) -> None:
-        self._subscribers: list[_Subscriber] = []
-        self._listeners: list[Callable[[Event], None]] = []
-        self.entering: list[Callable[[str], None]] = []
-        self._closing: list[Callable[[], None]] = []
+        # Tuples, replaced on every change (subscribing is rare, emitting is not): a system
+        # nobody observes holds no list, and a callback that unlistens while an event is
+        # being delivered does not disturb that delivery.
+        self._subscribers: tuple[_Subscriber, ...] = ()
+        self._listeners: tuple[Callable[[Event], None], ...] = ()
+        self.entering: tuple[Callable[[str], None], ...] = ()
+        self._closing: tuple[Callable[[], None], ...] = ()
         self.dropped = 0
         self.active = False  # whether anybody listens: callers skip building events if not
 
@@ -94,12 +100,12 @@ class EventBus:
         resolves. It must be quick and must not raise: an exception propagates into the lane
         system's bookkeeping.
         """
-        self._listeners.append(callback)
+        self._listeners = (*self._listeners, callback)
         self._update()
 
         def unlisten() -> None:
             if callback in self._listeners:
-                self._listeners.remove(callback)
+                self._listeners = _without(self._listeners, callback)
                 self._update()
 
         return unlisten
@@ -111,11 +117,11 @@ class EventBus:
         whose action led to the decision); this hook runs later, in the task that runs the
         body and later emits its outcome event. Tracing uses it to make a span current there.
         """
-        self.entering.append(callback)
+        self.entering = (*self.entering, callback)
 
         def unlisten() -> None:
             if callback in self.entering:
-                self.entering.remove(callback)
+                self.entering = _without(self.entering, callback)
 
         return unlisten
 
@@ -124,11 +130,11 @@ class EventBus:
         unregister function. A process-wide metrics collector uses it to fold a closed
         system's final counts into its totals and let the system go.
         """
-        self._closing.append(callback)
+        self._closing = (*self._closing, callback)
 
         def unregister() -> None:
             if callback in self._closing:
-                self._closing.remove(callback)
+                self._closing = _without(self._closing, callback)
 
         return unregister
 
@@ -162,13 +168,13 @@ class EventBus:
             raise LaneConfigError(msg)
         send, receive = trio.open_memory_channel[Event](buffer)
         subscriber = _Subscriber(types, send)
-        self._subscribers.append(subscriber)
+        self._subscribers = (*self._subscribers, subscriber)
         self._update()
         try:
             async with receive:
                 yield receive
         finally:
-            self._subscribers.remove(subscriber)
+            self._subscribers = _without(self._subscribers, subscriber)
             self._update()
             send.close()
 
@@ -176,6 +182,12 @@ class EventBus:
         """End every subscription's stream (``async for`` loops finish)."""
         for subscriber in self._subscribers:
             subscriber.send.close()
-        closing, self._closing = self._closing, []
+        closing, self._closing = self._closing, ()
         for callback in closing:
             callback()
+
+
+def _without(items: tuple[T, ...], item: T) -> tuple[T, ...]:
+    """``items`` without the first one equal to ``item`` (which it holds)."""
+    i = items.index(item)
+    return items[:i] + items[i + 1 :]

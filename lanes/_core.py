@@ -6,7 +6,6 @@ dead-letter queue and the events always agree when a handle resolves.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import random
@@ -86,7 +85,7 @@ class Core:
         self.on_unobserved: UnobservedCallback | None = None
         self.resumed: dict[str, trio.Event] = {}  # lanes whose pause_point callers wait
         self.prefix = secrets.token_hex(4)
-        self._ids = itertools.count(1)
+        self._last_id = 0  # (an int: an itertools.count would be one more object for the GC)
 
     # -- acceptance --------------------------------------------------------------------------
 
@@ -103,7 +102,8 @@ class Core:
         if timeout is None:
             timeout = self.configs[lane].timeout
         if command_id is None:
-            return Command(self, next(self._ids), lane, fn, args, type_name, key, timeout)
+            self._last_id += 1
+            return Command(self, self._last_id, lane, fn, args, type_name, key, timeout)
         return Command(self, command_id, lane, fn, args, type_name, key, timeout)
 
     def accept(self, cmd: Command, delay: float | None, *, holds_room: bool = True) -> None:

@@ -10,7 +10,6 @@ schedule's misfire policy decides.
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -45,7 +44,7 @@ class Scheduler:
     def __init__(self, core: Core) -> None:
         self._core = core
         self._nursery: trio.Nursery | None = None
-        self._names = itertools.count(1)
+        self._named = 0  # schedules named so far
         self.entries: dict[str, ScheduleHandle] = {}
         self.wall: Callable[[], float] = _unset_clock
 
@@ -104,7 +103,11 @@ class Scheduler:
         spec = attrs.evolve(
             spec, overlap=check_overlap(overlap, spec.timing), times=check_times(times)
         )
-        name = key if isinstance(key, str) else f"schedule-{next(self._names)}"
+        if isinstance(key, str):
+            name = key
+        else:
+            self._named += 1
+            name = f"schedule-{self._named}"
         handle = self.entries.get(name)
         if handle is not None and handle._spec.same_as(spec) and handle._problem is None:
             await trio.lowlevel.checkpoint()

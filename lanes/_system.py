@@ -959,7 +959,8 @@ class _LaneSystemContext:
     """What ``open_lane_system()`` returns: use it with ``async with``."""
 
     def __init__(self, factory: Callable[[], AbstractAsyncContextManager[LaneSystem]]) -> None:
-        self._factory = factory
+        # Dropped once used: its closure holds every argument, for as long as the system.
+        self._factory: Callable[[], AbstractAsyncContextManager[LaneSystem]] | None = factory
         self._cm: AbstractAsyncContextManager[LaneSystem] | None = None
 
     def __enter__(self) -> None:
@@ -970,10 +971,11 @@ class _LaneSystemContext:
         return None
 
     async def __aenter__(self) -> LaneSystem:
-        if self._cm is not None:
+        factory, self._factory = self._factory, None
+        if factory is None:
             msg = "this open_lane_system() context is already in use; call it again"
             raise LaneUsageError(msg)
-        self._cm = self._factory()
+        self._cm = factory()
         return await self._cm.__aenter__()
 
     async def __aexit__(

@@ -99,3 +99,28 @@ async def test_stream_ends_when_the_system_closes(autojump_clock: trio.abc.Clock
         await nursery.start(listen)
         await system.run("query", noop)
     assert len(seen) == 1  # and the listener finished by itself
+
+
+async def test_a_listener_that_unlistens_during_an_event_leaves_the_others_theirs(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Every listener registered when an event is emitted gets it, whatever one of them
+    does to the registrations meanwhile (with a list, the next listener was skipped)."""
+    seen: list[tuple[str, str]] = []
+    async with lanes.open_lane_system() as system:
+
+        def once(event: lanes.events.Event) -> None:
+            seen.append(("once", type(event).__name__))
+            unlisten_once()
+
+        def always(event: lanes.events.Event) -> None:
+            seen.append(("always", type(event).__name__))
+
+        unlisten_once = system.listen(once)
+        unlisten_always = system.listen(always)
+        await system.run("query", noop)
+        unlisten_once()  # a second call does nothing
+        unlisten_always()
+        await system.run("query", noop)
+    assert seen[:2] == [("once", "Submitted"), ("always", "Submitted")]
+    assert [who for who, _ in seen] == ["once", "always", "always", "always"]

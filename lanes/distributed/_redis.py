@@ -102,8 +102,9 @@ class RedisBackend:
             every lane, a mapping of lane name to one, or None (one stream per lane).
         lease: seconds a worker owns a fetched command without a heartbeat; a command
             whose worker stays silent that long is reclaimed by another worker.
-        key_ttl: seconds an idempotency key (and a submitter's reply stream) outlives a
-            crashed process at most.
+        key_ttl: seconds an idempotency key lives at most from its submit (a
+            ``Dedup.keep_last()`` command waiting behind its holder is kept until the
+            holder ends), and a submitter's reply stream outlives a crashed process.
         max_payload: the longest command JSON (in characters) ``submit`` accepts; a
             longer one raises ``LaneConfigError`` (Redis itself refuses 512 MB and slows
             every worker long before that).

@@ -97,6 +97,7 @@ local holder = redis.call('GET', KEYS[3])
 if not holder then
   local record = redis.call('GET', KEYS[8])
   if record then return {cjson.decode(record).id, '', record} end
+  D.queue_follower(prefix, k, KEYS[9])  -- its holder's key expired: queued, without the key
 else
   local place = nil
   if mode == 'replace' or mode == 'keep_last' then
@@ -116,7 +117,7 @@ else
 end
 redis.call('HINCRBY', KEYS[5], 'submitted', 1)
 submitted(KEYS[6], KEYS[7], ARGV[13])
-if park then  -- behind the running holder: kept in its hash until it ends
+if park then  -- behind the running holder: kept in its hash (no expiry) until it ends
   D.unpark(prefix, k, KEYS[9], reason, KEYS[6], KEYS[7])
   if redis.call('HGET', KEYS[9], 'id') ~= holder then
     redis.call('DEL', KEYS[9])
@@ -125,7 +126,7 @@ if park then  -- behind the running holder: kept in its hash until it ends
   redis.call('HSET', KEYS[9], 'f_id', id, 'f_lane', ARGV[10], 'f_type', ARGV[11],
     'f_reply', ARGV[4], 'f_ttl', ARGV[7], 'f_item', cjson.encode({KEYS[1], fields}),
     'f_due', due)
-  redis.call('PEXPIRE', KEYS[9], life)
+  redis.call('PERSIST', KEYS[9])
   redis.call('SADD', prefix .. ':parked', k)
   return {id, '', ''}
 end

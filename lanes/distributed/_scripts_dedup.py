@@ -9,7 +9,9 @@ What Redis holds for a key ``K`` (under the backend's prefix ``P``):
   not, milliseconds, or ``'inf'``), ``life`` (the key's own ttl in ms), where it waits
   (``stream`` and ``entry``, or the delayed zset ``member``), and a ``keep_last`` follower
   waiting behind it (``f_id``, ``f_lane``, ``f_type``, ``f_reply``, ``f_ttl``, ``f_item``:
-  its stream and fields as JSON, ``f_due``: when it is due, ms, 0 at once);
+  its stream and fields as JSON, ``f_due``: when it is due, ms, 0 at once); it expires
+  with the key, but not while a follower waits in it (the follower is not lost when its
+  holder outlives its key: the holder's end, or the next submit, queues it);
 - ``P:kept:K``: once a holder with a ttl finished, its record (JSON: ``id``, ``lane``,
   ``type``, ``reply``: the reply JSON its worker sent), expiring after the ttl;
 - ``P:parked``: the set of keys that have a follower (``cancel_lane`` looks there).
@@ -113,6 +115,23 @@ local function dedup()
       redis.call('XDEL', m[2], m[3])
     end
   end
+  -- The hash ``meta`` of key ``k``, kept while a follower waited in it, expires with its key
+  -- again (or after its ``life`` when the key is gone).
+  local function unkept(prefix, k, meta)
+    local pttl = redis.call('PTTL', prefix .. ':key:' .. k)
+    if pttl == -2 then pttl = tonumber(redis.call('HGET', meta, 'life')) or 1 end
+    if pttl > 0 then redis.call('PEXPIRE', meta, pttl) end
+  end
+  -- Queue the follower waiting in the hash ``meta`` of key ``k`` at once, without the key
+  -- (its key was released, or expired while its holder ran); returns whether there was one.
+  local function queue_follower(prefix, k, meta)
+    local f = redis.call('HMGET', meta, 'f_id', 'f_item', 'f_due')
+    if not f[1] then return false end
+    redis.call('HDEL', meta, 'f_id', 'f_lane', 'f_type', 'f_reply', 'f_ttl', 'f_item', 'f_due')
+    redis.call('SREM', prefix .. ':parked', k)
+    enqueue(prefix, nil, f[1], cjson.decode(f[2]), tonumber(f[3]))
+    return true
+  end
   -- Drop the follower waiting behind the holder of key ``k`` (cancelled: ``reason``; its
   -- own submitter is not told when ``quiet``: it resolves the handle itself).
   local function unpark(prefix, k, meta, reason, stream, on, quiet)
@@ -120,16 +139,20 @@ local function dedup()
     if not f[1] then return nil end
     redis.call('HDEL', meta, 'f_id', 'f_lane', 'f_type', 'f_reply', 'f_ttl', 'f_item', 'f_due')
     redis.call('SREM', prefix .. ':parked', k)
+    unkept(prefix, k, meta)
     local own = f[3]
     if quiet then own = '' end
     settle_cancelled(prefix, f[1], f[2], own, reason, stream, on)
     return f[1]
   end
   -- The holder ``id`` of ``live`` ended (``json``: its reply, nil if none): the key is
-  -- freed, then taken by its follower, or kept (the reply stored) for the holder's ttl.
+  -- freed, then taken by its follower, or kept (the reply stored) for the holder's ttl. A
+  -- key that expired while its holder ran is known by its hash (kept while a follower
+  -- waits in it); a key another command holds is left alone.
   local function ended(prefix, live, id, json)
-    if redis.call('GET', live) ~= id then return end
-    redis.call('DEL', live)
+    local current = redis.call('GET', live)
+    if current and current ~= id then return end
+    if current then redis.call('DEL', live) end
     local k = key_of(prefix, live)
     local meta, kept = dedup_names(prefix, k)
     local m = redis.call('HMGET', meta, 'id', 'lane', 'type', 'ttl', 'f_id', 'f_lane', 'f_type',
@@ -153,7 +176,8 @@ local function dedup()
   end
   dedup_loaded = {dedup_names = dedup_names, key_of = key_of, cancelled_reply = cancelled_reply,
     reply_to = reply_to, settle_cancelled = settle_cancelled, enqueue = enqueue, take = take,
-    waiting_place = waiting_place, unqueue = unqueue, unpark = unpark, ended = ended}
+    waiting_place = waiting_place, unqueue = unqueue, queue_follower = queue_follower,
+    unpark = unpark, ended = ended}
   return dedup_loaded
 end
 """
@@ -170,27 +194,31 @@ RELEASE_KEY = (
 local held = 0
 if redis.call('DEL', KEYS[2]) == 1 then held = 1 end
 if redis.call('DEL', KEYS[1]) == 1 then held = 1 end
-local f = redis.call('HMGET', KEYS[3], 'f_id', 'f_item', 'f_due')
-if f[1] then
-  held = 1
-  redis.call('SREM', KEYS[4], ARGV[2])
-  dedup().enqueue(ARGV[1], nil, f[1], cjson.decode(f[2]), tonumber(f[3]))
-end
+redis.call('SREM', KEYS[4], ARGV[2])
+if dedup().queue_follower(ARGV[1], ARGV[2], KEYS[3]) then held = 1 end
 redis.call('DEL', KEYS[3])
 return held
 """
 )
 
-# KEYS: the key (``P:key:K``), its kept record, its hash. ARGV: ttl (ms, or 'inf').
+# KEYS: the key (``P:key:K``), its kept record, its hash. ARGV: ttl (ms, or 'inf'), the
+# backend's key ttl (ms).
 # A live holder's key will be kept the ttl after it ends; a kept key is kept the ttl from
-# now. Returns 1 when anything held the key, else 0.
+# now. A live key without its hash gets one that expires with the key (never, when the key
+# does not expire; a follower that takes the key then holds it the key ttl).
+# Returns 1 when anything held the key, else 0.
 EXTEND_KEY = """
 local holder = redis.call('GET', KEYS[1])
 if holder then
   if redis.call('HGET', KEYS[3], 'id') ~= holder then
+    local pttl = redis.call('PTTL', KEYS[1])
     redis.call('DEL', KEYS[3])
-    redis.call('HSET', KEYS[3], 'id', holder, 'life', math.max(1, redis.call('PTTL', KEYS[1])))
-    redis.call('PEXPIRE', KEYS[3], math.max(1, redis.call('PTTL', KEYS[1])))
+    if pttl > 0 then
+      redis.call('HSET', KEYS[3], 'id', holder, 'life', pttl)
+      redis.call('PEXPIRE', KEYS[3], pttl)
+    else
+      redis.call('HSET', KEYS[3], 'id', holder, 'life', ARGV[2])
+    end
   end
   redis.call('HSET', KEYS[3], 'ttl', ARGV[1])
   return 1

@@ -435,7 +435,8 @@ class RemoteLaneSystem:
         checked, seconds = check_extend(key, ttl)
         self._open_nursery("extend_key")
         names = [self._backend.key(f"{kind}:{checked}") for kind in ("key", "kept", "dedup")]
-        return bool(await self._batcher.call(self._extend_key, names, [_ttl_ms(seconds)]))
+        life = str(int(self._backend.key_ttl * 1000))
+        return bool(await self._batcher.call(self._extend_key, names, [_ttl_ms(seconds), life]))
 
     # -- lanes across every worker ---------------------------------------------------------------
 
