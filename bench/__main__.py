@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "web_console": "web_console",
     "agent_server": "agent_server",
     "shared_limit": "shared_limit",
+    "scrape": "scrape",
 }
 
 
@@ -47,6 +48,7 @@ DOCS_RUNS: dict[str, tuple[str, ...]] = {
     "results.json": ("throughput", "priority_overhead", "control_latency", "durable"),
     "sessions.json": ("sessions",),
     "shared_limit.json": ("shared_limit",),
+    "scrape.json": ("scrape",),
     "scaling.json": ("lanes_scaling", "memory"),
     "distributed.json": ("distributed",),
     "agent_server.json": ("agent_server",),

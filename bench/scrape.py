@@ -8,7 +8,7 @@ rendered by ``serve_metrics``'s text encoder and by ``prometheus_client.generate
 baseline, measured in the same run, is what any exporter of one system at a time pays
 before rendering anything: ``system.metrics.snapshot()`` of every system.
 
-Run: ``python -m bench.scrape [--quick]``.
+Run: ``python -m bench --only scrape [--quick]`` (or ``python -m bench.scrape [--quick]``).
 """
 
 from __future__ import annotations
