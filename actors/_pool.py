@@ -1,4 +1,4 @@
-"""A pool of worker tasks that run jobs back to back, in a nursery the pool owns."""
+"""A pool of worker tasks that run jobs back to back, in a nursery the pool owns or is given."""
 
 from __future__ import annotations
 
@@ -45,11 +45,12 @@ class WorkerPool(Generic[J, R]):
     The pool does not limit concurrency itself: the caller delivers a job only when it has a
     slot for it (each delivered job gets a worker at once).
 
-    Run the pool with ``await nursery.start(pool.serve)`` (it then serves until cancelled),
-    or let it start itself with its first job: ``pool.attach(nursery)``. An attached pool's
-    task ends once its last worker is reaped, and starts again with the next job, so an idle
-    attached pool costs no task at all. Either way the pool's jobs run in its own nursery,
-    and cancelling the task that owns it cancels every running job.
+    Run the pool with ``await nursery.start(pool.serve)`` (it then serves until cancelled,
+    its workers in a nursery of its own), or attach it to a nursery: ``pool.attach(nursery)``,
+    and each worker is a task of that nursery, started when a job needs one and ended when
+    it is reaped, so an idle attached pool costs no task at all (and a busy one no nursery
+    of its own). Either way cancelling the nursery's owner cancels every running job; an
+    attached pool whose worker was cancelled from outside (or failed) stops serving.
     """
 
     def __init__(
@@ -67,9 +68,8 @@ class WorkerPool(Generic[J, R]):
         self._interrupted = interrupted
         self.name = name or "pool"
         self.workers = 0
-        self._nursery: trio.Nursery | None = None
-        self._parent: trio.Nursery | None = None  # where the pool starts itself (attach)
-        self._backlog: list[J] = []  # jobs delivered before the pool's task started
+        self._nursery: trio.Nursery | None = None  # serve()'s own (the workers' nursery)
+        self._parent: trio.Nursery | None = None  # attach()'s: where workers start
         self._parked: list[trio.lowlevel.Task] = []
         self._given: dict[trio.lowlevel.Task, J] = {}
         self._returning = False
@@ -90,29 +90,13 @@ class WorkerPool(Generic[J, R]):
             self._nursery = None
             self._parent = None  # a pool that stopped serving never starts again
 
-    async def _serve_lazily(self) -> None:
-        """The attached pool's task: its nursery lives while it has workers."""
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                backlog, self._backlog = self._backlog, []
-                for job in backlog[1:]:
-                    self.workers += 1
-                    nursery.start_soon(self._worker, job)
-                self.workers += 1
-                await self._worker(backlog[0])  # the first job runs here: no extra switch
-        except BaseException:
-            self._parent = None  # cancelled or failed: a stopped pool never starts again
-            raise
-        finally:
-            if self._nursery is nursery:
-                self._nursery = None
-
     def attach(self, nursery: trio.Nursery) -> None:
-        """Serve lazily: the first :meth:`deliver` starts the pool's task in ``nursery``.
+        """Serve in ``nursery``: each worker is a task of it, started by a :meth:`deliver`
+        that finds no worker free (its job runs when that task first runs).
 
-        Jobs delivered before it runs wait for it (a task switch). Until then, and again
-        once its last worker is reaped, the pool holds no task and no nursery of its own.
+        While no job runs and none is parked, and again once its workers are reaped, the
+        pool holds no task. A worker that a cancellation from outside ends (the nursery's
+        owner cancelled it), or that fails, stops the pool: it never starts workers again.
         """
         self._parent = nursery
 
@@ -155,14 +139,10 @@ class WorkerPool(Generic[J, R]):
                 "nursery.start(serve) or attach(nursery)"
             )
             raise RuntimeError(msg)
-        if self._nursery is None:
-            assert self._parent is not None
-            self._backlog.append(job)
-            if len(self._backlog) == 1:
-                self._parent.start_soon(self._serve_lazily, name=self.name)
-            return
+        nursery = self._nursery if self._nursery is not None else self._parent
+        assert nursery is not None
+        nursery.start_soon(self._worker, job, name=self.name)
         self.workers += 1
-        self._nursery.start_soon(self._worker, job)
 
     def cancel(self, scope: trio.CancelScope) -> None:
         """Cancel a running job's ``scope`` (the one its ``run`` received).
@@ -266,6 +246,8 @@ class WorkerPool(Generic[J, R]):
                                 await trio.lowlevel.checkpoint()
                                 until = time.perf_counter() + YIELD_EVERY
                 except BaseException:
+                    if self._nursery is None:
+                        self._parent = None  # attached: a stopped pool never starts again
                     if running and self._interrupted is not None:
                         self._interrupted(job)  # type: ignore[arg-type]
                     raise
@@ -275,6 +257,3 @@ class WorkerPool(Generic[J, R]):
                     job = self._take() if settled else None
         finally:
             self.workers -= 1
-            if not self.workers and self._parent is not None:
-                # The attached pool's nursery is about to close: the next job starts anew.
-                self._nursery = None

@@ -248,15 +248,15 @@ class Aggregator:
             kept = self._retired.get(key)
             if kept is None:
                 kept = self._retired[key] = LaneTotals()
-            kept.counters = list(map(operator.add, kept.counters, _counts(core.counters[lane])))
+            kept.counters = list(map(operator.add, kept.counters, _counts(state.counters)))
             priority = state.config.priority
             kept.priority = priority if kept.priority is None else min(kept.priority, priority)
-            kept.wait.merge(core.metrics.wait[lane])
-            kept.run.merge(core.metrics.run[lane])
+            kept.wait.merge(state.wait)
+            kept.run.merge(state.run)
             if state.shared is not None:
                 hkey = (state.shared.limit.name, entry.value, lane)
                 holder = self._retired_holders.setdefault(hkey, HolderTotals())
-                holder.wait.merge(core.metrics.wait[lane])
+                holder.wait.merge(state.wait)
 
     # -- a scrape -----------------------------------------------------------------------------
 
@@ -301,8 +301,6 @@ class Aggregator:
         rows: dict[tuple[str, str], list[tuple[int, ...]]],
     ) -> None:
         core = entry.core
-        counters = core.counters
-        wait, run = core.metrics.wait, core.metrics.run
         for lane, state in core.policy.lanes.items():
             key = (entry.value, lane)
             totals = lanes.get(key)
@@ -311,7 +309,7 @@ class Aggregator:
             counted = rows.get(key)
             if counted is None:
                 counted = rows[key] = []
-            counted.append(_counts(counters[lane]))
+            counted.append(_counts(state.counters))
             totals.pending += state.pending
             totals.active += state.active
             config = state.config
@@ -323,10 +321,10 @@ class Aggregator:
                 priority = state.lane_priority(state.head(), now)
             if totals.effective_priority is None or priority < totals.effective_priority:
                 totals.effective_priority = priority
-            lane_wait = wait[lane]
+            lane_wait = state.wait
             if lane_wait.count:
                 totals.wait.merge(lane_wait)
-            lane_run = run[lane]
+            lane_run = state.run
             if lane_run.count:
                 totals.run.merge(lane_run)
             member = state.shared

@@ -11,7 +11,6 @@ import math
 import random
 import secrets
 import time
-from array import array
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +27,9 @@ from ._dlq import DeadLetter, DeadLetterQueue, Resubmit, format_traceback
 if TYPE_CHECKING:
     from ._durable import Durability
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout
-from ._histogram import Histogram
 from ._metrics import RECENT_STARTS, Metrics
 from ._outcome import Ended, Next, next_step
-from ._policy import ACTIVE, CANCELLED, DELAYED, DONE, FAILED, JobState, Policy
-from ._room import Room
+from ._policy import ACTIVE, CANCELLED, DELAYED, DONE, FAILED, JobState, LaneState, Policy
 from ._stats import LaneCounters
 from ._unobserved import UnobservedCallback, report
 
@@ -62,8 +59,8 @@ class Core:
         self.now: Callable[[], float] = trio.lowlevel.current_clock().current_time
         self.configs = {c.name: c for c in configs}
         self.policy = Policy(configs, cap)
-        self.counters = {c.name: LaneCounters() for c in configs}
-        self.rooms = {c.name: Room(c.inbox_size) for c in configs}
+        # Each lane's whole state, one record (the policy's dict: lanes being retired too).
+        self.lanes: dict[str, LaneState] = self.policy.lanes
         self.bus = EventBus()
         self.dlq = DeadLetterQueue(dead_letter_limit, resubmit, self._letter_removed, self.commit)
         self.durable: Durability | None = None
@@ -74,7 +71,6 @@ class Core:
         self.token = trio.lowlevel.current_trio_token()  # the owning run's (see _boundary)
         self._random = rng
         self.wake: Callable[[], None] = _nothing
-        self.pools: dict[str, WorkerPool[Command, int]] = {}
         # Parked workers outlive the system's last command by REAP_AFTER seconds (a
         # command a moment later reuses one instead of spawning a task); then the
         # dispatcher reaps them. `idle_since`: when the system last became idle.
@@ -118,7 +114,7 @@ class Core:
         self.live[cmd] = None
         if cmd.key is not None:
             self.keys[cmd.key] = cmd
-        self.counters[cmd.lane].submitted += 1
+        self.lanes[cmd.lane].counters.submitted += 1
         if self.bus.active:
             wall = now + self.wall_offset
             self.bus.emit(ev.Submitted(cmd.lane, cmd.id, wall, cmd.type_name, cmd.priority))
@@ -132,8 +128,8 @@ class Core:
 
     def grant(self, cmd: Command, now: float) -> None:
         """The policy started ``cmd``: begin its attempt and hand it to its lane's worker."""
-        pool = self.pools[cmd.lane]
-        if not pool.serving:
+        pool = self.lanes[cmd.lane].pool
+        if pool is None or not pool.serving:
             return  # the system is being torn down: it is resolved as cancelled
         self.begin(cmd, now)
         pool.deliver(cmd)
@@ -146,16 +142,15 @@ class Core:
         Called in policy order, so ``Started`` events and attempt counts follow the
         policy's decisions exactly; the lane's worker runs the body next.
         """
-        lane = cmd.lane
+        state = self.lanes[cmd.lane]
         if cmd.holds_room:  # _release_room, inlined
             cmd.holds_room = False
-            self.rooms[lane].give()
+            state.room.give()
         cmd.attempts += 1
         cmd.started_at = now
         waited = now - cmd.pending_since
-        metrics = self.metrics
-        metrics.wait[lane].record(waited)
-        recent = metrics.recent[lane]
+        state.wait.record(waited)
+        recent = state.recent
         recent.append(waited)
         if len(recent) >= 2 * RECENT_STARTS:
             del recent[:RECENT_STARTS]
@@ -171,7 +166,7 @@ class Core:
         """Account for an attempt that ended (``attempt`` is an ``Attempt`` code)."""
         now = self.now()
         if attempt:  # it ran (0 = skipped before it started)
-            self.metrics.run[cmd.lane].record(now - cmd.started_at)
+            self.lanes[cmd.lane].run.record(now - cmd.started_at)
         if attempt == 1:  # returned
             self.completed(cmd, now)
         elif attempt == 2:  # raised
@@ -186,7 +181,7 @@ class Core:
         following = policy.finish_next(cmd, now)  # the fast path: the lane's next command
         if cmd.payload is not None and self.durable is not None:
             self.durable.finished(cmd)
-        self.counters[cmd.lane].completed += 1
+        self.lanes[cmd.lane].counters.completed += 1
         if self.bus.active:
             wall = now + self.wall_offset
             self.bus.emit(ev.Completed(cmd.lane, cmd.id, wall, cmd.attempts, now - cmd.started_at))
@@ -229,7 +224,8 @@ class Core:
     ) -> None:
         now = self.now()
         lane = cmd.lane
-        counters = self.counters[lane]
+        state = self.lanes[lane]
+        counters = state.counters
         if timed_out:
             counters.timed_out += 1
             if self.bus.active:
@@ -238,7 +234,7 @@ class Core:
         step = next_step(
             Ended.TIMED_OUT if timed_out else Ended.RAISED,
             attempt=cmd.attempts,
-            retry=self.policy.lanes[lane].config.retry,  # also while it is retired
+            retry=state.config.retry,  # also while it is retired
             error=error,
             draw=self.random.random,
         )
@@ -266,7 +262,7 @@ class Core:
     def _failed(self, cmd: Command, error: BaseException, timed_out: bool, now: float) -> None:
         lane = cmd.lane
         cmd.error = error
-        counters = self.counters[lane]
+        counters = self.lanes[lane].counters
         counters.failed += 1
         counters.dead_lettered += 1
         text = repr(error)
@@ -345,7 +341,7 @@ class Core:
         self.policy.requeue_front(cmd, now)
         if cmd.payload is not None and self.durable is not None:
             self.durable.requeued(cmd)
-        self.counters[cmd.lane].preempted += 1
+        self.lanes[cmd.lane].counters.preempted += 1
         if self.bus.active:
             self.bus.emit(ev.Preempted(cmd.lane, cmd.id, now + self.wall_offset, cmd.attempts + 1))
         self.wake()
@@ -367,7 +363,7 @@ class Core:
         cmd.cancel_reason = reason
         if cmd.entered:
             assert cmd.scope is not None
-            self.pools[cmd.lane].cancel(cmd.scope)  # its body runs: its attempt resolves it
+            self._pool(cmd.lane).cancel(cmd.scope)  # its body runs: its attempt resolves it
         else:  # granted, body not entered yet: free the slot and resolve now (never runs)
             self.policy.finish(cmd)
             self._cancelled(cmd, wake=wake)
@@ -384,7 +380,7 @@ class Core:
         """
         cancelled: list[Command] = []
         if running:
-            cancelled = [job for job in self.policy.lanes[lane].running]  # type: ignore[misc]
+            cancelled = [job for job in self.lanes[lane].running]  # type: ignore[misc]
             for cmd in cancelled:
                 self.cancel(cmd, reason, wake=False)  # no round yet: it could start a queued one
         if queued:
@@ -402,10 +398,10 @@ class Core:
         """Cancel the running and/or pending commands of every lane; return the running ones."""
         cancelled: list[Command] = []
         if running:
-            for lane in list(self.policy.lanes):  # lanes being retired included
+            for lane in list(self.lanes):  # lanes being retired included
                 cancelled.extend(self.cancel_lane(lane, reason, queued=False))
         if queued:
-            for lane in list(self.policy.lanes):
+            for lane in list(self.lanes):
                 self.cancel_lane(lane, reason, running=False)
         if running and queued:
             for cmd in list(self.live):  # whatever is left between states (none expected)
@@ -435,13 +431,13 @@ class Core:
         cmd.cancel_reason = Reason.PREEMPT
         if cmd.entered:
             assert cmd.scope is not None
-            self.pools[cmd.lane].cancel(cmd.scope)  # its worker requeues it
+            self._pool(cmd.lane).cancel(cmd.scope)  # its worker requeues it
         # Not entered yet: its worker finds the reason and requeues it without running it.
 
     def _cancelled(self, cmd: Command, *, wake: bool = True) -> None:
         if cmd.payload is not None and self.durable is not None:
             self.durable.cancelled(cmd, cmd.cancel_reason)
-        self.counters[cmd.lane].cancelled += 1
+        self.lanes[cmd.lane].counters.cancelled += 1
         if self.bus.active:
             self.bus.emit(ev.Cancelled(cmd.lane, cmd.id, self.now() + self.wall_offset))
         self._resolve(cmd, CANCELLED, CommandCancelled)
@@ -475,32 +471,39 @@ class Core:
         """A command leaves the pending queue for the first time: free its inbox place."""
         if cmd.holds_room:
             cmd.holds_room = False
-            self.rooms[cmd.lane].give()
+            self.lanes[cmd.lane].room.give()
+
+    def _pool(self, lane: str) -> WorkerPool[Command, int]:
+        pool = self.lanes[lane].pool
+        assert pool is not None  # a command entered its body: its lane's pool ran it
+        return pool
+
+    @property
+    def counters(self) -> dict[str, LaneCounters]:
+        """Each lane's counters, by name (lanes being retired included); a new dict."""
+        return {name: state.counters for name, state in self.lanes.items()}
+
+    @property
+    def pools(self) -> dict[str, WorkerPool[Command, int]]:
+        """Each lane's worker pool, by name (lanes being retired included); a new dict."""
+        return {n: s.pool for n, s in self.lanes.items() if s.pool is not None}
 
     # -- lanes added and retired while the system runs -----------------------------------------
 
-    def add_lane(self, config: LaneConfig) -> None:
+    def add_lane(self, config: LaneConfig) -> LaneState:
         """Make ``config`` a lane of the running system (``LaneSystem.add_lane``, checked);
-        the caller gives it a worker pool (``pools``) before anything is submitted."""
-        name = config.name
-        self.configs[name] = config
-        self.counters[name] = LaneCounters()
-        self.rooms[name] = Room(config.inbox_size)
-        metrics = self.metrics
-        metrics.wait[name] = Histogram()
-        metrics.run[name] = Histogram()
-        metrics.recent[name] = array("d")
-        self.policy.add_lane(config)
+        the caller gives it a worker pool (``LaneState.pool``) before anything is submitted."""
+        state = self.policy.add_lane(config)
+        self.configs[config.name] = config
+        return state
 
     def drop_lane(self, name: str) -> None:
         """Forget a retired lane, idle by now: its counters, metrics, room and pool go."""
         self.configs.pop(name, None)
+        state = self.lanes[name]
         self.policy.drop_lane(name)
-        del self.counters[name]
-        self.rooms.pop(name).close()
-        metrics = self.metrics
-        del metrics.wait[name], metrics.run[name], metrics.recent[name]
-        pool = self.pools.pop(name, None)
+        state.room.close()
+        pool, state.pool = state.pool, None
         if pool is not None:
             pool.close()  # its parked workers exit; it has no job left
         event = self.resumed.pop(name, None)
@@ -537,8 +540,9 @@ class Core:
     def reap(self) -> None:
         """End every parked worker: an idle system keeps no worker task."""
         self.reap_armed = False
-        for pool in self.pools.values():
-            pool.reap()
+        for state in self.lanes.values():
+            if state.pool is not None:
+                state.pool.reap()
         self.policy.compact()
         self.metrics.compact()
 

@@ -22,8 +22,6 @@ import math
 
 import trio
 
-from actors import WorkerPool
-
 from ._command import Command
 from ._core import Core
 
@@ -39,11 +37,9 @@ class Dispatcher:
     def __init__(
         self,
         core: Core,
-        pools: dict[str, WorkerPool[Command, int]],
         nursery: trio.Nursery | None = None,
     ) -> None:
         self.core = core
-        self.pools = pools
         self._nursery = nursery  # where the timer task starts on demand (None: closed)
         self.running = False  # whether the timer task runs (or is about to)
         self.rounds = 0

@@ -55,10 +55,9 @@ def add_lane(
         msg = f"add_lane: lane {name!r} does not fit the running system: {exc}"
         raise LaneConfigError(msg) from None
     require_trio_parallel((config,))
-    core.add_lane(config)
-    pool = new_lane_pool(core, name)
-    pool.attach(nursery)  # its task and nursery start with its first command
-    core.pools[name] = pool
+    state = core.add_lane(config)
+    state.pool = pool = new_lane_pool(core, name)
+    pool.attach(nursery)  # its workers start with its first command
     if config.shared_limit is not None:
         core.policy.set_waker(waker)  # how its shared limit asks for a decision round
     return config
@@ -91,9 +90,10 @@ async def retire_lane(
         raise LaneUsageError(msg)
     order = list(core.configs.items())  # to put the lane back in its place if undone
     core.configs.pop(name)  # submits now raise UnknownLaneError
-    room = core.rooms[name]
+    state = core.lanes[name]
+    room = state.room
     room.close()  # submits waiting for room (or storing) raise ShutdownInProgress
-    counters = core.counters[name]
+    counters = state.counters
     before: int | None = None
     try:
         with trio.move_on_after(math.inf if timeout is None else timeout):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from array import array
 from collections.abc import Iterable, Mapping
 from typing import Protocol, cast
 
@@ -11,8 +10,8 @@ import attrs
 import trio
 
 from ._histogram import Histogram, HistogramSnapshot
-from ._policy import Policy
-from ._stats import COUNTERS, LaneCounters
+from ._policy import LaneState, Policy
+from ._stats import COUNTERS
 from ._user_metrics import (
     CounterMetric,
     GaugeMetric,
@@ -24,22 +23,19 @@ from ._user_metrics import (
 __all__ = ["RECENT_STARTS", "Metrics", "MetricsSnapshot", "Observed"]
 
 RECENT_STARTS = 256  # how many of a lane's latest starts its recent wait figures cover
+_NO_USER_METRICS = UserMetrics()  # what a system without metrics of your own reads (empty)
 
 
 class Observed(Protocol):
     """What metrics read from the system they observe (its core)."""
 
     @property
-    def configs(self) -> Mapping[str, object]:
-        """The lanes, by name."""
+    def lanes(self) -> Mapping[str, LaneState]:
+        """Each lane's record (counters, histograms, recent waits), by name."""
 
     @property
     def policy(self) -> Policy:
         """The scheduling state (pending and active commands, priorities)."""
-
-    @property
-    def counters(self) -> Mapping[str, LaneCounters]:
-        """Each lane's event counters."""
 
 
 GAUGES = ("pending", "active", "effective_priority")
@@ -72,23 +68,36 @@ class Metrics:
 
     def __init__(self, core: Observed) -> None:
         self._core = core
-        self.wait = {lane: Histogram() for lane in core.configs}
-        self.run = {lane: Histogram() for lane in core.configs}
-        # The waits of each lane's latest starts: one append per start (Core.begin), the
-        # oldest half cut when it holds 2 * RECENT_STARTS (amortized O(1)). An array of
-        # doubles holds 8 bytes a wait where a list holds a 32-byte float object, for each
-        # lane of thousands of idle sessions; compact() trims it to RECENT_STARTS.
-        self.recent: dict[str, array[float]] = {lane: array("d") for lane in core.configs}
-        self.user = UserMetrics()
+        self._user: UserMetrics | None = None  # made when the first one is registered
+
+    @property
+    def wait(self) -> dict[str, Histogram]:
+        """Each lane's wait histogram, by name (kept on the lane's record); a new dict."""
+        return {name: state.wait for name, state in self._core.lanes.items()}
+
+    @property
+    def run(self) -> dict[str, Histogram]:
+        """Each lane's run histogram, by name; a new dict."""
+        return {name: state.run for name, state in self._core.lanes.items()}
+
+    @property
+    def user(self) -> UserMetrics:
+        """The metrics of your own registered so far (read it; register through
+        :meth:`counter`, :meth:`gauge` and :meth:`histogram`)."""
+        return _NO_USER_METRICS if self._user is None else self._user
+
+    def _registry(self) -> UserMetrics:
+        if self._user is None:
+            self._user = UserMetrics()
+        return self._user
 
     def compact(self) -> None:
         """Fold every histogram's pending samples and trim the recent waits (an idle system
         gives their memory back)."""
-        for histogram in self.wait.values():
-            histogram.fold()
-        for histogram in self.run.values():
-            histogram.fold()
-        for recent in self.recent.values():
+        for state in self._core.lanes.values():
+            state.wait.fold()
+            state.run.fold()
+            recent = state.recent
             if len(recent) > RECENT_STARTS:
                 del recent[:-RECENT_STARTS]
 
@@ -104,23 +113,25 @@ class Metrics:
                 ``lanes_``) or label names, or a name already used by another kind or
                 other labels.
         """
-        return cast(CounterMetric, self.user.register("counter", name, description, labels))
+        return cast(CounterMetric, self._registry().register("counter", name, description, labels))
 
     def gauge(self, name: str, description: str = "", *, labels: Iterable[str] = ()) -> GaugeMetric:
         """A gauge of your own (``.set(value, **labels)``, ``.inc``, ``.dec``); see
         :meth:`counter`."""
-        return cast(GaugeMetric, self.user.register("gauge", name, description, labels))
+        return cast(GaugeMetric, self._registry().register("gauge", name, description, labels))
 
     def histogram(
         self, name: str, description: str = "", *, labels: Iterable[str] = ()
     ) -> HistogramMetric:
         """A histogram of your own (``.observe(value, **labels)``, values >= 0), exported as
         a summary with p50/p90/p95/p99; as :meth:`counter`."""
-        return cast(HistogramMetric, self.user.register("histogram", name, description, labels))
+        return cast(
+            HistogramMetric, self._registry().register("histogram", name, description, labels)
+        )
 
     def recent_waits(self, lane: str) -> tuple[float | None, float | None]:
         """p50 and p99 (nearest rank) of the waits of ``lane``'s latest starts (None: none)."""
-        waits = sorted(self.recent[lane][-RECENT_STARTS:])
+        waits = sorted(self._core.lanes[lane].recent[-RECENT_STARTS:])
         if not waits:
             return None, None
         n = len(waits)
@@ -132,7 +143,8 @@ class Metrics:
         policy = core.policy
         now = trio.current_time()
         counters = {
-            name: {lane: getattr(c, name) for lane, c in core.counters.items()} for name in COUNTERS
+            name: {lane: getattr(s.counters, name) for lane, s in core.lanes.items()}
+            for name in COUNTERS
         }
         gauges: dict[str, dict[str, float]] = {
             "pending": {lane: s.pending for lane, s in policy.lanes.items()},
@@ -142,7 +154,7 @@ class Metrics:
             },
         }
         histograms = {
-            "wait_seconds": {lane: h.snapshot() for lane, h in self.wait.items()},
-            "run_seconds": {lane: h.snapshot() for lane, h in self.run.items()},
+            "wait_seconds": {lane: s.wait.snapshot() for lane, s in core.lanes.items()},
+            "run_seconds": {lane: s.run.snapshot() for lane, s in core.lanes.items()},
         }
         return MetricsSnapshot(now, counters, gauges, histograms, self.user.snapshot())

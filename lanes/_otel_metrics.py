@@ -122,7 +122,6 @@ class _Reading:
 
     def __init__(self, system: LaneSystem) -> None:
         core = system._core
-        self.counts = core.counters
         self.lanes = core.policy.lanes
         self.closed = False
 
@@ -131,9 +130,11 @@ class _Reading:
             if self.closed:
                 return []
             return [
-                Observation(getattr(counts, field), {"lanes.lane": lane, **_COUNTERS[field][2]})
+                Observation(
+                    getattr(state.counters, field), {"lanes.lane": lane, **_COUNTERS[field][2]}
+                )
                 for field in fields
-                for lane, counts in list(self.counts.items())
+                for lane, state in list(self.lanes.items())
             ]
 
         return observe

@@ -283,7 +283,7 @@ async def accept(
             stored by then stays stored and runs at the next start).
         StorageError, PayloadError: the write failed; the command was not accepted.
     """
-    room = core.rooms[cmd.lane]
+    room = core.lanes[cmd.lane].room
     await trio.lowlevel.checkpoint_if_cancelled()
     if room.take_nowait():  # Room.take's fast path, inlined (one frame fewer)
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -317,7 +317,7 @@ def accept_nowait(core: Core, cmd: Command, delay: float | None) -> CommandHandl
             "commands, or pass durable=False"
         )
         raise LaneUsageError(msg)
-    if not core.rooms[lane].take_nowait():
+    if not core.lanes[lane].room.take_nowait():
         size = core.configs[lane].inbox_size
         msg = (
             f"lane {lane!r} is full: {size} commands pending (its inbox_size); "
@@ -335,7 +335,7 @@ async def _store(core: Core, cmd: Command, delay: float | None, write: Write | N
     """
     durable = core.durable
     assert durable is not None
-    room = core.rooms[cmd.lane]
+    room = core.lanes[cmd.lane].room
     ready_at = trio.current_time() + delay if delay else None
     if cmd.key is not None:
         core.keys[cmd.key] = cmd
@@ -457,7 +457,7 @@ async def accept_many(
     if not commands:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return []
-    room = core.rooms[commands[0].lane]
+    room = core.lanes[commands[0].lane].room
     taken = 0
     waited = False
     try:

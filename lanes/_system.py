@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 import trio
 
-from actors import WorkerPool, leaves, single_leaf
+from actors import leaves, single_leaf
 
 from . import _dedup as dedup_modes
 from . import _live_lanes as live_lanes
@@ -789,8 +789,8 @@ class LaneSystem:
     def _stop_accepting(self) -> None:
         self._core.accepting = False
         self._scheduler.close()
-        for room in self._core.rooms.values():
-            room.close()
+        for state in self._core.lanes.values():
+            state.room.close()
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until no command is pending or running (retries and delays included).
@@ -913,8 +913,9 @@ class LaneSystem:
         self._core.wake = _no_decision
         if self.dispatcher is not None:
             self.dispatcher.close()
-            for pool in self.dispatcher.pools.values():
-                pool.close()
+        for state in self._core.lanes.values():
+            if state.pool is not None:
+                state.pool.close()
 
     def _finalize(self) -> None:
         self._closed = True
@@ -1217,12 +1218,10 @@ async def _serve(
         async with trio.open_nursery() as nursery:
             if core.durable is not None:
                 await nursery.start(core.durable.journal.run)
-            pools: dict[str, WorkerPool[Command, int]] = {}
-            for config in configs:
-                pools[config.name] = pool = new_lane_pool(core, config.name)
-                pool.attach(nursery)  # its task and nursery start with its first command
-            core.pools = pools
-            system.dispatcher = Dispatcher(core, pools, nursery)  # its task starts on demand
+            for state in core.lanes.values():
+                state.pool = pool = new_lane_pool(core, state.name)
+                pool.attach(nursery)  # its workers start with its first command
+            system.dispatcher = Dispatcher(core, nursery)  # its task starts on demand
             system._lane_nursery = nursery
             if core.durable is not None:
                 recovered = await submission.recover(core)

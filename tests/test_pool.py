@@ -91,11 +91,13 @@ async def test_an_attached_pool_starts_with_its_first_job(autojump_clock: trio.a
         assert jobs.pool.serving
         assert len(nursery.child_tasks) == 0  # idle: no task, no nursery of its own
         jobs.pool.deliver(1)
-        jobs.pool.deliver(2)  # before serve() ran: both wait for it
+        jobs.pool.deliver(2)  # no worker free: each gets a task of the nursery, at once
+        assert [task.name for task in nursery.child_tasks] == ["test", "test"]
+        assert not any(task.child_nurseries for task in nursery.child_tasks)
         await trio.sleep(2.5)
         assert sorted(jobs.settled) == [(1, 10), (2, 20)]
-        assert [task.name for task in nursery.child_tasks] == ["test"]
-        jobs.pool.reap()  # the workers end, and with the last one the pool's task
+        assert jobs.pool.parked == 2
+        jobs.pool.reap()  # the workers end
         await trio.testing.wait_all_tasks_blocked()
         assert len(nursery.child_tasks) == 0
         assert jobs.pool.serving  # it starts again with its next job
@@ -104,7 +106,7 @@ async def test_an_attached_pool_starts_with_its_first_job(autojump_clock: trio.a
         assert jobs.settled[-1] == (1, 10)
         assert [task.name for task in nursery.child_tasks] == ["test"]
         nursery.cancel_scope.cancel()
-    assert not jobs.pool.serving
+    assert not jobs.pool.serving  # its worker was cancelled from outside: it stopped
 
 
 async def test_cancelling_the_owner_cancels_running_jobs(autojump_clock: trio.abc.Clock) -> None:

@@ -57,8 +57,13 @@ def _percentiles(histogram: Any) -> tuple[float | None, float | None]:
 
 
 def _oldest_wait(state: LaneState, now: float) -> float:
+    """How long the lane's longest-waiting queued command has waited (0: none queued)."""
     head = state.head()
-    return 0.0 if head is None else now - head.pending_since
+    if head is None:
+        return 0.0
+    if not state.ranked:  # FIFO only: the head joined first (or was put back in front)
+        return now - head.pending_since
+    return now - min(job.pending_since for job in state.queued())
 
 
 class LiveSource:
