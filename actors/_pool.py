@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+import outcome
 import trio
 
 __all__ = ["WorkerPool"]
@@ -71,7 +72,6 @@ class WorkerPool(Generic[J, R]):
         self._nursery: trio.Nursery | None = None  # serve()'s own (the workers' nursery)
         self._parent: trio.Nursery | None = None  # attach()'s: where workers start
         self._parked: list[trio.lowlevel.Task] = []
-        self._given: dict[trio.lowlevel.Task, J] = {}
         self._returning = False
         self._handoff: J | None = None
         self._has_handoff = False
@@ -129,9 +129,8 @@ class WorkerPool(Generic[J, R]):
             self._has_handoff = True
             return
         if self._parked:
-            task = self._parked.pop()
-            self._given[task] = job
-            trio.lowlevel.reschedule(task)
+            # The job travels in the reschedule itself: no table of given jobs to keep.
+            trio.lowlevel.reschedule(self._parked.pop(), outcome.Value(job))
             return
         if not self.serving:
             msg = (
@@ -160,8 +159,7 @@ class WorkerPool(Generic[J, R]):
         self._linger = False
         parked, self._parked = self._parked, []
         for task in parked:
-            self._given[task] = _STOP
-            trio.lowlevel.reschedule(task)
+            trio.lowlevel.reschedule(task, outcome.Value(_STOP))  # (an outcome is used once)
 
     def _settle_and_take(self, job: J, result: R) -> bool:
         """Settle ``job``; True if that handed this worker its next job (in ``_handoff``)."""
@@ -187,8 +185,8 @@ class WorkerPool(Generic[J, R]):
             self._parked.remove(task)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        await trio.lowlevel.wait_task_rescheduled(abort)
-        return self._given.pop(task)
+        job: J = await trio.lowlevel.wait_task_rescheduled(abort)
+        return job
 
     async def _worker(self, first: J) -> None:
         """Run ``first``, then every job handed over, each in the worker's scope; park between.
