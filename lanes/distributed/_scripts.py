@@ -94,10 +94,14 @@ local due = 0
 if delay > 0 then due = now + delay end
 local park = false
 local holder = redis.call('GET', KEYS[3])
+if holder and not D.alive(prefix, KEYS[9], holder) then  -- lost for good: the key is free
+  redis.call('DEL', KEYS[3])
+  holder = nil
+end
 if not holder then
   local record = redis.call('GET', KEYS[8])
   if record then return {cjson.decode(record).id, '', record} end
-  D.queue_follower(prefix, k, KEYS[9])  -- its holder's key expired: queued, without the key
+  D.queue_follower(prefix, k, KEYS[9])  -- its holder is lost (or its key expired): queued
 else
   local place = nil
   if mode == 'replace' or mode == 'keep_last' then
@@ -366,10 +370,14 @@ return 1
 """
 )
 
-# KEYS: stream, delayed zset, the lane's counters hash, the events stream and switch.
+# KEYS: stream, delayed zset, the lane's counters hash, the events stream and switch, the
+# hash of the command's idempotency key (see _scripts_dedup; any name when it has none).
 # ARGV: group, message id, delay ms, lane counters to add 1 to (space-separated; '' for a
-# command handed back), events (one JSON per line, '' none), fields of the next attempt.
-# Acknowledges this attempt and queues the next one (at once, or after the delay).
+# command handed back), events (one JSON per line, '' none), the command id when it has a
+# key ('' none), fields of the next attempt.
+# Acknowledges this attempt and queues the next one (at once, or after the delay). The
+# key's hash, when this command holds the key, learns where it is now (its holder stays
+# alive for the scripts; a delayed member names the hash, for FETCH to update it).
 RETRY = (
     _NOW
     + _EMIT
@@ -379,12 +387,20 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 for name in string.gmatch(ARGV[4], '%S+') do redis.call('HINCRBY', KEYS[3], name, 1) end
 emit(KEYS[4], KEYS[5], ARGV[5])
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 local delay = tonumber(ARGV[3])
+local meta, id = KEYS[6], ARGV[6]
+local holds = id ~= '' and redis.call('HGET', meta, 'id') == id
 if delay > 0 then
-  redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
+  local member = cjson.encode({KEYS[1], fields})
+  if holds then member = cjson.encode({KEYS[1], fields, meta, id}) end
+  redis.call('ZADD', KEYS[2], now + delay, member)
+  if holds then redis.call('HSET', meta, 'entry', '', 'member', member, 'moved', '1') end
 else
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
+  local entry = redis.call('XADD', KEYS[1], '*', unpack(fields))
+  if holds then
+    redis.call('HSET', meta, 'stream', KEYS[1], 'entry', entry, 'member', '', 'moved', '1')
+  end
 end
 return 1
 """
