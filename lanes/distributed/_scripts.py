@@ -143,14 +143,16 @@ return {id, entry, ''}
 # KEYS: delayed zset, then the streams to fetch from, most urgent lane first, then the set
 # of paused lanes (a paused lane's streams are skipped: nothing of it starts or is reclaimed).
 # ARGV: group, consumer, budget, reclaim idle ms (0: no reclaim), poll ms, pool (the slots
-# of the budget not reserved for lanes below their ``min_concurrency``), then eight values
+# of the budget not reserved for lanes below their ``min_concurrency``), then ten values
 # per stream: lane, lane's free slots, ordered (1/0), cluster cap of the lane (0: none),
 # tokens per ms (0: no rate limit), burst, bucket key, the lane's reserved slots left (a
-# lane takes those, then slots of the pool), its priority, its boost points (ms since the
-# head entered the stream, space-separated; '' none). A lane's streams are consecutive.
-# Streams are served in order of their head's effective priority (the lane's priority,
-# one level more urgent per boost point the head's age passed, never below 0), ties in
-# the given order.
+# lane takes those, then slots of the pool), its priority, its boost points (ms a queued
+# command has waited in the stream, space-separated; '' none). A lane's streams are
+# consecutive. Streams are served in order of their effective priority (the lane's
+# priority, one level more urgent per boost point passed by the age of the stream's
+# longest-waiting queued command: the oldest of its preempted ones, else its head; never
+# below 0); ties go to the more urgent lane (the given order), then within a lane with a
+# boost to the stream whose queued command waited longest, then in the given order.
 # Returns {entries, wait hint ms (-1: none), last ids (only when nothing was fetched)};
 # each entry is {stream, id, flat fields, deliveries}. A stream's preempted commands (its
 # ``:front`` list) come before its reclaimed and new entries. A due delayed member that
@@ -178,14 +180,20 @@ end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then hint(math.max(1, tonumber(head[2]) - now)) end
 local paused = KEYS[#KEYS]
-local left, running, reserved = {}, {}, {}
+local left, running, reserved, rank = {}, {}, {}, {}
 local order = {}
 for i = 2, #KEYS - 1 do
   local base = 7 + (i - 2) * 10
   local effective = tonumber(ARGV[base + 8])
+  local since = nil
   if ARGV[base + 9] ~= '' then
-    local head = redis.call('LINDEX', KEYS[i] .. ':front', 0)
-    if not head then
+    -- since when its longest-waiting queued command waits (ms): the oldest of its preempted
+    -- commands (each delivered before any unread entry, so older), else its first unread
+    for _, item in ipairs(redis.call('LRANGE', KEYS[i] .. ':front', 0, -1)) do
+      local ms = tonumber(string.match(item, '^(%d+)'))
+      if ms and (not since or ms < since) then since = ms end
+    end
+    if not since then
       local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])
       if type(groups) == 'table' and groups.err == nil then
         for _, info in ipairs(groups) do
@@ -194,34 +202,39 @@ for i = 2, #KEYS - 1 do
           if f['name'] == group then
             local first = redis.call('XRANGE', KEYS[i], '(' .. f['last-delivered-id'], '+',
               'COUNT', 1)[1]
-            if first then head = first[1] end
+            if first then since = tonumber(string.match(first[1], '^(%d+)')) end
           end
         end
       end
     end
-    if head then
-      local age = now - tonumber(string.match(head, '^(%d+)'))
+    if since then
       for point in string.gmatch(ARGV[base + 9], '%S+') do
-        if age >= tonumber(point) then effective = effective - 1 end
+        if now - since >= tonumber(point) then effective = effective - 1 end
       end
       effective = math.max(0, effective)
     end
   end
-  order[#order + 1] = {effective, i}
   local lane = ARGV[base]
   if left[lane] == nil then
     left[lane] = tonumber(ARGV[base + 1])
     reserved[lane] = tonumber(ARGV[base + 7])
+    rank[lane] = i  -- its first stream: on a tie, the more urgent lane goes first
   end
+  order[#order + 1] = {effective, rank[lane], since or math.huge, i}
   if tonumber(ARGV[base + 3]) > 0 then
     running[lane] = (running[lane] or 0) + redis.call('XPENDING', KEYS[i], group)[1]
   end
 end
-table.sort(order, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+table.sort(order, function(a, b)
+  for j = 1, 3 do
+    if a[j] ~= b[j] then return a[j] < b[j] end
+  end
+  return a[4] < b[4]
+end)
 local out = {}
 for _, pick in ipairs(order) do
   if budget <= 0 then break end
-  local i = pick[2]
+  local i = pick[4]
   local stream = KEYS[i]
   local base = 7 + (i - 2) * 10
   local lane = ARGV[base]

@@ -195,8 +195,8 @@ local function dedup()
   end
   dedup_loaded = {dedup_names = dedup_names, key_of = key_of, cancelled_reply = cancelled_reply,
     reply_to = reply_to, settle_cancelled = settle_cancelled, enqueue = enqueue, take = take,
-    alive = alive, waiting_place = waiting_place, unqueue = unqueue, queue_follower = queue_follower,
-    unpark = unpark, ended = ended}
+    alive = alive, waiting_place = waiting_place, unqueue = unqueue,
+    queue_follower = queue_follower, unpark = unpark, ended = ended}
   return dedup_loaded
 end
 """

@@ -153,11 +153,11 @@ class LaneWorker:
     """A process's share of the work of lanes on Redis. Made by ``open_lane_worker()``.
 
     Each fetch takes commands from the most urgent lane first (by the effective priority
-    of each stream's head: boosts apply), up to the free slots of each lane on this worker
-    (``LaneConfig.max_concurrency``) and of the worker as a whole, keeping the slots the
-    lanes' ``min_concurrency`` reserve. A full worker that runs a ``preemptible`` lane's
-    command gives its slot to a more urgent command no idle worker took (see
-    :meth:`_preempt_loop`).
+    of each stream: boosts count from its longest-waiting queued command), up to the free
+    slots of each lane on this worker (``LaneConfig.max_concurrency``) and of the worker
+    as a whole, keeping the slots the lanes' ``min_concurrency`` reserve. A full worker
+    that runs a ``preemptible`` lane's command gives its slot to a more urgent command no
+    idle worker took (see :meth:`_preempt_loop`).
     """
 
     def __init__(
@@ -173,7 +173,7 @@ class LaneWorker:
         self._backend = backend
         self._configs = {c.name: c for c in configs}
         self._order = sorted(configs, key=lambda c: c.priority)  # stable: ties keep order
-        self._boost_points = {  # for FETCH: ms since a lane's head entered its stream
+        self._boost_points = {  # for FETCH: ms a lane's longest-waiting command waited
             c.name: " ".join(str(math.ceil(p * 1000)) for p in c.boost.at) if c.boost else ""
             for c in configs
         }
