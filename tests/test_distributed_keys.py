@@ -49,8 +49,10 @@ async def system_on(backend: RedisBackend) -> AsyncIterator[Any]:
         yield system
 
 
-def worker_on(backend: RedisBackend) -> Any:
-    return open_lane_worker(LANES, backend=backend, commands=[Step, Gate], drain_timeout=5)
+def worker_on(backend: RedisBackend, drain_timeout: float = 5) -> Any:
+    return open_lane_worker(
+        LANES, backend=backend, commands=[Step, Gate], drain_timeout=drain_timeout
+    )
 
 
 def gate(tag: str) -> Gate:
@@ -186,6 +188,30 @@ async def test_a_holder_between_attempts_keeps_its_key(short: RedisBackend, log:
             await holder.result()
         assert await redis(short, "EXISTS", short.key("key:k"), short.key("dedup:k")) == 0
     assert started(log) == ["h", "h", "h"]
+
+
+async def test_a_holder_handed_back_by_a_stopping_worker_keeps_its_key(
+    short: RedisBackend, log: str
+) -> None:
+    async with system_on(short) as system:
+        async with worker_on(short, drain_timeout=0):
+            holder, tag = await running(system, "k")
+        # the worker stopped at once: the holder was handed back to its lane, a new entry
+        stream = await redis(short, "HGET", short.key("dedup:k"), "stream")
+        entry = await redis(short, "HGET", short.key("dedup:k"), "entry")
+        assert await redis(short, "HGET", short.key("dedup:k"), "moved") == "1"
+        assert len(await redis(short, "XRANGE", stream, entry, entry)) == 1
+        await past_key_ttl(short)
+        await held_for_good(short, "k", holder.id)
+        assert (await system.submit("urgent", Step(log, "x"), key="k")).id == holder.id
+        STARTED[tag] = trio.Event()
+        async with worker_on(short):
+            with trio.fail_after(3):
+                await STARTED[tag].wait()  # it runs again, on another worker
+            OPEN[tag].set()
+            assert await holder.result() == tag
+        assert await redis(short, "EXISTS", short.key("key:k"), short.key("dedup:k")) == 0
+    assert started(log) == []
 
 
 # -- a holder lost, or its worker dead -------------------------------------------------------------

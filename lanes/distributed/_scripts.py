@@ -454,12 +454,12 @@ local prefix, entry = ARGV[7], ARGV[2]
 if ARGV[5] == '1' then
   local k = dedup().key_of(prefix, KEYS[4])
   local meta = dedup().dedup_names(prefix, k)
-  local h = redis.call('HMGET', meta, 'f_id', 'id', 'stream', 'entry')
+  local h = redis.call('HMGET', meta, 'f_id', 'id', 'stream', 'entry', 'moved')
   if h[1] == ARGV[3] then  -- waiting behind its key's running holder: dropped
     dedup().unpark(prefix, k, meta, '', KEYS[6], KEYS[7], true)
     return 1
   end
-  if entry == '' and h[2] == ARGV[3] and h[3] == KEYS[1] and h[4] then
+  if entry == '' and h[2] == ARGV[3] and h[3] == KEYS[1] and h[4] and h[5] ~= '1' then
     entry = h[4]  -- its entry id, learnt since its submit (a follower that took its key)
   end
 end
