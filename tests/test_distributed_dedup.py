@@ -422,67 +422,10 @@ async def test_a_follower_that_took_its_key_is_cancelled_while_queued(
     assert started(log) == []
 
 
-# -- a holder that outlives the backend's key_ttl -------------------------------------------------
-
-
-@pytest.fixture
-def short(redis_server: Any) -> RedisBackend:
-    """A backend whose keys expire (``key_ttl``) long before its holders end."""
-    prefix = f"t{uuid.uuid4().hex[:8]}"
-    return RedisBackend(redis_server.url, prefix=prefix, lease=0.6, key_ttl=0.4)
-
-
-async def test_a_follower_outlives_the_key_of_its_running_holder(
-    short: RedisBackend, log: str
-) -> None:
-    async with worker_on(short), system_on(short) as system:
-        holder, tag = await running(system, "k", 1.2, Dedup.keep_last())
-        follower = await system.submit("urgent", Step(log, "f"), key="k", dedup=Dedup.keep_last())
-        await until_redis(short, 0, "EXISTS", short.key("key:k"))  # expired while it runs
-        assert not holder.done()
-        assert await redis(short, "HGET", short.key("dedup:k"), "f_id") == follower.id
-        assert await redis(short, "PTTL", short.key("dedup:k")) == -1  # kept until it ends
-        assert await holder.result() == tag
-        with trio.fail_after(3):
-            assert await follower.result() == "f"  # it took the key when the holder ended
-        assert await redis(short, "SCARD", short.key("parked")) == 0
-        # cancelled while parked, the hash expires with its (gone) key's life again
-        holder, tag = await running(system, "j", 1.2, Dedup.keep_last())
-        gone = await system.submit("urgent", Step(log, "g"), key="j", dedup=Dedup.keep_last())
-        await until_redis(short, 0, "EXISTS", short.key("key:j"))
-        gone.cancel()
-        with trio.fail_after(3), pytest.raises(lanes.CommandCancelled, match="while queued"):
-            await gone.result()
-        assert await redis(short, "PTTL", short.key("dedup:j")) > 0
-        assert await holder.result() == tag
-        assert await redis(short, "EXISTS", short.key("key:j"), short.key("dedup:j")) == 0
-    assert started(log) == ["f"]
-
-
-@pytest.mark.parametrize("mode", [Dedup.hold(), Dedup.keep_last()])
-async def test_a_submit_after_the_key_expired_queues_the_parked_follower(
-    short: RedisBackend, log: str, mode: Dedup
-) -> None:
-    async with worker_on(short), system_on(short) as system:
-        holder, tag = await running(system, "k", 1.2, Dedup.keep_last())
-        follower = await system.submit("urgent", Step(log, "f"), key="k", dedup=Dedup.keep_last())
-        await until_redis(short, 0, "EXISTS", short.key("key:k"))
-        newer = await system.submit("urgent", Step(log, "n"), key="k", dedup=mode)
-        assert newer.id not in (holder.id, follower.id)  # the key was free: it took it
-        with trio.fail_after(3):
-            assert await follower.result() == "f"  # queued at once, without the key
-            assert await newer.result() == "n"
-        assert not holder.done()
-        assert await redis(short, "SCARD", short.key("parked")) == 0
-        assert await holder.result() == tag
-        assert await redis(short, "EXISTS", short.key("key:k"), short.key("dedup:k")) == 0
-    assert sorted(started(log)) == ["f", "n"]
-
-
 async def test_extend_key_of_a_key_without_expiry_nor_hash(backend: RedisBackend, log: str) -> None:
     async with worker_on(backend), system_on(backend) as system:
         live, _ = await running(system, "k", 0.3)
-        assert await redis(backend, "PERSIST", backend.key("key:k")) == 1  # never expires
+        assert await redis(backend, "PTTL", backend.key("key:k")) == -1  # never expires
         await redis(backend, "DEL", backend.key("dedup:k"))  # and its hash is gone
         assert await system.extend_key("k", 60)
         assert await redis(backend, "PTTL", backend.key("dedup:k")) == -1  # as its key

@@ -14,6 +14,8 @@ import trio
 
 import lanes
 from lanes.distributed import RedisBackend, open_lane_worker, unfinished_commands
+from lanes.distributed._resp import open_connection
+from lanes.distributed._scripts import FETCH
 from tests.distributed_commands import Step
 
 PREEMPTIBLE = (
@@ -197,6 +199,60 @@ async def test_a_boosted_head_is_fetched_before_a_more_urgent_lane(
             for handle in handles:
                 await handle.result()
     assert "".join(tag[0] for tag in starts(log)) == expected
+
+
+@pytest.mark.parametrize(("boost", "expected"), [(True, "bbnn"), (False, "nnbb")])
+async def test_a_stream_is_boosted_by_its_oldest_preempted_command_not_its_newest(
+    backend: RedisBackend, log: str, boost: bool, expected: str
+) -> None:
+    configs = boosting(lanes.PriorityBoost.custom(10, [0.1, 0.2]) if boost else None)
+    async with system_on(backend, configs) as system:
+        handles = [await system.submit("bulk", Step(log, "b-old"))]
+        await trio.sleep(0.3)  # it ages past both points (Redis' clock)
+        handles.append(await system.submit("bulk", Step(log, "b-young")))
+        handles += [await system.submit("normal", Step(log, f"n{i}")) for i in range(2)]
+        # both bulk commands preempted back to the front of their lane, the older one first
+        # (two workers preempt in any order): the front list's first item is the younger
+        [stream] = system.backend.streams("bulk")
+        connection = await open_connection(backend.url)
+        try:
+            create = ["XGROUP", "CREATE", stream, "workers", "0", "MKSTREAM"]
+            read = ["XREADGROUP", "GROUP", "workers", "gone", "COUNT", "2", "STREAMS", stream]
+            [_, [[_, entries]]] = await connection.execute([create, [*read, ">"]])
+            old, young = (str(entry[0]) for entry in entries)
+            front = f"{stream}:front"
+            await connection.execute([["LPUSH", front, f"{old} gone", f"{young} gone"]])
+        finally:
+            await connection.aclose()
+        async with worker(backend, configs, "A", 1):
+            for handle in handles:
+                await handle.result()
+    assert "".join(tag[0] for tag in starts(log)) == expected
+
+
+async def test_of_a_boosted_lane_the_stream_that_waited_longest_is_fetched_first(
+    backend: RedisBackend,
+) -> None:
+    """The fetch script alone (a worker rotates a lane's streams between fetches): two
+    streams of a boosted lane whose heads passed the same boost points, the younger one
+    given first; the older head is fetched."""
+    young, old = backend.stream("bulk", 0), backend.stream("bulk", 1)
+    connection = await open_connection(backend.url)
+    try:
+        [[seconds, _]] = await connection.execute([["TIME"]])
+        now = int(seconds) * 1000
+        setup = [["XADD", young, f"{now - 1000}-1", "c", "young"]]
+        setup += [["XADD", old, f"{now - 5000}-1", "c", "old"]]
+        setup += [["XGROUP", "CREATE", stream, "workers", "0"] for stream in (young, old)]
+        await connection.execute(setup)
+        keys = [backend.key("delayed"), young, old, backend.key("paused")]
+        args: list[Any] = ["workers", "me", 1, 0, 50, 1]
+        for _ in (young, old):
+            args += ["bulk", 1, "0", 0, "0", 0, backend.key("bucket:bulk"), 0, 3, "100 200"]
+        [[entries, _, _]] = await connection.execute([["EVAL", FETCH, len(keys), *keys, *args]])
+    finally:
+        await connection.aclose()
+    assert [(stream, fields) for stream, _, fields, _ in entries] == [(old, ["c", "old"])]
 
 
 async def preempt_one(system: Any, log: str) -> tuple[list[Any], Any]:

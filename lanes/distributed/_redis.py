@@ -102,9 +102,10 @@ class RedisBackend:
             every lane, a mapping of lane name to one, or None (one stream per lane).
         lease: seconds a worker owns a fetched command without a heartbeat; a command
             whose worker stays silent that long is reclaimed by another worker.
-        key_ttl: seconds an idempotency key lives at most from its submit (a
-            ``Dedup.keep_last()`` command waiting behind its holder is kept until the
-            holder ends), and a submitter's reply stream outlives a crashed process.
+        key_ttl: seconds a submitter's reply stream outlives a crashed process, and a
+            cancel mark is kept. An idempotency key does not expire: it is held while its
+            holder is queued, delayed or running (also while a dead worker's command waits
+            to be reclaimed), until the script that settles the holder frees or keeps it.
         max_payload: the longest command JSON (in characters) ``submit`` accepts; a
             longer one raises ``LaneConfigError`` (Redis itself refuses 512 MB and slows
             every worker long before that).

@@ -94,10 +94,14 @@ local due = 0
 if delay > 0 then due = now + delay end
 local park = false
 local holder = redis.call('GET', KEYS[3])
+if holder and not D.alive(prefix, KEYS[9], holder) then  -- lost for good: the key is free
+  redis.call('DEL', KEYS[3])
+  holder = nil
+end
 if not holder then
   local record = redis.call('GET', KEYS[8])
   if record then return {cjson.decode(record).id, '', record} end
-  D.queue_follower(prefix, k, KEYS[9])  -- its holder's key expired: queued, without the key
+  D.queue_follower(prefix, k, KEYS[9])  -- its holder is lost (or its key expired): queued
 else
   local place = nil
   if mode == 'replace' or mode == 'keep_last' then
@@ -139,14 +143,16 @@ return {id, entry, ''}
 # KEYS: delayed zset, then the streams to fetch from, most urgent lane first, then the set
 # of paused lanes (a paused lane's streams are skipped: nothing of it starts or is reclaimed).
 # ARGV: group, consumer, budget, reclaim idle ms (0: no reclaim), poll ms, pool (the slots
-# of the budget not reserved for lanes below their ``min_concurrency``), then eight values
+# of the budget not reserved for lanes below their ``min_concurrency``), then ten values
 # per stream: lane, lane's free slots, ordered (1/0), cluster cap of the lane (0: none),
 # tokens per ms (0: no rate limit), burst, bucket key, the lane's reserved slots left (a
-# lane takes those, then slots of the pool), its priority, its boost points (ms since the
-# head entered the stream, space-separated; '' none). A lane's streams are consecutive.
-# Streams are served in order of their head's effective priority (the lane's priority,
-# one level more urgent per boost point the head's age passed, never below 0), ties in
-# the given order.
+# lane takes those, then slots of the pool), its priority, its boost points (ms a queued
+# command has waited in the stream, space-separated; '' none). A lane's streams are
+# consecutive. Streams are served in order of their effective priority (the lane's
+# priority, one level more urgent per boost point passed by the age of the stream's
+# longest-waiting queued command: the oldest of its preempted ones, else its head; never
+# below 0); ties go to the more urgent lane (the given order), then within a lane with a
+# boost to the stream whose queued command waited longest, then in the given order.
 # Returns {entries, wait hint ms (-1: none), last ids (only when nothing was fetched)};
 # each entry is {stream, id, flat fields, deliveries}. A stream's preempted commands (its
 # ``:front`` list) come before its reclaimed and new entries. A due delayed member that
@@ -174,14 +180,20 @@ end
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if head[2] then hint(math.max(1, tonumber(head[2]) - now)) end
 local paused = KEYS[#KEYS]
-local left, running, reserved = {}, {}, {}
+local left, running, reserved, rank = {}, {}, {}, {}
 local order = {}
 for i = 2, #KEYS - 1 do
   local base = 7 + (i - 2) * 10
   local effective = tonumber(ARGV[base + 8])
+  local since = nil
   if ARGV[base + 9] ~= '' then
-    local head = redis.call('LINDEX', KEYS[i] .. ':front', 0)
-    if not head then
+    -- since when its longest-waiting queued command waits (ms): the oldest of its preempted
+    -- commands (each delivered before any unread entry, so older), else its first unread
+    for _, item in ipairs(redis.call('LRANGE', KEYS[i] .. ':front', 0, -1)) do
+      local ms = tonumber(string.match(item, '^(%d+)'))
+      if ms and (not since or ms < since) then since = ms end
+    end
+    if not since then
       local groups = redis.pcall('XINFO', 'GROUPS', KEYS[i])
       if type(groups) == 'table' and groups.err == nil then
         for _, info in ipairs(groups) do
@@ -190,34 +202,39 @@ for i = 2, #KEYS - 1 do
           if f['name'] == group then
             local first = redis.call('XRANGE', KEYS[i], '(' .. f['last-delivered-id'], '+',
               'COUNT', 1)[1]
-            if first then head = first[1] end
+            if first then since = tonumber(string.match(first[1], '^(%d+)')) end
           end
         end
       end
     end
-    if head then
-      local age = now - tonumber(string.match(head, '^(%d+)'))
+    if since then
       for point in string.gmatch(ARGV[base + 9], '%S+') do
-        if age >= tonumber(point) then effective = effective - 1 end
+        if now - since >= tonumber(point) then effective = effective - 1 end
       end
       effective = math.max(0, effective)
     end
   end
-  order[#order + 1] = {effective, i}
   local lane = ARGV[base]
   if left[lane] == nil then
     left[lane] = tonumber(ARGV[base + 1])
     reserved[lane] = tonumber(ARGV[base + 7])
+    rank[lane] = i  -- its first stream: on a tie, the more urgent lane goes first
   end
+  order[#order + 1] = {effective, rank[lane], since or math.huge, i}
   if tonumber(ARGV[base + 3]) > 0 then
     running[lane] = (running[lane] or 0) + redis.call('XPENDING', KEYS[i], group)[1]
   end
 end
-table.sort(order, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+table.sort(order, function(a, b)
+  for j = 1, 3 do
+    if a[j] ~= b[j] then return a[j] < b[j] end
+  end
+  return a[4] < b[4]
+end)
 local out = {}
 for _, pick in ipairs(order) do
   if budget <= 0 then break end
-  local i = pick[2]
+  local i = pick[4]
   local stream = KEYS[i]
   local base = 7 + (i - 2) * 10
   local lane = ARGV[base]
@@ -366,10 +383,14 @@ return 1
 """
 )
 
-# KEYS: stream, delayed zset, the lane's counters hash, the events stream and switch.
+# KEYS: stream, delayed zset, the lane's counters hash, the events stream and switch, the
+# hash of the command's idempotency key (see _scripts_dedup; any name when it has none).
 # ARGV: group, message id, delay ms, lane counters to add 1 to (space-separated; '' for a
-# command handed back), events (one JSON per line, '' none), fields of the next attempt.
-# Acknowledges this attempt and queues the next one (at once, or after the delay).
+# command handed back), events (one JSON per line, '' none), the command id when it has a
+# key ('' none), fields of the next attempt.
+# Acknowledges this attempt and queues the next one (at once, or after the delay). The
+# key's hash, when this command holds the key, learns where it is now (its holder stays
+# alive for the scripts; a delayed member names the hash, for FETCH to update it).
 RETRY = (
     _NOW
     + _EMIT
@@ -379,12 +400,20 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 for name in string.gmatch(ARGV[4], '%S+') do redis.call('HINCRBY', KEYS[3], name, 1) end
 emit(KEYS[4], KEYS[5], ARGV[5])
 local fields = {}
-for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 local delay = tonumber(ARGV[3])
+local meta, id = KEYS[6], ARGV[6]
+local holds = id ~= '' and redis.call('HGET', meta, 'id') == id
 if delay > 0 then
-  redis.call('ZADD', KEYS[2], now + delay, cjson.encode({KEYS[1], fields}))
+  local member = cjson.encode({KEYS[1], fields})
+  if holds then member = cjson.encode({KEYS[1], fields, meta, id}) end
+  redis.call('ZADD', KEYS[2], now + delay, member)
+  if holds then redis.call('HSET', meta, 'entry', '', 'member', member, 'moved', '1') end
 else
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
+  local entry = redis.call('XADD', KEYS[1], '*', unpack(fields))
+  if holds then
+    redis.call('HSET', meta, 'stream', KEYS[1], 'entry', entry, 'member', '', 'moved', '1')
+  end
 end
 return 1
 """
@@ -425,12 +454,12 @@ local prefix, entry = ARGV[7], ARGV[2]
 if ARGV[5] == '1' then
   local k = dedup().key_of(prefix, KEYS[4])
   local meta = dedup().dedup_names(prefix, k)
-  local h = redis.call('HMGET', meta, 'f_id', 'id', 'stream', 'entry')
+  local h = redis.call('HMGET', meta, 'f_id', 'id', 'stream', 'entry', 'moved')
   if h[1] == ARGV[3] then  -- waiting behind its key's running holder: dropped
     dedup().unpark(prefix, k, meta, '', KEYS[6], KEYS[7], true)
     return 1
   end
-  if entry == '' and h[2] == ARGV[3] and h[3] == KEYS[1] and h[4] then
+  if entry == '' and h[2] == ARGV[3] and h[3] == KEYS[1] and h[4] and h[5] ~= '1' then
     entry = h[4]  -- its entry id, learnt since its submit (a follower that took its key)
   end
 end

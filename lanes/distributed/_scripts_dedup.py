@@ -3,15 +3,20 @@
 What Redis holds for a key ``K`` (under the backend's prefix ``P``):
 
 - ``P:key:K``: the id of the command holding the key while it is queued, delayed or
-  running (the string every script compares, as before ``dedup=`` existed);
+  running (the string every script compares, as before ``dedup=`` existed); it has no
+  expiry: the script that settles the holder frees it, and a holder lost for good (its
+  entry gone from Redis without being settled) frees it at the next submit with the key
+  (``alive``), so a worker that dies mid-run leaves the key to the command it reclaims;
 - ``P:dedup:K``: a hash about that holder: ``id``, ``lane``, ``type``, ``reply`` (its
   submitter's reply stream), ``ttl`` (how long the key is kept once it finished: ``''``
-  not, milliseconds, or ``'inf'``), ``life`` (the key's own ttl in ms), where it waits
-  (``stream`` and ``entry``, or the delayed zset ``member``), and a ``keep_last`` follower
+  not, milliseconds, or ``'inf'``), ``life`` (the backend's ``key_ttl`` in ms: how long
+  the hash outlives a key that is gone), where it is (``stream`` and ``entry``, or the
+  delayed zset ``member``; ``moved``: ``'1'`` once a worker queued it again, for a retry
+  or handed back: a ``replace`` then counts it as running), and a ``keep_last`` follower
   waiting behind it (``f_id``, ``f_lane``, ``f_type``, ``f_reply``, ``f_ttl``, ``f_item``:
-  its stream and fields as JSON, ``f_due``: when it is due, ms, 0 at once); it expires
-  with the key, but not while a follower waits in it (the follower is not lost when its
-  holder outlives its key: the holder's end, or the next submit, queues it);
+  its stream and fields as JSON, ``f_due``: when it is due, ms, 0 at once); it lives as
+  long as the key (a key an older version wrote expires: its hash expires with it, but
+  not while a follower waits in it);
 - ``P:kept:K``: once a holder with a ttl finished, its record (JSON: ``id``, ``lane``,
   ``type``, ``reply``: the reply JSON its worker sent), expiring after the ttl;
 - ``P:parked``: the set of keys that have a follower (``cancel_lane`` looks there).
@@ -74,20 +79,34 @@ local function dedup()
     return '', redis.call('XADD', item[1], '*', unpack(item[2]))
   end
   -- ``c`` takes the key ``live`` (its hash: ``meta``) and is queued; returns its entry id.
+  -- Neither expires: the key is held until its holder is settled (or found lost).
   local function take(prefix, live, meta, life, c)
-    redis.call('SET', live, c.id, 'PX', life)
+    redis.call('SET', live, c.id)
     redis.call('DEL', meta)
     local member, entry = enqueue(prefix, meta, c.id, c.item, c.due)
     redis.call('HSET', meta, 'id', c.id, 'lane', c.lane, 'type', c.type, 'reply', c.reply,
       'ttl', c.ttl, 'life', life, 'stream', c.item[1], 'entry', entry, 'member', member)
-    redis.call('PEXPIRE', meta, life)
     return entry
   end
+  -- Whether the key's holder is still in Redis: its delayed member, or its stream entry
+  -- (queued, preempted, or pending while a worker runs it, also a dead one's until it is
+  -- reclaimed). Its place unknown (a hash an older version wrote), it counts as alive.
+  local function alive(prefix, meta, holder)
+    local m = redis.call('HMGET', meta, 'id', 'stream', 'entry', 'member')
+    if m[1] ~= holder then return true end
+    if m[4] and m[4] ~= '' then
+      return redis.call('ZSCORE', prefix .. ':delayed', m[4]) ~= false
+    end
+    if m[3] and m[3] ~= '' then return #redis.call('XRANGE', m[2], m[3], m[3]) > 0 end
+    return true
+  end
   -- Where the key's holder waits ({kind, hash fields, front item}), or nil when a worker
-  -- has it (running, or started and waiting for a retry) or its place is unknown.
+  -- has it (running, or started and queued again: a retry, a hand-back) or its place is
+  -- unknown.
   local function waiting_place(prefix, meta, holder, group)
-    local m = redis.call('HMGET', meta, 'id', 'stream', 'entry', 'member', 'lane', 'reply')
-    if m[1] ~= holder then return nil end
+    local m = redis.call('HMGET', meta, 'id', 'stream', 'entry', 'member', 'lane', 'reply',
+      'moved')
+    if m[1] ~= holder or m[7] == '1' then return nil end
     if m[4] and m[4] ~= '' and redis.call('ZSCORE', prefix .. ':delayed', m[4]) then
       return {'delayed', m}
     end
@@ -123,7 +142,7 @@ local function dedup()
     if pttl > 0 then redis.call('PEXPIRE', meta, pttl) end
   end
   -- Queue the follower waiting in the hash ``meta`` of key ``k`` at once, without the key
-  -- (its key was released, or expired while its holder ran); returns whether there was one.
+  -- (its key was released, or its holder lost); returns whether there was one.
   local function queue_follower(prefix, k, meta)
     local f = redis.call('HMGET', meta, 'f_id', 'f_item', 'f_due')
     if not f[1] then return false end
@@ -147,8 +166,8 @@ local function dedup()
   end
   -- The holder ``id`` of ``live`` ended (``json``: its reply, nil if none): the key is
   -- freed, then taken by its follower, or kept (the reply stored) for the holder's ttl. A
-  -- key that expired while its holder ran is known by its hash (kept while a follower
-  -- waits in it); a key another command holds is left alone.
+  -- key that expired while its holder ran (one an older version wrote) is known by its
+  -- hash; a key another command holds is left alone.
   local function ended(prefix, live, id, json)
     local current = redis.call('GET', live)
     if current and current ~= id then return end
@@ -176,8 +195,8 @@ local function dedup()
   end
   dedup_loaded = {dedup_names = dedup_names, key_of = key_of, cancelled_reply = cancelled_reply,
     reply_to = reply_to, settle_cancelled = settle_cancelled, enqueue = enqueue, take = take,
-    waiting_place = waiting_place, unqueue = unqueue, queue_follower = queue_follower,
-    unpark = unpark, ended = ended}
+    alive = alive, waiting_place = waiting_place, unqueue = unqueue,
+    queue_follower = queue_follower, unpark = unpark, ended = ended}
   return dedup_loaded
 end
 """

@@ -153,11 +153,11 @@ class LaneWorker:
     """A process's share of the work of lanes on Redis. Made by ``open_lane_worker()``.
 
     Each fetch takes commands from the most urgent lane first (by the effective priority
-    of each stream's head: boosts apply), up to the free slots of each lane on this worker
-    (``LaneConfig.max_concurrency``) and of the worker as a whole, keeping the slots the
-    lanes' ``min_concurrency`` reserve. A full worker that runs a ``preemptible`` lane's
-    command gives its slot to a more urgent command no idle worker took (see
-    :meth:`_preempt_loop`).
+    of each stream: boosts count from its longest-waiting queued command), up to the free
+    slots of each lane on this worker (``LaneConfig.max_concurrency``) and of the worker
+    as a whole, keeping the slots the lanes' ``min_concurrency`` reserve. A full worker
+    that runs a ``preemptible`` lane's command gives its slot to a more urgent command no
+    idle worker took (see :meth:`_preempt_loop`).
     """
 
     def __init__(
@@ -173,7 +173,7 @@ class LaneWorker:
         self._backend = backend
         self._configs = {c.name: c for c in configs}
         self._order = sorted(configs, key=lambda c: c.priority)  # stable: ties keep order
-        self._boost_points = {  # for FETCH: ms since a lane's head entered its stream
+        self._boost_points = {  # for FETCH: ms a lane's longest-waiting command waited
             c.name: " ".join(str(math.ceil(p * 1000)) for p in c.boost.at) if c.boost else ""
             for c in configs
         }
@@ -731,9 +731,10 @@ class LaneWorker:
         timed_out = outcome.ended is Ended.TIMED_OUT
         shared = "retried timed_out" if timed_out else "retried"
         events = self._events(lambda: _retrying(envelope, timed_out, delay, outcome.error))
-        args = [GROUP, message_id, math.ceil(delay * 1000), shared, events, *fields]
+        held = envelope.id if envelope.key else ""
+        args = [GROUP, message_id, math.ceil(delay * 1000), shared, events, held, *fields]
         keys = [stream, self._backend.key("delayed"), self._backend.key(f"stats:{envelope.lane}")]
-        keys += self._events_keys
+        keys += [*self._events_keys, self._backend.key(f"dedup:{envelope.key or ''}")]
 
         async def call() -> None:
             settled = await self._batcher.call(self._scripts["RETRY"], keys, args)
@@ -908,10 +909,12 @@ class LaneWorker:
 
     async def _release(self, stream: str, message_id: str, fields: dict[str, str]) -> None:
         """Hand a command cancelled by shutdown back to its lane at once (best effort)."""
-        args = [GROUP, message_id, 0, "", "", *fields_list(fields)]
+        known = salvage(fields)  # its id and key, if it has them (its key's hash follows it)
+        key, held = known.get("key", ""), known.get("id", "")
+        args = [GROUP, message_id, 0, "", "", held if key else "", *fields_list(fields)]
         lane = self._lane_of[stream]
         keys = [stream, self._backend.key("delayed"), self._backend.key(f"stats:{lane}")]
-        keys += self._events_keys
+        keys += [*self._events_keys, self._backend.key(f"dedup:{key}")]
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             with contextlib.suppress(StorageError):
