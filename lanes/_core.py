@@ -519,6 +519,7 @@ class Core:
         cmd.outcome_kind = kind
         cmd.scope = None
         cmd.context = None  # it refers back to cmd: cut, so that refcounting frees cmd
+        cmd.args = ()  # what the body was called with goes now, not with the last handle
         if cmd.key is not None and self.keys.get(cmd.key) is cmd:
             del self.keys[cmd.key]
         del self.live[cmd]
@@ -540,6 +541,8 @@ class Core:
     def reap(self) -> None:
         """End every parked worker: an idle system keeps no worker task."""
         self.reap_armed = False
+        if not self.live:
+            self.live = {}  # a dict never shrinks: an idle system's is a fresh, empty one
         for state in self.lanes.values():
             if state.pool is not None:
                 state.pool.reap()

@@ -109,7 +109,7 @@ class DeadLetterQueue:
         self.limit = limit
         self.evicted = 0
         self._letters: OrderedDict[str, DeadLetter] = OrderedDict()
-        self._resubmit = resubmit
+        self.resubmit = resubmit  # (set again by the system that owns the queue)
         self._removed = removed or _ignore
         self.commit: Callable[[], Awaitable[None]] = commit or _checkpoint
         try:
@@ -173,7 +173,7 @@ class DeadLetterQueue:
         place = list(self._letters).index(command_id)
         del self._letters[command_id]  # taken first: a concurrent requeue finds nothing
         try:
-            return await self._resubmit(letter)
+            return await self.resubmit(letter)
         except BaseException:
             self._put_back(place, letter)  # not requeued: the letter stays
             raise

@@ -83,9 +83,12 @@ def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
     config = core.configs[lane]
     call = process_caller(config) if config.executor == "process" else None
 
-    # A partial, not a wrapper coroutine: one coroutine frame fewer per attempt.
-    run: Callable[[Command, trio.CancelScope], Awaitable[int]] = functools.partial(
-        run_attempt, core, call=call
+    # A partial, not a wrapper coroutine: one coroutine frame fewer per attempt (and no
+    # keyword for the common lane: a partial's keywords are a dict it keeps).
+    run: Callable[[Command, trio.CancelScope], Awaitable[int]] = (
+        functools.partial(run_attempt, core)
+        if call is None
+        else functools.partial(run_attempt, core, call=call)
     )
     return WorkerPool(
         run,

@@ -6,8 +6,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
@@ -957,12 +957,19 @@ def _no_decision() -> None:
 
 
 class _LaneSystemContext:
-    """What ``open_lane_system()`` returns: use it with ``async with``."""
+    """What ``open_lane_system()`` returns: use it with ``async with``.
 
-    def __init__(self, factory: Callable[[], AbstractAsyncContextManager[LaneSystem]]) -> None:
-        # Dropped once used: its closure holds every argument, for as long as the system.
-        self._factory: Callable[[], AbstractAsyncContextManager[LaneSystem]] | None = factory
-        self._cm: AbstractAsyncContextManager[LaneSystem] | None = None
+    A class, not an ``@asynccontextmanager`` generator: a session's lane system stays open
+    as long as the session, and a suspended generator would hold its frame, its arguments
+    and its context manager's all that time.
+    """
+
+    __slots__ = ("_args", "_manager", "_system")
+
+    def __init__(self, args: _ServeArgs) -> None:
+        self._args: _ServeArgs | None = args  # dropped once entered
+        self._system: LaneSystem | None = None
+        self._manager: AbstractAsyncContextManager[trio.Nursery] | None = None
 
     def __enter__(self) -> None:
         msg = "use `async with open_lane_system()`, not `with open_lane_system()`"
@@ -972,21 +979,117 @@ class _LaneSystemContext:
         return None
 
     async def __aenter__(self) -> LaneSystem:
-        factory, self._factory = self._factory, None
-        if factory is None:
+        args, self._args = self._args, None
+        if args is None:
             msg = "this open_lane_system() context is already in use; call it again"
             raise LaneUsageError(msg)
-        self._cm = factory()
-        return await self._cm.__aenter__()
+        configs, cap, dead_letter_limit, drain, storage, registry, wall, on_unobserved, keep = args
+        core = Core(configs, cap, dead_letter_limit, _no_resubmit, wall=wall)
+        core.on_unobserved = on_unobserved
+        if keep is not None:
+            retention_mod.install(core, keep)
+        system = LaneSystem(core, drain)
+        core.dlq.resubmit = system._requeue_letter
+        if storage is not None:  # opened before any task starts: errors surface as themselves
+            try:
+                await storage.open()
+            except BaseException:
+                core.policy.detach()  # leave the shared limits joined by Core()
+                raise
+            core.durable = Durability(storage, registry)
+        self._system = system
+        self._manager = manager = trio.open_nursery()
+        nursery = await manager.__aenter__()
+        system._lane_nursery = nursery
+        try:
+            if core.durable is not None:
+                await nursery.start(core.durable.journal.run)
+            for state in core.lanes.values():
+                state.pool = pool = new_lane_pool(core, state.name)
+                pool.attach(nursery)  # its workers start with its first command
+            system.dispatcher = Dispatcher(core, nursery)  # its task starts on demand
+            if core.durable is not None:
+                recovered = await submission.recover(core)
+                dedup_modes.recovered(core, recovered, core.durable.keys)
+                retention_mod.restore(core)
+                system.recovered = tuple(cmd.handle for cmd in recovered)
+            system._scheduler.start(nursery, wall)
+        except BaseException as exc:
+            await self._leave(exc, body=False)  # raises (the nursery never swallows it here)
+            raise
+        return system
 
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool | None:
-        assert self._cm is not None
-        return await self._cm.__aexit__(exc_type, exc, tb)
+    ) -> bool:
+        """Leave: a body's error cancels everything at once; a normal exit drains first."""
+        return await self._leave(exc, body=True)
+
+    async def _leave(self, exc: BaseException | None, *, body: bool) -> bool:
+        """Close the nursery with ``exc`` (the body's error, or one while starting: then
+        ``body`` is False); True if the body's error is to be suppressed."""
+        system, manager = self._system, self._manager
+        assert system is not None and manager is not None
+        self._manager = None
+        core = system._core
+        nursery = system._lane_nursery
+        assert nursery is not None
+        error = exc
+        try:
+            if body:
+                if error is None:
+                    try:
+                        if not system._leave_now:
+                            await system._close_gracefully()
+                    except BaseException as drain_error:  # an outer cancellation, too
+                        error = drain_error
+                system._halt()
+                nursery.cancel_scope.cancel()
+            try:
+                if error is None:
+                    await manager.__aexit__(None, None, None)
+                else:
+                    # Whether the nursery swallowed it (a Cancelled its own scope caught).
+                    swallowed = await manager.__aexit__(type(error), error, error.__traceback__)
+                    return bool(swallowed) and exc is not None and body
+            except BaseExceptionGroup as group:
+                if body and exc is not None and _only(group, exc):
+                    exc.__suppress_context__ = True  # the body's own error, as it was
+                    return False
+                leaf = single_leaf(group)
+                if leaf is None:
+                    raise
+                raise leaf from leaf.__cause__
+            except BaseException as other:
+                if body and other is exc:
+                    return False  # the body's own error, as it was
+                raise
+            return False
+        finally:
+            system._finalize()
+            if core.durable is not None:
+                await core.durable.journal.close()
+
+
+_ServeArgs = tuple[
+    tuple[LaneConfig, ...],
+    int | None,
+    int,
+    float | None,
+    "Storage | None",
+    CommandRegistry,
+    Callable[[], float],
+    "UnobservedCallback | None",
+    "Retention | None",
+]
+
+
+async def _no_resubmit(letter: DeadLetter) -> CommandHandle[Any]:  # pragma: no cover
+    """A placeholder until the system exists (it replaces it before any letter can be)."""
+    raise AssertionError(letter)
 
 
 @overload
@@ -1134,9 +1237,7 @@ def open_lane_system(
         return _open_remote(backend, configs, cap, store, registry, drain)
     wall = _wall_clock(clock, store)
     return _LaneSystemContext(
-        lambda: _serve(
-            configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved, retain
-        )
+        (configs, cap, dead_letter_limit, drain, store, registry, wall, on_unobserved, retain)
     )
 
 
@@ -1185,71 +1286,3 @@ def _open_remote(
             )
             raise LaneConfigError(msg)
     return backend.open_system(configs, registry, drain)
-
-
-@asynccontextmanager
-async def _serve(
-    configs: tuple[LaneConfig, ...],
-    cap: int | None,
-    dead_letter_limit: int,
-    drain_timeout: float | None,
-    storage: Storage | None,
-    registry: CommandRegistry,
-    wall: Callable[[], float],
-    on_unobserved: UnobservedCallback | None = None,
-    retention: Retention | None = None,
-) -> AsyncIterator[LaneSystem]:
-    system: LaneSystem
-    body_error: BaseException | None = None
-    requeue = lambda letter: system._requeue_letter(letter)  # noqa: E731
-    core = Core(configs, cap, dead_letter_limit, requeue, wall=wall)
-    core.on_unobserved = on_unobserved
-    if retention is not None:
-        retention_mod.install(core, retention)
-    system = LaneSystem(core, drain_timeout)
-    if storage is not None:  # opened before any task starts: errors surface as themselves
-        try:
-            await storage.open()
-        except BaseException:
-            core.policy.detach()  # leave the shared limits joined by Core()
-            raise
-        core.durable = Durability(storage, registry)
-    try:
-        async with trio.open_nursery() as nursery:
-            if core.durable is not None:
-                await nursery.start(core.durable.journal.run)
-            for state in core.lanes.values():
-                state.pool = pool = new_lane_pool(core, state.name)
-                pool.attach(nursery)  # its workers start with its first command
-            system.dispatcher = Dispatcher(core, nursery)  # its task starts on demand
-            system._lane_nursery = nursery
-            if core.durable is not None:
-                recovered = await submission.recover(core)
-                dedup_modes.recovered(core, recovered, core.durable.keys)
-                retention_mod.restore(core)
-                system.recovered = tuple(cmd.handle for cmd in recovered)
-            system._scheduler.start(nursery, wall)
-            try:
-                yield system
-            except BaseException as exc:
-                body_error = exc
-                system._halt()
-                nursery.cancel_scope.cancel()
-                raise
-            try:
-                if not system._leave_now:
-                    await system._close_gracefully()
-            finally:  # also when an outer cancellation arrives during the drain
-                system._halt()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if body_error is not None and _only(group, body_error):
-            raise body_error from body_error.__cause__  # the body's own error, as it was
-        leaf = single_leaf(group)
-        if leaf is None:
-            raise
-        raise leaf from leaf.__cause__
-    finally:
-        system._finalize()
-        if core.durable is not None:
-            await core.durable.journal.close()
