@@ -541,7 +541,7 @@ class Core:
     def reap(self) -> None:
         """End every parked worker: an idle system keeps no worker task."""
         self.reap_armed = False
-        if not self.live:
+        if not self.live and type(self.live) is dict:  # (retention's table keeps records)
             self.live = {}  # a dict never shrinks: an idle system's is a fresh, empty one
         for state in self.lanes.values():
             if state.pool is not None:
