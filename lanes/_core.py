@@ -189,8 +189,8 @@ class Core:
         if following is not None:
             # Its worker is this one: it runs next, back to back.
             self.grant(following, now)  # type: ignore[arg-type]
-        elif policy.needs_round(cmd.lane, now):
-            self.wake()
+        elif policy.needs_round(cmd.lane, now) and not policy.quiet():
+            self.wake()  # (a quiet system keeps the round it owes for its next change)
 
     def scope_cancelled(self, cmd: Command) -> None:
         """The command's own scope caught a cancellation: timeout, preemption or cancel."""

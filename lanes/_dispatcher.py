@@ -45,11 +45,12 @@ class Dispatcher:
         self.rounds = 0
         self._deciding = False
         self._again = False
-        self._armed = math.inf
+        self._armed = math.inf  # the policy's next timer, which the task sleeps until
+        self._owed = False  # a poke asked the task for a decision round
         self._rearm: trio.Event | None = None  # while the timer task runs
         self._reap_at = math.inf  # when to reap, if the system stays idle until then
         core.wake = self.wake
-        core.arm_reap = self.poke
+        core.arm_reap = self._nudge  # the reap needs the task's timer, not a decision
         core.policy.set_waker(self.poke)
 
     def poke(self) -> None:
@@ -59,6 +60,11 @@ class Dispatcher:
         system's dispatcher in the middle of its own round. Starts the task if it is not
         running (it decides first thing).
         """
+        self._owed = True
+        self._nudge()
+
+    def _nudge(self) -> None:
+        """Let the task look at its timers again (start it if it is not running)."""
         if self.running:
             if self._rearm is not None:  # (None: the task is about to start and decide)
                 self._rearm.set()
@@ -78,7 +84,8 @@ class Dispatcher:
         """
         wake_at = self._decide_all()
         if wake_at is not None and wake_at < self._armed:
-            self.poke()
+            self._armed = wake_at  # decided just now: the task only needs the earlier timer
+            self._nudge()
 
     def _decide_all(self) -> float | None:
         """Rounds until nothing changes; a call from inside a round folds into one more."""
@@ -116,8 +123,12 @@ class Dispatcher:
         try:
             while True:
                 self._rearm = rearm = trio.Event()
-                wake_at = self._decide_all()
-                self._armed = math.inf if wake_at is None else wake_at
+                # A round only if one was asked for or the policy's timer is due: a wake
+                # for the reap, or for an earlier timer a round just set, needs none.
+                if self._owed or core.now() >= self._armed:
+                    self._owed = False
+                    wake_at = self._decide_all()
+                    self._armed = math.inf if wake_at is None else wake_at
                 if core.reap_armed:
                     self._reap_step(core.now())
                 until = min(self._armed, self._reap_at)

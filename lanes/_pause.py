@@ -6,12 +6,16 @@ from typing import TYPE_CHECKING, cast
 
 import trio
 
-from ._running import current_command
+from ._policy import ACTIVE
+from ._running import CURRENT, current_command
 
 if TYPE_CHECKING:
     from ._core import Core
 
 __all__ = ["pause_point"]
+
+_current = CURRENT.get
+_checkpoint = trio.lowlevel.checkpoint
 
 
 async def pause_point() -> None:
@@ -26,11 +30,13 @@ async def pause_point() -> None:
     Raises:
         LaneUsageError: called outside a running command.
     """
-    cmd = current_command("pause_point")
+    cmd = _current(None)  # current_command, inlined for the common case (once per token)
+    if cmd is None or cmd.state is not ACTIVE:
+        cmd = current_command("pause_point")  # raises the error that says why
     core = cast("Core", cmd.core)
-    state = core.policy.lanes[cmd.lane]
+    state = core.lanes[cmd.lane]
     if not state.paused:
-        await trio.lowlevel.checkpoint()
+        await _checkpoint()
         return
     while state.paused:
         event = core.resumed.get(cmd.lane)

@@ -527,6 +527,21 @@ class Policy:
         delayed = self._delayed  # due(), inlined
         return bool(delayed) and delayed[0][0] <= now
 
+    def quiet(self) -> bool:
+        """Whether a round could do nothing at all: no lane holds a pending job (queued or
+        delayed), and no shared-limit member of the system waits or holds a grant it has
+        not used. Then nothing can start, be preempted or be given back, and no timer is
+        needed; the round a freed slot owes can wait for the next change."""
+        for state in self._by_priority:
+            if state.pending:
+                return False
+        for state in self._shared:
+            member = state.shared
+            assert member is not None
+            if member.tickets or member.waiting:
+                return False
+        return True
+
     def finish(self, job: Job) -> None:
         """Release the slot of an active job (it completed, failed, or was cancelled)."""
         if job.state is not ACTIVE:
