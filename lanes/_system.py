@@ -551,7 +551,7 @@ class LaneSystem:
         self._check_open("cancel_lane")
         self._check_lane(lane, "cancel_lane")
         _check_parts("cancel_lane", running, queued)
-        counters = self._core.counters[lane]
+        counters = self._core.lanes[lane].counters
         before = counters.cancelled
         cancelled = self._core.cancel_lane(lane, Reason.CANCEL, running=running, queued=queued)
         await _wait_exits(cancelled)
@@ -569,7 +569,7 @@ class LaneSystem:
         """
         self._check_open("cancel_all")
         _check_parts("cancel_all", running, queued)
-        counters = self._core.counters.values()
+        counters = [state.counters for state in self._core.lanes.values()]
         before = sum(c.cancelled for c in counters)
         cancelled = self._core.cancel_all(Reason.CANCEL, running=running, queued=queued)
         await _wait_exits(cancelled)
@@ -712,7 +712,7 @@ class LaneSystem:
                 pending=state.pending,
                 active=state.active,
                 max_concurrency=config.max_concurrency,
-                **core.counters[name].as_dict(),
+                **core.lanes[name].counters.as_dict(),
                 recent_wait_p50=p50,
                 recent_wait_p99=p99,
             )
