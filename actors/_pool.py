@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -62,8 +63,10 @@ class WorkerPool(Generic[J, R]):
         *,
         cancelled: R,
         interrupted: Callable[[J], None] | None = None,
+        context_of: Callable[[J], contextvars.Context | None] | None = None,
     ) -> None:
         self._run = run
+        self._context_of = context_of
         self._settle = settle
         self._cancelled = cancelled
         self._interrupted = interrupted
@@ -129,8 +132,15 @@ class WorkerPool(Generic[J, R]):
             self._has_handoff = True
             return
         if self._parked:
+            task = self._parked.pop()
+            if self._context_of is not None:
+                context = self._context_of(job)
+                if context is not None:
+                    # The worker's next step, the job's start, runs in the job's context
+                    # (the event loop enters a task's context at each of its steps).
+                    task.context = context
             # The job travels in the reschedule itself: no table of given jobs to keep.
-            trio.lowlevel.reschedule(self._parked.pop(), outcome.Value(job))
+            trio.lowlevel.reschedule(task, outcome.Value(job))
             return
         if not self.serving:
             msg = (
@@ -197,6 +207,8 @@ class WorkerPool(Generic[J, R]):
         """
         job: J | None = first
         cancels = self._cancels
+        task = trio.lowlevel.current_task()
+        home = task.context  # its own, given back after a job it ran in the job's context
         try:
             while True:
                 scope = trio.CancelScope()
@@ -221,6 +233,8 @@ class WorkerPool(Generic[J, R]):
                                 self._settle(job, result)
                             finally:
                                 self._returning = False
+                            if task.context is not home:
+                                task.context = home  # from its next step on
                             if self._has_handoff:
                                 job = self._handoff
                                 self._handoff = None
@@ -252,6 +266,8 @@ class WorkerPool(Generic[J, R]):
                 if running:  # the scope caught a cancellation of `job`
                     assert job is not None
                     settled = self._settle_and_take(job, self._cancelled)
+                    if task.context is not home:
+                        task.context = home
                     job = self._take() if settled else None
         finally:
             self.workers -= 1

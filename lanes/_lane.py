@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import Awaitable, Callable
 from types import CoroutineType
@@ -17,6 +18,8 @@ from ._policy import DONE
 from ._process import process_caller
 
 __all__ = ["Attempt", "new_lane_pool", "run_attempt"]
+
+_current_task = trio.lowlevel.current_task
 
 
 class Attempt:
@@ -58,17 +61,25 @@ async def run_attempt(
     cmd.entered = True
     context = cmd.context  # the submitter's variables (its attempts share them, in turn)
     assert context is not None  # dropped only once the command is terminal
-    for hook in core.bus.entering:
-        context.run(hook, cmd.id)
     try:
-        body = cmd.fn(*cmd.args) if call is None else call(cmd)
-        steps = body if type(body) is CoroutineType else body.__await__()
-        try:  # the first step here: a body that never suspends needs no trampoline
-            trap = context.run(steps.send, None)
-        except StopIteration as stop:
-            cmd.value = stop.value
+        if _current_task().context is context:
+            # A parked worker handed this command runs in its context already (the pool
+            # set it for this step on): the body is awaited as it is, every step of it in
+            # the context by the event loop itself, with no trampoline.
+            for hook in core.bus.entering:
+                hook(cmd.id)
+            cmd.value = await (cmd.fn(*cmd.args) if call is None else call(cmd))
         else:
-            cmd.value = await resume_in_context(context, steps, trap)
+            for hook in core.bus.entering:
+                context.run(hook, cmd.id)
+            body = cmd.fn(*cmd.args) if call is None else call(cmd)
+            steps = body if type(body) is CoroutineType else body.__await__()
+            try:  # the first step here: a body that never suspends needs no trampoline
+                trap = context.run(steps.send, None)
+            except StopIteration as stop:
+                cmd.value = stop.value
+            else:
+                cmd.value = await resume_in_context(context, steps, trap)
     except Exception as exc:
         if scope.cancel_called:  # a timeout, cancel or preemption the body turned into an error
             return Attempt.SCOPE_CANCELLED
@@ -96,4 +107,9 @@ def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
         name=f"lane:{lane}",
         cancelled=Attempt.SCOPE_CANCELLED,
         interrupted=core.interrupted,
+        context_of=_context_of,
     )
+
+
+def _context_of(cmd: Command) -> contextvars.Context | None:
+    return cmd.context

@@ -50,6 +50,44 @@ async def test_each_command_sees_its_submitters_context_on_a_reused_worker(
     assert len(set(workers)) < len(workers)  # a worker ran several sessions' commands
 
 
+async def test_a_parked_worker_runs_each_command_natively_in_its_own_context(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A parked worker handed a command runs it in the command's context, with no
+    trampoline: the worker task's context is the command's for the command's steps, and
+    its own again afterwards; what a command sets stays in its context."""
+    seen: list[tuple[str, str, bool]] = []
+    before: list[str] = []
+
+    async def body(tag: str) -> None:
+        before.append(REQUEST.get())
+        REQUEST.set(f"set by {tag}")
+        # Natively: the task's context is the one the body runs in (with the trampoline,
+        # the worker task's own context would not see what the body set).
+        native = trio.lowlevel.current_task().context.get(REQUEST) == f"set by {tag}"
+        await trio.sleep(1)  # the steps after a suspension: still its own context
+        seen.append((tag, REQUEST.get(), native))
+
+    homes: list[contextvars.Context] = []
+    async with lanes.open_lane_system(ONE) as system:
+        pool = system._core.pools["work"]
+        for tag in ("a", "b", "c"):
+            REQUEST.set(tag)
+            await system.run("work", body, tag)
+            assert REQUEST.get() == tag  # the caller's context is untouched
+            parked = pool._parked
+            assert len(parked) == 1  # one worker, parked between the commands
+            homes.append(parked[0].context)
+    assert seen == [
+        ("a", "set by a", False),  # a new worker: its first command goes through the trampoline
+        ("b", "set by b", True),  # the parked worker, handed the next ones: natively
+        ("c", "set by c", True),
+    ]
+    assert before == ["a", "b", "c"]  # each saw its submitter's value
+    assert homes[0] is homes[1] is homes[2]  # the worker's own context, given back each time
+    assert REQUEST.get() == "c"
+
+
 async def test_the_context_holds_across_the_commands_suspensions(
     autojump_clock: trio.abc.Clock,
 ) -> None:
