@@ -44,6 +44,13 @@ class WorkerPool(Generic[J, R]):
     ``interrupted(job)`` is called, if given, before the cancellation propagates; a job
     delivered but not started yet is then left to its owner (the pool never runs it).
 
+    ``context_of(job)``, if given, is the ``contextvars.Context`` a job runs in (or None).
+    A parked worker handed such a job gets that context as its task's context, so the
+    job's steps run in it natively (``run`` can tell: ``current_task().context`` is the
+    job's), and the worker's own context is given back once the job is settled. A new
+    worker, or one handed a job back to back, runs in its own: ``run`` then enters the
+    job's context itself (``actors.run_in_context``).
+
     The pool does not limit concurrency itself: the caller delivers a job only when it has a
     slot for it (each delivered job gets a worker at once).
 
