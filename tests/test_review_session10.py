@@ -27,3 +27,55 @@ async def test_retention_survives_an_idle_reap(autojump_clock: trio.abc.Clock) -
         assert await system.run("work", value, 2) == 2
         await trio.sleep(5)
         assert len(system.commands(state="done")) == 2
+
+
+async def slow() -> None:
+    await trio.sleep(100)
+
+
+def _frames(error: BaseException) -> list[str]:
+    return [frame.name for frame in traceback.extract_tb(error.__traceback__)]
+
+
+async def test_an_outer_cancellation_propagates_the_bodys_own_cancelled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """As with the old generator: not a worker's Cancelled (its frames, its command's)."""
+    for _ in range(5):  # trio's scheduling order varies: a worker's could come first
+        mine: BaseException | None = None
+        escaped: BaseException | None = None
+        with trio.move_on_after(5) as outer:
+            try:
+                async with lanes.open_lane_system(WORK) as system:
+                    for _ in range(2):
+                        await system.submit("work", slow)
+                    try:
+                        await trio.sleep(100)
+                    except trio.Cancelled as cancelled:
+                        mine = cancelled
+                        raise
+            except trio.Cancelled as cancelled:
+                escaped = cancelled
+                raise
+        assert outer.cancelled_caught
+        assert mine is not None and escaped is mine
+        assert "run_attempt" not in _frames(escaped)
+
+
+async def test_a_drain_cut_by_an_outer_cancellation_propagates_the_drains_cancelled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    for _ in range(5):
+        escaped: BaseException | None = None
+        with trio.move_on_after(5) as outer:
+            try:
+                async with lanes.open_lane_system(WORK) as system:
+                    handles = [await system.submit("work", slow) for _ in range(2)]
+            except trio.Cancelled as cancelled:
+                escaped = cancelled
+                raise
+        assert outer.cancelled_caught
+        assert escaped is not None
+        frames = _frames(escaped)
+        assert "_close_gracefully" in frames and "run_attempt" not in frames
+        assert [h.status for h in handles] == ["cancelled", "cancelled"]
