@@ -1062,13 +1062,17 @@ class _LaneSystemContext:
                 leaf = single_leaf(group)
                 if leaf is None:
                     raise
-                if isinstance(leaf, trio.Cancelled) and any(x is error for x in leaves(group)):
+                if (
+                    error is not None
+                    and isinstance(leaf, trio.Cancelled)
+                    and any(x is error for x in leaves(group))
+                ):
                     # Only cancellations: the body's (or the drain's) own, not a worker's
                     # that happened to end first (workers are tasks of this nursery).
-                    leaf = error
-                    if body and leaf is exc:
-                        exc.__suppress_context__ = True
+                    if body and error is exc:
+                        error.__suppress_context__ = True
                         return False
+                    leaf = error
                 raise leaf from leaf.__cause__
             except BaseException as other:
                 if body and other is exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import traceback
 
+import pytest
 import trio
 import trio.testing
 
@@ -79,3 +80,15 @@ async def test_a_drain_cut_by_an_outer_cancellation_propagates_the_drains_cancel
         frames = _frames(escaped)
         assert "_close_gracefully" in frames and "run_attempt" not in frames
         assert [h.status for h in handles] == ["cancelled", "cancelled"]
+
+
+async def test_the_shared_empty_user_metrics_cannot_be_registered_into() -> None:
+    """A system without metrics of its own reads one shared empty registry: registering
+    into it would give the metric to every such system."""
+    async with lanes.open_lane_system(WORK) as first, lanes.open_lane_system(WORK) as second:
+        with pytest.raises(lanes.LaneUsageError, match=r"system\.metrics\.counter\(name"):
+            first.metrics.user.register("counter", "leaked_total", "", ())
+        assert second.metrics.snapshot().user == {}
+        first.metrics.counter("mine_total").inc()
+        assert list(first.metrics.snapshot().user) == ["mine_total"]
+        assert second.metrics.snapshot().user == {}
