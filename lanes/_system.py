@@ -1033,7 +1033,7 @@ class _LaneSystemContext:
         ``body`` is False); True if the body's error is to be suppressed."""
         system, manager = self._system, self._manager
         assert system is not None and manager is not None
-        self._manager = None
+        self._system = self._manager = None  # a context kept after its block keeps neither
         core = system._core
         nursery = system._lane_nursery
         assert nursery is not None

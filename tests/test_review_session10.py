@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import traceback
+import weakref
 
 import pytest
 import trio
@@ -92,3 +94,15 @@ async def test_the_shared_empty_user_metrics_cannot_be_registered_into() -> None
         first.metrics.counter("mine_total").inc()
         assert list(first.metrics.snapshot().user) == ["mine_total"]
         assert second.metrics.snapshot().user == {}
+
+
+async def test_a_context_kept_after_its_block_does_not_keep_the_system() -> None:
+    """The old generator context was finished (its frame gone) once left."""
+    context = lanes.open_lane_system(WORK)
+    async with context as system:
+        await system.run("work", value, 1)
+    ref = weakref.ref(system)
+    del system
+    gc.collect()
+    assert ref() is None
+    assert context is not None
