@@ -106,3 +106,23 @@ async def test_a_context_kept_after_its_block_does_not_keep_the_system() -> None
     gc.collect()
     assert ref() is None
     assert context is not None
+
+
+class _BodyError(Exception):
+    pass
+
+
+async def test_the_bodys_error_comes_out_as_itself(autojump_clock: trio.abc.Clock) -> None:
+    """Same object, traceback of the body alone, its cause kept, no group in its display."""
+    cause = KeyError("why")
+    marker = _BodyError("body")
+    with pytest.raises(_BodyError) as info:
+        async with lanes.open_lane_system(WORK) as system:
+            await system.submit("work", slow)
+            await trio.sleep(1)
+            raise marker from cause
+    error = info.value
+    assert error is marker and error.__cause__ is cause
+    assert _frames(error) == ["test_the_bodys_error_comes_out_as_itself"]
+    shown = "".join(traceback.format_exception(error))
+    assert "ExceptionGroup" not in shown and "KeyError" in shown
