@@ -96,7 +96,9 @@ async def test_the_shared_empty_user_metrics_cannot_be_registered_into() -> None
         assert second.metrics.snapshot().user == {}
 
 
-async def test_a_context_kept_after_its_block_does_not_keep_the_system() -> None:
+async def test_a_context_kept_after_its_block_does_not_keep_the_system(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     """The old generator context was finished (its frame gone) once left."""
     context = lanes.open_lane_system(WORK)
     async with context as system:
