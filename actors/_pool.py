@@ -21,7 +21,8 @@ _STOP: Any = object()  # what a parked worker is woken with when it is to exit
 
 
 class WorkerPool(Generic[J, R]):
-    """Runs each job given to :meth:`deliver` in a worker task of the pool's own nursery.
+    """Runs each job given to :meth:`deliver` in a worker task (of the pool's own nursery, or
+    of the one it is attached to).
 
     A job runs in two steps: ``run(job, scope)`` (async: the work itself) and then
     ``settle(job, result)`` (synchronous: the bookkeeping). If ``settle`` delivers another

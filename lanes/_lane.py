@@ -89,7 +89,8 @@ async def run_attempt(
 
 
 def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
-    """The lane actor: a worker pool in the lane's own nursery, settling through ``core``."""
+    """The lane actor: a worker pool (its workers are tasks of the system's nursery once
+    attached), settling through ``core``."""
 
     config = core.configs[lane]
     call = process_caller(config) if config.executor == "process" else None

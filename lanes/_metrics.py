@@ -9,6 +9,7 @@ from typing import Protocol, cast
 import attrs
 import trio
 
+from ._errors import LaneUsageError
 from ._histogram import Histogram, HistogramSnapshot
 from ._policy import LaneState, Policy
 from ._stats import COUNTERS
@@ -16,14 +17,32 @@ from ._user_metrics import (
     CounterMetric,
     GaugeMetric,
     HistogramMetric,
+    MetricKind,
     UserMetrics,
     UserMetricSnapshot,
+    _Metric,
 )
 
 __all__ = ["RECENT_STARTS", "Metrics", "MetricsSnapshot", "Observed"]
 
 RECENT_STARTS = 256  # how many of a lane's latest starts its recent wait figures cover
-_NO_USER_METRICS = UserMetrics()  # what a system without metrics of your own reads (empty)
+
+
+class _NoUserMetrics(UserMetrics):
+    """What a system without metrics of your own reads: empty, and shared by every such
+    system, so nothing may be registered into it."""
+
+    def register(
+        self, kind: MetricKind, name: object, description: object, labels: object
+    ) -> _Metric:
+        msg = (
+            f"metrics.user.register({kind!r}, {name!r}, ...): register a metric of your own "
+            f"through system.metrics.{kind}(name, ...); metrics.user is only read"
+        )
+        raise LaneUsageError(msg)
+
+
+_NO_USER_METRICS = _NoUserMetrics()  # what a system without metrics of your own reads (empty)
 
 
 class Observed(Protocol):

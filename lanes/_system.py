@@ -1033,7 +1033,7 @@ class _LaneSystemContext:
         ``body`` is False); True if the body's error is to be suppressed."""
         system, manager = self._system, self._manager
         assert system is not None and manager is not None
-        self._manager = None
+        self._system = self._manager = None  # a context kept after its block keeps neither
         core = system._core
         nursery = system._lane_nursery
         assert nursery is not None
@@ -1062,6 +1062,17 @@ class _LaneSystemContext:
                 leaf = single_leaf(group)
                 if leaf is None:
                     raise
+                if (
+                    error is not None
+                    and isinstance(leaf, trio.Cancelled)
+                    and any(x is error for x in leaves(group))
+                ):
+                    # Only cancellations: the body's (or the drain's) own, not a worker's
+                    # that happened to end first (workers are tasks of this nursery).
+                    if body and error is exc:
+                        error.__suppress_context__ = True
+                        return False
+                    leaf = error
                 raise leaf from leaf.__cause__
             except BaseException as other:
                 if body and other is exc:

@@ -165,19 +165,19 @@ class LiveSource:
         async for entry in self._each():  # the hot loop of a frame: kept plain
             core = entry.core
             policy = core.policy
-            for state in policy.lanes.values():
+            for state in policy.lanes.values():  # each lane's record: no dicts made
                 pending += state.pending
-            active += policy.active_total
-            letters += len(core.dlq)
-            for counters in core.counters.values():
+                counters = state.counters
                 completed += counters.completed
                 failed += counters.failed
                 cancelled += counters.cancelled
-            for histogram in core.metrics.run.values():
+                histogram = state.run
                 count = histogram.count
                 if count:
                     run_seconds += histogram.sum
                     run_attempts += count
+            active += policy.active_total
+            letters += len(core.dlq)
         return {
             "kind": self.kind,
             "systems": len(self._entries),
@@ -344,9 +344,9 @@ class LiveSource:
     def _lane(self, core: Core, name: str, state: LaneState, now: float) -> View:
         limiter = state.limiter
         rate_limited = bool(state.pending and limiter is not None and not limiter.ready(now))
-        wait_p50, wait_p99 = _percentiles(core.metrics.wait[name])
-        run_p50, run_p99 = _percentiles(core.metrics.run[name])
-        counters = core.counters[name]
+        wait_p50, wait_p99 = _percentiles(state.wait)  # the record's: no dict per lane
+        run_p50, run_p99 = _percentiles(state.run)
+        counters = state.counters
         return {
             "name": name,
             "priority": state.priority,
