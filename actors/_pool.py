@@ -216,7 +216,12 @@ class WorkerPool(Generic[J, R]):
         job: J | None = first
         cancels = self._cancels
         task = trio.lowlevel.current_task()
-        home = task.context  # its own, given back after a job it ran in the job's context
+        # Its own context, given back before it parks or checkpoints after a job it ran in
+        # the job's context. Only then: a task's context is entered for a whole step, so
+        # within a step task.context is the context entered, which `run` relies on (a job
+        # handed over back to back runs in the same step; if it is the same command, its
+        # context is the one entered, and must not be entered again).
+        home = task.context
         try:
             while True:
                 scope = trio.CancelScope()
@@ -228,6 +233,8 @@ class WorkerPool(Generic[J, R]):
                             if job is None:
                                 if not self._linger or self._closed:
                                     return
+                                if task.context is not home:
+                                    task.context = home  # for its steps from now on
                                 job = await self._park()
                                 if job is _STOP:
                                     return
@@ -241,8 +248,6 @@ class WorkerPool(Generic[J, R]):
                                 self._settle(job, result)
                             finally:
                                 self._returning = False
-                            if task.context is not home:
-                                task.context = home  # from its next step on
                             if self._has_handoff:
                                 job = self._handoff
                                 self._handoff = None
@@ -263,6 +268,8 @@ class WorkerPool(Generic[J, R]):
                                 # Let other tasks run: a stream of jobs that never
                                 # checkpoint must not hold the event loop for more than
                                 # about YIELD_EVERY seconds.
+                                if task.context is not home:
+                                    task.context = home
                                 await trio.lowlevel.checkpoint()
                                 until = time.perf_counter() + YIELD_EVERY
                 except BaseException:
@@ -274,8 +281,6 @@ class WorkerPool(Generic[J, R]):
                 if running:  # the scope caught a cancellation of `job`
                     assert job is not None
                     settled = self._settle_and_take(job, self._cancelled)
-                    if task.context is not home:
-                        task.context = home
                     job = self._take() if settled else None
         finally:
             self.workers -= 1

@@ -195,3 +195,29 @@ async def test_run_in_context_passes_values_errors_and_cancellation() -> None:
         await run_in_context(context, forever())
     assert scope.cancelled_caught
     assert cleaned == ["ctx"]  # the cancellation was delivered inside the context
+
+
+async def test_a_command_retried_at_once_on_its_worker_runs_in_its_context_again(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A timed-out attempt retried without delay is handed back to the worker that just ran
+    it, in the same step, with its context still entered: it runs on in it (entering it
+    again would fail), and each attempt sees the submitter's value."""
+    lane = lanes.LaneConfig(
+        "work", 0, max_concurrency=1, timeout=1, retry=lanes.RetryPolicy.fixed(2, 0)
+    )
+    seen: list[str] = []
+
+    async def slow_then_fast() -> str:
+        seen.append(REQUEST.get())
+        if len(seen) == 1:
+            await trio.sleep(2)  # the first attempt times out
+        return "done"
+
+    async with lanes.open_lane_system([lane]) as system:
+        await system.run("work", request_id)  # a worker, parked: the next one runs natively
+        REQUEST.set("caller")
+        handle = await system.submit("work", slow_then_fast)
+        assert await handle.result() == "done"
+        assert handle.attempts == 2
+    assert seen == ["caller", "caller"]
