@@ -48,9 +48,11 @@ class WorkerPool(Generic[J, R]):
     ``context_of(job)``, if given, is the ``contextvars.Context`` a job runs in (or None).
     A parked worker handed such a job gets that context as its task's context, so the
     job's steps run in it natively (``run`` can tell: ``current_task().context`` is the
-    job's), and the worker's own context is given back once the job is settled. A new
-    worker, or one handed a job back to back, runs in its own: ``run`` then enters the
-    job's context itself (``actors.run_in_context``).
+    job's), and the worker's own context is given back before it parks. With
+    ``adopt_context(job, context)`` too, a new worker is spawned inside the job's context:
+    its task runs in a copy of it, which ``adopt_context`` makes the job's. A worker
+    handed a job back to back runs it in the step's context: ``run`` then enters the job's
+    context itself (``actors.run_in_context``) unless it is the job's already.
 
     The pool does not limit concurrency itself: the caller delivers a job only when it has a
     slot for it (each delivered job gets a worker at once).
@@ -72,9 +74,11 @@ class WorkerPool(Generic[J, R]):
         cancelled: R,
         interrupted: Callable[[J], None] | None = None,
         context_of: Callable[[J], contextvars.Context | None] | None = None,
+        adopt_context: Callable[[J, contextvars.Context], None] | None = None,
     ) -> None:
         self._run = run
         self._context_of = context_of
+        self._adopt_context = adopt_context
         self._settle = settle
         self._cancelled = cancelled
         self._interrupted = interrupted
@@ -158,8 +162,24 @@ class WorkerPool(Generic[J, R]):
             raise RuntimeError(msg)
         nursery = self._nursery if self._nursery is not None else self._parent
         assert nursery is not None
-        nursery.start_soon(self._worker, job, name=self.name)
+        context = None
+        if self._adopt_context is not None and self._context_of is not None:
+            context = self._context_of(job)
+        if context is None:
+            nursery.start_soon(self._worker, job, name=self.name)
+        else:
+            # Spawned inside the job's context, the worker's task runs in a copy of it,
+            # which becomes the job's (adopt_context): its steps then run in the job's
+            # context natively. Its own context for later is what it would have had.
+            home = contextvars.copy_context()
+            try:
+                context.run(self._spawn, nursery, job, home)
+            except RuntimeError:  # the context is entered right now (or the nursery closed:
+                nursery.start_soon(self._worker, job, name=self.name)  # that raises again)
         self.workers += 1
+
+    def _spawn(self, nursery: trio.Nursery, job: J, home: contextvars.Context) -> None:
+        nursery.start_soon(self._worker, job, home, name=self.name)
 
     def cancel(self, scope: trio.CancelScope) -> None:
         """Cancel a running job's ``scope`` (the one its ``run`` received).
@@ -206,7 +226,7 @@ class WorkerPool(Generic[J, R]):
         job: J = await trio.lowlevel.wait_task_rescheduled(abort)
         return job
 
-    async def _worker(self, first: J) -> None:
+    async def _worker(self, first: J, home: contextvars.Context | None = None) -> None:
         """Run ``first``, then every job handed over, each in the worker's scope; park between.
 
         One scope serves the jobs that run back to back; a fresh one is entered only after
@@ -221,7 +241,11 @@ class WorkerPool(Generic[J, R]):
         # within a step task.context is the context entered, which `run` relies on (a job
         # handed over back to back runs in the same step; if it is the same command, its
         # context is the one entered, and must not be entered again).
-        home = task.context
+        if home is None:
+            home = task.context
+        else:  # spawned in a copy of the first job's context: it is the job's now
+            assert self._adopt_context is not None
+            self._adopt_context(first, task.context)
         try:
             while True:
                 scope = trio.CancelScope()

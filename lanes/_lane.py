@@ -109,8 +109,16 @@ def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
         cancelled=Attempt.SCOPE_CANCELLED,
         interrupted=core.interrupted,
         context_of=_context_of,
+        adopt_context=_adopt_context,
     )
 
 
 def _context_of(cmd: Command) -> contextvars.Context | None:
     return cmd.context
+
+
+def _adopt_context(cmd: Command, context: contextvars.Context) -> None:
+    """A new worker started ``cmd`` in ``context``, a copy of the command's own made just
+    now: the command's context from now on (its attempts share it, as before)."""
+    if cmd.context is not None:
+        cmd.context = context

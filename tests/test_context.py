@@ -50,10 +50,11 @@ async def test_each_command_sees_its_submitters_context_on_a_reused_worker(
     assert len(set(workers)) < len(workers)  # a worker ran several sessions' commands
 
 
-async def test_a_parked_worker_runs_each_command_natively_in_its_own_context(
+async def test_workers_run_each_command_natively_in_its_own_context(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    """A parked worker handed a command runs it in the command's context, with no
+    """A new worker (spawned in a copy of the command's context, which the command adopts)
+    and a parked worker handed a command run it in the command's context with no
     trampoline: the worker task's context is the command's for the command's steps, and
     its own again afterwards; what a command sets stays in its context."""
     seen: list[tuple[str, str, bool]] = []
@@ -79,8 +80,8 @@ async def test_a_parked_worker_runs_each_command_natively_in_its_own_context(
             assert len(parked) == 1  # one worker, parked between the commands
             homes.append(parked[0].context)
     assert seen == [
-        ("a", "set by a", False),  # a new worker: its first command goes through the trampoline
-        ("b", "set by b", True),  # the parked worker, handed the next ones: natively
+        ("a", "set by a", True),  # a new worker, spawned in (a copy of) its context
+        ("b", "set by b", True),  # the parked worker, handed the next ones
         ("c", "set by c", True),
     ]
     assert before == ["a", "b", "c"]  # each saw its submitter's value
@@ -221,3 +222,29 @@ async def test_a_command_retried_at_once_on_its_worker_runs_in_its_context_again
         assert await handle.result() == "done"
         assert handle.attempts == 2
     assert seen == ["caller", "caller"]
+
+
+async def test_an_attempt_sees_what_the_previous_attempts_set(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Attempts run in one context one after the other, like a task that tries again: what
+    one sets, the next sees (on a new worker, which adopts its copy of the context, or a
+    parked one), and the submitter never does."""
+    seen: list[str] = []
+
+    async def flaky() -> str:
+        seen.append(REQUEST.get())
+        REQUEST.set(f"attempt {len(seen)}")
+        await trio.sleep(0.1)
+        if len(seen) < 3:
+            raise OSError("flaky")
+        return REQUEST.get()
+
+    for backoff in (0.5, 5.0):  # the retry finds the worker parked, then reaped (a new one)
+        seen.clear()
+        lane = lanes.LaneConfig("work", 0, retry=lanes.RetryPolicy.fixed(3, backoff))
+        async with lanes.open_lane_system((lane,)) as system:
+            REQUEST.set("submitter")
+            assert await system.run("work", flaky) == "attempt 3"
+            assert REQUEST.get() == "submitter"
+        assert seen == ["submitter", "attempt 1", "attempt 2"]
