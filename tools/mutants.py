@@ -317,6 +317,27 @@ MUTANTS: tuple[Mutant, ...] = (
             "            core.preempt(max(running, key=lambda j: j.start_seq))",
         ),
     ),
+    _mutant(
+        "quiet-with-pending-work",
+        "a completion skips its decision round though commands are pending (quiet() ignores them)",
+        (
+            POLICY,
+            "        for state in self._by_priority:\n"
+            "            if state.pending:\n"
+            "                return False\n",
+            "",
+        ),
+    ),
+    _mutant(
+        "timer-round-only-when-poked",
+        "the dispatcher's timer task decides only when poked: a due timer (delay, backoff) "
+        "wakes it without a round",
+        (
+            DISPATCHER,
+            "if self._owed or core.now() >= self._armed:",
+            "if self._owed:",
+        ),
+    ),
 )
 
 
