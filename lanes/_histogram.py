@@ -52,10 +52,13 @@ class HistogramSnapshot:
 class Histogram:
     """Latency samples in seconds (>= 0), bucketed log-linearly."""
 
-    __slots__ = ("_count", "_max", "_min", "_pending", "_sum", "_zeros", "counts")
+    __slots__ = ("_buckets", "_count", "_max", "_min", "_pending", "_sum", "_zeros")
 
     def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
+        # Bucket index -> count: a dict while samples come in; packed by compact() into an
+        # array of (index, count) pairs in rising order (an idle session's histograms then
+        # hold 16 bytes a bucket, not a dict and two int objects a bucket).
+        self._buckets: dict[int, int] | array[int] = {}
         self._pending: list[float] = []
         self._zeros = 0
         self._count = 0
@@ -95,7 +98,7 @@ class Histogram:
             indexes = Counter(
                 [e * _SUB + int((m - 0.5) * (2 * _SUB)) for m, e in map(_frexp, positive)]
             )
-        counts = self.counts
+        counts = self._table()
         for index, count in indexes.items():
             counts[index] = counts.get(index, 0) + count
         self._sum += total
@@ -115,7 +118,7 @@ class Histogram:
         self.fold()
         if not self._count:
             return [0.0 for _ in ps]
-        ordered = sorted(self.counts.items())
+        ordered = self._ordered()
         result = []
         for p in ps:
             rank = max(1, math.ceil(p / 100.0 * self._count))
@@ -141,8 +144,9 @@ class Histogram:
         """Add ``other``'s samples to this histogram."""
         self.fold()
         other.fold()
-        for index, count in other.counts.items():
-            self.counts[index] = self.counts.get(index, 0) + count
+        counts = self._table()
+        for index, count in other._ordered():
+            counts[index] = counts.get(index, 0) + count
         self._zeros += other._zeros
         self._count += other._count
         self._sum += other._sum
@@ -153,8 +157,43 @@ class Histogram:
         """(upper bound in seconds, count) of each bucket hit, in rising order (zeros first)."""
         self.fold()
         pairs = [(0.0, self._zeros)] if self._zeros else []
-        pairs.extend((_bucket_upper(i), c) for i, c in sorted(self.counts.items()))
+        pairs.extend((_bucket_upper(i), c) for i, c in self._ordered())
         return pairs
+
+    @property
+    def counts(self) -> dict[int, int]:
+        """The samples of each bucket hit, by bucket index (a new dict; pending ones
+        folded in first)."""
+        self.fold()
+        return dict(self._ordered())
+
+    def compact(self) -> None:
+        """Fold the pending samples and pack the buckets (an idle system's step): the
+        next sample unpacks them. Nothing recorded is lost."""
+        self.fold()
+        buckets = self._buckets
+        if isinstance(buckets, dict):
+            packed = array("q")
+            for index, count in sorted(buckets.items()):
+                packed.append(index)
+                packed.append(count)
+            self._buckets = packed
+
+    def _table(self) -> dict[int, int]:
+        """The buckets as a dict, unpacked if they were packed."""
+        buckets = self._buckets
+        if isinstance(buckets, dict):
+            return buckets
+        table = dict(zip(buckets[::2], buckets[1::2], strict=True))
+        self._buckets = table
+        return table
+
+    def _ordered(self) -> list[tuple[int, int]]:
+        """(index, count) of each bucket hit, in rising order of index."""
+        buckets = self._buckets
+        if isinstance(buckets, dict):
+            return sorted(buckets.items())
+        return list(zip(buckets[::2], buckets[1::2], strict=True))
 
 
 def _bucket_lower(index: int) -> float:

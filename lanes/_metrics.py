@@ -114,8 +114,8 @@ class Metrics:
         """Fold every histogram's pending samples and trim the recent waits (an idle system
         gives their memory back)."""
         for state in self._core.lanes.values():
-            state.wait.fold()
-            state.run.fold()
+            state.wait.compact()
+            state.run.compact()
             recent = state.recent
             if len(recent) > RECENT_STARTS:
                 del recent[:-RECENT_STARTS]

@@ -87,6 +87,32 @@ def test_every_percentile_is_within_the_bucket_error(values: list[float]) -> Non
 
 
 @given(
+    st.lists(st.lists(st.floats(min_value=0, max_value=1e6), max_size=50), max_size=5),
+    st.lists(st.booleans(), min_size=5, max_size=5),
+)
+def test_a_compacted_histogram_keeps_every_sample(
+    batches: list[list[float]], merge_instead: list[bool]
+) -> None:
+    # An idle system packs its histograms (compact); recording, merging and reading go on
+    # as if nothing happened: the same figures as a histogram never packed.
+    packed, plain = Histogram(), Histogram()
+    for batch, by_merge in zip(batches, merge_instead, strict=False):
+        if by_merge:
+            other = Histogram()
+            other.record_many(batch)
+            other.compact()
+            packed.merge(other)
+        else:
+            for value in batch:
+                packed.record(value)
+        plain.record_many(batch)
+        packed.compact()
+        assert packed.snapshot() == plain.snapshot()
+        assert packed.buckets() == plain.buckets()
+        assert packed.counts == plain.counts
+
+
+@given(
     st.lists(
         st.floats(min_value=0, max_value=1e300, allow_subnormal=True), min_size=1, max_size=200
     )
