@@ -248,3 +248,42 @@ async def test_an_attempt_sees_what_the_previous_attempts_set(
             assert await system.run("work", flaky) == "attempt 3"
             assert REQUEST.get() == "submitter"
         assert seen == ["submitter", "attempt 1", "attempt 2"]
+
+
+async def test_cancels_at_each_phase_leave_the_worker_in_its_own_context(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """A command handed to a parked worker (its context set for the command's steps) and
+    cancelled before its body starts, while it runs, or by its timeout: no slot or task is
+    left, the worker parks in its own context, and the next command sees its own values."""
+    lane = lanes.LaneConfig("work", 0, max_concurrency=1, timeout=5)
+    async with lanes.open_lane_system([lane]) as system:
+        await system.run("work", request_id)  # a parked worker from now on
+        pool = system._core.pools["work"]
+        (worker,) = pool._parked
+        home = worker.context
+
+        REQUEST.set("before start")
+        handle = await system.submit("work", request_id)  # granted to the parked worker...
+        assert worker.context is not home
+        handle.cancel()  # ...and cancelled before its body ran
+        with pytest.raises(lanes.CommandCancelled):
+            await handle.result()
+
+        REQUEST.set("while running")
+        handle = await system.submit("work", request_id_after_a_sleep)
+        await trio.sleep(0.5)
+        handle.cancel()
+        with pytest.raises(lanes.CommandCancelled):
+            await handle.result()
+
+        REQUEST.set("timed out")
+        handle = await system.submit("work", trio.sleep, 10)
+        with pytest.raises(lanes.CommandTimeout):
+            await handle.result()
+
+        await trio.testing.wait_all_tasks_blocked()
+        assert pool._parked == [worker] and worker.context is home
+        assert system.statistics().lanes["work"].active == 0
+        REQUEST.set("next")
+        assert await system.run("work", request_id) == "next"

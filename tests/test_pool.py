@@ -1,7 +1,9 @@
-"""actors.WorkerPool: jobs run in the pool's own nursery, back to back, started on demand."""
+"""actors.WorkerPool: jobs run in worker tasks (of the pool's own nursery when served, of the
+nursery it is attached to otherwise), back to back, started on demand."""
 
 from __future__ import annotations
 
+import contextvars
 import math
 import time
 
@@ -309,3 +311,112 @@ async def test_a_job_that_returns_despite_pool_cancel_leaves_a_fresh_scope_to_th
         assert settled == [(1, 10), (2, 20)]
         assert scopes[1] is not scopes[0]  # renewed after the cancelled one
         nursery.cancel_scope.cancel()
+
+
+VAR = contextvars.ContextVar[str]("pool_test_var", default="home")
+
+
+class ContextJobs:
+    """Jobs that each carry a context (``context_of``); the pool adopts new workers' copies."""
+
+    def __init__(self) -> None:
+        self.contexts: dict[int, contextvars.Context] = {}
+        self.adopted: list[int] = []
+        self.seen: dict[int, tuple[str, bool]] = {}  # job: (VAR in run, ran natively)
+        self.settled: list[tuple[int, int]] = []
+        self.scopes: dict[int, trio.CancelScope] = {}
+        self.pool: WorkerPool[int, int] = WorkerPool(
+            self.run,
+            self.settle,
+            name="ctx",
+            cancelled=CANCELLED,
+            context_of=self.contexts.get,
+            adopt_context=self.adopt,
+        )
+
+    def job(self, number: int, value: str) -> int:
+        context = contextvars.copy_context()
+        context.run(VAR.set, value)
+        self.contexts[number] = context
+        return number
+
+    def adopt(self, job: int, context: contextvars.Context) -> None:
+        self.adopted.append(job)
+        self.contexts[job] = context
+
+    async def run(self, job: int, scope: trio.CancelScope) -> int:
+        native = trio.lowlevel.current_task().context is self.contexts[job]
+        self.seen[job] = (VAR.get(), native)
+        self.scopes[job] = scope
+        scope.deadline = math.inf
+        await trio.sleep(job)
+        return job * 10
+
+    def settle(self, job: int, result: int) -> None:
+        self.settled.append((job, result))
+
+
+async def test_jobs_run_natively_in_their_context_on_new_and_parked_workers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    jobs = ContextJobs()
+    async with trio.open_nursery() as nursery:
+        jobs.pool.attach(nursery)
+        jobs.pool.deliver(jobs.job(1, "one"))  # no worker: one is spawned in its context
+        await trio.sleep(1.5)
+        assert jobs.adopted == [1]  # the new worker's copy became the job's context
+        (worker,) = jobs.pool._parked
+        home = worker.context
+        assert VAR not in home  # parked in its own context, not the job's
+        jobs.pool.deliver(jobs.job(2, "two"))  # the parked worker: no adoption needed
+        assert worker.context is jobs.contexts[2]
+        await trio.sleep(2.5)
+        assert worker.context is home
+        nursery.cancel_scope.cancel()
+    assert jobs.seen == {1: ("one", True), 2: ("two", True)}
+    assert jobs.adopted == [1]
+    assert VAR.get() == "home"
+
+
+async def test_a_job_cancelled_while_running_in_its_context_leaves_the_worker_its_own(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    jobs = ContextJobs()
+    async with trio.open_nursery() as nursery:
+        jobs.pool.attach(nursery)
+        jobs.pool.deliver(jobs.job(1, "one"))
+        await trio.sleep(1.5)
+        (worker,) = jobs.pool._parked
+        home = worker.context
+        jobs.pool.deliver(jobs.job(5, "five"))
+        await trio.sleep(1)
+        jobs.pool.cancel(jobs.scopes[5])  # mid-run, in its context
+        await trio.testing.wait_all_tasks_blocked()
+        assert jobs.settled[-1] == (5, CANCELLED)
+        assert jobs.pool._parked == [worker] and worker.context is home
+        jobs.pool.deliver(jobs.job(1, "again"))  # the next job sees its own value
+        await trio.sleep(1.5)
+        nursery.cancel_scope.cancel()
+    assert jobs.seen[1] == ("again", True)
+    assert jobs.pool.workers == 0
+
+
+async def test_a_job_whose_context_is_entered_at_delivery_gets_a_plain_worker(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Spawning inside a context that is entered at that moment cannot be done: the worker
+    # is spawned as without context_of, and the job's context stays the job's.
+    jobs = ContextJobs()
+    async with trio.open_nursery() as nursery:
+        jobs.pool.attach(nursery)
+        job = jobs.job(1, "one")
+        context = jobs.contexts[job]
+        context.run(jobs.pool.deliver, job)
+        await trio.sleep(1.5)
+        nursery.cancel_scope.cancel()
+    assert jobs.adopted == []
+    assert jobs.contexts[job] is context
+    assert jobs.settled == [(1, 10)]
+    # Not natively: the worker's context is a copy of the deliverer's (here the job's own,
+    # entered), which the job does not adopt; `run` would enter the job's itself.
+    assert jobs.seen[1] == ("one", False)
