@@ -98,6 +98,7 @@ def debug_figures(collect: bool) -> dict[str, Any]:
 
     if collect:
         gc.collect()
+        _trace_snapshot()
     times = os.times()
     return {
         "cpu": time.process_time(),
@@ -106,6 +107,39 @@ def debug_figures(collect: bool) -> dict[str, Any]:
         "rss_kib": status()["VmRSS"],
         "tasks": count_tasks(),
     }
+
+
+def _trace_snapshot() -> None:
+    """Where the server's memory goes, for a look at a round (no figure depends on it).
+
+    ``$AGENT_BENCH_MEMORY`` names a folder; each ``/debug?gc=1`` then writes there
+    ``<pid>-<k>.malloc`` (``sys._debugmallocstats()``: pymalloc's arenas, pools and free
+    blocks by size class) and, with ``$AGENT_BENCH_TRACEMALLOC`` set to a number of frames,
+    ``<pid>-<k>.snap`` (a ``tracemalloc`` snapshot of what was allocated since the first
+    one and is still live; read it with ``tracemalloc.Snapshot.load``). The figures of a
+    traced round are those of a slowed-down, bigger server.
+    """
+    folder = os.environ.get("AGENT_BENCH_MEMORY")
+    if not folder:
+        return
+    k = len(list(Path(folder).glob(f"{os.getpid()}-*.malloc")))
+    saved = os.dup(2)  # the stats are written to the C level stderr
+    try:
+        with open(Path(folder) / f"{os.getpid()}-{k}.malloc", "w") as out:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    frames = int(os.environ.get("AGENT_BENCH_TRACEMALLOC") or 0)
+    if frames:
+        import tracemalloc
+
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(frames)
+        tracemalloc.take_snapshot().dump(str(Path(folder) / f"{os.getpid()}-{k}.snap"))
+        current, peak = tracemalloc.get_traced_memory()
+        (Path(folder) / f"{os.getpid()}-{k}.peak").write_text(f"{current} {peak}")
 
 
 def with_debug(app: Any) -> Any:

@@ -26,6 +26,7 @@ against it with trio-websocket (``pip install trio-websocket``, if installed) an
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -73,7 +74,7 @@ async def complete(
 
 
 async def report(websocket: WebSocket, turn: int, handle: lanes.CommandHandle[int]) -> None:
-    """Send how a turn ended, once it has."""
+    """Send how a turn ended (its ``on_done`` callback: it runs once the turn has ended)."""
     try:
         await handle.result()
         status = "completed"
@@ -106,7 +107,7 @@ async def agent_session(websocket: WebSocket) -> None:
     client: httpx.AsyncClient = websocket.app.state.client
     await websocket.accept()
     session_lanes = websocket.app.state.lanes  # the same configuration for every session
-    async with lanes.open_lane_system(session_lanes) as session, trio.open_nursery() as reports:
+    async with lanes.open_lane_system(session_lanes) as session:
         turn = 0
         try:
             while True:
@@ -121,11 +122,17 @@ async def agent_session(websocket: WebSocket) -> None:
                     turn += 1
                     tokens = message.get("tokens", 20)
                     handle = await session.submit(
-                        "prompt", complete, client, websocket, turn, message["text"], tokens
+                        "prompt",
+                        complete,
+                        client,
+                        websocket,
+                        turn,
+                        message["text"],
+                        tokens,
+                        on_done=functools.partial(report, websocket, turn),
                     )
                     ahead = handle.position or 0  # "3 requests ahead of you"
                     await websocket.send_json({"type": "accepted", "turn": turn, "ahead": ahead})
-                    reports.start_soon(report, websocket, turn, handle)
                 elif message["type"] == "cancel":  # stop this turn, keep the queue
                     stopped = await session.cancel_lane("prompt", queued=False)
                     await websocket.send_json({"type": "cancelled", "turns": stopped})
@@ -140,8 +147,8 @@ async def agent_session(websocket: WebSocket) -> None:
         except WebSocketDisconnect:
             return  # the user went away (and the lane system is left at once, see below)
         finally:
-            # Nobody is left to read the answers: leave now, without a drain.
-            reports.cancel_scope.cancel()
+            # Nobody is left to read the answers: leave now, without a drain (the turns
+            # and their reports are cancelled).
             session.close_now()
     await websocket.close()  # once nothing sends any more
 

@@ -17,7 +17,7 @@ from typing import Any
 from ._command import command_name, is_command
 from ._errors import LaneUsageError
 
-__all__ = ["check_arity", "submittable"]
+__all__ = ["callable_name", "check_arity", "is_async", "submittable"]
 
 _CO_COROUTINE = inspect.CO_COROUTINE
 
@@ -43,8 +43,8 @@ def submittable(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable
     if not callable(fn):
         msg = f"submit: {fn!r} is not an async callable or a @lanes.command object"
         raise LaneUsageError(msg)
-    name = _name(fn)
-    if not _is_async(fn):
+    name = callable_name(fn)
+    if not is_async(fn):
         msg = (
             f"submit: {name} is not an async function (it is {_kind(fn)}); pass an "
             "`async def` function (run blocking code with `await trio.to_thread.run_sync"
@@ -56,9 +56,9 @@ def submittable(fn: Any, args: tuple[Any, ...]) -> tuple[Callable[..., Awaitable
     return fn, name
 
 
-def _name(fn: Any) -> str:
+def callable_name(fn: Any) -> str:
     if type(fn) is functools.partial:
-        return f"partial({_name(fn.func)})"
+        return f"partial({callable_name(fn.func)})"
     return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
 
@@ -74,7 +74,7 @@ def _kind(fn: Any) -> str:
     return "an object whose __call__ is synchronous"
 
 
-def _is_async(fn: Any) -> bool:
+def is_async(fn: Any) -> bool:
     """Whether calling ``fn`` runs an ``async def`` (seen through partials and methods)."""
     while isinstance(fn, functools.partial):
         fn = fn.func
@@ -142,13 +142,13 @@ def _refuse_misfit(
 ) -> None:
     """Raise unless ``args`` fit once partial keywords are taken into account."""
     least, most, keywords = _fit(shape, skip, bound)
-    label = name or _name(fn)
+    label = name or callable_name(fn)
     if keywords:
         needed = ", ".join(f"{k}=..." for k in keywords)
         msg = (
             f"submit: {label} needs the keyword argument(s) {', '.join(keywords)}; "
             "submit passes only positional arguments to the command, so bind them first: "
-            f"submit(lane, functools.partial({_name(_unbound(fn)[0])}, {needed}), ...)"
+            f"submit(lane, functools.partial({callable_name(_unbound(fn)[0])}, {needed}), ...)"
         )
         raise LaneUsageError(msg)
     given = len(args)

@@ -100,6 +100,7 @@ class Command(Job):
         "key",
         "observed",
         "observers",
+        "on_done",
         "outcome_kind",
         "payload",
         "reports",
@@ -168,6 +169,8 @@ class Command(Job):
         self.observers = 0  # result() calls waiting for it
         self.accepted_at = 0.0  # Trio time it was accepted (listings show its age)
         self.reports: Reports | None = None  # lanes.report_progress(), on first use
+        # submit(on_done=): one callback, a list of them, or None (lanes/_on_done.py).
+        self.on_done: Any = None
 
     @property
     def handle(self) -> CommandHandle[Any]:

@@ -26,6 +26,7 @@ from ._dlq import DeadLetter, DeadLetterQueue, Resubmit, format_traceback
 
 if TYPE_CHECKING:
     from ._durable import Durability
+    from ._on_done import Callbacks
 from ._errors import CommandCancelled, CommandFailed, CommandTimeout
 from ._metrics import RECENT_STARTS, Metrics
 from ._outcome import Ended, Next, next_step
@@ -78,6 +79,7 @@ class Core:
         self.reap_armed = False
         self.arm_reap: Callable[[], None] = self.reap
         self._idle: trio.Event | None = None
+        self.callbacks: Callbacks | None = None  # submit(on_done=): made with the first one
         self.on_unobserved: UnobservedCallback | None = None
         self.resumed: dict[str, trio.Event] = {}  # lanes whose pause_point callers wait
         self.prefix = secrets.token_hex(4)
@@ -530,8 +532,12 @@ class Core:
             cmd._waiters = None
             for task in waiters:
                 _reschedule(task)
+        if cmd.on_done is not None:
+            callbacks = self.callbacks
+            assert callbacks is not None  # (only Callbacks.attach sets on_done)
+            callbacks.fire(cmd)
         if not self.live:
-            if self._idle is not None:
+            if self._idle is not None and not (self.callbacks and self.callbacks.running):
                 self._idle.set()
             self.idle_since = self.now()
             if not self.reap_armed:
@@ -549,9 +555,14 @@ class Core:
         self.policy.compact()
         self.metrics.compact()
 
+    def callbacks_ended(self) -> None:
+        """The last running ``on_done`` callback returned."""
+        if not self.live and self._idle is not None:
+            self._idle.set()
+
     async def wait_idle(self) -> None:
-        """Wait until no accepted command is left unresolved."""
-        while self.live:
+        """Wait until no accepted command is left unresolved, nor its ``on_done`` running."""
+        while self.live or (self.callbacks is not None and self.callbacks.running):
             if self._idle is None or self._idle.is_set():
                 self._idle = trio.Event()
             await self._idle.wait()

@@ -34,6 +34,7 @@ from ._errors import DrainTimeout, LaneConfigError, LaneUsageError, ShutdownInPr
 from ._lane import new_lane_pool
 from ._listing import CommandInfo, check_listing, list_commands
 from ._metrics import Metrics
+from ._on_done import Callbacks, OnDone, check_on_done
 from ._policy import DONE
 from ._process import require_trio_parallel
 from ._recurring import Scheduler
@@ -113,6 +114,7 @@ class LaneSystem:
         timeout: float | None = None,
         durable: bool | None = None,
         priority: int = 0,
+        on_done: OnDone | None = None,
     ) -> CommandHandle[T]: ...
     @overload
     async def submit(
@@ -126,6 +128,7 @@ class LaneSystem:
         timeout: float | None = None,
         durable: bool | None = None,
         priority: int = 0,
+        on_done: OnDone | None = None,
     ) -> CommandHandle[T]: ...
     async def submit(
         self,
@@ -138,6 +141,7 @@ class LaneSystem:
         timeout: float | None = None,
         durable: bool | None = None,
         priority: int = 0,
+        on_done: OnDone | None = None,
     ) -> CommandHandle[Any]:
         """Submit a command to ``lane``; return its handle once it is accepted.
 
@@ -152,7 +156,8 @@ class LaneSystem:
                 pickled) that runs in a worker process. A synchronous callable on an
                 ordinary lane is refused. Keyword arguments for ``fn`` are bound with
                 ``functools.partial(fn, name=value)``: ``submit``'s own keywords are only
-                ``key``, ``dedup``, ``delay``, ``timeout``, ``durable`` and ``priority``.
+                ``key``, ``dedup``, ``delay``, ``timeout``, ``durable``, ``priority`` and
+                ``on_done``.
             key: idempotency key (a non-blank string): while a command with this key is
                 pending or running, the existing handle is returned instead.
             dedup: how ``key`` deduplicates (a :class:`lanes.Dedup`; None: as above):
@@ -166,6 +171,18 @@ class LaneSystem:
             priority: its priority within the lane (an integer, lower starts first; 0 by
                 default), FIFO among equals; lanes keep their own priorities across each
                 other. ``handle.reprioritize()`` changes it while it waits.
+            on_done: ``async def callback(handle)``, run once the command has ended
+                (completed, failed or cancelled, after its last retry), in a task of the
+                system's nursery, outside the command's slot and timeout. It replaces a
+                task per command that only awaits the handle: this task exists only once
+                the command has ended. A submit that returns an existing command's
+                handle (``key``) adds the callback to that command's; one that already
+                ended gets it started at once. Callbacks are cancelled by leaving at
+                once (``close_now()``, an error, a cancellation) and at a drain's
+                deadline; a normal exit waits for them. An exception one raises is an
+                error of the system's nursery: it cancels the system and propagates
+                from its ``async with`` block. A durable command recovered at a later
+                start has no callback.
 
         With storage, returns only once the command is on disk; once that write started,
         cancellation waits for it (the command is then accepted and runs).
@@ -178,6 +195,21 @@ class LaneSystem:
             StorageError: the write failed; the command was not accepted.
             ShutdownInProgress: the system no longer accepts commands.
         """
+        if on_done is not None:
+            check_on_done(on_done, "submit")
+            handle = await self.submit(
+                lane,
+                fn,
+                *args,
+                key=key,
+                dedup=dedup,
+                delay=delay,
+                timeout=timeout,
+                durable=durable,
+                priority=priority,
+            )
+            self._on_done(handle._command, on_done)  # (no checkpoint since it returned)
+            return handle
         core = self._core
         if dedup is not None:  # a deduplication mode (lanes/_dedup.py)
             return await dedup_modes.submit(
@@ -246,6 +278,7 @@ class LaneSystem:
         timeout: float | None = None,
         durable: bool | None = None,
         priority: int = 0,
+        on_done: OnDone | None = None,
     ) -> CommandHandle[T]: ...
     @overload
     def submit_nowait(
@@ -259,6 +292,7 @@ class LaneSystem:
         timeout: float | None = None,
         durable: bool | None = None,
         priority: int = 0,
+        on_done: OnDone | None = None,
     ) -> CommandHandle[T]: ...
     def submit_nowait(
         self,
@@ -271,12 +305,29 @@ class LaneSystem:
         timeout: float | None = None,
         durable: bool | None = None,
         priority: int = 0,
+        on_done: OnDone | None = None,
     ) -> CommandHandle[Any]:
-        """Like :meth:`submit`, but raise :class:`LaneFull` instead of waiting for room.
+        """Like :meth:`submit` (``on_done`` included), but raise :class:`LaneFull` instead
+        of waiting for room.
 
         Raises:
             LaneUsageError: a durable command (it cannot wait for storage; use ``submit``).
         """
+        if on_done is not None:
+            check_on_done(on_done, "submit_nowait")
+            handle = self.submit_nowait(
+                lane,
+                fn,
+                *args,
+                key=key,
+                dedup=dedup,
+                delay=delay,
+                timeout=timeout,
+                durable=durable,
+                priority=priority,
+            )
+            self._on_done(handle._command, on_done)
+            return handle
         core = self._core
         if dedup is not None:  # a deduplication mode (lanes/_dedup.py)
             return dedup_modes.submit_nowait(
@@ -288,6 +339,14 @@ class LaneSystem:
         if isinstance(cmd, CommandHandle):  # the live command holding the key
             return cmd
         return submission.accept_nowait(core, cmd, delay)
+
+    def _on_done(self, cmd: Command, fn: OnDone) -> None:
+        """Run ``fn(handle)`` once ``cmd`` has ended (lanes/_on_done.py)."""
+        callbacks = self._core.callbacks
+        if callbacks is None:
+            assert self._lane_nursery is not None
+            callbacks = self._core.callbacks = Callbacks(self._core, self._lane_nursery)
+        callbacks.attach(cmd, fn)
 
     @overload
     async def run(
@@ -594,6 +653,8 @@ class LaneSystem:
         self._leave_now = True
         self._stop_accepting()
         self._core.cancel_all(Reason.SHUTDOWN)
+        if self._core.callbacks is not None:  # and the on_done callbacks, later ones too
+            self._core.callbacks.cancel()
 
     async def submit_streaming(
         self,
@@ -607,6 +668,7 @@ class LaneSystem:
         timeout: float | None = None,
         durable: bool | None = None,
         priority: int = 0,
+        on_done: OnDone | None = None,
     ) -> CommandHandle[Any]:
         """:meth:`submit` a command whose partial results the caller reads as they come.
 
@@ -619,6 +681,8 @@ class LaneSystem:
 
         A ``key`` shared with a command already pending or running returns that command's
         handle (a stream only if that command was submitted streaming too).
+
+        ``on_done`` is :meth:`submit`'s: a callback once the command has ended.
 
         Raises:
             LaneConfigError: ``buffer`` is not an integer >= 1; and whatever
@@ -635,6 +699,7 @@ class LaneSystem:
             timeout=timeout,
             durable=durable,
             priority=priority,
+            on_done=on_done,
         )
         # No checkpoint since the command was accepted: its body has not started yet.
         cmd = handle._command
@@ -793,7 +858,8 @@ class LaneSystem:
             state.room.close()
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Wait until no command is pending or running (retries and delays included).
+        """Wait until no command is pending or running (retries and delays included) and
+        no ``on_done`` callback runs.
 
         A paused lane's commands cannot start until it is resumed: if a paused lane holds
         pending commands when the drain starts, a warning naming it is logged (logger
@@ -804,8 +870,8 @@ class LaneSystem:
             timeout: seconds to wait; None waits as long as it takes.
 
         Raises:
-            DrainTimeout: the timeout passed; every command left has been cancelled (and
-                the running ones have exited) before this is raised.
+            DrainTimeout: the timeout passed; every command and ``on_done`` callback left
+                has been cancelled (and has exited) before this is raised.
             ShutdownInProgress: the system is closed (its ``async with`` block ended).
         """
         self._check_open("drain")
@@ -820,13 +886,22 @@ class LaneSystem:
             )
         with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
             await self._core.wait_idle()
-        if not scope.cancelled_caught or not self._core.live:
+        callbacks = self._core.callbacks
+        busy = self._core.live or (callbacks is not None and callbacks.running)
+        if not scope.cancelled_caught or not busy:
             return  # idle (a zero timeout may cancel wait_idle's last checkpoint)
         left = len(self._core.live)
+        hooks = 0 if callbacks is None else callbacks.running
         paused = self._paused_with_pending()
         self._core.cancel_all(Reason.SHUTDOWN)
+        if callbacks is not None:  # on_done callbacks too, those of the cancelled ones
+            callbacks.cancel()
         await self._core.wait_idle()
+        if callbacks is not None:
+            callbacks.reopen()  # (the system may go on: later callbacks run)
         msg = f"drain timed out after {timeout} s; cancelled {left} unfinished command(s)"
+        if hooks:
+            msg += f" and {hooks} running on_done callback(s)"
         if paused:
             msg += f"; paused lane(s) still holding commands: {paused}"
         raise DrainTimeout(msg)
@@ -920,6 +995,8 @@ class LaneSystem:
     def _finalize(self) -> None:
         self._closed = True
         self._halt()
+        if self._core.callbacks is not None:
+            self._core.callbacks.closed = True  # its nursery is gone
         self._core.abandon_all()
         self._core.policy.detach()
         self._core.bus.close()
