@@ -244,7 +244,7 @@ def _positions(waiting: list[Any]) -> dict[int, int]:
         state = lanes[name]
         # Prioritized: the start order is sorted. FIFO: the queue's order, in which
         # cancelled commands stay until they reach its head (skipped).
-        jobs = state.queued() if state.ranked else state.queue
+        jobs = state.queued() if state.ranked else state.fifo()
         left = len(ids)
         position = 0
         for job in jobs:

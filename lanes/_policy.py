@@ -28,7 +28,6 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
@@ -74,6 +73,7 @@ class Job:
     """What the policy knows of one command. The async shell subclasses it."""
 
     __slots__ = (
+        "after",
         "entry",
         "lane",
         "order",
@@ -97,6 +97,7 @@ class Job:
         self.ready_at = 0.0
         self.state = NEW
         self.preempting = False
+        self.after: Job | None = None  # the next job in its lane's FIFO (LaneState.first)
 
     def __lt__(self, other: Job) -> bool:  # heap tie-breaker
         return self.seq < other.seq
@@ -108,10 +109,6 @@ Ranked = tuple[int, int, Job]
 Waiting = tuple[float, int, Job]
 """An entry of a boosted lane's heap by age (:attr:`LaneState.waiting`): (pending_since,
 order, job)."""
-
-_NO_QUEUE: deque[Job] = deque(maxlen=0)
-"""The queue of every lane with nothing queued (shared, so never appended to: a maxlen of
-0 makes a stray append a no-op instead of a job queued in every lane)."""
 
 
 @attrs.frozen
@@ -139,6 +136,8 @@ class LaneState:
         "config",
         "counters",
         "delayed",
+        "first",
+        "last",
         "limiter",
         "local",
         "max",
@@ -147,7 +146,6 @@ class LaneState:
         "pending",
         "pool",
         "priority",
-        "queue",
         "ranked",
         "recent",
         "room",
@@ -165,10 +163,12 @@ class LaneState:
         self.max = config.max_concurrency
         self.boost = config.boost
         self.limiter = make_limiter(config.rate_limit)
-        # Priority-0 jobs, in order. A lane with nothing queued shares the empty _NO_QUEUE
-        # (a deque is about 600 bytes even when empty): the first job queued gets the lane a
-        # deque of its own, and Policy.compact() hands an emptied one back.
-        self.queue: deque[Job] = _NO_QUEUE
+        # Priority-0 jobs, in order: a FIFO linked through the jobs (Job.after), from
+        # `first` to `last`. It allocates nothing: a deque is about 600 bytes even with one
+        # job in it, and most lanes of a busy server hold zero or one. Cancelled jobs stay
+        # linked until they reach the front (dropped lazily, as from a heap).
+        self.first: Job | None = None
+        self.last: Job | None = None
         # Jobs with another priority (or reprioritized): a heap of (priority, order, job),
         # stale entries (job.entry is not the entry) dropped lazily. Empty unless some job
         # of the lane has ever had a priority: the common case costs one test.
@@ -197,16 +197,35 @@ class LaneState:
         self.recent = array("d")
         self.pool: WorkerPool[Any, int] | None = None
 
+    @property
+    def queue(self) -> list[Job]:
+        """The FIFO's jobs, front first, cancelled ones not dropped yet included (a copy:
+        for inspection and tests, not the hot paths)."""
+        return list(self.fifo())
+
+    def fifo(self) -> Iterator[Job]:
+        """The FIFO's jobs, front first (cancelled ones not dropped yet included)."""
+        job = self.first
+        while job is not None:
+            yield job
+            job = job.after
+
+    def pop_first(self) -> None:
+        """Unlink the FIFO's front job."""
+        job = self.first
+        assert job is not None
+        following = job.after
+        job.after = None
+        self.first = following
+        if following is None:
+            self.last = None
+
     def head(self) -> Job | None:
         """The first live queued job (cancelled jobs are dropped lazily)."""
-        queue = self.queue
-        job: Job | None = None
-        while queue:
-            job = queue[0]
-            if job.state is QUEUED:
-                break
-            queue.popleft()
-            job = None
+        job = self.first
+        while job is not None and job.state is not QUEUED:
+            self.pop_first()
+            job = self.first
         ranked = self.ranked
         if not ranked:
             return job
@@ -224,13 +243,16 @@ class LaneState:
         """Put a QUEUED job into the lane's queue at ``order``."""
         job.order = order
         if job.priority == 0 and job.entry is None:
-            queue = self.queue
-            if queue is _NO_QUEUE:
-                queue = self.queue = deque()
-            if order < 0:
-                queue.appendleft(job)
+            if order < 0:  # a preempted job, put back at the front
+                job.after = self.first
+                self.first = job
+                if self.last is None:
+                    self.last = job
+            elif self.last is None:
+                self.first = self.last = job
             else:
-                queue.append(job)
+                self.last.after = job
+                self.last = job
         else:
             entry = (job.priority, order, job)
             job.entry = entry
@@ -241,7 +263,7 @@ class LaneState:
     def take_head(self, job: Job) -> None:
         """Take ``job``, just returned by :meth:`head`, out of the queue."""
         if job.entry is None:
-            self.queue.popleft()
+            self.pop_first()
         else:
             heapq.heappop(self.ranked)
             job.entry = None
@@ -249,13 +271,25 @@ class LaneState:
     def withdraw(self, job: Job) -> None:
         """Take a QUEUED job out of the queue wherever it is (O(queue) for the FIFO part)."""
         if job.entry is None:
-            self.queue.remove(job)
+            before = None
+            at = self.first
+            while at is not job:
+                assert at is not None  # a queued FIFO job is linked
+                before, at = at, at.after
+            following = job.after
+            job.after = None
+            if before is None:
+                self.first = following
+            else:
+                before.after = following
+            if self.last is job:
+                self.last = before
         else:
             job.entry = None  # its heap entry is stale from now on
 
     def queued(self) -> list[Job]:
         """The live queued jobs, in the order they would start."""
-        jobs = [job for job in self.queue if job.state is QUEUED]
+        jobs = [job for job in self.fifo() if job.state is QUEUED]
         if not self.ranked:
             return jobs
         jobs += [e[2] for e in self.ranked if e[2].entry is e and e[2].state is QUEUED]
@@ -298,9 +332,9 @@ class LaneState:
         if self.boost is None or not self.waiting:
             return head
         oldest = head
-        queue = self.queue
-        if queue and queue[0].pending_since < oldest.pending_since:
-            oldest = queue[0]  # head() dropped the cancelled jobs in front of it
+        first = self.first
+        if first is not None and first.pending_since < oldest.pending_since:
+            oldest = first  # head() dropped the cancelled jobs in front of it
         waiting = self.waiting
         while waiting:
             since, order, job = waiting[0]
@@ -427,9 +461,12 @@ class Policy:
             if job.priority == 0 and job.entry is None:  # LaneState.enqueue, inlined
                 job.order = self._order
                 state = self.lanes[job.lane]
-                if state.queue is _NO_QUEUE:
-                    state.queue = deque()
-                state.queue.append(job)
+                last = state.last
+                if last is None:
+                    state.first = state.last = job
+                else:
+                    last.after = job
+                    state.last = job
             else:
                 self.lanes[job.lane].enqueue(job, self._order)
 
@@ -469,7 +506,8 @@ class Policy:
         """
         state = self.lanes[lane]
         removed = [job for job in state.queued() if self.remove(job)]
-        state.queue = _NO_QUEUE
+        while state.first is not None:  # unlinked, cancelled ones included
+            state.pop_first()
         state.ranked.clear()
         state.waiting.clear()
         if state.delayed:
@@ -481,15 +519,12 @@ class Policy:
     def compact(self) -> None:
         """Give back the memory of lanes with nothing queued (an idle system's step).
 
-        A lane's emptied deque goes back to the shared empty one, an emptied ``running``
-        dict (a dict never shrinks) is replaced with a fresh one, and the age heap of a lane
-        with nothing queued (its entries all stale) is emptied.
+        An emptied ``running`` dict (a dict never shrinks) is replaced with a fresh one, and
+        the age heap of a lane with nothing queued (its entries all stale) is emptied.
         """
         for state in self.lanes.values():
             if state.waiting and state.pending == state.delayed:
                 state.waiting = []
-            if state.queue is not _NO_QUEUE and not state.queue:
-                state.queue = _NO_QUEUE
             if not state.running:
                 state.running = {}
 
@@ -508,7 +543,7 @@ class Policy:
             key = (job.priority, job.order)
             return sum(1 for other in state.queued() if (other.priority, other.order) < key)
         ahead = 0
-        for other in state.queue:
+        for other in state.fifo():
             if other is job:
                 return ahead
             if other.state is QUEUED:
@@ -729,7 +764,11 @@ class Policy:
     def _start(self, job: Job, now: float) -> None:
         state = self.lanes[job.lane]
         if job.entry is None:  # LaneState.take_head, inlined (the hot path)
-            state.queue.popleft()
+            following = job.after  # (job is the FIFO's first)
+            job.after = None
+            state.first = following
+            if following is None:
+                state.last = None
         else:
             state.take_head(job)
         state.pending -= 1

@@ -141,16 +141,16 @@ async def test_stopping_the_turn_does_not_touch_the_queue(autojump_clock: trio.a
         await trio.testing.wait_all_tasks_blocked()
         state = system._core.policy.lanes["prompt"]
 
-        class Untouchable(list):  # type: ignore[type-arg]
-            def __iter__(self):  # type: ignore[no-untyped-def]
-                raise AssertionError("the queue was scanned")
+        class Untouchable:  # the FIFO's front: reading any of its fields is a scan
+            def __getattribute__(self, name: str) -> object:
+                raise AssertionError(f"the queue was scanned (.{name})")
 
-        saved = state.queue
-        state.queue = Untouchable()  # type: ignore[assignment]
+        saved = state.first
+        state.first = Untouchable()  # type: ignore[assignment]
         try:
             system._core.cancel_lane("prompt", lanes._command.Reason.CANCEL, queued=False)
         finally:
-            state.queue = saved
+            state.first = saved
         await trio.testing.wait_all_tasks_blocked()
         assert queued[0].status == "running"
         system.close_now()

@@ -88,9 +88,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "a lane's queue is LIFO: new commands join at its head",
         (
             POLICY,
-            "                    state.queue = deque()\n                state.queue.append(job)",
-            "                    state.queue = deque()\n"
-            "                state.queue.appendleft(job)",
+            "                    last.after = job\n                    state.last = job",
+            "                    job.after = state.first\n                    state.first = job",
         ),
     ),
     _mutant(
