@@ -63,7 +63,11 @@ class Core:
         # Each lane's whole state, one record (the policy's dict: lanes being retired too).
         self.lanes: dict[str, LaneState] = self.policy.lanes
         self.bus = EventBus()
-        self.dlq = DeadLetterQueue(dead_letter_limit, resubmit, self._letter_removed, self.commit)
+        # The dead-letter queue is made with its first letter, or when someone asks for it
+        # (most systems never have one): see the dlq property.
+        self._dlq: DeadLetterQueue | None = None
+        self.dead_letter_limit = dead_letter_limit
+        self.resubmit = resubmit
         self.durable: Durability | None = None
         self.metrics = Metrics(self)
         self.keys: dict[str, Command] = {}
@@ -459,6 +463,26 @@ class Core:
         cmd.error = error
         cmd.observed = True  # its submit raised the error
         cmd.wake_waiters()
+
+    @property
+    def dlq(self) -> DeadLetterQueue:
+        """The system's dead-letter queue (made on first use)."""
+        dlq = self._dlq
+        if dlq is None:
+            dlq = self._dlq = DeadLetterQueue(
+                self.dead_letter_limit, self.resubmit, self._letter_removed, self.commit
+            )
+        return dlq
+
+    @property
+    def dead_letters_held(self) -> int:
+        """How many letters the dead-letter queue holds (without making one)."""
+        return 0 if self._dlq is None else len(self._dlq)
+
+    @property
+    def dead_letters_evicted(self) -> int:
+        """How many letters the full dead-letter queue evicted (without making one)."""
+        return 0 if self._dlq is None else self._dlq.evicted
 
     def _letter_removed(self, letter_id: str) -> None:
         if self.durable is not None:

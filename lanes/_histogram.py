@@ -29,6 +29,9 @@ _SHIFT = 52 - 6  # keep the exponent and the top log2(_SUB) fraction bits
 _OFFSET = 1022 * _SUB
 _MIN_NORMAL = sys.float_info.min  # below this (subnormals) the bit layout differs
 _PERCENTILES = (50.0, 90.0, 95.0, 99.0)
+_NO_BUCKETS: array[int] = array("q")
+"""The packed buckets of every histogram with no bucket yet (shared: never appended to;
+:meth:`Histogram._table` makes a histogram a dict of its own)."""
 
 
 @attrs.frozen
@@ -58,8 +61,10 @@ class Histogram:
         # Bucket index -> count: a dict while samples come in; packed by compact() into an
         # array of (index, count) pairs in rising order (an idle session's histograms then
         # hold 16 bytes a bucket, not a dict and two int objects a bucket).
-        self._buckets: dict[int, int] | array[int] = {}
-        self._pending: list[float] = []
+        # Both start as shared empty values (an unused lane's histograms allocate nothing):
+        # the first sample gets a list, the first fold a dict of its own.
+        self._buckets: dict[int, int] | array[int] = _NO_BUCKETS
+        self._pending: list[float] | tuple[()] = ()
         self._zeros = 0
         self._count = 0
         self._sum = 0.0
@@ -69,12 +74,18 @@ class Histogram:
     def record(self, value: float) -> None:
         """Add one sample (seconds; negative values count as 0)."""
         pending = self._pending
+        if isinstance(pending, tuple):
+            self._pending = [value]
+            return
         pending.append(value)
         if len(pending) >= 4096:
             self.fold()
 
     def record_many(self, values: Iterable[float]) -> None:
-        self._pending.extend(values)
+        pending = self._pending
+        if isinstance(pending, tuple):
+            pending = self._pending = []
+        pending.extend(values)
         self.fold()
 
     def fold(self) -> None:
@@ -102,7 +113,7 @@ class Histogram:
         for index, count in indexes.items():
             counts[index] = counts.get(index, 0) + count
         self._sum += total
-        pending.clear()
+        self._pending = ()  # (a list never shrinks: the next sample gets a fresh one)
 
     @property
     def count(self) -> int:
@@ -173,6 +184,9 @@ class Histogram:
         self.fold()
         buckets = self._buckets
         if isinstance(buckets, dict):
+            if not buckets:
+                self._buckets = _NO_BUCKETS
+                return
             packed = array("q")
             for index, count in sorted(buckets.items()):
                 packed.append(index)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from tricycle import MultiCancelScope
@@ -39,7 +39,6 @@ from ._errors import LaneUsageError
 
 if TYPE_CHECKING:
     from ._command import Command, CommandHandle
-    from ._core import Core
 
 __all__ = ["Callbacks", "OnDone", "check_on_done"]
 
@@ -69,6 +68,12 @@ def check_on_done(fn: Any, where: str) -> None:
         raise LaneUsageError(msg) from None
 
 
+class _Owner(Protocol):
+    """What the callbacks need of their system's core (lanes/_core.py)."""
+
+    def callbacks_ended(self) -> None: ...
+
+
 class Callbacks:
     """The ``on_done`` callbacks of one lane system: started, counted and cancelled here.
 
@@ -77,7 +82,7 @@ class Callbacks:
 
     __slots__ = ("_core", "_nursery", "_scope", "closed", "running")
 
-    def __init__(self, core: Core, nursery: trio.Nursery) -> None:
+    def __init__(self, core: _Owner, nursery: trio.Nursery) -> None:
         self._core = core
         self._nursery = nursery
         # Made with the first callback and dropped when none runs (an idle system keeps no

@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 import trio
@@ -50,6 +50,9 @@ from .storage import Storage, as_storage
 
 __all__ = ["LaneSystem", "open_lane_system"]
 
+_NO_SCHEDULES: Mapping[str, ScheduleHandle] = MappingProxyType({})
+"""``system.schedules`` of a system that never had one."""
+
 logger = logging.getLogger("lanes")
 
 T = TypeVar("T")
@@ -82,7 +85,9 @@ class LaneSystem:
         self.dispatcher: Dispatcher | None = None
         self.recovered: tuple[CommandHandle[Any], ...] = ()
         """Handles of the commands requeued from storage at start, in order."""
-        self._scheduler = Scheduler(core)
+        # The schedules' owner: made by the first schedule() (or at start, with storage).
+        self._scheduler: Scheduler | None = None
+        self._wall: Callable[[], float] = time.time  # (the clock given at open)
         self._lane_nursery: trio.Nursery | None = None  # where lanes added later serve
 
     @property
@@ -475,7 +480,7 @@ class LaneSystem:
             LaneUsageError: called outside the ``trio.run`` that owns the system.
         """
         self._check_run("schedule")
-        return await self._scheduler.add(
+        return await self._schedules().add(
             lane,
             command,
             every,
@@ -494,7 +499,16 @@ class LaneSystem:
     @property
     def schedules(self) -> Mapping[str, ScheduleHandle]:
         """The schedules by key (a read-only live view), those restored from storage included."""
-        return self._scheduler.view
+        return _NO_SCHEDULES if self._scheduler is None else self._scheduler.view
+
+    def _schedules(self) -> Scheduler:
+        """The schedules' owner, made (and started, if the system runs) on first use."""
+        scheduler = self._scheduler
+        if scheduler is None:
+            scheduler = self._scheduler = Scheduler(self._core)
+            if self._lane_nursery is not None and self._core.accepting:
+                scheduler.start(self._lane_nursery, self._wall)
+        return scheduler
 
     # -- control -----------------------------------------------------------------------------------
 
@@ -584,7 +598,7 @@ class LaneSystem:
         """
         self._check_open("retire_lane")
         wait = _check_seconds("retire_lane", "timeout", timeout, zero_ok=True)
-        schedules = list(self._scheduler.view.values())
+        schedules = list(self.schedules.values())
         return await live_lanes.retire_lane(self._core, name, wait, schedules)
 
     async def cancel_lane(self, lane: str, *, running: bool = True, queued: bool = True) -> int:
@@ -787,8 +801,8 @@ class LaneSystem:
             active=policy.active_total,
             max_concurrency=policy.cap,
             accepting=core.accepting,
-            dead_letters=len(core.dlq),
-            dead_letters_evicted=core.dlq.evicted,
+            dead_letters=core.dead_letters_held,
+            dead_letters_evicted=core.dead_letters_evicted,
             events_dropped=core.bus.dropped,
         )
 
@@ -853,7 +867,8 @@ class LaneSystem:
 
     def _stop_accepting(self) -> None:
         self._core.accepting = False
-        self._scheduler.close()
+        if self._scheduler is not None:
+            self._scheduler.close()
         for state in self._core.lanes.values():
             state.room.close()
 
@@ -1066,7 +1081,7 @@ class _LaneSystemContext:
         if keep is not None:
             retention_mod.install(core, keep)
         system = LaneSystem(core, drain)
-        core.dlq.resubmit = system._requeue_letter
+        core.resubmit = system._requeue_letter  # (the dead-letter queue is made later)
         if storage is not None:  # opened before any task starts: errors surface as themselves
             try:
                 await storage.open()
@@ -1090,7 +1105,9 @@ class _LaneSystemContext:
                 dedup_modes.recovered(core, recovered, core.durable.keys)
                 retention_mod.restore(core)
                 system.recovered = tuple(cmd.handle for cmd in recovered)
-            system._scheduler.start(nursery, wall)
+            system._wall = wall
+            if core.durable is not None:  # its stored schedules run from now on
+                system._schedules()
         except BaseException as exc:
             await self._leave(exc, body=False)  # raises (the nursery never swallows it here)
             raise

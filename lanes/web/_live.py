@@ -177,7 +177,7 @@ class LiveSource:
                     run_seconds += histogram.sum
                     run_attempts += count
             active += policy.active_total
-            letters += len(core.dlq)
+            letters += core.dead_letters_held
         return {
             "kind": self.kind,
             "systems": len(self._entries),
@@ -254,7 +254,7 @@ class LiveSource:
             "wait": _seconds(wait),
             "completed": completed,
             "failed": failed,
-            "dead_letters": len(core.dlq),
+            "dead_letters": core.dead_letters_held,
             "accepting": core.accepting,
         }
 
