@@ -76,6 +76,9 @@ class Core:
         self.token = trio.lowlevel.current_trio_token()  # the owning run's (see _boundary)
         self._random = rng
         self.wake: Callable[[], None] = _nothing
+        # Makes a lane's worker pool, attached to the system's nursery, with the lane's
+        # first command (an unused lane has none); None once the system is closing.
+        self.new_pool: Callable[[LaneState], WorkerPool[Command, int] | None] = no_pool
         # Parked workers outlive the system's last command by REAP_AFTER seconds (a
         # command a moment later reuses one instead of spawning a task); then the
         # dispatcher reaps them. `idle_since`: when the system last became idle.
@@ -134,9 +137,14 @@ class Core:
 
     def grant(self, cmd: Command, now: float) -> None:
         """The policy started ``cmd``: begin its attempt and hand it to its lane's worker."""
-        pool = self.lanes[cmd.lane].pool
-        if pool is None or not pool.serving:
-            return  # the system is being torn down: it is resolved as cancelled
+        state = self.lanes[cmd.lane]
+        pool = state.pool
+        if pool is None:  # the lane's first command: its pool is made now
+            pool = self.new_pool(state)
+            if pool is None:
+                return  # the system is being torn down: it is resolved as cancelled
+        if not pool.serving:
+            return
         self.begin(cmd, now)
         pool.deliver(cmd)
 
@@ -518,7 +526,7 @@ class Core:
 
     def add_lane(self, config: LaneConfig) -> LaneState:
         """Make ``config`` a lane of the running system (``LaneSystem.add_lane``, checked);
-        the caller gives it a worker pool (``LaneState.pool``) before anything is submitted."""
+        its worker pool is made with its first command (``Core.new_pool``)."""
         state = self.policy.add_lane(config)
         self.configs[config.name] = config
         return state
@@ -594,4 +602,9 @@ class Core:
 
 
 def _nothing() -> None:
+    return None
+
+
+def no_pool(state: LaneState) -> None:
+    """``Core.new_pool`` of a system that is not running (or no longer)."""
     return None

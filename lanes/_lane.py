@@ -13,6 +13,7 @@ import trio
 from actors import WorkerPool, resume_in_context
 
 from ._command import Command
+from ._config import LaneConfig
 from ._core import Core
 from ._policy import DONE
 from ._process import process_caller
@@ -88,11 +89,10 @@ async def run_attempt(
     return Attempt.RETURNED
 
 
-def new_lane_pool(core: Core, lane: str) -> WorkerPool[Command, int]:
+def new_lane_pool(core: Core, config: LaneConfig) -> WorkerPool[Command, int]:
     """The lane actor: a worker pool (its workers are tasks of the system's nursery once
     attached), settling through ``core``."""
-
-    config = core.configs[lane]
+    lane = config.name
     call = process_caller(config) if config.executor == "process" else None
 
     # A partial, not a wrapper coroutine: one coroutine frame fewer per attempt (and no

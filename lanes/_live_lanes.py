@@ -16,7 +16,6 @@ from ._command import Command, Reason
 from ._config import LaneConfig, validate_lanes
 from ._core import Core
 from ._errors import LaneConfigError, LaneUsageError, UnknownLaneError
-from ._lane import new_lane_pool
 from ._process import require_trio_parallel
 from ._schedule_handle import ScheduleHandle
 from ._submission import shutdown_error, unknown_lane
@@ -55,9 +54,7 @@ def add_lane(
         msg = f"add_lane: lane {name!r} does not fit the running system: {exc}"
         raise LaneConfigError(msg) from None
     require_trio_parallel((config,))
-    state = core.add_lane(config)
-    state.pool = pool = new_lane_pool(core, name)
-    pool.attach(nursery)  # its workers start with its first command
+    core.add_lane(config)  # its worker pool comes with its first command (Core.new_pool)
     if config.shared_limit is not None:
         core.policy.set_waker(waker)  # how its shared limit asks for a decision round
     return config

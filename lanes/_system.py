@@ -13,7 +13,7 @@ from typing import Any, Protocol, TypeVar, TypeVarTuple, overload
 
 import trio
 
-from actors import leaves, single_leaf
+from actors import WorkerPool, leaves, single_leaf
 
 from . import _dedup as dedup_modes
 from . import _live_lanes as live_lanes
@@ -25,7 +25,7 @@ from ._checks import check_seconds as _check_seconds
 from ._codec import DEFAULT_MAX_PAYLOAD_BYTES, CommandRegistry
 from ._command import Command, CommandHandle, Reason
 from ._config import DEFAULT_LANES, LaneConfig, validate_lanes
-from ._core import Core
+from ._core import Core, no_pool
 from ._dedup import Dedup
 from ._dispatcher import Dispatcher
 from ._dlq import DeadLetter, DeadLetterQueue
@@ -35,7 +35,7 @@ from ._lane import new_lane_pool
 from ._listing import CommandInfo, check_listing, list_commands
 from ._metrics import Metrics
 from ._on_done import Callbacks, OnDone, check_on_done
-from ._policy import DONE
+from ._policy import DONE, LaneState
 from ._process import require_trio_parallel
 from ._recurring import Scheduler
 from ._remote import SystemBackend
@@ -1001,11 +1001,20 @@ class LaneSystem:
         """Stop accepting and stop starting commands: the system is closing."""
         self._stop_accepting()
         self._core.wake = _no_decision
+        self._core.new_pool = no_pool
         if self.dispatcher is not None:
             self.dispatcher.close()
         for state in self._core.lanes.values():
             if state.pool is not None:
                 state.pool.close()
+
+    def _new_pool(self, state: LaneState) -> WorkerPool[Command, int]:
+        """``state``'s worker pool, made with its lane's first command (``Core.new_pool``):
+        its workers are tasks of the system's nursery."""
+        assert self._lane_nursery is not None
+        state.pool = pool = new_lane_pool(self._core, state.config)
+        pool.attach(self._lane_nursery)
+        return pool
 
     def _finalize(self) -> None:
         self._closed = True
@@ -1096,9 +1105,7 @@ class _LaneSystemContext:
         try:
             if core.durable is not None:
                 await nursery.start(core.durable.journal.run)
-            for state in core.lanes.values():
-                state.pool = pool = new_lane_pool(core, state.name)
-                pool.attach(nursery)  # its workers start with its first command
+            core.new_pool = system._new_pool  # a lane's pool comes with its first command
             system.dispatcher = Dispatcher(core, nursery)  # its task starts on demand
             if core.durable is not None:
                 recovered = await submission.recover(core)

@@ -71,12 +71,11 @@ async def test_workers_run_each_command_natively_in_its_own_context(
 
     homes: list[contextvars.Context] = []
     async with lanes.open_lane_system(ONE) as system:
-        pool = system._core.pools["work"]
         for tag in ("a", "b", "c"):
             REQUEST.set(tag)
             await system.run("work", body, tag)
             assert REQUEST.get() == tag  # the caller's context is untouched
-            parked = pool._parked
+            parked = system._core.pools["work"]._parked
             assert len(parked) == 1  # one worker, parked between the commands
             homes.append(parked[0].context)
     assert seen == [
