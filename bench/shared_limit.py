@@ -6,7 +6,8 @@ one ``prompt`` lane (``max_concurrency=1``) on one app-wide ``lanes.SharedLimit(
 three turns: a turn of 10 "tokens" (each ``trio.sleep(0.001)`` then ``lanes.pause_point()``,
 standing for a streamed token and its websocket write), awaited; a long turn cancelled after
 a few tokens (``cancel_lane(queued=False)``, "stop this turn", timed from the call to its
-return); another short turn. A report task per turn awaits its handle, as the example does.
+return); another short turn. Each turn's ``on_done`` callback reports its end, as the
+example does.
 
 The plain twin (the same as bench/_plain_agent.py, without the web stack): a nursery per
 session, a task and a ``trio.CancelScope`` per turn, a ``trio.CapacityLimiter(1)`` per
@@ -59,20 +60,17 @@ async def _report(handle: lanes.CommandHandle[int]) -> None:
 
 
 async def _lanes_session(lane: lanes.LaneConfig, i: int, cancels: list[float]) -> None:
-    async with lanes.open_lane_system([lane]) as session, trio.open_nursery() as reports:
-        handle = await session.submit("prompt", _tokens, TOKENS)
-        reports.start_soon(_report, handle)
+    async with lanes.open_lane_system([lane]) as session:
+        handle = await session.submit("prompt", _tokens, TOKENS, on_done=_report)
         await handle.result()
         started = trio.Event()
-        handle = await session.submit("prompt", _tokens, LONG, started)
-        reports.start_soon(_report, handle)
+        await session.submit("prompt", _tokens, LONG, started, on_done=_report)
         await started.wait()
         await trio.sleep(TOKEN * (1 + i % 5))
         sent = time.perf_counter()
         await session.cancel_lane("prompt", queued=False)
         cancels.append(time.perf_counter() - sent)
-        handle = await session.submit("prompt", _tokens, TOKENS)
-        reports.start_soon(_report, handle)
+        handle = await session.submit("prompt", _tokens, TOKENS, on_done=_report)
         await handle.result()
         session.close_now()
 
