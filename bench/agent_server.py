@@ -27,6 +27,11 @@ of the server process, cancel->ack p50 and p99, RSS per idle session, trio tasks
 session (every task of the server process, hypercorn's per-connection tasks included),
 code lines of each app (without docstrings, comments and blank lines), newcomers' median and
 worst wait. Targets (issue 20): CPU, cancel p99, RSS, tasks <= 1.0; newcomers' wait <= 0.2.
+
+To look inside a round (no figure depends on these): ``$AGENT_BENCH_PROFILE`` (a folder)
+writes each main round's server cProfile; ``$AGENT_BENCH_MEMORY`` (a folder) writes the
+servers' allocator statistics at each ``/debug?gc=1`` (the base and the idle figures), and
+with ``$AGENT_BENCH_TRACEMALLOC`` (a number of frames) tracemalloc snapshots too.
 """
 
 from __future__ import annotations
@@ -116,8 +121,9 @@ def _trace_snapshot() -> None:
     ``<pid>-<k>.malloc`` (``sys._debugmallocstats()``: pymalloc's arenas, pools and free
     blocks by size class) and, with ``$AGENT_BENCH_TRACEMALLOC`` set to a number of frames,
     ``<pid>-<k>.snap`` (a ``tracemalloc`` snapshot of what was allocated since the first
-    one and is still live; read it with ``tracemalloc.Snapshot.load``). The figures of a
-    traced round are those of a slowed-down, bigger server.
+    one and is still live; read it with ``tracemalloc.Snapshot.load``) and ``<pid>-<k>.peak``
+    (tracemalloc's current and peak traced bytes). The figures of a traced round are those
+    of a slowed-down, bigger server.
     """
     folder = os.environ.get("AGENT_BENCH_MEMORY")
     if not folder:

@@ -120,17 +120,9 @@ async def agent_session(websocket: WebSocket) -> None:
                     await websocket.send_json({"type": "error", "error": error})
                 elif message["type"] == "prompt":
                     turn += 1
-                    tokens = message.get("tokens", 20)
-                    handle = await session.submit(
-                        "prompt",
-                        complete,
-                        client,
-                        websocket,
-                        turn,
-                        message["text"],
-                        tokens,
-                        on_done=functools.partial(report, websocket, turn),
-                    )
+                    args = (client, websocket, turn, message["text"], message.get("tokens", 20))
+                    done = functools.partial(report, websocket, turn)  # once the turn ended
+                    handle = await session.submit("prompt", complete, *args, on_done=done)
                     ahead = handle.position or 0  # "3 requests ahead of you"
                     await websocket.send_json({"type": "accepted", "turn": turn, "ahead": ahead})
                 elif message["type"] == "cancel":  # stop this turn, keep the queue
