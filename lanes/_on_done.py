@@ -10,8 +10,9 @@ command, the callback's only once it has ended.
 Rules, for every submit path (a new command, a deduplicated one, one already finished):
 
 - A callback given to a submit that returns an existing command's handle (``key=``) is
-  added to that command's callbacks; each runs once, in the order they were given. A
-  command that has already ended gets its callback started at once.
+  added to that command's callbacks; each runs once, in a task of its own (they run
+  concurrently, in no set order). A command that has already ended gets its callback
+  started at once.
 - Callbacks run inside one :class:`tricycle.MultiCancelScope` of the system: leaving at
   once (``close_now()``, an error or a cancellation of the body, an outer cancellation)
   and a drain's deadline cancel the running ones, and those started after that start
