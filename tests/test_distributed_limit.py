@@ -155,7 +155,9 @@ async def test_free_slots_go_to_the_session_holding_fewest(backend: RedisBackend
         await until(lambda: len(order) == 3)
         gates["b2"].set()  # busy holds 0, quiet 1: busy's first waiter
         await until(lambda: len(order) == 4)
-        for tag in ("w1", "q1", "w2", "w3"):
+        gates["w1"].set()  # one slot frees: busy's next waiter (w2)
+        await until(lambda: len(order) == 5)
+        for tag in ("q1", "w2", "w3"):  # (w2 and w3 granted at once would race to append)
             gates[tag].set()
     # quiet held nothing while busy held 1: it went first; then arrival order
     assert sorted(order[:2]) == ["b1", "b2"] and order[2:] == ["q1", "w1", "w2", "w3"]
